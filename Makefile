@@ -1,0 +1,50 @@
+# dmd-pipeline: every target installs what it needs on first use (uv, then the locked environment).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+UV := $(PYTHON) -m uv
+RUN := $(UV) run --frozen
+STACK ?= dev1
+ARGS ?=
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup demo test lint typecheck unit bench package plan clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
+
+.venv/.synced: pyproject.toml uv.lock
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check 'uv>=0.9'
+	$(UV) sync --frozen
+	@touch $@
+
+setup: .venv/.synced  ## install the locked environment into .venv
+
+demo: .venv/.synced  ## run the pipeline end to end on the embedded local AWS (ARGS="--events 5000 --seed 3 --keep")
+	$(RUN) python -m sandbox.demo $(ARGS)
+
+lint: .venv/.synced  ## ruff lint and format check
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+typecheck: .venv/.synced  ## mypy
+	$(RUN) mypy
+
+unit: .venv/.synced  ## pytest only (PYTEST_ARGS="-k decode")
+	$(RUN) pytest -n 2 $(PYTEST_ARGS)
+
+test: lint typecheck unit  ## lint, types, then the whole suite (what CI runs)
+
+bench: .venv/.synced  ## benchmark the handler's hot path against a naive reference
+	$(RUN) python -m bench $(ARGS)
+
+package: .venv/.synced  ## build dist/function.zip and dist/layer.zip (deterministic)
+	$(RUN) python -m ops.package $(ARGS)
+
+plan: .venv/.synced  ## offline preview: resources the program declares for STACK (make plan STACK=qa1)
+	$(RUN) python -m ops.plan $(STACK) $(ARGS)
+
+clean:  ## remove build output and caches (keeps .venv)
+	rm -rf dist build .pytest_cache .ruff_cache .mypy_cache .hypothesis
+	find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +

@@ -1,0 +1,1 @@
+"""Benchmark of the handler hot path against a naive reference."""

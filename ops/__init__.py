@@ -1,0 +1,1 @@
+"""Operational commands: package the artifact, plan offline, roll back, smoke-check, replay."""
