@@ -1,0 +1,184 @@
+"""Glue table, Athena workgroup and named queries as plain data, in the boto3 API shapes.
+
+Pure builders (no Pulumi): the Athena component turns them into resources, and the local sandbox creates the
+same objects in moto with boto3, so the deployed catalog and the local one cannot drift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.schema import glue_columns
+
+__all__ = [
+    "PARQUET_INPUT_FORMAT",
+    "PARQUET_OUTPUT_FORMAT",
+    "PARQUET_SERDE",
+    "PARTITION_KEYS",
+    "NamedQuerySpec",
+    "glue_table_input",
+    "named_queries",
+    "workgroup_configuration",
+]
+
+PARQUET_SERDE = "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
+PARQUET_INPUT_FORMAT = "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat"
+PARQUET_OUTPUT_FORMAT = "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat"
+ENGINE_VERSION = "Athena engine version 3"
+# Hive-style partitions the handler writes: <events prefix>dt=YYYY-MM-DD/hour=HH/<file>.parquet
+PARTITION_KEYS: tuple[tuple[str, str], ...] = (
+    ("dt", "Day of the change (UTC), yyyy-MM-dd."),
+    ("hour", "Hour of the change (UTC), 00-23."),
+)
+DEFAULT_PROJECTION_START = "2024-01-01"
+
+
+@dataclass(frozen=True)
+class NamedQuerySpec:
+    """An Athena named query: name, description and SQL (Athena/Trino dialect)."""
+
+    name: str
+    description: str
+    sql: str
+
+
+def glue_table_input(
+    *,
+    table_name: str,
+    location: str,
+    description: str = "Demand registration changes captured from the demand table, one row per change.",
+    projection_start: str = DEFAULT_PROJECTION_START,
+) -> dict[str, Any]:
+    """The Glue ``TableInput`` of the events table: Parquet, partitioned by dt/hour, partition projection on.
+
+    ``location`` is the events prefix as an ``s3://bucket/prefix/`` URI. With projection, Athena computes the
+    partitions from the template, so no crawler, ``MSCK REPAIR`` or ``ADD PARTITION`` is ever needed.
+    """
+    if not location.startswith("s3://") or not location.endswith("/"):
+        raise ValueError(f"location must be an s3:// URI ending with '/', got {location!r}")
+    return {
+        "Name": table_name,
+        "Description": description,
+        "TableType": "EXTERNAL_TABLE",
+        "Parameters": {
+            "EXTERNAL": "TRUE",
+            "classification": "parquet",
+            "parquet.compression": "ZSTD",
+            "projection.enabled": "true",
+            "projection.dt.type": "date",
+            "projection.dt.format": "yyyy-MM-dd",
+            "projection.dt.range": f"{projection_start},NOW",
+            "projection.dt.interval": "1",
+            "projection.dt.interval.unit": "DAYS",
+            "projection.hour.type": "integer",
+            "projection.hour.range": "0,23",
+            "projection.hour.digits": "2",
+            "storage.location.template": f"{location}dt=${{dt}}/hour=${{hour}}/",
+        },
+        "PartitionKeys": [{"Name": name, "Type": "string", "Comment": comment} for name, comment in PARTITION_KEYS],
+        "StorageDescriptor": {
+            "Columns": [
+                {"Name": column.name, "Type": column.type, "Comment": column.comment} for column in glue_columns()
+            ],
+            "Location": location,
+            "InputFormat": PARQUET_INPUT_FORMAT,
+            "OutputFormat": PARQUET_OUTPUT_FORMAT,
+            "Compressed": True,
+            "SerdeInfo": {"SerializationLibrary": PARQUET_SERDE, "Parameters": {"serialization.format": "1"}},
+        },
+    }
+
+
+def workgroup_configuration(
+    *,
+    results_location: str,
+    bytes_scanned_cutoff: int,
+    kms_key_arn: str | None = None,
+) -> dict[str, Any]:
+    """The Athena ``WorkGroupConfiguration``: engine v3, enforced, encrypted results, per-query scan limit."""
+    if not results_location.startswith("s3://") or not results_location.endswith("/"):
+        raise ValueError(f"results_location must be an s3:// URI ending with '/', got {results_location!r}")
+    encryption: dict[str, Any] = (
+        {"EncryptionOption": "SSE_KMS", "KmsKey": kms_key_arn} if kms_key_arn else {"EncryptionOption": "SSE_S3"}
+    )
+    return {
+        "ResultConfiguration": {"OutputLocation": results_location, "EncryptionConfiguration": encryption},
+        "EnforceWorkGroupConfiguration": True,
+        "PublishCloudWatchMetricsEnabled": True,
+        "BytesScannedCutoffPerQuery": bytes_scanned_cutoff,
+        "RequesterPaysEnabled": False,
+        "EngineVersion": {"SelectedEngineVersion": ENGINE_VERSION},
+    }
+
+
+# Kinesis sequence numbers are decimal strings of up to 129 digits: compare them left-padded, never as numbers.
+_NEWEST_FIRST = "change_time DESC, lpad(sequence_number, 129, '0') DESC"
+
+
+def _unique_changes(source: str) -> str:
+    """CTE ``unique_changes``: each change once, even when Kinesis delivered it (and the handler wrote it) twice."""
+    return f"""unique_changes AS (
+  SELECT *
+  FROM (
+    SELECT *, row_number() OVER (PARTITION BY change_id ORDER BY change_time) AS copy_number
+    FROM {source}
+  ) AS copies
+  WHERE copy_number = 1
+)"""  # noqa: S608
+
+
+def named_queries(database: str, table: str) -> list[NamedQuerySpec]:
+    """The named queries analysts need, against ``database.table`` (Athena/Trino SQL, DuckDB-transpilable)."""
+    source = f'"{database}"."{table}"'
+    # Identifiers come from the naming helper, never from user input.
+    demand_per_event_per_day = f"""-- Demand per event per day: for each day and event, the fans whose last change
+-- that day left them in each status (duplicate deliveries removed, removals excluded), and their tickets.
+WITH {_unique_changes(source)},
+last_of_day AS (
+  SELECT dt, event_id, fan_id, status, quantity, op,
+         row_number() OVER (PARTITION BY dt, event_id, fan_id ORDER BY {_NEWEST_FIRST}) AS newest
+  FROM unique_changes
+)
+SELECT dt, event_id, status, count(*) AS fans, sum(quantity) AS tickets
+FROM last_of_day
+WHERE newest = 1 AND op <> 'REMOVE'
+GROUP BY dt, event_id, status
+ORDER BY dt, event_id, status"""  # noqa: S608
+    current_registrations = f"""-- Current state per registration: the latest change per (event_id, fan_id),
+-- duplicate deliveries removed; registrations whose latest change is a REMOVE are gone and not listed.
+WITH {_unique_changes(source)},
+latest AS (
+  SELECT *, row_number() OVER (PARTITION BY event_id, fan_id ORDER BY {_NEWEST_FIRST}) AS newest
+  FROM unique_changes
+)
+SELECT event_id, fan_id, market_id, status, quantity, price_levels, channel, presale_code,
+       created_at, updated_at, change_time AS last_change_time
+FROM latest
+WHERE newest = 1 AND op <> 'REMOVE'
+ORDER BY event_id, fan_id"""  # noqa: S608
+    pipeline_freshness = f"""-- Pipeline freshness: age of the newest change that reached the lake, and rows
+-- seen in the last hour. Scans only the last two days of partitions.
+SELECT max(change_time) AS newest_change_time,
+       date_diff('second', max(change_time), current_timestamp) AS lag_seconds,
+       sum(CASE WHEN change_time >= current_timestamp - INTERVAL '1' HOUR THEN 1 ELSE 0 END) AS rows_last_hour,
+       count(*) AS rows_scanned
+FROM {source}
+WHERE dt >= date_format(current_timestamp - INTERVAL '1' DAY, '%Y-%m-%d')"""  # noqa: S608
+    return [
+        NamedQuerySpec(
+            "demand_per_event_per_day",
+            "Fans and tickets per event, day and status (each fan's last change of the day, duplicates removed).",
+            demand_per_event_per_day,
+        ),
+        NamedQuerySpec(
+            "current_registrations",
+            "Current state of every registration: latest change per event and fan, duplicates and removals dropped.",
+            current_registrations,
+        ),
+        NamedQuerySpec(
+            "pipeline_freshness",
+            "Seconds since the newest change landed, and rows in the last hour.",
+            pipeline_freshness,
+        ),
+    ]

@@ -1,0 +1,82 @@
+"""Physical names and S3 prefixes: the one place that decides what things are called in AWS."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = [
+    "FUNCTION_ALIAS",
+    "Naming",
+    "Prefixes",
+    "prefixes",
+]
+
+# The alias the event source mapping invokes; rollback points it at an earlier published version.
+FUNCTION_ALIAS = "live"
+
+_ROLE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+
+
+@dataclass(frozen=True)
+class Prefixes:
+    """Key prefixes inside the data bucket (each ends with ``/``, none starts with one)."""
+
+    root: str
+    events: str
+    quarantine: str
+    athena_results: str
+    artifacts: str
+
+
+def prefixes(root: str = "demand/") -> Prefixes:
+    """The bucket layout under ``root``: events, quarantine, Athena results and deployment artifacts."""
+    if not root.endswith("/") or root.startswith("/"):
+        raise ValueError(f"prefix root must end with '/' and not start with one, got {root!r}")
+    return Prefixes(
+        root=root,
+        events=f"{root}events/",
+        quarantine=f"{root}quarantine/",
+        athena_results=f"{root}athena-results/",
+        artifacts=f"{root}artifacts/",
+    )
+
+
+@dataclass(frozen=True)
+class Naming:
+    """Names of one stack's resources: ``prd3292-<env>-<role>``, snake_case for Glue and Athena.
+
+    The seed environments' pre-existing names (stream, table, bucket) follow the same pattern; the
+    ``seed_*`` methods spell it out so stack files for new environments can be derived and checked.
+    """
+
+    product_code: str
+    environment: str
+    region: str
+
+    @property
+    def prefix(self) -> str:
+        """``prd3292-<env>``: the start of every physical name this stack creates."""
+        return f"{self.product_code.lower()}-{self.environment}"
+
+    def physical(self, role: str) -> str:
+        """``prd3292-<env>-<role>`` for a kebab-case role such as ``demand-processor``."""
+        if not _ROLE.match(role):
+            raise ValueError(f"role must be kebab-case lower letters and digits, got {role!r}")
+        return f"{self.prefix}-{role}"
+
+    def snake(self, role: str) -> str:
+        """``prd3292_<env>_<role>``: Glue databases/tables and Athena objects only accept snake_case."""
+        return self.physical(role).replace("-", "_")
+
+    def seed_stream_name(self) -> str:
+        """The Kinesis stream the replaced system used: ``prd3292-<env>-dmnd-table-stream``."""
+        return self.physical("dmnd-table-stream")
+
+    def seed_table_name(self) -> str:
+        """The demand table: ``prd3292-<env>-<region>-demand-table``."""
+        return f"{self.prefix}-{self.region}-demand-table"
+
+    def seed_bucket_id(self) -> str:
+        """The data bucket: ``prd3292.<env>.<region>.demand-capture.tmaws``."""
+        return f"{self.product_code.lower()}.{self.environment}.{self.region}.demand-capture.tmaws"

@@ -1,0 +1,485 @@
+"""Stack settings: the only module that reads Pulumi config, validated into one frozen ``Settings``.
+
+Two constructors share one parser, so a stack file that ``pulumi up`` would reject is rejected the same way
+by the local sandbox and the ops commands:
+
+- ``load_settings()`` inside a Pulumi program (reads ``pulumi.Config``);
+- ``settings_from_stack_file(stack)`` anywhere else (reads ``Pulumi.<stack>.yaml`` plus the defaults
+  documented in ``Pulumi.yaml``, without Pulumi).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from components.naming import Naming
+
+__all__ = [
+    "ACCOUNT_TAGS",
+    "CONFIG_KEYS",
+    "LOG_RETENTION_DAYS",
+    "PROJECT",
+    "PROJECT_ROOT",
+    "ConfigKey",
+    "Precision",
+    "Settings",
+    "SettingsError",
+    "load_settings",
+    "settings_from_stack_file",
+]
+
+PROJECT = "dmd-pipeline"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ACCOUNT_TAGS = ("tm-nonprod", "tm-prod")
+PROD_ACCOUNT = "tm-prod"
+# CloudWatch Logs accepts only these retention periods.
+LOG_RETENTION_DAYS = (
+    1,
+    3,
+    5,
+    7,
+    14,
+    30,
+    60,
+    90,
+    120,
+    150,
+    180,
+    365,
+    400,
+    545,
+    731,
+    1096,
+    1827,
+    2192,
+    2557,
+    2922,
+    3288,
+    3653,
+)
+PRECISIONS = ("MILLISECOND", "MICROSECOND")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# Values of streamName meaning "no existing stream: the stack creates and owns one" ("TBD" is the seed's prod1 value).
+CREATE_STREAM_MARKERS = ("", "TBD")
+
+Precision = Literal["MILLISECOND", "MICROSECOND"]
+_ARN = re.compile(r"^arn:aws[a-z-]*:[a-z0-9-]+:[a-z0-9-]*:(\d{12})?:.+$")
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+_STREAM = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+_TABLE = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_PROJECT_PATH = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+$")
+_URL = re.compile(r"^https://[a-z0-9.-]+(:\d+)?$")
+
+
+class SettingsError(ValueError):
+    """A stack's configuration is missing a required key or holds a malformed value."""
+
+
+@dataclass(frozen=True)
+class ConfigKey:
+    """One config key: where it lives, its kind, its default (None = required) and what it means."""
+
+    key: str  # "namespace:name"
+    field: str
+    kind: str  # "string", "integer", "boolean"
+    default: Any
+    description: str
+    check: Callable[[Any], str | None] | None = None  # returns what was expected when the value is wrong
+
+    @property
+    def required(self) -> bool:
+        return self.default is None
+
+
+def _pattern(regex: re.Pattern[str], what: str) -> Callable[[Any], str | None]:
+    return lambda value: None if regex.match(value) else what
+
+
+def _between(low: int, high: int) -> Callable[[Any], str | None]:
+    return lambda value: None if low <= value <= high else f"an integer between {low} and {high}"
+
+
+def _one_of(*choices: Any) -> Callable[[Any], str | None]:
+    return lambda value: None if value in choices else "one of " + ", ".join(str(choice) for choice in choices)
+
+
+def _optional_arn(value: Any) -> str | None:
+    return None if value == "" or _ARN.match(value) else "an ARN (arn:aws:...) or empty"
+
+
+def _key(name: str, field: str, kind: str, default: Any, description: str, check: Any = None) -> ConfigKey:  # noqa: PLR0917
+    return ConfigKey(f"{PROJECT}:{name}", field, kind, default, description, check)
+
+
+CONFIG_KEYS: tuple[ConfigKey, ...] = (
+    ConfigKey("aws:region", "region", "string", None, "AWS region of the stack.", _pattern(_REGION, "an AWS region")),
+    ConfigKey("aws:profile", "profile", "string", None, "AWS CLI profile used to deploy the stack."),
+    _key(
+        "accountTag", "account_tag", "string", None, "Account tag (Account) on every resource.", _one_of(*ACCOUNT_TAGS)
+    ),
+    _key("environmentTag", "environment_tag", "string", None, "Environment tag (Environment); equals the stack name."),
+    _key("productCode", "product_code", "string", "PRD3292", "Product code tag (ProductCode); starts every name."),
+    _key("inventoryCode", "inventory_code", "string", "dmnd-pipeline", "Inventory code tag (InventoryCode)."),
+    _key(
+        "streamName",
+        "stream_name",
+        "string",
+        "",
+        "Existing Kinesis stream of the table's changes; empty or TBD: the stack creates and owns the stream.",
+        lambda value: None if value in CREATE_STREAM_MARKERS or _STREAM.match(value) else "a Kinesis stream name",
+    ),
+    _key("tableName", "table_name", "string", None, "DynamoDB demand table (owned elsewhere, looked up).", None),
+    _key("bucketId", "bucket_id", "string", None, "S3 data bucket id.", _pattern(_BUCKET, "an S3 bucket name")),
+    _key("createBucket", "create_bucket", "boolean", False, "Create a hardened data bucket instead of looking it up."),
+    _key("lambdaMemoryMb", "lambda_memory_mb", "integer", 1024, "Lambda memory in MB.", _between(128, 10240)),
+    _key("lambdaTimeoutSeconds", "lambda_timeout_seconds", "integer", 120, "Lambda timeout.", _between(1, 900)),
+    _key("batchSize", "batch_size", "integer", 500, "Records per Lambda invocation.", _between(1, 10000)),
+    _key(
+        "batchingWindowSeconds",
+        "batching_window_seconds",
+        "integer",
+        5,
+        "Maximum time to gather a batch.",
+        _between(0, 300),
+    ),
+    _key(
+        "parallelizationFactor",
+        "parallelization_factor",
+        "integer",
+        1,
+        "Concurrent batches per shard (1 keeps per-key order trivially).",
+        _between(1, 10),
+    ),
+    _key(
+        "maxRetryAttempts",
+        "max_retry_attempts",
+        "integer",
+        5,
+        "Retries of a failing batch before it goes to the failure queue (finite).",
+        _between(0, 10000),
+    ),
+    _key(
+        "maxRecordAgeSeconds",
+        "max_record_age_seconds",
+        "integer",
+        21600,
+        "Records older than this go to the failure queue (finite).",
+        _between(60, 604800),
+    ),
+    _key(
+        "changeTimePrecision",
+        "change_time_precision",
+        "string",
+        "MILLISECOND",
+        "ApproximateCreationDateTime precision of the table's streaming destination; the handler is told the same.",
+        _one_of(*PRECISIONS),
+    ),
+    _key(
+        "logRetentionDays", "log_retention_days", "integer", 30, "Function log retention.", _one_of(*LOG_RETENTION_DAYS)
+    ),
+    _key("logLevel", "log_level", "string", "INFO", "Handler log level.", _one_of(*LOG_LEVELS)),
+    _key(
+        "athenaBytesScannedCutoff",
+        "athena_bytes_scanned_cutoff",
+        "integer",
+        10 * 1024**3,
+        "Per-query bytes-scanned limit of the Athena workgroup (minimum 10 MB).",
+        _between(10_000_000, 2**62),
+    ),
+    _key(
+        "athenaResultsExpiryDays",
+        "athena_results_expiry_days",
+        "integer",
+        7,
+        "Days before Athena query results expire.",
+        _between(1, 3650),
+    ),
+    _key(
+        "iteratorAgeAlarmSeconds",
+        "iterator_age_alarm_seconds",
+        "integer",
+        300,
+        "Alarm when the oldest unprocessed record is older than this (IteratorAge is in milliseconds).",
+        _between(1, 604800),
+    ),
+    _key(
+        "errorsAlarmThreshold",
+        "errors_alarm_threshold",
+        "integer",
+        1,
+        "Errors per 5 minutes that alarm.",
+        _between(1, 10**6),
+    ),
+    _key(
+        "throttlesAlarmThreshold",
+        "throttles_alarm_threshold",
+        "integer",
+        1,
+        "Throttles per 5 minutes that alarm.",
+        _between(1, 10**6),
+    ),
+    _key(
+        "failureQueueAlarmThreshold",
+        "failure_queue_alarm_threshold",
+        "integer",
+        1,
+        "Visible messages in the failure queue that alarm.",
+        _between(1, 10**6),
+    ),
+    _key(
+        "alarmTopicArn",
+        "alarm_topic_arn",
+        "string",
+        "",
+        "SNS topic notified by the alarms (empty: none).",
+        _optional_arn,
+    ),
+    _key(
+        "logDestinationArn",
+        "log_destination_arn",
+        "string",
+        "",
+        "Central log destination the function's logs are subscribed to (empty: no subscription).",
+        _optional_arn,
+    ),
+    _key(
+        "streamKmsKeyArn",
+        "stream_kms_key_arn",
+        "string",
+        "",
+        "Customer managed KMS key of an existing stream, if any (the function may decrypt with it).",
+        _optional_arn,
+    ),
+    _key(
+        "bucketKmsKeyArn",
+        "bucket_kms_key_arn",
+        "string",
+        "",
+        "Customer managed KMS key of the data bucket, if any (the function and CI may encrypt with it).",
+        _optional_arn,
+    ),
+    _key(
+        "gitlabUrl",
+        "gitlab_url",
+        "string",
+        "https://git.tmaws.io",
+        "GitLab issuing CI ID tokens.",
+        _pattern(_URL, "an https URL"),
+    ),
+    _key(
+        "gitlabProjectPath",
+        "gitlab_project_path",
+        "string",
+        "demand-capture/data-pipeline",
+        "GitLab project whose CI may assume the CI role.",
+        _pattern(_PROJECT_PATH, "a GitLab project path group/project"),
+    ),
+    _key(
+        "ciMainBranchOnly",
+        "ci_main_branch_only",
+        "boolean",
+        True,
+        "Trust only the main branch's pipelines (required in the prod account).",
+    ),
+    _key(
+        "createOidcProvider",
+        "create_oidc_provider",
+        "boolean",
+        False,
+        "This stack owns the account's GitLab OIDC provider (exactly one stack per account); others look it up.",
+    ),
+    _key(
+        "artifactDir", "artifact_dir", "string", "dist", "Directory holding function.zip and layer.zip (make package)."
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated settings of one stack."""
+
+    stack: str
+    region: str
+    profile: str
+    account_tag: str
+    environment_tag: str
+    product_code: str
+    inventory_code: str
+    stream_name: str | None  # None: the stack creates and owns the stream
+    table_name: str
+    bucket_id: str
+    create_bucket: bool
+    lambda_memory_mb: int
+    lambda_timeout_seconds: int
+    batch_size: int
+    batching_window_seconds: int
+    parallelization_factor: int
+    max_retry_attempts: int
+    max_record_age_seconds: int
+    change_time_precision: Precision
+    log_retention_days: int
+    log_level: str
+    athena_bytes_scanned_cutoff: int
+    athena_results_expiry_days: int
+    iterator_age_alarm_seconds: int
+    errors_alarm_threshold: int
+    throttles_alarm_threshold: int
+    failure_queue_alarm_threshold: int
+    alarm_topic_arn: str | None
+    log_destination_arn: str | None
+    stream_kms_key_arn: str | None
+    bucket_kms_key_arn: str | None
+    gitlab_url: str
+    gitlab_project_path: str
+    ci_main_branch_only: bool
+    create_oidc_provider: bool
+    artifact_dir: str
+
+    @property
+    def creates_stream(self) -> bool:
+        """True when the stack creates the Kinesis stream (no existing stream named)."""
+        return self.stream_name is None
+
+    @property
+    def is_prod_account(self) -> bool:
+        return self.account_tag == PROD_ACCOUNT
+
+    @property
+    def naming(self) -> Naming:
+        """The stack's naming helper."""
+        return Naming(self.product_code, self.environment_tag, self.region)
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """The four tags every taggable resource carries (applied as provider default tags)."""
+        return {
+            "Account": self.account_tag,
+            "Environment": self.environment_tag,
+            "ProductCode": self.product_code,
+            "InventoryCode": self.inventory_code,
+        }
+
+
+def _as_text(value: Any) -> str:
+    """YAML scalars -> the strings Pulumi config would hold."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _parse(spec: ConfigKey, text: str, where: str) -> Any:
+    value: Any = text.strip()
+    if spec.kind == "integer":
+        try:
+            value = int(value)
+        except ValueError:
+            raise SettingsError(f"{where}: {spec.key} must be an integer, got {text!r}") from None
+    elif spec.kind == "boolean":
+        if value.lower() not in ("true", "false"):
+            raise SettingsError(f"{where}: {spec.key} must be true or false, got {text!r}")
+        value = value.lower() == "true"
+    if spec.check is not None:
+        expected = spec.check(value)
+        if expected is not None:
+            raise SettingsError(f"{where}: {spec.key} must be {expected}, got {text!r}")
+    return value
+
+
+def _build(stack: str, raw: Mapping[str, str], where: str) -> Settings:
+    """Validate raw config text (namespaced keys, project defaults not yet applied) into Settings."""
+    known = {spec.key for spec in CONFIG_KEYS}
+    unknown = sorted(key for key in raw if key.startswith(f"{PROJECT}:") and key not in known)
+    if unknown:
+        raise SettingsError(f"{where}: unknown config key {unknown[0]} (known: {', '.join(sorted(known))})")
+    values: dict[str, Any] = {"stack": stack}
+    for spec in CONFIG_KEYS:
+        text = raw.get(spec.key)
+        if text is None or (spec.required and text.strip() == ""):
+            if spec.required:
+                raise SettingsError(f"{where}: {spec.key} is required ({spec.description})")
+            text = _as_text(spec.default)
+        values[spec.field] = _parse(spec, text, where)
+    for optional in ("alarm_topic_arn", "log_destination_arn", "stream_kms_key_arn", "bucket_kms_key_arn"):
+        values[optional] = values[optional] or None
+    values["stream_name"] = None if values["stream_name"] in CREATE_STREAM_MARKERS else values["stream_name"]
+    settings = Settings(**values)
+    if settings.environment_tag != stack:
+        raise SettingsError(
+            f"{where}: {PROJECT}:environmentTag must be the stack name {stack!r}, got {settings.environment_tag!r}"
+        )
+    if settings.is_prod_account and not settings.ci_main_branch_only:
+        raise SettingsError(f"{where}: {PROJECT}:ciMainBranchOnly must be true in the {PROD_ACCOUNT} account")
+    if not _TABLE.match(settings.table_name):
+        raise SettingsError(f"{where}: {PROJECT}:tableName must be a DynamoDB table name, got {settings.table_name!r}")
+    return settings
+
+
+def load_settings() -> Settings:
+    """Settings of the running Pulumi program's stack, from ``pulumi.Config``."""
+    import pulumi  # noqa: PLC0415 - only programs need Pulumi; the sandbox and ops use the stack-file reader
+    from pulumi.runtime import config as runtime_config  # noqa: PLC0415
+
+    stack = pulumi.get_stack()
+    raw: dict[str, str] = {}
+    for key, value in {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}.items():
+        if key.startswith(f"{PROJECT}:"):
+            raw[key] = _as_text(value)
+    for spec in CONFIG_KEYS:
+        namespace, name = spec.key.split(":", 1)
+        value = pulumi.Config(namespace).get(name)
+        if value is not None:
+            raw[spec.key] = value
+    return _build(stack, raw, f"Pulumi.{stack}.yaml")
+
+
+def _qualified(key: str) -> str:
+    return key if ":" in key else f"{PROJECT}:{key}"
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise SettingsError(f"{path.name}: no such stack file in {path.parent}") from None
+    if not isinstance(document, dict):
+        raise SettingsError(f"{path.name}: expected a YAML mapping")
+    return document
+
+
+def project_defaults(project_file: Path) -> dict[str, str]:
+    """Defaults declared in ``Pulumi.yaml`` (``config: {key: {default: ...}}``), as config text."""
+    config = _read_yaml(project_file).get("config") or {}
+    defaults: dict[str, str] = {}
+    for key, declaration in config.items():
+        if isinstance(declaration, dict) and "default" in declaration:
+            defaults[_qualified(key)] = _as_text(declaration["default"])
+        elif isinstance(declaration, dict) and "value" in declaration:
+            defaults[_qualified(key)] = _as_text(declaration["value"])
+    return defaults
+
+
+def settings_from_stack_file(stack: str, path: Path | None = None) -> Settings:
+    """Settings of ``stack`` from ``Pulumi.<stack>.yaml`` and the defaults in ``Pulumi.yaml``, without Pulumi.
+
+    ``path`` is the stack file, or the directory holding it and ``Pulumi.yaml`` (default: the project root).
+    """
+    if path is None:
+        path = PROJECT_ROOT
+    stack_file = path / f"Pulumi.{stack}.yaml" if path.is_dir() else path
+    where = stack_file.name
+    raw = project_defaults(stack_file.parent / "Pulumi.yaml") if (stack_file.parent / "Pulumi.yaml").exists() else {}
+    config = _read_yaml(stack_file).get("config") or {}
+    if not isinstance(config, dict):
+        raise SettingsError(f"{where}: 'config' must be a mapping")
+    for key, value in config.items():
+        if isinstance(value, dict | list):
+            raise SettingsError(f"{where}: {_qualified(key)} must be a scalar value")
+        raw[_qualified(key)] = _as_text(value)
+    return _build(stack, raw, where)

@@ -1,0 +1,199 @@
+"""Catalog builders: Glue columns follow the handler's schema; named queries run in DuckDB after transpiling."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pytest
+import sqlglot
+
+from components.catalog import glue_table_input, named_queries, workgroup_configuration
+from components.function_environment import lambda_environment
+from components.naming import prefixes
+from components.settings import settings_from_stack_file
+from pipeline.schema import arrow_schema, glue_columns
+
+_HIVE = {
+    pa.string(): "string",
+    pa.int64(): "bigint",
+    pa.int32(): "int",
+    pa.bool_(): "boolean",
+    pa.float64(): "double",
+    pa.timestamp("ms", tz="UTC"): "timestamp",
+    pa.timestamp("us", tz="UTC"): "timestamp",
+    pa.list_(pa.string()): "array<string>",
+    pa.map_(pa.string(), pa.string()): "map<string,string>",
+}
+
+
+def test_glue_columns_equal_the_arrow_schema_column_by_column() -> None:
+    table = glue_table_input(table_name="demand_changes", location="s3://bucket/demand/events/")
+    columns = table["StorageDescriptor"]["Columns"]
+    schema = arrow_schema()
+    assert [column["Name"] for column in columns] == schema.names
+    for column, field in zip(columns, schema, strict=True):
+        assert column["Type"] == _HIVE[field.type], field.name
+    assert [column["Name"] for column in columns] == [column.name for column in glue_columns()]
+
+
+def test_glue_table_is_parquet_with_partition_projection() -> None:
+    table = glue_table_input(table_name="demand_changes", location="s3://bucket/demand/events/")
+    descriptor = table["StorageDescriptor"]
+    assert (
+        descriptor["SerdeInfo"]["SerializationLibrary"] == "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
+    )
+    assert descriptor["InputFormat"].endswith("MapredParquetInputFormat")
+    assert descriptor["OutputFormat"].endswith("MapredParquetOutputFormat")
+    assert descriptor["Location"] == "s3://bucket/demand/events/"
+    assert table["PartitionKeys"] == [
+        {"Name": "dt", "Type": "string", "Comment": "Day of the change (UTC), yyyy-MM-dd."},
+        {"Name": "hour", "Type": "string", "Comment": "Hour of the change (UTC), 00-23."},
+    ]
+    parameters = table["Parameters"]
+    assert parameters["projection.enabled"] == "true"
+    assert parameters["projection.dt.type"] == "date"
+    assert parameters["projection.dt.format"] == "yyyy-MM-dd"
+    assert parameters["projection.dt.range"].endswith(",NOW")
+    assert parameters["projection.dt.interval"] == "1"
+    assert parameters["projection.dt.interval.unit"] == "DAYS"
+    assert parameters["projection.hour.type"] == "integer"
+    assert parameters["projection.hour.range"] == "0,23"
+    assert parameters["projection.hour.digits"] == "2"
+    assert parameters["storage.location.template"] == "s3://bucket/demand/events/dt=${dt}/hour=${hour}/"
+    assert parameters["classification"] == "parquet"
+    assert parameters["EXTERNAL"] == "TRUE"
+    assert table["TableType"] == "EXTERNAL_TABLE"
+
+
+def test_glue_table_rejects_a_location_without_trailing_slash() -> None:
+    with pytest.raises(ValueError, match="s3:// URI ending with '/'"):
+        glue_table_input(table_name="t", location="s3://bucket/demand/events")
+
+
+def test_workgroup_configuration() -> None:
+    config = workgroup_configuration(results_location="s3://b/demand/athena-results/", bytes_scanned_cutoff=10**10)
+    assert config["EngineVersion"] == {"SelectedEngineVersion": "Athena engine version 3"}
+    assert config["EnforceWorkGroupConfiguration"] is True
+    assert config["BytesScannedCutoffPerQuery"] == 10**10
+    assert config["ResultConfiguration"] == {
+        "OutputLocation": "s3://b/demand/athena-results/",
+        "EncryptionConfiguration": {"EncryptionOption": "SSE_S3"},
+    }
+    kms = workgroup_configuration(
+        results_location="s3://b/r/", bytes_scanned_cutoff=10**8, kms_key_arn="arn:aws:kms:us-east-1:1:key/k"
+    )
+    assert kms["ResultConfiguration"]["EncryptionConfiguration"] == {
+        "EncryptionOption": "SSE_KMS",
+        "KmsKey": "arn:aws:kms:us-east-1:1:key/k",
+    }
+
+
+def _row(now: datetime, **values: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "event_id": "E1",
+        "fan_id": "F1",
+        "market_id": 7,
+        "status": "REGISTERED",
+        "quantity": 2,
+        "price_levels": ["PL1"],
+        "channel": "web",
+        "presale_code": None,
+        "created_at": now - timedelta(days=1),
+        "updated_at": None,
+        "attributes": None,
+        "op": "INSERT",
+        "change_id": "c1",
+        "change_time": now,
+        "shard_id": "shardId-000000000000",
+        "sequence_number": "1",
+        "table_name": "t",
+        "extra_attributes": None,
+    }
+    row.update(values)
+    change_time = row["change_time"]
+    row["dt"] = change_time.strftime("%Y-%m-%d")
+    row["hour"] = change_time.strftime("%H")
+    return row
+
+
+@pytest.fixture
+def lake() -> duckdb.DuckDBPyConnection:
+    now = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    earlier = now - timedelta(minutes=10)
+    long_sequence = "4" + "9" * 55  # 56 digits, larger than the short one numerically and when padded
+    rows = [
+        # F1 on E1: inserted, delivered twice, then modified (same change_time, later sequence number).
+        _row(now, change_id="c1", sequence_number="12", change_time=earlier),
+        _row(now, change_id="c1", sequence_number="12", change_time=earlier),
+        _row(now, change_id="c2", sequence_number=long_sequence, change_time=earlier, op="MODIFY", status="SELECTED"),
+        # F2 on E1: inserted, then removed.
+        _row(now, fan_id="F2", change_id="c3", sequence_number="20", change_time=earlier),
+        _row(now, fan_id="F2", change_id="c4", sequence_number="21", op="REMOVE"),
+        # F3 on E2: registered once, 4 tickets.
+        _row(now, event_id="E2", fan_id="F3", change_id="c5", sequence_number="30", quantity=4),
+    ]
+    schema = arrow_schema()
+    full = schema.append(pa.field("dt", pa.string())).append(pa.field("hour", pa.string()))
+    table = pa.Table.from_pylist(rows, schema=full)
+    connection = duckdb.connect()
+    connection.execute("CREATE SCHEMA demo_db")
+    connection.register("arrow_rows", table)
+    connection.execute("CREATE TABLE demo_db.demand_changes AS SELECT * FROM arrow_rows")
+    return connection
+
+
+def _run(connection: duckdb.DuckDBPyConnection, name: str) -> list[tuple[Any, ...]]:
+    spec = {query.name: query for query in named_queries("demo_db", "demand_changes")}[name]
+    (duck_sql,) = sqlglot.transpile(spec.sql, read="athena", write="duckdb")
+    return connection.execute(duck_sql).fetchall()
+
+
+def test_named_queries_are_the_three_analysts_need() -> None:
+    queries = named_queries("db", "tbl")
+    assert [query.name for query in queries] == [
+        "demand_per_event_per_day",
+        "current_registrations",
+        "pipeline_freshness",
+    ]
+    for query in queries:
+        assert '"db"."tbl"' in query.sql
+        assert query.description
+        sqlglot.parse_one(query.sql, read="athena")
+
+
+def test_current_registrations_dedupes_and_drops_removed(lake: duckdb.DuckDBPyConnection) -> None:
+    rows = _run(lake, "current_registrations")
+    assert [(row[0], row[1], row[3], row[4]) for row in rows] == [
+        ("E1", "F1", "SELECTED", 2),
+        ("E2", "F3", "REGISTERED", 4),
+    ]
+
+
+def test_demand_per_event_per_day(lake: duckdb.DuckDBPyConnection) -> None:
+    rows = _run(lake, "demand_per_event_per_day")
+    assert [(row[1], row[2], row[3], row[4]) for row in rows] == [("E1", "SELECTED", 1, 2), ("E2", "REGISTERED", 1, 4)]
+
+
+def test_pipeline_freshness(lake: duckdb.DuckDBPyConnection) -> None:
+    ((newest, lag_seconds, rows_last_hour, rows_scanned),) = _run(lake, "pipeline_freshness")
+    assert newest is not None
+    assert 5 * 60 - 5 <= lag_seconds <= 5 * 60 + 120
+    assert rows_last_hour == 6
+    assert rows_scanned == 6
+
+
+def test_lambda_environment_matches_the_handler_contract() -> None:
+    settings = settings_from_stack_file("prod1")
+    environment = lambda_environment(settings, "bucket-x", prefixes())
+    assert environment == {
+        "OUTPUT_BUCKET": "bucket-x",
+        "OUTPUT_PREFIX": "demand/events/",
+        "QUARANTINE_PREFIX": "demand/quarantine/",
+        "CHANGE_TIME_PRECISION": "MICROSECOND",
+        "LOG_LEVEL": "INFO",
+        "POWERTOOLS_SERVICE_NAME": "prd3292-prod1-demand-processor",
+        "POWERTOOLS_METRICS_NAMESPACE": "DmdPipeline",
+    }

@@ -1,0 +1,32 @@
+"""Naming helper and bucket layout."""
+
+from __future__ import annotations
+
+import pytest
+
+from components.naming import Naming, prefixes
+
+
+def test_physical_and_snake_names() -> None:
+    naming = Naming("PRD3292", "qa1", "us-east-1")
+    assert naming.physical("demand-processor") == "prd3292-qa1-demand-processor"
+    assert naming.snake("demand") == "prd3292_qa1_demand"
+    assert naming.seed_stream_name() == "prd3292-qa1-dmnd-table-stream"
+    assert naming.seed_table_name() == "prd3292-qa1-us-east-1-demand-table"
+    assert naming.seed_bucket_id() == "prd3292.qa1.us-east-1.demand-capture.tmaws"
+
+
+@pytest.mark.parametrize("role", ["Demand", "a_b", "-x", ""])
+def test_roles_must_be_kebab_case(role: str) -> None:
+    with pytest.raises(ValueError, match="kebab-case"):
+        Naming("PRD3292", "qa1", "us-east-1").physical(role)
+
+
+def test_prefixes() -> None:
+    layout = prefixes()
+    assert layout.events == "demand/events/"
+    assert layout.quarantine == "demand/quarantine/"
+    assert layout.athena_results == "demand/athena-results/"
+    assert layout.artifacts == "demand/artifacts/"
+    with pytest.raises(ValueError, match="must end with"):
+        prefixes("/demand")
