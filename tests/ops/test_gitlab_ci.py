@@ -1,0 +1,378 @@
+"""The GitLab pipeline: valid for GitLab, and the replaced system's stages, triggers, tags and gates, with Pulumi."""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib import resources
+from pathlib import Path
+
+import jsonschema  # type: ignore[import-untyped]
+import pytest
+
+from tests.ops import gitlab_ci
+from tests.ops.gitlab_ci import PlannedJob
+
+ROOT = Path(__file__).resolve().parents[2]
+SEED_STAGES = [
+    "build",
+    "test",
+    "deploy-qa1",
+    "e2e-test-qa1",
+    "deploy-dev1",
+    "e2e-test-dev1",
+    "deploy-preprod",
+    "e2e-test-preprod",
+    "deploy-prod",
+]
+STACKS = ("qa1", "dev1", "preprod1", "prod1")  # the seed's stage order
+NONPROD, PROD = ("qa1", "dev1"), ("preprod1", "prod1")
+DEPLOY_STAGE = {"qa1": "deploy-qa1", "dev1": "deploy-dev1", "preprod1": "deploy-preprod", "prod1": "deploy-prod"}
+TEST_STAGE = {"qa1": "e2e-test-qa1", "dev1": "e2e-test-dev1", "preprod1": "e2e-test-preprod"}
+TEST_TAGS = {
+    "qa1": ["tm-nonprod", "cicd", "test"],
+    "dev1": ["tm-nonprod", "cicd", "test"],
+    "preprod1": ["tm-nonprod-preprod", "cicd", "test"],
+}
+DEPLOY_TAGS = {stack: ["tm-nonprod", "terraformer"] for stack in NONPROD} | {
+    stack: ["tm-prod", "terraformer"] for stack in PROD
+}
+
+MAIN_PUSH = {"CI_PIPELINE_SOURCE": "push", "CI_COMMIT_BRANCH": "main", "CI_COMMIT_REF_NAME": "main"}
+FEATURE_PUSH = {"CI_PIPELINE_SOURCE": "push", "CI_COMMIT_BRANCH": "feature/x", "CI_COMMIT_REF_NAME": "feature/x"}
+FEATURE_PUSH_WITH_MR = FEATURE_PUSH | {"CI_OPEN_MERGE_REQUESTS": "demand-capture/data-pipeline!7"}
+MERGE_REQUEST = {
+    "CI_PIPELINE_SOURCE": "merge_request_event",
+    "CI_COMMIT_REF_NAME": "feature/x",
+    "CI_MERGE_REQUEST_IID": "7",
+    "CI_MERGE_REQUEST_TARGET_BRANCH_NAME": "main",
+}
+
+
+@pytest.fixture(scope="module")
+def config():
+    return gitlab_ci.load()
+
+
+@pytest.fixture(scope="module")
+def jobs(config):
+    return gitlab_ci.jobs(config)
+
+
+def _script(job) -> str:
+    parts = [*job.get("before_script", []), *job.get("script", []), *job.get("after_script", [])]
+    return "\n".join(line if isinstance(line, str) else "\n".join(line) for line in parts)
+
+
+def _needs(job) -> dict[str, bool]:
+    """needs as {job: artifacts downloaded}."""
+    return {
+        need if isinstance(need, str) else need["job"]: True if isinstance(need, str) else need.get("artifacts", True)
+        for need in job.get("needs", [])
+    }
+
+
+# ---------------------------------------------------------------- the file is what GitLab accepts
+
+
+def test_file_is_valid_against_gitlab_ci_schema_vendored_by_check_jsonschema(config):
+    vendored = resources.files("check_jsonschema.builtin_schemas.vendor").joinpath("gitlab-ci.json")
+    schema = json.loads(vendored.read_text(encoding="utf-8"))
+
+    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(config), key=lambda error: list(error.path))
+
+    assert [f"{list(error.path)}: {error.message}" for error in errors] == []
+
+
+def test_schema_rejects_a_broken_file(config):
+    """Guards the test above: the schema really constrains jobs (a misspelt keyword fails)."""
+    vendored = resources.files("check_jsonschema.builtin_schemas.vendor").joinpath("gitlab-ci.json")
+    schema = json.loads(vendored.read_text(encoding="utf-8"))
+    broken = dict(config) | {"build": dict(config["build"]) | {"stagee": "build"}}
+
+    assert list(jsonschema.Draft7Validator(schema).iter_errors(broken))
+
+
+def test_every_extends_and_needs_and_stage_resolves(config, jobs):
+    stages = config["stages"]
+    for name, job in jobs.items():
+        assert job["stage"] in stages, f"{name}: stage {job['stage']!r} not declared"
+        for needed in _needs(job):
+            assert needed in jobs, f"{name} needs unknown job {needed}"
+            assert stages.index(jobs[needed]["stage"]) <= stages.index(job["stage"]), f"{name} needs a later job"
+        assert job.get("script"), f"{name} has no script"
+
+
+# ---------------------------------------------------------------- stages and triggers
+
+
+def test_stages_are_the_seed_stages_in_order_plus_a_preview_after_test(config):
+    assert [stage for stage in config["stages"] if stage != "preview"] == SEED_STAGES
+    assert config["stages"].index("preview") == config["stages"].index("test") + 1
+
+
+def test_main_push_runs_every_stage_automatically_up_to_a_blocking_manual_prod_deploy(config, jobs):
+    pipeline = gitlab_ci.plan_pipeline(config, MAIN_PUSH)
+
+    assert pipeline.created
+    stages_with_jobs = {jobs[name]["stage"] for name in pipeline.names()}
+    assert stages_with_jobs == set(SEED_STAGES)
+    automatic = {name for name, job in pipeline.jobs.items() if job.when == "on_success"}
+    assert {"build", "unit-tests", "lint", "deploy-qa1", "deploy-dev1", "deploy-preprod1"} <= automatic
+    for stack in TEST_STAGE:
+        assert {f"integration-test-{stack}", f"e2e-test-{stack}"} <= automatic
+    assert pipeline.jobs["deploy-prod1"] == PlannedJob("deploy-prod1", "manual", allow_failure=False)
+    assert not any(name.startswith("preview-") for name in pipeline.names())
+
+
+def test_feature_branch_builds_tests_and_offers_qa1_only_as_an_optional_manual_deploy(config):
+    pipeline = gitlab_ci.plan_pipeline(config, FEATURE_PUSH)
+
+    assert {"build", "unit-tests", "lint"} <= pipeline.names()
+    assert pipeline.jobs["deploy-qa1"] == PlannedJob("deploy-qa1", "manual", allow_failure=True)
+    for stack in ("dev1", "preprod1", "prod1"):
+        assert f"deploy-{stack}" not in pipeline.names()
+    assert not any(name.endswith(("-dev1", "-preprod1", "-prod1")) for name in pipeline.names())
+
+
+def test_branch_with_an_open_merge_request_runs_one_pipeline_not_two(config):
+    assert not gitlab_ci.plan_pipeline(config, FEATURE_PUSH_WITH_MR).created
+    assert gitlab_ci.plan_pipeline(config, MERGE_REQUEST, changed=["README.md"]).created
+
+
+@pytest.mark.parametrize(
+    ("changed", "previewed"),
+    [
+        (["Pulumi.qa1.yaml"], {"qa1"}),
+        (["Pulumi.prod1.yaml", "Pulumi.preprod1.yaml"], {"preprod1", "prod1"}),
+        (["components/stream.py"], set(STACKS)),
+        (["pipeline/handler.py"], set(STACKS)),
+        (["uv.lock"], set(STACKS)),
+        (["docs/runbook.md", "tests/ops/test_smoke.py"], set()),
+    ],
+)
+def test_merge_request_previews_exactly_the_stacks_the_change_touches(config, changed, previewed):
+    pipeline = gitlab_ci.plan_pipeline(config, MERGE_REQUEST, changed=changed)
+
+    assert {name.removeprefix("preview-") for name in pipeline.names() if name.startswith("preview-")} == previewed
+    assert {"build", "unit-tests", "lint"} <= pipeline.names()
+    assert pipeline.jobs["deploy-qa1"].when == "manual"
+    assert "deploy-prod1" not in pipeline.names()
+
+
+def test_previews_run_pulumi_preview_diff_and_publish_a_report_on_the_merge_request(jobs):
+    for stack in STACKS:
+        job = jobs[f"preview-{stack}"]
+        assert job["stage"] == "preview"
+        assert job["variables"]["STACK"] == stack
+        assert "pulumi preview --diff" in _script(job)
+        assert "ops.preview_note" in _script(job)
+        assert job["artifacts"]["expose_as"] == f"pulumi preview {stack}"
+        assert job["artifacts"]["paths"] == [f"reports/preview-{stack}.md"]
+        assert job["artifacts"]["when"] == "always"
+        assert _needs(job) == {"build": True}, "the preview sees the same artifact the deploy will ship"
+        assert job["tags"] == DEPLOY_TAGS[stack]
+
+
+# ---------------------------------------------------------------- build and test
+
+
+def test_build_type_checks_and_packages_once_on_the_build_runners_keeping_dist_a_week(jobs):
+    build = jobs["build"]
+    script = _script(build)
+
+    assert build["tags"] == ["tm-prod", "cicd", "build"]
+    assert "make typecheck" in script
+    assert "make package" in script
+    assert build["artifacts"]["paths"] == ["dist/"]
+    assert build["artifacts"]["expire_in"] == "1 week"
+    assert [name for name, job in jobs.items() if "make package" in _script(job) or "ops.package" in _script(job)] == [
+        "build"
+    ]
+
+
+def test_python_jobs_use_python_312_and_a_uv_cache_keyed_on_the_lock_file(config, jobs):
+    for name in ("build", "unit-tests", "lint", "e2e-test-qa1", "smoke-dev1"):
+        job = jobs[name]
+        image = job["image"].replace("$PYTHON_IMAGE", config["variables"]["PYTHON_IMAGE"])
+        assert re.fullmatch(r"python:3\.12(-[a-z]+)?", image), f"{name}: {image}"
+        assert job["cache"]["key"]["files"] == ["uv.lock"], name
+        assert config["variables"]["UV_CACHE_DIR"].endswith(job["cache"]["paths"][0].rstrip("/")), name
+
+
+def test_pulumi_jobs_use_the_pulumi_python_image_matching_the_locked_sdk(config, jobs):
+    image = config["variables"]["PULUMI_IMAGE"]
+    lock = (ROOT / "uv.lock").read_text(encoding="utf-8")
+    locked = re.search(r'name = "pulumi"\nversion = "([^"]+)"', lock)
+
+    assert locked is not None
+    assert image == f"pulumi/pulumi-python-3.12:{locked.group(1)}"
+    for name, job in jobs.items():
+        if name.startswith(("deploy-", "preview-")):
+            assert job["image"] == "$PULUMI_IMAGE", name
+            assert "uv==$UV_VERSION" in _script(job), f"{name} installs uv"
+
+
+def test_unit_tests_and_lint_run_on_every_branch_on_nonprod_test_runners_with_junit(config, jobs):
+    for variables in (MAIN_PUSH, FEATURE_PUSH, MERGE_REQUEST):
+        names = gitlab_ci.plan_pipeline(config, variables, changed=["README.md"]).names()
+        assert {"build", "unit-tests", "lint"} <= names
+    for name in ("unit-tests", "lint"):
+        assert jobs[name]["stage"] == "test"
+        assert jobs[name]["tags"] == ["tm-nonprod", "cicd", "test"]
+        assert jobs[name]["artifacts"]["when"] == "always"
+    assert jobs["unit-tests"]["artifacts"]["reports"]["junit"] == "reports/junit-unit.xml"
+    assert "--junitxml=reports/junit-unit.xml" in _script(jobs["unit-tests"])
+    assert "make lint" in _script(jobs["lint"])
+    assert jobs["lint"]["artifacts"]["reports"]["junit"] == "reports/junit-lint.xml"
+
+
+# ---------------------------------------------------------------- deploys
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_deploy_ships_the_build_artifact_with_pulumi_up(jobs, stack):
+    job = jobs[f"deploy-{stack}"]
+    script = _script(job)
+
+    assert job["stage"] == DEPLOY_STAGE[stack]
+    assert job["variables"]["STACK"] == stack
+    assert 'pulumi up --yes --non-interactive --diff -s "$STACK"' in script
+    assert _needs(job)["build"] is True
+    assert "test -s dist/function.zip && test -s dist/layer.zip" in script
+    assert "make package" not in script
+    assert "ops.package" not in script
+    assert job["tags"] == DEPLOY_TAGS[stack]
+    assert job["resource_group"] == stack
+    assert job["environment"]["name"] == stack
+    assert job["interruptible"] is False
+    assert job["artifacts"]["paths"] == ["outputs/"], "stack outputs for the tests after it"
+    assert 'pulumi stack output --json -s "$STACK" > "outputs/$STACK.json"' in script
+
+
+def test_environments_tiers_and_resource_groups_are_one_per_stack(jobs):
+    tiers = {stack: jobs[f"deploy-{stack}"]["environment"]["deployment_tier"] for stack in STACKS}
+
+    assert tiers == {"qa1": "testing", "dev1": "development", "preprod1": "staging", "prod1": "production"}
+    deploys = [job for name, job in jobs.items() if "environment" in job]
+    assert sorted(job["environment"]["name"] for job in deploys) == sorted(STACKS)
+
+
+def test_promotion_waits_for_the_previous_environment_tests(jobs):
+    previous = {"dev1": "qa1", "preprod1": "dev1", "prod1": "preprod1"}
+    for stack, before in previous.items():
+        needs = _needs(jobs[f"deploy-{stack}"])
+        assert {f"integration-test-{before}", f"e2e-test-{before}", f"smoke-{before}"} <= set(needs), stack
+        assert not any(needs[name] for name in needs if name != "build"), f"deploy-{stack} downloads only dist/"
+    assert {"unit-tests", "lint"} <= set(_needs(jobs["deploy-qa1"]))
+
+
+def test_prod_is_manual_blocking_confirmed_and_followed_by_no_automatic_job(config, jobs):
+    prod = jobs["deploy-prod1"]
+
+    assert prod["rules"] == [{"if": '$CI_COMMIT_BRANCH == "main"', "when": "manual", "allow_failure": False}]
+    assert "prod1" in prod["manual_confirmation"]
+    after = [name for name, job in jobs.items() if "deploy-prod1" in _needs(job)]
+    pipeline = gitlab_ci.plan_pipeline(config, MAIN_PUSH)
+    assert after == ["smoke-prod1"]
+    assert pipeline.jobs["smoke-prod1"] == PlannedJob("smoke-prod1", "manual", allow_failure=True)
+    assert jobs["smoke-prod1"]["tags"] == ["tm-prod", "cicd", "test"]
+    assert not [name for name in jobs if name.startswith(("e2e-test-prod", "integration-test-prod"))]
+
+
+# ---------------------------------------------------------------- tests after each non-prod deploy
+
+
+@pytest.mark.parametrize("stack", list(TEST_STAGE))
+@pytest.mark.parametrize("kind", ["integration", "e2e"])
+def test_integration_and_e2e_follow_each_nonprod_deploy(jobs, stack, kind):
+    job = jobs[f"{kind}-test-{stack}"]
+
+    assert job["stage"] == TEST_STAGE[stack]
+    assert job["variables"]["TEST_ENV"] == stack
+    assert job["variables"]["AWS_REGION"] == "us-east-1"
+    assert job["variables"]["STACK_OUTPUTS_FILE"] == "outputs/$TEST_ENV.json"
+    assert job["tags"] == TEST_TAGS[stack]
+    assert _needs(job) == {f"deploy-{stack}": True}
+    assert f"pytest tests/{kind} " in _script(job)
+    assert f'--junitxml="reports/junit-{kind}-$TEST_ENV.xml"' in _script(job)
+    assert job["artifacts"]["reports"]["junit"] == "reports/junit-*.xml"
+    assert job["artifacts"]["when"] == "always"
+
+
+# ---------------------------------------------------------------- credentials
+
+
+def test_aws_jobs_assume_the_stack_role_through_gitlab_oidc(jobs):
+    for name, job in jobs.items():
+        role = job.get("variables", {}).get("AWS_ROLE_ARN")
+        if name in ("build", "unit-tests", "lint"):
+            assert role is None, f"{name} needs no AWS access"
+            continue
+        assert role, f"{name} has no AWS_ROLE_ARN"
+        assert job["id_tokens"]["AWS_ID_TOKEN"]["aud"] == "$CI_SERVER_URL", name
+        assert 'printf \'%s\' "$AWS_ID_TOKEN" > "$AWS_WEB_IDENTITY_TOKEN_FILE"' in _script(job), name
+
+
+def test_each_account_has_its_own_state_backend_and_secrets_provider(jobs):
+    for stack in STACKS:
+        for name in (f"deploy-{stack}", f"preview-{stack}"):
+            variables = jobs[name]["variables"]
+            account = "NONPROD" if stack in NONPROD else "PROD"
+            assert variables["PULUMI_BACKEND_URL"] == f"$PULUMI_BACKEND_URL_{account}", name
+            assert variables["PULUMI_SECRETS_PROVIDER"] == f"$PULUMI_SECRETS_PROVIDER_{account}", name
+        assert jobs[f"deploy-{stack}"]["variables"]["AWS_ROLE_ARN"] == f"$CI_ROLE_ARN_{stack.upper()}"
+    assert 'pulumi login "$PULUMI_BACKEND_URL"' in _script(jobs["deploy-prod1"])
+
+
+def test_no_credential_or_account_id_is_written_in_the_file():
+    text = gitlab_ci.CI_FILE.read_text(encoding="utf-8")
+
+    assert "AWS_ACCESS_KEY_ID" not in text
+    assert "AWS_SECRET_ACCESS_KEY" not in text
+    assert not re.search(r"\b\d{12}\b", text), "no account id"
+    assert "arn:aws" not in text
+
+
+def test_ops_modules_the_pipeline_runs_exist(jobs):
+    modules = {module for job in jobs.values() for module in re.findall(r"python -m (ops\.[a-z_]+)", _script(job))}
+
+    assert {"ops.ci_aws_profile", "ops.preview_note", "ops.smoke", "ops.plan"} <= modules
+    for module in sorted(modules):
+        path = ROOT / (module.replace(".", "/") + ".py")
+        if module == "ops.plan" and not path.exists():
+            pytest.skip("ops/plan.py (offline preview) has not landed yet")
+        assert path.exists(), f"{module} is run by the pipeline but {path} is missing"
+
+
+# ---------------------------------------------------------------- the simulator itself
+
+
+@pytest.mark.parametrize(
+    ("expression", "variables", "expected"),
+    [
+        ('$A == "x"', {"A": "x"}, True),
+        ('$A == "x"', {}, False),
+        ('$A != "x"', {}, True),
+        ("$A && $B", {"A": "1", "B": ""}, False),
+        ('$A || $B == "y"', {"B": "y"}, True),
+        ('($A || $B) && $C == "z"', {"A": "1", "C": "z"}, True),
+    ],
+)
+def test_rules_expressions_evaluate_like_gitlab(expression, variables, expected):
+    assert gitlab_ci.evaluate(expression, variables) is expected
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path", "expected"),
+    [
+        ("components/**/*", "components/stream.py", True),
+        ("components/**/*", "components/sub/x.py", True),
+        ("components/**/*", "componentsx/y.py", False),
+        ("Pulumi.qa1.yaml", "Pulumi.qa1.yaml", True),
+        ("Pulumi.qa1.yaml", "Pulumi.dev1.yaml", False),
+        ("*.yaml", "a/b.yaml", False),
+    ],
+)
+def test_changes_globs_match_like_gitlab(pattern, path, expected):
+    assert gitlab_ci.glob_matches(pattern, path) is expected
