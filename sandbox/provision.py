@@ -1,0 +1,141 @@
+"""Create one stack's resources in the local AWS, from the same settings and builders the Pulumi program uses.
+
+Names come from ``components.naming`` and the stack file (``components.settings``); the Glue table, workgroup and
+named queries from ``components.catalog``; the handler's environment from ``components.function_environment``.
+What the Pulumi program does not own (the table, the bucket) is created here because moto starts empty.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from components.catalog import glue_table_input, named_queries, workgroup_configuration
+from components.naming import FUNCTION_ALIAS, Prefixes, prefixes
+from components.settings import Settings
+from ops.outputs import StackOutputs
+
+__all__ = ["ACCOUNT_ID", "LocalNames", "local_names", "provision"]
+
+ACCOUNT_ID = "123456789012"  # moto's default account
+DEFAULT_SHARDS = 3
+
+
+@dataclass(frozen=True)
+class LocalNames:
+    """Physical names of the stack's resources (the Pulumi components' names for the same stack)."""
+
+    table: str
+    stream: str
+    bucket: str
+    function: str
+    failure_queue: str
+    glue_database: str
+    glue_table: str
+    workgroup: str
+    log_group: str
+    iterator_age_alarm: str
+    ci_role: str
+    prefixes: Prefixes
+
+
+def local_names(settings: Settings) -> LocalNames:
+    """The stack's resource names, as the Pulumi program derives them from its settings."""
+    naming = settings.naming
+    function = naming.physical("demand-processor")
+    return LocalNames(
+        table=settings.table_name,
+        stream=settings.stream_name or naming.seed_stream_name(),
+        bucket=settings.bucket_id,
+        function=function,
+        failure_queue=naming.physical("demand-processor-failures"),
+        glue_database=naming.snake("demand"),
+        glue_table="demand_changes",
+        workgroup=naming.physical("demand-analytics"),
+        log_group=f"/aws/lambda/{function}",
+        iterator_age_alarm=naming.physical("demand-processor-iterator-age"),
+        ci_role=naming.physical("gitlab-ci"),
+        prefixes=prefixes(),
+    )
+
+
+def _create_table(dynamodb: Any, name: str) -> None:
+    dynamodb.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+    )
+
+
+def _create_stream(kinesis: Any, name: str, shards: int) -> str:
+    kinesis.create_stream(StreamName=name, ShardCount=shards)
+    description = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
+    return str(description["StreamARN"])
+
+
+def _create_catalog(glue: Any, athena: Any, settings: Settings, names: LocalNames) -> None:
+    location = f"s3://{names.bucket}/{names.prefixes.events}"
+    glue.create_database(DatabaseInput={"Name": names.glue_database, "Description": "Demand pipeline (local)"})
+    glue.create_table(
+        DatabaseName=names.glue_database, TableInput=glue_table_input(table_name=names.glue_table, location=location)
+    )
+    athena.create_work_group(
+        Name=names.workgroup,
+        Description="Demand analytics (local)",
+        Configuration=workgroup_configuration(
+            results_location=f"s3://{names.bucket}/{names.prefixes.athena_results}",
+            bytes_scanned_cutoff=settings.athena_bytes_scanned_cutoff,
+        ),
+    )
+    for query in named_queries(names.glue_database, names.glue_table):
+        athena.create_named_query(
+            Name=query.name,
+            Description=query.description,
+            Database=names.glue_database,
+            QueryString=query.sql,
+            WorkGroup=names.workgroup,
+        )
+
+
+def provision(session: Any, settings: Settings, *, shards: int = DEFAULT_SHARDS) -> StackOutputs:
+    """Create the stack's resources through ``session`` (a boto3 session on the local endpoint); return outputs."""
+    names = local_names(settings)
+    region = settings.region
+    _create_table(session.client("dynamodb"), names.table)
+    stream_arn = _create_stream(session.client("kinesis"), names.stream, shards)
+    s3 = session.client("s3")
+    if region == "us-east-1":
+        s3.create_bucket(Bucket=names.bucket)
+    else:
+        s3.create_bucket(Bucket=names.bucket, CreateBucketConfiguration={"LocationConstraint": region})
+    sqs = session.client("sqs")
+    queue_url = sqs.create_queue(QueueName=names.failure_queue)["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    _create_catalog(session.client("glue"), session.client("athena"), settings, names)
+    function_arn = f"arn:aws:lambda:{region}:{ACCOUNT_ID}:function:{names.function}"
+    return StackOutputs(
+        athena_database_name=names.glue_database,
+        athena_workgroup_name=names.workgroup,
+        ci_iam_role_arn=f"arn:aws:iam::{ACCOUNT_ID}:role/{names.ci_role}",
+        stream_arn=stream_arn,
+        stream_name=names.stream,
+        table_name=names.table,
+        function_name=names.function,
+        function_alias_name=FUNCTION_ALIAS,
+        function_alias_arn=f"{function_arn}:{FUNCTION_ALIAS}",
+        bucket_name=names.bucket,
+        events_prefix=names.prefixes.events,
+        quarantine_prefix=names.prefixes.quarantine,
+        athena_results_prefix=names.prefixes.athena_results,
+        failure_queue_url=queue_url,
+        failure_queue_arn=queue_arn,
+        glue_table_name=names.glue_table,
+        log_group_name=names.log_group,
+        iterator_age_alarm_name=names.iterator_age_alarm,
+        region=region,
+    )

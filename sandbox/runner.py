@@ -1,0 +1,163 @@
+"""The local pipeline: the bridge and the event source mapping, pumped by one background thread.
+
+The function is ``pipeline.handler.handler`` unless another is given; tests swap it (and the mapping's
+settings) for a while with ``using(...)`` to inject crashes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from sandbox.bridge import StreamBridge
+from sandbox.mapping import Function, KinesisEventSourceMapping, MappingConfig
+
+if TYPE_CHECKING:
+    from sandbox.local_aws import LocalAws
+
+__all__ = ["LocalPipeline", "PipelineTimeoutError", "default_function"]
+
+log = logging.getLogger(__name__)
+_IDLE_SECONDS = 0.05
+
+
+class PipelineTimeoutError(TimeoutError):
+    """The pipeline did not settle in time; the message says what was still outstanding."""
+
+
+def default_function() -> Function:
+    """The real handler, imported only when first needed (it reads its environment at import)."""
+    module = importlib.import_module("pipeline.handler")
+    function: Function = module.handler
+    return function
+
+
+class LocalPipeline:
+    """DynamoDB stream -> bridge -> Kinesis -> mapping -> function, in a background thread."""
+
+    def __init__(self, aws: LocalAws, *, function: Function | None = None, config: MappingConfig) -> None:
+        self.aws = aws
+        outputs = aws.outputs
+        self.bridge = StreamBridge(
+            table_name=outputs.table_name,
+            stream_name=outputs.stream_name,
+            region=aws.region,
+            precision=aws.settings.change_time_precision,
+            dynamodb=aws.client("dynamodb"),
+            dynamodbstreams=aws.client("dynamodbstreams"),
+            kinesis=aws.client("kinesis"),
+        )
+        self.mapping = KinesisEventSourceMapping(
+            kinesis=aws.client("kinesis"),
+            sqs=aws.client("sqs"),
+            stream_name=outputs.stream_name,
+            stream_arn=outputs.stream_arn,
+            function=function or default_function(),
+            function_name=outputs.function_name,
+            function_arn=outputs.function_alias_arn,
+            on_failure_queue_url=outputs.failure_queue_url,
+            config=config,
+            region=aws.region,
+        )
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.errors: list[BaseException] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+    def start(self) -> LocalPipeline:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="local-pipeline", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def __enter__(self) -> LocalPipeline:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                moved = self.step()
+            except Exception as error:  # the loop must survive a hiccup of the local server
+                log.exception("local pipeline step failed")
+                self.errors.append(error)
+                moved = 0
+                self._stop.wait(0.5)
+            if not moved:
+                self._stop.wait(_IDLE_SECONDS)
+
+    def step(self) -> int:
+        """One pass: forward new table changes to Kinesis, then poll the shards; return what moved."""
+        return self.bridge.pump() + self.mapping.poll()
+
+    # -- swapping the function or settings for a while ---------------------------------------------------------
+    @contextlib.contextmanager
+    def using(self, function: Function | None = None, config: MappingConfig | None = None) -> Iterator[None]:
+        """Invoke ``function`` and/or apply ``config`` inside the block, then restore the previous ones."""
+        mapping = self.mapping
+        saved = (mapping.function, mapping.config)
+        with mapping._lock:
+            mapping.function = function or mapping.function
+            mapping.config = config or mapping.config
+        try:
+            yield
+        finally:
+            with mapping._lock:
+                mapping.function, mapping.config = saved
+
+    # -- waiting -----------------------------------------------------------------------------------------------
+    @property
+    def settled(self) -> int:
+        """Records the mapping is done with: checkpointed after the function, or discarded."""
+        stats = self.mapping.stats
+        return stats.records_checkpointed + stats.records_discarded
+
+    def wait_until(
+        self,
+        done: Callable[[], bool],
+        *,
+        timeout: float,
+        what: Callable[[], str],
+        progress: Callable[[], Any] | None = None,
+    ) -> None:
+        """Wait until ``done()``; after ``timeout`` s raise ``PipelineTimeoutError`` naming what is outstanding."""
+        deadline = time.monotonic() + timeout
+        while not done():
+            if self.errors:
+                raise RuntimeError(f"the local pipeline failed: {self.errors[-1]!r}") from self.errors[-1]
+            if time.monotonic() > deadline:
+                raise PipelineTimeoutError(f"not settled after {timeout:.0f} s: {what()}")
+            if progress is not None:
+                progress()
+            time.sleep(0.05)
+        if progress is not None:
+            progress()
+
+    def wait_for_changes(
+        self, expected: int, *, timeout: float = 60.0, progress: Callable[[], Any] | None = None
+    ) -> None:
+        """Wait until the bridge has streamed ``expected`` changes in all, and the mapping has settled them all."""
+
+        def done() -> bool:
+            return self.bridge.forwarded >= expected and self.settled >= self.bridge.forwarded
+
+        def what() -> str:
+            return (
+                f"{self.bridge.forwarded}/{expected} changes streamed, {self.settled} settled by the mapping, "
+                f"{self.mapping.pending_records()} pending"
+            )
+
+        self.wait_until(done, timeout=timeout, what=what, progress=progress)

@@ -1,0 +1,243 @@
+"""The moto server of the local AWS, in its own process, with a switch to make requests fail on purpose.
+
+moto keeps its state in module-level backends, which ``mock_aws`` in any other test of the same process would
+reset; running the server as a child process keeps the local AWS's state its own (and off the handler's GIL).
+
+``python -m sandbox.server`` binds 127.0.0.1 on an ephemeral port, prints ``{"port": N}`` on one line, and
+serves until stdin closes or it is terminated. A control path, ``/_sandbox/faults``, sets fault rules: requests
+of a service, method and path fragment answered with an error for a number of requests or seconds, as AWS does
+when it throttles or an outage starts. Underscores are not valid in bucket names, so the path cannot clash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import IO, Any
+
+__all__ = ["FAULTS_PATH", "FaultRule", "MotoProcess", "serve"]
+
+FAULTS_PATH = "/_sandbox/faults"
+LOOPBACK = "127.0.0.1"
+_SERVICE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request")
+_STARTUP_SECONDS = 60.0
+
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+@dataclass
+class FaultRule:
+    """Answer matching requests with an error: ``count`` times (0 = no limit) or for ``seconds`` (0 = no limit)."""
+
+    service: str
+    method: str = "PUT"
+    path_contains: str = ""
+    status: int = 503
+    code: str = "SlowDown"
+    message: str = "Please reduce your request rate."
+    count: int = 0
+    seconds: float = 0.0
+    hits: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def active(self, now: float) -> bool:
+        if self.count and self.hits >= self.count:
+            return False
+        return not (self.seconds and now - self.started >= self.seconds)
+
+    def matches(self, service: str, method: str, path: str) -> bool:
+        return service == self.service and method == self.method and self.path_contains in path
+
+
+class FaultInjector:
+    """WSGI middleware: answers the control path, and fails the requests that an active rule matches."""
+
+    def __init__(self, app: WsgiApp) -> None:
+        self._app = app
+        self._rules: list[FaultRule] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == FAULTS_PATH:
+            return self._control(environ, start_response)
+        match = _SERVICE.search(environ.get("HTTP_AUTHORIZATION", ""))
+        if match and self._rules:
+            rule = self._matching_rule(match.group(1), environ.get("REQUEST_METHOD", ""), path)
+            if rule is not None:
+                return self._error(rule, start_response)
+        return self._app(environ, start_response)
+
+    def _matching_rule(self, service: str, method: str, path: str) -> FaultRule | None:
+        now = time.monotonic()
+        with self._lock:
+            for rule in self._rules:
+                if rule.active(now) and rule.matches(service, method, path):
+                    rule.hits += 1
+                    return rule
+        return None
+
+    def _control(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        with self._lock:
+            if method == "POST":
+                length = int(environ.get("CONTENT_LENGTH") or 0)
+                body = json.loads(environ["wsgi.input"].read(length) or b"{}")
+                self._rules = [FaultRule(**{k: v for k, v in rule.items() if k != "started"}) for rule in body["rules"]]
+            elif method == "DELETE":
+                self._rules = []
+            payload = json.dumps({"rules": [asdict(rule) for rule in self._rules]}).encode()
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
+        return [payload]
+
+    @staticmethod
+    def _error(rule: FaultRule, start_response: StartResponse) -> Iterable[bytes]:
+        request_id = uuid.uuid4().hex
+        if rule.service == "s3":
+            body = (
+                f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{rule.code}</Code>'
+                f"<Message>{rule.message}</Message><RequestId>{request_id}</RequestId></Error>"
+            ).encode()
+            content_type = "application/xml"
+        else:
+            body = json.dumps({"__type": rule.code, "message": rule.message}).encode()
+            content_type = "application/x-amz-json-1.1"
+        start_response(
+            f"{rule.status} {rule.code}",
+            [("Content-Type", content_type), ("Content-Length", str(len(body))), ("x-amz-request-id", request_id)],
+        )
+        return [body]
+
+
+def serve(port: int = 0, announce: IO[str] | None = None) -> None:
+    """Serve moto with fault injection on 127.0.0.1 until stdin closes; announce the bound port as JSON."""
+    from moto.moto_server.werkzeug_app import (  # noqa: PLC0415 - moto's server is heavy; only this process needs it
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server  # noqa: PLC0415
+
+    class QuietRequestHandler(MotoRequestHandler):
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            """One line per request would drown the demo's output."""
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    app = FaultInjector(DomainDispatcherApplication(create_backend_app))
+    server = make_server(LOOPBACK, port, app, threaded=True, request_handler=QuietRequestHandler)
+    out = announce or sys.stdout
+    out.write(json.dumps({"port": server.server_port}) + "\n")
+    out.flush()
+
+    # The parent holds our stdin open; when it goes away (even killed), stop serving instead of lingering.
+    def stop_when_orphaned() -> None:
+        sys.stdin.read()
+        server.shutdown()
+
+    threading.Thread(target=stop_when_orphaned, daemon=True).start()
+    server.serve_forever()
+
+
+class MotoProcess:
+    """A child process serving moto on 127.0.0.1; ``endpoint_url`` once started. Use as a context manager."""
+
+    def __init__(self) -> None:
+        self._process: subprocess.Popen[str] | None = None
+        self.port = 0
+
+    @property
+    def endpoint_url(self) -> str:
+        if not self.port:
+            raise RuntimeError("the moto server is not started")
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def start(self) -> MotoProcess:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
+            env.pop(name, None)
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "sandbox.server"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert self._process.stdout is not None
+        result: dict[str, Any] = {}
+        reader = threading.Thread(target=lambda: result.update(line=self._process.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+        reader.start()
+        reader.join(_STARTUP_SECONDS)
+        line = result.get("line") or ""
+        if not line:
+            self.stop()
+            raise RuntimeError(f"the moto server did not announce its port within {_STARTUP_SECONDS:.0f} s")
+        self.port = int(json.loads(line)["port"])
+        return self
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.stdin is not None:
+            process.stdin.close()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+    def __enter__(self) -> MotoProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _control(self, method: str, payload: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        data = json.dumps(payload).encode() if payload is not None else None
+        request = urllib.request.Request(self.endpoint_url + FAULTS_PATH, data=data, method=method)  # noqa: S310
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - our own loopback server
+            rules: list[dict[str, Any]] = json.loads(response.read())["rules"]
+        return rules
+
+    def set_faults(self, *rules: FaultRule) -> None:
+        """Replace the fault rules (an empty call clears them)."""
+        payload = {"rules": [{k: v for k, v in asdict(rule).items() if k not in ("hits", "started")} for rule in rules]}
+        self._control("POST", payload)
+
+    def fault_hits(self) -> list[int]:
+        """How many requests each current rule has failed."""
+        return [int(rule["hits"]) for rule in self._control("GET")]
+
+    def clear_faults(self) -> None:
+        self._control("DELETE")
+
+    @contextlib.contextmanager
+    def faults(self, *rules: FaultRule) -> Iterator[MotoProcess]:
+        """Fail requests by these rules inside the ``with`` block; clear them on the way out."""
+        self.set_faults(*rules)
+        try:
+            yield self
+        finally:
+            self.clear_faults()
+
+
+if __name__ == "__main__":
+    serve()
