@@ -76,7 +76,12 @@ def records(count: int, *, arrival: float | None = None) -> list[tuple[str, floa
 
 
 def make_mapping(function: Any, shard_records: list[tuple[str, float]], sqs: FakeSqs | None = None, **config: Any):
-    settings = {"batch_size": 10, "batching_window_seconds": 0.0, "max_retry_attempts": 2, "backoff_first_seconds": 0.0}
+    settings: dict[str, Any] = {
+        "batch_size": 10,
+        "batching_window_seconds": 0.0,
+        "max_retry_attempts": 2,
+        "backoff_first_seconds": 0.0,
+    }
     settings.update(config)
     return KinesisEventSourceMapping(
         kinesis=FakeKinesis({"shardId-000000000000": shard_records}),
