@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,8 +32,20 @@ class PipelineTimeoutError(TimeoutError):
 
 
 def default_function() -> Function:
-    """The real handler, imported only when first needed (it reads its environment at import)."""
-    module = importlib.import_module("pipeline.handler")
+    """The real handler, ready for this process's current environment.
+
+    ``pipeline.handler`` reads its settings at import (cold start) and caches its S3 client on first write; a
+    second local AWS in the same process (another port, or another stack) needs a fresh cold start.
+    """
+    module = sys.modules.get("pipeline.handler")
+    if module is None:
+        module = importlib.import_module("pipeline.handler")
+    else:
+        from pipeline.config import load_settings  # noqa: PLC0415
+
+        if load_settings() != module.SETTINGS:
+            module = importlib.reload(module)
+        module.processor.store.client = None  # re-created from $AWS_ENDPOINT_URL on the next write
     function: Function = module.handler
     return function
 

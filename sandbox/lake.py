@@ -1,0 +1,127 @@
+"""The lake as analysts see it locally: the Parquet and quarantine objects in S3, queried with DuckDB.
+
+Parquet is read through pyarrow's S3 filesystem into Arrow (DuckDB's httpfs extension would be downloaded at
+run time) and registered in DuckDB under the Glue database and table names, so the workgroup's named queries,
+written once in Athena SQL in ``components.catalog`` and translated by sqlglot, run unchanged.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import sqlglot
+
+from components.catalog import PARTITION_KEYS, NamedQuerySpec, named_queries
+from ops.outputs import StackOutputs
+from pipeline.schema import arrow_schema
+
+__all__ = ["Lake", "LakeCounts", "to_duckdb"]
+
+
+def to_duckdb(athena_sql: str) -> str:
+    """Athena (Trino) SQL -> DuckDB SQL."""
+    return ";\n".join(sqlglot.transpile(athena_sql, read="athena", write="duckdb"))
+
+
+@dataclass(frozen=True)
+class LakeCounts:
+    """What landed: rows (and distinct changes) in Parquet, quarantined records, objects."""
+
+    rows: int
+    distinct_changes: int
+    quarantined: int
+    parquet_objects: int
+    quarantine_objects: int
+
+    @property
+    def duplicate_rows(self) -> int:
+        return self.rows - self.distinct_changes
+
+    @property
+    def objects(self) -> int:
+        return self.parquet_objects + self.quarantine_objects
+
+
+class Lake:
+    """The events and quarantine prefixes of one stack's bucket."""
+
+    def __init__(self, outputs: StackOutputs, *, s3: Any, filesystem: pafs.FileSystem) -> None:
+        self.outputs = outputs
+        self._s3 = s3
+        self._fs = filesystem
+
+    def _keys(self, prefix: str, suffix: str) -> list[str]:
+        keys: list[str] = []
+        paginator = self._s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.outputs.bucket_name, Prefix=prefix):
+            keys.extend(item["Key"] for item in page.get("Contents", []) if item["Key"].endswith(suffix))
+        return sorted(keys)
+
+    def parquet_keys(self) -> list[str]:
+        return self._keys(self.outputs.events_prefix, ".parquet")
+
+    def quarantine_keys(self) -> list[str]:
+        return self._keys(self.outputs.quarantine_prefix, ".jsonl.gz")
+
+    def events(self) -> pa.Table:
+        """Every row under the events prefix, with the ``dt`` and ``hour`` partition columns (strings, as in Glue)."""
+        keys = self.parquet_keys()
+        partitions = pa.schema([(name, pa.string()) for name, _ in PARTITION_KEYS])
+        schema = pa.schema(list(arrow_schema()) + list(partitions))
+        if not keys:
+            return schema.empty_table()
+        dataset = ds.dataset(
+            [f"{self.outputs.bucket_name}/{key}" for key in keys],
+            schema=schema,
+            format="parquet",
+            filesystem=self._fs,
+            partitioning=ds.partitioning(partitions, flavor="hive"),
+            partition_base_dir=f"{self.outputs.bucket_name}/{self.outputs.events_prefix.rstrip('/')}",
+        )
+        return dataset.to_table()
+
+    def quarantined(self) -> list[dict[str, Any]]:
+        """Every quarantined record (one JSON line each)."""
+        lines: list[dict[str, Any]] = []
+        for key in self.quarantine_keys():
+            body = self._s3.get_object(Bucket=self.outputs.bucket_name, Key=key)["Body"].read()
+            text = gzip.decompress(body).decode("utf-8")
+            lines.extend(json.loads(line) for line in text.splitlines() if line.strip())
+        return lines
+
+    def counts(self) -> LakeCounts:
+        events = self.events()
+        distinct = len(set(events.column("change_id").to_pylist())) if events.num_rows else 0
+        return LakeCounts(
+            rows=events.num_rows,
+            distinct_changes=distinct,
+            quarantined=len(self.quarantined()),
+            parquet_objects=len(self.parquet_keys()),
+            quarantine_objects=len(self.quarantine_keys()),
+        )
+
+    def connect(self, events: pa.Table | None = None) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection where ``"<glue database>"."<glue table>"`` is the events table."""
+        connection = duckdb.connect()
+        connection.register("lake_events", self.events() if events is None else events)
+        database, table = self.outputs.athena_database_name, self.outputs.glue_table_name
+        connection.execute(f'CREATE SCHEMA "{database}"')
+        connection.execute(f'CREATE VIEW "{database}"."{table}" AS SELECT * FROM lake_events')  # noqa: S608 - names from the stack outputs
+        return connection
+
+    def named_queries(self) -> list[NamedQuerySpec]:
+        """The workgroup's named queries (the same builder the Athena component uses)."""
+        return named_queries(self.outputs.athena_database_name, self.outputs.glue_table_name)
+
+    def query(self, athena_sql: str, connection: duckdb.DuckDBPyConnection | None = None) -> pa.Table:
+        """Run Athena SQL on the lake through DuckDB; the result as an Arrow table."""
+        connection = connection or self.connect()
+        result: pa.Table = connection.sql(to_duckdb(athena_sql)).to_arrow_table()
+        return result
