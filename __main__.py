@@ -1,0 +1,148 @@
+"""The demand pipeline, one stack: load settings, build the components, export the outputs."""
+
+import pulumi
+
+from components.alarms import ProcessorAlarms, ProcessorAlarmsArgs
+from components.artifacts import artifact
+from components.athena import AthenaCatalog, AthenaCatalogArgs
+from components.ci_access import CiAccess, CiAccessArgs
+from components.function_environment import lambda_environment
+from components.naming import FUNCTION_ALIAS, prefixes
+from components.outputs import OUTPUT_KEYS
+from components.processor import StreamProcessor, StreamProcessorArgs
+from components.provider import aws_provider
+from components.settings import load_settings
+from components.storage import DataLayout, DataLayoutArgs
+from components.stream import ChangeStream, ChangeStreamArgs
+
+settings = load_settings()
+names = settings.naming
+layout_prefixes = prefixes()
+build = artifact(settings.artifact_dir)
+aws_opts = pulumi.ResourceOptions(providers=[aws_provider("aws", settings)])
+
+stream = ChangeStream(
+    "stream",
+    ChangeStreamArgs(
+        settings.table_name, settings.stream_name, names.seed_stream_name(), settings.change_time_precision
+    ),
+    aws_opts,
+)
+layout = DataLayout(
+    "data",
+    DataLayoutArgs(
+        settings.bucket_id,
+        settings.create_bucket,
+        layout_prefixes,
+        settings.athena_results_expiry_days,
+        settings.bucket_kms_key_arn,
+    ),
+    aws_opts,
+)
+processor = StreamProcessor(
+    "processor",
+    StreamProcessorArgs(
+        function_name=names.physical("demand-processor"),
+        layer_name=names.physical("demand-dependencies"),
+        failure_queue_name=names.physical("demand-processor-failures"),
+        stream_arn=stream.stream_arn,
+        bucket_name=layout.bucket_name,
+        bucket_arn=layout.bucket_arn,
+        events_prefix=layout_prefixes.events,
+        quarantine_prefix=layout_prefixes.quarantine,
+        artifacts_prefix=layout_prefixes.artifacts,
+        environment=lambda_environment(settings, settings.bucket_id, layout_prefixes),
+        memory_mb=settings.lambda_memory_mb,
+        timeout_seconds=settings.lambda_timeout_seconds,
+        batch_size=settings.batch_size,
+        batching_window_seconds=settings.batching_window_seconds,
+        parallelization_factor=settings.parallelization_factor,
+        max_retry_attempts=settings.max_retry_attempts,
+        max_record_age_seconds=settings.max_record_age_seconds,
+        log_retention_days=settings.log_retention_days,
+        function_zip=build.function_zip,
+        layer_zip=build.layer_zip,
+        layer_digest=build.layer_digest,
+        log_destination_arn=settings.log_destination_arn,
+        stream_kms_key_arn=settings.stream_kms_key_arn,
+        bucket_kms_key_arn=settings.bucket_kms_key_arn,
+    ),
+    aws_opts,
+)
+alarms = ProcessorAlarms(
+    "alarms",
+    ProcessorAlarmsArgs(
+        name_prefix=names.physical("demand-processor"),
+        function_name=processor.function_name,
+        alias_name=FUNCTION_ALIAS,
+        failure_queue_name=processor.failure_queue_name,
+        iterator_age_seconds=settings.iterator_age_alarm_seconds,
+        errors_threshold=settings.errors_alarm_threshold,
+        throttles_threshold=settings.throttles_alarm_threshold,
+        failure_queue_threshold=settings.failure_queue_alarm_threshold,
+        topic_arn=settings.alarm_topic_arn,
+    ),
+    aws_opts,
+)
+athena = AthenaCatalog(
+    "athena",
+    AthenaCatalogArgs(
+        database_name=names.snake("demand"),
+        table_name=names.snake("demand-changes"),
+        workgroup_name=names.snake("demand"),
+        bucket_name=settings.bucket_id,
+        events_prefix=layout_prefixes.events,
+        results_prefix=layout_prefixes.athena_results,
+        bytes_scanned_cutoff=settings.athena_bytes_scanned_cutoff,
+        kms_key_arn=settings.bucket_kms_key_arn,
+    ),
+    aws_opts,
+)
+ci = CiAccess(
+    "ci",
+    CiAccessArgs(
+        role_name=names.physical("gitlab-ci"),
+        gitlab_url=settings.gitlab_url,
+        project_path=settings.gitlab_project_path,
+        main_branch_only=settings.ci_main_branch_only,
+        create_oidc_provider=settings.create_oidc_provider,
+        table_arn=stream.table_arn,
+        stream_arn=stream.stream_arn,
+        function_arn=processor.function_arn,
+        bucket_arn=layout.bucket_arn,
+        read_prefixes=(layout_prefixes.events, layout_prefixes.quarantine),
+        results_prefix=layout_prefixes.athena_results,
+        workgroup_arn=athena.workgroup_arn,
+        database_arn=athena.database_arn,
+        table_glue_arn=athena.table_arn,
+        failure_queue_arn=processor.failure_queue_arn,
+        log_group_arn=processor.log_group_arn,
+        alarm_arns=alarms.alarm_arns,
+        bucket_kms_key_arn=settings.bucket_kms_key_arn,
+    ),
+    aws_opts,
+)
+
+outputs: dict[str, pulumi.Input[str]] = {
+    "athena_database_name": athena.database_name,
+    "athena_workgroup_name": athena.workgroup_name,
+    "ci_iam_role_arn": ci.role_arn,
+    "stream_arn": stream.stream_arn,
+    "stream_name": stream.stream_name,
+    "table_name": stream.table_name,
+    "function_name": processor.function_name,
+    "function_alias_name": processor.alias_name,
+    "function_alias_arn": processor.alias_arn,
+    "bucket_name": layout.bucket_name,
+    "events_prefix": layout.events_prefix,
+    "quarantine_prefix": layout.quarantine_prefix,
+    "athena_results_prefix": layout.athena_results_prefix,
+    "failure_queue_url": processor.failure_queue_url,
+    "failure_queue_arn": processor.failure_queue_arn,
+    "glue_table_name": athena.table_name,
+    "log_group_name": processor.log_group_name,
+    "iterator_age_alarm_name": alarms.iterator_age_alarm_name,
+    "region": settings.region,
+}
+for key in OUTPUT_KEYS:
+    pulumi.export(key, outputs[key])

@@ -1,0 +1,138 @@
+"""CloudWatch alarms on the stream processor: falling behind, failing, throttled, or dropping batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+__all__ = ["ProcessorAlarms", "ProcessorAlarmsArgs"]
+
+# Iterator age must stay high for five straight minutes; counts alarm on one bad five-minute period.
+SUSTAINED = (60, 5)
+ANY_IN_FIVE_MINUTES = (300, 1)
+
+
+@dataclass(frozen=True)
+class ProcessorAlarmsArgs:
+    """What to watch (function, alias, queue), thresholds in their natural units, and who to tell."""
+
+    name_prefix: str
+    function_name: pulumi.Input[str]
+    alias_name: str
+    failure_queue_name: pulumi.Input[str]
+    iterator_age_seconds: int
+    errors_threshold: int
+    throttles_threshold: int
+    failure_queue_threshold: int
+    topic_arn: str | None = None
+
+
+class ProcessorAlarms(pulumi.ComponentResource):
+    """Four alarms: iterator age, errors, throttles, and messages waiting in the failure queue."""
+
+    iterator_age_alarm_name: pulumi.Output[str]
+    """Name of the iterator-age alarm (the pipeline's main health signal)."""
+    alarm_names: pulumi.Output[list[str]]
+    """Names of all four alarms."""
+    alarm_arns: pulumi.Output[list[str]]
+    """ARNs of all four alarms."""
+
+    def __init__(self, name: str, args: ProcessorAlarmsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("dmd-pipeline:index:ProcessorAlarms", name, None, opts)
+        self._name = name
+        self._args = args
+        function_dimensions = {
+            "FunctionName": args.function_name,
+            "Resource": pulumi.Output.concat(args.function_name, ":", args.alias_name),
+        }
+        iterator_age = self._alarm(
+            "iterator-age",
+            "Oldest unprocessed change is older than the threshold: the processor is falling behind.",
+            namespace="AWS/Lambda",
+            metric_name="IteratorAge",
+            dimensions=function_dimensions,
+            statistic="Maximum",
+            # IteratorAge is reported in milliseconds.
+            threshold=args.iterator_age_seconds * 1000,
+            unit="Milliseconds",
+            comparison="GreaterThanThreshold",
+            window=SUSTAINED,
+        )
+        alarms = [
+            iterator_age,
+            self._alarm(
+                "errors",
+                "The processor's invocations fail.",
+                namespace="AWS/Lambda",
+                metric_name="Errors",
+                dimensions=function_dimensions,
+                statistic="Sum",
+                threshold=args.errors_threshold,
+            ),
+            self._alarm(
+                "throttles",
+                "The processor is throttled.",
+                namespace="AWS/Lambda",
+                metric_name="Throttles",
+                dimensions=function_dimensions,
+                statistic="Sum",
+                threshold=args.throttles_threshold,
+            ),
+            self._alarm(
+                "failure-queue",
+                "Batches gave up after retries and wait in the failure queue for replay.",
+                namespace="AWS/SQS",
+                metric_name="ApproximateNumberOfMessagesVisible",
+                dimensions={"QueueName": args.failure_queue_name},
+                statistic="Maximum",
+                threshold=args.failure_queue_threshold,
+            ),
+        ]
+        self.iterator_age_alarm_name = iterator_age.name
+        self.alarm_names = pulumi.Output.all(*[alarm.name for alarm in alarms])
+        self.alarm_arns = pulumi.Output.all(*[alarm.arn for alarm in alarms])
+        self.register_outputs(
+            {
+                "iterator_age_alarm_name": self.iterator_age_alarm_name,
+                "alarm_names": self.alarm_names,
+                "alarm_arns": self.alarm_arns,
+            }
+        )
+
+    def _alarm(
+        self,
+        role: str,
+        description: str,
+        *,
+        namespace: str,
+        metric_name: str,
+        dimensions: dict[str, pulumi.Input[str]],
+        statistic: str,
+        threshold: int,
+        unit: str | None = None,
+        comparison: str = "GreaterThanOrEqualToThreshold",
+        window: tuple[int, int] = ANY_IN_FIVE_MINUTES,
+    ) -> aws.cloudwatch.MetricAlarm:
+        period, periods = window
+        actions = [self._args.topic_arn] if self._args.topic_arn else []
+        return aws.cloudwatch.MetricAlarm(
+            f"{self._name}-{role}",
+            name=f"{self._args.name_prefix}-{role}",
+            alarm_description=description,
+            namespace=namespace,
+            metric_name=metric_name,
+            dimensions=dimensions,
+            statistic=statistic,
+            period=period,
+            evaluation_periods=periods,
+            datapoints_to_alarm=periods,
+            threshold=threshold,
+            unit=unit,
+            comparison_operator=comparison,
+            treat_missing_data="notBreaching",
+            alarm_actions=actions,
+            ok_actions=actions,
+            opts=pulumi.ResourceOptions(parent=self),
+        )

@@ -1,0 +1,228 @@
+"""IAM policy documents as pure functions of exact ARNs: no ``*`` action, no ``*`` resource.
+
+Components call these inside ``Output.all(...).apply`` to turn resolved ARNs into JSON; nothing here creates
+resources, so the documents can be linted and asserted on directly in tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlparse
+
+__all__ = [
+    "ci_access_policy",
+    "ci_trust_policy",
+    "glue_catalog_arn",
+    "lambda_trust_policy",
+    "processor_policy",
+    "tls_only_bucket_policy",
+]
+
+Document = dict[str, Any]
+VERSION = "2012-10-17"
+
+
+def _statement(sid: str, actions: Sequence[str], resources: Sequence[str], **extra: Any) -> dict[str, Any]:
+    return {"Sid": sid, "Effect": "Allow", "Action": sorted(actions), "Resource": list(resources), **extra}
+
+
+def _objects(bucket_arn: str, *prefixes: str) -> list[str]:
+    """ARNs of the objects under each key prefix (prefixes end with ``/``)."""
+    return [f"{bucket_arn}/{prefix}*" for prefix in prefixes]
+
+
+def _kms(sid: str, actions: Sequence[str], key_arns: Sequence[str | None]) -> list[dict[str, Any]]:
+    keys = [key for key in key_arns if key]
+    return [_statement(sid, actions, keys)] if keys else []
+
+
+def glue_catalog_arn(database_arn: str) -> str:
+    """``arn:aws:glue:<region>:<account>:catalog`` from a Glue database ARN of the same catalog."""
+    head, _, _ = database_arn.partition(":database/")
+    if not head.startswith("arn:") or head == database_arn:
+        raise ValueError(f"not a Glue database ARN: {database_arn!r}")
+    return f"{head}:catalog"
+
+
+def lambda_trust_policy() -> Document:
+    """Only the Lambda service may assume the stream processor's role."""
+    return {
+        "Version": VERSION,
+        "Statement": [
+            {
+                "Sid": "LambdaService",
+                "Effect": "Allow",
+                "Principal": {"Service": "lambda.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+
+
+def processor_policy(
+    *,
+    stream_arn: str,
+    bucket_arn: str,
+    events_prefix: str,
+    quarantine_prefix: str,
+    failure_queue_arn: str,
+    log_group_arn: str,
+    stream_kms_key_arn: str | None = None,
+    bucket_kms_key_arn: str | None = None,
+) -> Document:
+    """What the stream processor may do: read its stream, write its prefixes, report failures, log."""
+    statements = [
+        _statement(
+            "ReadChangeStream",
+            [
+                "kinesis:DescribeStream",
+                "kinesis:DescribeStreamSummary",
+                "kinesis:GetRecords",
+                "kinesis:GetShardIterator",
+                "kinesis:ListShards",
+            ],
+            [stream_arn],
+        ),
+        _statement(
+            "WriteEventsAndQuarantine", ["s3:PutObject"], _objects(bucket_arn, events_prefix, quarantine_prefix)
+        ),
+        _statement("SendFailedBatches", ["sqs:SendMessage"], [failure_queue_arn]),
+        _statement("WriteOwnLogs", ["logs:CreateLogStream", "logs:PutLogEvents"], [f"{log_group_arn}:log-stream:*"]),
+        *_kms("DecryptChangeStream", ["kms:Decrypt"], [stream_kms_key_arn]),
+        *_kms("EncryptOutput", ["kms:Encrypt", "kms:GenerateDataKey"], [bucket_kms_key_arn]),
+    ]
+    return {"Version": VERSION, "Statement": statements}
+
+
+def ci_trust_policy(
+    *,
+    provider_arn: str,
+    gitlab_url: str,
+    project_path: str,
+    main_branch_only: bool,
+) -> Document:
+    """GitLab CI of one project (and, when ``main_branch_only``, only its main branch) may assume the role.
+
+    GitLab ID tokens carry ``sub = project_path:<group>/<project>:ref_type:<branch|tag>:ref:<name>`` and
+    the audience configured in ``.gitlab-ci.yml`` (``id_tokens: ...: aud:``), here the GitLab URL.
+    """
+    host = urlparse(gitlab_url).netloc
+    if not host:
+        raise ValueError(f"gitlab_url must be an absolute URL, got {gitlab_url!r}")
+    subject = f"project_path:{project_path}:ref_type:branch:ref:main"
+    subject_condition = (
+        {"StringEquals": {f"{host}:aud": gitlab_url, f"{host}:sub": subject}}
+        if main_branch_only
+        else {
+            "StringEquals": {f"{host}:aud": gitlab_url},
+            "StringLike": {f"{host}:sub": f"project_path:{project_path}:ref_type:*:ref:*"},
+        }
+    )
+    return {
+        "Version": VERSION,
+        "Statement": [
+            {
+                "Sid": "GitLabCiOfThisProject",
+                "Effect": "Allow",
+                "Principal": {"Federated": provider_arn},
+                "Action": "sts:AssumeRoleWithWebIdentity",
+                "Condition": subject_condition,
+            }
+        ],
+    }
+
+
+def ci_access_policy(
+    *,
+    table_arn: str,
+    stream_arn: str,
+    function_arn: str,
+    bucket_arn: str,
+    read_prefixes: Sequence[str],
+    results_prefix: str,
+    workgroup_arn: str,
+    database_arn: str,
+    table_glue_arn: str,
+    failure_queue_arn: str,
+    log_group_arn: str,
+    alarm_arns: Sequence[str],
+    bucket_kms_key_arn: str | None = None,
+) -> Document:
+    """What GitLab CI needs after a deploy: the e2e suite, the smoke check and the alias rollback.
+
+    Deploying itself stays with the accounts' existing deployment role (the replaced system's GitRunner).
+    """
+    return {
+        "Version": VERSION,
+        "Statement": [
+            _statement(
+                "WriteTestChanges",
+                ["dynamodb:DeleteItem", "dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:PutItem"],
+                [table_arn],
+            ),
+            _statement("DescribeStream", ["kinesis:DescribeStreamSummary"], [stream_arn]),
+            _statement(
+                "InspectAndRollBackFunction",
+                [
+                    "lambda:GetAlias",
+                    "lambda:GetFunction",
+                    "lambda:GetFunctionConfiguration",
+                    "lambda:ListVersionsByFunction",
+                    "lambda:UpdateAlias",
+                ],
+                [function_arn, f"{function_arn}:*"],
+            ),
+            _statement(
+                "ListDataPrefixes",
+                ["s3:GetBucketLocation", "s3:ListBucket"],
+                [bucket_arn],
+            ),
+            _statement("ReadLake", ["s3:GetObject"], _objects(bucket_arn, *read_prefixes)),
+            _statement(
+                "AthenaResults",
+                ["s3:AbortMultipartUpload", "s3:GetObject", "s3:ListMultipartUploadParts", "s3:PutObject"],
+                _objects(bucket_arn, results_prefix),
+            ),
+            _statement(
+                "QueryWithAthena",
+                [
+                    "athena:BatchGetNamedQuery",
+                    "athena:GetNamedQuery",
+                    "athena:GetQueryExecution",
+                    "athena:GetQueryResults",
+                    "athena:GetWorkGroup",
+                    "athena:ListNamedQueries",
+                    "athena:StartQueryExecution",
+                    "athena:StopQueryExecution",
+                ],
+                [workgroup_arn],
+            ),
+            _statement(
+                "ReadCatalog",
+                ["glue:GetDatabase", "glue:GetPartitions", "glue:GetTable"],
+                [glue_catalog_arn(database_arn), database_arn, table_glue_arn],
+            ),
+            _statement("InspectFailureQueue", ["sqs:GetQueueAttributes"], [failure_queue_arn]),
+            _statement("ReadFunctionLogs", ["logs:FilterLogEvents"], [log_group_arn]),
+            _statement("ReadAlarms", ["cloudwatch:DescribeAlarms"], list(alarm_arns)),
+            *_kms("DecryptLake", ["kms:Decrypt", "kms:GenerateDataKey"], [bucket_kms_key_arn]),
+        ],
+    }
+
+
+def tls_only_bucket_policy(bucket_arn: str) -> Document:
+    """Deny every request to the bucket that does not use TLS."""
+    return {
+        "Version": VERSION,
+        "Statement": [
+            {
+                "Sid": "DenyInsecureTransport",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": [bucket_arn, f"{bucket_arn}/*"],
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            }
+        ],
+    }

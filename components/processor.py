@@ -1,0 +1,258 @@
+"""The stream processor: the Lambda function, its live alias, role, logs, layer and Kinesis event source mapping."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+
+from components.naming import FUNCTION_ALIAS
+from components.policies import lambda_trust_policy, processor_policy
+
+__all__ = ["HANDLER", "RUNTIME", "StreamProcessor", "StreamProcessorArgs"]
+
+HANDLER = "pipeline.handler.handler"
+RUNTIME = "python3.12"
+ARCHITECTURE = "arm64"
+# SQS keeps a failed batch's metadata as long as it can: 14 days to investigate and replay.
+FAILURE_RETENTION_SECONDS = 14 * 24 * 3600
+# Python level names -> Lambda advanced logging levels.
+_LAMBDA_LOG_LEVELS = {"DEBUG": "DEBUG", "INFO": "INFO", "WARNING": "WARN", "ERROR": "ERROR", "CRITICAL": "FATAL"}
+
+
+@dataclass(frozen=True)
+class StreamProcessorArgs:
+    """Names, sizing, stream-reading settings, the artifact, and the exact ARNs the function may touch."""
+
+    function_name: str
+    layer_name: str
+    failure_queue_name: str
+    stream_arn: pulumi.Input[str]
+    bucket_name: pulumi.Input[str]
+    bucket_arn: pulumi.Input[str]
+    events_prefix: str
+    quarantine_prefix: str
+    artifacts_prefix: str
+    environment: dict[str, str]
+    memory_mb: int
+    timeout_seconds: int
+    batch_size: int
+    batching_window_seconds: int
+    parallelization_factor: int
+    max_retry_attempts: int
+    max_record_age_seconds: int
+    log_retention_days: int
+    function_zip: str
+    layer_zip: str
+    layer_digest: str | None
+    log_destination_arn: str | None = None
+    stream_kms_key_arn: str | None = None
+    bucket_kms_key_arn: str | None = None
+    description: str = field(default="Writes the demand table's changes to Parquet on S3.")
+
+
+class StreamProcessor(pulumi.ComponentResource):
+    """The Lambda function reading the change stream through its ``live`` alias."""
+
+    function_name: pulumi.Output[str]
+    """Name of the function."""
+    function_arn: pulumi.Output[str]
+    """Unqualified ARN of the function."""
+    alias_name: pulumi.Output[str]
+    """Name of the alias the event source mapping invokes (rollback: point it at an earlier version)."""
+    alias_arn: pulumi.Output[str]
+    """ARN of that alias."""
+    function_version: pulumi.Output[str]
+    """Version the alias points at."""
+    log_group_name: pulumi.Output[str]
+    """The function's log group."""
+    log_group_arn: pulumi.Output[str]
+    """ARN of that log group."""
+    failure_queue_url: pulumi.Output[str]
+    """URL of the on-failure destination queue."""
+    failure_queue_arn: pulumi.Output[str]
+    """ARN of that queue."""
+    failure_queue_name: pulumi.Output[str]
+    """Name of that queue."""
+
+    def __init__(self, name: str, args: StreamProcessorArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("dmd-pipeline:index:StreamProcessor", name, None, opts)
+        self._name = name
+        self._child = pulumi.ResourceOptions(parent=self)
+        log_group = self._create_log_group(args)
+        queue = self._create_failure_queue(args)
+        role = self._create_role(args, log_group, queue)
+        layer = self._create_layer(args)
+        function = self._create_function(args, role, layer, log_group)
+        alias = aws.lambda_.Alias(
+            f"{name}-alias",
+            name=FUNCTION_ALIAS,
+            function_name=function.name,
+            function_version=function.version,
+            description="What the event source mapping invokes; roll back by pointing it at an earlier version.",
+            opts=self._child,
+        )
+        self._create_event_source_mapping(args, alias, queue)
+        self._create_log_subscription(args, log_group)
+        self.function_name = function.name
+        self.function_arn = function.arn
+        self.alias_name = alias.name
+        self.alias_arn = alias.arn
+        self.function_version = function.version
+        self.log_group_name = log_group.name
+        self.log_group_arn = log_group.arn
+        self.failure_queue_url = queue.url
+        self.failure_queue_arn = queue.arn
+        self.failure_queue_name = queue.name
+        self.register_outputs(
+            {
+                "function_name": self.function_name,
+                "function_arn": self.function_arn,
+                "alias_name": self.alias_name,
+                "alias_arn": self.alias_arn,
+                "function_version": self.function_version,
+                "log_group_name": self.log_group_name,
+                "log_group_arn": self.log_group_arn,
+                "failure_queue_url": self.failure_queue_url,
+                "failure_queue_arn": self.failure_queue_arn,
+                "failure_queue_name": self.failure_queue_name,
+            }
+        )
+
+    def _create_log_group(self, args: StreamProcessorArgs) -> aws.cloudwatch.LogGroup:
+        # Created before the function so Lambda never creates it with infinite retention.
+        return aws.cloudwatch.LogGroup(
+            f"{self._name}-logs",
+            name=f"/aws/lambda/{args.function_name}",
+            retention_in_days=args.log_retention_days,
+            opts=self._child,
+        )
+
+    def _create_failure_queue(self, args: StreamProcessorArgs) -> aws.sqs.Queue:
+        return aws.sqs.Queue(
+            f"{self._name}-failures",
+            name=args.failure_queue_name,
+            sqs_managed_sse_enabled=True,
+            message_retention_seconds=FAILURE_RETENTION_SECONDS,
+            opts=self._child,
+        )
+
+    def _create_role(
+        self, args: StreamProcessorArgs, log_group: aws.cloudwatch.LogGroup, queue: aws.sqs.Queue
+    ) -> aws.iam.Role:
+        role = aws.iam.Role(
+            f"{self._name}-role",
+            name=args.function_name,
+            assume_role_policy=json.dumps(lambda_trust_policy()),
+            opts=self._child,
+        )
+        policy = pulumi.Output.all(
+            stream_arn=args.stream_arn,
+            bucket_arn=args.bucket_arn,
+            failure_queue_arn=queue.arn,
+            log_group_arn=log_group.arn,
+        ).apply(
+            lambda arns: json.dumps(
+                processor_policy(
+                    stream_arn=arns["stream_arn"],
+                    bucket_arn=arns["bucket_arn"],
+                    events_prefix=args.events_prefix,
+                    quarantine_prefix=args.quarantine_prefix,
+                    failure_queue_arn=arns["failure_queue_arn"],
+                    log_group_arn=arns["log_group_arn"],
+                    stream_kms_key_arn=args.stream_kms_key_arn,
+                    bucket_kms_key_arn=args.bucket_kms_key_arn,
+                )
+            )
+        )
+        aws.iam.RolePolicy(
+            f"{self._name}-policy", name="stream-processor", role=role.id, policy=policy, opts=self._child
+        )
+        return role
+
+    def _create_layer(self, args: StreamProcessorArgs) -> aws.lambda_.LayerVersion:
+        # The dependency zip is above Lambda's 50 MB direct-upload limit, so it goes through S3.
+        layer_object = aws.s3.BucketObjectv2(
+            f"{self._name}-layer-zip",
+            bucket=args.bucket_name,
+            key=f"{args.artifacts_prefix}{args.layer_name}.zip",
+            source=pulumi.FileAsset(args.layer_zip),
+            source_hash=args.layer_digest,
+            content_type="application/zip",
+            opts=self._child,
+        )
+        return aws.lambda_.LayerVersion(
+            f"{self._name}-layer",
+            layer_name=args.layer_name,
+            s3_bucket=layer_object.bucket,
+            s3_key=layer_object.key,
+            source_code_hash=args.layer_digest,
+            compatible_runtimes=[RUNTIME],
+            compatible_architectures=[ARCHITECTURE],
+            description="Runtime dependencies of the stream processor (aws-lambda-powertools, pyarrow).",
+            opts=self._child,
+        )
+
+    def _create_function(
+        self,
+        args: StreamProcessorArgs,
+        role: aws.iam.Role,
+        layer: aws.lambda_.LayerVersion,
+        log_group: aws.cloudwatch.LogGroup,
+    ) -> aws.lambda_.Function:
+        return aws.lambda_.Function(
+            f"{self._name}-function",
+            name=args.function_name,
+            description=args.description,
+            role=role.arn,
+            handler=HANDLER,
+            runtime=RUNTIME,
+            architectures=[ARCHITECTURE],
+            memory_size=args.memory_mb,
+            timeout=args.timeout_seconds,
+            code=pulumi.FileArchive(args.function_zip),
+            layers=[layer.arn],
+            publish=True,
+            environment={"variables": args.environment},
+            # JSON platform logs; Lambda filters application logs at the handler's own level (LOG_LEVEL).
+            logging_config={
+                "log_format": "JSON",
+                "log_group": log_group.name,
+                "application_log_level": _LAMBDA_LOG_LEVELS[args.environment.get("LOG_LEVEL", "INFO")],
+                "system_log_level": "INFO",
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[log_group]),
+        )
+
+    def _create_event_source_mapping(
+        self, args: StreamProcessorArgs, alias: aws.lambda_.Alias, queue: aws.sqs.Queue
+    ) -> aws.lambda_.EventSourceMapping:
+        return aws.lambda_.EventSourceMapping(
+            f"{self._name}-stream-mapping",
+            event_source_arn=args.stream_arn,
+            function_name=alias.arn,
+            starting_position="TRIM_HORIZON",
+            batch_size=args.batch_size,
+            maximum_batching_window_in_seconds=args.batching_window_seconds,
+            parallelization_factor=args.parallelization_factor,
+            maximum_retry_attempts=args.max_retry_attempts,
+            maximum_record_age_in_seconds=args.max_record_age_seconds,
+            bisect_batch_on_function_error=True,
+            function_response_types=["ReportBatchItemFailures"],
+            destination_config={"on_failure": {"destination_arn": queue.arn}},
+            opts=self._child,
+        )
+
+    def _create_log_subscription(self, args: StreamProcessorArgs, log_group: aws.cloudwatch.LogGroup) -> None:
+        if args.log_destination_arn is None:
+            return
+        aws.cloudwatch.LogSubscriptionFilter(
+            f"{self._name}-log-subscription",
+            name=f"{args.function_name}-central-logs",
+            log_group=log_group.name,
+            destination_arn=args.log_destination_arn,
+            filter_pattern="",
+            opts=self._child,
+        )

@@ -1,0 +1,134 @@
+"""The S3 layout: the data bucket (looked up, or created hardened) and the prefixes everything else uses."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from components.naming import Prefixes
+from components.policies import tls_only_bucket_policy
+
+__all__ = ["DataLayout", "DataLayoutArgs"]
+
+
+@dataclass(frozen=True)
+class DataLayoutArgs:
+    """The bucket id, whether to create it, its prefixes and how long Athena results live."""
+
+    bucket_id: str
+    create_bucket: bool
+    prefixes: Prefixes
+    athena_results_expiry_days: int
+    kms_key_arn: str | None = None
+
+
+class DataLayout(pulumi.ComponentResource):
+    """The data bucket and its prefixes: events, quarantine, Athena results, deployment artifacts."""
+
+    bucket_name: pulumi.Output[str]
+    """Name of the data bucket."""
+    bucket_arn: pulumi.Output[str]
+    """ARN of the data bucket."""
+    events_prefix: pulumi.Output[str]
+    """Prefix of the Parquet events (the Glue table's location)."""
+    quarantine_prefix: pulumi.Output[str]
+    """Prefix of records the handler could not decode."""
+    athena_results_prefix: pulumi.Output[str]
+    """Prefix of Athena query results (expire after a few days)."""
+    artifacts_prefix: pulumi.Output[str]
+    """Prefix of deployment artifacts (the dependency layer zip)."""
+
+    def __init__(self, name: str, args: DataLayoutArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("dmd-pipeline:index:DataLayout", name, None, opts)
+        self._name = name
+        if args.create_bucket:
+            bucket_resource = self._create_bucket(args)
+            self.bucket_name = bucket_resource.bucket
+            self.bucket_arn = bucket_resource.arn
+            depends: list[pulumi.Resource] = [bucket_resource]
+        else:
+            existing = aws.s3.get_bucket_output(bucket=args.bucket_id, opts=pulumi.InvokeOptions(parent=self))
+            self.bucket_name = existing.bucket
+            self.bucket_arn = existing.arn
+            depends = []
+        self._create_lifecycle(args, depends)
+        self.events_prefix = pulumi.Output.from_input(args.prefixes.events)
+        self.quarantine_prefix = pulumi.Output.from_input(args.prefixes.quarantine)
+        self.athena_results_prefix = pulumi.Output.from_input(args.prefixes.athena_results)
+        self.artifacts_prefix = pulumi.Output.from_input(args.prefixes.artifacts)
+        self.register_outputs(
+            {
+                "bucket_name": self.bucket_name,
+                "bucket_arn": self.bucket_arn,
+                "events_prefix": self.events_prefix,
+                "quarantine_prefix": self.quarantine_prefix,
+                "athena_results_prefix": self.athena_results_prefix,
+                "artifacts_prefix": self.artifacts_prefix,
+            }
+        )
+
+    def _create_bucket(self, args: DataLayoutArgs) -> aws.s3.Bucket:
+        child = pulumi.ResourceOptions(parent=self)
+        bucket = aws.s3.Bucket(f"{self._name}-bucket", bucket=args.bucket_id, opts=child)
+        encryption = aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
+            sse_algorithm="aws:kms" if args.kms_key_arn else "AES256",
+            kms_master_key_id=args.kms_key_arn,
+        )
+        aws.s3.BucketServerSideEncryptionConfiguration(
+            f"{self._name}-encryption",
+            bucket=bucket.id,
+            rules=[
+                aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
+                    apply_server_side_encryption_by_default=encryption, bucket_key_enabled=True
+                )
+            ],
+            opts=child,
+        )
+        aws.s3.BucketVersioning(
+            f"{self._name}-versioning",
+            bucket=bucket.id,
+            versioning_configuration={"status": "Enabled"},
+            opts=child,
+        )
+        public_access = aws.s3.BucketPublicAccessBlock(
+            f"{self._name}-public-access",
+            bucket=bucket.id,
+            block_public_acls=True,
+            block_public_policy=True,
+            ignore_public_acls=True,
+            restrict_public_buckets=True,
+            opts=child,
+        )
+        aws.s3.BucketPolicy(
+            f"{self._name}-tls-only",
+            bucket=bucket.id,
+            policy=bucket.arn.apply(lambda arn: json.dumps(tls_only_bucket_policy(arn))),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[public_access]),
+        )
+        return bucket
+
+    def _create_lifecycle(self, args: DataLayoutArgs, depends: list[pulumi.Resource]) -> None:
+        # This resource owns the bucket's whole lifecycle configuration (S3 keeps one per bucket).
+        aws.s3.BucketLifecycleConfiguration(
+            f"{self._name}-lifecycle",
+            bucket=args.bucket_id,
+            rules=[
+                {
+                    "id": "expire-athena-results",
+                    "status": "Enabled",
+                    "filter": {"prefix": args.prefixes.athena_results},
+                    "expiration": {"days": args.athena_results_expiry_days},
+                    "noncurrent_version_expiration": {"noncurrent_days": 1},
+                },
+                {
+                    "id": "abort-incomplete-uploads",
+                    "status": "Enabled",
+                    "filter": {"prefix": args.prefixes.root},
+                    "abort_incomplete_multipart_upload": {"days_after_initiation": 1},
+                },
+            ],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=depends),
+        )

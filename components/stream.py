@@ -1,0 +1,80 @@
+"""The change stream: the demand table's Kinesis stream, looked up or (when the stack names none) created."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+__all__ = ["ChangeStream", "ChangeStreamArgs"]
+
+# Created streams keep a week of changes, so a broken consumer can be fixed and replayed without loss.
+RETENTION_HOURS = 168
+
+
+@dataclass(frozen=True)
+class ChangeStreamArgs:
+    """Which table, and which stream (None: create ``created_stream_name`` and the streaming destination)."""
+
+    table_name: str
+    stream_name: str | None
+    created_stream_name: str
+    change_time_precision: str
+
+
+class ChangeStream(pulumi.ComponentResource):
+    """The Kinesis stream carrying the demand table's changes."""
+
+    stream_arn: pulumi.Output[str]
+    """ARN of the stream the processor reads."""
+    stream_name: pulumi.Output[str]
+    """Name of that stream."""
+    table_name: pulumi.Output[str]
+    """Name of the demand table."""
+    table_arn: pulumi.Output[str]
+    """ARN of the demand table."""
+
+    def __init__(self, name: str, args: ChangeStreamArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("dmd-pipeline:index:ChangeStream", name, None, opts)
+        self._name = name
+        table = aws.dynamodb.get_table_output(name=args.table_name, opts=pulumi.InvokeOptions(parent=self))
+        self.table_name = table.name
+        self.table_arn = table.arn
+        if args.stream_name is None:
+            self._create_stream(args)
+        else:
+            self._look_up_stream(args.stream_name)
+        self.register_outputs(
+            {
+                "stream_arn": self.stream_arn,
+                "stream_name": self.stream_name,
+                "table_name": self.table_name,
+                "table_arn": self.table_arn,
+            }
+        )
+
+    def _look_up_stream(self, stream_name: str) -> None:
+        existing = aws.kinesis.get_stream_output(name=stream_name, opts=pulumi.InvokeOptions(parent=self))
+        self.stream_arn = existing.arn
+        self.stream_name = existing.name
+
+    def _create_stream(self, args: ChangeStreamArgs) -> None:
+        stream = aws.kinesis.Stream(
+            f"{self._name}-stream",
+            name=args.created_stream_name,
+            stream_mode_details={"stream_mode": "ON_DEMAND"},
+            encryption_type="KMS",
+            kms_key_id="alias/aws/kinesis",
+            retention_period=RETENTION_HOURS,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        aws.dynamodb.KinesisStreamingDestination(
+            f"{self._name}-table-destination",
+            table_name=args.table_name,
+            stream_arn=stream.arn,
+            approximate_creation_date_time_precision=args.change_time_precision,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.stream_arn = stream.arn
+        self.stream_name = stream.name
