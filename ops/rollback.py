@@ -1,0 +1,140 @@
+"""Roll the function back: point the ``live`` alias (what the stream mapping invokes) at an earlier published version.
+
+    python -m ops.rollback qa1                 # list published versions and where the alias points
+    python -m ops.rollback qa1 --to 41         # point the alias at version 41 (prints before and after)
+
+This is the fast lever (seconds, no deploy). The stack still declares the newer version, so the next
+``pulumi up`` points the alias forward again: follow with a revert commit and a re-deploy (docs/runbook.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ops.outputs import OutputsError, load_outputs
+
+if TYPE_CHECKING:
+    from mypy_boto3_lambda import LambdaClient
+
+__all__ = ["AliasChange", "PublishedVersion", "RollbackError", "alias_target", "point_alias", "published_versions"]
+
+LATEST = "$LATEST"
+
+
+class RollbackError(RuntimeError):
+    """The requested rollback is not possible (unknown version, $LATEST, alias missing)."""
+
+
+@dataclass(frozen=True)
+class PublishedVersion:
+    """One published (immutable) version of the function."""
+
+    version: str
+    last_modified: str
+    code_sha256: str
+    description: str
+
+
+@dataclass(frozen=True)
+class AliasChange:
+    """Where the alias pointed before and after a rollback."""
+
+    alias: str
+    before: str
+    after: str
+
+
+def published_versions(client: LambdaClient, function_name: str) -> list[PublishedVersion]:
+    """The function's published versions, oldest first ($LATEST is not a published version)."""
+    versions: list[PublishedVersion] = []
+    for page in client.get_paginator("list_versions_by_function").paginate(FunctionName=function_name):
+        for item in page["Versions"]:
+            if item["Version"] == LATEST:
+                continue
+            versions.append(
+                PublishedVersion(
+                    version=item["Version"],
+                    last_modified=item.get("LastModified", ""),
+                    code_sha256=item.get("CodeSha256", ""),
+                    description=item.get("Description", ""),
+                )
+            )
+    return sorted(versions, key=lambda version: int(version.version))
+
+
+def alias_target(client: LambdaClient, function_name: str, alias: str) -> str:
+    """The version the alias points at."""
+    try:
+        return client.get_alias(FunctionName=function_name, Name=alias)["FunctionVersion"]
+    except client.exceptions.ResourceNotFoundException:
+        raise RollbackError(f"alias {alias!r} of {function_name} does not exist") from None
+
+
+def point_alias(client: LambdaClient, function_name: str, alias: str, version: str) -> AliasChange:
+    """Point ``alias`` at published ``version`` (all traffic: any weighted routing is removed)."""
+    if version.upper() == LATEST:
+        raise RollbackError("refusing $LATEST: the alias must point at a published, immutable version")
+    known = [item.version for item in published_versions(client, function_name)]
+    if version not in known:
+        listed = ", ".join(known) or "none"
+        raise RollbackError(f"version {version!r} of {function_name} is not published (published: {listed})")
+    before = alias_target(client, function_name, alias)
+    if before != version:
+        client.update_alias(
+            FunctionName=function_name,
+            Name=alias,
+            FunctionVersion=version,
+            RoutingConfig={"AdditionalVersionWeights": {}},
+        )
+    after = alias_target(client, function_name, alias)
+    return AliasChange(alias=alias, before=before, after=after)
+
+
+def _print_versions(versions: list[PublishedVersion], current: str, alias: str) -> None:
+    print(f"{'version':>8}  {'last modified':<30}  {'code sha256':<46}  description")
+    for item in versions:
+        marker = f"  <- {alias}" if item.version == current else ""
+        print(f"{item.version:>8}  {item.last_modified:<30}  {item.code_sha256:<46}  {item.description}{marker}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ops.rollback", description=__doc__.splitlines()[0])
+    parser.add_argument("stack", help="stack to act on (dev1, qa1, preprod1, prod1, or local with STACK_OUTPUTS_FILE)")
+    parser.add_argument("--to", dest="version", help="published version to point the alias at")
+    parser.add_argument("--outputs-file", help="stack outputs JSON (default: $STACK_OUTPUTS_FILE or pulumi)")
+    args = parser.parse_args(argv)
+    try:
+        outputs = load_outputs(args.stack, outputs_file=args.outputs_file)
+        client = boto3.client("lambda", region_name=outputs.region)
+        function, alias = outputs.function_name, outputs.function_alias_name
+        if args.version is None:
+            current = alias_target(client, function, alias)
+            _print_versions(published_versions(client, function), current, alias)
+            print(f"\n{function}:{alias} -> version {current}")
+            print(f"roll back with: python -m ops.rollback {args.stack} --to <version>")
+            return 0
+        change = point_alias(client, function, alias, args.version)
+    except (OutputsError, RollbackError) as error:
+        print(f"rollback: {error}", file=sys.stderr)
+        return 2
+    except (ClientError, BotoCoreError) as error:
+        print(f"rollback: AWS call failed: {error}", file=sys.stderr)
+        return 1
+    print(f"before: {function}:{change.alias} -> version {change.before}")
+    print(f"after:  {function}:{change.alias} -> version {change.after}")
+    if change.before == change.after:
+        print("nothing changed: the alias already pointed there")
+    else:
+        print("next: revert the faulty commit on main and let the pipeline re-deploy (pulumi up re-points the alias)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
