@@ -48,3 +48,15 @@ plan: .venv/.synced  ## offline preview: resources the program declares for STAC
 clean:  ## remove build output and caches (keeps .venv)
 	rm -rf dist build .pytest_cache .ruff_cache .mypy_cache .hypothesis
 	find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +
+
+# Day-2 operations against a deployed stack (outputs from `pulumi stack output`, or STACK_OUTPUTS_FILE).
+.PHONY: rollback smoke capacity
+
+rollback: .venv/.synced  ## list published versions, or point the live alias back (make rollback STACK=qa1 ARGS="--to 41")
+	$(RUN) python -m ops.rollback $(STACK) $(ARGS)
+
+smoke: .venv/.synced  ## post-deployment checklist of STACK; non-zero with a table of failures (ARGS="--minutes 30")
+	$(RUN) python -m ops.smoke $(STACK) $(ARGS)
+
+capacity: .venv/.synced  ## sustained change rate, peak headroom, cost per million changes (ARGS="--records-per-second 2500")
+	$(RUN) python -m ops.capacity $(STACK) $(ARGS)
