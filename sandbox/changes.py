@@ -26,7 +26,9 @@ __all__ = [
     "DemandGenerator",
     "KinesisEntry",
     "change_record",
+    "changes_event",
     "item_key",
+    "kinesis_entries",
     "lambda_event",
     "to_dynamodb_json",
 ]
@@ -211,3 +213,48 @@ def lambda_event(
             for entry in entries
         ]
     }
+
+
+#: A realistic Kinesis sequence number (56 digits) to start a shard's batch at.
+FIRST_SEQUENCE = 49_590_338_271_490_256_608_559_692_538_361_571_095_921_575_989_136_588_898
+
+
+def kinesis_entries(
+    changes: Sequence[Change],
+    *,
+    table_name: str,
+    precision: Precision = "MILLISECOND",
+    first_sequence: int = FIRST_SEQUENCE,
+    sequence_step: int = 1_000_003,
+) -> list[KinesisEntry]:
+    """The Kinesis records the streaming destination writes for ``changes``, one after the other in a shard."""
+    return [
+        KinesisEntry(
+            data=json.dumps(change_record(change, table_name=table_name, precision=precision)).encode("utf-8"),
+            partition_key=partition_key(change.keys),
+            sequence_number=str(first_sequence + index * sequence_step),
+            arrival=round(change.time.timestamp() + 0.25, 3),
+        )
+        for index, change in enumerate(changes)
+    ]
+
+
+def changes_event(
+    changes: Sequence[Change],
+    *,
+    table_name: str = "demand",
+    shard_id: str = "shardId-000000000000",
+    stream_arn: str = "arn:aws:kinesis:us-east-1:123456789012:stream/demand-changes",
+    precision: Precision = "MILLISECOND",
+    first_sequence: int = FIRST_SEQUENCE,
+    sequence_step: int = 1_000_003,
+) -> dict[str, Any]:
+    """``changes`` as one Lambda Kinesis event (one shard), in a single call."""
+    entries = kinesis_entries(
+        changes,
+        table_name=table_name,
+        precision=precision,
+        first_sequence=first_sequence,
+        sequence_step=sequence_step,
+    )
+    return lambda_event(entries, shard_id=shard_id, stream_arn=stream_arn)
