@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -134,6 +135,8 @@ def serve(port: int = 0, announce: IO[str] | None = None) -> None:
         def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
             """One line per request would drown the demo's output."""
 
+    # Ctrl-C in a terminal reaches the whole process group: the parent decides when this server stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     app = FaultInjector(DomainDispatcherApplication(create_backend_app))
     server = make_server(LOOPBACK, port, app, threaded=True, request_handler=QuietRequestHandler)

@@ -1,0 +1,274 @@
+"""``make demo``: the whole pipeline on the embedded local AWS, with query results and a summary.
+
+    python -m sandbox.demo [--events 3000] [--seed 7] [--stack dev1] [--keep]
+
+Starts the local AWS with the stack's resources, writes realistic demand changes (and a few poison items) into
+the table, shows them flowing (table -> bridge -> Kinesis -> mapping -> handler -> S3), waits until every change
+is accounted for, runs the workgroup's named queries on the Parquet through DuckDB, and prints a summary.
+Everything it starts it stops, also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from sandbox.changes import Change
+from sandbox.lake import Lake, LakeCounts
+from sandbox.local_aws import DEFAULT_STACK, LocalAws, local_aws, patched_environment
+from sandbox.runner import LocalPipeline
+from sandbox.workload import TableWriter, workload
+
+__all__ = ["DemoResult", "main", "run_demo"]
+
+_WRITE_CHUNK = 200
+_SHOWN_ROWS = 8
+_CELL_WIDTH = 18
+_PIPE_WIDTH = 160  # output piped (make, CI logs): wide enough for the query tables
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """The demo's accounting: what went in, what came out, and how fast."""
+
+    items_written: int
+    changes_streamed: int
+    counts: LakeCounts
+    failed: int
+    seconds: float
+
+    @property
+    def accounted(self) -> bool:
+        """Every change streamed is a row, a quarantined record or a reported failure, each exactly once."""
+        landed = self.counts.distinct_changes + self.counts.quarantined + self.failed
+        return self.items_written == self.changes_streamed == landed and self.counts.duplicate_rows == 0
+
+    @property
+    def records_per_second(self) -> float:
+        return self.changes_streamed / self.seconds if self.seconds else 0.0
+
+
+def _chunks(changes: Iterator[Change], size: int) -> Iterator[list[Change]]:
+    while chunk := list(islice(changes, size)):
+        yield chunk
+
+
+def _settings_line(aws: LocalAws, pipe: LocalPipeline) -> str:
+    config = pipe.mapping.config
+    return (
+        f"stack [bold]{aws.settings.stack}[/] · table {aws.outputs.table_name} · stream {aws.outputs.stream_name} "
+        f"({len(pipe.mapping.shard_ids)} shards) · batch size {config.batch_size}, "
+        f"window {config.batching_window_seconds:g} s, retries {config.max_retry_attempts}, "
+        f"max record age {config.max_record_age_seconds} s, bisect on error, ReportBatchItemFailures"
+    )
+
+
+def _flow(console: Console, aws: LocalAws, pipe: LocalPipeline, args: argparse.Namespace) -> tuple[int, float]:
+    """Write the changes while showing them flow; wait until every one is settled. Return (written, seconds)."""
+    writer = TableWriter(aws.client("dynamodb"), aws.outputs.table_name)
+    columns = (TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        written_task = progress.add_task("written to the table", total=args.events)
+        streamed_task = progress.add_task("streamed to Kinesis", total=args.events)
+        settled_task = progress.add_task("handled by the function", total=args.events)
+
+        def show() -> None:
+            progress.update(written_task, completed=writer.written)
+            progress.update(streamed_task, completed=pipe.bridge.forwarded)
+            progress.update(settled_task, completed=pipe.settled)
+
+        started = time.monotonic()
+        for chunk in _chunks(workload(args.events, seed=args.seed, poison=args.poison), _WRITE_CHUNK):
+            writer.apply(chunk)
+            show()
+        pipe.wait_for_changes(writer.written, timeout=args.timeout, progress=show)
+        seconds = time.monotonic() - started
+    return writer.written, seconds
+
+
+def _cell(value: Any) -> str:
+    """A short rendering: timestamps to the millisecond, lists joined, long ids cut."""
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    if isinstance(value, list):
+        return ",".join(str(item) for item in value)
+    text = str(value)
+    return text if len(text) <= _CELL_WIDTH else text[: _CELL_WIDTH - 1] + "…"
+
+
+def _arrow_table(title: str, result: pa.Table, limit: int = _SHOWN_ROWS) -> Table:
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for name in result.column_names:
+        table.add_column(name, overflow="fold")
+    for row in result.slice(0, limit).to_pylist():
+        table.add_row(*(_cell(value) for value in row.values()))
+    if result.num_rows > limit:
+        table.caption = f"{limit} of {result.num_rows} rows"
+    return table
+
+
+def _quarantine(console: Console, lake: Lake) -> None:
+    lines = lake.quarantined()
+    table = Table(title=f"quarantined records ({len(lines)})", title_justify="left", header_style="bold")
+    for name in ("shard_id", "sequence_number", "reason"):
+        table.add_column(name, overflow="fold")
+    for line in lines[:_SHOWN_ROWS]:
+        table.add_row(str(line.get("shard_id")), str(line.get("sequence_number")), str(line.get("reason")))
+    console.print(table)
+    console.print()
+
+
+def _queries(console: Console, lake: Lake) -> None:
+    connection = lake.connect()
+    for query in lake.named_queries():
+        result = lake.query(query.sql, connection)
+        console.print(_arrow_table(f"{query.name}: {query.description}", result))
+        console.print()
+
+
+def _summary(console: Console, result: DemoResult) -> None:
+    table = Table(title="Summary", title_justify="left", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    counts = result.counts
+    for label, value in (
+        ("items written", f"{result.items_written:,}"),
+        ("changes streamed", f"{result.changes_streamed:,}"),
+        ("rows in Parquet", f"{counts.rows:,}"),
+        ("quarantined", f"{counts.quarantined:,}"),
+        ("failed (sent to the failure queue)", f"{result.failed:,}"),
+        ("duplicate rows", f"{counts.duplicate_rows:,}"),
+        ("objects", f"{counts.objects:,} ({counts.parquet_objects} Parquet, {counts.quarantine_objects} quarantine)"),
+        ("seconds", f"{result.seconds:.1f}"),
+        ("records per second", f"{result.records_per_second:,.0f}"),
+    ):
+        table.add_row(label, value)
+    console.print(table)
+    verdict = "[green]every change accounted for[/]" if result.accounted else "[red]changes unaccounted for[/]"
+    console.print(
+        f"rows + quarantined + failed = {counts.distinct_changes + counts.quarantined + result.failed:,}: {verdict}"
+    )
+
+
+def _keep(console: Console, aws: LocalAws) -> None:
+    outputs = aws.outputs
+    endpoint = aws.endpoint_url
+    host = endpoint.split("://", 1)[1]
+    creds = "AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=" + aws.region
+    bucket = outputs.bucket_name
+    console.rule("local AWS left running (Ctrl-C stops it)")
+    console.print(f"endpoint       {endpoint}")
+    console.print(f"stack outputs  {aws.outputs_file}   (export STACK_OUTPUTS_FILE={aws.outputs_file})")
+    console.print("the pipeline keeps running: items you write to the table land in S3 within seconds\n")
+    console.print("[bold]aws CLI[/]", highlight=False)
+    for command in (
+        f"aws --endpoint-url {endpoint} dynamodb scan --table-name {outputs.table_name} --max-items 3",
+        f"aws --endpoint-url {endpoint} s3 ls s3://{bucket}/{outputs.events_prefix} --recursive",
+        f"aws --endpoint-url {endpoint} s3 ls s3://{bucket}/{outputs.quarantine_prefix} --recursive",
+        f"aws --endpoint-url {endpoint} athena list-named-queries --work-group {outputs.athena_workgroup_name}",
+        f"aws --endpoint-url {endpoint} sqs receive-message --queue-url {outputs.failure_queue_url}",
+    ):
+        console.print(f"  {creds} {command}", highlight=False, soft_wrap=True)
+    console.print("\n[bold]duckdb CLI[/] (its httpfs extension reads the local S3)", highlight=False)
+    parquet = f"s3://{bucket}/{outputs.events_prefix}*/*/*.parquet"
+    settings = (
+        f"SET s3_endpoint='{host}'; SET s3_use_ssl=false; SET s3_url_style='path'; SET s3_region='{aws.region}'; "
+        "SET s3_access_key_id='testing'; SET s3_secret_access_key='testing';"
+    )
+    select = "SELECT op, status, count(*) FROM read_parquet('{}', hive_partitioning=true) GROUP BY ALL ORDER BY ALL;"
+    duckdb_sql = f"{settings} {select.format(parquet)}"
+    console.print(f'  duckdb -c "{duckdb_sql}"', highlight=False, soft_wrap=True)
+    console.print("\n[bold]replay[/]", highlight=False)
+    console.print(
+        f"  STACK_OUTPUTS_FILE={aws.outputs_file} {creds} AWS_ENDPOINT_URL={endpoint} "
+        "python -m ops.replay quarantine --stack local --dry-run",
+        highlight=False,
+        soft_wrap=True,
+    )
+    threading.Event().wait()  # until Ctrl-C
+
+
+def run_demo(args: argparse.Namespace, console: Console) -> DemoResult:
+    """Run the demo; return its accounting (raises on timeout)."""
+    quiet = {} if args.verbose else {"LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
+    outputs_file = Path(args.outputs_file) if args.outputs_file else None
+    with contextlib.ExitStack() as exits:
+        with console.status("starting the local AWS and creating the stack's resources"):
+            aws = exits.enter_context(local_aws(args.stack, outputs_file=outputs_file, shards=args.shards))
+            exits.enter_context(patched_environment(quiet))
+            overrides: dict[str, Any] = {}
+            if args.batching_window is not None:
+                overrides["batching_window_seconds"] = args.batching_window
+            pipe = exits.enter_context(aws.pipeline(config=aws.mapping_config(**overrides)))
+        console.print(f"local AWS on {aws.endpoint_url}")
+        console.print(_settings_line(aws, pipe), highlight=False)
+        written, seconds = _flow(console, aws, pipe, args)
+        lake = Lake(aws.outputs, s3=aws.client("s3"), filesystem=aws.filesystem())
+        counts = lake.counts()
+        console.print()
+        _queries(console, lake)
+        _quarantine(console, lake)
+        result = DemoResult(written, pipe.bridge.forwarded, counts, pipe.mapping.stats.records_discarded, seconds)
+        _summary(console, result)
+        if args.keep:
+            _keep(console, aws)
+    return result
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m sandbox.demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=3000, help="demand changes to write (default 3000)")
+    parser.add_argument("--seed", type=int, default=7, help="random seed of the workload (default 7)")
+    parser.add_argument("--poison", type=int, default=4, help="poison items among the changes (default 4)")
+    parser.add_argument("--stack", default=DEFAULT_STACK, help=f"stack whose settings to use (default {DEFAULT_STACK})")
+    parser.add_argument("--shards", type=int, default=3, help="Kinesis shards of the local stream (default 3)")
+    parser.add_argument(
+        "--batching-window", type=float, default=None, help="override the stack's batching window (seconds)"
+    )
+    parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for the changes to settle")
+    parser.add_argument("--outputs-file", help="write the local stack outputs JSON here (default: a temp file)")
+    parser.add_argument("--keep", action="store_true", help="leave the local AWS running until Ctrl-C")
+    parser.add_argument("--verbose", action="store_true", help="show the handler's log lines and metrics")
+    args = parser.parse_args(argv)
+    if args.events < 1:
+        parser.error("--events must be at least 1")
+    return args
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)  # a terminated demo cleans up like an interrupted one
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=_PIPE_WIDTH)
+    try:
+        result = run_demo(args, console)
+    except KeyboardInterrupt:
+        console.print("\ninterrupted: the local AWS and the pipeline are stopped")
+        return 130
+    return 0 if result.accounted else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
