@@ -64,7 +64,6 @@ def glue_table_input(
         "Parameters": {
             "EXTERNAL": "TRUE",
             "classification": "parquet",
-            "parquet.compression": "ZSTD",
             "projection.enabled": "true",
             "projection.dt.type": "date",
             "projection.dt.format": "yyyy-MM-dd",

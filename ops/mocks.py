@@ -31,6 +31,7 @@ class Declared:
     inputs: dict[str, Any]
     outputs: dict[str, Any]
     custom: bool
+    provider: str | None
 
 
 @dataclass
@@ -49,7 +50,7 @@ class AwsMocks(pulumi.runtime.Mocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         inputs = dict(args.inputs)
         resource_id, outputs = self._outputs(args.typ, args.name, inputs)
-        self.declared.append(Declared(args.typ, args.name, inputs, outputs, bool(args.custom)))
+        self.declared.append(Declared(args.typ, args.name, inputs, outputs, bool(args.custom), args.provider))
         return resource_id, outputs
 
     def _outputs(self, typ: str, logical: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:  # noqa: PLR0911, PLR0912

@@ -20,6 +20,7 @@ import pulumi
 import yaml
 from pulumi.runtime import config as runtime_config
 from pulumi.runtime import settings as runtime_settings
+from pulumi.runtime.mocks import MockMonitor
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
@@ -39,6 +40,7 @@ class ProgramRun:
     declared: tuple[Declared, ...]
     invokes: tuple[tuple[str, dict[str, Any]], ...]
     outputs: dict[str, Any]
+    urns: tuple[str, ...]
 
     def of_type(self, typ: str) -> list[Declared]:
         """Declared resources of one type token (e.g. ``aws:lambda/function:Function``)."""
@@ -105,10 +107,12 @@ def run_program(
     with _LOCK, _working_directory(root):
         _reset_runtime()
         runtime_config.set_all_config(effective, [])
-        pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False)
+        monitor = MockMonitor(mocks)
+        pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
         try:
             _sync_await(run_pulumi_func(program))
         finally:
             _reset_runtime()
             runtime_config.set_all_config({}, [])
-    return ProgramRun(stack, tuple(mocks.declared), tuple(mocks.invokes), resolved)
+    urns = tuple(sorted(monitor.get_registered_resources()))
+    return ProgramRun(stack, tuple(mocks.declared), tuple(mocks.invokes), resolved, urns)

@@ -1,0 +1,438 @@
+"""The real program under mocks, for each stack's real config: resources, settings, IAM, alarms, outputs.
+
+Assertions run on the resources the mocks recorded after the program finished (not inside Output.apply),
+so a check cannot pass by never running; each test also asserts the resources it inspects exist.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from components.function_environment import lambda_environment
+from components.naming import prefixes
+from components.outputs import OUTPUT_KEYS
+from components.settings import Settings, SettingsError, settings_from_stack_file
+from ops.mocks import ACCOUNT_ID
+from ops.outputs import StackOutputs
+from ops.program import ProgramRun, run_program, stack_config
+from pipeline.schema import arrow_schema, glue_columns
+from tests.infra.conftest import STACKS, program_run
+from tests.infra.iam_lint import lint_identity_policy, wildcards
+
+FUNCTION = "aws:lambda/function:Function"
+MAPPING = "aws:lambda/eventSourceMapping:EventSourceMapping"
+ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
+ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
+ROLE = "aws:iam/role:Role"
+
+
+def _settings(stack: str) -> Settings:
+    return settings_from_stack_file(stack)
+
+
+def _arn(service: str, resource: str) -> str:
+    return f"arn:aws:{service}:us-east-1:{ACCOUNT_ID}:{resource}"
+
+
+@pytest.fixture(params=STACKS)
+def stack(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def run(stack: str) -> ProgramRun:
+    return program_run(stack)
+
+
+def test_output_keys_are_the_shared_contract() -> None:
+    assert StackOutputs.output_keys() == OUTPUT_KEYS
+    assert len(set(OUTPUT_KEYS)) == len(OUTPUT_KEYS)
+
+
+def test_exports_exactly_the_output_keys(run: ProgramRun) -> None:
+    assert sorted(run.outputs) == sorted(OUTPUT_KEYS)
+    for key, value in run.outputs.items():
+        assert isinstance(value, str), f"{run.stack}: output {key} is {value!r}"
+        assert value, f"{run.stack}: output {key} is empty"
+    StackOutputs.from_mapping(run.outputs, source=run.stack)
+
+
+def test_outputs_carry_the_seed_names(run: ProgramRun) -> None:
+    settings = _settings(run.stack)
+    env = run.stack
+    assert run.outputs["table_name"] == settings.table_name
+    assert run.outputs["bucket_name"] == settings.bucket_id
+    assert run.outputs["stream_name"] == f"prd3292-{env}-dmnd-table-stream"
+    assert run.outputs["stream_arn"] == _arn("kinesis", f"stream/prd3292-{env}-dmnd-table-stream")
+    assert run.outputs["function_name"] == f"prd3292-{env}-demand-processor"
+    assert run.outputs["function_alias_name"] == "live"
+    assert run.outputs["function_alias_arn"] == _arn("lambda", f"function:prd3292-{env}-demand-processor:live")
+    assert run.outputs["athena_database_name"] == f"prd3292_{env}_demand"
+    assert run.outputs["athena_workgroup_name"] == f"prd3292_{env}_demand"
+    assert run.outputs["glue_table_name"] == f"prd3292_{env}_demand_changes"
+    assert run.outputs["ci_iam_role_arn"] == f"arn:aws:iam::{ACCOUNT_ID}:role/prd3292-{env}-gitlab-ci"
+    assert run.outputs["events_prefix"] == "demand/events/"
+    assert run.outputs["quarantine_prefix"] == "demand/quarantine/"
+    assert run.outputs["athena_results_prefix"] == "demand/athena-results/"
+    assert run.outputs["log_group_name"] == f"/aws/lambda/prd3292-{env}-demand-processor"
+    assert run.outputs["iterator_age_alarm_name"] == f"prd3292-{env}-demand-processor-iterator-age"
+    assert run.outputs["failure_queue_arn"] == _arn("sqs", f"prd3292-{env}-demand-processor-failures")
+    assert run.outputs["region"] == "us-east-1"
+
+
+def test_provider_carries_region_profile_and_the_four_default_tags(run: ProgramRun) -> None:
+    settings = _settings(run.stack)
+    provider = run.one("pulumi:providers:aws")
+    assert provider.inputs["region"] == "us-east-1"
+    assert provider.inputs["profile"] == settings.profile
+    assert json.loads(provider.inputs["defaultTags"]) == {
+        "tags": {
+            "Account": settings.account_tag,
+            "Environment": run.stack,
+            "ProductCode": "PRD3292",
+            "InventoryCode": "dmnd-pipeline",
+        }
+    }
+
+
+def test_every_resource_uses_the_tagged_provider_and_sits_in_a_component(run: ProgramRun) -> None:
+    custom = [resource for resource in run.declared if resource.custom and resource.type != "pulumi:providers:aws"]
+    assert len(custom) >= 20
+    for resource in custom:
+        assert resource.provider, resource.name
+        assert "pulumi:providers:aws::aws::" in resource.provider, resource.name
+        assert "tags" not in resource.inputs, f"{resource.name} repeats tags the provider already applies"
+    children = [urn for urn in run.urns if "::aws:" in urn or "$aws:" in urn]
+    assert len(children) == len(custom)
+    for urn in children:
+        assert "::dmd-pipeline:index:" in urn.split("$")[0] or "$dmd-pipeline:index:" in urn, urn
+    components = {
+        resource.type for resource in run.declared if not resource.custom and resource.type != "pulumi:pulumi:Stack"
+    }
+    assert components == {
+        "dmd-pipeline:index:ChangeStream",
+        "dmd-pipeline:index:DataLayout",
+        "dmd-pipeline:index:StreamProcessor",
+        "dmd-pipeline:index:ProcessorAlarms",
+        "dmd-pipeline:index:AthenaCatalog",
+        "dmd-pipeline:index:CiAccess",
+    }
+
+
+def test_prod1_creates_the_stream_and_others_look_it_up(run: ProgramRun) -> None:
+    settings = _settings(run.stack)
+    stream_lookups = [args for token, args in run.invokes if token == "aws:kinesis/getStream:getStream"]
+    table_lookups = [args for token, args in run.invokes if token == "aws:dynamodb/getTable:getTable"]
+    assert [args["name"] for args in table_lookups] == [settings.table_name]
+    if run.stack == "prod1":
+        assert stream_lookups == []
+        stream = run.one("aws:kinesis/stream:Stream")
+        assert stream.inputs["name"] == "prd3292-prod1-dmnd-table-stream"
+        assert stream.inputs["streamModeDetails"] == {"streamMode": "ON_DEMAND"}
+        assert stream.inputs["encryptionType"] == "KMS"
+        assert stream.inputs["kmsKeyId"] == "alias/aws/kinesis"
+        destination = run.one("aws:dynamodb/kinesisStreamingDestination:KinesisStreamingDestination")
+        assert destination.inputs["tableName"] == settings.table_name
+        assert destination.inputs["streamArn"] == stream.outputs["arn"]
+        assert destination.inputs["approximateCreationDateTimePrecision"] == "MICROSECOND"
+    else:
+        assert [args["name"] for args in stream_lookups] == [settings.stream_name]
+        assert run.of_type("aws:kinesis/stream:Stream") == []
+        assert run.of_type("aws:dynamodb/kinesisStreamingDestination:KinesisStreamingDestination") == []
+
+
+def test_bucket_is_looked_up_and_athena_results_expire(run: ProgramRun) -> None:
+    settings = _settings(run.stack)
+    lookups = [args for token, args in run.invokes if token == "aws:s3/getBucket:getBucket"]
+    assert lookups == [{"bucket": settings.bucket_id}]
+    assert run.of_type("aws:s3/bucket:Bucket") == []
+    lifecycle = run.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")
+    assert lifecycle.inputs["bucket"] == settings.bucket_id
+    rules = {rule["id"]: rule for rule in lifecycle.inputs["rules"]}
+    assert rules["expire-athena-results"]["filter"] == {"prefix": "demand/athena-results/"}
+    assert rules["expire-athena-results"]["expiration"] == {"days": settings.athena_results_expiry_days}
+    assert rules["abort-incomplete-uploads"]["abortIncompleteMultipartUpload"] == {"daysAfterInitiation": 1}
+
+
+def test_function_version_alias_and_environment(run: ProgramRun) -> None:
+    settings = _settings(run.stack)
+    function = run.one(FUNCTION)
+    inputs = function.inputs
+    assert inputs["handler"] == "pipeline.handler.handler"
+    assert inputs["runtime"] == "python3.12"
+    assert inputs["architectures"] == ["arm64"]
+    assert inputs["memorySize"] == settings.lambda_memory_mb
+    assert inputs["timeout"] == settings.lambda_timeout_seconds
+    assert inputs["publish"] is True
+    assert inputs["role"] == f"arn:aws:iam::{ACCOUNT_ID}:role/prd3292-{run.stack}-demand-processor"
+    assert inputs["environment"] == {"variables": lambda_environment(settings, settings.bucket_id, prefixes())}
+    assert inputs["environment"]["variables"]["CHANGE_TIME_PRECISION"] == settings.change_time_precision
+    assert inputs["loggingConfig"]["logGroup"] == f"/aws/lambda/prd3292-{run.stack}-demand-processor"
+    layer = run.one("aws:lambda/layerVersion:LayerVersion")
+    assert inputs["layers"] == [layer.outputs["arn"]]
+    assert layer.inputs["compatibleRuntimes"] == ["python3.12"]
+    assert layer.inputs["compatibleArchitectures"] == ["arm64"]
+    layer_zip = run.one("aws:s3/bucketObjectv2:BucketObjectv2")
+    assert layer.inputs["s3Bucket"] == settings.bucket_id
+    assert layer.inputs["s3Key"] == layer_zip.inputs["key"]
+    assert layer_zip.inputs["key"].startswith("demand/artifacts/")
+    alias = run.one("aws:lambda/alias:Alias")
+    assert alias.inputs["name"] == "live"
+    assert alias.inputs["functionName"] == inputs["name"]
+    assert alias.inputs["functionVersion"] == function.outputs["version"]
+
+
+def test_lambda_environment_names_match_the_handler() -> None:
+    config = pytest.importorskip("pipeline.config")
+    environment = lambda_environment(_settings("qa1"), "bucket", prefixes())
+    assert tuple(environment) == config.ENVIRONMENT_VARIABLES
+
+
+def test_event_source_mapping(run: ProgramRun) -> None:
+    settings = _settings(run.stack)
+    mapping = run.one(MAPPING).inputs
+    queue = run.one("aws:sqs/queue:Queue")
+    assert mapping["eventSourceArn"] == run.outputs["stream_arn"]
+    assert mapping["functionName"] == run.outputs["function_alias_arn"]
+    assert mapping["startingPosition"] == "TRIM_HORIZON"
+    assert mapping["functionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["bisectBatchOnFunctionError"] is True
+    assert mapping["batchSize"] == settings.batch_size
+    assert mapping["maximumBatchingWindowInSeconds"] == settings.batching_window_seconds
+    assert mapping["parallelizationFactor"] == settings.parallelization_factor
+    assert mapping["maximumRetryAttempts"] == settings.max_retry_attempts
+    assert 0 <= mapping["maximumRetryAttempts"] <= 10000
+    assert mapping["maximumRecordAgeInSeconds"] == settings.max_record_age_seconds
+    assert 60 <= mapping["maximumRecordAgeInSeconds"] <= 604800
+    assert mapping["destinationConfig"] == {"onFailure": {"destinationArn": queue.outputs["arn"]}}
+    assert queue.inputs["sqsManagedSseEnabled"] is True
+    assert queue.inputs["messageRetentionSeconds"] == 14 * 24 * 3600
+
+
+def test_log_group_has_finite_retention_and_no_subscription_by_default(run: ProgramRun) -> None:
+    settings = _settings(run.stack)
+    log_group = run.one("aws:cloudwatch/logGroup:LogGroup")
+    assert log_group.inputs["name"] == run.outputs["log_group_name"]
+    assert log_group.inputs["retentionInDays"] == settings.log_retention_days
+    assert run.of_type("aws:cloudwatch/logSubscriptionFilter:LogSubscriptionFilter") == []
+
+
+def test_alarm_thresholds_in_the_metric_units(run: ProgramRun) -> None:
+    settings = _settings(run.stack)
+    alarms = {alarm.inputs["metricName"]: alarm.inputs for alarm in run.of_type(ALARM)}
+    assert set(alarms) == {"IteratorAge", "Errors", "Throttles", "ApproximateNumberOfMessagesVisible"}
+    function_dimensions = {
+        "FunctionName": run.outputs["function_name"],
+        "Resource": f"{run.outputs['function_name']}:live",
+    }
+    iterator_age = alarms["IteratorAge"]
+    assert iterator_age["threshold"] == settings.iterator_age_alarm_seconds * 1000  # milliseconds
+    assert iterator_age["unit"] == "Milliseconds"
+    assert iterator_age["statistic"] == "Maximum"
+    assert iterator_age["dimensions"] == function_dimensions
+    assert iterator_age["name"] == run.outputs["iterator_age_alarm_name"]
+    assert alarms["Errors"]["threshold"] == settings.errors_alarm_threshold
+    assert alarms["Errors"]["dimensions"] == function_dimensions
+    assert alarms["Throttles"]["threshold"] == settings.throttles_alarm_threshold
+    queue_alarm = alarms["ApproximateNumberOfMessagesVisible"]
+    assert queue_alarm["namespace"] == "AWS/SQS"
+    assert queue_alarm["dimensions"] == {"QueueName": f"prd3292-{run.stack}-demand-processor-failures"}
+    assert queue_alarm["threshold"] == settings.failure_queue_alarm_threshold
+    assert queue_alarm["comparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    for alarm in alarms.values():
+        assert alarm["treatMissingData"] == "notBreaching"
+        assert alarm["period"] * alarm["evaluationPeriods"] >= 300
+
+
+def test_glue_columns_equal_the_handler_schema(run: ProgramRun) -> None:
+    table = run.one("aws:glue/catalogTable:CatalogTable").inputs
+    columns = table["storageDescriptor"]["columns"]
+    schema = arrow_schema()
+    assert [column["name"] for column in columns] == schema.names
+    assert [(column["name"], column["type"]) for column in columns] == [
+        (column.name, column.type) for column in glue_columns()
+    ]
+    assert table["storageDescriptor"]["location"] == f"s3://{run.outputs['bucket_name']}/demand/events/"
+    assert table["storageDescriptor"]["serDeInfo"]["serializationLibrary"].endswith("ParquetHiveSerDe")
+    assert [key["name"] for key in table["partitionKeys"]] == ["dt", "hour"]
+    assert table["parameters"]["projection.enabled"] == "true"
+    assert table["parameters"]["storage.location.template"].endswith("/demand/events/dt=${dt}/hour=${hour}/")
+    assert table["databaseName"] == run.outputs["athena_database_name"]
+
+
+def test_workgroup_and_named_queries(run: ProgramRun) -> None:
+    settings = _settings(run.stack)
+    workgroup = run.one("aws:athena/workgroup:Workgroup").inputs
+    configuration = workgroup["configuration"]
+    assert configuration["engineVersion"] == {"selectedEngineVersion": "Athena engine version 3"}
+    assert configuration["enforceWorkgroupConfiguration"] is True
+    assert configuration["bytesScannedCutoffPerQuery"] == settings.athena_bytes_scanned_cutoff
+    assert configuration["resultConfiguration"] == {
+        "outputLocation": f"s3://{settings.bucket_id}/demand/athena-results/",
+        "encryptionConfiguration": {"encryptionOption": "SSE_S3"},
+    }
+    queries = run.of_type("aws:athena/namedQuery:NamedQuery")
+    assert sorted(query.inputs["name"] for query in queries) == [
+        "current_registrations",
+        "demand_per_event_per_day",
+        "pipeline_freshness",
+    ]
+    for query in queries:
+        assert query.inputs["workgroup"] == workgroup["name"]
+        assert query.inputs["database"] == run.outputs["athena_database_name"]
+        assert f'"{run.outputs["glue_table_name"]}"' in query.inputs["query"]
+
+
+def _policies(run: ProgramRun) -> dict[str, dict[str, Any]]:
+    policies = {policy.name: json.loads(policy.inputs["policy"]) for policy in run.of_type(ROLE_POLICY)}
+    assert set(policies) == {"processor-policy", "ci-policy"}
+    return policies
+
+
+def test_every_identity_policy_passes_the_linter(run: ProgramRun) -> None:
+    for name, document in _policies(run).items():
+        assert lint_identity_policy(document) == [], f"{run.stack} {name}"
+
+
+def test_processor_policy_names_exact_arns(run: ProgramRun) -> None:
+    document = _policies(run)["processor-policy"]
+    by_sid = {statement["Sid"]: statement for statement in document["Statement"]}
+    bucket = run.outputs["bucket_name"]
+    assert by_sid["ReadChangeStream"]["Resource"] == [run.outputs["stream_arn"]]
+    assert by_sid["WriteEventsAndQuarantine"]["Resource"] == [
+        f"arn:aws:s3:::{bucket}/demand/events/*",
+        f"arn:aws:s3:::{bucket}/demand/quarantine/*",
+    ]
+    assert by_sid["SendFailedBatches"]["Resource"] == [run.outputs["failure_queue_arn"]]
+    log_group_arn = _arn("logs", f"log-group:{run.outputs['log_group_name']}")
+    assert by_sid["WriteOwnLogs"]["Resource"] == [f"{log_group_arn}:log-stream:*"]
+    assert set(by_sid) == {"ReadChangeStream", "WriteEventsAndQuarantine", "SendFailedBatches", "WriteOwnLogs"}
+
+
+def test_lint_catches_a_wildcard() -> None:
+    bad = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+    assert len(wildcards(bad)) == 2
+    mismatch = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "logs:PutLogEvents", "Resource": "arn:aws:s3:::b/x"}],
+    }
+    assert any("RESOURCE_MISMATCH" in finding for finding in lint_identity_policy(mismatch))
+
+
+def test_ci_role_trusts_only_this_project_and_main_in_prod(run: ProgramRun) -> None:
+    settings = _settings(run.stack)
+    roles = {role.inputs["name"]: role for role in run.of_type(ROLE)}
+    trust = json.loads(roles[f"prd3292-{run.stack}-gitlab-ci"].inputs["assumeRolePolicy"])
+    (statement,) = trust["Statement"]
+    assert statement["Action"] == "sts:AssumeRoleWithWebIdentity"
+    assert statement["Principal"] == {"Federated": f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/git.tmaws.io"}
+    condition = statement["Condition"]
+    assert condition["StringEquals"]["git.tmaws.io:aud"] == "https://git.tmaws.io"
+    if settings.is_prod_account:
+        assert condition == {
+            "StringEquals": {
+                "git.tmaws.io:aud": "https://git.tmaws.io",
+                "git.tmaws.io:sub": "project_path:demand-capture/data-pipeline:ref_type:branch:ref:main",
+            }
+        }
+    else:
+        assert condition["StringLike"] == {
+            "git.tmaws.io:sub": "project_path:demand-capture/data-pipeline:ref_type:*:ref:*"
+        }
+    processor_trust = json.loads(roles[f"prd3292-{run.stack}-demand-processor"].inputs["assumeRolePolicy"])
+    assert processor_trust["Statement"][0]["Principal"] == {"Service": "lambda.amazonaws.com"}
+    assert wildcards(trust) == []
+
+
+def test_one_oidc_provider_per_account(run: ProgramRun) -> None:
+    created = run.of_type("aws:iam/openIdConnectProvider:OpenIdConnectProvider")
+    looked_up = [args for token, args in run.invokes if "getOpenIdConnectProvider" in token]
+    if run.stack in ("qa1", "preprod1"):
+        assert [provider.inputs["url"] for provider in created] == ["https://git.tmaws.io"]
+        assert created[0].inputs["clientIdLists"] == ["https://git.tmaws.io"]
+        assert looked_up == []
+    else:
+        assert created == []
+        assert looked_up == [{"url": "https://git.tmaws.io"}]
+
+
+def test_ci_policy_scopes_rollback_and_queries(run: ProgramRun) -> None:
+    by_sid = {statement["Sid"]: statement for statement in _policies(run)["ci-policy"]["Statement"]}
+    function_arn = _arn("lambda", f"function:{run.outputs['function_name']}")
+    assert by_sid["InspectAndRollBackFunction"]["Resource"] == [function_arn, f"{function_arn}:*"]
+    assert "lambda:UpdateAlias" in by_sid["InspectAndRollBackFunction"]["Action"]
+    assert by_sid["QueryWithAthena"]["Resource"] == [
+        _arn("athena", f"workgroup/{run.outputs['athena_workgroup_name']}")
+    ]
+    assert by_sid["WriteTestChanges"]["Resource"] == [_arn("dynamodb", f"table/{run.outputs['table_name']}")]
+    assert len(by_sid["ReadAlarms"]["Resource"]) == 4
+
+
+# Variations of one stack's config: run in this process with their own config (not the cache).
+
+
+def test_log_destination_adds_a_subscription_filter() -> None:
+    destination = f"arn:aws:logs:us-east-1:{ACCOUNT_ID}:destination:central-logs"
+    config = {**stack_config("qa1"), "dmd-pipeline:logDestinationArn": destination}
+    run = run_program("qa1", config=config)
+    subscription = run.one("aws:cloudwatch/logSubscriptionFilter:LogSubscriptionFilter")
+    assert subscription.inputs["destinationArn"] == destination
+    assert subscription.inputs["logGroup"] == "/aws/lambda/prd3292-qa1-demand-processor"
+
+
+def test_create_bucket_makes_a_hardened_bucket() -> None:
+    config = {**stack_config("qa1"), "dmd-pipeline:createBucket": "true"}
+    run = run_program("qa1", config=config)
+    assert [args for token, args in run.invokes if token == "aws:s3/getBucket:getBucket"] == []
+    bucket = run.one("aws:s3/bucket:Bucket")
+    assert bucket.inputs["bucket"] == "prd3292.qa1.us-east-1.demand-capture.tmaws"
+    encryption = run.one("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration")
+    assert encryption.inputs["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "AES256"
+    versioning = run.one("aws:s3/bucketVersioning:BucketVersioning")
+    assert versioning.inputs["versioningConfiguration"] == {"status": "Enabled"}
+    public_access = run.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock").inputs
+    for flag in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets"):
+        assert public_access[flag] is True, flag
+    policy = json.loads(run.one("aws:s3/bucketPolicy:BucketPolicy").inputs["policy"])
+    (statement,) = policy["Statement"]
+    assert statement["Effect"] == "Deny"
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert run.outputs["bucket_name"] == bucket.inputs["bucket"]
+
+
+def test_missing_key_fails_the_program_naming_key_and_stack() -> None:
+    config = {key: value for key, value in stack_config("qa1").items() if key != "dmd-pipeline:tableName"}
+    with pytest.raises(SettingsError, match=r"^Pulumi\.qa1\.yaml: dmd-pipeline:tableName is required"):
+        run_program("qa1", config=config)
+
+
+def test_malformed_key_fails_the_program_naming_key_and_stack() -> None:
+    config = {**stack_config("preprod1"), "dmd-pipeline:batchSize": "many"}
+    with pytest.raises(SettingsError, match=r"^Pulumi\.preprod1\.yaml: dmd-pipeline:batchSize must be an integer"):
+        run_program("preprod1", config=config)
+
+
+def test_program_and_stack_file_reader_agree(stack: str) -> None:
+    """The in-program loader (pulumi.Config) and the stack-file reader build the same settings."""
+    from components.settings import load_settings  # noqa: PLC0415
+
+    captured: list[Settings] = []
+    import components.settings as settings_module  # noqa: PLC0415
+
+    original = settings_module.load_settings
+
+    def spy() -> Settings:
+        loaded = original()
+        captured.append(loaded)
+        return loaded
+
+    settings_module.load_settings = spy
+    try:
+        run_program(stack)
+    finally:
+        settings_module.load_settings = original
+    assert load_settings is original
+    assert captured == [settings_from_stack_file(stack)]
