@@ -1,0 +1,370 @@
+"""What change rate a stack absorbs, what to raise for an on-sale peak, and what a million changes cost.
+
+    python -m ops.capacity prod1 --records-per-second 2500                 # stream read from AWS
+    python -m ops.capacity prod1 --records-per-second 2500 --shards 4      # offline
+    python -m ops.capacity qa1 --bench-results bench-results.json --on-demand --peak-records 5000000 --peak-minutes 10
+
+Inputs: the handler's measured records per second per invocation (``python -m bench``), the stream's shards
+(provisioned, or on-demand's current shards), and the mapping's batch size, batching window and parallelization
+factor plus the function's memory from the stack file (``components.settings``).
+Model, assumptions and prices: docs/architecture.md, "Capacity and cost".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "MAX_PARALLELIZATION_FACTOR",
+    "PRICES_US_EAST_1",
+    "SHARD_WRITE_BYTES",
+    "SHARD_WRITE_RECORDS",
+    "Capacity",
+    "CostPerMillion",
+    "Peak",
+    "PipelineShape",
+    "Prices",
+    "capacity",
+    "cost_per_million",
+    "peak_plan",
+    "records_per_second_from_bench",
+    "render",
+]
+
+SHARD_WRITE_RECORDS = 1_000  # records per second a shard accepts
+SHARD_WRITE_BYTES = 1024 * 1024  # bytes per second a shard accepts (1 MiB)
+MAX_PARALLELIZATION_FACTOR = 10  # concurrent batches per shard Lambda allows
+ON_DEMAND_INITIAL_SHARDS = 4  # a new on-demand stream accepts 4 MiB/s or 4,000 records/s
+KIB = 1024
+GIB = 1024**3
+HOURS_PER_MONTH = 730
+
+
+@dataclass(frozen=True)
+class Prices:
+    """List prices in USD, us-east-1 (sources and dates: docs/architecture.md, "Capacity and cost")."""
+
+    lambda_arm_gb_second: float = 0.0000133334  # first 7.5 billion GB-s per month
+    lambda_request: float = 0.20 / 1_000_000
+    kinesis_on_demand_gb_in: float = 0.08
+    kinesis_on_demand_gb_out: float = 0.04
+    kinesis_on_demand_stream_hour: float = 0.04
+    kinesis_shard_hour: float = 0.015
+    kinesis_put_payload_unit: float = 0.014 / 1_000_000  # per 25 KB unit
+    s3_put: float = 0.005 / 1_000
+    firehose_ingest_gb: float = 0.029  # first 500 TB per month, records rounded up to 5 KB
+    firehose_format_conversion_gb: float = 0.018  # also on 5 KB-rounded ingested bytes
+
+
+PRICES_US_EAST_1 = Prices()
+
+
+@dataclass(frozen=True)
+class PipelineShape:
+    """The deployed pipeline, as far as throughput and cost are concerned."""
+
+    records_per_second_per_invocation: float  # measured by the benchmark
+    shards: int
+    on_demand: bool
+    parallelization_factor: int
+    batch_size: int
+    batching_window_seconds: int
+    memory_mb: int
+    record_bytes: int = 1_024  # average change record on the stream
+    invocation_overhead_seconds: float = 0.15  # per batch: start, S3 PUT of the Parquet object, checkpoint
+
+    def __post_init__(self) -> None:
+        if self.records_per_second_per_invocation <= 0:
+            raise ValueError("records per second per invocation must be positive (run python -m bench)")
+        if self.shards < 1 or self.batch_size < 1 or self.record_bytes < 1:
+            raise ValueError("shards, batch size and record size must be at least 1")
+        if not 1 <= self.parallelization_factor <= MAX_PARALLELIZATION_FACTOR:
+            raise ValueError(f"parallelization factor must be 1..{MAX_PARALLELIZATION_FACTOR}")
+
+    @property
+    def batch_seconds(self) -> float:
+        """Lambda duration of one full batch."""
+        return self.invocation_overhead_seconds + self.batch_size / self.records_per_second_per_invocation
+
+    @property
+    def records_per_second_per_slot(self) -> float:
+        """Throughput of one shard x parallelization slot when batches are full (sustained load)."""
+        return self.batch_size / self.batch_seconds
+
+    @property
+    def shard_write_records(self) -> float:
+        """Records per second one shard accepts at this record size (1,000 records or 1 MiB)."""
+        return min(SHARD_WRITE_RECORDS, SHARD_WRITE_BYTES / self.record_bytes)
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """Sustained change rate and which limit sets it."""
+
+    stream_write: float
+    processing: float
+    concurrency: int
+
+    @property
+    def sustained(self) -> float:
+        return min(self.stream_write, self.processing)
+
+    @property
+    def bottleneck(self) -> str:
+        return "stream writes (shards)" if self.stream_write <= self.processing else "processing (Lambda)"
+
+
+def capacity(shape: PipelineShape) -> Capacity:
+    """Records per second the stack absorbs indefinitely, and the Lambda concurrency that takes."""
+    slots = shape.shards * shape.parallelization_factor
+    return Capacity(
+        stream_write=shape.shards * shape.shard_write_records,
+        processing=slots * shape.records_per_second_per_slot,
+        concurrency=slots,
+    )
+
+
+@dataclass(frozen=True)
+class Peak:
+    """What an on-sale burst needs, and what happens without changes."""
+
+    records: int
+    seconds: float
+    required_rate: float
+    shards_needed: int
+    parallelization_needed: int
+    concurrency_needed: int
+    drain_minutes_as_is: float  # time to process the burst with today's capacity
+    backlog_age_minutes_as_is: float  # oldest unprocessed record at the end of the burst, today
+    advice: list[str] = field(default_factory=list)
+
+
+def peak_plan(shape: PipelineShape, records: int, minutes: float, iterator_age_alarm_seconds: int) -> Peak:
+    """Shards and parallelization for a burst of ``records`` in ``minutes``; backlog if nothing is raised."""
+    seconds = minutes * 60
+    rate = records / seconds
+    today = capacity(shape)
+    shards = max(shape.shards, math.ceil(rate / shape.shard_write_records))
+    per_shard_processing = shape.records_per_second_per_slot
+    parallelization = max(shape.parallelization_factor, math.ceil(rate / (shards * per_shard_processing)))
+    if parallelization > MAX_PARALLELIZATION_FACTOR:
+        parallelization = MAX_PARALLELIZATION_FACTOR
+        shards = max(shards, math.ceil(rate / (MAX_PARALLELIZATION_FACTOR * per_shard_processing)))
+    drain_seconds = records / today.sustained
+    backlog_seconds = max(0.0, drain_seconds - seconds)
+    advice: list[str] = []
+    if shards > shape.shards:
+        if shape.on_demand:
+            advice.append(
+                f"on-demand stream: it doubles its previous 30-day peak without throttling; for {rate:,.0f}/s "
+                f"(~{shards} shards) pre-warm it ahead of the on-sale or switch it to provisioned with {shards} shards"
+            )
+        else:
+            advice.append(f"raise the stream to {shards} shards before the on-sale (UpdateShardCount, then back)")
+    if parallelization > shape.parallelization_factor:
+        advice.append(f"raise parallelizationFactor to {parallelization} in Pulumi.<stack>.yaml (order kept per key)")
+    if not advice:
+        advice.append("nothing to raise: the burst fits today's capacity")
+    if backlog_seconds > iterator_age_alarm_seconds:
+        advice.append(
+            f"as is, the backlog drains {backlog_seconds / 60:,.1f} min after the burst: the IteratorAge alarm "
+            f"({iterator_age_alarm_seconds} s) will fire"
+        )
+    return Peak(
+        records=records,
+        seconds=seconds,
+        required_rate=rate,
+        shards_needed=shards,
+        parallelization_needed=parallelization,
+        concurrency_needed=shards * parallelization,
+        drain_minutes_as_is=drain_seconds / 60,
+        backlog_age_minutes_as_is=backlog_seconds / 60,
+        advice=advice,
+    )
+
+
+@dataclass(frozen=True)
+class CostPerMillion:
+    """USD per million changes (variable costs) and fixed monthly costs of the stream."""
+
+    lambda_requests: float
+    lambda_duration: float
+    s3_puts: float
+    kinesis: float
+    kinesis_fixed_monthly: float
+    firehose_ingest: float
+    firehose_conversion: float
+
+    @property
+    def pipeline(self) -> float:
+        """This stack: Kinesis + Lambda + S3 PUTs."""
+        return self.kinesis + self.lambda_requests + self.lambda_duration + self.s3_puts
+
+    @property
+    def firehose(self) -> float:
+        """Amazon Data Firehose reading the same stream, converting to Parquet: Kinesis + Firehose."""
+        return self.kinesis + self.firehose_ingest + self.firehose_conversion
+
+
+def cost_per_million(shape: PipelineShape, prices: Prices = PRICES_US_EAST_1) -> CostPerMillion:
+    """Cost of one million changes at sustained load (full batches, one Parquet object per batch)."""
+    changes = 1_000_000
+    invocations = changes / shape.batch_size
+    gb_seconds = invocations * shape.batch_seconds * shape.memory_mb / 1024
+    billed_kib = math.ceil(shape.record_bytes / KIB)  # Kinesis rounds each record up to 1 KiB
+    if shape.on_demand:
+        gib = changes * billed_kib * KIB / GIB
+        kinesis = gib * (prices.kinesis_on_demand_gb_in + prices.kinesis_on_demand_gb_out)
+        fixed = prices.kinesis_on_demand_stream_hour * HOURS_PER_MONTH
+    else:
+        payload_units = changes * math.ceil(shape.record_bytes / (25 * KIB))
+        kinesis = payload_units * prices.kinesis_put_payload_unit
+        fixed = shape.shards * prices.kinesis_shard_hour * HOURS_PER_MONTH
+    firehose_gib = changes * math.ceil(shape.record_bytes / (5 * KIB)) * 5 * KIB / GIB  # 5 KB increments
+    return CostPerMillion(
+        lambda_requests=invocations * prices.lambda_request,
+        lambda_duration=gb_seconds * prices.lambda_arm_gb_second,
+        s3_puts=invocations * prices.s3_put,
+        kinesis=kinesis,
+        kinesis_fixed_monthly=fixed,
+        firehose_ingest=firehose_gib * prices.firehose_ingest_gb,
+        firehose_conversion=firehose_gib * prices.firehose_format_conversion_gb,
+    )
+
+
+def records_per_second_from_bench(path: Path) -> float:
+    """The handler's records per second per invocation from a benchmark results file (JSON)."""
+    document: Any = json.loads(path.read_text(encoding="utf-8"))
+    candidates = [document]
+    while candidates:
+        item = candidates.pop(0)
+        if isinstance(item, dict):
+            for key in ("records_per_second_per_invocation", "records_per_second"):
+                if isinstance(item.get(key), int | float) and item[key] > 0:
+                    return float(item[key])
+            candidates.extend(item.values())
+        elif isinstance(item, list):
+            candidates.extend(item)
+    raise ValueError(f"{path}: no records_per_second_per_invocation (or records_per_second) value found")
+
+
+def render(stack: str, shape: PipelineShape, peak: Peak | None, cost: CostPerMillion) -> str:
+    """The report: capacity, the peak plan, cost per million changes next to Firehose."""
+    today = capacity(shape)
+    mode = f"on-demand, {shape.shards} shards now" if shape.on_demand else f"provisioned, {shape.shards} shards"
+    lines = [
+        f"capacity of {stack}",
+        f"  stream              {mode}; {shape.shard_write_records:,.0f} records/s per shard at {shape.record_bytes} B",
+        f"  mapping             batch {shape.batch_size}, window {shape.batching_window_seconds} s, "
+        f"parallelization {shape.parallelization_factor}, {shape.memory_mb} MB arm64",
+        f"  handler             {shape.records_per_second_per_invocation:,.0f} records/s per invocation; "
+        f"full batch {shape.batch_seconds * 1000:,.0f} ms; {shape.records_per_second_per_slot:,.0f} records/s per slot",
+        f"  stream accepts      {today.stream_write:,.0f} records/s",
+        f"  Lambda processes    {today.processing:,.0f} records/s with {today.concurrency} concurrent invocations",
+        f"  sustained           {today.sustained:,.0f} records/s = {today.sustained * 60:,.0f}/min "
+        f"(limited by {today.bottleneck})",
+    ]
+    if peak is not None:
+        lines += [
+            "",
+            f"peak: {peak.records:,} changes in {peak.seconds / 60:g} min = {peak.required_rate:,.0f} records/s",
+            f"  needs               {peak.shards_needed} shards x parallelization {peak.parallelization_needed} "
+            f"= {peak.concurrency_needed} concurrent invocations",
+            f"  as is               drains in {peak.drain_minutes_as_is:,.1f} min; "
+            f"oldest record {peak.backlog_age_minutes_as_is:,.1f} min behind when the burst ends",
+        ]
+        lines += [f"  - {advice}" for advice in peak.advice]
+    lines += [
+        "",
+        "cost per million changes (USD, us-east-1 list prices, sustained load)",
+        f"  Kinesis             {cost.kinesis:9.4f}   (+ {cost.kinesis_fixed_monthly:,.2f}/month fixed)",
+        f"  Lambda requests     {cost.lambda_requests:9.4f}",
+        f"  Lambda duration     {cost.lambda_duration:9.4f}",
+        f"  S3 PUTs             {cost.s3_puts:9.4f}",
+        f"  this pipeline       {cost.pipeline:9.4f}",
+        f"  Firehose + Parquet  {cost.firehose:9.4f}   (Kinesis + ingest {cost.firehose_ingest:.4f}"
+        f" + conversion {cost.firehose_conversion:.4f}; JSON input only, 5 KB rounding)",
+    ]
+    return "\n".join(lines)
+
+
+def _stream_from_aws(stack: str, outputs_file: str | None) -> tuple[int, bool]:
+    import boto3  # noqa: PLC0415 - only the live lookup needs AWS
+
+    from ops.outputs import load_outputs  # noqa: PLC0415
+
+    outputs = load_outputs(stack, outputs_file=outputs_file)
+    summary = boto3.client("kinesis", region_name=outputs.region).describe_stream_summary(
+        StreamName=outputs.stream_name
+    )["StreamDescriptionSummary"]
+    on_demand = summary.get("StreamModeDetails", {}).get("StreamMode") == "ON_DEMAND"
+    return int(summary["OpenShardCount"]), on_demand
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ops.capacity",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawTextHelpFormatter,
+    )
+    parser.add_argument("stack", help="stack whose settings (batch size, parallelization, memory) apply")
+    measured = parser.add_mutually_exclusive_group(required=True)
+    measured.add_argument("--records-per-second", type=float, help="handler records/s per invocation (python -m bench)")
+    measured.add_argument("--bench-results", type=Path, help="benchmark results JSON holding that number")
+    stream = parser.add_mutually_exclusive_group()
+    stream.add_argument("--shards", type=int, help="provisioned shard count (default: read the stream from AWS)")
+    stream.add_argument(
+        "--on-demand", action="store_true", help=f"on-demand stream ({ON_DEMAND_INITIAL_SHARDS} shards)"
+    )
+    parser.add_argument("--record-bytes", type=int, default=1_024, help="average change record size (default 1024)")
+    parser.add_argument("--overhead-ms", type=float, default=150.0, help="fixed cost per batch (default 150 ms)")
+    parser.add_argument("--peak-records", type=int, default=5_000_000, help="changes in the burst (default 5M)")
+    parser.add_argument("--peak-minutes", type=float, default=10.0, help="length of the burst (default 10)")
+    parser.add_argument("--outputs-file", help="stack outputs JSON for the AWS lookup")
+    args = parser.parse_args(argv)
+
+    from components.settings import SettingsError, settings_from_stack_file  # noqa: PLC0415
+
+    try:
+        settings = settings_from_stack_file(args.stack)
+        rate = args.records_per_second or records_per_second_from_bench(args.bench_results)
+        if args.shards is not None:
+            shards, on_demand = args.shards, False
+        elif args.on_demand:
+            shards, on_demand = ON_DEMAND_INITIAL_SHARDS, True
+        else:
+            shards, on_demand = _stream_from_aws(args.stack, args.outputs_file)
+        shape = PipelineShape(
+            records_per_second_per_invocation=rate,
+            shards=shards,
+            on_demand=on_demand,
+            parallelization_factor=settings.parallelization_factor,
+            batch_size=settings.batch_size,
+            batching_window_seconds=settings.batching_window_seconds,
+            memory_mb=settings.lambda_memory_mb,
+            record_bytes=args.record_bytes,
+            invocation_overhead_seconds=args.overhead_ms / 1000,
+        )
+    except (SettingsError, ValueError, OSError) as error:
+        print(f"capacity: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:
+        print(
+            f"capacity: cannot read the stream of {args.stack} ({error}); pass --shards N or --on-demand",
+            file=sys.stderr,
+        )
+        return 2
+    peak = peak_plan(shape, args.peak_records, args.peak_minutes, settings.iterator_age_alarm_seconds)
+    print(render(args.stack, shape, peak, cost_per_million(shape)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

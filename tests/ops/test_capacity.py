@@ -1,0 +1,164 @@
+"""Capacity and cost arithmetic on fixed inputs, with the numbers worked out by hand."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ops import capacity
+from ops.capacity import PipelineShape
+
+# 5,000 records/s per invocation, 150 ms per batch overhead, batches of 500: a full batch takes 0.25 s,
+# so one shard x parallelization slot processes 2,000 records/s.
+SHAPE = PipelineShape(
+    records_per_second_per_invocation=5_000,
+    shards=4,
+    on_demand=True,
+    parallelization_factor=1,
+    batch_size=500,
+    batching_window_seconds=5,
+    memory_mb=1_024,
+    record_bytes=1_024,
+    invocation_overhead_seconds=0.15,
+)
+
+
+def test_full_batch_duration_and_slot_throughput():
+    assert SHAPE.batch_seconds == pytest.approx(0.25)
+    assert SHAPE.records_per_second_per_slot == pytest.approx(2_000)
+    assert SHAPE.shard_write_records == 1_000  # 1 KiB records: the 1,000 records/s limit binds first
+
+
+def test_large_records_hit_the_megabyte_limit_before_the_record_limit():
+    shape = PipelineShape(**{**SHAPE.__dict__, "record_bytes": 4_096})
+
+    assert shape.shard_write_records == pytest.approx(256)
+
+
+def test_sustained_rate_is_the_lower_of_stream_and_processing():
+    result = capacity.capacity(SHAPE)
+
+    assert result.stream_write == pytest.approx(4_000)
+    assert result.processing == pytest.approx(8_000)
+    assert result.concurrency == 4
+    assert result.sustained == pytest.approx(4_000)
+    assert result.bottleneck == "stream writes (shards)"
+
+
+def test_slow_handler_makes_lambda_the_bottleneck():
+    shape = PipelineShape(**{**SHAPE.__dict__, "records_per_second_per_invocation": 1_000})  # 0.65 s per batch
+
+    result = capacity.capacity(shape)
+
+    assert result.processing == pytest.approx(4 * 500 / 0.65)
+    assert result.bottleneck == "processing (Lambda)"
+
+
+def test_on_sale_peak_needs_nine_shards_and_drains_late_as_is():
+    # 5,000,000 registrations in 10 minutes = 8,333 records/s.
+    peak = capacity.peak_plan(SHAPE, records=5_000_000, minutes=10, iterator_age_alarm_seconds=300)
+
+    assert peak.required_rate == pytest.approx(8_333.33, rel=1e-4)
+    assert peak.shards_needed == 9
+    assert peak.parallelization_needed == 1  # 9 shards x 2,000 records/s per slot is enough
+    assert peak.concurrency_needed == 9
+    assert peak.drain_minutes_as_is == pytest.approx(5_000_000 / 4_000 / 60)  # 20.8 min at 4,000/s
+    assert peak.backlog_age_minutes_as_is == pytest.approx(5_000_000 / 4_000 / 60 - 10)
+    assert any("pre-warm" in line and "9 shards" in line for line in peak.advice)
+    assert any("IteratorAge alarm (300 s) will fire" in line for line in peak.advice)
+
+
+def test_processing_bound_peak_raises_parallelization_before_shards():
+    shape = PipelineShape(**{**SHAPE.__dict__, "on_demand": False, "records_per_second_per_invocation": 500})
+    # 1.15 s per batch: 434.8 records/s per slot; the stream has room for 4,000/s.
+    peak = capacity.peak_plan(shape, records=2_400_000, minutes=10, iterator_age_alarm_seconds=300)  # 4,000/s
+
+    assert peak.shards_needed == 4
+    assert peak.parallelization_needed == 3  # ceil(4,000 / (4 x 434.8))
+    assert "raise parallelizationFactor to 3" in " ".join(peak.advice)
+
+
+def test_parallelization_is_capped_at_ten_and_the_rest_comes_from_shards():
+    shape = PipelineShape(**{**SHAPE.__dict__, "on_demand": False, "records_per_second_per_invocation": 100})
+    # 5.15 s per batch: 97.09 records/s per slot; 971 records/s per shard at factor 10.
+    peak = capacity.peak_plan(shape, records=6_000_000, minutes=10, iterator_age_alarm_seconds=300)  # 10,000/s
+
+    assert peak.parallelization_needed == 10
+    assert peak.shards_needed == 11  # ceil(10,000 / 970.9)
+    assert "raise the stream to 11 shards" in " ".join(peak.advice)
+
+
+def test_a_burst_that_fits_needs_nothing():
+    peak = capacity.peak_plan(SHAPE, records=1_000_000, minutes=10, iterator_age_alarm_seconds=300)
+
+    assert peak.advice == ["nothing to raise: the burst fits today's capacity"]
+    assert peak.backlog_age_minutes_as_is == 0
+
+
+def test_cost_per_million_changes_on_demand_next_to_firehose():
+    cost = capacity.cost_per_million(SHAPE)
+
+    # 2,000 invocations of 0.25 s at 1 GB = 500 GB-s.
+    assert cost.lambda_requests == pytest.approx(2_000 * 0.20 / 1e6)  # 0.0004
+    assert cost.lambda_duration == pytest.approx(500 * 0.0000133334)  # 0.0066667
+    assert cost.s3_puts == pytest.approx(2_000 * 0.005 / 1_000)  # 0.01
+    gib = 1_000_000 * 1_024 / 1_024**3  # 0.9537 GiB at 1 KiB per record
+    assert cost.kinesis == pytest.approx(gib * (0.08 + 0.04))  # 0.11444
+    assert cost.kinesis_fixed_monthly == pytest.approx(0.04 * 730)
+    assert cost.pipeline == pytest.approx(0.131508, rel=1e-5)
+    firehose_gib = 1_000_000 * 5 * 1_024 / 1_024**3  # every record billed as 5 KB
+    assert cost.firehose_ingest == pytest.approx(firehose_gib * 0.029)
+    assert cost.firehose_conversion == pytest.approx(firehose_gib * 0.018)
+    assert cost.firehose == pytest.approx(0.338555, rel=1e-5)
+
+
+def test_cost_per_million_changes_provisioned():
+    shape = PipelineShape(**{**SHAPE.__dict__, "on_demand": False})
+
+    cost = capacity.cost_per_million(shape)
+
+    assert cost.kinesis == pytest.approx(1_000_000 * 0.014 / 1e6)  # one 25 KB payload unit per record
+    assert cost.kinesis_fixed_monthly == pytest.approx(4 * 0.015 * 730)
+
+
+def test_records_per_second_read_from_a_benchmark_results_file(tmp_path):
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({"handler": {"records": 50_000, "records_per_second_per_invocation": 4_321.5}}))
+
+    assert capacity.records_per_second_from_bench(path) == 4_321.5
+
+
+def test_benchmark_file_without_the_number_is_refused(tmp_path):
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({"seconds": 3}))
+
+    with pytest.raises(ValueError, match="no records_per_second_per_invocation"):
+        capacity.records_per_second_from_bench(path)
+
+
+def test_invalid_shapes_are_refused():
+    with pytest.raises(ValueError, match="run python -m bench"):
+        PipelineShape(**{**SHAPE.__dict__, "records_per_second_per_invocation": 0})
+    with pytest.raises(ValueError, match=r"parallelization factor must be 1\.\.10"):
+        PipelineShape(**{**SHAPE.__dict__, "parallelization_factor": 11})
+
+
+def test_command_reads_the_stack_settings_and_prints_the_report(capsys):
+    status = capacity.main(["prod1", "--records-per-second", "5000", "--on-demand", "--peak-records", "5000000"])
+
+    assert status == 0
+    out = capsys.readouterr().out
+    assert "batch 500, window 5 s, parallelization 1, 1024 MB arm64" in out  # prod1's stack file and defaults
+    assert "sustained           4,000 records/s = 240,000/min (limited by stream writes (shards))" in out
+    assert "needs               9 shards x parallelization 1 = 9 concurrent invocations" in out
+    assert "this pipeline          0.1315" in out
+    assert "Firehose + Parquet     0.3386" in out
+
+
+def test_command_without_a_stream_or_aws_says_what_to_pass(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("STACK_OUTPUTS_FILE", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no pulumi CLI
+
+    assert capacity.main(["qa1", "--records-per-second", "5000"]) == 2
+    assert "pass --shards N or --on-demand" in capsys.readouterr().err
