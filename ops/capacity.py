@@ -142,7 +142,7 @@ class Peak:
     parallelization_needed: int
     concurrency_needed: int
     drain_minutes_as_is: float  # time to process the burst with today's capacity
-    backlog_age_minutes_as_is: float  # oldest unprocessed record at the end of the burst, today
+    peak_iterator_age_minutes_as_is: float  # IteratorAge when the backlog is drained, today (burst end to drain end)
     advice: list[str] = field(default_factory=list)
 
 
@@ -157,8 +157,10 @@ def peak_plan(shape: PipelineShape, records: int, minutes: float, iterator_age_a
     if parallelization > MAX_PARALLELIZATION_FACTOR:
         parallelization = MAX_PARALLELIZATION_FACTOR
         shards = max(shards, math.ceil(rate / (MAX_PARALLELIZATION_FACTOR * per_shard_processing)))
-    drain_seconds = records / today.sustained
-    backlog_seconds = max(0.0, drain_seconds - seconds)
+    drain_seconds = max(seconds, records / today.sustained)
+    # Written at `rate`, read at `sustained`: the oldest unread record's age grows until the backlog is gone,
+    # and then equals drain time minus burst time (the last record waited that long).
+    backlog_seconds = drain_seconds - seconds
     advice: list[str] = []
     if shards > shape.shards:
         if shape.on_demand:
@@ -174,7 +176,7 @@ def peak_plan(shape: PipelineShape, records: int, minutes: float, iterator_age_a
         advice.append("nothing to raise: the burst fits today's capacity")
     if backlog_seconds > iterator_age_alarm_seconds:
         advice.append(
-            f"as is, the backlog drains {backlog_seconds / 60:,.1f} min after the burst: the IteratorAge alarm "
+            f"as is, the last change waits {backlog_seconds / 60:,.1f} min: the IteratorAge alarm "
             f"({iterator_age_alarm_seconds} s) will fire"
         )
     return Peak(
@@ -185,7 +187,7 @@ def peak_plan(shape: PipelineShape, records: int, minutes: float, iterator_age_a
         parallelization_needed=parallelization,
         concurrency_needed=shards * parallelization,
         drain_minutes_as_is=drain_seconds / 60,
-        backlog_age_minutes_as_is=backlog_seconds / 60,
+        peak_iterator_age_minutes_as_is=backlog_seconds / 60,
         advice=advice,
     )
 
@@ -277,8 +279,8 @@ def render(stack: str, shape: PipelineShape, peak: Peak | None, cost: CostPerMil
             f"peak: {peak.records:,} changes in {peak.seconds / 60:g} min = {peak.required_rate:,.0f} records/s",
             f"  needs               {peak.shards_needed} shards x parallelization {peak.parallelization_needed} "
             f"= {peak.concurrency_needed} concurrent invocations",
-            f"  as is               drains in {peak.drain_minutes_as_is:,.1f} min; "
-            f"oldest record {peak.backlog_age_minutes_as_is:,.1f} min behind when the burst ends",
+            f"  as is               processed {peak.drain_minutes_as_is:,.1f} min after the burst starts; "
+            f"IteratorAge peaks at {peak.peak_iterator_age_minutes_as_is:,.1f} min",
         ]
         lines += [f"  - {advice}" for advice in peak.advice]
     lines += [

@@ -64,7 +64,7 @@ def test_on_sale_peak_needs_nine_shards_and_drains_late_as_is():
     assert peak.parallelization_needed == 1  # 9 shards x 2,000 records/s per slot is enough
     assert peak.concurrency_needed == 9
     assert peak.drain_minutes_as_is == pytest.approx(5_000_000 / 4_000 / 60)  # 20.8 min at 4,000/s
-    assert peak.backlog_age_minutes_as_is == pytest.approx(5_000_000 / 4_000 / 60 - 10)
+    assert peak.peak_iterator_age_minutes_as_is == pytest.approx(5_000_000 / 4_000 / 60 - 10)
     assert any("pre-warm" in line and "9 shards" in line for line in peak.advice)
     assert any("IteratorAge alarm (300 s) will fire" in line for line in peak.advice)
 
@@ -93,7 +93,7 @@ def test_a_burst_that_fits_needs_nothing():
     peak = capacity.peak_plan(SHAPE, records=1_000_000, minutes=10, iterator_age_alarm_seconds=300)
 
     assert peak.advice == ["nothing to raise: the burst fits today's capacity"]
-    assert peak.backlog_age_minutes_as_is == 0
+    assert peak.peak_iterator_age_minutes_as_is == 0
 
 
 def test_cost_per_million_changes_on_demand_next_to_firehose():
