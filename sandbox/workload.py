@@ -10,13 +10,13 @@ import random
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from sandbox.changes import Change, DemandGenerator, item_key, to_dynamodb_json
 
-__all__ = ["POISON_KINDS", "TableWriter", "poison_change", "workload"]
+__all__ = ["POISON_KINDS", "TableWriter", "poison_change", "tagged_changes", "workload"]
 
 _BATCH_WRITE_LIMIT = 25
 
@@ -103,3 +103,41 @@ class TableWriter:
         if requests:
             self._flush(requests)
         return self.written - before
+
+
+def tagged_changes(event_id: str, count: int, *, seed: int = 1, now: datetime | None = None) -> list[Change]:
+    """``count`` valid changes of fans of one event (``pk`` = ``EVENT#<event_id>``): inserts, updates, removals.
+
+    The event id tags the set, so a suite can find exactly its own rows in a shared table and lake.
+    """
+    rng = random.Random(seed)
+    moment = now or datetime.now(UTC)
+    live: dict[str, dict[str, Any]] = {}
+    changes: list[Change] = []
+    for number in range(count):
+        stamp = (moment + timedelta(milliseconds=number)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        roll = rng.random()
+        if roll < 0.6 or len(live) < 3:
+            fan = f"fan{number:05d}-{rng.randrange(16**6):06x}"
+            item: dict[str, Any] = {
+                "pk": f"EVENT#{event_id}",
+                "sk": f"FAN#{fan}",
+                "market_id": Decimal(rng.choice((1, 27, 101))),
+                "status": "REGISTERED",
+                "quantity": Decimal(rng.randint(1, 8)),
+                "created_at": stamp,
+                "channel": rng.choice(("web", "ios")),
+            }
+            live[fan] = item
+            changes.append(Change("INSERT", item_key(item), item, None, moment))
+        elif roll < 0.9:
+            fan = rng.choice(sorted(live))
+            old = live[fan]
+            new = dict(old, status=rng.choice(("SELECTED", "WAITLISTED", "CANCELLED")), updated_at=stamp)
+            live[fan] = new
+            changes.append(Change("MODIFY", item_key(new), new, old, moment))
+        else:
+            fan = rng.choice(sorted(live))
+            old = live.pop(fan)
+            changes.append(Change("REMOVE", item_key(old), None, old, moment))
+    return changes

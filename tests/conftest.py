@@ -1,0 +1,40 @@
+"""Fixtures shared by the end-to-end, integration and fault suites: the target environment they run against.
+
+Started lazily: a test that does not ask for them never starts a local AWS. Under pytest-xdist each worker
+process has its own local AWS (its own moto server on an ephemeral port).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from sandbox.local_aws import LocalAws, local_aws
+from sandbox.targets import LocalTarget, Target, TargetUnavailableError, deployed_target, selected_environment
+
+# The stacks' batching window (seconds) only delays delivery; locally a shorter one keeps the suites quick.
+LOCAL_BATCHING_WINDOW_SECONDS = 0.3
+
+
+@pytest.fixture(scope="session")
+def local_target() -> Iterator[LocalTarget]:
+    """The embedded local AWS with dev1's settings and its pipeline running the real handler."""
+    aws: LocalAws
+    with local_aws("dev1") as aws:
+        config = aws.mapping_config(batching_window_seconds=LOCAL_BATCHING_WINDOW_SECONDS)
+        with aws.pipeline(config=config) as pipeline:
+            yield LocalTarget(aws, pipeline)
+
+
+@pytest.fixture(scope="session")
+def target(request: pytest.FixtureRequest) -> Target:
+    """The environment named by TEST_ENV: local (default) or a deployed non-prod stack. Never skips."""
+    try:
+        environment = selected_environment()
+        if environment == "local":
+            local: LocalTarget = request.getfixturevalue("local_target")
+            return local
+        return deployed_target(environment)
+    except TargetUnavailableError as error:
+        pytest.fail(str(error), pytrace=False)
