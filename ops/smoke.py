@@ -47,6 +47,7 @@ __all__ = [
     "junit_xml",
     "render_table",
     "run_checks",
+    "stack_alarm_names",
 ]
 
 NAMESPACE = "AWS/Lambda"
@@ -154,31 +155,35 @@ def check_iterator_age(
     return CheckResult("iterator age", f"< {threshold:.0f} ms", f"{oldest:.0f} ms", passed=oldest < threshold)
 
 
-def alarm_prefix(outputs: StackOutputs) -> str:
-    """The stack's name prefix (``prd3292-<env>-``), shared by the function and every alarm the stack creates."""
-    shared: list[str] = []
-    for left, right in zip(outputs.function_name.split("-"), outputs.iterator_age_alarm_name.split("-"), strict=False):
-        if left != right:
-            break
-        shared.append(left)
-    return "-".join(shared) + "-" if shared else ""
+ALARM_ROLES = ("iterator-age", "errors", "throttles", "failure-queue")  # components.alarms: <prefix>-<role>
+
+
+def stack_alarm_names(outputs: StackOutputs) -> list[str]:
+    """The stack's four alarms, named like its IteratorAge alarm (``<prefix>-iterator-age``).
+
+    Named explicitly rather than listed by prefix: the CI role may describe exactly these alarms and no others.
+    """
+    name = outputs.iterator_age_alarm_name
+    if not name.endswith(ALARM_ROLES[0]):
+        return [name]
+    base = name[: -len(ALARM_ROLES[0])]
+    return [base + role for role in ALARM_ROLES]
 
 
 def check_alarms(cloudwatch: CloudWatchClient, outputs: StackOutputs) -> CheckResult:
-    """None of the stack's alarms (IteratorAge, Errors, Throttles, failure queue depth) is firing."""
-    prefix = alarm_prefix(outputs)
-    names: list[str] = []
-    firing: list[str] = []
-    for page in cloudwatch.get_paginator("describe_alarms").paginate(AlarmNamePrefix=prefix):
-        for alarm in page["MetricAlarms"]:
-            names.append(alarm["AlarmName"])
-            if alarm["StateValue"] == "ALARM":
-                firing.append(alarm["AlarmName"])
-    if outputs.iterator_age_alarm_name not in names:
-        return CheckResult("alarms", f"alarms {prefix}* present", f"{len(names)} found, none is the stack's", False)
+    """The stack's alarms (IteratorAge, Errors, Throttles, failure queue depth) exist and none is firing."""
+    expected = stack_alarm_names(outputs)
+    found = {
+        alarm["AlarmName"]: alarm["StateValue"]
+        for alarm in cloudwatch.describe_alarms(AlarmNames=expected)["MetricAlarms"]
+    }
+    missing = [name for name in expected if name not in found]
+    firing = sorted(name for name, state in found.items() if state == "ALARM")
+    if missing:
+        return CheckResult("alarms", f"{len(expected)} alarms, none in ALARM", "missing: " + ", ".join(missing), False)
     if firing:
-        return CheckResult("alarms", "none in ALARM", "in ALARM: " + ", ".join(sorted(firing)), False)
-    return CheckResult("alarms", "none in ALARM", f"{len(names)} alarms, none in ALARM", True)
+        return CheckResult("alarms", "none in ALARM", "in ALARM: " + ", ".join(firing), False)
+    return CheckResult("alarms", "none in ALARM", f"{len(found)} alarms, none in ALARM", True)
 
 
 def _hour_prefix(events_prefix: str, moment: datetime) -> str:

@@ -10,6 +10,7 @@ import boto3
 import pytest
 
 from ops import smoke
+from ops.outputs import StackOutputs
 from tests.ops.conftest import FUNCTION, REGION, outputs_values
 
 NOW = datetime.now(UTC)
@@ -53,6 +54,7 @@ def deployed(aws):
     _alarm(values["iterator_age_alarm_name"], "IteratorAge", THRESHOLD_MS)
     _alarm("prd3292-qa1-errors", "Errors", 1)
     _alarm("prd3292-qa1-throttles", "Throttles", 1)
+    _alarm("prd3292-qa1-failure-queue", "ApproximateNumberOfMessagesVisible", 1)
     _alarm("prd3292-dev1-errors", "Errors", 1)  # another stack's alarm: not ours to judge
     boto3.client("cloudwatch", region_name=REGION).set_alarm_state(
         AlarmName="prd3292-dev1-errors", StateValue="ALARM", StateReason="not this stack"
@@ -86,7 +88,7 @@ def test_healthy_stack_passes_every_check(traffic, outputs):
     assert results["invocations"].observed == "75"
     assert results["iterator age"].expected == "< 300000 ms"
     assert results["iterator age"].observed == "1200 ms"
-    assert results["alarms"].observed == "3 alarms, none in ALARM"
+    assert results["alarms"].observed == "4 alarms, none in ALARM"
     assert results["new objects"].observed.startswith("1, newest ")
 
 
@@ -128,7 +130,22 @@ def test_missing_iterator_age_alarm_fails_both_alarm_checks(aws, outputs):
     results = _run(outputs)
 
     assert results["iterator age"].observed == "not found"
+    assert results["alarms"].observed == (
+        "missing: prd3292-qa1-iterator-age, prd3292-qa1-errors, prd3292-qa1-throttles, prd3292-qa1-failure-queue"
+    )
     assert results["alarms"].passed is False
+
+
+def test_alarm_names_follow_the_iterator_age_alarm():
+    values = outputs_values(iterator_age_alarm_name="prd3292-prod1-demand-processor-iterator-age")
+    names = smoke.stack_alarm_names(StackOutputs.from_mapping(values, source="test"))
+
+    assert names == [
+        "prd3292-prod1-demand-processor-iterator-age",
+        "prd3292-prod1-demand-processor-errors",
+        "prd3292-prod1-demand-processor-throttles",
+        "prd3292-prod1-demand-processor-failure-queue",
+    ]
 
 
 def test_athena_query_reads_only_recent_partitions(outputs):
