@@ -1,0 +1,242 @@
+"""Build the Lambda artifact once, deterministically: ``dist/function.zip`` and ``dist/layer.zip``.
+
+- ``function.zip`` holds ``pipeline/`` only (sources and schemas, no bytecode).
+- ``layer.zip`` holds the locked runtime dependencies under ``python/``, installed for the Lambda platform
+  (Python 3.12, arm64, manylinux_2_28 wheels only). boto3 and what only boto3 needs are left out: the
+  Lambda runtime ships them, and botocore alone would take ~100 MB of the 250 MB unzipped limit.
+
+Both zips have sorted entries, fixed timestamps and fixed permissions, so the same inputs give the same bytes
+(and the same hash: ``pulumi preview`` shows no change). The same artifact is promoted to every stack.
+
+Usage: ``python -m ops.package [--out dist] [--skip-layer]`` (``make package``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.artifacts import FUNCTION_ZIP, LAYER_ZIP
+from components.settings import PROJECT_ROOT
+
+__all__ = [
+    "LAMBDA_PLATFORM",
+    "RUNTIME_PROVIDED",
+    "build_function_zip",
+    "build_layer_zip",
+    "deterministic_zip",
+    "layer_requirements",
+    "main",
+]
+
+LAMBDA_PLATFORM = ("manylinux_2_28_aarch64", "3.12", "cp")
+# Installed in the Lambda Python runtime already; dropped with everything only they need.
+RUNTIME_PROVIDED = frozenset({"boto3"})
+FIXED_TIME = (1980, 1, 1, 0, 0, 0)
+_SKIPPED_PARTS = frozenset({"__pycache__"})
+_SKIPPED_SUFFIXES = (".pyc", ".pyo")
+_REQUIREMENT = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)")
+_VIA = re.compile(r"^#\s+(?:via\s+)?([A-Za-z0-9][A-Za-z0-9._-]*)\s*$")
+
+
+@dataclass(frozen=True)
+class Built:
+    """A zip that was written: path, size and SHA-256."""
+
+    path: Path
+    size: int
+    sha256: str
+
+
+def _files(root: Path) -> list[Path]:
+    """Files under ``root``, sorted by their POSIX relative path, without bytecode or caches."""
+    found = [
+        path
+        for path in root.rglob("*")
+        if path.is_file()
+        and not _SKIPPED_PARTS.intersection(path.relative_to(root).parts)
+        and not path.name.endswith(_SKIPPED_SUFFIXES)
+    ]
+    return sorted(found, key=lambda path: path.relative_to(root).as_posix())
+
+
+def deterministic_zip(entries: Iterable[tuple[str, Path]], destination: Path) -> Built:
+    """Write ``(archive name, file)`` entries sorted by name, with fixed times and permissions."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    ordered = sorted(entries, key=lambda entry: entry[0])
+    with tempfile.NamedTemporaryFile(dir=destination.parent, suffix=".tmp", delete=False) as handle:
+        temporary = Path(handle.name)
+    try:
+        with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+            for name, path in ordered:
+                info = zipfile.ZipInfo(name, date_time=FIXED_TIME)
+                info.create_system = 3  # Unix, so the permission bits below are honoured
+                mode = 0o755 if os.access(path, os.X_OK) and path.suffix not in (".py", ".json", ".avsc") else 0o644
+                info.external_attr = (0o100000 | mode) << 16
+                info.compress_type = zipfile.ZIP_DEFLATED
+                archive.writestr(info, path.read_bytes(), compress_type=zipfile.ZIP_DEFLATED, compresslevel=9)
+        temporary.chmod(0o644)
+        temporary.replace(destination)
+    finally:
+        temporary.unlink(missing_ok=True)
+    data = destination.read_bytes()
+    return Built(destination, len(data), hashlib.sha256(data).hexdigest())
+
+
+def build_function_zip(destination: Path, root: Path = PROJECT_ROOT) -> Built:
+    """``pipeline/`` and nothing else, as the function's code."""
+    package = root / "pipeline"
+    entries = [(path.relative_to(root).as_posix(), path) for path in _files(package)]
+    if not any(name == "pipeline/handler.py" for name, _ in entries):
+        print("warning: pipeline/handler.py does not exist yet", file=sys.stderr)
+    return deterministic_zip(entries, destination)
+
+
+def _uv() -> list[str]:
+    """How to call uv: the binary ``uv run`` exported, one on PATH, or the module of the system Python."""
+    if os.environ.get("UV"):
+        return [os.environ["UV"]]
+    if shutil.which("uv"):
+        return ["uv"]
+    return ["python3", "-m", "uv"]
+
+
+def _parse_export(text: str) -> dict[str, tuple[str, set[str]]]:
+    """``uv export`` text -> {name: (pinned requirement, names of what needs it)}."""
+    packages: dict[str, tuple[str, set[str]]] = {}
+    current: str | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        match = _REQUIREMENT.match(line)
+        if match:
+            current = match.group(1).lower()
+            packages[current] = (line, set())
+            continue
+        via = _VIA.match(line)
+        if via and current is not None and via.group(1).lower() != "via":
+            packages[current][1].add(via.group(1).lower())
+    return packages
+
+
+def layer_requirements(export_text: str, runtime_provided: Iterable[str] = RUNTIME_PROVIDED) -> list[str]:
+    """Pinned requirements for the layer: the export minus what the runtime provides and what only it needs."""
+    packages = _parse_export(export_text)
+    dropped = {name.lower() for name in runtime_provided}
+    changed = True
+    while changed:
+        changed = False
+        for name, (_, needed_by) in packages.items():
+            if name not in dropped and needed_by and needed_by <= dropped:
+                dropped.add(name)
+                changed = True
+    return sorted(requirement for name, (requirement, _) in packages.items() if name not in dropped)
+
+
+def export_runtime_requirements(root: Path = PROJECT_ROOT) -> str:
+    """The locked runtime dependencies (``uv export --no-dev --no-hashes --no-emit-project``)."""
+    command = [*_uv(), "export", "--frozen", "--no-dev", "--no-hashes", "--no-emit-project"]
+    return subprocess.run(command, cwd=root, check=True, capture_output=True, text=True).stdout
+
+
+def _trim(site: Path) -> None:
+    """Drop what differs between machines or never runs in Lambda: scripts, install records, caches."""
+    shutil.rmtree(site / "bin", ignore_errors=True)
+    for path in sorted(site.rglob("*")):
+        if path.is_dir() and path.name == "__pycache__":
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.is_file() and path.parent.name.endswith(".dist-info") and path.name in ("RECORD", "INSTALLER"):
+            path.unlink()
+
+
+def build_layer_zip(
+    destination: Path,
+    requirements: Sequence[str],
+    *,
+    work_dir: Path,
+    pip_args: Sequence[str] = (),
+) -> Built:
+    """Install ``requirements`` for the Lambda platform into ``python/`` and zip it deterministically."""
+    platform, python_version, implementation = LAMBDA_PLATFORM
+    site = work_dir / "python"
+    shutil.rmtree(work_dir, ignore_errors=True)
+    site.mkdir(parents=True)
+    requirements_file = work_dir / "requirements.txt"
+    requirements_file.write_text("\n".join(requirements) + "\n", encoding="utf-8")
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-compile",
+        "--no-deps",  # the export is already the complete, locked closure
+        "--platform",
+        platform,
+        "--only-binary=:all:",
+        "--python-version",
+        python_version,
+        "--implementation",
+        implementation,
+        "--target",
+        str(site),
+        "-r",
+        str(requirements_file),
+        *pip_args,
+    ]
+    subprocess.run(command, check=True)
+    _trim(site)
+    entries = [(path.relative_to(work_dir).as_posix(), path) for path in _files(site)]
+    return deterministic_zip(entries, destination)
+
+
+def _report(built: Built, unzipped: int | None = None) -> str:
+    extra = f", {unzipped / 1e6:.1f} MB unzipped" if unzipped is not None else ""
+    return f"{built.path} {built.size / 1e6:.1f} MB{extra} sha256={built.sha256}"
+
+
+def _unzipped_size(path: Path) -> int:
+    with zipfile.ZipFile(path) as archive:
+        return sum(info.file_size for info in archive.infolist())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ops.package", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "dist", help="output directory (default dist/)")
+    parser.add_argument("--skip-layer", action="store_true", help="build function.zip only")
+    args, pip_args = parser.parse_known_args(argv)
+    out: Path = args.out
+    function = build_function_zip(out / FUNCTION_ZIP)
+    print(_report(function))
+    manifest: dict[str, object] = {FUNCTION_ZIP: {"sha256": function.sha256, "size": function.size}}
+    if not args.skip_layer:
+        requirements = layer_requirements(export_runtime_requirements())
+        layer = build_layer_zip(
+            out / LAYER_ZIP, requirements, work_dir=PROJECT_ROOT / "build" / "layer", pip_args=pip_args
+        )
+        unzipped = _unzipped_size(layer.path)
+        print(_report(layer, unzipped))
+        print("layer requirements: " + ", ".join(requirements))
+        manifest[LAYER_ZIP] = {
+            "sha256": layer.sha256,
+            "size": layer.size,
+            "unzipped_size": unzipped,
+            "requirements": requirements,
+        }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
