@@ -1,8 +1,8 @@
 """Define a stack's AWS CLI profile (``aws:profile`` in its stack file) as the CI job's GitLab web identity.
 
 The stack files name the profile people deploy with (``tm-nonprod-Ops-Techops``); the Pulumi AWS provider
-asks for that profile. In CI the same name becomes a profile that assumes ``$AWS_ROLE_ARN`` with the job's
-ID token, so the stack files stay as they are and no key is stored anywhere.
+asks for that profile. In CI the same name becomes a profile that assumes ``$AWS_ROLE_ARN`` (the account's
+deployment role) with the job's ID token, so the stack files stay as they are and no key is stored anywhere.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ __all__ = ["profile_values", "write_profile"]
 def profile_values(*, role_arn: str, token_file: str, region: str, session_name: str) -> dict[str, str]:
     """The profile settings that make the AWS SDKs call AssumeRoleWithWebIdentity."""
     if not role_arn:
-        raise ValueError("no role to assume: AWS_ROLE_ARN is empty (set the CI_ROLE_ARN_<STACK> CI/CD variable)")
+        raise ValueError("no role to assume: AWS_ROLE_ARN is empty (set the DEPLOY_ROLE_ARN_<ACCOUNT> CI/CD variable)")
     if not token_file:
         raise ValueError("no web identity token file: AWS_WEB_IDENTITY_TOKEN_FILE is empty")
     return {

@@ -63,7 +63,7 @@ def test_missing_role_is_refused_with_the_variable_to_set(tmp_path, monkeypatch,
     monkeypatch.setenv("AWS_WEB_IDENTITY_TOKEN_FILE", "/tmp/t")
 
     assert ci_aws_profile.main(["dev1", "--config-file", str(tmp_path / "config")]) == 2
-    assert "CI_ROLE_ARN_<STACK>" in capsys.readouterr().err
+    assert "DEPLOY_ROLE_ARN_<ACCOUNT>" in capsys.readouterr().err
     assert not (tmp_path / "config").exists()
 
 

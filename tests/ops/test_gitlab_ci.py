@@ -303,25 +303,42 @@ def test_integration_and_e2e_follow_each_nonprod_deploy(jobs, stack, kind):
 # ---------------------------------------------------------------- credentials
 
 
-def test_aws_jobs_assume_the_stack_role_through_gitlab_oidc(jobs):
+def test_aws_jobs_exchange_a_gitlab_id_token_for_a_role(jobs):
     for name, job in jobs.items():
-        role = job.get("variables", {}).get("AWS_ROLE_ARN")
         if name in ("build", "unit-tests", "lint"):
-            assert role is None, f"{name} needs no AWS access"
+            assert "id_tokens" not in job, f"{name} needs no AWS access"
             continue
-        assert role, f"{name} has no AWS_ROLE_ARN"
         assert job["id_tokens"]["AWS_ID_TOKEN"]["aud"] == "$CI_SERVER_URL", name
         assert 'printf \'%s\' "$AWS_ID_TOKEN" > "$AWS_WEB_IDENTITY_TOKEN_FILE"' in _script(job), name
 
 
-def test_each_account_has_its_own_state_backend_and_secrets_provider(jobs):
+def test_tests_and_smoke_checks_act_as_the_stack_ci_role_from_the_deploy_outputs(jobs):
+    checked = [name for name in jobs if name.startswith(("integration-test-", "e2e-test-", "smoke-"))]
+
+    assert len(checked) == 10
+    for name in checked:
+        job = jobs[name]
+        script = _script(job)
+        assert "AWS_ROLE_ARN" not in job["variables"], f"{name}: the role comes from the stack, not a variable"
+        assert 'export AWS_ROLE_ARN="$(python3 -c' in script, name
+        assert '["ci_iam_role_arn"]' in script, name
+        assert job["variables"]["STACK_OUTPUTS_FILE"] in ("outputs/$TEST_ENV.json", "outputs/$STACK.json"), name
+        deploy = next(needed for needed in _needs(job) if needed.startswith("deploy-"))
+        assert _needs(job)[deploy] is True, f"{name} downloads {deploy}'s outputs"
+
+
+def test_each_account_has_its_own_deployment_role_state_backend_and_secrets_provider(jobs):
     for stack in STACKS:
+        account = "NONPROD" if stack in NONPROD else "PROD"
         for name in (f"deploy-{stack}", f"preview-{stack}"):
             variables = jobs[name]["variables"]
-            account = "NONPROD" if stack in NONPROD else "PROD"
             assert variables["PULUMI_BACKEND_URL"] == f"$PULUMI_BACKEND_URL_{account}", name
             assert variables["PULUMI_SECRETS_PROVIDER"] == f"$PULUMI_SECRETS_PROVIDER_{account}", name
-        assert jobs[f"deploy-{stack}"]["variables"]["AWS_ROLE_ARN"] == f"$CI_ROLE_ARN_{stack.upper()}"
+        assert jobs[f"deploy-{stack}"]["variables"]["AWS_ROLE_ARN"] == f"$DEPLOY_ROLE_ARN_{account}"
+    # The prod account's deployment role trusts main only: merge request previews use a read-only role there.
+    assert jobs["preview-qa1"]["variables"]["AWS_ROLE_ARN"] == "$DEPLOY_ROLE_ARN_NONPROD"
+    assert jobs["preview-prod1"]["variables"]["AWS_ROLE_ARN"] == "$PREVIEW_ROLE_ARN_PROD"
+    assert "python -m ops.plan" in _script(jobs["preview-prod1"]), "offline plan when no preview role is set"
     assert 'pulumi login "$PULUMI_BACKEND_URL"' in _script(jobs["deploy-prod1"])
 
 
