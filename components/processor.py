@@ -83,7 +83,7 @@ class StreamProcessor(pulumi.ComponentResource):
         self._child = pulumi.ResourceOptions(parent=self)
         log_group = self._create_log_group(args)
         queue = self._create_failure_queue(args)
-        role = self._create_role(args, log_group, queue)
+        role, role_policy = self._create_role(args, log_group, queue)
         layer = self._create_layer(args)
         function = self._create_function(args, role, layer, log_group)
         alias = aws.lambda_.Alias(
@@ -94,7 +94,7 @@ class StreamProcessor(pulumi.ComponentResource):
             description="What the event source mapping invokes; roll back by pointing it at an earlier version.",
             opts=self._child,
         )
-        self._create_event_source_mapping(args, alias, queue)
+        self._create_event_source_mapping(args, alias, queue, role_policy)
         self._create_log_subscription(args, log_group)
         self.function_name = function.name
         self.function_arn = function.arn
@@ -141,7 +141,7 @@ class StreamProcessor(pulumi.ComponentResource):
 
     def _create_role(
         self, args: StreamProcessorArgs, log_group: aws.cloudwatch.LogGroup, queue: aws.sqs.Queue
-    ) -> aws.iam.Role:
+    ) -> tuple[aws.iam.Role, aws.iam.RolePolicy]:
         role = aws.iam.Role(
             f"{self._name}-role",
             name=args.function_name,
@@ -167,10 +167,10 @@ class StreamProcessor(pulumi.ComponentResource):
                 )
             )
         )
-        aws.iam.RolePolicy(
+        role_policy = aws.iam.RolePolicy(
             f"{self._name}-policy", name="stream-processor", role=role.id, policy=policy, opts=self._child
         )
-        return role
+        return role, role_policy
 
     def _create_layer(self, args: StreamProcessorArgs) -> aws.lambda_.LayerVersion:
         # The dependency zip is above Lambda's 50 MB direct-upload limit, so it goes through S3.
@@ -192,6 +192,8 @@ class StreamProcessor(pulumi.ComponentResource):
             compatible_runtimes=[RUNTIME],
             compatible_architectures=[ARCHITECTURE],
             description="Runtime dependencies of the stream processor (aws-lambda-powertools, pyarrow).",
+            # Earlier versions stay, so rolling the alias back to an earlier function version keeps its layer.
+            skip_destroy=True,
             opts=self._child,
         )
 
@@ -227,7 +229,11 @@ class StreamProcessor(pulumi.ComponentResource):
         )
 
     def _create_event_source_mapping(
-        self, args: StreamProcessorArgs, alias: aws.lambda_.Alias, queue: aws.sqs.Queue
+        self,
+        args: StreamProcessorArgs,
+        alias: aws.lambda_.Alias,
+        queue: aws.sqs.Queue,
+        role_policy: aws.iam.RolePolicy,
     ) -> aws.lambda_.EventSourceMapping:
         return aws.lambda_.EventSourceMapping(
             f"{self._name}-stream-mapping",
@@ -242,7 +248,8 @@ class StreamProcessor(pulumi.ComponentResource):
             bisect_batch_on_function_error=True,
             function_response_types=["ReportBatchItemFailures"],
             destination_config={"on_failure": {"destination_arn": queue.arn}},
-            opts=self._child,
+            # Lambda checks the role can read the stream and send to the queue when the mapping is created.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[role_policy]),
         )
 
     def _create_log_subscription(self, args: StreamProcessorArgs, log_group: aws.cloudwatch.LogGroup) -> None:
