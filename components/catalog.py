@@ -12,6 +12,8 @@ from typing import Any
 from pipeline.schema import glue_columns
 
 __all__ = [
+    "DEFAULT_PROJECTION_START",
+    "ENGINE_VERSION",
     "PARQUET_INPUT_FORMAT",
     "PARQUET_OUTPUT_FORMAT",
     "PARQUET_SERDE",
