@@ -2,7 +2,7 @@
 
     python -m ops.capacity prod1 --records-per-second 2500                 # stream read from AWS
     python -m ops.capacity prod1 --records-per-second 2500 --shards 4      # offline
-    python -m ops.capacity qa1 --bench-results bench-results.json --on-demand --peak-records 5000000 --peak-minutes 10
+    python -m bench --json | python -m ops.capacity qa1 --bench-results - --on-demand --peak-records 5000000
 
 Inputs: the handler's measured records per second per invocation (``python -m bench``), the stream's shards
 (provisioned, or on-demand's current shards), and the mapping's batch size, batching window and parallelization
@@ -241,9 +241,30 @@ def cost_per_million(shape: PipelineShape, prices: Prices = PRICES_US_EAST_1) ->
     )
 
 
-def records_per_second_from_bench(path: Path) -> float:
-    """The handler's records per second per invocation from a benchmark results file (JSON)."""
-    document: Any = json.loads(path.read_text(encoding="utf-8"))
+def _bench_document(text: str, source: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        # `python -m bench --json` prints its table, then the figures as one JSON object.
+        start = text.find("\n{")
+        if start < 0:
+            raise ValueError(f"{source}: no JSON figures found (run python -m bench --json)") from None
+        return json.loads(text[start + 1 :])
+
+
+def records_per_second_from_bench(path: Path | str) -> float:
+    """The handler's records per second per invocation from the benchmark's figures (``-`` reads stdin).
+
+    Takes the largest batch the benchmark measured (closest to steady state); also accepts a plain
+    ``records_per_second_per_invocation`` or ``records_per_second`` value anywhere in the document.
+    """
+    source = "stdin" if str(path) == "-" else str(path)
+    text = sys.stdin.read() if str(path) == "-" else Path(path).read_text(encoding="utf-8")
+    document = _bench_document(text, source)
+    if isinstance(document, dict) and isinstance(document.get("batches"), list):
+        rows = [row for row in document["batches"] if isinstance(row, dict) and row.get("records_per_second")]
+        if rows:
+            return float(max(rows, key=lambda row: row.get("records", 0))["records_per_second"])
     candidates = [document]
     while candidates:
         item = candidates.pop(0)
@@ -254,7 +275,7 @@ def records_per_second_from_bench(path: Path) -> float:
             candidates.extend(item.values())
         elif isinstance(item, list):
             candidates.extend(item)
-    raise ValueError(f"{path}: no records_per_second_per_invocation (or records_per_second) value found")
+    raise ValueError(f"{source}: no records_per_second_per_invocation (or records_per_second) value found")
 
 
 def render(stack: str, shape: PipelineShape, peak: Peak | None, cost: CostPerMillion) -> str:
@@ -319,7 +340,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("stack", help="stack whose settings (batch size, parallelization, memory) apply")
     measured = parser.add_mutually_exclusive_group(required=True)
     measured.add_argument("--records-per-second", type=float, help="handler records/s per invocation (python -m bench)")
-    measured.add_argument("--bench-results", type=Path, help="benchmark results JSON holding that number")
+    measured.add_argument(
+        "--bench-results", help="figures of python -m bench --json (a file, or - for stdin); largest batch is used"
+    )
     stream = parser.add_mutually_exclusive_group()
     stream.add_argument("--shards", type=int, help="provisioned shard count (default: read the stream from AWS)")
     stream.add_argument(

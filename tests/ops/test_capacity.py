@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -127,6 +128,28 @@ def test_records_per_second_read_from_a_benchmark_results_file(tmp_path):
     path.write_text(json.dumps({"handler": {"records": 50_000, "records_per_second_per_invocation": 4_321.5}}))
 
     assert capacity.records_per_second_from_bench(path) == 4_321.5
+
+
+def test_records_per_second_of_the_largest_batch_from_the_benchmark_output(tmp_path):
+    figures = {
+        "cpus": 2,
+        "batches": [
+            {"records": 1_000, "handler_ms": 30.0, "records_per_second": 33_333},
+            {"records": 10_000, "handler_ms": 200.0, "records_per_second": 50_000},
+        ],
+        "import_ms": 210.0,
+    }
+    path = tmp_path / "bench.txt"
+    path.write_text("records  handler ms  records/s\n   10000       200.0     50,000\n" + json.dumps(figures, indent=2))
+
+    assert capacity.records_per_second_from_bench(path) == 50_000
+
+
+def test_benchmark_figures_piped_on_stdin(monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps({"batches": [{"records": 10, "records_per_second": 7}]})))
+
+    assert capacity.main(["qa1", "--bench-results", "-", "--shards", "2", "--peak-records", "100"]) == 0
+    assert "7 records/s per invocation" in capsys.readouterr().out
 
 
 def test_benchmark_file_without_the_number_is_refused(tmp_path):
