@@ -362,6 +362,18 @@ def test_ops_modules_the_pipeline_runs_exist(jobs):
         assert path.exists(), f"{module} is run by the pipeline but {path} is missing"
 
 
+def test_piped_commands_keep_their_exit_status(jobs):
+    checked = []
+    for name, job in jobs.items():
+        script = [line for line in job.get("script", []) if isinstance(line, str)]
+        for index, line in enumerate(script):
+            if " | tee " in line:
+                assert any(earlier.startswith("set -o pipefail") for earlier in script[:index]), name
+                checked.append(name)
+
+    assert {f"preview-{stack}" for stack in STACKS} <= set(checked)
+
+
 # ---------------------------------------------------------------- the simulator itself
 
 
