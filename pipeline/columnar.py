@@ -1,15 +1,598 @@
-"""Column-wise decoding (fast path); until it lands, the strict path."""
+"""Column-wise decoding: the fast path, which accepts only what the strict path accepts, with the same values.
+
+Per-record Python (``json.loads``, a typed-value deserializer, a validator) is what makes a naive decoder slow.
+Here the decoded payloads are joined into newline-delimited JSON and parsed in one call by Arrow's JSON reader,
+with an explicit schema for the DynamoDB-typed structure (derived from the Avro contract) and inference for
+what the contract does not know (map keys, unknown attributes). Validation and conversion are Arrow compute
+kernels over whole columns.
+
+Every row the columns cannot vouch for goes, alone, through the strict path (``pipeline.batch.decode_one``),
+which is the definition of validity and writes the quarantine reason. A row is vouched for only when each
+check is certain; anything unusual (a JSON ``null`` inside the item, a number that is not plain digits, a
+timestamp in a rarer ISO form, an unknown type tag) makes the row "unsure" rather than "bad". A payload the
+reader cannot parse costs its sub-batch a bisection, so one poison record never costs the batch, and never
+lands a good record in quarantine.
+"""
 
 from __future__ import annotations
 
+import binascii
+import functools
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from pipeline.batch import DecodedBatch, decode_strict
-from pipeline.decode import KinesisRecord
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
 
-__all__ = ["decode_batch"]
+from pipeline.batch import DecodedBatch, Quarantined, decode_one, rows_table
+from pipeline.decode import KinesisBatch, KinesisRecord
+from pipeline.exceptions import RecordError
+from pipeline.normalize import CHANGE_TIME_RANGE, EXTRA_COLUMN, KEY_COLUMNS, item_specs
+from pipeline.schema import FieldSpec, arrow_schema
+
+__all__ = ["decode_batch", "payload_schema"]
+
+_STRING = pa.string()
+_SMALLEST_SUB_BATCH = 16  # below this, a sub-batch the reader refuses goes record by record
+_PRECISIONS = ("MILLISECOND", "MICROSECOND")
+_USER_IDENTITY_NULLS = (b'"userIdentity":null', b'"userIdentity": null')
+_PLAIN_LONG = r"^-?[0-9]{1,18}$"
+_PLAIN_INT = r"^-?[0-9]{1,10}$"
+# Number text that str(Decimal(text)) writes back unchanged: no exponent, no leading zeros, not below 1E-6.
+_PLAIN_NUMBER = r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?$"
+_TINY_NUMBER = r"^-?0\.0{6}"
+_INT32 = (-(2**31), 2**31 - 1)
+# The common ISO-8601 forms; others (space separator, basic format, 7+ fraction digits...) go the strict way.
+_ISO_TIMESTAMP = (
+    r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+    r"(\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):?[0-5][0-9])$"
+)
+_TIME_DIVISORS = {"timestamp-millis": 1000, "timestamp-micros": 1}
+_TIME_UNITS = {"timestamp-millis": "ms", "timestamp-micros": "us"}
+
+
+def _attribute_type(spec: FieldSpec) -> pa.DataType:
+    """The typed-JSON shape of one contract attribute, as the JSON reader should parse it."""
+    tags: list[tuple[str, pa.DataType]]
+    if spec.kind in ("string", "enum", "timestamp-millis", "timestamp-micros"):
+        tags = [("S", _STRING)]
+    elif spec.kind in ("long", "int", "double"):
+        tags = [("N", _STRING)]
+    elif spec.kind == "boolean":
+        tags = [("BOOL", pa.bool_())]
+    elif spec.kind == "array" and spec.item_kind == "string":
+        tags = [("L", pa.list_(pa.struct([("S", _STRING)]))), ("SS", pa.list_(_STRING))]
+    elif spec.kind == "array":
+        tags = [("L", pa.list_(pa.struct([("N", _STRING)]))), ("NS", pa.list_(_STRING))]
+    else:  # map: its keys are data, so its shape is inferred
+        tags = [("M", pa.struct([]))]
+    if spec.nullable:
+        tags.append(("NULL", pa.bool_()))
+    return pa.struct(tags)
+
+
+def payload_schema() -> pa.Schema:
+    """Explicit schema of a change record for the JSON reader, derived from the contract."""
+    key = pa.struct([("S", _STRING)])
+    image_fields = [(attribute, key) for attribute, _ in KEY_COLUMNS.values()]
+    image_fields += [(spec.name, _attribute_type(spec)) for spec in item_specs()]
+    image = pa.struct(image_fields)
+    dynamodb = pa.struct(
+        [
+            ("ApproximateCreationDateTime", pa.int64()),
+            ("ApproximateCreationDateTimePrecision", _STRING),
+            ("Keys", pa.struct([(attribute, key) for attribute, _ in KEY_COLUMNS.values()])),
+            ("NewImage", image),
+            ("OldImage", image),
+            ("SizeBytes", pa.int64()),
+        ]
+    )
+    return pa.schema(
+        [
+            ("awsRegion", _STRING),
+            ("eventID", _STRING),
+            ("eventName", _STRING),
+            ("userIdentity", pa.struct([("type", _STRING), ("principalId", _STRING)])),
+            ("recordFormat", _STRING),
+            ("tableName", _STRING),
+            ("dynamodb", dynamodb),
+            ("eventSource", _STRING),
+        ]
+    )
+
+
+_PAYLOAD_SCHEMA = payload_schema()
+_PARSE_OPTIONS = pj.ParseOptions(explicit_schema=_PAYLOAD_SCHEMA, unexpected_field_behavior="infer")
+_KNOWN_ATTRIBUTES = frozenset(field.name for field in _PAYLOAD_SCHEMA.field("dynamodb").type.field("NewImage").type)
+
+
+# -- small column helpers ---------------------------------------------------------------------------------------
+def _field(array: Any, name: str) -> Any:
+    """A struct child (parent nulls applied), or None when the inferred type has no such field."""
+    if array is None or array.type.get_field_index(name) < 0:
+        return None
+    return pc.struct_field(array, name)
+
+
+def _valid(array: Any, length: int) -> pa.BooleanArray:
+    if array is None:
+        return pa.array([False] * length, pa.bool_())
+    return array.is_valid()
+
+
+def _all(*masks: Any) -> Any:
+    result = masks[0]
+    for mask in masks[1:]:
+        result = pc.and_(result, mask)
+    return pc.fill_null(result, False)
+
+
+def _tag_count(struct: Any, length: int) -> Any:
+    """How many type tags are set in each typed value (1 for a well-formed DynamoDB value)."""
+    total = pa.array([0] * length, pa.int32())
+    for index in range(struct.type.num_fields):
+        total = pc.add(total, pc.struct_field(struct, index).is_valid().cast(pa.int32()))
+    return total
+
+
+def _only(struct: Any, tag: str, length: int) -> Any:
+    """Rows where ``struct`` is present with exactly one tag, ``tag``."""
+    child = _field(struct, tag)
+    if child is None:
+        return pa.array([False] * length, pa.bool_())
+    return _all(pc.equal(_tag_count(struct, length), 1), child.is_valid())
+
+
+def _rows_with(bad_elements: Any, parents: Any, length: int) -> Any:
+    """Rows owning at least one element flagged in ``bad_elements``."""
+    bad_rows = pc.unique(pc.filter(parents, bad_elements))
+    return pc.is_in(_straight(length), value_set=bad_rows.cast(pa.int64()))
+
+
+@dataclass
+class _Decoded:
+    """A column decoded from one image, with the rows it is sure about."""
+
+    values: Any
+    sure: Any
+
+
+# -- attribute decoders: (tag child, row count) -> values and the rows they are certain about ---------------------
+def _string_values(child: Any, length: int) -> _Decoded:
+    if child is None or child.type != _STRING:
+        return _Decoded(pa.nulls(length, _STRING), _valid(None, length))
+    return _Decoded(child, child.is_valid())
+
+
+def _integer_values(child: Any, length: int, kind: str) -> _Decoded:
+    target = pa.int64() if kind == "long" else pa.int32()
+    if child is None:
+        return _Decoded(pa.nulls(length, target), _valid(None, length))
+    sure = pc.fill_null(pc.match_substring_regex(child, _PLAIN_LONG if kind == "long" else _PLAIN_INT), False)
+    numbers = pc.cast(pc.if_else(sure, child, "0"), pa.int64())
+    if kind == "int":
+        sure = _all(sure, pc.greater_equal(numbers, _INT32[0]), pc.less_equal(numbers, _INT32[1]))
+        numbers = pc.cast(pc.if_else(sure, numbers, 0), pa.int32())
+    return _Decoded(numbers, sure)
+
+
+def _timestamp_values(child: Any, length: int, kind: str) -> _Decoded:
+    target = pa.timestamp(_TIME_UNITS[kind], tz="UTC")
+    if child is None or child.type != _STRING:
+        return _Decoded(pa.nulls(length, target), _valid(None, length))
+    sure = pc.fill_null(pc.match_substring_regex(child, _ISO_TIMESTAMP), False)
+    try:
+        micros = pc.cast(pc.if_else(sure, child, "1970-01-01T00:00:00Z"), pa.timestamp("us", tz="UTC"))
+    except pa.ArrowInvalid:  # an impossible date (30 February) somewhere: let the strict path sort them out
+        return _Decoded(pa.nulls(length, target), _valid(None, length))
+    integers = micros.cast(pa.int64())
+    sure = _all(sure, pc.greater_equal(integers, 0))  # floor and truncation agree only from 1970 on
+    scaled = pc.divide(pc.if_else(sure, integers, 0), _TIME_DIVISORS[kind])
+    return _Decoded(scaled.cast(target), sure)
+
+
+def _string_list_values(attribute: Any, length: int) -> tuple[_Decoded, Any, Any]:
+    """``L`` of ``S`` or ``SS`` -> list<string>; returns the values and the rows holding each tag."""
+    target = pa.list_(_STRING)
+    lists, sets = _field(attribute, "L"), _field(attribute, "SS")
+    sure_l = _valid(lists, length)
+    values = pa.nulls(length, target)
+    if lists is not None:
+        elements = pc.list_flatten(lists)
+        texts = _field(elements, "S")
+        element_ok = (
+            _only(elements, "S", len(elements))
+            if texts is not None and texts.type == _STRING
+            else pa.array([False] * len(elements))
+        )
+        bad = _rows_with(pc.invert(element_ok), pc.list_parent_indices(lists), length)
+        sure_l = _all(sure_l, pc.invert(bad))
+        if texts is not None and texts.type == _STRING:
+            inner = pc.struct_field(lists.values, "S")
+            values = pa.ListArray.from_arrays(lists.offsets, inner, mask=pc.invert(lists.is_valid()))
+    if sets is None:
+        return _Decoded(values, sure_l), _valid(lists, length), _valid(None, length)
+    merged = pc.take(pa.concat_arrays([values, sets]), pc.if_else(sets.is_valid(), _shifted(length), _straight(length)))
+    return _Decoded(merged, pc.or_(sure_l, sets.is_valid())), _valid(lists, length), sets.is_valid()
+
+
+@functools.lru_cache(maxsize=8)
+def _arange(start: int, stop: int) -> pa.Array:
+    return pa.array(range(start, stop), pa.int64())
+
+
+def _straight(length: int) -> pa.Array:
+    """0 .. length-1: take() indices of the first of two concatenated columns."""
+    return _arange(0, length)
+
+
+def _shifted(length: int) -> pa.Array:
+    """length .. 2*length-1: take() indices of the second of two concatenated columns."""
+    return _arange(length, 2 * length)
+
+
+def _string_map_values(maps: Any, length: int) -> _Decoded:
+    """``M`` of ``S`` -> map<string, string>, entries sorted by key as the strict path writes them."""
+    target = pa.map_(_STRING, _STRING)
+    if maps is None:
+        return _Decoded(pa.nulls(length, target), _valid(None, length))
+    present = maps.is_valid()
+    sure = present
+    counts = pa.array([0] * length, pa.int32())
+    rows, ranks, keys, items = [], [], [], []
+    for rank, name in enumerate(sorted(field.name for field in maps.type)):
+        entry = pc.struct_field(maps, name)
+        has = entry.is_valid()
+        text = _field(entry, "S")
+        if text is None or text.type != _STRING:
+            sure = _all(sure, pc.invert(has))
+            continue
+        sure = _all(sure, pc.or_(pc.invert(has), _only(entry, "S", length)))
+        where = pc.indices_nonzero(has)
+        counts = pc.add(counts, has.cast(pa.int32()))
+        rows.append(where)
+        ranks.append(pa.array([rank] * len(where), pa.int32()))
+        keys.append(pa.array([name] * len(where), _STRING))
+        items.append(pc.take(text, where))
+    if not rows:
+        offsets = pa.array([0] * (length + 1), pa.int32())
+        empty = pa.array([], _STRING)
+        return _Decoded(pa.MapArray.from_arrays(offsets, empty, empty, mask=pc.invert(present)), sure)
+    entries = pa.table(
+        {"row": pa.concat_arrays(rows), "rank": pa.concat_arrays(ranks), "key": pa.concat_arrays(keys)}
+    ).append_column("item", pa.concat_arrays(items))
+    entries = entries.sort_by([("row", "ascending"), ("rank", "ascending")])
+    offsets = pa.concat_arrays([pa.array([0], pa.int32()), pc.cumulative_sum(counts).cast(pa.int32())])
+    values = pa.MapArray.from_arrays(
+        offsets,
+        entries.column("key").combine_chunks(),
+        entries.column("item").combine_chunks(),
+        mask=pc.invert(present),
+    )
+    return _Decoded(values, sure)
+
+
+def _attribute(spec: FieldSpec, attribute: Any, length: int) -> _Decoded:
+    """One contract attribute of one image -> its column and the rows the column is certain about."""
+    present = _valid(attribute, length)
+    absent_ok = pa.array([spec.nullable] * length, pa.bool_())
+    null_tag = _only(attribute, "NULL", length) if spec.nullable and attribute is not None else None
+    if null_tag is not None:
+        null_tag = _all(null_tag, pc.fill_null(_field(attribute, "NULL"), False))
+    if spec.kind in ("string", "enum"):
+        decoded = _string_values(_field(attribute, "S"), length)
+        if spec.kind == "enum":
+            decoded.sure = _all(decoded.sure, pc.is_in(decoded.values, value_set=pa.array(spec.symbols)))
+        decoded.sure = _all(decoded.sure, _only(attribute, "S", length))
+    elif spec.kind in ("long", "int"):
+        decoded = _integer_values(_field(attribute, "N"), length, spec.kind)
+        decoded.sure = _all(decoded.sure, _only(attribute, "N", length))
+    elif spec.kind in _TIME_UNITS:
+        decoded = _timestamp_values(_field(attribute, "S"), length, spec.kind)
+        decoded.sure = _all(decoded.sure, _only(attribute, "S", length))
+    elif spec.kind == "array" and spec.item_kind == "string":
+        decoded, _, _ = _string_list_values(attribute, length)
+        one_tag = pc.equal(_tag_count(attribute, length), 1) if attribute is not None else present
+        decoded.sure = _all(decoded.sure, one_tag)
+    elif spec.kind == "map" and spec.item_kind == "string":
+        decoded = _string_map_values(_field(attribute, "M"), length)
+        decoded.sure = _all(decoded.sure, _only(attribute, "M", length))
+    else:  # a kind the fast path does not handle: rows holding it go the strict way
+        decoded = _Decoded(pa.nulls(length, arrow_schema().field(spec.name).type), _valid(None, length))
+    if null_tag is not None:
+        decoded.sure = pc.or_(decoded.sure, null_tag)
+        decoded.values = _pick(null_tag, decoded.values, pa.nulls(length, decoded.values.type), length)
+    sure = pc.if_else(present, decoded.sure, absent_ok)
+    values = _pick(present, pa.nulls(length, decoded.values.type), decoded.values, length)
+    return _Decoded(values, pc.fill_null(sure, False))
+
+
+def _quote(texts: Any) -> Any:
+    """JSON string literals, as ``json.dumps(..., ensure_ascii=False)`` writes them (no control characters)."""
+    escaped = pc.replace_substring(pc.replace_substring(texts, "\\", "\\\\"), '"', '\\"')
+    return pc.binary_join_element_wise('"', escaped, '"', "")
+
+
+def _render(typed: Any, length: int) -> tuple[Any, Any]:
+    """Typed DynamoDB values (a struct column of tags) -> JSON text of their plain values, and the rows that text
+    is certain about. Rarer shapes (sets, binary, numbers in exponent form) are left to the strict path."""
+    if not pa.types.is_struct(typed.type):
+        return pa.nulls(length, _STRING), pc.invert(typed.is_valid())
+    texts: list[Any] = []
+    sure = pc.or_(pc.invert(typed.is_valid()), pc.equal(_tag_count(typed, length), 1))
+    for index, tag_field in enumerate(typed.type):
+        child = pc.struct_field(typed, index)
+        has = child.is_valid()
+        if tag_field.name == "S" and tag_field.type == _STRING:
+            plain = pc.invert(pc.fill_null(pc.match_substring_regex(child, "[\x00-\x1f]"), False))
+            text, ok = _quote(child), plain
+        elif tag_field.name == "N" and tag_field.type == _STRING:
+            ok = _all(pc.match_substring_regex(child, _PLAIN_NUMBER), pc.less_equal(pc.utf8_length(child), 38))
+            ok = _all(ok, pc.invert(pc.fill_null(pc.match_substring_regex(child, _TINY_NUMBER), False)))
+            text = child
+        elif tag_field.name == "BOOL" and pa.types.is_boolean(tag_field.type):
+            text, ok = pc.if_else(child, "true", "false"), has
+        elif tag_field.name == "NULL" and pa.types.is_boolean(tag_field.type):
+            text, ok = pc.if_else(child, "null", None), pc.fill_null(child, False)
+        elif tag_field.name == "M":
+            text, ok = _render_object(child, length)
+        elif tag_field.name == "L" and pa.types.is_list(tag_field.type):
+            text, ok = _render_list(child, length)
+        else:
+            text, ok = pa.nulls(length, _STRING), pa.array([False] * length, pa.bool_())
+        sure = _all(sure, pc.or_(pc.invert(has), ok))
+        texts.append(pc.if_else(has, text.cast(_STRING), None))
+    if not texts:
+        return pa.nulls(length, _STRING), pc.invert(typed.is_valid())
+    return pc.coalesce(*texts), sure
+
+
+def _render_object(struct: Any, length: int, names: Sequence[str] | None = None) -> tuple[Any, Any]:
+    """A struct of typed values -> JSON object text with its present members sorted by name."""
+    if not pa.types.is_struct(struct.type):
+        return pa.nulls(length, _STRING), pc.invert(struct.is_valid())
+    members: list[Any] = []
+    sure = pa.array([True] * length, pa.bool_())
+    for name in sorted(names if names is not None else [field.name for field in struct.type]):
+        text, ok = _render(pc.struct_field(struct, name), length)
+        sure = _all(sure, ok)
+        member = pc.binary_join_element_wise(",", json.dumps(name, ensure_ascii=False), ":", text, "")
+        members.append(pc.fill_null(member, ""))
+    # each present member is ",name:value"; the first comma is cut. (null_handling="skip" is not used: in
+    # pyarrow 26 it drops the rows where every input is null.)
+    body = pc.utf8_slice_codeunits(pc.binary_join_element_wise(*members, ""), 1) if members else ""
+    text = pc.binary_join_element_wise("{", body, "}", "")
+    return pc.if_else(struct.is_valid(), text, None), sure
+
+
+def _render_list(lists: Any, length: int) -> tuple[Any, Any]:
+    """A list of typed values -> JSON array text."""
+    elements = pc.list_flatten(lists)
+    count = len(elements)
+    if count:
+        texts, ok = _render(elements, count)
+        ok = _all(ok, texts.is_valid())
+        bad = _rows_with(pc.invert(ok), pc.list_parent_indices(lists), length)
+        flat = pc.fill_null(texts, "")
+    else:
+        bad, flat = pa.array([False] * length, pa.bool_()), pa.array([], _STRING)
+    sizes = pc.fill_null(pc.list_value_length(lists), 0).cast(pa.int32())
+    offsets = pa.concat_arrays([pa.array([0], pa.int32()), pc.cumulative_sum(sizes).cast(pa.int32())])
+    joined = pc.binary_join(pa.ListArray.from_arrays(offsets, flat), ",")
+    text = pc.binary_join_element_wise("[", joined, "]", "")
+    return pc.if_else(lists.is_valid(), text, None), pc.invert(bad)
+
+
+def _extra_attributes(image: Any, length: int) -> tuple[Any, Any]:
+    """Unknown attributes of one image as JSON text (null when none), and the rows that text is certain about."""
+    unknown = [field.name for field in image.type if field.name not in _KNOWN_ATTRIBUTES]
+    if not unknown:
+        return pa.nulls(length, _STRING), pa.array([True] * length, pa.bool_())
+    text, sure = _render_object(image, length, unknown)
+    has_any = pa.array([False] * length, pa.bool_())
+    for name in unknown:
+        has_any = pc.or_(has_any, pc.struct_field(image, name).is_valid())
+    return pc.if_else(has_any, text, None), sure
+
+
+def _pick(is_remove: Any, new: Any, old: Any, length: int) -> Any:
+    """Per row, the old image's value for a REMOVE and the new image's otherwise (any type, nested too)."""
+    index = pc.if_else(is_remove, _shifted(length), _straight(length))
+    return pc.take(pa.concat_arrays([new, old]), index)
+
+
+def _row_image(is_remove: Any, new: Any, old: Any, length: int) -> tuple[Any, Any]:
+    """Per row, the image it carries (old for REMOVE, new otherwise) as one struct column, and the rows that
+    selection is certain about (a field the two images typed differently leaves REMOVE rows to the strict path)."""
+    names = [field.name for field in new.type] + [
+        field.name for field in old.type if new.type.get_field_index(field.name) < 0
+    ]
+    sides: list[list[Any]] = [[], []]
+    fields = []
+    for name in names:
+        children = [_field(image, name) for image in (new, old)]
+        types = {child.type for child in children if child is not None}
+        if len(types) > 1:
+            return new, pc.invert(is_remove)
+        (kind,) = types
+        fields.append(pa.field(name, kind))
+        for side, child in zip(sides, children, strict=True):
+            side.append(child if child is not None else pa.nulls(length, kind))
+    unified = [
+        pa.StructArray.from_arrays(side, fields=fields, mask=pc.invert(image.is_valid()))
+        for side, image in zip(sides, (new, old), strict=True)
+    ]
+    return _pick(is_remove, unified[0], unified[1], length), pa.array([True] * length, pa.bool_())
+
+
+def _agrees(attribute: Any, expected: Any, length: int) -> Any:
+    """Rows where ``attribute`` is absent, or is exactly ``{"S": <expected>}``."""
+    if attribute is None:
+        return pa.array([True] * length, pa.bool_())
+    same = _all(_only(attribute, "S", length), pc.equal(_field(attribute, "S"), expected))
+    return pc.or_(pc.invert(attribute.is_valid()), same)
+
+
+# -- the batch -------------------------------------------------------------------------------------------------
+def _columns(table: pa.Table, shard_id: str, sequences: list[str], precision: str) -> tuple[pa.Table, Any]:
+    """Output columns for one parsed sub-batch, and the rows they are certain about."""
+    length = table.num_rows
+    table = table.combine_chunks()
+    change_id, op, table_name = (table.column(name).chunk(0) for name in ("eventID", "eventName", "tableName"))
+    body = table.column("dynamodb").chunk(0)
+    sure = _all(
+        pc.greater(pc.utf8_length(change_id), 0),
+        pc.is_in(op, value_set=pa.array(["INSERT", "MODIFY", "REMOVE"])),
+        pc.greater(pc.utf8_length(table_name), 0),
+    )
+    # change_time: the record's own precision wins, the configured one applies when it has none
+    created = pc.struct_field(body, "ApproximateCreationDateTime")
+    own = pc.struct_field(body, "ApproximateCreationDateTimePrecision")
+    sure = _all(sure, pc.or_(own.is_null(), pc.is_in(own, value_set=pa.array(_PRECISIONS))))
+    micros = pc.fill_null(pc.equal(pc.fill_null(own, precision), "MICROSECOND"), False)
+    low = pc.if_else(micros, CHANGE_TIME_RANGE[0], CHANGE_TIME_RANGE[0] // 1000)
+    high = pc.if_else(micros, CHANGE_TIME_RANGE[1], CHANGE_TIME_RANGE[1] // 1000)
+    in_range = _all(pc.greater_equal(created, low), pc.less(created, high))
+    sure = _all(sure, in_range)
+    safe = pc.if_else(in_range, created, 0)
+    change_time = pc.if_else(micros, safe, pc.multiply(safe, 1000)).cast(pa.timestamp("us", tz="UTC"))
+    # keys: pk = EVENT#<event_id>, sk = FAN#<fan_id>
+    keys = pc.struct_field(body, "Keys")
+    is_remove = pc.fill_null(pc.equal(op, "REMOVE"), False)
+    new, old = pc.struct_field(body, "NewImage"), pc.struct_field(body, "OldImage")
+    image, selected = _row_image(is_remove, new, old, length)
+    sure = _all(sure, selected, image.is_valid())
+    columns: dict[str, Any] = {}
+    for column, (attribute, prefix) in KEY_COLUMNS.items():
+        key = pc.struct_field(keys, attribute)
+        text = pc.struct_field(key, "S")
+        sure = _all(sure, _only(key, "S", length), pc.starts_with(text, prefix))
+        sure = _all(sure, pc.greater(pc.utf8_length(text), len(prefix)))
+        columns[column] = pc.utf8_slice_codeunits(text, len(prefix))
+        # the image's own pk/sk, and event_id/fan_id if it has them, must agree with the key
+        sure = _all(sure, _agrees(_field(image, attribute), text, length))
+        sure = _all(sure, _agrees(_field(image, column), columns[column], length))
+    for spec in item_specs():
+        if spec.name in KEY_COLUMNS:
+            continue
+        decoded = _attribute(spec, _field(image, spec.name), length)
+        columns[spec.name] = decoded.values
+        sure = _all(sure, decoded.sure)
+    columns[EXTRA_COLUMN], extra_sure = _extra_attributes(image, length)
+    sure = _all(sure, extra_sure)
+    columns.update(
+        op=op,
+        change_id=change_id,
+        change_time=change_time,
+        shard_id=pa.repeat(pa.scalar(shard_id, _STRING), length),
+        sequence_number=pa.array(sequences, _STRING),
+        table_name=table_name,
+    )
+    schema = arrow_schema()
+    output = pa.Table.from_arrays([columns[name].cast(schema.field(name).type) for name in schema.names], schema=schema)
+    return output, sure
+
+
+def _extra_nulls(payload: bytes) -> bool:
+    return payload.count(b"null") != sum(payload.count(marker) for marker in _USER_IDENTITY_NULLS)
+
+
+def _parse(payloads: Sequence[bytes], joined: bytes | None = None) -> pa.Table | None:
+    """Newline-delimited JSON -> table, or None when the reader refuses it or the row count is off."""
+    if joined is None:
+        joined = b"\n".join(payloads)
+    try:
+        table = pj.read_json(pa.py_buffer(joined), parse_options=_PARSE_OPTIONS)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, UnicodeDecodeError):
+        return None
+    return table if table.num_rows == len(payloads) else None
+
+
+def _parsed_runs(
+    positions: list[int], payloads: Sequence[bytes], joined: bytes | None = None
+) -> tuple[list[tuple[list[int], pa.Table]], list[int]]:
+    """Parse the positions' payloads, bisecting around what the reader refuses; returns (parsed runs, leftovers)."""
+    table = _parse([payloads[position] for position in positions], joined)
+    if table is not None:
+        return [(positions, table)], []
+    if len(positions) <= _SMALLEST_SUB_BATCH:
+        return [], positions
+    middle = len(positions) // 2
+    first, first_left = _parsed_runs(positions[:middle], payloads)
+    second, second_left = _parsed_runs(positions[middle:], payloads)
+    return first + second, first_left + second_left
+
+
+def _payloads(data: Sequence[str]) -> tuple[list[bytes], list[int], list[int]]:
+    """Base64 -> bytes; returns the payloads, the positions fit for the reader, and the others."""
+    payloads: list[bytes] = [b""] * len(data)
+    candidates: list[int] = []
+    unsure: list[int] = []
+    a2b = binascii.a2b_base64
+    for position, text in enumerate(data):
+        try:
+            payload = a2b(text, strict_mode=True)
+        except (binascii.Error, ValueError):
+            unsure.append(position)
+            continue
+        payloads[position] = payload
+        # one JSON object per line: a payload that does not start as an object (or is empty) goes the strict way
+        (candidates if payload[:1] == b"{" else unsure).append(position)
+    return payloads, candidates, unsure
+
+
+def _free_of_surprises(joined: bytes, count: int) -> bool:
+    """No line breaks inside payloads and no JSON null but ``userIdentity``'s: true for nearly every batch."""
+    if joined.count(b"\n") != max(count - 1, 0) or b"\r" in joined:
+        return False
+    nulls = joined.count(b"null")
+    return nulls == 0 or nulls == sum(joined.count(marker) for marker in _USER_IDENTITY_NULLS)
 
 
 def decode_batch(records: Sequence[KinesisRecord], precision: str) -> DecodedBatch:
-    """Decode a batch."""
-    return decode_strict(records, precision)
+    """Decode a batch column-wise, sending only the rows the columns are unsure about through the strict path."""
+    batch = records if isinstance(records, KinesisBatch) else KinesisBatch.from_records(records)
+    payloads, candidates, unsure = _payloads(batch.data)
+    joined: bytes | None = b"\n".join([payloads[position] for position in candidates])
+    if not _free_of_surprises(joined or b"", len(candidates)):
+        # JSON nulls inside an item and line breaks are rare: find the records holding them
+        kept = []
+        for position in candidates:
+            payload = payloads[position]
+            if b"\n" in payload or b"\r" in payload or not _free_of_surprises(payload, 1):
+                unsure.append(position)
+            else:
+                kept.append(position)
+        candidates, joined = kept, None
+    tables: list[pa.Table] = []
+    fast_positions: list[int] = []
+    parsed, leftovers = _parsed_runs(candidates, payloads, joined) if candidates else ([], [])
+    unsure.extend(leftovers)
+    sequences = batch.sequence_numbers
+    for positions, table in parsed:
+        output, sure = _columns(table, str(batch.shard_id), [sequences[p] for p in positions], precision)
+        tables.append(output.filter(sure))
+        for position, ok in zip(positions, sure.to_pylist(), strict=True):
+            (fast_positions if ok else unsure).append(position)
+    strict_rows: list[dict[str, Any]] = []
+    strict_positions: list[int] = []
+    quarantined: list[Quarantined] = []
+    for position in sorted(unsure):
+        try:
+            strict_rows.append(decode_one(batch[position], precision))
+        except RecordError as error:
+            quarantined.append(Quarantined(position, error))
+        else:
+            strict_positions.append(position)
+    if strict_rows:
+        tables.append(rows_table(strict_rows))
+    positions = fast_positions + strict_positions
+    rows = pa.concat_tables(tables) if tables else rows_table([])
+    if positions != sorted(positions):
+        order = sorted(range(len(positions)), key=positions.__getitem__)
+        rows = rows.take(pa.array(order, pa.int64()))
+        positions = [positions[index] for index in order]
+    return DecodedBatch(rows.combine_chunks(), tuple(positions), tuple(quarantined))

@@ -18,10 +18,10 @@ import decimal
 import itertools
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, overload
 
 from pipeline.exceptions import InvalidEventError, NotBase64Error, NotChangeRecordError, NotJsonError
 
@@ -29,6 +29,7 @@ __all__ = [
     "DECIMAL_CONTEXT",
     "ChangeRecord",
     "EventName",
+    "KinesisBatch",
     "KinesisRecord",
     "decode_data",
     "deserialize_value",
@@ -137,20 +138,110 @@ def _envelope(record: Any, position: int) -> KinesisRecord:
     )
 
 
-def parse_kinesis_records(event: Any) -> list[KinesisRecord]:
+@dataclass(frozen=True)
+class KinesisBatch(Sequence[KinesisRecord]):
+    """The envelopes of one event, column by column, in sequence-number order; indexing gives ``KinesisRecord``."""
+
+    sequence_numbers: tuple[str, ...]
+    data: tuple[str, ...]
+    partition_keys: tuple[str, ...]
+    arrivals: tuple[float, ...]
+    event_ids: tuple[str, ...]
+    event_source_arns: tuple[str, ...]
+    shard_id: str | None
+
+    def __len__(self) -> int:
+        return len(self.sequence_numbers)
+
+    @overload
+    def __getitem__(self, position: int) -> KinesisRecord: ...
+
+    @overload
+    def __getitem__(self, position: slice) -> list[KinesisRecord]: ...
+
+    def __getitem__(self, position: int | slice) -> KinesisRecord | list[KinesisRecord]:
+        if isinstance(position, slice):
+            return [self[index] for index in range(*position.indices(len(self)))]
+        return KinesisRecord(
+            sequence_number=self.sequence_numbers[position],
+            shard_id=str(self.shard_id),
+            partition_key=self.partition_keys[position],
+            data=self.data[position],
+            approximate_arrival=self.arrivals[position],
+            event_source_arn=self.event_source_arns[position],
+            event_id=self.event_ids[position],
+        )
+
+    @classmethod
+    def from_records(cls, records: Sequence[KinesisRecord]) -> KinesisBatch:
+        """A batch of already-parsed envelopes (sorted here)."""
+        ordered = sorted(records, key=lambda record: sequence_key(record.sequence_number))
+        shards = {record.shard_id for record in ordered}
+        if len(shards) > 1:
+            # A Kinesis event source mapping delivers one shard per invocation; a failure point is per shard.
+            raise InvalidEventError(f"the event mixes shards {sorted(shards)}: expected one shard per invocation")
+        for previous, current in itertools.pairwise(ordered):
+            if previous.sequence_number == current.sequence_number:
+                raise InvalidEventError(f"sequence number {current.sequence_number} appears twice in one event")
+        return cls(
+            sequence_numbers=tuple(record.sequence_number for record in ordered),
+            data=tuple(record.data for record in ordered),
+            partition_keys=tuple(record.partition_key for record in ordered),
+            arrivals=tuple(record.approximate_arrival for record in ordered),
+            event_ids=tuple(record.event_id for record in ordered),
+            event_source_arns=tuple(record.event_source_arn for record in ordered),
+            shard_id=ordered[0].shard_id if ordered else None,
+        )
+
+
+def _fast_batch(records: list[Any]) -> KinesisBatch | None:
+    """The common case, checked column by column; None when anything is unusual (the slow path explains it)."""
+    try:
+        kinesis = [record["kinesis"] for record in records]
+        sequences = [entry["sequenceNumber"] for entry in kinesis]
+        data = [entry["data"] for entry in kinesis]
+        event_ids = [record["eventID"] for record in records]
+        arrivals = [entry["approximateArrivalTimestamp"] for entry in kinesis]
+        partition_keys = [entry["partitionKey"] for entry in kinesis]
+        arns = [record["eventSourceARN"] for record in records]
+    except (KeyError, TypeError):
+        return None
+    if not records or set(map(type, itertools.chain(sequences, data, partition_keys, arns, event_ids))) != {str}:
+        return None
+    digits = "".join(sequences)
+    shard_id = event_ids[0][: -len(sequences[0]) - 1]
+    well_formed = (
+        digits.isascii()
+        and digits.isdigit()
+        and min(map(len, sequences)) > 0
+        and max(map(len, sequences)) <= 128
+        and bool(shard_id)
+        and set(map(type, arrivals)) <= {float, int}
+    )
+    if not well_formed or event_ids != [f"{shard_id}:{sequence}" for sequence in sequences]:
+        return None
+    numbers = [int(sequence) for sequence in sequences]
+    if any(previous >= current for previous, current in itertools.pairwise(numbers)):
+        return None  # out of order or repeated: the slow path sorts or refuses
+    return KinesisBatch(
+        sequence_numbers=tuple(sequences),
+        data=tuple(data),
+        partition_keys=tuple(partition_keys),
+        arrivals=tuple(float(value) for value in arrivals),
+        event_ids=tuple(event_ids),
+        event_source_arns=tuple(arns),
+        shard_id=shard_id,
+    )
+
+
+def parse_kinesis_records(event: Any) -> KinesisBatch:
     """The event's records, in sequence-number order. Raises ``InvalidEventError`` for a malformed event."""
     if not isinstance(event, Mapping) or not isinstance(event.get("Records"), list):
         raise InvalidEventError("the event has no 'Records' list: is this function wired to a Kinesis stream?")
-    records = [_envelope(record, position) for position, record in enumerate(event["Records"])]
-    shards = {record.shard_id for record in records}
-    if len(shards) > 1:
-        # A Kinesis event source mapping delivers one shard per invocation; a failure point is per shard.
-        raise InvalidEventError(f"the event mixes shards {sorted(shards)}: expected one shard per invocation")
-    records.sort(key=lambda record: sequence_key(record.sequence_number))
-    for previous, current in itertools.pairwise(records):
-        if previous.sequence_number == current.sequence_number:
-            raise InvalidEventError(f"sequence number {current.sequence_number} appears twice in one event")
-    return records
+    fast = _fast_batch(event["Records"])
+    if fast is not None:
+        return fast
+    return KinesisBatch.from_records([_envelope(record, position) for position, record in enumerate(event["Records"])])
 
 
 def decode_data(data: str) -> bytes:

@@ -25,7 +25,7 @@ object holding records that a later, bisected batch writes again: that is alread
 
 from __future__ import annotations
 
-import itertools
+import bisect
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -142,33 +142,42 @@ def _quarantine_line(record: KinesisRecord, item: Quarantined) -> dict[str, Any]
     }
 
 
+def _sinks(records: Sequence[KinesisRecord], decoded: DecodedBatch) -> pa.Array:
+    """Per record, its sink as one integer: the change_time hour of a row (>= 0), or -1 - the arrival day of a
+    quarantined record."""
+    hours = pc.divide(decoded.rows.column("change_time").combine_chunks().cast(pa.int64()), _HOUR_MICROS)
+    if not decoded.quarantined:
+        return hours  # every position is a row, in order
+    sinks = [0] * len(records)
+    for position, hour in zip(decoded.positions, hours.to_pylist(), strict=True):
+        sinks[position] = hour
+    for item in decoded.quarantined:
+        sinks[item.position] = -1 - int(records[item.position].approximate_arrival // _DAY_SECONDS)
+    return pa.array(sinks, pa.int64())
+
+
 def plan_units(records: Sequence[KinesisRecord], decoded: DecodedBatch, settings: Settings) -> list[WriteUnit]:
     """Cut the batch into runs of consecutive records sharing a sink, in sequence order."""
-    if not records:
+    count = len(records)
+    if not count:
         return []
-    hours = pc.divide(decoded.rows.column("change_time").cast(pa.int64()), _HOUR_MICROS).to_pylist()
-    sinks: list[tuple[str, int]] = [("", 0)] * len(records)
-    row_of: dict[int, int] = {}
-    for row, (position, hour) in enumerate(zip(decoded.positions, hours, strict=True)):
-        sinks[position] = ("rows", hour)
-        row_of[position] = row
+    sinks = _sinks(records, decoded)
+    changes = pc.indices_nonzero(pc.not_equal(sinks.slice(1), sinks.slice(0, count - 1))).to_pylist()
+    starts = [0] + [index + 1 for index in changes]
+    stops = [*starts[1:], count]
     quarantined_at = {item.position: item for item in decoded.quarantined}
-    for position in quarantined_at:
-        sinks[position] = ("quarantine", int(records[position].approximate_arrival // _DAY_SECONDS))
-    units = []
-    position = 0
     stream_arn = records[0].event_source_arn
-    for (kind, bucket), run in itertools.groupby(sinks):
-        start, stop = position, position + sum(1 for _ in run)
-        position = stop
+    units = []
+    for start, stop in zip(starts, stops, strict=True):
         first = records[start]
-        if kind == "rows":
-            prefix = partition_prefix(settings.output_prefix, datetime.fromtimestamp(bucket * 3600, UTC))
+        sink = sinks[start].as_py()
+        if sink >= 0:
+            prefix = partition_prefix(settings.output_prefix, datetime.fromtimestamp(sink * 3600, UTC))
             name = object_name(stream_arn, first.shard_id, first.sequence_number, ".parquet")
-            rows = decoded.rows.slice(row_of[start], stop - start)
+            rows = decoded.rows.slice(bisect.bisect_left(decoded.positions, start), stop - start)
             units.append(WriteUnit(prefix + name, first.sequence_number, start, stop, rows=rows))
         else:
-            day = datetime.fromtimestamp(bucket * _DAY_SECONDS, UTC)
+            day = datetime.fromtimestamp((-1 - sink) * _DAY_SECONDS, UTC)
             prefix = quarantine_partition_prefix(settings.quarantine_prefix, day)
             name = object_name(stream_arn, first.shard_id, first.sequence_number, ".jsonl.gz")
             items = tuple(quarantined_at[index] for index in range(start, stop))

@@ -1,0 +1,81 @@
+"""The naive reference: what a straightforward handler does, one record at a time.
+
+Per record: base64, ``json.loads``, boto3's ``TypeDeserializer``, a row dict, ``fastavro`` validation; then one
+``Table.from_pylist`` and the same Parquet encoding as the handler, so the two do the same work end to end.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import fastavro
+import pyarrow as pa
+from boto3.dynamodb.types import TypeDeserializer
+
+from pipeline.schema import arrow_schema, load_schema
+from pipeline.writer import encode_parquet
+
+__all__ = ["naive_process"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_KNOWN = {
+    "pk", "sk", "event_id", "fan_id", "market_id", "status", "quantity", "price_levels", "channel", "presale_code",
+    "created_at", "updated_at", "attributes",
+}  # fmt: skip
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | set):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _row(envelope: dict[str, Any], deserializer: TypeDeserializer) -> dict[str, Any]:
+    record = json.loads(base64.b64decode(envelope["kinesis"]["data"]))
+    body = record["dynamodb"]
+    image = body["OldImage"] if record["eventName"] == "REMOVE" else body["NewImage"]
+    item = {name: deserializer.deserialize(value) for name, value in image.items()}
+    extra = {name: _plain(value) for name, value in item.items() if name not in _KNOWN}
+    unit = 1 if body.get("ApproximateCreationDateTimePrecision") == "MICROSECOND" else 1000
+    updated = item.get("updated_at")
+    return {
+        "event_id": item["pk"][len("EVENT#") :],
+        "fan_id": item["sk"][len("FAN#") :],
+        "market_id": int(item["market_id"]),
+        "status": item["status"],
+        "quantity": int(item["quantity"]),
+        "price_levels": list(item["price_levels"]) if "price_levels" in item else None,
+        "channel": item.get("channel"),
+        "presale_code": item.get("presale_code"),
+        "created_at": datetime.fromisoformat(item["created_at"]),
+        "updated_at": datetime.fromisoformat(updated) if updated else None,
+        "attributes": item.get("attributes"),
+        "op": record["eventName"],
+        "change_id": record["eventID"],
+        "change_time": _EPOCH + timedelta(microseconds=body["ApproximateCreationDateTime"] * unit),
+        "shard_id": envelope["eventID"].rsplit(":", 1)[0],
+        "sequence_number": envelope["kinesis"]["sequenceNumber"],
+        "table_name": record["tableName"],
+        "extra_attributes": json.dumps(extra, sort_keys=True) if extra else None,
+    }
+
+
+def naive_process(event: dict[str, Any]) -> list[bytes]:
+    """The whole path, naively: rows validated one by one, then one table and its Parquet bytes."""
+    deserializer = TypeDeserializer()
+    parsed = fastavro.parse_schema(load_schema())
+    rows = []
+    for envelope in event["Records"]:
+        row = _row(envelope, deserializer)
+        fastavro.validation.validate(row, parsed, raise_errors=True)
+        rows.append(row)
+    table = pa.Table.from_pylist(rows, schema=arrow_schema())
+    return [encode_parquet(table)]
