@@ -198,7 +198,7 @@ def _keep(console: Console, aws: LocalAws) -> None:
     console.print("\n[bold]replay[/]", highlight=False)
     console.print(
         f"  STACK_OUTPUTS_FILE={aws.outputs_file} {creds} AWS_ENDPOINT_URL={endpoint} "
-        "python -m ops.replay quarantine --stack local --dry-run",
+        f"python -m ops.replay quarantine {aws.settings.stack} --dry-run",
         highlight=False,
         soft_wrap=True,
     )

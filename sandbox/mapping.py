@@ -73,6 +73,18 @@ class MappingConfig:
         values.update(overrides)
         return cls(**values)
 
+    def api_fields(self) -> dict[str, Any]:
+        """The settings as the Lambda API's EventSourceMapping reports them (GetEventSourceMapping)."""
+        return {
+            "BatchSize": self.batch_size,
+            "MaximumBatchingWindowInSeconds": int(self.batching_window_seconds),
+            "ParallelizationFactor": self.parallelization_factor,
+            "MaximumRetryAttempts": self.max_retry_attempts,
+            "MaximumRecordAgeInSeconds": self.max_record_age_seconds,
+            "BisectBatchOnFunctionError": self.bisect_batch_on_function_error,
+            "FunctionResponseTypes": ["ReportBatchItemFailures"] if self.report_batch_item_failures else [],
+        }
+
     def backoff(self, attempts: int) -> float:
         return min(self.backoff_first_seconds * 2 ** max(attempts - 1, 0), self.backoff_max_seconds)
 

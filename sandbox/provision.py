@@ -23,7 +23,7 @@ DEFAULT_SHARDS = 3
 
 @dataclass(frozen=True)
 class LocalNames:
-    """Physical names of the stack's resources (the Pulumi components' names for the same stack)."""
+    """Physical names of the stack's resources: the names ``__main__.py`` gives the same resources."""
 
     table: str
     stream: str
@@ -50,8 +50,8 @@ def local_names(settings: Settings) -> LocalNames:
         function=function,
         failure_queue=naming.physical("demand-processor-failures"),
         glue_database=naming.snake("demand"),
-        glue_table="demand_changes",
-        workgroup=naming.physical("demand-analytics"),
+        glue_table=naming.snake("demand-changes"),
+        workgroup=naming.snake("demand"),
         log_group=f"/aws/lambda/{function}",
         iterator_age_alarm=naming.physical("demand-processor-iterator-age"),
         ci_role=naming.physical("gitlab-ci"),

@@ -94,6 +94,10 @@ class LocalPipeline:
             self._thread.join(timeout=30)
             self._thread = None
 
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def __enter__(self) -> LocalPipeline:
         return self.start()
 
