@@ -69,7 +69,8 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         yield
 
 
-def _zip() -> bytes:
+def lambda_zip() -> bytes:
+    """A tiny deployment package (moto stores it, never runs it)."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("pipeline/handler.py", "def handler(event, context):\n    return {}\n")
@@ -90,7 +91,7 @@ def published_function(aws: None) -> list[str]:
         Runtime="python3.12",
         Role=role,
         Handler="pipeline.handler.handler",
-        Code={"ZipFile": _zip()},
+        Code={"ZipFile": lambda_zip()},
         Architectures=["arm64"],
     )
     versions = []

@@ -1,0 +1,85 @@
+"""The ops commands against the embedded local AWS (a moto server reached through AWS_ENDPOINT_URL)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+
+from ops import rollback, smoke
+from sandbox.local_aws import local_aws
+from tests.ops.conftest import lambda_zip
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def local():
+    with local_aws("dev1") as aws:
+        yield aws
+
+
+def test_rollback_moves_the_local_alias(local, capsys):
+    # Inside local_aws, AWS_ENDPOINT_URL points every boto3 client (ours and the commands') at the moto server.
+    outputs = local.outputs
+    role = boto3.client("iam", region_name=local.outputs.region).create_role(
+        RoleName="local-processor", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []})
+    )["Role"]["Arn"]
+    functions = boto3.client("lambda", region_name=local.outputs.region)
+    functions.create_function(
+        FunctionName=outputs.function_name,
+        Runtime="python3.12",
+        Role=role,
+        Handler="pipeline.handler.handler",
+        Code={"ZipFile": lambda_zip()},
+    )
+    first = functions.publish_version(FunctionName=outputs.function_name)["Version"]
+    functions.update_function_configuration(FunctionName=outputs.function_name, Description="second")
+    second = functions.publish_version(FunctionName=outputs.function_name)["Version"]
+    functions.create_alias(FunctionName=outputs.function_name, Name=outputs.function_alias_name, FunctionVersion=second)
+
+    assert rollback.main(["dev1", "--to", first]) == 0  # outputs from $STACK_OUTPUTS_FILE, AWS from the endpoint
+
+    alias = functions.get_alias(FunctionName=outputs.function_name, Name=outputs.function_alias_name)
+    assert alias["FunctionVersion"] == first
+    assert (
+        f"after:  {outputs.function_name}:{outputs.function_alias_name} -> version {first}" in capsys.readouterr().out
+    )
+
+
+def test_smoke_reads_the_local_stack(local):
+    outputs = local.outputs
+    now = datetime.now(UTC)
+    cloudwatch = boto3.client("cloudwatch", region_name=local.outputs.region)
+    dimensions: list[Any] = [
+        {"Name": "FunctionName", "Value": outputs.function_name},
+        {"Name": "Resource", "Value": f"{outputs.function_name}:{outputs.function_alias_name}"},
+    ]
+    cloudwatch.put_metric_data(
+        Namespace="AWS/Lambda",
+        MetricData=[
+            {"MetricName": "Invocations", "Dimensions": dimensions, "Timestamp": now - timedelta(minutes=1), "Value": 3}
+        ],
+    )
+    for name in smoke.stack_alarm_names(outputs):
+        cloudwatch.put_metric_alarm(
+            AlarmName=name,
+            Namespace="AWS/Lambda",
+            MetricName="Errors",
+            Statistic="Sum",
+            Period=60,
+            EvaluationPeriods=1,
+            Threshold=300_000 if name == outputs.iterator_age_alarm_name else 1,
+            ComparisonOperator="GreaterThanThreshold",
+        )
+    key = f"{outputs.events_prefix}dt={now:%Y-%m-%d}/hour={now:%H}/local.parquet"
+    boto3.client("s3", region_name=local.outputs.region).put_object(Bucket=outputs.bucket_name, Key=key, Body=b"PAR1")
+
+    results = smoke.run_checks(outputs, smoke.SmokeClients.for_region(outputs.region), now=now)
+
+    assert {result.name: result.passed for result in results} == dict.fromkeys(
+        ["invocations", "errors", "iterator age", "alarms", "new objects", "athena"], True
+    ), smoke.render_table(results)
