@@ -174,6 +174,11 @@ def peak_plan(shape: PipelineShape, records: int, minutes: float, iterator_age_a
         advice.append(f"raise parallelizationFactor to {parallelization} in Pulumi.<stack>.yaml (order kept per key)")
     if not advice:
         advice.append("nothing to raise: the burst fits today's capacity")
+    elif backlog_seconds <= iterator_age_alarm_seconds:
+        advice.append(
+            f"or leave it: the stream buffers the burst and the last change waits {backlog_seconds / 60:,.1f} min, "
+            f"under the IteratorAge alarm ({iterator_age_alarm_seconds} s)"
+        )
     if backlog_seconds > iterator_age_alarm_seconds:
         advice.append(
             f"as is, the last change waits {backlog_seconds / 60:,.1f} min: the IteratorAge alarm "

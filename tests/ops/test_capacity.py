@@ -90,6 +90,17 @@ def test_parallelization_is_capped_at_ten_and_the_rest_comes_from_shards():
     assert "raise the stream to 11 shards" in " ".join(peak.advice)
 
 
+def test_a_short_overshoot_may_be_left_to_the_stream_buffer():
+    shape = PipelineShape(**{**SHAPE.__dict__, "on_demand": False, "shards": 8})  # 8,000/s sustained
+
+    peak = capacity.peak_plan(shape, records=5_000_000, minutes=10, iterator_age_alarm_seconds=300)  # 8,333/s
+
+    assert peak.shards_needed == 9
+    assert peak.peak_iterator_age_minutes_as_is == pytest.approx(5_000_000 / 8_000 / 60 - 10)  # 0.42 min
+    assert peak.advice[0] == "raise the stream to 9 shards before the on-sale (UpdateShardCount, then back)"
+    assert peak.advice[1].startswith("or leave it: the stream buffers the burst and the last change waits 0.4 min")
+
+
 def test_a_burst_that_fits_needs_nothing():
     peak = capacity.peak_plan(SHAPE, records=1_000_000, minutes=10, iterator_age_alarm_seconds=300)
 
