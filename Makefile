@@ -60,3 +60,21 @@ smoke: .venv/.synced  ## post-deployment checklist of STACK; non-zero with a tab
 
 capacity: .venv/.synced  ## sustained change rate, peak headroom, cost per million changes (ARGS="--records-per-second 2500")
 	$(RUN) python -m ops.capacity $(STACK) $(ARGS)
+
+# The end-to-end and per-component suites: the embedded local AWS by default, a deployed stack with TEST_ENV
+# (TEST_ENV=qa1 AWS_REGION=us-east-1 make e2e); faults always run locally. Replay re-drives records after a fix.
+.PHONY: e2e end-to-end integration faults replay
+
+end-to-end: .venv/.synced  ## end-to-end suite on TEST_ENV (unset/local: embedded local AWS; dev1, qa1, preprod1: deployed); alias e2e
+	$(RUN) pytest -n 2 tests/e2e $(PYTEST_ARGS)
+
+e2e: end-to-end
+
+integration: .venv/.synced  ## per-component checks on TEST_ENV (function, alias, mapping, workgroup, Glue table)
+	$(RUN) pytest -n 2 tests/integration $(PYTEST_ARGS)
+
+faults: .venv/.synced  ## injected failures on the local AWS: S3 outage, crashes, exhausted retries, replays
+	$(RUN) pytest -n 2 tests/faults $(PYTEST_ARGS)
+
+replay: .venv/.synced  ## re-drive quarantine or failure-queue records of STACK (ARGS="quarantine --dry-run")
+	$(RUN) python -m ops.replay $(word 1,$(ARGS)) $(STACK) $(wordlist 2,$(words $(ARGS)),$(ARGS))
