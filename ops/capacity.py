@@ -286,6 +286,7 @@ def records_per_second_from_bench(path: Path | str) -> float:
 def render(stack: str, shape: PipelineShape, peak: Peak | None, cost: CostPerMillion) -> str:
     """The report: capacity, the peak plan, cost per million changes next to Firehose."""
     today = capacity(shape)
+    freshness = shape.batching_window_seconds + shape.batch_seconds
     mode = f"on-demand, {shape.shards} shards now" if shape.on_demand else f"provisioned, {shape.shards} shards"
     lines = [
         f"capacity of {stack}",
@@ -298,6 +299,7 @@ def render(stack: str, shape: PipelineShape, peak: Peak | None, cost: CostPerMil
         f"  Lambda processes    {today.processing:,.0f} records/s with {today.concurrency} concurrent invocations",
         f"  sustained           {today.sustained:,.0f} records/s = {today.sustained * 60:,.0f}/min "
         f"(limited by {today.bottleneck})",
+        f"  light traffic       a change reaches S3 within ~{freshness:,.1f} s (batching window + one batch)",
     ]
     if peak is not None:
         lines += [

@@ -186,6 +186,7 @@ def test_command_reads_the_stack_settings_and_prints_the_report(capsys):
     assert "batch 500, window 5 s, parallelization 1, 1024 MB arm64" in out  # prod1's stack file and defaults
     assert "sustained           4,000 records/s = 240,000/min (limited by stream writes (shards))" in out
     assert "needs               9 shards x parallelization 1 = 9 concurrent invocations" in out
+    assert "light traffic       a change reaches S3 within ~5.2 s (batching window + one batch)" in out
     assert "this pipeline          0.1315" in out
     assert "Firehose + Parquet     0.3386" in out
 
