@@ -361,9 +361,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             dry_run=args.dry_run,
             region=region,
         )
-    prefix = "would replay: " if args.dry_run else ""
+    done = "would replay" if args.dry_run else "replayed"
     for source in report.sources_done:
-        print(f"{prefix}done    {source}")
+        print(f"{done}  {source}")
     for source in report.sources_failed:
         print(f"failed  {source}", file=sys.stderr)
     print(("dry run: " if args.dry_run else "") + report.line())

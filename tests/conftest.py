@@ -32,9 +32,11 @@ def target(request: pytest.FixtureRequest) -> Target:
     """The environment named by TEST_ENV: local (default) or a deployed non-prod stack. Never skips."""
     try:
         environment = selected_environment()
-        if environment == "local":
-            local: LocalTarget = request.getfixturevalue("local_target")
-            return local
-        return deployed_target(environment)
+        chosen: Target = (
+            request.getfixturevalue("local_target") if environment == "local" else deployed_target(environment)
+        )
     except TargetUnavailableError as error:
-        pytest.fail(str(error), pytrace=False)
+        problem = str(error)
+    else:
+        return chosen
+    pytest.fail(problem, pytrace=False)
