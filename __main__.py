@@ -7,6 +7,7 @@ from components.artifacts import artifact
 from components.athena import AthenaCatalog, AthenaCatalogArgs
 from components.ci_access import CiAccess, CiAccessArgs
 from components.function_environment import lambda_environment
+from components.layer import DependencyLayer, DependencyLayerArgs
 from components.naming import FUNCTION_ALIAS, prefixes
 from components.outputs import OUTPUT_KEYS
 from components.processor import StreamProcessor, StreamProcessorArgs
@@ -39,18 +40,27 @@ layout = DataLayout(
     ),
     aws_opts,
 )
+layer = DependencyLayer(
+    "layer",
+    DependencyLayerArgs(
+        names.physical("demand-dependencies"),
+        layout.bucket_name,
+        layout_prefixes.artifacts,
+        build.layer_zip,
+        build.layer_digest,
+    ),
+    aws_opts,
+)
 processor = StreamProcessor(
     "processor",
     StreamProcessorArgs(
         function_name=names.physical("demand-processor"),
-        layer_name=names.physical("demand-dependencies"),
         failure_queue_name=names.physical("demand-processor-failures"),
         stream_arn=stream.stream_arn,
-        bucket_name=layout.bucket_name,
         bucket_arn=layout.bucket_arn,
         events_prefix=layout_prefixes.events,
         quarantine_prefix=layout_prefixes.quarantine,
-        artifacts_prefix=layout_prefixes.artifacts,
+        layer_arn=layer.layer_arn,
         environment=lambda_environment(settings, settings.bucket_id, layout_prefixes),
         memory_mb=settings.lambda_memory_mb,
         timeout_seconds=settings.lambda_timeout_seconds,
@@ -61,8 +71,6 @@ processor = StreamProcessor(
         max_record_age_seconds=settings.max_record_age_seconds,
         log_retention_days=settings.log_retention_days,
         function_zip=build.function_zip,
-        layer_zip=build.layer_zip,
-        layer_digest=build.layer_digest,
         log_destination_arn=settings.log_destination_arn,
         stream_kms_key_arn=settings.stream_kms_key_arn,
         bucket_kms_key_arn=settings.bucket_kms_key_arn,

@@ -1,4 +1,4 @@
-"""The stream processor: the Lambda function, its live alias, role, logs, layer and Kinesis event source mapping."""
+"""The stream processor: the Lambda function, its live alias, role, logs and Kinesis event source mapping."""
 
 from __future__ import annotations
 
@@ -8,14 +8,13 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
+from components.layer import ARCHITECTURE, RUNTIME
 from components.naming import FUNCTION_ALIAS
 from components.policies import lambda_trust_policy, processor_policy
 
 __all__ = ["HANDLER", "RUNTIME", "StreamProcessor", "StreamProcessorArgs"]
 
 HANDLER = "pipeline.handler.handler"
-RUNTIME = "python3.12"
-ARCHITECTURE = "arm64"
 # SQS keeps a failed batch's metadata as long as it can: 14 days to investigate and replay.
 FAILURE_RETENTION_SECONDS = 14 * 24 * 3600
 # Python level names -> Lambda advanced logging levels.
@@ -24,17 +23,15 @@ _LAMBDA_LOG_LEVELS = {"DEBUG": "DEBUG", "INFO": "INFO", "WARNING": "WARN", "ERRO
 
 @dataclass(frozen=True)
 class StreamProcessorArgs:
-    """Names, sizing, stream-reading settings, the artifact, and the exact ARNs the function may touch."""
+    """Names, sizing, stream-reading settings, the code and layer, and the exact ARNs the function may touch."""
 
     function_name: str
-    layer_name: str
     failure_queue_name: str
     stream_arn: pulumi.Input[str]
-    bucket_name: pulumi.Input[str]
     bucket_arn: pulumi.Input[str]
     events_prefix: str
     quarantine_prefix: str
-    artifacts_prefix: str
+    layer_arn: pulumi.Input[str]
     environment: dict[str, str]
     memory_mb: int
     timeout_seconds: int
@@ -45,8 +42,6 @@ class StreamProcessorArgs:
     max_record_age_seconds: int
     log_retention_days: int
     function_zip: str
-    layer_zip: str
-    layer_digest: str | None
     log_destination_arn: str | None = None
     stream_kms_key_arn: str | None = None
     bucket_kms_key_arn: str | None = None
@@ -84,8 +79,7 @@ class StreamProcessor(pulumi.ComponentResource):
         log_group = self._create_log_group(args)
         queue = self._create_failure_queue(args)
         role, role_policy = self._create_role(args, log_group, queue)
-        layer = self._create_layer(args)
-        function = self._create_function(args, role, layer, log_group)
+        function = self._create_function(args, role, log_group)
         alias = aws.lambda_.Alias(
             f"{name}-alias",
             name=FUNCTION_ALIAS,
@@ -172,36 +166,10 @@ class StreamProcessor(pulumi.ComponentResource):
         )
         return role, role_policy
 
-    def _create_layer(self, args: StreamProcessorArgs) -> aws.lambda_.LayerVersion:
-        # The dependency zip is above Lambda's 50 MB direct-upload limit, so it goes through S3.
-        layer_object = aws.s3.BucketObjectv2(
-            f"{self._name}-layer-zip",
-            bucket=args.bucket_name,
-            key=f"{args.artifacts_prefix}{args.layer_name}.zip",
-            source=pulumi.FileAsset(args.layer_zip),
-            source_hash=args.layer_digest,
-            content_type="application/zip",
-            opts=self._child,
-        )
-        return aws.lambda_.LayerVersion(
-            f"{self._name}-layer",
-            layer_name=args.layer_name,
-            s3_bucket=layer_object.bucket,
-            s3_key=layer_object.key,
-            source_code_hash=args.layer_digest,
-            compatible_runtimes=[RUNTIME],
-            compatible_architectures=[ARCHITECTURE],
-            description="Runtime dependencies of the stream processor (aws-lambda-powertools, pyarrow).",
-            # Earlier versions stay, so rolling the alias back to an earlier function version keeps its layer.
-            skip_destroy=True,
-            opts=self._child,
-        )
-
     def _create_function(
         self,
         args: StreamProcessorArgs,
         role: aws.iam.Role,
-        layer: aws.lambda_.LayerVersion,
         log_group: aws.cloudwatch.LogGroup,
     ) -> aws.lambda_.Function:
         return aws.lambda_.Function(
@@ -215,7 +183,7 @@ class StreamProcessor(pulumi.ComponentResource):
             memory_size=args.memory_mb,
             timeout=args.timeout_seconds,
             code=pulumi.FileArchive(args.function_zip),
-            layers=[layer.arn],
+            layers=[args.layer_arn],
             publish=True,
             environment={"variables": args.environment},
             # JSON platform logs; Lambda filters application logs at the handler's own level (LOG_LEVEL).

@@ -119,6 +119,7 @@ def test_every_resource_uses_the_tagged_provider_and_sits_in_a_component(run: Pr
         "dmd-pipeline:index:ProcessorAlarms",
         "dmd-pipeline:index:AthenaCatalog",
         "dmd-pipeline:index:CiAccess",
+        "dmd-pipeline:index:DependencyLayer",
     }
 
 
