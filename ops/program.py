@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import runpy
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -95,7 +96,10 @@ def run_program(
     resolved: dict[str, Any] = {}
 
     def program() -> None:
-        runpy.run_path(str(root / "__main__.py"), run_name="__main__")
+        with warnings.catch_warnings():
+            # pulumi_aws warns about its own deprecated classes as its modules load; they are not used here.
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"pulumi_aws\.")
+            runpy.run_path(str(root / "__main__.py"), run_name="__main__")
         stack_resource = runtime_settings.get_root_resource()
         exported = dict(getattr(stack_resource, "outputs", {}))
 

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import sys
 import types
+import warnings
 from typing import Any
 
 __all__ = ["lint_identity_policy", "wildcards"]
@@ -20,7 +21,9 @@ def _parliament() -> Any:
             importlib.resources.files(package).joinpath(name)
         )
         sys.modules["pkg_resources"] = shim
-    import parliament  # noqa: PLC0415
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # parliament's regexes use invalid escapes
+        import parliament  # noqa: PLC0415
 
     return parliament
 
