@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import zipfile
 from pathlib import Path
@@ -18,6 +19,7 @@ from ops.package import (
     build_layer_zip,
     export_runtime_requirements,
     layer_requirements,
+    main,
 )
 
 EXPORT = """\
@@ -159,3 +161,11 @@ def test_layer_requirements_from_the_lock() -> None:
     assert {"aws-lambda-powertools", "pyarrow"} <= names
     assert not names & {"boto3", "botocore", "s3transfer"}
     assert all("==" in requirement for requirement in requirements)
+
+
+def test_package_command_writes_the_function_zip_and_a_manifest(tmp_path: Path) -> None:
+    assert main(["--out", str(tmp_path), "--skip-layer"]) == 0
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    data = (tmp_path / "function.zip").read_bytes()
+    assert manifest == {"function.zip": {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}}
+    assert not (tmp_path / "layer.zip").exists()
