@@ -105,11 +105,14 @@ def in_process_invoker(outputs: StackOutputs, stack: str) -> Invoker:
     environment = lambda_environment(settings_from_stack_file(stack), outputs.bucket_name, layout)
     environment.update(OUTPUT_PREFIX=outputs.events_prefix, QUARANTINE_PREFIX=outputs.quarantine_prefix)
 
+    functions: list[Any] = []
+
     def invoke(event: dict[str, Any]) -> Mapping[str, Any]:
         with patched_environment(environment):
-            function = default_function()
+            if not functions:  # one cold start, in the stack's environment
+                functions.append(default_function())
             context = LocalLambdaContext(outputs.function_name, outputs.function_alias_arn)
-            response = function(event, context)
+            response = functions[0](event, context)
         return response if isinstance(response, Mapping) else {}
 
     return invoke

@@ -7,9 +7,8 @@ settings) for a while with ``using(...)`` to inject crashes.
 from __future__ import annotations
 
 import contextlib
-import importlib
+import importlib.util
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,20 +31,17 @@ class PipelineTimeoutError(TimeoutError):
 
 
 def default_function() -> Function:
-    """The real handler, ready for this process's current environment.
+    """A cold start of ``pipeline.handler`` of its own, with this process's current environment.
 
-    ``pipeline.handler`` reads its settings at import (cold start) and caches its S3 client on first write; a
-    second local AWS in the same process (another port, or another stack) needs a fresh cold start.
+    Lambda gives every execution environment its own import of the handler module; so does this. The module is
+    executed afresh and kept out of ``sys.modules``: its settings (read at import) and its cached S3 client are
+    this local AWS's, and no other test that reloads or patches ``pipeline.handler`` can change them.
     """
-    module = sys.modules.get("pipeline.handler")
-    if module is None:
-        module = importlib.import_module("pipeline.handler")
-    else:
-        from pipeline.config import load_settings  # noqa: PLC0415
-
-        if load_settings() != module.SETTINGS:
-            module = importlib.reload(module)
-        module.processor.store.client = None  # re-created from $AWS_ENDPOINT_URL on the next write
+    spec = importlib.util.find_spec("pipeline.handler")
+    if spec is None or spec.loader is None:
+        raise ImportError("pipeline.handler is not importable")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
     function: Function = module.handler
     return function
 
@@ -55,6 +51,8 @@ class LocalPipeline:
 
     def __init__(self, aws: LocalAws, *, function: Function | None = None, config: MappingConfig) -> None:
         self.aws = aws
+        self.handler: Function = default_function()
+        """This pipeline's own cold start of ``pipeline.handler.handler`` (what fault tests wrap)."""
         outputs = aws.outputs
         self.bridge = StreamBridge(
             table_name=outputs.table_name,
@@ -70,7 +68,7 @@ class LocalPipeline:
             sqs=aws.client("sqs"),
             stream_name=outputs.stream_name,
             stream_arn=outputs.stream_arn,
-            function=function or default_function(),
+            function=function or self.handler,
             function_name=outputs.function_name,
             function_arn=outputs.function_alias_arn,
             on_failure_queue_url=outputs.failure_queue_url,

@@ -43,10 +43,10 @@ def test_s3_rejecting_writes_for_a_while_recovers_through_retries(run: FaultRun,
 
 def test_a_crash_on_large_batches_is_isolated_by_bisection(run: FaultRun, local_target: LocalTarget):
     """Like a function that times out on big batches after writing part of them: bisect halves until it fits."""
-    import pipeline.handler  # noqa: PLC0415
+    handler = local_target.pipeline.handler
 
     def crashes_on_large_batches(event: dict[str, Any], context: Any) -> Any:
-        response = pipeline.handler.handler(event, context)  # objects are written, then the invocation fails
+        response = handler(event, context)  # objects are written, then the invocation fails
         if len(event["Records"]) > 30:
             raise TimeoutError("Task timed out after 120.00 seconds")
         return response
@@ -67,15 +67,15 @@ def test_a_crash_on_large_batches_is_isolated_by_bisection(run: FaultRun, local_
 def test_a_record_that_always_fails_goes_to_the_failure_queue_and_replays_after_the_fix(
     run: FaultRun, local_target: LocalTarget
 ):
-    import pipeline.handler  # noqa: PLC0415
-
     doomed = run.make(1, seed=99)  # a single INSERT of its own fan
     marker = str(doomed[0].keys["sk"])
+
+    handler = local_target.pipeline.handler
 
     def fails_on_one_record(event: dict[str, Any], context: Any) -> Any:
         if any(marker in payload for payload in _payloads(event)):
             raise ValueError(f"cannot handle {marker}")
-        return pipeline.handler.handler(event, context)
+        return handler(event, context)
 
     pipe = local_target.pipeline
     config = replace(pipe.mapping.config, max_retry_attempts=2, backoff_first_seconds=0.02)
@@ -117,11 +117,11 @@ def test_a_record_that_always_fails_goes_to_the_failure_queue_and_replays_after_
 
 def test_quarantined_records_replay_through_the_fixed_handler(run: FaultRun, local_target: LocalTarget, tmp_path):
     """A faulty release quarantined every change of one market; after the fix, replay turns them into rows."""
-    import pipeline.handler  # noqa: PLC0415
-
     outputs = local_target.outputs
     s3 = local_target.client("s3")
     written_keys: list[str] = []
+
+    handler = local_target.pipeline.handler
 
     def faulty_release(event: dict[str, Any], context: Any) -> Any:
         good: list[dict[str, Any]] = []
@@ -155,7 +155,7 @@ def test_quarantined_records_replay_through_the_fixed_handler(run: FaultRun, loc
                 ContentType=QUARANTINE_CONTENT_TYPE,
             )
             written_keys.append(prefix + name)
-        return pipeline.handler.handler(dict(event, Records=good), context) if good else {"batchItemFailures": []}
+        return handler(dict(event, Records=good), context) if good else {"batchItemFailures": []}
 
     with local_target.pipeline.using(faulty_release):
         run.write(run.make(150, seed=5))

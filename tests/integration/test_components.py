@@ -6,6 +6,8 @@ checks look at what the local AWS runs; everything else is checked through the s
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 
 from components.catalog import ENGINE_VERSION, PARTITION_KEYS, named_queries
@@ -26,11 +28,11 @@ def test_function_and_live_alias(target: Target):
     assert outputs.function_alias_name == FUNCTION_ALIAS
     assert outputs.function_alias_arn.endswith(f":function:{outputs.function_name}:{FUNCTION_ALIAS}")
     if isinstance(target, LocalTarget):
-        import pipeline.handler  # noqa: PLC0415 - the module the local mapping invokes
-
-        assert target.pipeline.mapping.function is pipeline.handler.handler
+        function = target.pipeline.mapping.function
+        assert f"{function.__module__}.{function.__qualname__}" == HANDLER
         assert target.pipeline.mapping.function_arn == outputs.function_alias_arn
-        handler_settings = pipeline.handler.SETTINGS
+        # What its cold start read from the environment (the handler is wrapped by Powertools' metrics decorator).
+        handler_settings = inspect.unwrap(function).__globals__["SETTINGS"]
         assert handler_settings.output_bucket == environment["OUTPUT_BUCKET"]
         assert handler_settings.output_prefix == environment["OUTPUT_PREFIX"] == outputs.events_prefix
         assert handler_settings.quarantine_prefix == environment["QUARANTINE_PREFIX"] == outputs.quarantine_prefix
