@@ -1,4 +1,4 @@
-"""IAM policy documents as pure functions of exact ARNs: no ``*`` action, no ``*`` resource.
+"""IAM policy documents as pure functions of exact ARNs: no ``*`` action, no ``*`` resource where IAM allows less.
 
 Components call these inside ``Output.all(...).apply`` to turn resolved ARNs into JSON; nothing here creates
 resources, so the documents can be linted and asserted on directly in tests.
@@ -157,8 +157,16 @@ def ci_access_policy(
         "Version": VERSION,
         "Statement": [
             _statement(
-                "WriteTestChanges",
-                ["dynamodb:DeleteItem", "dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:PutItem"],
+                "WriteAndReadTestChanges",
+                [
+                    "dynamodb:BatchWriteItem",
+                    "dynamodb:DeleteItem",
+                    "dynamodb:DescribeKinesisStreamingDestination",
+                    "dynamodb:DescribeTable",
+                    "dynamodb:GetItem",
+                    "dynamodb:PutItem",
+                    "dynamodb:Query",
+                ],
                 [table_arn],
             ),
             _statement("DescribeStream", ["kinesis:DescribeStreamSummary"], [stream_arn]),
@@ -206,6 +214,12 @@ def ci_access_policy(
             _statement("InspectFailureQueue", ["sqs:GetQueueAttributes"], [failure_queue_arn]),
             _statement("ReadFunctionLogs", ["logs:FilterLogEvents"], [log_group_arn]),
             _statement("ReadAlarms", ["cloudwatch:DescribeAlarms"], list(alarm_arns)),
+            # These two actions have no resource-level permissions in IAM: "*" is the only resource AWS accepts.
+            _statement(
+                "ListMappingsAndReadMetrics",
+                ["cloudwatch:GetMetricStatistics", "lambda:ListEventSourceMappings"],
+                ["*"],
+            ),
             *_kms("DecryptLake", ["kms:Decrypt", "kms:GenerateDataKey"], [bucket_kms_key_arn]),
         ],
     }

@@ -10,7 +10,7 @@ import types
 import warnings
 from typing import Any
 
-__all__ = ["lint_identity_policy", "wildcards"]
+__all__ = ["lint_identity_policy", "resource_level_unsupported", "wildcards"]
 
 
 def _parliament() -> Any:
@@ -32,17 +32,36 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
+def resource_level_unsupported(action: str) -> bool:
+    """True when IAM defines no resource type for ``service:Action``, so ``*`` is its only possible resource."""
+    service, _, name = action.partition(":")
+    for definition in _parliament().iam_definition:
+        if definition["prefix"] == service:
+            for privilege in definition["privileges"]:
+                if privilege["privilege"].lower() == name.lower():
+                    return all(kind["resource_type"] == "" for kind in privilege["resource_types"])
+    raise KeyError(f"unknown IAM action {action}")
+
+
 def wildcards(document: dict[str, Any]) -> list[str]:
-    """Allow statements with a wildcard action or a bare ``*`` resource (scoped ``arn:...:prefix/*`` is fine)."""
+    """Allow statements with a wildcard action, or a ``*`` resource for an action that could be scoped."""
     problems = []
     for statement in document["Statement"]:
         if statement["Effect"] != "Allow":
             continue
-        for action in _as_list(statement.get("Action", [])):
+        actions = _as_list(statement.get("Action", []))
+        for action in actions:
             if "*" in action:
                 problems.append(f"{statement.get('Sid')}: wildcard action {action}")
+        cannot_be_scoped = not any("*" in action for action in actions) and all(
+            resource_level_unsupported(action) for action in actions
+        )
         for resource in _as_list(statement.get("Resource", [])):
-            if resource == "*" or resource.endswith(":*:*") or ":*:" in resource.split(":log-stream")[0]:
+            if resource == "*":
+                too_wide = not cannot_be_scoped
+            else:
+                too_wide = resource.endswith(":*:*") or ":*:" in resource.split(":log-stream")[0]
+            if too_wide:
                 problems.append(f"{statement.get('Sid')}: wildcard resource {resource}")
     return problems
 

@@ -316,6 +316,13 @@ def test_processor_policy_names_exact_arns(run: ProgramRun) -> None:
 def test_lint_catches_a_wildcard() -> None:
     bad = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
     assert len(wildcards(bad)) == 2
+    scopable = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}]}
+    assert wildcards(scopable) == [f"{None}: wildcard resource *"]
+    unscopable = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "lambda:ListEventSourceMappings", "Resource": "*"}],
+    }
+    assert wildcards(unscopable) == []
     mismatch = {
         "Version": "2012-10-17",
         "Statement": [{"Effect": "Allow", "Action": "logs:PutLogEvents", "Resource": "arn:aws:s3:::b/x"}],
@@ -368,8 +375,12 @@ def test_ci_policy_scopes_rollback_and_queries(run: ProgramRun) -> None:
     assert by_sid["QueryWithAthena"]["Resource"] == [
         _arn("athena", f"workgroup/{run.outputs['athena_workgroup_name']}")
     ]
-    assert by_sid["WriteTestChanges"]["Resource"] == [_arn("dynamodb", f"table/{run.outputs['table_name']}")]
+    assert by_sid["WriteAndReadTestChanges"]["Resource"] == [_arn("dynamodb", f"table/{run.outputs['table_name']}")]
     assert len(by_sid["ReadAlarms"]["Resource"]) == 4
+    # The only "*": actions IAM cannot scope (checked against parliament's IAM definitions by the linter).
+    starred = [statement for statement in by_sid.values() if statement["Resource"] == ["*"]]
+    assert [statement["Sid"] for statement in starred] == ["ListMappingsAndReadMetrics"]
+    assert starred[0]["Action"] == ["cloudwatch:GetMetricStatistics", "lambda:ListEventSourceMappings"]
 
 
 # Variations of one stack's config: run in this process with their own config (not the cache).
