@@ -112,9 +112,10 @@ _KNOWN_ATTRIBUTES = frozenset(field.name for field in _PAYLOAD_SCHEMA.field("dyn
 # -- small column helpers ---------------------------------------------------------------------------------------
 def _field(array: Any, name: str) -> Any:
     """A struct child (parent nulls applied), or None when the inferred type has no such field."""
-    if array is None or array.type.get_field_index(name) < 0:
+    index = -1 if array is None else array.type.get_field_index(name)
+    if index < 0:
         return None
-    return pc.struct_field(array, name)
+    return pc.struct_field(array, [index])  # by position: a data-borne name like "a.b" is not a path
 
 
 def _valid(array: Any, length: int) -> pa.BooleanArray:
@@ -134,7 +135,7 @@ def _tag_count(struct: Any, length: int) -> Any:
     """How many type tags are set in each typed value (1 for a well-formed DynamoDB value)."""
     total = pa.array([0] * length, pa.int32())
     for index in range(struct.type.num_fields):
-        total = pc.add(total, pc.struct_field(struct, index).is_valid().cast(pa.int32()))
+        total = pc.add(total, pc.struct_field(struct, [index]).is_valid().cast(pa.int32()))
     return total
 
 
@@ -244,7 +245,7 @@ def _string_map_values(maps: Any, length: int) -> _Decoded:
     counts = pa.array([0] * length, pa.int32())
     rows, ranks, keys, items = [], [], [], []
     for rank, name in enumerate(sorted(field.name for field in maps.type)):
-        entry = pc.struct_field(maps, name)
+        entry = _field(maps, name)
         has = entry.is_valid()
         text = _field(entry, "S")
         if text is None or text.type != _STRING:
@@ -324,7 +325,7 @@ def _render(typed: Any, length: int) -> tuple[Any, Any]:
     texts: list[Any] = []
     sure = pc.or_(pc.invert(typed.is_valid()), pc.equal(_tag_count(typed, length), 1))
     for index, tag_field in enumerate(typed.type):
-        child = pc.struct_field(typed, index)
+        child = pc.struct_field(typed, [index])
         has = child.is_valid()
         if tag_field.name == "S" and tag_field.type == _STRING:
             plain = pc.invert(pc.fill_null(pc.match_substring_regex(child, "[\x00-\x1f]"), False))
@@ -357,7 +358,7 @@ def _render_object(struct: Any, length: int, names: Sequence[str] | None = None)
     members: list[Any] = []
     sure = pa.array([True] * length, pa.bool_())
     for name in sorted(names if names is not None else [field.name for field in struct.type]):
-        text, ok = _render(pc.struct_field(struct, name), length)
+        text, ok = _render(_field(struct, name), length)
         sure = _all(sure, ok)
         member = pc.binary_join_element_wise(",", json.dumps(name, ensure_ascii=False), ":", text, "")
         members.append(pc.fill_null(member, ""))
@@ -394,7 +395,7 @@ def _extra_attributes(image: Any, length: int) -> tuple[Any, Any]:
     text, sure = _render_object(image, length, unknown)
     has_any = pa.array([False] * length, pa.bool_())
     for name in unknown:
-        has_any = pc.or_(has_any, pc.struct_field(image, name).is_valid())
+        has_any = pc.or_(has_any, _field(image, name).is_valid())
     return pc.if_else(has_any, text, None), sure
 
 
