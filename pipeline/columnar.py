@@ -19,7 +19,8 @@ from __future__ import annotations
 import binascii
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,8 +38,9 @@ __all__ = ["decode_batch", "payload_schema"]
 
 _STRING = pa.string()
 _SMALLEST_SUB_BATCH = 16  # below this, a sub-batch the reader refuses goes record by record
+_CHUNK = 2500  # records per parse task: base64 of the next chunk overlaps the parse of this one
 _PRECISIONS = ("MILLISECOND", "MICROSECOND")
-_USER_IDENTITY_NULLS = (b'"userIdentity":null', b'"userIdentity": null')
+_USER_IDENTITY_NULLS = (b'"userIdentity":null', b'"userIdentity": null')  # compact first, as AWS writes it
 _PLAIN_LONG = r"^-?[0-9]{1,18}$"
 _PLAIN_INT = r"^-?[0-9]{1,10}$"
 # Number text that str(Decimal(text)) writes back unchanged: no exponent, no leading zeros, not below 1E-6.
@@ -144,7 +146,11 @@ def _only(struct: Any, tag: str, length: int) -> Any:
     child = _field(struct, tag)
     if child is None:
         return pa.array([False] * length, pa.bool_())
-    return _all(pc.equal(_tag_count(struct, length), 1), child.is_valid())
+    result = child.is_valid()
+    for index, other in enumerate(struct.type):
+        if other.name != tag:
+            result = pc.and_(result, pc.struct_field(struct, [index]).is_null())
+    return result
 
 
 def _rows_with(bad_elements: Any, parents: Any, length: int) -> Any:
@@ -545,35 +551,87 @@ def _payloads(data: Sequence[str]) -> tuple[list[bytes], list[int], list[int]]:
     return payloads, candidates, unsure
 
 
-def _free_of_surprises(joined: bytes, count: int) -> bool:
-    """No line breaks inside payloads and no JSON null but ``userIdentity``'s: true for nearly every batch."""
-    if joined.count(b"\n") != max(count - 1, 0) or b"\r" in joined:
+def _executor() -> ThreadPoolExecutor:
+    global _EXECUTOR  # noqa: PLW0603 - one pool per process, made on first use
+    if _EXECUTOR is None:
+        _EXECUTOR = ThreadPoolExecutor(max_workers=2, thread_name_prefix="json-reader")
+    return _EXECUTOR
+
+
+_EXECUTOR: ThreadPoolExecutor | None = None
+
+
+def _has_inner_nulls(text: bytes) -> bool:
+    """Whether the text holds a JSON null other than ``userIdentity``'s (Arrow reads null and absent alike,
+    the strict path does not)."""
+    nulls = text.count(b"null")
+    if not nulls:
         return False
-    nulls = joined.count(b"null")
-    return nulls == 0 or nulls == sum(joined.count(marker) for marker in _USER_IDENTITY_NULLS)
+    markers = 0
+    for marker in _USER_IDENTITY_NULLS:
+        markers += text.count(marker)
+        if markers == nulls:
+            return False
+    return True
+
+
+def _parse_chunk(
+    positions: list[int], payloads: Sequence[bytes], joined: bytes
+) -> tuple[list[tuple[list[int], pa.Table]], list[int]]:
+    """Runs in a worker thread (Arrow releases the GIL): set aside records with inner nulls, then parse."""
+    if not _has_inner_nulls(joined):
+        return _parsed_runs(positions, payloads, joined)
+    unusual = {position for position in positions if _has_inner_nulls(payloads[position])}
+    kept = [position for position in positions if position not in unusual]
+    runs, leftovers = _parsed_runs(kept, payloads) if kept else ([], [])
+    return runs, leftovers + sorted(unusual)
+
+
+def _read_chunk(
+    payloads: list[bytes], candidates: list[int]
+) -> Callable[[], tuple[list[tuple[list[int], pa.Table]], list[int]]]:
+    """Start checking and parsing one chunk's payloads; returns a function that waits for the result.
+
+    A payload with line breaks of its own needs no check: it either makes the reader fail or yields more rows
+    than payloads, and both send its sub-batch the way of bisection.
+    """
+    if not candidates:
+        return lambda: ([], [])
+    joined = b"\n".join([payloads[position] for position in candidates])
+    # While a worker parses this chunk, the caller decodes the next one's base64.
+    future = _executor().submit(_parse_chunk, candidates, payloads, joined)
+    return future.result
+
+
+def _combined(parsed: list[tuple[list[int], pa.Table]]) -> list[tuple[list[int], pa.Table]]:
+    """One table for all parsed chunks when they were read with the same types (fewer kernel calls), else the
+    chunks as they are: promoting types across chunks could change values (a string read as a timestamp)."""
+    if len(parsed) < 2 or any(not table.schema.equals(parsed[0][1].schema) for _, table in parsed):
+        return parsed
+    table = pa.concat_tables([table for _, table in parsed])
+    return [([position for positions, _ in parsed for position in positions], table)]
 
 
 def decode_batch(records: Sequence[KinesisRecord], precision: str) -> DecodedBatch:
     """Decode a batch column-wise, sending only the rows the columns are unsure about through the strict path."""
     batch = records if isinstance(records, KinesisBatch) else KinesisBatch.from_records(records)
-    payloads, candidates, unsure = _payloads(batch.data)
-    joined: bytes | None = b"\n".join([payloads[position] for position in candidates])
-    if not _free_of_surprises(joined or b"", len(candidates)):
-        # JSON nulls inside an item and line breaks are rare: find the records holding them
-        kept = []
-        for position in candidates:
-            payload = payloads[position]
-            if b"\n" in payload or b"\r" in payload or not _free_of_surprises(payload, 1):
-                unsure.append(position)
-            else:
-                kept.append(position)
-        candidates, joined = kept, None
+    payloads: list[bytes] = [b""] * len(batch)
+    unsure: list[int] = []
+    pending = []
+    for start in range(0, len(batch), _CHUNK):
+        chunk_payloads, candidates, chunk_unsure = _payloads(batch.data[start : start + _CHUNK])
+        payloads[start : start + len(chunk_payloads)] = chunk_payloads
+        unsure.extend(start + position for position in chunk_unsure)
+        pending.append(_read_chunk(payloads, [start + position for position in candidates]))
+    parsed: list[tuple[list[int], pa.Table]] = []
+    for wait in pending:
+        runs, leftovers = wait()
+        parsed.extend(runs)
+        unsure.extend(leftovers)
     tables: list[pa.Table] = []
     fast_positions: list[int] = []
-    parsed, leftovers = _parsed_runs(candidates, payloads, joined) if candidates else ([], [])
-    unsure.extend(leftovers)
     sequences = batch.sequence_numbers
-    for positions, table in parsed:
+    for positions, table in _combined(parsed):
         output, sure = _columns(table, str(batch.shard_id), [sequences[p] for p in positions], precision)
         tables.append(output.filter(sure))
         for position, ok in zip(positions, sure.to_pylist(), strict=True):

@@ -227,7 +227,7 @@ def _fast_batch(records: list[Any]) -> KinesisBatch | None:
         sequence_numbers=tuple(sequences),
         data=tuple(data),
         partition_keys=tuple(partition_keys),
-        arrivals=tuple(float(value) for value in arrivals),
+        arrivals=tuple(map(float, arrivals)),
         event_ids=tuple(event_ids),
         event_source_arns=tuple(arns),
         shard_id=shard_id,

@@ -165,13 +165,31 @@ def test_every_envelope_mutation_gets_the_same_outcome_on_both_paths(operation):
     assert_paths_agree(payloads, "MICROSECOND")
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_generated_batches_take_the_fast_path_and_match_the_strict_path(seed):
-    event = changes_event(list(DemandGenerator(seed=seed).changes(1500)))
+@pytest.mark.parametrize(("seed", "count"), [(1, 1500), (2, 6000)])
+def test_generated_batches_take_the_fast_path_and_match_the_strict_path(seed, count, monkeypatch):
+    # GIVEN a realistic batch (6,000 records are parsed as three chunks, concurrently)
+    event = changes_event(list(DemandGenerator(seed=seed).changes(count)))
     batch = parse_kinesis_records(event)
-    by_strict, by_columns = decode_strict(batch, "MILLISECOND"), columnar.decode_batch(batch, "MILLISECOND")
+    strict_calls: list[int] = []
+    monkeypatch.setattr(columnar, "decode_one", lambda *args: strict_calls.append(1))
+    # WHEN both paths decode it THEN the rows are identical and none needed the strict path
+    by_columns = columnar.decode_batch(batch, "MILLISECOND")
+    assert strict_calls == []
+    by_strict = decode_strict(batch, "MILLISECOND")
     assert by_columns.rows.equals(by_strict.rows)
-    assert by_columns.positions == by_strict.positions == tuple(range(1500))
+    assert by_columns.positions == by_strict.positions == tuple(range(count))
+
+
+def test_chunks_read_with_different_types_are_decoded_apart_and_still_agree():
+    # GIVEN an unknown attribute the reader infers as a timestamp in one chunk and as text in the next
+    first, second = copy.deepcopy(BASE[0]), copy.deepcopy(BASE[1])
+    first["dynamodb"]["NewImage"]["seen"] = {"S": "2026-11-28T23:50:00Z"}
+    second["dynamodb"]["NewImage"]["seen"] = {"S": "yesterday"}
+    payloads: list[bytes | str] = [json.dumps(first).encode()] * 2500 + [json.dumps(second).encode()] * 10
+    # WHEN both paths decode it THEN they agree, and the text is kept as written
+    outcomes = assert_paths_agree(payloads)
+    assert json.loads(outcomes[0][1]["extra_attributes"]) == {"seen": "2026-11-28T23:50:00Z"}
+    assert json.loads(outcomes[-1][1]["extra_attributes"]) == {"seen": "yesterday"}
 
 
 def test_one_unparseable_record_costs_neither_the_batch_nor_its_neighbours(monkeypatch):
