@@ -185,7 +185,8 @@ def test_chunks_read_with_different_types_are_decoded_apart_and_still_agree():
     first, second = copy.deepcopy(BASE[0]), copy.deepcopy(BASE[1])
     first["dynamodb"]["NewImage"]["seen"] = {"S": "2026-11-28T23:50:00Z"}
     second["dynamodb"]["NewImage"]["seen"] = {"S": "yesterday"}
-    payloads: list[bytes | str] = [json.dumps(first).encode()] * 2500 + [json.dumps(second).encode()] * 10
+    payloads: list[bytes | str] = [json.dumps(first).encode() for _ in range(2500)]
+    payloads += [json.dumps(second).encode() for _ in range(10)]
     # WHEN both paths decode it THEN they agree, and the text is kept as written
     outcomes = assert_paths_agree(payloads)
     assert json.loads(outcomes[0][1]["extra_attributes"]) == {"seen": "2026-11-28T23:50:00Z"}
