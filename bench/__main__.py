@@ -66,22 +66,33 @@ def _rss_kib(field: str) -> int:
     return 0
 
 
-def _peak_memory_mb(event: dict[str, Any]) -> tuple[float, float]:
-    """(RSS high-water growth, Arrow allocator peak) in MB while the handler path runs once."""
+def _memory_probe(size: int, seed: int) -> dict[str, float]:
+    """Run in a fresh process: the handler path once on a new ``size``-record batch; peak growth in MB."""
+    event = changes_event(list(DemandGenerator(seed=seed).changes(size)))
     gc.collect()
     try:
-        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-        reset = True
+        Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark (VmHWM) to the current RSS
+        high_water = "VmHWM"
     except OSError:
-        reset = False
+        high_water = "VmRSS"
     before = _rss_kib("VmRSS")
-    arrow_before = pa.total_allocated_bytes()
     pool = pa.default_memory_pool()
-    peak_before = pool.max_memory() or 0
+    arrow_before = pool.max_memory() or 0
     _handler_path(event)
-    after = _rss_kib("VmHWM") if reset else _rss_kib("VmRSS")
-    arrow_peak = max((pool.max_memory() or 0) - max(peak_before, arrow_before), 0)
-    return (after - before) / 1024, arrow_peak / 1024 / 1024
+    return {
+        "rss_growth_mb": (_rss_kib(high_water) - before) / 1024,
+        "arrow_peak_mb": max((pool.max_memory() or 0) - arrow_before, 0) / 1024 / 1024,
+    }
+
+
+def _peak_memory_mb(size: int, seed: int) -> tuple[float, float]:
+    """(RSS high-water growth, Arrow allocator peak) in MB, measured in a fresh interpreter: tracemalloc cannot
+    see Arrow's allocator, and a warm process would reuse memory freed by the timing runs."""
+    code = f"import json; from bench.__main__ import _memory_probe; print(json.dumps(_memory_probe({size}, {seed})))"
+    env = dict(os.environ, PYTHONPATH=str(_ROOT))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    probe = json.loads(done.stdout.strip().splitlines()[-1])
+    return float(probe["rss_growth_mb"]), float(probe["arrow_peak_mb"])
 
 
 def _import_ms(samples: int = 3) -> float:
@@ -126,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['naive_records_per_second']:>12,} {row['speedup']:>8.1f}x"
         )
         largest = {"event": event, **row}
-    rss_mb, arrow_mb = _peak_memory_mb(largest["event"])
+    rss_mb, arrow_mb = _peak_memory_mb(largest["records"], args.seed)
     import_ms = _import_ms()
     figures.update(
         peak_rss_growth_mb=round(rss_mb, 1),

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import binascii
 import functools
+import itertools
 import json
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +38,6 @@ __all__ = ["decode_batch", "payload_schema"]
 
 _STRING = pa.string()
 _SMALLEST_SUB_BATCH = 16  # below this, a sub-batch the reader refuses goes record by record
-_CHUNK = 2500  # records per parse task: base64 of the next chunk overlaps the parse of this one
 _PRECISIONS = ("MILLISECOND", "MICROSECOND")
 _USER_IDENTITY_NULLS = (b'"userIdentity":null', b'"userIdentity": null')  # compact first, as AWS writes it
 _PLAIN_LONG = r"^-?[0-9]{1,18}$"
@@ -122,7 +121,7 @@ def _field(array: Any, name: str) -> Any:
 
 def _valid(array: Any, length: int) -> pa.BooleanArray:
     if array is None:
-        return pa.array([False] * length, pa.bool_())
+        return _constant(False, length)
     return array.is_valid()
 
 
@@ -135,7 +134,7 @@ def _all(*masks: Any) -> Any:
 
 def _tag_count(struct: Any, length: int) -> Any:
     """How many type tags are set in each typed value (1 for a well-formed DynamoDB value)."""
-    total = pa.array([0] * length, pa.int32())
+    total = _zeros(length)
     for index in range(struct.type.num_fields):
         total = pc.add(total, pc.struct_field(struct, [index]).is_valid().cast(pa.int32()))
     return total
@@ -145,7 +144,7 @@ def _only(struct: Any, tag: str, length: int) -> Any:
     """Rows where ``struct`` is present with exactly one tag, ``tag``."""
     child = _field(struct, tag)
     if child is None:
-        return pa.array([False] * length, pa.bool_())
+        return _constant(False, length)
     result = child.is_valid()
     for index, other in enumerate(struct.type):
         if other.name != tag:
@@ -213,7 +212,7 @@ def _string_list_values(attribute: Any, length: int) -> tuple[_Decoded, Any, Any
         element_ok = (
             _only(elements, "S", len(elements))
             if texts is not None and texts.type == _STRING
-            else pa.array([False] * len(elements))
+            else _constant(False, len(elements))
         )
         bad = _rows_with(pc.invert(element_ok), pc.list_parent_indices(lists), length)
         sure_l = _all(sure_l, pc.invert(bad))
@@ -224,6 +223,17 @@ def _string_list_values(attribute: Any, length: int) -> tuple[_Decoded, Any, Any
         return _Decoded(values, sure_l), _valid(lists, length), _valid(None, length)
     merged = pc.take(pa.concat_arrays([values, sets]), pc.if_else(sets.is_valid(), _shifted(length), _straight(length)))
     return _Decoded(merged, pc.or_(sure_l, sets.is_valid())), _valid(lists, length), sets.is_valid()
+
+
+@functools.lru_cache(maxsize=16)
+def _constant(value: bool, length: int) -> pa.BooleanArray:
+    """An all-``value`` boolean column (cached: made once per batch size)."""
+    return pa.array([value] * length, pa.bool_())
+
+
+@functools.lru_cache(maxsize=8)
+def _zeros(length: int) -> pa.Array:
+    return pa.array([0] * length, pa.int32())
 
 
 @functools.lru_cache(maxsize=8)
@@ -248,7 +258,7 @@ def _string_map_values(maps: Any, length: int) -> _Decoded:
         return _Decoded(pa.nulls(length, target), _valid(None, length))
     present = maps.is_valid()
     sure = present
-    counts = pa.array([0] * length, pa.int32())
+    counts = _zeros(length)
     rows, ranks, keys, items = [], [], [], []
     for rank, name in enumerate(sorted(field.name for field in maps.type)):
         entry = _field(maps, name)
@@ -285,7 +295,7 @@ def _string_map_values(maps: Any, length: int) -> _Decoded:
 def _attribute(spec: FieldSpec, attribute: Any, length: int) -> _Decoded:
     """One contract attribute of one image -> its column and the rows the column is certain about."""
     present = _valid(attribute, length)
-    absent_ok = pa.array([spec.nullable] * length, pa.bool_())
+    absent_ok = _constant(spec.nullable, length)
     null_tag = _only(attribute, "NULL", length) if spec.nullable and attribute is not None else None
     if null_tag is not None:
         null_tag = _all(null_tag, pc.fill_null(_field(attribute, "NULL"), False))
@@ -349,7 +359,7 @@ def _render(typed: Any, length: int) -> tuple[Any, Any]:
         elif tag_field.name == "L" and pa.types.is_list(tag_field.type):
             text, ok = _render_list(child, length)
         else:
-            text, ok = pa.nulls(length, _STRING), pa.array([False] * length, pa.bool_())
+            text, ok = pa.nulls(length, _STRING), _constant(False, length)
         sure = _all(sure, pc.or_(pc.invert(has), ok))
         texts.append(pc.if_else(has, text.cast(_STRING), None))
     if not texts:
@@ -362,7 +372,7 @@ def _render_object(struct: Any, length: int, names: Sequence[str] | None = None)
     if not pa.types.is_struct(struct.type):
         return pa.nulls(length, _STRING), pc.invert(struct.is_valid())
     members: list[Any] = []
-    sure = pa.array([True] * length, pa.bool_())
+    sure = _constant(True, length)
     for name in sorted(names if names is not None else [field.name for field in struct.type]):
         text, ok = _render(_field(struct, name), length)
         sure = _all(sure, ok)
@@ -385,7 +395,7 @@ def _render_list(lists: Any, length: int) -> tuple[Any, Any]:
         bad = _rows_with(pc.invert(ok), pc.list_parent_indices(lists), length)
         flat = pc.fill_null(texts, "")
     else:
-        bad, flat = pa.array([False] * length, pa.bool_()), pa.array([], _STRING)
+        bad, flat = _constant(False, length), pa.array([], _STRING)
     sizes = pc.fill_null(pc.list_value_length(lists), 0).cast(pa.int32())
     offsets = pa.concat_arrays([pa.array([0], pa.int32()), pc.cumulative_sum(sizes).cast(pa.int32())])
     joined = pc.binary_join(pa.ListArray.from_arrays(offsets, flat), ",")
@@ -397,9 +407,9 @@ def _extra_attributes(image: Any, length: int) -> tuple[Any, Any]:
     """Unknown attributes of one image as JSON text (null when none), and the rows that text is certain about."""
     unknown = [field.name for field in image.type if field.name not in _KNOWN_ATTRIBUTES]
     if not unknown:
-        return pa.nulls(length, _STRING), pa.array([True] * length, pa.bool_())
+        return pa.nulls(length, _STRING), _constant(True, length)
     text, sure = _render_object(image, length, unknown)
-    has_any = pa.array([False] * length, pa.bool_())
+    has_any = _constant(False, length)
     for name in unknown:
         has_any = pc.or_(has_any, _field(image, name).is_valid())
     return pc.if_else(has_any, text, None), sure
@@ -407,6 +417,8 @@ def _extra_attributes(image: Any, length: int) -> tuple[Any, Any]:
 
 def _pick(is_remove: Any, new: Any, old: Any, length: int) -> Any:
     """Per row, the old image's value for a REMOVE and the new image's otherwise (any type, nested too)."""
+    if not pa.types.is_nested(new.type):
+        return pc.if_else(is_remove, old, new)
     index = pc.if_else(is_remove, _shifted(length), _straight(length))
     return pc.take(pa.concat_arrays([new, old]), index)
 
@@ -432,13 +444,13 @@ def _row_image(is_remove: Any, new: Any, old: Any, length: int) -> tuple[Any, An
         pa.StructArray.from_arrays(side, fields=fields, mask=pc.invert(image.is_valid()))
         for side, image in zip(sides, (new, old), strict=True)
     ]
-    return _pick(is_remove, unified[0], unified[1], length), pa.array([True] * length, pa.bool_())
+    return _pick(is_remove, unified[0], unified[1], length), _constant(True, length)
 
 
 def _agrees(attribute: Any, expected: Any, length: int) -> Any:
     """Rows where ``attribute`` is absent, or is exactly ``{"S": <expected>}``."""
     if attribute is None:
-        return pa.array([True] * length, pa.bool_())
+        return _constant(True, length)
     same = _all(_only(attribute, "S", length), pc.equal(_field(attribute, "S"), expected))
     return pc.or_(pc.invert(attribute.is_valid()), same)
 
@@ -533,32 +545,42 @@ def _parsed_runs(
     return first + second, first_left + second_left
 
 
+_STRICT_BASE64 = functools.partial(binascii.a2b_base64, strict_mode=True)
+
+
 def _payloads(data: Sequence[str]) -> tuple[list[bytes], list[int], list[int]]:
-    """Base64 -> bytes; returns the payloads, the positions fit for the reader, and the others."""
+    """Base64 -> bytes; returns the payloads, the positions fit for the reader, and the others.
+
+    The common case runs as C-level ``map`` calls; a record that is not base64 sends the chunk record by record.
+    """
+    try:
+        payloads = list(map(_STRICT_BASE64, data))
+    except (binascii.Error, ValueError):
+        return _payloads_one_by_one(data)
+    # one JSON object per line: a payload that does not start as an object (or is empty) goes the strict way
+    objects = list(map(bytes.startswith, payloads, itertools.repeat(b"{")))
+    if all(objects):
+        return payloads, list(range(len(payloads))), []
+    return (
+        payloads,
+        [position for position, ok in enumerate(objects) if ok],
+        [position for position, ok in enumerate(objects) if not ok],
+    )
+
+
+def _payloads_one_by_one(data: Sequence[str]) -> tuple[list[bytes], list[int], list[int]]:
     payloads: list[bytes] = [b""] * len(data)
     candidates: list[int] = []
     unsure: list[int] = []
-    a2b = binascii.a2b_base64
     for position, text in enumerate(data):
         try:
-            payload = a2b(text, strict_mode=True)
+            payload = _STRICT_BASE64(text)
         except (binascii.Error, ValueError):
             unsure.append(position)
             continue
         payloads[position] = payload
-        # one JSON object per line: a payload that does not start as an object (or is empty) goes the strict way
         (candidates if payload[:1] == b"{" else unsure).append(position)
     return payloads, candidates, unsure
-
-
-def _executor() -> ThreadPoolExecutor:
-    global _EXECUTOR  # noqa: PLW0603 - one pool per process, made on first use
-    if _EXECUTOR is None:
-        _EXECUTOR = ThreadPoolExecutor(max_workers=2, thread_name_prefix="json-reader")
-    return _EXECUTOR
-
-
-_EXECUTOR: ThreadPoolExecutor | None = None
 
 
 def _has_inner_nulls(text: bytes) -> bool:
@@ -575,63 +597,33 @@ def _has_inner_nulls(text: bytes) -> bool:
     return True
 
 
-def _parse_chunk(
-    positions: list[int], payloads: Sequence[bytes], joined: bytes
-) -> tuple[list[tuple[list[int], pa.Table]], list[int]]:
-    """Runs in a worker thread (Arrow releases the GIL): set aside records with inner nulls, then parse."""
-    if not _has_inner_nulls(joined):
-        return _parsed_runs(positions, payloads, joined)
-    unusual = {position for position in positions if _has_inner_nulls(payloads[position])}
-    kept = [position for position in positions if position not in unusual]
-    runs, leftovers = _parsed_runs(kept, payloads) if kept else ([], [])
-    return runs, leftovers + sorted(unusual)
-
-
-def _read_chunk(
-    payloads: list[bytes], candidates: list[int]
-) -> Callable[[], tuple[list[tuple[list[int], pa.Table]], list[int]]]:
-    """Start checking and parsing one chunk's payloads; returns a function that waits for the result.
+def _read(payloads: list[bytes], candidates: list[int]) -> tuple[list[tuple[list[int], pa.Table]], list[int]]:
+    """Parse the candidates' payloads as newline-delimited JSON; returns (parsed runs, positions left over).
 
     A payload with line breaks of its own needs no check: it either makes the reader fail or yields more rows
     than payloads, and both send its sub-batch the way of bisection.
     """
     if not candidates:
-        return lambda: ([], [])
+        return [], []
     joined = b"\n".join([payloads[position] for position in candidates])
-    # While a worker parses this chunk, the caller decodes the next one's base64.
-    future = _executor().submit(_parse_chunk, candidates, payloads, joined)
-    return future.result
-
-
-def _combined(parsed: list[tuple[list[int], pa.Table]]) -> list[tuple[list[int], pa.Table]]:
-    """One table for all parsed chunks when they were read with the same types (fewer kernel calls), else the
-    chunks as they are: promoting types across chunks could change values (a string read as a timestamp)."""
-    if len(parsed) < 2 or any(not table.schema.equals(parsed[0][1].schema) for _, table in parsed):
-        return parsed
-    table = pa.concat_tables([table for _, table in parsed])
-    return [([position for positions, _ in parsed for position in positions], table)]
+    if not _has_inner_nulls(joined):
+        return _parsed_runs(candidates, payloads, joined)
+    unusual = {position for position in candidates if _has_inner_nulls(payloads[position])}
+    kept = [position for position in candidates if position not in unusual]
+    runs, leftovers = _parsed_runs(kept, payloads) if kept else ([], [])
+    return runs, leftovers + sorted(unusual)
 
 
 def decode_batch(records: Sequence[KinesisRecord], precision: str) -> DecodedBatch:
     """Decode a batch column-wise, sending only the rows the columns are unsure about through the strict path."""
     batch = records if isinstance(records, KinesisBatch) else KinesisBatch.from_records(records)
-    payloads: list[bytes] = [b""] * len(batch)
-    unsure: list[int] = []
-    pending = []
-    for start in range(0, len(batch), _CHUNK):
-        chunk_payloads, candidates, chunk_unsure = _payloads(batch.data[start : start + _CHUNK])
-        payloads[start : start + len(chunk_payloads)] = chunk_payloads
-        unsure.extend(start + position for position in chunk_unsure)
-        pending.append(_read_chunk(payloads, [start + position for position in candidates]))
-    parsed: list[tuple[list[int], pa.Table]] = []
-    for wait in pending:
-        runs, leftovers = wait()
-        parsed.extend(runs)
-        unsure.extend(leftovers)
+    payloads, candidates, unsure = _payloads(batch.data)
+    parsed, leftovers = _read(payloads, candidates)
+    unsure.extend(leftovers)
     tables: list[pa.Table] = []
     fast_positions: list[int] = []
     sequences = batch.sequence_numbers
-    for positions, table in _combined(parsed):
+    for positions, table in parsed:
         output, sure = _columns(table, str(batch.shard_id), [sequences[p] for p in positions], precision)
         tables.append(output.filter(sure))
         for position, ok in zip(positions, sure.to_pylist(), strict=True):

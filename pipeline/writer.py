@@ -53,6 +53,17 @@ PARQUET_OPTIONS: Mapping[str, Any] = {
     "allow_truncated_timestamps": False,
     "use_compliant_nested_type": True,
 }
+# Columns that are (nearly) unique per row: dictionary pages would only cost time. Those whose min/max cannot
+# prune a query (opaque ids, JSON text) get no statistics either.
+_NO_DICTIONARY = frozenset({"fan_id", "change_id", "sequence_number", "change_time", "created_at", "updated_at"})
+_NO_STATISTICS = frozenset({"fan_id", "change_id", "sequence_number", "extra_attributes", "attributes"})
+
+
+def _column_options(schema: pa.Schema) -> dict[str, Any]:
+    return {
+        "use_dictionary": [name for name in schema.names if name not in _NO_DICTIONARY],
+        "write_statistics": [name for name in schema.names if name not in _NO_STATISTICS],
+    }
 
 
 def partition_prefix(prefix: str, hour_start: datetime) -> str:
@@ -79,7 +90,7 @@ def object_name(stream_arn: str, shard_id: str, first_sequence: str, suffix: str
 @contextmanager
 def parquet_writer(sink: Any, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
     """A Parquet writer with the fixed options, closed in ``finally`` whatever happens."""
-    writer = pq.ParquetWriter(sink, schema, **PARQUET_OPTIONS)
+    writer = pq.ParquetWriter(sink, schema, **{**PARQUET_OPTIONS, **_column_options(schema)})
     try:
         yield writer
     finally:

@@ -167,7 +167,7 @@ def test_every_envelope_mutation_gets_the_same_outcome_on_both_paths(operation):
 
 @pytest.mark.parametrize(("seed", "count"), [(1, 1500), (2, 6000)])
 def test_generated_batches_take_the_fast_path_and_match_the_strict_path(seed, count, monkeypatch):
-    # GIVEN a realistic batch (6,000 records are parsed as three chunks, concurrently)
+    # GIVEN a realistic batch
     event = changes_event(list(DemandGenerator(seed=seed).changes(count)))
     batch = parse_kinesis_records(event)
     strict_calls: list[int] = []
@@ -180,8 +180,8 @@ def test_generated_batches_take_the_fast_path_and_match_the_strict_path(seed, co
     assert by_columns.positions == by_strict.positions == tuple(range(count))
 
 
-def test_chunks_read_with_different_types_are_decoded_apart_and_still_agree():
-    # GIVEN an unknown attribute the reader infers as a timestamp in one chunk and as text in the next
+def test_text_the_reader_would_take_for_a_timestamp_is_kept_as_written():
+    # GIVEN an unknown attribute the reader infers as a timestamp in some records and as text in others
     first, second = copy.deepcopy(BASE[0]), copy.deepcopy(BASE[1])
     first["dynamodb"]["NewImage"]["seen"] = {"S": "2026-11-28T23:50:00Z"}
     second["dynamodb"]["NewImage"]["seen"] = {"S": "yesterday"}
