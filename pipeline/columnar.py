@@ -27,6 +27,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
+import pybase64
 
 from pipeline.batch import DecodedBatch, Quarantined, decode_one, rows_table
 from pipeline.decode import KinesisBatch, KinesisRecord
@@ -546,6 +547,9 @@ def _parsed_runs(
 
 
 _STRICT_BASE64 = functools.partial(binascii.a2b_base64, strict_mode=True)
+# SIMD base64, about three times faster. It accepts a subset of what strict binascii accepts (it refuses excess
+# padding, which binascii lets through) and decodes it identically, so a refusal just sends the chunk to binascii.
+_FAST_BASE64 = functools.partial(pybase64.b64decode, validate=True)
 
 
 def _payloads(data: Sequence[str]) -> tuple[list[bytes], list[int], list[int]]:
@@ -554,7 +558,7 @@ def _payloads(data: Sequence[str]) -> tuple[list[bytes], list[int], list[int]]:
     The common case runs as C-level ``map`` calls; a record that is not base64 sends the chunk record by record.
     """
     try:
-        payloads = list(map(_STRICT_BASE64, data))
+        payloads = list(map(_FAST_BASE64, data))
     except (binascii.Error, ValueError):
         return _payloads_one_by_one(data)
     # one JSON object per line: a payload that does not start as an object (or is empty) goes the strict way
