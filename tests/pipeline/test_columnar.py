@@ -221,3 +221,13 @@ def test_the_reader_schema_follows_the_contract():
     image = columnar.payload_schema().field("dynamodb").type.field("NewImage").type
     assert {field.name for field in image} == {spec.name for spec in field_specs()[:11]} | {"pk", "sk"}
     assert image.field("quantity").type.field("N").type == "string"
+
+
+def test_base64_that_only_strict_binascii_accepts_still_decodes_alike():
+    # GIVEN a payload whose base64 carries excess padding, which strict binascii accepts and pybase64 refuses
+    payload = json.dumps(BASE[0]).encode()
+    payload += b" " * (-len(payload) % 3)  # whole quanta, so that "==" is excess
+    padded = base64.b64encode(payload).decode() + "=="
+    # WHEN both paths decode a batch holding it THEN it is a row on both, like its neighbours
+    outcomes = assert_paths_agree([json.dumps(BASE[1]).encode(), padded, json.dumps(BASE[2]).encode()])
+    assert [outcome[0] for outcome in outcomes] == ["row", "row", "row"]
