@@ -17,6 +17,7 @@ import binascii
 import decimal
 import itertools
 import json
+import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -196,14 +197,14 @@ class KinesisBatch(Sequence[KinesisRecord]):
 
 def _fast_batch(records: list[Any]) -> KinesisBatch | None:
     """The common case, checked column by column; None when anything is unusual (the slow path explains it)."""
-    try:
-        kinesis = [record["kinesis"] for record in records]
-        sequences = [entry["sequenceNumber"] for entry in kinesis]
-        data = [entry["data"] for entry in kinesis]
-        event_ids = [record["eventID"] for record in records]
-        arrivals = [entry["approximateArrivalTimestamp"] for entry in kinesis]
-        partition_keys = [entry["partitionKey"] for entry in kinesis]
-        arns = [record["eventSourceARN"] for record in records]
+    try:  # C-level item getters: no Python bytecode per record
+        kinesis = list(map(operator.itemgetter("kinesis"), records))
+        event_ids = list(map(operator.itemgetter("eventID"), records))
+        arns = list(map(operator.itemgetter("eventSourceARN"), records))
+        sequences = list(map(operator.itemgetter("sequenceNumber"), kinesis))
+        data = list(map(operator.itemgetter("data"), kinesis))
+        arrivals = list(map(operator.itemgetter("approximateArrivalTimestamp"), kinesis))
+        partition_keys = list(map(operator.itemgetter("partitionKey"), kinesis))
     except (KeyError, TypeError):
         return None
     if not records or set(map(type, itertools.chain(sequences, data, partition_keys, arns, event_ids))) != {str}:
@@ -218,10 +219,10 @@ def _fast_batch(records: list[Any]) -> KinesisBatch | None:
         and bool(shard_id)
         and set(map(type, arrivals)) <= {float, int}
     )
-    if not well_formed or event_ids != [f"{shard_id}:{sequence}" for sequence in sequences]:
+    if not well_formed or event_ids != list(map(f"{shard_id}:".__add__, sequences)):
         return None
-    numbers = [int(sequence) for sequence in sequences]
-    if any(previous >= current for previous, current in itertools.pairwise(numbers)):
+    numbers = list(map(int, sequences))
+    if not all(map(operator.lt, numbers, itertools.islice(numbers, 1, None))):
         return None  # out of order or repeated: the slow path sorts or refuses
     return KinesisBatch(
         sequence_numbers=tuple(sequences),
