@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import gzip
 import importlib
+import importlib.util
 import io
 import json
 import logging
@@ -22,6 +23,7 @@ from pipeline.config import Settings
 from sandbox.changes import DemandGenerator, changes_event
 
 EVENTS = Path(__file__).resolve().parents[1] / "events"
+HANDLER_FILE = Path(__file__).resolve().parents[2] / "pipeline" / "handler.py"
 BUCKET = "dmd-test-lake"
 STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/demand-changes"
 
@@ -75,14 +77,26 @@ def handler_module(s3: Any, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "DmdPipelineTest")
     for name in ("OUTPUT_PREFIX", "QUARANTINE_PREFIX", "CHANGE_TIME_PRECISION", "LOG_LEVEL"):
         monkeypatch.delenv(name, raising=False)
-    module = importlib.import_module("pipeline.handler")
-    module = importlib.reload(module)
+    module = fresh_handler_module()
     module.processor.store.client = s3
     # Powertools keeps the first handler of a service's logger across reloads: give it this test's own stream.
     module.log_stream = io.StringIO()  # type: ignore[attr-defined]
     for handler in logging.getLogger(module.logger.service).handlers:
         if isinstance(handler, logging.StreamHandler):
             handler.stream = module.log_stream
+    return module
+
+
+def fresh_handler_module() -> ModuleType:
+    """A new instance of ``pipeline/handler.py``, as a cold start would import it.
+
+    It is not put in ``sys.modules``: other suites that imported ``pipeline.handler`` keep their own instance.
+    """
+    spec = importlib.util.spec_from_file_location("pipeline_handler_under_test", HANDLER_FILE)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
     return module
 
 

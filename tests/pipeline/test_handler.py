@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import io
 import json
 import subprocess
@@ -22,6 +21,7 @@ from sandbox.changes import DemandGenerator, changes_event
 from tests.pipeline.conftest import (
     BUCKET,
     emf_metrics,
+    fresh_handler_module,
     invocation_logs,
     list_keys,
     load_event,
@@ -240,10 +240,10 @@ def test_every_count_in_the_invocation_log_matches_what_landed(handler_module, s
 def test_missing_output_bucket_fails_the_cold_start_naming_the_variable(handler_module, monkeypatch):
     monkeypatch.delenv("OUTPUT_BUCKET")
     with pytest.raises(ConfigError, match="OUTPUT_BUCKET is required"):
-        importlib.reload(handler_module)
+        fresh_handler_module()
     monkeypatch.setenv("OUTPUT_BUCKET", "Not_A_Bucket")
     with pytest.raises(ConfigError, match="OUTPUT_BUCKET='Not_A_Bucket'"):
-        importlib.reload(handler_module)
+        fresh_handler_module()
 
 
 def test_a_malformed_event_fails_the_invocation(handler_module):
