@@ -18,6 +18,7 @@ from components.stream import ChangeStream, ChangeStreamArgs
 
 settings = load_settings()
 names = settings.naming
+resource_names = names.resources()
 layout_prefixes = prefixes()
 build = artifact(settings.artifact_dir)
 aws_opts = pulumi.ResourceOptions(providers=[aws_provider("aws", settings)])
@@ -43,7 +44,7 @@ layout = DataLayout(
 layer = DependencyLayer(
     "layer",
     DependencyLayerArgs(
-        names.physical("demand-dependencies"),
+        resource_names.layer,
         layout.bucket_name,
         layout_prefixes.artifacts,
         build.layer_zip,
@@ -54,8 +55,8 @@ layer = DependencyLayer(
 processor = StreamProcessor(
     "processor",
     StreamProcessorArgs(
-        function_name=names.physical("demand-processor"),
-        failure_queue_name=names.physical("demand-processor-failures"),
+        function_name=resource_names.function,
+        failure_queue_name=resource_names.failure_queue,
         stream_arn=stream.stream_arn,
         bucket_arn=layout.bucket_arn,
         events_prefix=layout_prefixes.events,
@@ -80,7 +81,7 @@ processor = StreamProcessor(
 alarms = ProcessorAlarms(
     "alarms",
     ProcessorAlarmsArgs(
-        name_prefix=names.physical("demand-processor"),
+        name_prefix=resource_names.alarm_prefix,
         function_name=processor.function_name,
         alias_name=FUNCTION_ALIAS,
         failure_queue_name=processor.failure_queue_name,
@@ -95,9 +96,9 @@ alarms = ProcessorAlarms(
 athena = AthenaCatalog(
     "athena",
     AthenaCatalogArgs(
-        database_name=names.snake("demand"),
-        table_name=names.snake("demand-changes"),
-        workgroup_name=names.snake("demand"),
+        database_name=resource_names.glue_database,
+        table_name=resource_names.glue_table,
+        workgroup_name=resource_names.workgroup,
         bucket_name=settings.bucket_id,
         events_prefix=layout_prefixes.events,
         results_prefix=layout_prefixes.athena_results,
@@ -109,7 +110,7 @@ athena = AthenaCatalog(
 ci = CiAccess(
     "ci",
     CiAccessArgs(
-        role_name=names.physical("gitlab-ci"),
+        role_name=resource_names.ci_role,
         gitlab_url=settings.gitlab_url,
         project_path=settings.gitlab_project_path,
         main_branch_only=settings.ci_main_branch_only,

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from components.naming import alarm_name
+
 __all__ = ["ProcessorAlarms", "ProcessorAlarmsArgs"]
 
 # Iterator age must stay high for five straight minutes; counts alarm on one bad five-minute period.
@@ -119,7 +121,7 @@ class ProcessorAlarms(pulumi.ComponentResource):
         actions = [self._args.topic_arn] if self._args.topic_arn else []
         return aws.cloudwatch.MetricAlarm(
             f"{self._name}-{role}",
-            name=f"{self._args.name_prefix}-{role}",
+            name=alarm_name(self._args.name_prefix, role),
             alarm_description=description,
             namespace=namespace,
             metric_name=metric_name,

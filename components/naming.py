@@ -9,6 +9,9 @@ __all__ = [
     "FUNCTION_ALIAS",
     "Naming",
     "Prefixes",
+    "ResourceNames",
+    "alarm_name",
+    "log_group_name",
     "prefixes",
 ]
 
@@ -42,6 +45,40 @@ def prefixes(root: str = "demand/") -> Prefixes:
     )
 
 
+def alarm_name(prefix: str, role: str) -> str:
+    """``<prefix>-<role>``: one alarm of the processor, e.g. ``prd3292-qa1-demand-processor-iterator-age``."""
+    return f"{prefix}-{role}"
+
+
+def log_group_name(function_name: str) -> str:
+    """The log group Lambda writes a function's logs to."""
+    return f"/aws/lambda/{function_name}"
+
+
+@dataclass(frozen=True)
+class ResourceNames:
+    """Physical names of the resources a stack creates; the program and the local sandbox both take them here."""
+
+    function: str
+    failure_queue: str
+    layer: str
+    alarm_prefix: str
+    glue_database: str
+    glue_table: str
+    workgroup: str
+    ci_role: str
+
+    @property
+    def log_group(self) -> str:
+        """The function's log group."""
+        return log_group_name(self.function)
+
+    @property
+    def iterator_age_alarm(self) -> str:
+        """The iterator-age alarm, the pipeline's main health signal."""
+        return alarm_name(self.alarm_prefix, "iterator-age")
+
+
 @dataclass(frozen=True)
 class Naming:
     """Names of one stack's resources: ``prd3292-<env>-<role>``, snake_case for Glue and Athena.
@@ -68,6 +105,20 @@ class Naming:
     def snake(self, role: str) -> str:
         """``prd3292_<env>_<role>``: Glue databases/tables and Athena objects only accept snake_case."""
         return self.physical(role).replace("-", "_")
+
+    def resources(self) -> ResourceNames:
+        """The names of everything this stack creates."""
+        function = self.physical("demand-processor")
+        return ResourceNames(
+            function=function,
+            failure_queue=self.physical("demand-processor-failures"),
+            layer=self.physical("demand-dependencies"),
+            alarm_prefix=function,
+            glue_database=self.snake("demand"),
+            glue_table=self.snake("demand-changes"),
+            workgroup=self.snake("demand"),
+            ci_role=self.physical("gitlab-ci"),
+        )
 
     def seed_stream_name(self) -> str:
         """The Kinesis stream the replaced system used: ``prd3292-<env>-dmnd-table-stream``."""

@@ -9,7 +9,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.layer import ARCHITECTURE, RUNTIME
-from components.naming import FUNCTION_ALIAS
+from components.naming import FUNCTION_ALIAS, log_group_name
 from components.policies import lambda_trust_policy, processor_policy
 
 __all__ = ["HANDLER", "RUNTIME", "StreamProcessor", "StreamProcessorArgs"]
@@ -119,7 +119,7 @@ class StreamProcessor(pulumi.ComponentResource):
         # Created before the function so Lambda never creates it with infinite retention.
         return aws.cloudwatch.LogGroup(
             f"{self._name}-logs",
-            name=f"/aws/lambda/{args.function_name}",
+            name=log_group_name(args.function_name),
             retention_in_days=args.log_retention_days,
             opts=self._child,
         )

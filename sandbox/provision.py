@@ -40,21 +40,20 @@ class LocalNames:
 
 
 def local_names(settings: Settings) -> LocalNames:
-    """The stack's resource names, as the Pulumi program derives them from its settings."""
-    naming = settings.naming
-    function = naming.physical("demand-processor")
+    """The stack's resource names, from the same naming helper the Pulumi program uses."""
+    created = settings.naming.resources()
     return LocalNames(
         table=settings.table_name,
-        stream=settings.stream_name or naming.seed_stream_name(),
+        stream=settings.stream_name or settings.naming.seed_stream_name(),
         bucket=settings.bucket_id,
-        function=function,
-        failure_queue=naming.physical("demand-processor-failures"),
-        glue_database=naming.snake("demand"),
-        glue_table=naming.snake("demand-changes"),
-        workgroup=naming.snake("demand"),
-        log_group=f"/aws/lambda/{function}",
-        iterator_age_alarm=naming.physical("demand-processor-iterator-age"),
-        ci_role=naming.physical("gitlab-ci"),
+        function=created.function,
+        failure_queue=created.failure_queue,
+        glue_database=created.glue_database,
+        glue_table=created.glue_table,
+        workgroup=created.workgroup,
+        log_group=created.log_group,
+        iterator_age_alarm=created.iterator_age_alarm,
+        ci_role=created.ci_role,
         prefixes=prefixes(),
     )
 

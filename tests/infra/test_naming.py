@@ -16,6 +16,18 @@ def test_physical_and_snake_names() -> None:
     assert naming.seed_bucket_id() == "prd3292.qa1.us-east-1.demand-capture.tmaws"
 
 
+def test_resource_names_of_a_stack() -> None:
+    created = Naming("PRD3292", "prod1", "us-east-1").resources()
+    assert created.function == "prd3292-prod1-demand-processor"
+    assert created.failure_queue == "prd3292-prod1-demand-processor-failures"
+    assert created.layer == "prd3292-prod1-demand-dependencies"
+    assert created.log_group == "/aws/lambda/prd3292-prod1-demand-processor"
+    assert created.iterator_age_alarm == "prd3292-prod1-demand-processor-iterator-age"
+    assert (created.glue_database, created.glue_table) == ("prd3292_prod1_demand", "prd3292_prod1_demand_changes")
+    assert created.workgroup == "prd3292_prod1_demand"
+    assert created.ci_role == "prd3292-prod1-gitlab-ci"
+
+
 @pytest.mark.parametrize("role", ["Demand", "a_b", "-x", ""])
 def test_roles_must_be_kebab_case(role: str) -> None:
     with pytest.raises(ValueError, match="kebab-case"):
