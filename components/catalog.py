@@ -21,6 +21,7 @@ __all__ = [
     "NamedQuerySpec",
     "glue_table_input",
     "named_queries",
+    "unique_changes_cte",
     "workgroup_configuration",
 ]
 
@@ -117,8 +118,9 @@ def workgroup_configuration(
 _NEWEST_FIRST = "change_time DESC, lpad(sequence_number, 129, '0') DESC"
 
 
-def _unique_changes(source: str) -> str:
-    """CTE ``unique_changes``: each change once, even when Kinesis delivered it (and the handler wrote it) twice."""
+def unique_changes_cte(source: str) -> str:
+    """CTE ``unique_changes`` over ``source`` (a table or a parenthesised subquery): each change once, even when
+    Kinesis delivered it (and the handler wrote it) twice."""
     return f"""unique_changes AS (
   SELECT *
   FROM (
@@ -135,7 +137,7 @@ def named_queries(database: str, table: str) -> list[NamedQuerySpec]:
     # Identifiers come from the naming helper, never from user input.
     demand_per_event_per_day = f"""-- Demand per event per day: for each day and event, the fans whose last change
 -- that day left them in each status (duplicate deliveries removed, removals excluded), and their tickets.
-WITH {_unique_changes(source)},
+WITH {unique_changes_cte(source)},
 last_of_day AS (
   SELECT dt, event_id, fan_id, status, quantity, op,
          row_number() OVER (PARTITION BY dt, event_id, fan_id ORDER BY {_NEWEST_FIRST}) AS newest
@@ -148,7 +150,7 @@ GROUP BY dt, event_id, status
 ORDER BY dt, event_id, status"""  # noqa: S608
     current_registrations = f"""-- Current state per registration: the latest change per (event_id, fan_id),
 -- duplicate deliveries removed; registrations whose latest change is a REMOVE are gone and not listed.
-WITH {_unique_changes(source)},
+WITH {unique_changes_cte(source)},
 latest AS (
   SELECT *, row_number() OVER (PARTITION BY event_id, fan_id ORDER BY {_NEWEST_FIRST}) AS newest
   FROM unique_changes

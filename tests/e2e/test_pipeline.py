@@ -8,6 +8,7 @@ from collections import Counter
 
 import pytest
 
+from components.catalog import unique_changes_cte
 from sandbox.targets import Target, named_query_sql, quarantined_records, table_items
 from tests.e2e.conftest import TaggedSet
 
@@ -19,14 +20,8 @@ def _source(target: Target) -> str:
 
 
 def test_every_change_is_present_exactly_once_after_deduplication(target: Target, tagged: TaggedSet):
-    sql = f"""
-    SELECT op, fan_id, status, quantity, change_id
-    FROM (
-      SELECT *, row_number() OVER (PARTITION BY change_id ORDER BY change_time) AS copy_number
-      FROM {_source(target)}
-      WHERE {tagged.partition_filter()}
-    ) AS copies
-    WHERE copy_number = 1"""  # noqa: S608
+    tagged_rows = f"(SELECT * FROM {_source(target)} WHERE {tagged.partition_filter()})"  # noqa: S608
+    sql = f"WITH {unique_changes_cte(tagged_rows)}\nSELECT op, fan_id, status, quantity, change_id FROM unique_changes"
     rows = target.query(sql)
     expected = Counter(
         (
