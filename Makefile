@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 .PHONY: help setup demo test lint typecheck unit bench package plan clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
 
 .venv/.synced: pyproject.toml uv.lock
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check 'uv>=0.9'
@@ -63,12 +63,10 @@ capacity: .venv/.synced  ## sustained change rate, peak headroom, cost per milli
 
 # The end-to-end and per-component suites: the embedded local AWS by default, a deployed stack with TEST_ENV
 # (TEST_ENV=qa1 AWS_REGION=us-east-1 make e2e); faults always run locally. Replay re-drives records after a fix.
-.PHONY: e2e end-to-end integration faults replay
+.PHONY: e2e integration faults replay
 
-end-to-end: .venv/.synced  ## end-to-end suite on TEST_ENV (unset/local: embedded local AWS; dev1, qa1, preprod1: deployed); alias e2e
+e2e: .venv/.synced  ## end-to-end suite on TEST_ENV (unset/local: embedded local AWS; dev1, qa1, preprod1: deployed)
 	$(RUN) pytest -n 2 tests/e2e $(PYTEST_ARGS)
-
-e2e: end-to-end
 
 integration: .venv/.synced  ## per-component checks on TEST_ENV (function, alias, mapping, workgroup, Glue table)
 	$(RUN) pytest -n 2 tests/integration $(PYTEST_ARGS)
