@@ -8,7 +8,7 @@ kernels over whole columns.
 
 Every row the columns cannot vouch for goes, alone, through the strict path (``pipeline.batch.decode_one``),
 which is the definition of validity and writes the quarantine reason. A row is vouched for only when each
-check is certain; anything unusual (a JSON ``null`` inside the item, a number that is not plain digits, a
+check is certain; anything unusual (a null list element, a number that is not plain digits, a
 timestamp in a rarer ISO form, an unknown type tag) makes the row "unsure" rather than "bad". A payload the
 reader cannot parse costs its sub-batch a bisection, so one poison record never costs the batch, and never
 lands a good record in quarantine.
@@ -40,7 +40,6 @@ __all__ = ["decode_batch", "payload_schema"]
 _STRING = pa.string()
 _SMALLEST_SUB_BATCH = 16  # below this, a sub-batch the reader refuses goes record by record
 _PRECISIONS = ("MILLISECOND", "MICROSECOND")
-_USER_IDENTITY_NULLS = (b'"userIdentity":null', b'"userIdentity": null')  # compact first, as AWS writes it
 _PLAIN_LONG = r"^-?[0-9]{1,18}$"
 _PLAIN_INT = r"^-?[0-9]{1,10}$"
 # Number text that str(Decimal(text)) writes back unchanged: no exponent, no leading zeros, not below 1E-6.
@@ -114,7 +113,7 @@ _KNOWN_ATTRIBUTES = frozenset(field.name for field in _PAYLOAD_SCHEMA.field("dyn
 # -- small column helpers ---------------------------------------------------------------------------------------
 def _field(array: Any, name: str) -> Any:
     """A struct child (parent nulls applied), or None when the inferred type has no such field."""
-    index = -1 if array is None else array.type.get_field_index(name)
+    index = -1 if array is None or not pa.types.is_struct(array.type) else array.type.get_field_index(name)
     if index < 0:
         return None
     return pc.struct_field(array, [index])  # by position: a data-borne name like "a.b" is not a path
@@ -222,8 +221,11 @@ def _string_list_values(attribute: Any, length: int) -> tuple[_Decoded, Any, Any
             values = pa.ListArray.from_arrays(lists.offsets, inner, mask=pc.invert(lists.is_valid()))
     if sets is None:
         return _Decoded(values, sure_l), _valid(lists, length), _valid(None, length)
+    # a set member that is JSON null is refused by the strict path: such rows go its way
+    null_members = _rows_with(pc.list_flatten(sets).is_null(), pc.list_parent_indices(sets), length)
+    sets_ok = _all(sets.is_valid(), pc.invert(null_members))
     merged = pc.take(pa.concat_arrays([values, sets]), pc.if_else(sets.is_valid(), _shifted(length), _straight(length)))
-    return _Decoded(merged, pc.or_(sure_l, sets.is_valid())), _valid(lists, length), sets.is_valid()
+    return _Decoded(merged, pc.or_(sure_l, sets_ok)), _valid(lists, length), sets.is_valid()
 
 
 @functools.lru_cache(maxsize=16)
@@ -516,10 +518,6 @@ def _columns(table: pa.Table, shard_id: str, sequences: list[str], precision: st
     return output, sure
 
 
-def _extra_nulls(payload: bytes) -> bool:
-    return payload.count(b"null") != sum(payload.count(marker) for marker in _USER_IDENTITY_NULLS)
-
-
 def _parse(payloads: Sequence[bytes], joined: bytes | None = None) -> pa.Table | None:
     """Newline-delimited JSON -> table, or None when the reader refuses it or the row count is off."""
     if joined is None:
@@ -587,20 +585,6 @@ def _payloads_one_by_one(data: Sequence[str]) -> tuple[list[bytes], list[int], l
     return payloads, candidates, unsure
 
 
-def _has_inner_nulls(text: bytes) -> bool:
-    """Whether the text holds a JSON null other than ``userIdentity``'s (Arrow reads null and absent alike,
-    the strict path does not)."""
-    nulls = text.count(b"null")
-    if not nulls:
-        return False
-    markers = 0
-    for marker in _USER_IDENTITY_NULLS:
-        markers += text.count(marker)
-        if markers == nulls:
-            return False
-    return True
-
-
 def _read(payloads: list[bytes], candidates: list[int]) -> tuple[list[tuple[list[int], pa.Table]], list[int]]:
     """Parse the candidates' payloads as newline-delimited JSON; returns (parsed runs, positions left over).
 
@@ -609,13 +593,7 @@ def _read(payloads: list[bytes], candidates: list[int]) -> tuple[list[tuple[list
     """
     if not candidates:
         return [], []
-    joined = b"\n".join([payloads[position] for position in candidates])
-    if not _has_inner_nulls(joined):
-        return _parsed_runs(candidates, payloads, joined)
-    unusual = {position for position in candidates if _has_inner_nulls(payloads[position])}
-    kept = [position for position in candidates if position not in unusual]
-    runs, leftovers = _parsed_runs(kept, payloads) if kept else ([], [])
-    return runs, leftovers + sorted(unusual)
+    return _parsed_runs(candidates, payloads, b"\n".join([payloads[position] for position in candidates]))
 
 
 def decode_batch(records: Sequence[KinesisRecord], precision: str) -> DecodedBatch:

@@ -5,7 +5,8 @@ fast path (``pipeline.columnar``) only accepts rows that this strict path accept
 and hands every row it is not sure about back to it.
 
 Decisions where the wire format leaves room:
-- an attribute whose value is JSON ``null`` is treated as absent (DynamoDB never writes one);
+- JSON ``null`` in an item means absent: an attribute, a type tag beside the real one, a map entry (DynamoDB
+  never writes one; Arrow's reader cannot tell null from absent, so both paths read it the same way);
 - a typed value must have exactly one type tag; ``NULL`` must be ``true``; ``N`` is a finite decimal text;
 - ``B``/``BS`` values are strict base64; sets may be empty (DynamoDB never writes an empty set, but the
   decoder does not need to refuse one).
@@ -36,6 +37,7 @@ __all__ = [
     "deserialize_value",
     "parse_change_record",
     "parse_kinesis_records",
+    "present_tags",
     "sequence_key",
 ]
 
@@ -353,7 +355,7 @@ def _null(value: Any) -> None:
 def _m(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(f"M must hold an object, got {value!r}")
-    return {name: deserialize_value(item) for name, item in value.items()}
+    return {name: deserialize_value(item) for name, item in value.items() if item is not None}
 
 
 def _l(value: Any) -> list[Any]:
@@ -376,14 +378,23 @@ _DESERIALIZERS: dict[str, Callable[[Any], Any]] = {
 }
 
 
+def present_tags(typed: Any) -> dict[str, Any] | None:
+    """A typed value's tags without the JSON-null ones (null means absent), or None when it is not an object."""
+    if not isinstance(typed, dict):
+        return None
+    return {tag: value for tag, value in typed.items() if value is not None}
+
+
 def deserialize_value(typed: Any) -> Any:
     """Typed DynamoDB JSON (one value) -> Python: str, Decimal, bytes, bool, None, dict, list, or a set.
 
-    Raises ``ValueError`` naming the offending value when ``typed`` is not a DynamoDB attribute value.
+    A tag or map entry whose value is JSON null counts as absent. Raises ``ValueError`` naming the offending
+    value when ``typed`` is not a DynamoDB attribute value.
     """
-    if not isinstance(typed, dict) or len(typed) != 1:
+    present = present_tags(typed)
+    if present is None or len(present) != 1:
         raise ValueError(f"expected one DynamoDB typed value like {{'S': ...}}, got {typed!r}")
-    ((tag, value),) = typed.items()
+    ((tag, value),) = present.items()
     deserializer = _DESERIALIZERS.get(tag)
     if deserializer is None:
         raise ValueError(f"unknown DynamoDB type tag {tag!r} (expected one of {', '.join(sorted(_DESERIALIZERS))})")

@@ -5,6 +5,8 @@ columns and ``extra_attributes``. Every other column is an item attribute whose 
 symbols are read from ``pipeline.schema.field_specs()``.
 
 Decisions where the issue leaves room (documented in docs/handler.md):
+- JSON ``null`` anywhere in an item means absent: an attribute, a type tag next to the real one, a map entry
+  (DynamoDB never writes one; a list element or set member that is null is still refused);
 - ``event_id``/``fan_id`` come from the keys ``pk = EVENT#<event_id>``, ``sk = FAN#<fan_id>`` (non-empty);
   an image that also holds ``pk``/``sk``/``event_id``/``fan_id`` must agree with the keys;
 - integers accept any integral DynamoDB number text (``3``, ``3.0``, ``3E0``) inside the column's range;
@@ -27,7 +29,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pipeline.decode import ChangeRecord, EventName, KinesisRecord, deserialize_value
+from pipeline.decode import ChangeRecord, EventName, KinesisRecord, deserialize_value, present_tags
 from pipeline.exceptions import NotChangeRecordError, SchemaViolationError
 from pipeline.schema import FieldSpec, field_specs
 
@@ -83,7 +85,8 @@ def _violation(name: str, typed: Any, expected: str) -> SchemaViolationError:
 
 
 def _tagged(name: str, typed: Any, tag: str, expected: str) -> Any:
-    if not isinstance(typed, dict) or len(typed) != 1 or tag not in typed:
+    present = present_tags(typed)
+    if present is None or len(present) != 1 or tag not in present:
         raise _violation(name, typed, expected)
     return typed[tag]
 
@@ -165,8 +168,9 @@ def _array(spec: FieldSpec, typed: Any) -> list[Any]:
     convert = _SCALAR_CONVERTERS[item_kind]
     set_tag = _SET_TAGS.get(item_kind)
     expected = f"a list (L) of {item_kind}" + (f" or a set ({set_tag})" if set_tag else "")
-    if isinstance(typed, dict) and len(typed) == 1 and set_tag in typed:
-        values = typed[set_tag]
+    present = present_tags(typed)
+    if present is not None and len(present) == 1 and set_tag in present:
+        values = present[set_tag]
         if not isinstance(values, list):
             raise _violation(spec.name, typed, expected)
         scalar_tag = "S" if set_tag == "SS" else "N"
@@ -182,7 +186,7 @@ def _map(spec: FieldSpec, typed: Any) -> list[tuple[str, Any]]:
     entries = _tagged(spec.name, typed, "M", f"a map (M) of {spec.item_kind}")
     if not isinstance(entries, dict):
         raise _violation(spec.name, typed, f"a map (M) of {spec.item_kind}")
-    return sorted((key, convert(f"{spec.name}.{key}", value)) for key, value in entries.items())
+    return sorted((key, convert(f"{spec.name}.{key}", value)) for key, value in entries.items() if value is not None)
 
 
 def _enum(spec: FieldSpec, typed: Any) -> str:
@@ -235,7 +239,8 @@ def plain_json(value: Any) -> str:
 def _key_value(change: ChangeRecord, column: str) -> str:
     attribute, prefix = KEY_COLUMNS[column]
     typed = change.keys.get(attribute)
-    text = typed.get("S") if isinstance(typed, dict) and len(typed) == 1 else None
+    present = present_tags(typed)
+    text = present.get("S") if present is not None and len(present) == 1 else None
     if not isinstance(text, str) or not text.startswith(prefix) or len(text) == len(prefix):
         raise NotChangeRecordError(f'key {attribute!r} is {_shown(typed)}, expected {{"S": "{prefix}<{column}>"}}')
     return text[len(prefix) :]
@@ -243,7 +248,9 @@ def _key_value(change: ChangeRecord, column: str) -> str:
 
 def _item_values(change: ChangeRecord, image: Mapping[str, Any], row: dict[str, Any]) -> None:
     for column, (attribute, _) in KEY_COLUMNS.items():
-        if image.get(attribute) is not None and image[attribute] != change.keys.get(attribute):
+        if image.get(attribute) is not None and present_tags(image[attribute]) != present_tags(
+            change.keys.get(attribute)
+        ):
             raise SchemaViolationError(
                 f"attribute {attribute!r}: image holds {_shown(image[attribute])} but the key is "
                 f"{_shown(change.keys.get(attribute))}"
@@ -257,7 +264,7 @@ def _item_values(change: ChangeRecord, image: Mapping[str, Any], row: dict[str, 
         if spec.name in KEY_COLUMNS:
             continue
         typed = image.get(spec.name)
-        if typed is None or (spec.nullable and typed == {"NULL": True}):
+        if typed is None or (spec.nullable and present_tags(typed) == {"NULL": True}):
             if not spec.nullable:
                 raise SchemaViolationError(f"attribute {spec.name!r} is required but missing")
             row[spec.name] = None

@@ -29,7 +29,8 @@ TYPED_VALUES = [
     None, {"BOOL": True}, {"S": "x", "N": "1"}, {"Q": "1"}, {"S": 5}, {"B": "AP8="}, {"SS": ["b", "a"]}, {"SS": []},
     {"NS": ["2", "1"]}, {"L": []}, {"L": [{"S": "PL1"}, {"S": "GA"}]}, {"L": [{"N": "1"}]}, {"L": [None]},
     {"M": {}}, {"M": {"locale": {"S": "en-US"}}}, {"M": {"a.b": {"S": "v"}, "k": {"N": "1"}}}, {"M": {"k": None}},
-    {"M": {"deep": {"M": {"x": {"L": [{"BOOL": False}, {"NULL": True}]}}}}}, [], "raw",
+    {"M": {"deep": {"M": {"x": {"L": [{"BOOL": False}, {"NULL": True}]}}}}}, [], "raw", {"S": "x", "N": None},
+    {"SS": ["a", None]}, {"L": [{"S": "a", "N": None}]}, {"M": None}, {"NULL": None}, {"M": {"k": {"S": None}}},
 ]  # fmt: skip
 ATTRIBUTES = [*[spec.name for spec in field_specs()][:11], "pk", "sk", "marketing", "new_attribute", "a.b"]
 

@@ -361,7 +361,6 @@ def test_timestamps_with_an_offset_are_read_as_utc_milliseconds(decoder, text, e
         ({"channel": {"S": "web", "N": "1"}}, "attribute 'channel': expected a string (S)"),
         ({"price_levels": {"L": [{"N": "1"}]}}, "attribute 'price_levels[0]': expected a string (S)"),
         ({"attributes": {"M": {"k": {"N": "1"}}}}, "attribute 'attributes.k': expected a string (S)"),
-        ({"attributes": {"M": {"k": None}}}, "attribute 'attributes.k': expected a string (S), got null"),
         ({"presale_code": {"S": None}}, "attribute 'presale_code': expected a string (S), got {\"S\": null}"),
         ({"channel": {"NULL": False}}, "attribute 'channel': expected a string (S)"),
         ({"odd": {"Q": "1"}}, "attribute 'odd': unknown DynamoDB type tag 'Q'"),
@@ -373,6 +372,27 @@ def test_schema_violations_name_the_field_and_value(decoder, attributes, reason)
     assert reason_of(decoder, record(item(**attributes))) == f"schema_violation: {reason}" or reason in reason_of(
         decoder, record(item(**attributes))
     )
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_json_null_in_an_item_means_absent(decoder):
+    image = item(
+        channel=None,
+        attributes={"M": {"locale": {"S": "en-GB"}, "gone": None}},
+        quantity={"N": "4", "S": None},
+        presale_code={"NULL": True, "S": None},
+        extra={"M": {"a": {"N": "1"}, "b": None}},
+    )
+    image["updated_at"] = None
+    (row,) = rows_of(decoder, record(image))
+    assert (row["channel"], row["updated_at"], row["presale_code"], row["quantity"]) == (None, None, None, 4)
+    assert row["attributes"] == [("locale", "en-GB")]
+    assert row["extra_attributes"] == '{"extra":{"a":1}}'
+    # but a null where a value must be is still refused
+    assert "attribute 'price_levels[1]': expected a string (S), got null" in reason_of(
+        decoder, record(item(price_levels={"L": [{"S": "GA"}, None]}))
+    )
+    assert "attribute 'price_levels[1]'" in reason_of(decoder, record(item(price_levels={"SS": ["GA", None]})))
 
 
 @pytest.mark.parametrize("decoder", DECODERS)
