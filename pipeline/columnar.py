@@ -411,11 +411,18 @@ def _extra_attributes(image: Any, length: int) -> tuple[Any, Any]:
     unknown = [field.name for field in image.type if field.name not in _KNOWN_ATTRIBUTES]
     if not unknown:
         return pa.nulls(length, _STRING), _constant(True, length)
-    text, sure = _render_object(image, length, unknown)
     has_any = _constant(False, length)
     for name in unknown:
         has_any = pc.or_(has_any, _field(image, name).is_valid())
-    return pc.if_else(has_any, text, None), sure
+    # render only the rows that have unknown attributes (usually few), then put the text back in place
+    where = pc.indices_nonzero(has_any)
+    count = len(where)
+    text, sure = _render_object(pc.take(image, where), count, unknown)
+    slot = pc.subtract(pc.cumulative_sum(has_any.cast(pa.int64())), 1)
+    index = pc.if_else(has_any, slot, count)
+    texts = pc.take(pa.concat_arrays([text, pa.nulls(1, _STRING)]), index)
+    sures = pc.take(pa.concat_arrays([sure, pa.array([True], pa.bool_())]), index)
+    return texts, sures
 
 
 def _pick(is_remove: Any, new: Any, old: Any, length: int) -> Any:
@@ -607,6 +614,10 @@ def decode_batch(records: Sequence[KinesisRecord], precision: str) -> DecodedBat
     sequences = batch.sequence_numbers
     for positions, table in parsed:
         output, sure = _columns(table, str(batch.shard_id), [sequences[p] for p in positions], precision)
+        if sure.false_count == 0:
+            tables.append(output)
+            fast_positions.extend(positions)
+            continue
         tables.append(output.filter(sure))
         for position, ok in zip(positions, sure.to_pylist(), strict=True):
             (fast_positions if ok else unsure).append(position)
