@@ -209,22 +209,28 @@ def _fast_batch(records: list[Any]) -> KinesisBatch | None:
         partition_keys = list(map(operator.itemgetter("partitionKey"), kinesis))
     except (KeyError, TypeError):
         return None
-    if not records or set(map(type, itertools.chain(sequences, data, partition_keys, arns, event_ids))) != {str}:
+    if not records or set(map(type, itertools.chain(data, partition_keys, arns))) != {str}:
         return None
-    digits = "".join(sequences)
-    shard_id = event_ids[0][: -len(sequences[0]) - 1]
+    try:
+        digits = "".join(sequences)  # also proves they are all text
+        shard_id = event_ids[0][: -len(sequences[0]) - 1]
+    except (TypeError, AttributeError):
+        return None
+    lengths = set(map(len, sequences))
     well_formed = (
         digits.isascii()
         and digits.isdigit()
-        and min(map(len, sequences)) > 0
-        and max(map(len, sequences)) <= 128
+        and min(lengths) > 0
+        and max(lengths) <= 128
         and bool(shard_id)
         and set(map(type, arrivals)) <= {float, int}
     )
+    # equal to the expected text means every eventID is text of the form <shard>:<sequence number>
     if not well_formed or event_ids != list(map(f"{shard_id}:".__add__, sequences)):
         return None
-    numbers = list(map(int, sequences))
-    if not all(map(operator.lt, numbers, itertools.islice(numbers, 1, None))):
+    # increasing as integers; decimal text of one length (the usual case) compares the same way as text
+    ordered = sequences if len(lengths) == 1 and min(lengths) > 0 else list(map(int, sequences))
+    if not all(map(operator.lt, ordered, itertools.islice(ordered, 1, None))):
         return None  # out of order or repeated: the slow path sorts or refuses
     return KinesisBatch(
         sequence_numbers=tuple(sequences),
