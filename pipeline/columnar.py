@@ -178,10 +178,11 @@ def _integer_values(child: Any, length: int, kind: str) -> _Decoded:
     if child is None:
         return _Decoded(pa.nulls(length, target), _valid(None, length))
     sure = pc.fill_null(pc.match_substring_regex(child, _PLAIN_LONG if kind == "long" else _PLAIN_INT), False)
-    numbers = pc.cast(pc.if_else(sure, child, "0"), pa.int64())
+    # values only where certain, null elsewhere (absent, NULL, or left to the strict path)
+    numbers = pc.cast(pc.if_else(sure, child, pa.scalar(None, _STRING)), pa.int64())
     if kind == "int":
         sure = _all(sure, pc.greater_equal(numbers, _INT32[0]), pc.less_equal(numbers, _INT32[1]))
-        numbers = pc.cast(pc.if_else(sure, numbers, 0), pa.int32())
+        numbers = pc.cast(pc.if_else(sure, numbers, pa.scalar(None, pa.int64())), pa.int32())
     return _Decoded(numbers, sure)
 
 
@@ -191,12 +192,12 @@ def _timestamp_values(child: Any, length: int, kind: str) -> _Decoded:
         return _Decoded(pa.nulls(length, target), _valid(None, length))
     sure = pc.fill_null(pc.match_substring_regex(child, _ISO_TIMESTAMP), False)
     try:
-        micros = pc.cast(pc.if_else(sure, child, "1970-01-01T00:00:00Z"), pa.timestamp("us", tz="UTC"))
+        micros = pc.cast(pc.if_else(sure, child, pa.scalar(None, _STRING)), pa.timestamp("us", tz="UTC"))
     except pa.ArrowInvalid:  # an impossible date (30 February) somewhere: let the strict path sort them out
         return _Decoded(pa.nulls(length, target), _valid(None, length))
     integers = micros.cast(pa.int64())
     sure = _all(sure, pc.greater_equal(integers, 0))  # floor and truncation agree only from 1970 on
-    scaled = pc.divide(pc.if_else(sure, integers, 0), _TIME_DIVISORS[kind])
+    scaled = pc.divide(pc.if_else(sure, integers, pa.scalar(None, pa.int64())), _TIME_DIVISORS[kind])
     return _Decoded(scaled.cast(target), sure)
 
 
@@ -324,10 +325,9 @@ def _attribute(spec: FieldSpec, attribute: Any, length: int) -> _Decoded:
         decoded = _Decoded(pa.nulls(length, arrow_schema().field(spec.name).type), _valid(None, length))
     if null_tag is not None:
         decoded.sure = pc.or_(decoded.sure, null_tag)
-        decoded.values = _pick(null_tag, decoded.values, pa.nulls(length, decoded.values.type), length)
+    # every decoder leaves its values null where the attribute is absent or {"NULL": true}
     sure = pc.if_else(present, decoded.sure, absent_ok)
-    values = _pick(present, pa.nulls(length, decoded.values.type), decoded.values, length)
-    return _Decoded(values, pc.fill_null(sure, False))
+    return _Decoded(decoded.values, pc.fill_null(sure, False))
 
 
 def _quote(texts: Any) -> Any:
