@@ -417,7 +417,9 @@ def _extra_attributes(image: Any, length: int) -> tuple[Any, Any]:
     # render only the rows that have unknown attributes (usually few), then put the text back in place
     where = pc.indices_nonzero(has_any)
     count = len(where)
-    text, sure = _render_object(pc.take(image, where), count, unknown)
+    fields = [image.type.field(name) for name in unknown]
+    extras = pa.StructArray.from_arrays([pc.take(_field(image, name), where) for name in unknown], fields=fields)
+    text, sure = _render_object(extras, count, unknown)
     slot = pc.subtract(pc.cumulative_sum(has_any.cast(pa.int64())), 1)
     index = pc.if_else(has_any, slot, count)
     texts = pc.take(pa.concat_arrays([text, pa.nulls(1, _STRING)]), index)
