@@ -438,6 +438,8 @@ def _pick(is_remove: Any, new: Any, old: Any, length: int) -> Any:
 def _row_image(is_remove: Any, new: Any, old: Any, length: int) -> tuple[Any, Any]:
     """Per row, the image it carries (old for REMOVE, new otherwise) as one struct column, and the rows that
     selection is certain about (a field the two images typed differently leaves REMOVE rows to the strict path)."""
+    if new.type == old.type:  # the usual case: nothing to unify
+        return _pick(is_remove, new, old, length), _constant(True, length)
     names = [field.name for field in new.type] + [
         field.name for field in old.type if new.type.get_field_index(field.name) < 0
     ]
