@@ -58,7 +58,9 @@ def workload(count: int, *, seed: int, poison: int = 4) -> Iterator[Change]:
     rng = random.Random(seed)
     kinds = list(POISON_KINDS)
     slots = set(rng.sample(range(count), k=min(poison, count)))
-    realistic = DemandGenerator(seed=seed).changes(count - len(slots))
+    # Registrations created over the last few minutes, so created_at reads like the change times the table gives.
+    start = datetime.now(UTC) - timedelta(minutes=5)
+    realistic = DemandGenerator(seed=seed, start=start).changes(count - len(slots))
     for position in range(count):
         if position in slots:
             kind = kinds[len(slots) % len(kinds)]
