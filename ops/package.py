@@ -2,8 +2,11 @@
 
 - ``function.zip`` holds ``pipeline/`` only (sources and schemas, no bytecode).
 - ``layer.zip`` holds the locked runtime dependencies under ``python/``, installed for the Lambda platform
-  (Python 3.12, arm64, manylinux_2_28 wheels only). boto3 and what only boto3 needs are left out: the
-  Lambda runtime ships them, and botocore alone would take ~100 MB of the 250 MB unzipped limit.
+  (Python 3.12, arm64, binary wheels only: manylinux_2_28, or manylinux2014 for packages such as pybase64 that
+  publish nothing newer; the versions are pinned by the lock, so an older tag can never bring an older release,
+  and every extension module is checked to be built for aarch64 and CPython 3.12). boto3 and what only boto3
+  needs are left out: the Lambda runtime ships them, and botocore alone would take ~100 MB of the 250 MB
+  unzipped limit.
 
 Both zips have sorted entries, fixed timestamps and fixed permissions, so the same inputs give the same bytes
 (and the same hash: ``pulumi preview`` shows no change). The same artifact is promoted to every stack.
@@ -31,16 +34,21 @@ from components.artifacts import FUNCTION_ZIP, LAYER_ZIP
 from components.settings import PROJECT_ROOT
 
 __all__ = [
-    "LAMBDA_PLATFORM",
+    "LAMBDA_PLATFORMS",
+    "LAMBDA_PYTHON",
     "RUNTIME_PROVIDED",
     "build_function_zip",
     "build_layer_zip",
+    "check_extensions",
     "deterministic_zip",
     "layer_requirements",
     "main",
 ]
 
-LAMBDA_PLATFORM = ("manylinux_2_28_aarch64", "3.12", "cp")
+# Wheel platform tags the Lambda runtime (Amazon Linux 2023, glibc 2.34, arm64) can load, best first.
+LAMBDA_PLATFORMS = ("manylinux_2_28_aarch64", "manylinux_2_17_aarch64")
+LAMBDA_PYTHON = ("3.12", "cp")
+_EXTENSION = re.compile(r"\.cpython-(\d+)-([a-z0-9_]+)-linux-gnu\.so$")
 # Installed in the Lambda Python runtime already; dropped with everything only they need.
 RUNTIME_PROVIDED = frozenset({"boto3"})
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
@@ -167,7 +175,7 @@ def build_layer_zip(
     pip_args: Sequence[str] = (),
 ) -> Built:
     """Install ``requirements`` for the Lambda platform into ``python/`` and zip it deterministically."""
-    platform, python_version, implementation = LAMBDA_PLATFORM
+    python_version, implementation = LAMBDA_PYTHON
     site = work_dir / "python"
     shutil.rmtree(work_dir, ignore_errors=True)
     site.mkdir(parents=True)
@@ -182,8 +190,7 @@ def build_layer_zip(
         "--disable-pip-version-check",
         "--no-compile",
         "--no-deps",  # the export is already the complete, locked closure
-        "--platform",
-        platform,
+        *[option for platform in LAMBDA_PLATFORMS for option in ("--platform", platform)],
         "--only-binary=:all:",
         "--python-version",
         python_version,
@@ -196,9 +203,22 @@ def build_layer_zip(
         *pip_args,
     ]
     subprocess.run(command, check=True)
+    check_extensions(site)
     _trim(site)
     entries = [(path.relative_to(work_dir).as_posix(), path) for path in _files(site)]
     return deterministic_zip(entries, destination)
+
+
+def check_extensions(site: Path) -> None:
+    """Fail unless every compiled extension module under ``site`` is for CPython 3.12 on aarch64 Linux."""
+    wanted = ("".join(LAMBDA_PYTHON[0].split(".")), "aarch64")
+    wrong = [
+        path.relative_to(site).as_posix()
+        for path in site.rglob("*.so")
+        if (match := _EXTENSION.search(path.name)) is not None and match.groups() != wanted
+    ]
+    if wrong:
+        raise RuntimeError(f"layer holds extension modules not built for cp312 aarch64: {', '.join(sorted(wrong))}")
 
 
 def _report(built: Built, unzipped: int | None = None) -> str:

@@ -17,6 +17,7 @@ from ops.package import (
     FIXED_TIME,
     build_function_zip,
     build_layer_zip,
+    check_extensions,
     export_runtime_requirements,
     layer_requirements,
     main,
@@ -141,6 +142,19 @@ def test_layer_zip_is_deterministic_and_clean(tmp_path: Path) -> None:
         assert not name.startswith("python/bin/"), name  # scripts carry this machine's interpreter path
         assert not name.endswith(("/RECORD", "/INSTALLER")), name
         assert "__pycache__" not in name, name
+
+
+def test_layer_extension_modules_must_be_for_the_lambda_platform(tmp_path: Path) -> None:
+    site = tmp_path / "python"
+    (site / "fast").mkdir(parents=True)
+    (site / "fast" / "_core.cpython-312-aarch64-linux-gnu.so").write_bytes(b"")
+    (site / "fast" / "libarrow.so.2600").write_bytes(b"")  # a shared library, not an extension module
+    check_extensions(site)
+
+    (site / "fast" / "_other.cpython-312-x86_64-linux-gnu.so").write_bytes(b"")
+    (site / "fast" / "_old.cpython-311-aarch64-linux-gnu.so").write_bytes(b"")
+    with pytest.raises(RuntimeError, match=r"fast/_old\.cpython-311-aarch64.*fast/_other\.cpython-312-x86_64"):
+        check_extensions(site)
 
 
 def test_artifact_paths_and_digest(tmp_path: Path) -> None:
