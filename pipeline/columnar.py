@@ -56,7 +56,12 @@ _TIME_UNITS = {"timestamp-millis": "ms", "timestamp-micros": "us"}
 
 
 def _attribute_type(spec: FieldSpec) -> pa.DataType:
-    """The typed-JSON shape of one contract attribute, as the JSON reader should parse it."""
+    """The typed-JSON shape of one contract attribute, as the JSON reader should parse it.
+
+    Only the usual tag is declared. The reader fills every declared field of every row, present or not, so a
+    rarely seen tag (``NULL``, a set) would cost each row a null per image; left out, it is inferred in the
+    blocks that hold it, and the decoders check its type before trusting it.
+    """
     tags: list[tuple[str, pa.DataType]]
     if spec.kind in ("string", "enum", "timestamp-millis", "timestamp-micros"):
         tags = [("S", _STRING)]
@@ -65,18 +70,20 @@ def _attribute_type(spec: FieldSpec) -> pa.DataType:
     elif spec.kind == "boolean":
         tags = [("BOOL", pa.bool_())]
     elif spec.kind == "array" and spec.item_kind == "string":
-        tags = [("L", pa.list_(pa.struct([("S", _STRING)]))), ("SS", pa.list_(_STRING))]
+        tags = [("L", pa.list_(pa.struct([("S", _STRING)])))]
     elif spec.kind == "array":
-        tags = [("L", pa.list_(pa.struct([("N", _STRING)]))), ("NS", pa.list_(_STRING))]
+        tags = [("L", pa.list_(pa.struct([("N", _STRING)])))]
     else:  # map: its keys are data, so its shape is inferred
         tags = [("M", pa.struct([]))]
-    if spec.nullable:
-        tags.append(("NULL", pa.bool_()))
     return pa.struct(tags)
 
 
 def payload_schema() -> pa.Schema:
-    """Explicit schema of a change record for the JSON reader, derived from the contract."""
+    """Explicit schema of a change record for the JSON reader, derived from the contract.
+
+    ``userIdentity`` (null, or an object for TTL deletions) is not read by either path, so it is left to
+    inference rather than declared.
+    """
     key = pa.struct([("S", _STRING)])
     image_fields = [(attribute, key) for attribute, _ in KEY_COLUMNS.values()]
     image_fields += [(spec.name, _attribute_type(spec)) for spec in item_specs()]
@@ -96,7 +103,6 @@ def payload_schema() -> pa.Schema:
             ("awsRegion", _STRING),
             ("eventID", _STRING),
             ("eventName", _STRING),
-            ("userIdentity", pa.struct([("type", _STRING), ("principalId", _STRING)])),
             ("recordFormat", _STRING),
             ("tableName", _STRING),
             ("dynamodb", dynamodb),
@@ -108,6 +114,7 @@ def payload_schema() -> pa.Schema:
 _PAYLOAD_SCHEMA = payload_schema()
 _PARSE_OPTIONS = pj.ParseOptions(explicit_schema=_PAYLOAD_SCHEMA, unexpected_field_behavior="infer")
 _KNOWN_ATTRIBUTES = frozenset(field.name for field in _PAYLOAD_SCHEMA.field("dynamodb").type.field("NewImage").type)
+_STRING_LIST = pa.list_(_STRING)
 
 
 # -- small column helpers ---------------------------------------------------------------------------------------
@@ -220,7 +227,7 @@ def _string_list_values(attribute: Any, length: int) -> tuple[_Decoded, Any, Any
         if texts is not None and texts.type == _STRING:
             inner = pc.struct_field(lists.values, "S")
             values = pa.ListArray.from_arrays(lists.offsets, inner, mask=pc.invert(lists.is_valid()))
-    if sets is None:
+    if sets is None or sets.type != _STRING_LIST:  # absent, or inferred as something else: left to the strict path
         return _Decoded(values, sure_l), _valid(lists, length), _valid(None, length)
     # a set member that is JSON null is refused by the strict path: such rows go its way
     null_members = _rows_with(pc.list_flatten(sets).is_null(), pc.list_parent_indices(sets), length)
@@ -300,9 +307,10 @@ def _attribute(spec: FieldSpec, attribute: Any, length: int) -> _Decoded:
     """One contract attribute of one image -> its column and the rows the column is certain about."""
     present = _valid(attribute, length)
     absent_ok = _constant(spec.nullable, length)
-    null_tag = _only(attribute, "NULL", length) if spec.nullable and attribute is not None else None
-    if null_tag is not None:
-        null_tag = _all(null_tag, pc.fill_null(_field(attribute, "NULL"), False))
+    null_tag = None
+    null_child = _field(attribute, "NULL") if spec.nullable else None
+    if null_child is not None and pa.types.is_boolean(null_child.type):  # otherwise its rows are not sure
+        null_tag = _all(_only(attribute, "NULL", length), pc.fill_null(null_child, False))
     if spec.kind in ("string", "enum"):
         decoded = _string_values(_field(attribute, "S"), length)
         if spec.kind == "enum":
@@ -435,29 +443,52 @@ def _pick(is_remove: Any, new: Any, old: Any, length: int) -> Any:
     return pc.take(pa.concat_arrays([new, old]), index)
 
 
+def _unified(first: Any, second: Any, length: int) -> tuple[Any, Any] | None:
+    """The two columns with one type: a struct field (or tag) only one side has is added to the other as nulls,
+    which is what absent means, at every struct level. None when a child is typed differently otherwise."""
+    if first.type == second.type:
+        return first, second
+    if pa.types.is_null(first.type) or pa.types.is_null(second.type):  # all null: absent everywhere
+        kind = second.type if pa.types.is_null(first.type) else first.type
+        return (first if first.type == kind else pa.nulls(length, kind)), (
+            second if second.type == kind else pa.nulls(length, kind)
+        )
+    if not (pa.types.is_struct(first.type) and pa.types.is_struct(second.type)):
+        return None
+    names = [field.name for field in first.type] + [
+        field.name for field in second.type if first.type.get_field_index(field.name) < 0
+    ]
+    sides: list[list[Any]] = [[], []]
+    fields = []
+    for name in names:
+        left, right = _field(first, name), _field(second, name)
+        if left is None and right is None:  # a name the struct holds twice: not resolved here
+            return None
+        pair = _unified(
+            left if left is not None else pa.nulls(length, right.type),
+            right if right is not None else pa.nulls(length, left.type),
+            length,
+        )
+        if pair is None:
+            return None
+        fields.append(pa.field(name, pair[0].type))
+        sides[0].append(pair[0])
+        sides[1].append(pair[1])
+    first, second = (
+        pa.StructArray.from_arrays(side, fields=fields, mask=pc.invert(column.is_valid()))
+        for side, column in zip(sides, (first, second), strict=True)
+    )
+    return first, second
+
+
 def _row_image(is_remove: Any, new: Any, old: Any, length: int) -> tuple[Any, Any]:
     """Per row, the image it carries (old for REMOVE, new otherwise) as one struct column, and the rows that
     selection is certain about (a field the two images typed differently leaves REMOVE rows to the strict path)."""
     if new.type == old.type:  # the usual case: nothing to unify
         return _pick(is_remove, new, old, length), _constant(True, length)
-    names = [field.name for field in new.type] + [
-        field.name for field in old.type if new.type.get_field_index(field.name) < 0
-    ]
-    sides: list[list[Any]] = [[], []]
-    fields = []
-    for name in names:
-        children = [_field(image, name) for image in (new, old)]
-        types = {child.type for child in children if child is not None}
-        if len(types) > 1:
-            return new, pc.invert(is_remove)
-        (kind,) = types
-        fields.append(pa.field(name, kind))
-        for side, child in zip(sides, children, strict=True):
-            side.append(child if child is not None else pa.nulls(length, kind))
-    unified = [
-        pa.StructArray.from_arrays(side, fields=fields, mask=pc.invert(image.is_valid()))
-        for side, image in zip(sides, (new, old), strict=True)
-    ]
+    unified = _unified(new, old, length)
+    if unified is None:
+        return new, pc.invert(is_remove)
     return _pick(is_remove, unified[0], unified[1], length), _constant(True, length)
 
 
@@ -465,7 +496,10 @@ def _agrees(attribute: Any, expected: Any, length: int) -> Any:
     """Rows where ``attribute`` is absent, or is exactly ``{"S": <expected>}``."""
     if attribute is None:
         return _constant(True, length)
-    same = _all(_only(attribute, "S", length), pc.equal(_field(attribute, "S"), expected))
+    text = _field(attribute, "S")
+    if text is None or text.type != _STRING:
+        return pc.invert(attribute.is_valid())
+    same = _all(_only(attribute, "S", length), pc.equal(text, expected))
     return pc.or_(pc.invert(attribute.is_valid()), same)
 
 
