@@ -136,7 +136,7 @@ def _all(*masks: Any) -> Any:
     result = masks[0]
     for mask in masks[1:]:
         result = pc.and_(result, mask)
-    return pc.fill_null(result, False)
+    return pc.fill_null(result, False) if result.null_count else result
 
 
 def _tag_count(struct: Any, length: int) -> Any:
@@ -282,8 +282,8 @@ def _string_map_values(maps: Any, length: int) -> _Decoded:
         where = pc.indices_nonzero(has)
         counts = pc.add(counts, has.cast(pa.int32()))
         rows.append(where)
-        ranks.append(pa.array([rank] * len(where), pa.int32()))
-        keys.append(pa.array([name] * len(where), _STRING))
+        ranks.append(pa.repeat(pa.scalar(rank, pa.int32()), len(where)))
+        keys.append(pa.repeat(pa.scalar(name, _STRING), len(where)))
         items.append(pc.take(text, where))
     if not rows:
         offsets = pa.array([0] * (length + 1), pa.int32())
