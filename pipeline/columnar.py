@@ -592,7 +592,9 @@ def _parsed_runs(
 _STRICT_BASE64 = functools.partial(binascii.a2b_base64, strict_mode=True)
 # SIMD base64, about three times faster. It accepts a subset of what strict binascii accepts (it refuses excess
 # padding, which binascii lets through) and decodes it identically, so a refusal just sends the chunk to binascii.
-_FAST_BASE64 = functools.partial(pybase64.b64decode, validate=True)
+# Called as b64decode(text, None, True), i.e. altchars=None, validate=True: positional arguments through map()
+# cost a quarter less per record than a partial with keywords.
+_FAST_BASE64 = pybase64.b64decode
 
 
 def _payloads(data: Sequence[str]) -> tuple[list[bytes], list[int], list[int]]:
@@ -601,7 +603,7 @@ def _payloads(data: Sequence[str]) -> tuple[list[bytes], list[int], list[int]]:
     The common case runs as C-level ``map`` calls; a record that is not base64 sends the chunk record by record.
     """
     try:
-        payloads = list(map(_FAST_BASE64, data))
+        payloads = list(map(_FAST_BASE64, data, itertools.repeat(None), itertools.repeat(True)))
     except (binascii.Error, ValueError):
         return _payloads_one_by_one(data)
     # one JSON object per line: a payload that does not start as an object (or is empty) goes the strict way
