@@ -504,7 +504,7 @@ def _agrees(attribute: Any, expected: Any, length: int) -> Any:
 
 
 # -- the batch -------------------------------------------------------------------------------------------------
-def _columns(table: pa.Table, shard_id: str, sequences: list[str], precision: str) -> tuple[pa.Table, Any]:
+def _columns(table: pa.Table, shard_id: str, sequences: Sequence[str], precision: str) -> tuple[pa.Table, Any]:
     """Output columns for one parsed sub-batch, and the rows they are certain about."""
     length = table.num_rows
     table = table.combine_chunks()
@@ -607,9 +607,9 @@ def _payloads(data: Sequence[str]) -> tuple[list[bytes], list[int], list[int]]:
     except (binascii.Error, ValueError):
         return _payloads_one_by_one(data)
     # one JSON object per line: a payload that does not start as an object (or is empty) goes the strict way
-    objects = list(map(bytes.startswith, payloads, itertools.repeat(b"{")))
-    if all(objects):
+    if all(map(bytes.startswith, payloads, itertools.repeat(b"{"))):
         return payloads, list(range(len(payloads))), []
+    objects = list(map(bytes.startswith, payloads, itertools.repeat(b"{")))
     return (
         payloads,
         [position for position, ok in enumerate(objects) if ok],
@@ -640,7 +640,9 @@ def _read(payloads: list[bytes], candidates: list[int]) -> tuple[list[tuple[list
     """
     if not candidates:
         return [], []
-    return _parsed_runs(candidates, payloads, b"\n".join([payloads[position] for position in candidates]))
+    # candidates ascend without repeats: as many as the payloads means all of them, in order
+    chosen = payloads if len(candidates) == len(payloads) else [payloads[position] for position in candidates]
+    return _parsed_runs(candidates, payloads, b"\n".join(chosen))
 
 
 def decode_batch(records: Sequence[KinesisRecord], precision: str) -> DecodedBatch:
@@ -653,7 +655,8 @@ def decode_batch(records: Sequence[KinesisRecord], precision: str) -> DecodedBat
     fast_positions: list[int] = []
     sequences = batch.sequence_numbers
     for positions, table in parsed:
-        output, sure = _columns(table, str(batch.shard_id), [sequences[p] for p in positions], precision)
+        run_sequences = sequences if len(positions) == len(sequences) else [sequences[p] for p in positions]
+        output, sure = _columns(table, str(batch.shard_id), run_sequences, precision)
         if sure.false_count == 0:
             tables.append(output)
             fast_positions.extend(positions)
@@ -675,7 +678,7 @@ def decode_batch(records: Sequence[KinesisRecord], precision: str) -> DecodedBat
         tables.append(rows_table(strict_rows))
     positions = fast_positions + strict_positions
     rows = pa.concat_tables(tables) if tables else rows_table([])
-    if positions != sorted(positions):
+    if strict_positions and positions != sorted(positions):  # runs and their filtered rows are in order
         order = sorted(range(len(positions)), key=positions.__getitem__)
         rows = rows.take(pa.array(order, pa.int64()))
         positions = [positions[index] for index in order]
