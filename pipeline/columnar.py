@@ -17,6 +17,7 @@ lands a good record in quarantine.
 from __future__ import annotations
 
 import binascii
+import concurrent.futures
 import functools
 import itertools
 import json
@@ -504,6 +505,28 @@ def _agrees(attribute: Any, expected: Any, length: int) -> Any:
 
 
 # -- the batch -------------------------------------------------------------------------------------------------
+_NESTED_KINDS = frozenset({"array", "map"})
+
+
+@functools.cache
+def _worker() -> concurrent.futures.ThreadPoolExecutor:
+    """One thread, made on first use and kept for the life of the process."""
+    return concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="columns")
+
+
+def _nested_columns(image: Any, length: int) -> tuple[dict[str, Any], Any]:
+    """The list and map attributes and ``extra_attributes`` of the row images, and the rows they are sure about."""
+    columns: dict[str, Any] = {}
+    sure = _constant(True, length)
+    for spec in item_specs():
+        if spec.kind in _NESTED_KINDS and spec.name not in KEY_COLUMNS:
+            decoded = _attribute(spec, _field(image, spec.name), length)
+            columns[spec.name] = decoded.values
+            sure = _all(sure, decoded.sure)
+    columns[EXTRA_COLUMN], extra_sure = _extra_attributes(image, length)
+    return columns, _all(sure, extra_sure)
+
+
 def _columns(table: pa.Table, shard_id: str, sequences: Sequence[str], precision: str) -> tuple[pa.Table, Any]:
     """Output columns for one parsed sub-batch, and the rows they are certain about."""
     length = table.num_rows
@@ -531,6 +554,9 @@ def _columns(table: pa.Table, shard_id: str, sequences: Sequence[str], precision
     is_remove = pc.fill_null(pc.equal(op, "REMOVE"), False)
     new, old = pc.struct_field(body, "NewImage"), pc.struct_field(body, "OldImage")
     image, selected = _row_image(is_remove, new, old, length)
+    # lists, maps and extra_attributes are built on a second thread: Arrow kernels release the GIL, so the two
+    # halves overlap on a second core
+    nested = _worker().submit(_nested_columns, image, length)
     sure = _all(sure, selected, image.is_valid())
     columns: dict[str, Any] = {}
     for column, (attribute, prefix) in KEY_COLUMNS.items():
@@ -543,13 +569,14 @@ def _columns(table: pa.Table, shard_id: str, sequences: Sequence[str], precision
         sure = _all(sure, _agrees(_field(image, attribute), text, length))
         sure = _all(sure, _agrees(_field(image, column), columns[column], length))
     for spec in item_specs():
-        if spec.name in KEY_COLUMNS:
+        if spec.name in KEY_COLUMNS or spec.kind in _NESTED_KINDS:
             continue
         decoded = _attribute(spec, _field(image, spec.name), length)
         columns[spec.name] = decoded.values
         sure = _all(sure, decoded.sure)
-    columns[EXTRA_COLUMN], extra_sure = _extra_attributes(image, length)
-    sure = _all(sure, extra_sure)
+    nested_columns, nested_sure = nested.result()
+    columns.update(nested_columns)
+    sure = _all(sure, nested_sure)
     columns.update(
         op=op,
         change_id=change_id,
