@@ -514,8 +514,10 @@ def _worker() -> concurrent.futures.ThreadPoolExecutor:
     return concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="columns")
 
 
-def _nested_columns(image: Any, length: int) -> tuple[dict[str, Any], Any]:
-    """The list and map attributes and ``extra_attributes`` of the row images, and the rows they are sure about."""
+def _nested_columns(picked: concurrent.futures.Future[Any], length: int) -> tuple[dict[str, Any], Any]:
+    """The list and map attributes and ``extra_attributes`` of the row images (``picked``, the result of
+    ``_row_image``), and the rows they are sure about."""
+    image, _ = picked.result()
     columns: dict[str, Any] = {}
     sure = _constant(True, length)
     for spec in item_specs():
@@ -533,6 +535,13 @@ def _columns(table: pa.Table, shard_id: str, sequences: Sequence[str], precision
     table = table.combine_chunks()
     change_id, op, table_name = (table.column(name).chunk(0) for name in ("eventID", "eventName", "tableName"))
     body = table.column("dynamodb").chunk(0)
+    # The row images are picked, then their lists, maps and extra_attributes built, on a second thread while
+    # this one checks the envelope fields, the keys and the scalar attributes: Arrow kernels release the GIL,
+    # so the two overlap on a second core.
+    is_remove = pc.fill_null(pc.equal(op, "REMOVE"), False)
+    new, old = pc.struct_field(body, "NewImage"), pc.struct_field(body, "OldImage")
+    picked = _worker().submit(_row_image, is_remove, new, old, length)
+    nested = _worker().submit(_nested_columns, picked, length)
     sure = _all(
         pc.greater(pc.utf8_length(change_id), 0),
         pc.is_in(op, value_set=pa.array(["INSERT", "MODIFY", "REMOVE"])),
@@ -551,22 +560,27 @@ def _columns(table: pa.Table, shard_id: str, sequences: Sequence[str], precision
     change_time = pc.if_else(micros, safe, pc.multiply(safe, 1000)).cast(pa.timestamp("us", tz="UTC"))
     # keys: pk = EVENT#<event_id>, sk = FAN#<fan_id>
     keys = pc.struct_field(body, "Keys")
-    is_remove = pc.fill_null(pc.equal(op, "REMOVE"), False)
-    new, old = pc.struct_field(body, "NewImage"), pc.struct_field(body, "OldImage")
-    image, selected = _row_image(is_remove, new, old, length)
-    # lists, maps and extra_attributes are built on a second thread: Arrow kernels release the GIL, so the two
-    # halves overlap on a second core
-    nested = _worker().submit(_nested_columns, image, length)
-    sure = _all(sure, selected, image.is_valid())
     columns: dict[str, Any] = {}
+    key_texts: dict[str, Any] = {}
     for column, (attribute, prefix) in KEY_COLUMNS.items():
         key = pc.struct_field(keys, attribute)
-        text = pc.struct_field(key, "S")
+        text = key_texts[column] = pc.struct_field(key, "S")
         sure = _all(sure, _only(key, "S", length), pc.starts_with(text, prefix))
         sure = _all(sure, pc.greater(pc.utf8_length(text), len(prefix)))
         columns[column] = pc.utf8_slice_codeunits(text, len(prefix))
+    columns.update(
+        op=op,
+        change_id=change_id,
+        change_time=change_time,
+        shard_id=pa.repeat(pa.scalar(shard_id, _STRING), length),
+        sequence_number=pa.array(sequences, _STRING),
+        table_name=table_name,
+    )
+    image, selected = picked.result()
+    sure = _all(sure, selected, image.is_valid())
+    for column, (attribute, _) in KEY_COLUMNS.items():
         # the image's own pk/sk, and event_id/fan_id if it has them, must agree with the key
-        sure = _all(sure, _agrees(_field(image, attribute), text, length))
+        sure = _all(sure, _agrees(_field(image, attribute), key_texts[column], length))
         sure = _all(sure, _agrees(_field(image, column), columns[column], length))
     for spec in item_specs():
         if spec.name in KEY_COLUMNS or spec.kind in _NESTED_KINDS:
@@ -577,14 +591,6 @@ def _columns(table: pa.Table, shard_id: str, sequences: Sequence[str], precision
     nested_columns, nested_sure = nested.result()
     columns.update(nested_columns)
     sure = _all(sure, nested_sure)
-    columns.update(
-        op=op,
-        change_id=change_id,
-        change_time=change_time,
-        shard_id=pa.repeat(pa.scalar(shard_id, _STRING), length),
-        sequence_number=pa.array(sequences, _STRING),
-        table_name=table_name,
-    )
     schema = arrow_schema()
     output = pa.Table.from_arrays([columns[name].cast(schema.field(name).type) for name in schema.names], schema=schema)
     return output, sure
