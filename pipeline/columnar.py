@@ -2,9 +2,9 @@
 
 Per-record Python (``json.loads``, a typed-value deserializer, a validator) is what makes a naive decoder slow.
 Here the decoded payloads are joined into newline-delimited JSON and parsed in one call by Arrow's JSON reader,
-with an explicit schema for the DynamoDB-typed structure (derived from the Avro contract) and inference for
-what the contract does not know (map keys, unknown attributes). Validation and conversion are Arrow compute
-kernels over whole columns.
+with an explicit schema for the usual DynamoDB-typed structure (derived from the Avro contract) and inference
+for the rest (map keys, unknown attributes, rare type tags such as ``NULL`` or sets, whose inferred type is
+checked before use). Validation and conversion are Arrow compute kernels over whole columns, on two threads.
 
 Every row the columns cannot vouch for goes, alone, through the strict path (``pipeline.batch.decode_one``),
 which is the definition of validity and writes the quarantine reason. A row is vouched for only when each
