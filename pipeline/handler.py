@@ -13,6 +13,7 @@ from aws_lambda_powertools.metrics import Metrics, MetricUnit
 
 from pipeline.columnar import decode_batch
 from pipeline.config import load_settings
+from pipeline.exceptions import InvalidEventError
 from pipeline.processor import BatchResult, StreamProcessor
 from pipeline.writer import S3ObjectStore
 
@@ -41,6 +42,12 @@ def _publish(result: BatchResult) -> None:
 @metrics.log_metrics(raise_on_empty_metrics=False)
 def handler(event: dict[str, Any], context: Any) -> dict[str, list[dict[str, str]]]:
     """Decode, validate, write; return ``batchItemFailures`` naming the lowest sequence number not written."""
-    result = processor.process(event)
+    try:
+        result = processor.process(event)
+    except InvalidEventError:
+        # A wiring fault, not a bad record: count it, then fail the invocation so every record is kept for a retry.
+        metrics.add_metric(name="InvalidEvents", unit=MetricUnit.Count, value=1)
+        logger.exception("invalid event")
+        raise
     _publish(result)
     return result.batch_item_failures()

@@ -246,9 +246,11 @@ def test_missing_output_bucket_fails_the_cold_start_naming_the_variable(handler_
         fresh_handler_module()
 
 
-def test_a_malformed_event_fails_the_invocation(handler_module):
+def test_a_malformed_event_fails_the_invocation_and_is_counted(handler_module, capsys):
     with pytest.raises(InvalidEventError, match="no 'Records' list"):
         invoke(handler_module, {"detail": {}})
+    (metrics,) = emf_metrics(capsys.readouterr().out)
+    assert _metric(metrics, "InvalidEvents") == 1
 
 
 _NO_PANDAS = """
