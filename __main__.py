@@ -72,6 +72,7 @@ processor = StreamProcessor(
         max_record_age_seconds=settings.max_record_age_seconds,
         log_retention_days=settings.log_retention_days,
         function_zip=build.function_zip,
+        function_digest=build.function_digest,
         log_destination_arn=settings.log_destination_arn,
         stream_kms_key_arn=settings.stream_kms_key_arn,
         bucket_kms_key_arn=settings.bucket_kms_key_arn,

@@ -22,6 +22,7 @@ class Artifact:
     function_zip: str
     layer_zip: str
     layer_digest: str | None  # base64 SHA-256 of layer.zip, None until it has been built
+    function_digest: str | None = None  # base64 SHA-256 of function.zip, None until it has been built
 
 
 def file_digest(path: Path) -> str | None:
@@ -41,4 +42,5 @@ def artifact(artifact_dir: str, root: Path = PROJECT_ROOT) -> Artifact:
         function_zip=f"{artifact_dir}/{FUNCTION_ZIP}",
         layer_zip=f"{artifact_dir}/{LAYER_ZIP}",
         layer_digest=file_digest(root / artifact_dir / LAYER_ZIP),
+        function_digest=file_digest(root / artifact_dir / FUNCTION_ZIP),
     )

@@ -71,7 +71,13 @@ def processor_policy(
     stream_kms_key_arn: str | None = None,
     bucket_kms_key_arn: str | None = None,
 ) -> Document:
-    """What the stream processor may do: read its stream, write its prefixes, report failures, log."""
+    """What the stream processor may do: read its stream, write its prefixes, report failures, log.
+
+    The Kinesis actions are the ones the Lambda developer guide lists for a Kinesis event source mapping's
+    execution role. ``kinesis:SubscribeToShard`` acts on stream consumers (enhanced fan-out), so it is scoped to
+    this stream's consumers; ``kinesis:ListStreams`` is not needed to create or run a mapping (the guide says so)
+    and would need ``*``.
+    """
     statements = [
         _statement(
             "ReadChangeStream",
@@ -84,6 +90,7 @@ def processor_policy(
             ],
             [stream_arn],
         ),
+        _statement("ReadChangeStreamConsumers", ["kinesis:SubscribeToShard"], [f"{stream_arn}/consumer/*"]),
         _statement(
             "WriteEventsAndQuarantine", ["s3:PutObject"], _objects(bucket_arn, events_prefix, quarantine_prefix)
         ),
@@ -212,7 +219,9 @@ def ci_access_policy(
                 [glue_catalog_arn(database_arn), database_arn, table_glue_arn],
             ),
             _statement("InspectFailureQueue", ["sqs:GetQueueAttributes"], [failure_queue_arn]),
-            _statement("ReadFunctionLogs", ["logs:FilterLogEvents"], [log_group_arn]),
+            # CloudWatch Logs authorizes FilterLogEvents against the log group ARN with a trailing ":*"; the
+            # log group's ``arn`` output has it stripped, so it is added back here.
+            _statement("ReadFunctionLogs", ["logs:FilterLogEvents"], [f"{log_group_arn}:*"]),
             _statement("ReadAlarms", ["cloudwatch:DescribeAlarms"], list(alarm_arns)),
             # These two actions have no resource-level permissions in IAM: "*" is the only resource AWS accepts.
             _statement(

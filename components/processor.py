@@ -42,6 +42,7 @@ class StreamProcessorArgs:
     max_record_age_seconds: int
     log_retention_days: int
     function_zip: str
+    function_digest: str | None = None
     log_destination_arn: str | None = None
     stream_kms_key_arn: str | None = None
     bucket_kms_key_arn: str | None = None
@@ -183,6 +184,9 @@ class StreamProcessor(pulumi.ComponentResource):
             memory_size=args.memory_mb,
             timeout=args.timeout_seconds,
             code=pulumi.FileArchive(args.function_zip),
+            # Base64 SHA-256 of the deterministic zip: the same sources give the same value, so no update (and no
+            # new published version) unless the code changed.
+            source_code_hash=args.function_digest,
             layers=[args.layer_arn],
             publish=True,
             environment={"variables": args.environment},

@@ -22,6 +22,7 @@ from components.naming import Naming
 
 __all__ = [
     "ACCOUNT_TAGS",
+    "ATHENA_MIN_BYTES_SCANNED_CUTOFF",
     "CONFIG_KEYS",
     "LOG_RETENTION_DAYS",
     "PROJECT",
@@ -64,6 +65,8 @@ LOG_RETENTION_DAYS = (
     3653,
 )
 PRECISIONS = ("MILLISECOND", "MICROSECOND")
+# 10 MB: the Athena API accepts 10,000,000, but the AWS provider rejects anything below 10 MiB at preview.
+ATHENA_MIN_BYTES_SCANNED_CUTOFF = 10 * 1024**2
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # Values of streamName meaning "no existing stream: the stack creates and owns one" ("TBD" is the seed's prod1 value).
 CREATE_STREAM_MARKERS = ("", "TBD")
@@ -190,8 +193,8 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "athena_bytes_scanned_cutoff",
         "integer",
         10 * 1024**3,
-        "Per-query bytes-scanned limit of the Athena workgroup (minimum 10 MB).",
-        _between(10_000_000, 2**62),
+        "Per-query bytes-scanned limit of the Athena workgroup (minimum 10485760, 10 MiB).",
+        _between(ATHENA_MIN_BYTES_SCANNED_CUTOFF, 2**62),
     ),
     _key(
         "athenaResultsExpiryDays",

@@ -82,7 +82,9 @@ class DataLayout(pulumi.ComponentResource):
             bucket=bucket.id,
             rules=[
                 aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
-                    apply_server_side_encryption_by_default=encryption, bucket_key_enabled=True
+                    # S3 Bucket Keys exist for SSE-KMS only.
+                    apply_server_side_encryption_by_default=encryption,
+                    bucket_key_enabled=bool(args.kms_key_arn),
                 )
             ],
             opts=child,

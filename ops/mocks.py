@@ -41,6 +41,8 @@ class AwsMocks(pulumi.runtime.Mocks):
     region: str = "us-east-1"
     declared: list[Declared] = field(default_factory=list)
     invokes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    # (data source token, provider reference): which provider each lookup went through ("" = the default one).
+    invoke_providers: list[tuple[str, str]] = field(default_factory=list)
 
     def _arn(self, service: str, resource: str, *, region: bool = True, account: bool = True) -> str:
         return ":".join(
@@ -95,6 +97,7 @@ class AwsMocks(pulumi.runtime.Mocks):
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         arguments = dict(args.args)
         self.invokes.append((args.token, arguments))
+        self.invoke_providers.append((args.token, args.provider or ""))
         answer = {
             "aws:kinesis/getStream:getStream": self._stream,
             "aws:dynamodb/getTable:getTable": self._table,

@@ -32,11 +32,13 @@ __all__ = ["GOLDEN_DIR", "STACKS", "golden_path", "main", "render"]
 
 STACKS = ("dev1", "qa1", "preprod1", "prod1")
 GOLDEN_DIR = PROJECT_ROOT / "tests" / "infra" / "golden"
-# Content hashes of the built artifact: shown as a placeholder so plans match with or without dist/.
+# Content hashes of the built artifact: shown as placeholders so plans match with or without dist/.
 _LAYER_HASH = "<sha256 of the layer zip>"
+_FUNCTION_HASH = "<sha256 of the function zip>"
 _HASHED = {
-    "aws:s3/bucketObjectv2:BucketObjectv2": "sourceHash",
-    "aws:lambda/layerVersion:LayerVersion": "sourceCodeHash",
+    "aws:s3/bucketObjectv2:BucketObjectv2": ("sourceHash", _LAYER_HASH),
+    "aws:lambda/layerVersion:LayerVersion": ("sourceCodeHash", _LAYER_HASH),
+    "aws:lambda/function:Function": ("sourceCodeHash", _FUNCTION_HASH),
 }
 _JSON_PROPERTIES = {"policy", "assumeRolePolicy", "defaultTags"}
 
@@ -79,10 +81,11 @@ def _clean(value: Any) -> Any:
 
 def _properties(resource: Declared) -> dict[str, Any]:
     properties: dict[str, Any] = {}
-    if resource.type in _HASHED:
-        properties[_HASHED[resource.type]] = _LAYER_HASH
+    hashed, placeholder = _HASHED.get(resource.type, ("", ""))
+    if hashed:
+        properties[hashed] = placeholder
     for key, value in sorted(resource.inputs.items()):
-        if key == _HASHED.get(resource.type):
+        if key == hashed:
             continue
         if key in _JSON_PROPERTIES and isinstance(value, str):
             properties[key] = json.loads(value)

@@ -42,6 +42,7 @@ class ProgramRun:
     invokes: tuple[tuple[str, dict[str, Any]], ...]
     outputs: dict[str, Any]
     urns: tuple[str, ...]
+    invoke_providers: tuple[tuple[str, str], ...] = ()
 
     def of_type(self, typ: str) -> list[Declared]:
         """Declared resources of one type token (e.g. ``aws:lambda/function:Function``)."""
@@ -119,4 +120,4 @@ def run_program(
             _reset_runtime()
             runtime_config.set_all_config({}, [])
     urns = tuple(sorted(monitor.get_registered_resources()))
-    return ProgramRun(stack, tuple(mocks.declared), tuple(mocks.invokes), resolved, urns)
+    return ProgramRun(stack, tuple(mocks.declared), tuple(mocks.invokes), resolved, urns, tuple(mocks.invoke_providers))

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from components.artifacts import artifact
 from components.function_environment import lambda_environment
 from components.naming import prefixes
 from components.outputs import OUTPUT_KEYS
@@ -21,6 +22,7 @@ from ops.program import ProgramRun, run_program, stack_config
 from pipeline.schema import arrow_schema, glue_columns
 from tests.infra.conftest import STACKS, program_run
 from tests.infra.iam_lint import lint_identity_policy, wildcards
+from tests.infra.sdk_schema import unknown_inputs
 
 FUNCTION = "aws:lambda/function:Function"
 MAPPING = "aws:lambda/eventSourceMapping:EventSourceMapping"
@@ -112,6 +114,11 @@ def test_every_resource_uses_the_tagged_provider_and_sits_in_a_component(run: Pr
     components = {
         resource.type for resource in run.declared if not resource.custom and resource.type != "pulumi:pulumi:Stack"
     }
+    # Lookups inside components inherit the explicit provider from their parent; an empty reference would be the
+    # default provider (stack config only, no default tags).
+    assert len(run.invoke_providers) == len(run.invokes) >= 3
+    for token, provider in run.invoke_providers:
+        assert "pulumi:providers:aws::aws::" in provider, f"{run.stack}: {token} uses {provider or 'the default'}"
     assert components == {
         "dmd-pipeline:index:ChangeStream",
         "dmd-pipeline:index:DataLayout",
@@ -121,6 +128,27 @@ def test_every_resource_uses_the_tagged_provider_and_sits_in_a_component(run: Pr
         "dmd-pipeline:index:CiAccess",
         "dmd-pipeline:index:DependencyLayer",
     }
+
+
+def test_every_input_is_a_property_of_the_sdk_type(run: ProgramRun) -> None:
+    """Mocks accept any key; the real provider ignores the ones its schema lacks (a misspelt nested key is lost)."""
+    checked = [resource for resource in run.declared if resource.custom]
+    assert len(checked) >= 23
+    for resource in checked:
+        assert unknown_inputs(resource.type, resource.inputs) == [], f"{run.stack} {resource.name}"
+
+
+def test_the_schema_check_catches_misspelt_nested_keys() -> None:
+    lifecycle = "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration"
+    found = unknown_inputs(lifecycle, {"bucket": "b", "rules": [{"id": "x", "filter": {"prefixx": "a/"}}]})
+    assert [entry.split(" ")[0] for entry in found] == [f"{lifecycle}.rules[0].filter.prefixx"]
+    table = "aws:glue/catalogTable:CatalogTable"
+    found = unknown_inputs(table, {"storageDescriptor": {"serdeInfo": {}, "columns": [{"nam": "a"}]}})
+    assert [entry.split(" ")[0] for entry in found] == [
+        f"{table}.storageDescriptor.serdeInfo",
+        f"{table}.storageDescriptor.columns[0].nam",
+    ]
+    assert unknown_inputs("aws:lambda/function:Function", {"loggingConfig": {"logFormat": "JSON", "logGroupName": "g"}})
 
 
 def test_prod1_creates_the_stream_and_others_look_it_up(run: ProgramRun) -> None:
@@ -168,6 +196,9 @@ def test_function_version_alias_and_environment(run: ProgramRun) -> None:
     assert inputs["memorySize"] == settings.lambda_memory_mb
     assert inputs["timeout"] == settings.lambda_timeout_seconds
     assert inputs["publish"] is True
+    # The deterministic zip's digest: unchanged code, no update and no new published version.
+    assert inputs.get("sourceCodeHash") == artifact(settings.artifact_dir).function_digest
+    assert inputs["code"].path == "dist/function.zip"
     assert inputs["role"] == f"arn:aws:iam::{ACCOUNT_ID}:role/prd3292-{run.stack}-demand-processor"
     assert inputs["environment"] == {"variables": lambda_environment(settings, settings.bucket_id, prefixes())}
     assert inputs["environment"]["variables"]["CHANGE_TIME_PRECISION"] == settings.change_time_precision
@@ -303,6 +334,19 @@ def test_processor_policy_names_exact_arns(run: ProgramRun) -> None:
     by_sid = {statement["Sid"]: statement for statement in document["Statement"]}
     bucket = run.outputs["bucket_name"]
     assert by_sid["ReadChangeStream"]["Resource"] == [run.outputs["stream_arn"]]
+    # The Lambda developer guide's list for a Kinesis event source mapping's execution role (ListStreams is
+    # documented as not needed); SubscribeToShard acts on the stream's consumers.
+    kinesis_actions = by_sid["ReadChangeStream"]["Action"] + by_sid["ReadChangeStreamConsumers"]["Action"]
+    assert sorted(kinesis_actions) == [
+        "kinesis:DescribeStream",
+        "kinesis:DescribeStreamSummary",
+        "kinesis:GetRecords",
+        "kinesis:GetShardIterator",
+        "kinesis:ListShards",
+        "kinesis:SubscribeToShard",
+    ]
+    assert by_sid["ReadChangeStreamConsumers"]["Resource"] == [f"{run.outputs['stream_arn']}/consumer/*"]
+    assert by_sid["SendFailedBatches"]["Action"] == ["sqs:SendMessage"]
     assert by_sid["WriteEventsAndQuarantine"]["Resource"] == [
         f"arn:aws:s3:::{bucket}/demand/events/*",
         f"arn:aws:s3:::{bucket}/demand/quarantine/*",
@@ -310,7 +354,13 @@ def test_processor_policy_names_exact_arns(run: ProgramRun) -> None:
     assert by_sid["SendFailedBatches"]["Resource"] == [run.outputs["failure_queue_arn"]]
     log_group_arn = _arn("logs", f"log-group:{run.outputs['log_group_name']}")
     assert by_sid["WriteOwnLogs"]["Resource"] == [f"{log_group_arn}:log-stream:*"]
-    assert set(by_sid) == {"ReadChangeStream", "WriteEventsAndQuarantine", "SendFailedBatches", "WriteOwnLogs"}
+    assert set(by_sid) == {
+        "ReadChangeStream",
+        "ReadChangeStreamConsumers",
+        "WriteEventsAndQuarantine",
+        "SendFailedBatches",
+        "WriteOwnLogs",
+    }
 
 
 def test_lint_catches_a_wildcard() -> None:
@@ -377,6 +427,9 @@ def test_ci_policy_scopes_rollback_and_queries(run: ProgramRun) -> None:
     ]
     assert by_sid["WriteAndReadTestChanges"]["Resource"] == [_arn("dynamodb", f"table/{run.outputs['table_name']}")]
     assert len(by_sid["ReadAlarms"]["Resource"]) == 4
+    # CloudWatch Logs authorizes FilterLogEvents on "log-group:<name>:*", not on the bare log group ARN.
+    log_group_arn = _arn("logs", f"log-group:{run.outputs['log_group_name']}")
+    assert by_sid["ReadFunctionLogs"]["Resource"] == [f"{log_group_arn}:*"]
     # The only "*": actions IAM cannot scope (checked against parliament's IAM definitions by the linter).
     starred = [statement for statement in by_sid.values() if statement["Resource"] == ["*"]]
     assert [statement["Sid"] for statement in starred] == ["ListMappingsAndReadMetrics"]
@@ -403,6 +456,7 @@ def test_create_bucket_makes_a_hardened_bucket() -> None:
     assert bucket.inputs["bucket"] == "prd3292.qa1.us-east-1.demand-capture.tmaws"
     encryption = run.one("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration")
     assert encryption.inputs["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "AES256"
+    assert encryption.inputs["rules"][0]["bucketKeyEnabled"] is False  # S3 Bucket Keys are for SSE-KMS only
     versioning = run.one("aws:s3/bucketVersioning:BucketVersioning")
     assert versioning.inputs["versioningConfiguration"] == {"status": "Enabled"}
     public_access = run.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock").inputs
@@ -413,6 +467,19 @@ def test_create_bucket_makes_a_hardened_bucket() -> None:
     assert statement["Effect"] == "Deny"
     assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
     assert run.outputs["bucket_name"] == bucket.inputs["bucket"]
+
+
+def test_create_bucket_with_a_kms_key_uses_sse_kms_and_a_bucket_key() -> None:
+    key = f"arn:aws:kms:us-east-1:{ACCOUNT_ID}:key/0a1b2c3d-0000-4000-8000-000000000000"
+    config = {**stack_config("qa1"), "dmd-pipeline:createBucket": "true", "dmd-pipeline:bucketKmsKeyArn": key}
+    run = run_program("qa1", config=config)
+    encryption = run.one("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration")
+    (rule,) = encryption.inputs["rules"]
+    assert rule["applyServerSideEncryptionByDefault"] == {"sseAlgorithm": "aws:kms", "kmsMasterKeyId": key}
+    assert rule["bucketKeyEnabled"] is True
+    for resource in run.declared:
+        if resource.custom:
+            assert unknown_inputs(resource.type, resource.inputs) == [], resource.name
 
 
 def test_missing_key_fails_the_program_naming_key_and_stack() -> None:

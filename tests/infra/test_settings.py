@@ -134,6 +134,11 @@ def test_missing_region_names_key_and_stack(tmp_path: Path) -> None:
         ({"batchSize": "0"}, r"dmd-pipeline:batchSize must be an integer between 1 and 10000"),
         ({"parallelizationFactor": "11"}, r"dmd-pipeline:parallelizationFactor must be an integer between 1 and 10"),
         ({"maxRetryAttempts": "-1"}, r"dmd-pipeline:maxRetryAttempts must be an integer between 0 and 10000"),
+        # The Athena API's minimum is 10,000,000 but the AWS provider rejects anything below 10485760 at preview.
+        (
+            {"athenaBytesScannedCutoff": "10000000"},
+            r"dmd-pipeline:athenaBytesScannedCutoff must be an integer between 10485760 and",
+        ),
         (
             {"changeTimePrecision": "SECOND"},
             r"dmd-pipeline:changeTimePrecision must be one of MILLISECOND, MICROSECOND",
@@ -152,6 +157,11 @@ def test_malformed_values_fail_naming_key_and_stack(tmp_path: Path, overrides: d
     path = _write_stack(tmp_path, "qa1", **overrides)
     with pytest.raises(SettingsError, match=r"^Pulumi\.qa1\.yaml: .*" + message):
         settings_from_stack_file("qa1", path)
+
+
+def test_athena_cutoff_accepts_the_provider_minimum(tmp_path: Path) -> None:
+    path = _write_stack(tmp_path, "qa1", athenaBytesScannedCutoff="10485760")
+    assert settings_from_stack_file("qa1", path).athena_bytes_scanned_cutoff == 10 * 1024**2
 
 
 def test_defaults_come_from_pulumi_yaml(tmp_path: Path) -> None:
