@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "FUNCTION_ALIAS",
+    "NAME_LIMITS",
     "Naming",
     "Prefixes",
     "ResourceNames",
@@ -19,6 +20,20 @@ __all__ = [
 FUNCTION_ALIAS = "live"
 
 _ROLE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+# AWS length limits of the names a stack creates (Lambda function and IAM role 64, SQS queue 80, Lambda layer 140,
+# CloudWatch alarm 255, Glue database/table and Athena workgroup 255/128).
+NAME_LIMITS = {
+    "function": 64,
+    "failure_queue": 80,
+    "layer": 140,
+    "alarm_prefix": 255 - len("-failure-queue"),
+    "glue_database": 255,
+    "glue_table": 255,
+    "workgroup": 128,
+    "ci_role": 64,
+}
+# Glue stores database and table names in lower case; anything else would show a diff on every preview.
+_GLUE_NAME = re.compile(r"^[a-z0-9_]+$")
 
 
 @dataclass(frozen=True)
@@ -68,6 +83,17 @@ class ResourceNames:
     workgroup: str
     ci_role: str
 
+    def check(self) -> None:
+        """Raise ValueError naming the first name AWS would reject (too long, or not lower-case for Glue)."""
+        for field, limit in NAME_LIMITS.items():
+            value = getattr(self, field)
+            if len(value) > limit:
+                raise ValueError(f"{field} name {value!r} is {len(value)} characters, AWS allows {limit}")
+        for field in ("glue_database", "glue_table", "workgroup"):
+            value = getattr(self, field)
+            if not _GLUE_NAME.match(value):
+                raise ValueError(f"{field} name {value!r} must be lower-case letters, digits and underscores")
+
     @property
     def log_group(self) -> str:
         """The function's log group."""
@@ -109,7 +135,7 @@ class Naming:
     def resources(self) -> ResourceNames:
         """The names of everything this stack creates."""
         function = self.physical("demand-processor")
-        return ResourceNames(
+        names = ResourceNames(
             function=function,
             failure_queue=self.physical("demand-processor-failures"),
             layer=self.physical("demand-dependencies"),
@@ -119,6 +145,8 @@ class Naming:
             workgroup=self.snake("demand"),
             ci_role=self.physical("gitlab-ci"),
         )
+        names.check()
+        return names
 
     def seed_stream_name(self) -> str:
         """The Kinesis stream the replaced system used: ``prd3292-<env>-dmnd-table-stream``."""

@@ -419,6 +419,10 @@ def _build(stack: str, raw: Mapping[str, str], where: str) -> Settings:
         )
     if settings.is_prod_account and not settings.ci_main_branch_only:
         raise SettingsError(f"{where}: {PROJECT}:ciMainBranchOnly must be true in the {PROD_ACCOUNT} account")
+    try:
+        settings.naming.resources()
+    except ValueError as error:
+        raise SettingsError(f"{where}: {PROJECT}:environmentTag {settings.environment_tag!r}: {error}") from None
     if not _TABLE.match(settings.table_name):
         raise SettingsError(f"{where}: {PROJECT}:tableName must be a DynamoDB table name, got {settings.table_name!r}")
     return settings

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from components.naming import Naming, prefixes
+from components.naming import NAME_LIMITS, Naming, prefixes
 
 
 def test_physical_and_snake_names() -> None:
@@ -42,3 +42,20 @@ def test_prefixes() -> None:
     assert layout.artifacts == "demand/artifacts/"
     with pytest.raises(ValueError, match="must end with"):
         prefixes("/demand")
+
+
+@pytest.mark.parametrize("environment", ["dev1", "qa1", "preprod1", "prod1"])
+def test_every_stack_name_fits_aws_limits(environment: str) -> None:
+    names = Naming("PRD3292", environment, "us-east-1").resources()
+    for field, limit in NAME_LIMITS.items():
+        assert len(getattr(names, field)) <= limit, field
+    assert len(names.iterator_age_alarm) <= 255
+    for glue_name in (names.glue_database, names.glue_table, names.workgroup):
+        assert glue_name == glue_name.lower()
+
+
+def test_a_name_aws_would_reject_fails_early() -> None:
+    with pytest.raises(ValueError, match=r"function name .* is 65 characters, AWS allows 64"):
+        Naming("PRD3292", "e" * 40, "us-east-1").resources()
+    with pytest.raises(ValueError, match=r"glue_database name 'prd3292_QA1_demand' must be lower-case"):
+        Naming("PRD3292", "QA1", "us-east-1").resources()

@@ -159,6 +159,16 @@ def test_malformed_values_fail_naming_key_and_stack(tmp_path: Path, overrides: d
         settings_from_stack_file("qa1", path)
 
 
+def test_environment_making_an_invalid_aws_name_is_rejected(tmp_path: Path) -> None:
+    stack = "e" * 40  # prd3292-<40>-demand-processor: 65 characters, over Lambda's and IAM's 64
+    path = _write_stack(tmp_path, stack)
+    with pytest.raises(SettingsError, match=rf"dmd-pipeline:environmentTag '{stack}': function name .* AWS allows 64"):
+        settings_from_stack_file(stack, path)
+    path = _write_stack(tmp_path, "QA1")  # Glue keeps names in lower case: a diff on every preview
+    with pytest.raises(SettingsError, match=r"dmd-pipeline:environmentTag 'QA1': glue_database name .* lower-case"):
+        settings_from_stack_file("QA1", path)
+
+
 def test_athena_cutoff_accepts_the_provider_minimum(tmp_path: Path) -> None:
     path = _write_stack(tmp_path, "qa1", athenaBytesScannedCutoff="10485760")
     assert settings_from_stack_file("qa1", path).athena_bytes_scanned_cutoff == 10 * 1024**2
