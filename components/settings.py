@@ -486,6 +486,8 @@ def settings_from_stack_file(stack: str, path: Path | None = None) -> Settings:
     if not isinstance(config, dict):
         raise SettingsError(f"{where}: 'config' must be a mapping")
     for key, value in config.items():
+        if str(key).startswith("pulumi:"):
+            continue  # engine settings such as pulumi:disable-default-providers, not program config
         if isinstance(value, dict | list):
             raise SettingsError(f"{where}: {_qualified(key)} must be a scalar value")
         raw[_qualified(key)] = _as_text(value)

@@ -7,6 +7,7 @@ are sequential (one at a time per process).
 
 from __future__ import annotations
 
+import json
 import os
 import runpy
 import threading
@@ -63,7 +64,12 @@ def stack_config(stack: str, root: Path = PROJECT_ROOT) -> dict[str, str]:
     values = (yaml.safe_load(stack_file.read_text(encoding="utf-8")) or {}).get("config") or {}
     for key, value in values.items():
         qualified = key if ":" in key else f"{PROJECT}:{key}"
-        config[qualified] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        if isinstance(value, bool):
+            config[qualified] = "true" if value else "false"
+        elif isinstance(value, dict | list):
+            config[qualified] = json.dumps(value)  # structured values reach programs as JSON, as with the CLI
+        else:
+            config[qualified] = str(value)
     return config
 
 

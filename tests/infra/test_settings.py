@@ -77,6 +77,14 @@ def test_prod_account_trusts_main_only() -> None:
         assert settings.ci_main_branch_only == settings.is_prod_account, stack
 
 
+@pytest.mark.parametrize("stack", STACKS)
+def test_stack_files_disable_the_default_aws_provider(stack: str) -> None:
+    """Anything not given the explicit provider (no default tags, possibly another profile) fails instead."""
+    config = yaml.safe_load((PROJECT_ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+    assert config["pulumi:disable-default-providers"] == ["aws"]
+    assert settings_from_stack_file(stack).stack == stack  # engine keys are not program config
+
+
 def test_only_prod1_creates_its_stream() -> None:
     assert [stack for stack in STACKS if settings_from_stack_file(stack).creates_stream] == ["prod1"]
 
