@@ -446,6 +446,8 @@ def test_log_destination_adds_a_subscription_filter() -> None:
     subscription = run.one("aws:cloudwatch/logSubscriptionFilter:LogSubscriptionFilter")
     assert subscription.inputs["destinationArn"] == destination
     assert subscription.inputs["logGroup"] == "/aws/lambda/prd3292-qa1-demand-processor"
+    assert subscription.inputs["filterPattern"] == ""
+    assert unknown_inputs(subscription.type, subscription.inputs) == []
 
 
 def test_create_bucket_makes_a_hardened_bucket() -> None:
