@@ -15,10 +15,10 @@ Kinesis (they must still be within the stream's retention). Either way the event
   ``pipeline.handler.handler`` here, with the stack's function environment.
 
 Object keys are deterministic, so a replayed record lands once; one that is still bad is quarantined again.
-A replayed quarantine object is deleted only after its records were handled without failure (a copy of it is
-kept in ``--backup-dir`` first); an on-failure message is deleted from the queue only after its range was
-handled. ``--dry-run`` shows what would be replayed and changes nothing. Stack outputs come from
-``ops.outputs.load_outputs`` (``$STACK_OUTPUTS_FILE`` or the Pulumi CLI).
+A replayed quarantine object is copied to ``--backup-dir``, deleted, replayed, and put back if any of its records
+fails; an on-failure message is deleted from the queue only after its range was handled (one left there, after a
+dry run or a failed range, is made visible again at once). ``--dry-run`` shows what would be replayed and
+changes nothing. Stack outputs come from ``ops.outputs.load_outputs`` (``$STACK_OUTPUTS_FILE`` or the Pulumi CLI).
 """
 
 from __future__ import annotations
@@ -274,10 +274,14 @@ def replay_failure_messages(
     """Re-drive the ranges of on-failure messages (from the failure queue unless ``messages`` are given)."""
     source = messages if messages is not None else _messages_from_queue(sqs, outputs.failure_queue_url, limit)
     report = ReplayReport()
+    # Messages left in the queue (a dry run, a failed range) are made visible again at the end, not left hidden
+    # for the receive's visibility timeout: a replay right after a dry run must find them.
+    kept: list[str | None] = []
     for body, receipt in source:
         info = body.get("KinesisBatchInfo")
         if not info:
             report.sources_failed.append(f"not a Kinesis on-failure record: {json.dumps(body)[:200]}")
+            kept.append(receipt)
             continue
         label = f"{info['shardId']} [{info['startSequenceNumber']}..{info['endSequenceNumber']}]"
         entries = range_entries(kinesis, info)
@@ -285,18 +289,26 @@ def replay_failure_messages(
             report.sources_failed.append(
                 f"{label}: {len(entries)} of {info.get('batchSize')} records still on the stream"
             )
+            kept.append(receipt)
             continue
         if dry_run:
             report.records += len(entries)
             report.sources_done.append(label)
+            kept.append(receipt)
             continue
         problems = _drive({(str(info["streamArn"]), str(info["shardId"])): entries}, invoke, region, report)
         if problems:
             report.sources_failed.append(f"{label}: {'; '.join(problems)}")
+            kept.append(receipt)
             continue
         if receipt is not None:
             sqs.delete_message(QueueUrl=outputs.failure_queue_url, ReceiptHandle=receipt)
         report.sources_done.append(label)
+    for receipt in kept:
+        if receipt is not None:
+            sqs.change_message_visibility(
+                QueueUrl=outputs.failure_queue_url, ReceiptHandle=receipt, VisibilityTimeout=0
+            )
     return report
 
 
@@ -318,7 +330,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         command.add_argument("--outputs-file", help="stack outputs JSON (default: $STACK_OUTPUTS_FILE or Pulumi)")
     quarantine.add_argument("--key", action="append", default=[], help="a quarantine object key (repeatable)")
     quarantine.add_argument("--prefix", help="every quarantine object under this prefix (default: all)")
-    quarantine.add_argument("--backup-dir", default="replay-backup", help="copies of replayed objects (local dir)")
+    quarantine.add_argument(
+        "--backup-dir", default="replay-backup", help="copies of replayed objects (local dir, default replay-backup)"
+    )
     failures.add_argument("--message-file", help="one on-failure record (JSON) instead of reading the queue")
     failures.add_argument("--max-messages", type=int, default=100, help="at most this many queue messages")
     return parser.parse_args(argv)
@@ -339,31 +353,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         if via == "in-process"
         else lambda_invoker(outputs.function_alias_arn, session.client("lambda"))
     )
-    if args.command == "quarantine":
-        report = replay_quarantine(
-            outputs,
-            invoke,
-            s3=session.client("s3"),
-            keys=args.key,
-            prefix=args.prefix,
-            backup_dir=Path(args.backup_dir),
-            dry_run=args.dry_run,
-            region=region,
-        )
-    else:
-        messages = None
-        if args.message_file:
-            messages = [(json.loads(Path(args.message_file).read_text(encoding="utf-8")), None)]
-        report = replay_failure_messages(
-            outputs,
-            invoke,
-            kinesis=session.client("kinesis"),
-            sqs=session.client("sqs"),
-            messages=messages,
-            limit=args.max_messages,
-            dry_run=args.dry_run,
-            region=region,
-        )
+    try:
+        if args.command == "quarantine":
+            report = replay_quarantine(
+                outputs,
+                invoke,
+                s3=session.client("s3"),
+                keys=args.key,
+                prefix=args.prefix,
+                backup_dir=Path(args.backup_dir),
+                dry_run=args.dry_run,
+                region=region,
+            )
+        else:
+            messages = None
+            if args.message_file:
+                messages = [(json.loads(Path(args.message_file).read_text(encoding="utf-8")), None)]
+            report = replay_failure_messages(
+                outputs,
+                invoke,
+                kinesis=session.client("kinesis"),
+                sqs=session.client("sqs"),
+                messages=messages,
+                limit=args.max_messages,
+                dry_run=args.dry_run,
+                region=region,
+            )
+    except ReplayError as error:  # a wrong argument, found before anything was changed
+        print(f"replay: {error}", file=sys.stderr)
+        return 2
     done = "would replay" if args.dry_run else "replayed"
     for source in report.sources_done:
         print(f"{done}  {source}")

@@ -1,0 +1,96 @@
+"""Replay from the command line: on-failure messages left in the queue stay visible, wrong arguments are refused."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import boto3
+import pytest
+
+from ops import replay
+from ops.outputs import StackOutputs
+from ops.replay import replay_failure_messages
+from tests.ops.conftest import REGION, outputs_values
+
+STREAM = "prd3292-qa1-dmnd-table-stream"
+
+
+@pytest.fixture
+def failed_batch(aws: None) -> StackOutputs:
+    """Three records on the stream and an on-failure message naming their range in the failure queue."""
+    kinesis = boto3.client("kinesis", region_name=REGION)
+    kinesis.create_stream(StreamName=STREAM, ShardCount=1)
+    stream_arn = kinesis.describe_stream(StreamName=STREAM)["StreamDescription"]["StreamARN"]
+    sequences = [
+        kinesis.put_record(StreamName=STREAM, Data=f'{{"n": {n}}}'.encode(), PartitionKey="pk")["SequenceNumber"]
+        for n in range(3)
+    ]
+    sqs = boto3.client("sqs", region_name=REGION)
+    queue_url = sqs.create_queue(QueueName="prd3292-qa1-failures")["QueueUrl"]
+    message = {
+        "requestContext": {"condition": "RetryAttemptsExhausted", "approximateInvokeCount": 6},
+        "KinesisBatchInfo": {
+            "shardId": "shardId-000000000000",
+            "startSequenceNumber": sequences[0],
+            "endSequenceNumber": sequences[-1],
+            "batchSize": 3,
+            "streamArn": stream_arn,
+        },
+    }
+    sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(message))
+    return StackOutputs.from_mapping(outputs_values(failure_queue_url=queue_url), source="test")
+
+
+def _replay(outputs: StackOutputs, invoke: Any, *, dry_run: bool = False) -> Any:
+    return replay_failure_messages(
+        outputs,
+        invoke,
+        kinesis=boto3.client("kinesis", region_name=REGION),
+        sqs=boto3.client("sqs", region_name=REGION),
+        dry_run=dry_run,
+        region=REGION,
+    )
+
+
+def _visible_messages(outputs: StackOutputs) -> int:
+    sqs = boto3.client("sqs", region_name=REGION)
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=outputs.failure_queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"])
+
+
+def test_a_replay_right_after_a_dry_run_finds_the_messages(failed_batch: StackOutputs):
+    events: list[dict[str, Any]] = []
+
+    def invoke(event: dict[str, Any]) -> dict[str, Any]:
+        events.append(event)
+        return {"batchItemFailures": []}
+
+    dry = _replay(failed_batch, invoke, dry_run=True)
+    assert (dry.records, dry.sources_failed, events) == (3, [], [])
+    assert _visible_messages(failed_batch) == 1, "a dry run leaves the message visible in the queue"
+
+    report = _replay(failed_batch, invoke)
+    assert (report.records, len(report.sources_done), report.sources_failed) == (3, 1, [])
+    assert len(events) == 1
+    assert _visible_messages(failed_batch) == 0, "the replayed message is deleted"
+
+
+def test_a_message_whose_range_failed_is_visible_again(failed_batch: StackOutputs):
+    def fails(event: dict[str, Any]) -> dict[str, Any]:
+        raise RuntimeError("still broken")
+
+    report = _replay(failed_batch, fails)
+    assert report.records == 0
+    assert len(report.sources_failed) == 1
+    assert _visible_messages(failed_batch) == 1, "kept for the next replay, not hidden for the visibility timeout"
+
+
+def test_a_prefix_outside_the_quarantine_prefix_is_refused_without_a_traceback(aws, outputs_file, capsys):
+    argv = ["quarantine", "qa1", "--outputs-file", str(outputs_file), "--prefix", "demand/events/", "--dry-run"]
+
+    assert replay.main(argv) == 2
+
+    assert "replay: --prefix 'demand/events/' is not under the quarantine prefix" in capsys.readouterr().err
