@@ -171,7 +171,11 @@ def _keep(console: Console, aws: LocalAws) -> None:
     outputs = aws.outputs
     endpoint = aws.endpoint_url
     host = endpoint.split("://", 1)[1]
-    creds = "AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=" + aws.region
+    # AWS_DEFAULT_REGION as well: AWS CLI v1 (and older boto3) do not read AWS_REGION.
+    creds = (
+        f"AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION={aws.region} "
+        f"AWS_DEFAULT_REGION={aws.region}"
+    )
     bucket = outputs.bucket_name
     console.rule("local AWS left running (Ctrl-C stops it)")
     console.print(f"endpoint       {endpoint}")
@@ -198,7 +202,7 @@ def _keep(console: Console, aws: LocalAws) -> None:
     console.print("\n[bold]replay[/]", highlight=False)
     console.print(
         f"  STACK_OUTPUTS_FILE={aws.outputs_file} {creds} AWS_ENDPOINT_URL={endpoint} "
-        f"python -m ops.replay quarantine {aws.settings.stack} --dry-run",
+        f".venv/bin/python -m ops.replay quarantine {aws.settings.stack} --dry-run",
         highlight=False,
         soft_wrap=True,
     )
