@@ -54,7 +54,9 @@ class ProcessorAlarms(pulumi.ComponentResource):
             "Oldest unprocessed change is older than the threshold: the processor is falling behind.",
             namespace="AWS/Lambda",
             metric_name="IteratorAge",
-            dimensions=function_dimensions,
+            # On the function, not the alias: Lambda documents its per-function metrics for every event source
+            # mapping; only the alias's mapping invokes this function, so the two series are the same data.
+            dimensions={"FunctionName": args.function_name},
             statistic="Maximum",
             # IteratorAge is reported in milliseconds.
             threshold=args.iterator_age_seconds * 1000,

@@ -146,8 +146,9 @@ def check_iterator_age(
     if not alarms:
         return CheckResult("iterator age", f"alarm {outputs.iterator_age_alarm_name} exists", "not found", False)
     threshold = float(alarms[0]["Threshold"])
+    # The alarm's own dimensions: the check reads exactly the series the alarm watches.
     ages = _datapoints(
-        cloudwatch, "IteratorAge", statistic="Maximum", dimensions=_alias_dimensions(outputs), since=since, until=until
+        cloudwatch, "IteratorAge", statistic="Maximum", dimensions=alarms[0]["Dimensions"], since=since, until=until
     )
     if not ages:
         return CheckResult("iterator age", f"< {threshold:.0f} ms", "no data (no batch read)", passed=True)

@@ -264,7 +264,7 @@ def test_alarm_thresholds_in_the_metric_units(run: ProgramRun) -> None:
     assert iterator_age["threshold"] == settings.iterator_age_alarm_seconds * 1000  # milliseconds
     assert iterator_age["unit"] == "Milliseconds"
     assert iterator_age["statistic"] == "Maximum"
-    assert iterator_age["dimensions"] == function_dimensions
+    assert iterator_age["dimensions"] == {"FunctionName": run.outputs["function_name"]}
     assert iterator_age["name"] == run.outputs["iterator_age_alarm_name"]
     assert alarms["Errors"]["threshold"] == settings.errors_alarm_threshold
     assert alarms["Errors"]["dimensions"] == function_dimensions

@@ -15,6 +15,8 @@ from tests.ops.conftest import FUNCTION, REGION, outputs_values
 
 NOW = datetime.now(UTC)
 DIMENSIONS: list[Any] = [{"Name": "FunctionName", "Value": FUNCTION}, {"Name": "Resource", "Value": f"{FUNCTION}:live"}]
+# The IteratorAge alarm watches the function's series (components.alarms), the others the alias's.
+FUNCTION_DIMENSIONS: list[Any] = [{"Name": "FunctionName", "Value": FUNCTION}]
 THRESHOLD_MS = 300_000.0
 
 
@@ -24,7 +26,7 @@ def _metric(name: str, value: float, minutes_ago: int = 2) -> None:
         MetricData=[
             {
                 "MetricName": name,
-                "Dimensions": DIMENSIONS,
+                "Dimensions": FUNCTION_DIMENSIONS if name == "IteratorAge" else DIMENSIONS,
                 "Timestamp": NOW - timedelta(minutes=minutes_ago),
                 "Value": value,
                 "Unit": "Milliseconds" if name == "IteratorAge" else "Count",
@@ -38,7 +40,7 @@ def _alarm(name: str, metric: str, threshold: float) -> None:
         AlarmName=name,
         Namespace="AWS/Lambda",
         MetricName=metric,
-        Dimensions=DIMENSIONS,
+        Dimensions=FUNCTION_DIMENSIONS if metric == "IteratorAge" else DIMENSIONS,
         Statistic="Maximum",
         Period=60,
         EvaluationPeriods=1,
