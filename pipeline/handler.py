@@ -44,10 +44,15 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, list[dict[str, str
     """Decode, validate, write; return ``batchItemFailures`` naming the lowest sequence number not written."""
     try:
         result = processor.process(event)
+        _publish(result)
     except InvalidEventError:
         # A wiring fault, not a bad record: count it, then fail the invocation so every record is kept for a retry.
         metrics.add_metric(name="InvalidEvents", unit=MetricUnit.Count, value=1)
         logger.exception("invalid event")
         raise
-    _publish(result)
+    except Exception:
+        # A crash (not a failed write, which is reported per record): Lambda retries or bisects the batch.
+        metrics.add_metric(name="UnhandledErrors", unit=MetricUnit.Count, value=1)
+        logger.exception("batch failed")
+        raise
     return result.batch_item_failures()

@@ -253,6 +253,17 @@ def test_a_malformed_event_fails_the_invocation_and_is_counted(handler_module, c
     assert _metric(metrics, "InvalidEvents") == 1
 
 
+def test_a_crash_fails_the_invocation_and_is_counted(handler_module, capsys, monkeypatch):
+    def crash(event: dict[str, Any]) -> None:
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(handler_module.processor, "process", crash)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        invoke(handler_module, load_event("kinesis_batch.json"))
+    (metrics,) = emf_metrics(capsys.readouterr().out)
+    assert _metric(metrics, "UnhandledErrors") == 1
+
+
 _NO_PANDAS = """
 import json, sys
 from pipeline.handler import processor
