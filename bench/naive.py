@@ -19,22 +19,24 @@ from boto3.dynamodb.types import TypeDeserializer
 from pipeline.schema import arrow_schema, load_schema
 from pipeline.writer import encode_parquet
 
-__all__ = ["naive_process"]
+__all__ = ["KNOWN_ATTRIBUTES", "naive_process", "plain_value"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_KNOWN = {
+# Item attributes the contract knows (pk/sk carry event_id/fan_id); the rest goes to extra_attributes.
+KNOWN_ATTRIBUTES = {
     "pk", "sk", "event_id", "fan_id", "market_id", "status", "quantity", "price_levels", "channel", "presale_code",
     "created_at", "updated_at", "attributes",
 }  # fmt: skip
 
 
-def _plain(value: Any) -> Any:
+def plain_value(value: Any) -> Any:
+    """A deserialized DynamoDB value as plain JSON-able Python: integral numbers as int, sets as lists."""
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
     if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
+        return {key: plain_value(item) for key, item in value.items()}
     if isinstance(value, list | set):
-        return [_plain(item) for item in value]
+        return [plain_value(item) for item in value]
     return value
 
 
@@ -43,7 +45,7 @@ def _row(envelope: dict[str, Any], deserializer: TypeDeserializer) -> dict[str, 
     body = record["dynamodb"]
     image = body["OldImage"] if record["eventName"] == "REMOVE" else body["NewImage"]
     item = {name: deserializer.deserialize(value) for name, value in image.items()}
-    extra = {name: _plain(value) for name, value in item.items() if name not in _KNOWN}
+    extra = {name: plain_value(value) for name, value in item.items() if name not in KNOWN_ATTRIBUTES}
     unit = 1 if body.get("ApproximateCreationDateTimePrecision") == "MICROSECOND" else 1000
     updated = item.get("updated_at")
     return {

@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from types import ModuleType
 from typing import Any
 
@@ -15,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from boto3.dynamodb.types import TypeDeserializer
 
+from bench.naive import KNOWN_ATTRIBUTES, plain_value
 from pipeline.exceptions import ConfigError, InvalidEventError
 from pipeline.writer import S3ObjectStore
 from sandbox.changes import DemandGenerator, changes_event
@@ -31,20 +31,6 @@ from tests.pipeline.conftest import (
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_KNOWN = {
-    "pk", "sk", "event_id", "fan_id", "market_id", "status", "quantity", "price_levels", "channel", "presale_code",
-    "created_at", "updated_at", "attributes",
-}  # fmt: skip
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    return value
 
 
 def expected_row(record: dict[str, Any], envelope: dict[str, Any]) -> dict[str, Any]:
@@ -53,7 +39,7 @@ def expected_row(record: dict[str, Any], envelope: dict[str, Any]) -> dict[str, 
     image = body["OldImage"] if record["eventName"] == "REMOVE" else body["NewImage"]
     item = {name: TypeDeserializer().deserialize(value) for name, value in image.items()}
     updated = item.get("updated_at")
-    extra = {name: _plain(value) for name, value in item.items() if name not in _KNOWN}
+    extra = {name: plain_value(value) for name, value in item.items() if name not in KNOWN_ATTRIBUTES}
     unit = 1 if body.get("ApproximateCreationDateTimePrecision") == "MICROSECOND" else 1000
     return {
         "event_id": item["pk"].removeprefix("EVENT#"),
