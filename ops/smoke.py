@@ -112,16 +112,21 @@ def _datapoints(
     return [float(point[statistic]) for point in response["Datapoints"]]  # type: ignore[literal-required]
 
 
+def _alias_total(
+    cloudwatch: CloudWatchClient, outputs: StackOutputs, metric: str, since: datetime, until: datetime
+) -> tuple[float, int]:
+    """Sum of an alias metric over the window, and the window in whole minutes."""
+    points = _datapoints(
+        cloudwatch, metric, statistic="Sum", dimensions=_alias_dimensions(outputs), since=since, until=until
+    )
+    return sum(points), round((until - since).total_seconds() / 60)
+
+
 def check_invocations(
     cloudwatch: CloudWatchClient, outputs: StackOutputs, since: datetime, until: datetime, minimum: int
 ) -> CheckResult:
     """The alias was invoked (the mapping is delivering records)."""
-    total = sum(
-        _datapoints(
-            cloudwatch, "Invocations", statistic="Sum", dimensions=_alias_dimensions(outputs), since=since, until=until
-        )
-    )
-    minutes = round((until - since).total_seconds() / 60)
+    total, minutes = _alias_total(cloudwatch, outputs, "Invocations", since, until)
     return CheckResult("invocations", f">= {minimum} in {minutes} min", f"{total:.0f}", passed=total >= minimum)
 
 
@@ -129,12 +134,7 @@ def check_errors(
     cloudwatch: CloudWatchClient, outputs: StackOutputs, since: datetime, until: datetime, maximum: int
 ) -> CheckResult:
     """The function did not fail more than allowed."""
-    total = sum(
-        _datapoints(
-            cloudwatch, "Errors", statistic="Sum", dimensions=_alias_dimensions(outputs), since=since, until=until
-        )
-    )
-    minutes = round((until - since).total_seconds() / 60)
+    total, minutes = _alias_total(cloudwatch, outputs, "Errors", since, until)
     return CheckResult("errors", f"<= {maximum} in {minutes} min", f"{total:.0f}", passed=total <= maximum)
 
 
