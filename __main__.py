@@ -2,16 +2,20 @@
 
 import pulumi
 
+from components.alarm_topic import AlarmTopic, AlarmTopicArgs
 from components.alarms import ProcessorAlarms, ProcessorAlarmsArgs
 from components.artifacts import artifact
 from components.athena import AthenaCatalog, AthenaCatalogArgs
 from components.ci_access import CiAccess, CiAccessArgs
-from components.function_environment import lambda_environment
+from components.dashboard import DashboardMetric, PipelineDashboard, PipelineDashboardArgs
+from components.flow_alarms import FlowAlarms, FlowAlarmsArgs
+from components.function_environment import METRICS_NAMESPACE, lambda_environment
 from components.layer import DependencyLayer, DependencyLayerArgs
 from components.naming import FUNCTION_ALIAS, prefixes
 from components.outputs import OUTPUT_KEYS
 from components.processor import StreamProcessor, StreamProcessorArgs
 from components.provider import aws_provider
+from components.query_results import QueryResults, QueryResultsArgs
 from components.settings import load_settings
 from components.storage import DataLayout, DataLayoutArgs
 from components.stream import ChangeStream, ChangeStreamArgs
@@ -26,7 +30,11 @@ aws_opts = pulumi.ResourceOptions(providers=[aws_provider("aws", settings)])
 stream = ChangeStream(
     "stream",
     ChangeStreamArgs(
-        settings.table_name, settings.stream_name, names.seed_stream_name(), settings.change_time_precision
+        settings.table_name,
+        settings.stream_name,
+        names.seed_stream_name(),
+        settings.change_time_precision,
+        settings.stream_kms_key_arn,
     ),
     aws_opts,
 )
@@ -74,8 +82,22 @@ processor = StreamProcessor(
         function_zip=build.function_zip,
         function_digest=build.function_digest,
         log_destination_arn=settings.log_destination_arn,
-        stream_kms_key_arn=settings.stream_kms_key_arn,
+        stream_kms_key_arn=stream.kms_key_arn,
         bucket_kms_key_arn=settings.bucket_kms_key_arn,
+        starting_position=settings.stream_starting_position,
+        starting_position_timestamp=settings.stream_start_timestamp,
+        central_logs_warning=settings.central_logs_warning,
+    ),
+    aws_opts,
+)
+alarm_topic = AlarmTopic(
+    "alarm-topic",
+    AlarmTopicArgs(
+        topic_name=resource_names.alarm_topic,
+        existing_topic_arn=settings.alarm_topic_arn,
+        subscriptions=settings.alarm_subscriptions,
+        region=settings.region,
+        alarm_name_prefix=resource_names.alarm_prefix,
     ),
     aws_opts,
 )
@@ -90,7 +112,48 @@ alarms = ProcessorAlarms(
         errors_threshold=settings.errors_alarm_threshold,
         throttles_threshold=settings.throttles_alarm_threshold,
         failure_queue_threshold=settings.failure_queue_alarm_threshold,
-        topic_arn=settings.alarm_topic_arn,
+        topic_arn=alarm_topic.topic_arn,
+    ),
+    aws_opts,
+)
+flow_alarms = FlowAlarms(
+    "flow-alarms",
+    FlowAlarmsArgs(
+        name_prefix=resource_names.alarm_prefix,
+        stream_name=stream.stream_name,
+        function_name=processor.function_name,
+        alias_name=FUNCTION_ALIAS,
+        metrics_namespace=METRICS_NAMESPACE,
+        service_name=resource_names.function,
+        quarantine_rate_percent=settings.quarantine_rate_alarm_percent,
+        topic_arn=alarm_topic.topic_arn,
+    ),
+    aws_opts,
+)
+all_alarm_arns = pulumi.Output.all(alarms.alarm_arns, flow_alarms.alarm_arns).apply(
+    lambda groups: groups[0] + groups[1]
+)
+PipelineDashboard(
+    "dashboard",
+    PipelineDashboardArgs(
+        dashboard_name=resource_names.dashboard,
+        region=settings.region,
+        stream_name=settings.stream_name or names.seed_stream_name(),
+        function_name=resource_names.function,
+        metrics_namespace=METRICS_NAMESPACE,
+        service_name=resource_names.function,
+        # The failure destination's arrivals; point this at the destination's metric when it changes.
+        failure_arrivals=DashboardMetric(
+            "AWS/SQS", "NumberOfMessagesSent", {"QueueName": resource_names.failure_queue}, "Sum", "Batches given up"
+        ),
+        alarm_arns=all_alarm_arns,
+    ),
+    aws_opts,
+)
+results = QueryResults(
+    "athena-results",
+    QueryResultsArgs(
+        resource_names.results_bucket, layout_prefixes.athena_results, settings.athena_results_expiry_days
     ),
     aws_opts,
 )
@@ -104,9 +167,11 @@ athena = AthenaCatalog(
         events_prefix=layout_prefixes.events,
         results_prefix=layout_prefixes.athena_results,
         bytes_scanned_cutoff=settings.athena_bytes_scanned_cutoff,
+        results_bucket_name=resource_names.results_bucket,
+        query_window_days=settings.athena_query_window_days,
         kms_key_arn=settings.bucket_kms_key_arn,
     ),
-    aws_opts,
+    pulumi.ResourceOptions.merge(aws_opts, pulumi.ResourceOptions(depends_on=[results])),
 )
 ci = CiAccess(
     "ci",
@@ -115,19 +180,19 @@ ci = CiAccess(
         gitlab_url=settings.gitlab_url,
         project_path=settings.gitlab_project_path,
         main_branch_only=settings.ci_main_branch_only,
-        create_oidc_provider=settings.create_oidc_provider,
         table_arn=stream.table_arn,
         stream_arn=stream.stream_arn,
         function_arn=processor.function_arn,
         bucket_arn=layout.bucket_arn,
         read_prefixes=(layout_prefixes.events, layout_prefixes.quarantine),
         results_prefix=layout_prefixes.athena_results,
+        results_bucket_arn=results.bucket_arn,
         workgroup_arn=athena.workgroup_arn,
         database_arn=athena.database_arn,
         table_glue_arn=athena.table_arn,
         failure_queue_arn=processor.failure_queue_arn,
         log_group_arn=processor.log_group_arn,
-        alarm_arns=alarms.alarm_arns,
+        alarm_arns=all_alarm_arns,
         bucket_kms_key_arn=settings.bucket_kms_key_arn,
     ),
     aws_opts,
@@ -153,6 +218,9 @@ outputs: dict[str, pulumi.Input[str]] = {
     "log_group_name": processor.log_group_name,
     "iterator_age_alarm_name": alarms.iterator_age_alarm_name,
     "region": settings.region,
+    "function_alias_version": processor.function_version,
+    "function_code_sha256": processor.code_sha256,
+    "athena_results_bucket_name": results.bucket_name,
 }
 for key in OUTPUT_KEYS:
     pulumi.export(key, outputs[key])

@@ -28,7 +28,7 @@ class ProcessorAlarmsArgs:
     errors_threshold: int
     throttles_threshold: int
     failure_queue_threshold: int
-    topic_arn: str | None = None
+    topic_arn: pulumi.Input[str] | None = None
 
 
 class ProcessorAlarms(pulumi.ComponentResource):

@@ -24,6 +24,8 @@ class AthenaCatalogArgs:
     events_prefix: str
     results_prefix: str
     bytes_scanned_cutoff: int
+    results_bucket_name: str
+    query_window_days: int
     kms_key_arn: str | None = None
 
 
@@ -112,7 +114,7 @@ class AthenaCatalog(pulumi.ComponentResource):
             f"{name}-events-table", database_name=database.name, **_table_args(table_input), opts=child
         )
         configuration = workgroup_configuration(
-            results_location=f"s3://{args.bucket_name}/{args.results_prefix}",
+            results_location=f"s3://{args.results_bucket_name}/{args.results_prefix}",
             bytes_scanned_cutoff=args.bytes_scanned_cutoff,
             kms_key_arn=args.kms_key_arn,
         )
@@ -123,7 +125,7 @@ class AthenaCatalog(pulumi.ComponentResource):
             configuration=_workgroup_args(configuration),
             opts=child,
         )
-        for query in named_queries(args.database_name, args.table_name):
+        for query in named_queries(args.database_name, args.table_name, window_days=args.query_window_days):
             aws.athena.NamedQuery(
                 f"{name}-query-{query.name.replace('_', '-')}",
                 name=query.name,

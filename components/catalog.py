@@ -13,6 +13,7 @@ from pipeline.schema import glue_columns
 
 __all__ = [
     "DEFAULT_PROJECTION_START",
+    "DEFAULT_QUERY_WINDOW_DAYS",
     "ENGINE_VERSION",
     "PARQUET_INPUT_FORMAT",
     "PARQUET_OUTPUT_FORMAT",
@@ -21,6 +22,7 @@ __all__ = [
     "NamedQuerySpec",
     "glue_table_input",
     "named_queries",
+    "recent_partitions",
     "unique_changes_cte",
     "workgroup_configuration",
 ]
@@ -35,6 +37,8 @@ PARTITION_KEYS: tuple[tuple[str, str], ...] = (
     ("hour", "Hour of the change (UTC), 00-23."),
 )
 DEFAULT_PROJECTION_START = "2024-01-01"
+# dt partitions (days, today included) a named query reads unless told otherwise.
+DEFAULT_QUERY_WINDOW_DAYS = 7
 
 
 @dataclass(frozen=True)
@@ -131,12 +135,30 @@ def unique_changes_cte(source: str) -> str:
 )"""  # noqa: S608
 
 
-def named_queries(database: str, table: str) -> list[NamedQuerySpec]:
-    """The named queries analysts need, against ``database.table`` (Athena/Trino SQL, DuckDB-transpilable)."""
-    source = f'"{database}"."{table}"'
+def recent_partitions(window_days: int) -> str:
+    """Predicate on ``dt`` keeping the last ``window_days`` days, today (UTC) included.
+
+    A constant expression Athena folds before planning, so partition projection prunes every older day and a
+    query's scan stays bounded however long the lake grows; sqlglot turns it into DuckDB's ``strftime``.
+    """
+    if window_days < 1:
+        raise ValueError(f"window_days must be at least 1, got {window_days}")
+    return f"dt >= date_format(current_timestamp - INTERVAL '{window_days - 1}' DAY, '%Y-%m-%d')"
+
+
+def named_queries(database: str, table: str, *, window_days: int = DEFAULT_QUERY_WINDOW_DAYS) -> list[NamedQuerySpec]:
+    """The named queries analysts need, against ``database.table`` (Athena/Trino SQL, DuckDB-transpilable).
+
+    Each reads at most the last ``window_days`` days of ``dt`` partitions (pipeline_freshness: two), so the
+    workgroup's per-query scan cutoff never cancels them as the lake grows.
+    """
+    table_source = f'"{database}"."{table}"'
+    window = recent_partitions(window_days)
+    source = f"(\n      SELECT * FROM {table_source}\n      WHERE {window}\n    ) AS recent_changes"  # noqa: S608
     # Identifiers come from the naming helper, never from user input.
     demand_per_event_per_day = f"""-- Demand per event per day: for each day and event, the fans whose last change
 -- that day left them in each status (duplicate deliveries removed, removals excluded), and their tickets.
+-- Days: the last {window_days} (dt partitions), today included.
 WITH {unique_changes_cte(source)},
 last_of_day AS (
   SELECT dt, event_id, fan_id, status, quantity, op,
@@ -150,6 +172,7 @@ GROUP BY dt, event_id, status
 ORDER BY dt, event_id, status"""  # noqa: S608
     current_registrations = f"""-- Current state per registration: the latest change per (event_id, fan_id),
 -- duplicate deliveries removed; registrations whose latest change is a REMOVE are gone and not listed.
+-- Only registrations changed in the last {window_days} days (dt partitions, today included) are read.
 WITH {unique_changes_cte(source)},
 latest AS (
   SELECT *, row_number() OVER (PARTITION BY event_id, fan_id ORDER BY {_NEWEST_FIRST}) AS newest
@@ -166,17 +189,19 @@ SELECT max(change_time) AS newest_change_time,
        date_diff('second', max(change_time), current_timestamp) AS lag_seconds,
        sum(CASE WHEN change_time >= current_timestamp - INTERVAL '1' HOUR THEN 1 ELSE 0 END) AS rows_last_hour,
        count(*) AS rows_scanned
-FROM {source}
-WHERE dt >= date_format(current_timestamp - INTERVAL '1' DAY, '%Y-%m-%d')"""  # noqa: S608
+FROM {table_source}
+WHERE {recent_partitions(2)}"""  # noqa: S608
     return [
         NamedQuerySpec(
             "demand_per_event_per_day",
-            "Fans and tickets per event, day and status (each fan's last change of the day, duplicates removed).",
+            f"Fans and tickets per event, day and status over the last {window_days} days (each fan's last change of"
+            " the day, duplicates removed).",
             demand_per_event_per_day,
         ),
         NamedQuerySpec(
             "current_registrations",
-            "Current state of every registration: latest change per event and fan, duplicates and removals dropped.",
+            f"Current state of registrations changed in the last {window_days} days: latest change per event and fan,"
+            " duplicates and removals dropped.",
             current_registrations,
         ),
         NamedQuerySpec(

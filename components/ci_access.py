@@ -23,13 +23,13 @@ class CiAccessArgs:
     gitlab_url: str
     project_path: str
     main_branch_only: bool
-    create_oidc_provider: bool
     table_arn: pulumi.Input[str]
     stream_arn: pulumi.Input[str]
     function_arn: pulumi.Input[str]
     bucket_arn: pulumi.Input[str]
     read_prefixes: tuple[str, ...]
     results_prefix: str
+    results_bucket_arn: pulumi.Input[str]
     workgroup_arn: pulumi.Input[str]
     database_arn: pulumi.Input[str]
     table_glue_arn: pulumi.Input[str]
@@ -40,7 +40,7 @@ class CiAccessArgs:
 
 
 class CiAccess(pulumi.ComponentResource):
-    """The GitLab CI role (and, for the one stack per account that owns it, the OIDC provider)."""
+    """The GitLab CI role, trusted through the account's OIDC provider (the bootstrap project owns the provider)."""
 
     role_arn: pulumi.Output[str]
     """ARN of the role GitLab CI assumes."""
@@ -56,14 +56,7 @@ class CiAccess(pulumi.ComponentResource):
         self.register_outputs({"role_arn": self.role_arn, "oidc_provider_arn": self.oidc_provider_arn})
 
     def _oidc_provider(self, args: CiAccessArgs) -> pulumi.Output[str]:
-        if args.create_oidc_provider:
-            provider = aws.iam.OpenIdConnectProvider(
-                f"{self._name}-gitlab-oidc",
-                url=args.gitlab_url,
-                client_id_lists=[args.gitlab_url],
-                opts=pulumi.ResourceOptions(parent=self),
-            )
-            return provider.arn
+        # Account-wide (IAM allows one provider per URL): created and protected by bootstrap/, only looked up here.
         existing = aws.iam.get_open_id_connect_provider_output(
             url=args.gitlab_url, opts=pulumi.InvokeOptions(parent=self)
         )
@@ -93,6 +86,7 @@ class CiAccess(pulumi.ComponentResource):
             stream_arn=args.stream_arn,
             function_arn=args.function_arn,
             bucket_arn=args.bucket_arn,
+            results_bucket_arn=args.results_bucket_arn,
             workgroup_arn=args.workgroup_arn,
             database_arn=args.database_arn,
             table_glue_arn=args.table_glue_arn,

@@ -26,11 +26,14 @@ NAME_LIMITS = {
     "function": 64,
     "failure_queue": 80,
     "layer": 140,
-    "alarm_prefix": 255 - len("-failure-queue"),
+    "alarm_prefix": 255 - len("-quarantine-rate"),  # the longest alarm role
     "glue_database": 255,
     "glue_table": 255,
     "workgroup": 128,
     "ci_role": 64,
+    "results_bucket": 63,
+    "alarm_topic": 256,
+    "dashboard": 255,
 }
 # Glue stores database and table names in lower case; anything else would show a diff on every preview.
 _GLUE_NAME = re.compile(r"^[a-z0-9_]+$")
@@ -82,6 +85,9 @@ class ResourceNames:
     glue_table: str
     workgroup: str
     ci_role: str
+    results_bucket: str
+    alarm_topic: str
+    dashboard: str
 
     def check(self) -> None:
         """Raise ValueError naming the first name AWS would reject (too long, or not lower-case for Glue)."""
@@ -144,6 +150,10 @@ class Naming:
             glue_table=self.snake("demand-changes"),
             workgroup=self.snake("demand"),
             ci_role=self.physical("gitlab-ci"),
+            # S3 names are global: the region keeps the stack's results bucket apart from other regions' stacks.
+            results_bucket=f"{self.prefix}-{self.region}-demand-athena-results",
+            alarm_topic=self.physical("demand-alarms"),
+            dashboard=self.physical("demand-pipeline"),
         )
         names.check()
         return names

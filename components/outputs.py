@@ -25,4 +25,7 @@ OUTPUT_KEYS: tuple[str, ...] = (
     "log_group_name",
     "iterator_age_alarm_name",
     "region",
+    "function_alias_version",
+    "function_code_sha256",
+    "athena_results_bucket_name",
 )

@@ -11,6 +11,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 __all__ = [
+    "alarm_topic_key_policy",
+    "alarm_topic_policy",
     "ci_access_policy",
     "ci_trust_policy",
     "glue_catalog_arn",
@@ -148,6 +150,7 @@ def ci_access_policy(
     bucket_arn: str,
     read_prefixes: Sequence[str],
     results_prefix: str,
+    results_bucket_arn: str,
     workgroup_arn: str,
     database_arn: str,
     table_glue_arn: str,
@@ -197,7 +200,12 @@ def ci_access_policy(
             _statement(
                 "AthenaResults",
                 ["s3:AbortMultipartUpload", "s3:GetObject", "s3:ListMultipartUploadParts", "s3:PutObject"],
-                _objects(bucket_arn, results_prefix),
+                _objects(results_bucket_arn, results_prefix),
+            ),
+            _statement(
+                "AthenaResultsBucket",
+                ["s3:GetBucketLocation", "s3:ListBucket", "s3:ListBucketMultipartUploads"],
+                [results_bucket_arn],
             ),
             _statement(
                 "QueryWithAthena",
@@ -247,5 +255,65 @@ def tls_only_bucket_policy(bucket_arn: str) -> Document:
                 "Resource": [bucket_arn, f"{bucket_arn}/*"],
                 "Condition": {"Bool": {"aws:SecureTransport": "false"}},
             }
+        ],
+    }
+
+
+def alarm_topic_key_policy(*, account_id: str) -> Document:
+    """Key policy of the alarm topic's key: the account administers it (through IAM); CloudWatch may encrypt.
+
+    CloudWatch needs ``kms:Decrypt`` and ``kms:GenerateDataKey*`` to publish to an encrypted topic; the topic policy
+    (``alarm_topic_policy``) limits publishing to this stack's alarms.
+    """
+    return {
+        "Version": VERSION,
+        "Statement": [
+            {
+                "Sid": "AccountAdministersThroughIam",
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{account_id}:root"},
+                "Action": "kms:*",
+                "Resource": "*",  # in a key policy, "*" is this key
+            },
+            {
+                "Sid": "CloudWatchAlarmsEncryptToTheTopic",
+                "Effect": "Allow",
+                "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
+                "Resource": "*",
+            },
+        ],
+    }
+
+
+def alarm_topic_policy(*, topic_arn: str, account_id: str, alarm_arns: str) -> Document:
+    """Topic policy of the alarm topic: this account manages it; only this stack's alarms (a pattern) publish."""
+    return {
+        "Version": VERSION,
+        "Statement": [
+            {
+                "Sid": "AccountManagesTheTopic",
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{account_id}:root"},
+                "Action": [
+                    "sns:GetTopicAttributes",
+                    "sns:ListSubscriptionsByTopic",
+                    "sns:Publish",
+                    "sns:SetTopicAttributes",
+                    "sns:Subscribe",
+                ],
+                "Resource": topic_arn,
+            },
+            {
+                "Sid": "StackAlarmsPublish",
+                "Effect": "Allow",
+                "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                "Action": "sns:Publish",
+                "Resource": topic_arn,
+                "Condition": {
+                    "ArnLike": {"aws:SourceArn": alarm_arns},
+                    "StringEquals": {"aws:SourceAccount": account_id},
+                },
+            },
         ],
     }

@@ -12,7 +12,7 @@ from components.layer import ARCHITECTURE, RUNTIME
 from components.naming import FUNCTION_ALIAS, log_group_name
 from components.policies import lambda_trust_policy, processor_policy
 
-__all__ = ["HANDLER", "RUNTIME", "StreamProcessor", "StreamProcessorArgs"]
+__all__ = ["HANDLER", "RUNTIME", "StreamProcessor", "StreamProcessorArgs", "mapping_options"]
 
 HANDLER = "pipeline.handler.handler"
 # SQS keeps a failed batch's metadata as long as it can: 14 days to investigate and replay.
@@ -44,9 +44,22 @@ class StreamProcessorArgs:
     function_zip: str
     function_digest: str | None = None
     log_destination_arn: str | None = None
-    stream_kms_key_arn: str | None = None
+    stream_kms_key_arn: pulumi.Input[str | None] | None = None
     bucket_kms_key_arn: str | None = None
+    starting_position: str = "TRIM_HORIZON"
+    starting_position_timestamp: str | None = None  # with AT_TIMESTAMP only
+    central_logs_warning: str | None = None  # printed by every preview while no log destination is set
     description: str = field(default="Writes the demand table's changes to Parquet on S3.")
+
+
+def mapping_options(parent: pulumi.Resource, role_policy: pulumi.Resource) -> pulumi.ResourceOptions:
+    """Options of the stream mapping.
+
+    Lambda checks the role can read the stream and write to the destination when the mapping is created, so it
+    waits for the role policy. A changed starting position replaces the mapping (the cutover does): the old one is
+    deleted first, so two mappings never read the stream into the same alias at once.
+    """
+    return pulumi.ResourceOptions(parent=parent, depends_on=[role_policy], delete_before_replace=True)
 
 
 class StreamProcessor(pulumi.ComponentResource):
@@ -62,6 +75,8 @@ class StreamProcessor(pulumi.ComponentResource):
     """ARN of that alias."""
     function_version: pulumi.Output[str]
     """Version the alias points at."""
+    code_sha256: pulumi.Output[str]
+    """Base64 SHA-256 of the deployed code package (Lambda's CodeSha256; compare with the built function.zip)."""
     log_group_name: pulumi.Output[str]
     """The function's log group."""
     log_group_arn: pulumi.Output[str]
@@ -95,7 +110,8 @@ class StreamProcessor(pulumi.ComponentResource):
         self.function_arn = function.arn
         self.alias_name = alias.name
         self.alias_arn = alias.arn
-        self.function_version = function.version
+        self.function_version = alias.function_version
+        self.code_sha256 = function.code_sha256
         self.log_group_name = log_group.name
         self.log_group_arn = log_group.arn
         self.failure_queue_url = queue.url
@@ -108,6 +124,7 @@ class StreamProcessor(pulumi.ComponentResource):
                 "alias_name": self.alias_name,
                 "alias_arn": self.alias_arn,
                 "function_version": self.function_version,
+                "code_sha256": self.code_sha256,
                 "log_group_name": self.log_group_name,
                 "log_group_arn": self.log_group_arn,
                 "failure_queue_url": self.failure_queue_url,
@@ -148,6 +165,7 @@ class StreamProcessor(pulumi.ComponentResource):
             bucket_arn=args.bucket_arn,
             failure_queue_arn=queue.arn,
             log_group_arn=log_group.arn,
+            stream_kms_key_arn=args.stream_kms_key_arn,
         ).apply(
             lambda arns: json.dumps(
                 processor_policy(
@@ -157,7 +175,7 @@ class StreamProcessor(pulumi.ComponentResource):
                     quarantine_prefix=args.quarantine_prefix,
                     failure_queue_arn=arns["failure_queue_arn"],
                     log_group_arn=arns["log_group_arn"],
-                    stream_kms_key_arn=args.stream_kms_key_arn,
+                    stream_kms_key_arn=arns["stream_kms_key_arn"],
                     bucket_kms_key_arn=args.bucket_kms_key_arn,
                 )
             )
@@ -211,7 +229,8 @@ class StreamProcessor(pulumi.ComponentResource):
             f"{self._name}-stream-mapping",
             event_source_arn=args.stream_arn,
             function_name=alias.arn,
-            starting_position="TRIM_HORIZON",
+            starting_position=args.starting_position,
+            starting_position_timestamp=args.starting_position_timestamp,
             batch_size=args.batch_size,
             maximum_batching_window_in_seconds=args.batching_window_seconds,
             parallelization_factor=args.parallelization_factor,
@@ -220,12 +239,13 @@ class StreamProcessor(pulumi.ComponentResource):
             bisect_batch_on_function_error=True,
             function_response_types=["ReportBatchItemFailures"],
             destination_config={"on_failure": {"destination_arn": queue.arn}},
-            # Lambda checks the role can read the stream and send to the queue when the mapping is created.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[role_policy]),
+            opts=mapping_options(self, role_policy),
         )
 
     def _create_log_subscription(self, args: StreamProcessorArgs, log_group: aws.cloudwatch.LogGroup) -> None:
         if args.log_destination_arn is None:
+            if args.central_logs_warning is not None:
+                pulumi.log.warn(args.central_logs_warning, resource=self)
             return
         aws.cloudwatch.LogSubscriptionFilter(
             f"{self._name}-log-subscription",

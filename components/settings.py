@@ -10,6 +10,7 @@ by the local sandbox and the ops commands:
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -71,6 +72,11 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # Values of streamName meaning "no existing stream: the stack creates and owns one" ("TBD" is the seed's prod1 value).
 CREATE_STREAM_MARKERS = ("", "TBD")
 
+# Where a Kinesis event source mapping starts reading (Lambda's StartingPosition).
+STARTING_POSITIONS = ("TRIM_HORIZON", "LATEST", "AT_TIMESTAMP")
+# SNS protocols an alarm topic may deliver to (plain http is refused: alarms leave the account over TLS only).
+SUBSCRIPTION_PROTOCOLS = ("email", "email-json", "https", "sqs", "lambda", "sms")
+
 Precision = Literal["MILLISECOND", "MICROSECOND"]
 _ARN = re.compile(r"^arn:aws[a-z-]*:[a-z0-9-]+:[a-z0-9-]*:(\d{12})?:.+$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
@@ -79,6 +85,8 @@ _TABLE = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _PROJECT_PATH = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+$")
 _URL = re.compile(r"^https://[a-z0-9.-]+(:\d+)?$")
+_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+_EMAIL = re.compile(r"^[^@\s:]+@[^@\s]+\.[a-z]{2,}$", re.IGNORECASE)
 
 
 class SettingsError(ValueError):
@@ -117,6 +125,32 @@ def _optional_arn(value: Any) -> str | None:
     return None if value == "" or _ARN.match(value) else "an ARN (arn:aws:...) or empty"
 
 
+def _subscription_problem(entry: Any) -> str | None:
+    """What is wrong with one ``<protocol>:<endpoint>`` alarm subscription, or None."""
+    protocol, _, endpoint = str(entry).partition(":")
+    if protocol not in SUBSCRIPTION_PROTOCOLS or not endpoint:
+        return f"<protocol>:<endpoint> with protocol one of {', '.join(SUBSCRIPTION_PROTOCOLS)}"
+    if protocol.startswith("email") and not _EMAIL.match(endpoint):
+        return "an email address after email:"
+    if protocol == "https" and not endpoint.startswith("https://"):
+        return "an https:// URL after https:"
+    if protocol in ("sqs", "lambda") and not _ARN.match(endpoint):
+        return f"an ARN after {protocol}:"
+    return None
+
+
+def _subscriptions(value: Any) -> str | None:
+    if not isinstance(value, list):
+        return "a list of <protocol>:<endpoint> strings"
+    for entry in value:
+        problem = _subscription_problem(entry)
+        if problem is not None:
+            return f"a list of {problem} ({entry!r} is not)"
+    if len(set(value)) != len(value):
+        return "a list without duplicates"
+    return None
+
+
 def _key(name: str, field: str, kind: str, default: Any, description: str, check: Any = None) -> ConfigKey:  # noqa: PLR0917
     return ConfigKey(f"{PROJECT}:{name}", field, kind, default, description, check)
 
@@ -137,6 +171,23 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "",
         "Existing Kinesis stream of the table's changes; empty or TBD: the stack creates and owns the stream.",
         lambda value: None if value in CREATE_STREAM_MARKERS or _STREAM.match(value) else "a Kinesis stream name",
+    ),
+    _key(
+        "streamStartingPosition",
+        "stream_starting_position",
+        "string",
+        "",
+        "Where the mapping starts reading: TRIM_HORIZON, LATEST or AT_TIMESTAMP; required for an existing stream"
+        " (a created stream defaults to TRIM_HORIZON).",
+        _one_of("", *STARTING_POSITIONS),
+    ),
+    _key(
+        "streamStartTimestamp",
+        "stream_start_timestamp",
+        "string",
+        "",
+        "Cutover time T, ISO-8601 UTC (2026-12-01T09:00:00Z): required with AT_TIMESTAMP, refused otherwise.",
+        lambda value: None if value == "" or _TIMESTAMP.match(value) else "an ISO-8601 UTC time YYYY-MM-DDTHH:MM:SSZ",
     ),
     _key("tableName", "table_name", "string", None, "DynamoDB demand table (owned elsewhere, looked up).", None),
     _key("bucketId", "bucket_id", "string", None, "S3 data bucket id.", _pattern(_BUCKET, "an S3 bucket name")),
@@ -205,6 +256,14 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         _between(1, 3650),
     ),
     _key(
+        "athenaQueryWindowDays",
+        "athena_query_window_days",
+        "integer",
+        7,
+        "Days of dt partitions the named queries read (keeps them under athenaBytesScannedCutoff).",
+        _between(1, 3650),
+    ),
+    _key(
         "iteratorAgeAlarmSeconds",
         "iterator_age_alarm_seconds",
         "integer",
@@ -241,8 +300,25 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "alarm_topic_arn",
         "string",
         "",
-        "SNS topic notified by the alarms (empty: none).",
+        "Existing SNS topic the alarms notify (empty: the stack creates its own encrypted topic).",
         _optional_arn,
+    ),
+    _key(
+        "alarmSubscriptions",
+        "alarm_subscriptions",
+        "array",
+        [],
+        "Subscribers of the stack's own alarm topic, each <protocol>:<endpoint> (email, email-json, https, sqs,"
+        " lambda, sms); tm-prod stacks need these or alarmTopicArn.",
+        _subscriptions,
+    ),
+    _key(
+        "quarantineRateAlarmPercent",
+        "quarantine_rate_alarm_percent",
+        "integer",
+        5,
+        "Alarm when more than this percentage of received records is quarantined for 15 minutes.",
+        _between(1, 100),
     ),
     _key(
         "logDestinationArn",
@@ -292,16 +368,12 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "Trust only the main branch's pipelines (required in the prod account).",
     ),
     _key(
-        "createOidcProvider",
-        "create_oidc_provider",
-        "boolean",
-        False,
-        "This stack owns the account's GitLab OIDC provider (exactly one stack per account); others look it up.",
-    ),
-    _key(
         "artifactDir", "artifact_dir", "string", "dist", "Directory holding function.zip and layer.zip (make package)."
     ),
 )
+
+
+_ARRAY_KEYS = frozenset(spec.key for spec in CONFIG_KEYS if spec.kind == "array")
 
 
 @dataclass(frozen=True)
@@ -316,6 +388,8 @@ class Settings:
     product_code: str
     inventory_code: str
     stream_name: str | None  # None: the stack creates and owns the stream
+    stream_starting_position: str
+    stream_start_timestamp: str | None  # with AT_TIMESTAMP only
     table_name: str
     bucket_id: str
     create_bucket: bool
@@ -331,18 +405,20 @@ class Settings:
     log_level: str
     athena_bytes_scanned_cutoff: int
     athena_results_expiry_days: int
+    athena_query_window_days: int
     iterator_age_alarm_seconds: int
     errors_alarm_threshold: int
     throttles_alarm_threshold: int
     failure_queue_alarm_threshold: int
     alarm_topic_arn: str | None
+    alarm_subscriptions: tuple[str, ...]
+    quarantine_rate_alarm_percent: int
     log_destination_arn: str | None
     stream_kms_key_arn: str | None
     bucket_kms_key_arn: str | None
     gitlab_url: str
     gitlab_project_path: str
     ci_main_branch_only: bool
-    create_oidc_provider: bool
     artifact_dir: str
 
     @property
@@ -353,6 +429,16 @@ class Settings:
     @property
     def is_prod_account(self) -> bool:
         return self.account_tag == PROD_ACCOUNT
+
+    @property
+    def central_logs_warning(self) -> str | None:
+        """The warning every preview of a tm-prod stack prints while its logs reach no central destination."""
+        if self.is_prod_account and self.log_destination_arn is None:
+            return (
+                f"{self.stack}: {PROJECT}:logDestinationArn is unset: the function's logs are not shipped to the"
+                " central log destination the replaced system used"
+            )
+        return None
 
     @property
     def naming(self) -> Naming:
@@ -384,6 +470,11 @@ def _parse(spec: ConfigKey, text: str, where: str) -> Any:
             value = int(value)
         except ValueError:
             raise SettingsError(f"{where}: {spec.key} must be an integer, got {text!r}") from None
+    elif spec.kind == "array":
+        try:
+            value = json.loads(value or "[]")
+        except ValueError:
+            raise SettingsError(f"{where}: {spec.key} must be a list, got {text!r}") from None
     elif spec.kind == "boolean":
         if value.lower() not in ("true", "false"):
             raise SettingsError(f"{where}: {spec.key} must be true or false, got {text!r}")
@@ -412,6 +503,9 @@ def _build(stack: str, raw: Mapping[str, str], where: str) -> Settings:
     for optional in ("alarm_topic_arn", "log_destination_arn", "stream_kms_key_arn", "bucket_kms_key_arn"):
         values[optional] = values[optional] or None
     values["stream_name"] = None if values["stream_name"] in CREATE_STREAM_MARKERS else values["stream_name"]
+    values["stream_start_timestamp"] = values["stream_start_timestamp"] or None
+    values["stream_starting_position"] = _starting_position(values, where)
+    values["alarm_subscriptions"] = tuple(values["alarm_subscriptions"])
     settings = Settings(**values)
     if settings.environment_tag != stack:
         raise SettingsError(
@@ -419,6 +513,7 @@ def _build(stack: str, raw: Mapping[str, str], where: str) -> Settings:
         )
     if settings.is_prod_account and not settings.ci_main_branch_only:
         raise SettingsError(f"{where}: {PROJECT}:ciMainBranchOnly must be true in the {PROD_ACCOUNT} account")
+    _check_alarm_destination(settings, where)
     try:
         settings.naming.resources()
     except ValueError as error:
@@ -426,6 +521,43 @@ def _build(stack: str, raw: Mapping[str, str], where: str) -> Settings:
     if not _TABLE.match(settings.table_name):
         raise SettingsError(f"{where}: {PROJECT}:tableName must be a DynamoDB table name, got {settings.table_name!r}")
     return settings
+
+
+def _starting_position(values: Mapping[str, Any], where: str) -> str:
+    """The mapping's starting position: required for an existing stream, TRIM_HORIZON for a created one."""
+    position = values["stream_starting_position"]
+    timestamp = values["stream_start_timestamp"]
+    key, time_key = f"{PROJECT}:streamStartingPosition", f"{PROJECT}:streamStartTimestamp"
+    if not position:
+        if values["stream_name"] is not None:
+            raise SettingsError(
+                f"{where}: {key} is required for the existing stream {values['stream_name']!r}"
+                f" (one of {', '.join(STARTING_POSITIONS)}; AT_TIMESTAMP with {time_key}): TRIM_HORIZON would replay"
+                " the records the replaced consumer already handled"
+            )
+        position = "TRIM_HORIZON"
+    if position == "AT_TIMESTAMP" and timestamp is None:
+        raise SettingsError(f"{where}: {time_key} is required when {key} is AT_TIMESTAMP")
+    if position != "AT_TIMESTAMP" and timestamp is not None:
+        raise SettingsError(
+            f"{where}: {time_key} is set ({timestamp!r}) but {key} is {position}: it is only used with AT_TIMESTAMP"
+        )
+    return str(position)
+
+
+def _check_alarm_destination(settings: Settings, where: str) -> None:
+    """Alarms must reach someone: one destination only, and in the prod account at least one."""
+    topic_key, subscriptions_key = f"{PROJECT}:alarmTopicArn", f"{PROJECT}:alarmSubscriptions"
+    if settings.alarm_topic_arn and settings.alarm_subscriptions:
+        raise SettingsError(
+            f"{where}: set {topic_key} or {subscriptions_key}, not both (the stack does not change a topic it does"
+            " not own)"
+        )
+    if settings.is_prod_account and not settings.alarm_topic_arn and not settings.alarm_subscriptions:
+        raise SettingsError(
+            f"{where}: alarms in the {PROD_ACCOUNT} account must reach someone: set {subscriptions_key}"
+            f' (e.g. ["email:team@example.com"]) or {topic_key}'
+        )
 
 
 def load_settings() -> Settings:
@@ -488,6 +620,9 @@ def settings_from_stack_file(stack: str, path: Path | None = None) -> Settings:
     for key, value in config.items():
         if str(key).startswith("pulumi:"):
             continue  # engine settings such as pulumi:disable-default-providers, not program config
+        if isinstance(value, list) and _qualified(key) in _ARRAY_KEYS:
+            raw[_qualified(key)] = json.dumps(value)  # how Pulumi hands structured config to a program
+            continue
         if isinstance(value, dict | list):
             raise SettingsError(f"{where}: {_qualified(key)} must be a scalar value")
         raw[_qualified(key)] = _as_text(value)

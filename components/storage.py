@@ -11,7 +11,10 @@ import pulumi_aws as aws
 from components.naming import Prefixes
 from components.policies import tls_only_bucket_policy
 
-__all__ = ["DataLayout", "DataLayoutArgs"]
+__all__ = ["NONCURRENT_VERSION_DAYS", "DataLayout", "DataLayoutArgs"]
+
+# Days an overwritten or deleted object's previous version stays recoverable in a bucket the stack created.
+NONCURRENT_VERSION_DAYS = 30
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,7 @@ class DataLayout(pulumi.ComponentResource):
     quarantine_prefix: pulumi.Output[str]
     """Prefix of records the handler could not decode."""
     athena_results_prefix: pulumi.Output[str]
-    """Prefix of Athena query results (expire after a few days)."""
+    """Prefix of Athena query results inside the stack's results bucket (components/query_results.py)."""
     artifacts_prefix: pulumi.Output[str]
     """Prefix of deployment artifacts (the dependency layer zip)."""
 
@@ -48,13 +51,13 @@ class DataLayout(pulumi.ComponentResource):
             bucket_resource = self._create_bucket(args)
             self.bucket_name = bucket_resource.bucket
             self.bucket_arn = bucket_resource.arn
-            depends: list[pulumi.Resource] = [bucket_resource]
+            self._create_lifecycle(args, [bucket_resource])
         else:
+            # A looked-up bucket belongs to someone else: no configuration resource of any kind on it (S3 keeps one
+            # lifecycle document per bucket, so declaring one would replace the owner's rules).
             existing = aws.s3.get_bucket_output(bucket=args.bucket_id, opts=pulumi.InvokeOptions(parent=self))
             self.bucket_name = existing.bucket
             self.bucket_arn = existing.arn
-            depends = []
-        self._create_lifecycle(args, depends)
         self.events_prefix = pulumi.Output.from_input(args.prefixes.events)
         self.quarantine_prefix = pulumi.Output.from_input(args.prefixes.quarantine)
         self.athena_results_prefix = pulumi.Output.from_input(args.prefixes.athena_results)
@@ -113,17 +116,17 @@ class DataLayout(pulumi.ComponentResource):
         return bucket
 
     def _create_lifecycle(self, args: DataLayoutArgs, depends: list[pulumi.Resource]) -> None:
-        # This resource owns the bucket's whole lifecycle configuration (S3 keeps one per bucket).
+        # Only on a bucket this stack created: this resource owns the bucket's whole lifecycle configuration.
         aws.s3.BucketLifecycleConfiguration(
             f"{self._name}-lifecycle",
             bucket=args.bucket_id,
             rules=[
                 {
-                    "id": "expire-athena-results",
+                    # Versioned, and compaction deletes the objects it merged: their old versions go after a while.
+                    "id": "expire-noncurrent-versions",
                     "status": "Enabled",
-                    "filter": {"prefix": args.prefixes.athena_results},
-                    "expiration": {"days": args.athena_results_expiry_days},
-                    "noncurrent_version_expiration": {"noncurrent_days": 1},
+                    "filter": {"prefix": args.prefixes.root},
+                    "noncurrent_version_expiration": {"noncurrent_days": NONCURRENT_VERSION_DAYS},
                 },
                 {
                     "id": "abort-incomplete-uploads",

@@ -12,9 +12,11 @@ from urllib.parse import urlparse
 
 import pulumi
 
-__all__ = ["ACCOUNT_ID", "AwsMocks", "Declared", "UnexpectedInvokeError"]
+__all__ = ["ACCOUNT_ID", "MOCK_CODE_SHA256", "AwsMocks", "Declared", "UnexpectedInvokeError"]
 
 ACCOUNT_ID = "123456789012"
+# CodeSha256 of a function whose zip has not been built (make package): a fixed stand-in.
+MOCK_CODE_SHA256 = "bW9jayBjb2RlIHNoYTI1Ng=="
 PARTITION = "aws"
 
 
@@ -43,6 +45,9 @@ class AwsMocks(pulumi.runtime.Mocks):
     invokes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     # (data source token, provider reference): which provider each lookup went through ("" = the default one).
     invoke_providers: list[tuple[str, str]] = field(default_factory=list)
+    # What a looked-up stream reports as (EncryptionType, KeyId), and the account's KMS aliases -> key ARNs.
+    stream_encryption: tuple[str, str] = ("KMS", "alias/aws/kinesis")
+    alias_targets: dict[str, str] = field(default_factory=dict)
 
     def _arn(self, service: str, resource: str, *, region: bool = True, account: bool = True) -> str:
         return ":".join(
@@ -62,7 +67,16 @@ class AwsMocks(pulumi.runtime.Mocks):
             return name, {**state, "arn": self._arn("kinesis", f"stream/{name}")}
         if typ == "aws:lambda/function:Function":
             arn = self._arn("lambda", f"function:{name}")
-            return name, {**state, "arn": arn, "version": "1", "qualifiedArn": f"{arn}:1", "invokeArn": f"{arn}/inv"}
+            # Lambda's CodeSha256 is the base64 SHA-256 of the zip: the digest the program passes, when built.
+            code_sha256 = str(inputs.get("sourceCodeHash") or MOCK_CODE_SHA256)
+            return name, {
+                **state,
+                "arn": arn,
+                "version": "1",
+                "qualifiedArn": f"{arn}:1",
+                "invokeArn": f"{arn}/inv",
+                "codeSha256": code_sha256,
+            }
         if typ == "aws:lambda/alias:Alias":
             function = str(inputs["functionName"]).split(":")[-1]
             return name, {**state, "arn": self._arn("lambda", f"function:{function}:{name}")}
@@ -89,6 +103,14 @@ class AwsMocks(pulumi.runtime.Mocks):
         if typ == "aws:glue/catalogTable:CatalogTable":
             database = inputs["databaseName"]
             return f"{ACCOUNT_ID}:{database}:{name}", {**state, "arn": self._arn("glue", f"table/{database}/{name}")}
+        if typ == "aws:kms/key:Key":
+            key_id = "0a1b2c3d-4e5f-4a6b-8c7d-mock00000001"
+            return key_id, {**state, "arn": self._arn("kms", f"key/{key_id}"), "keyId": key_id}
+        if typ == "aws:sns/topic:Topic":
+            return self._arn("sns", name), {**state, "arn": self._arn("sns", name)}
+        if typ == "aws:cloudwatch/dashboard:Dashboard":
+            dashboard = str(inputs["dashboardName"])
+            return dashboard, {**state, "dashboardArn": self._arn("cloudwatch", f"dashboard/{dashboard}", region=False)}
         if typ == "aws:s3/bucket:Bucket":
             bucket = str(inputs["bucket"])
             return bucket, {**state, "arn": f"arn:{PARTITION}:s3:::{bucket}"}
@@ -106,6 +128,7 @@ class AwsMocks(pulumi.runtime.Mocks):
             "aws:index/getCallerIdentity:getCallerIdentity": self._caller_identity,
             "aws:index/getRegion:getRegion": self._region,
             "aws:index/getPartition:getPartition": self._partition,
+            "aws:kms/getAlias:getAlias": self._kms_alias,
         }.get(args.token)
         if answer is None:
             raise UnexpectedInvokeError(f"no mock answer for data source {args.token} {arguments}")
@@ -119,10 +142,25 @@ class AwsMocks(pulumi.runtime.Mocks):
             "id": arn,
             "name": arguments["name"],
             "status": "ACTIVE",
-            "encryptionType": "KMS",
-            "kmsKeyId": "alias/aws/kinesis",
+            "encryptionType": self.stream_encryption[0],
+            "kmsKeyId": self.stream_encryption[1],
             "retentionPeriod": 24,
             "streamModeDetails": [{"streamMode": "ON_DEMAND"}],
+        }
+
+    def _kms_alias(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        name = arguments["name"]
+        target = self.alias_targets.get(name)
+        if target is None:
+            raise UnexpectedInvokeError(
+                f"no KMS alias {name} in the mocked account (known: {sorted(self.alias_targets)})"
+            )
+        return {
+            "arn": self._arn("kms", name),
+            "id": self._arn("kms", name),
+            "name": name,
+            "targetKeyId": target.rsplit("/", 1)[-1],
+            "targetKeyArn": target,
         }
 
     def _table(self, arguments: dict[str, Any]) -> dict[str, Any]:

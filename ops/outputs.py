@@ -43,6 +43,9 @@ class StackOutputs:
     log_group_name: str
     iterator_age_alarm_name: str
     region: str
+    function_alias_version: str  # the version the live alias runs: what promotion compares
+    function_code_sha256: str  # Lambda's CodeSha256 of that code: base64 SHA-256 of the deployed function.zip
+    athena_results_bucket_name: str
 
     @classmethod
     def output_keys(cls) -> tuple[str, ...]:

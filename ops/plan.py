@@ -40,7 +40,7 @@ _HASHED = {
     "aws:lambda/layerVersion:LayerVersion": ("sourceCodeHash", _LAYER_HASH),
     "aws:lambda/function:Function": ("sourceCodeHash", _FUNCTION_HASH),
 }
-_JSON_PROPERTIES = {"policy", "assumeRolePolicy", "defaultTags"}
+_JSON_PROPERTIES = {"policy", "assumeRolePolicy", "defaultTags", "dashboardBody"}
 
 
 class _PlanDumper(yaml.SafeDumper):
@@ -140,7 +140,10 @@ def render(run: ProgramRun) -> str:
             block(child, "  ")
         lines.append("")
     lines.append("outputs:")
-    lines.extend(f"    {line}" for line in _dump(dict(run.outputs)))
+    outputs = dict(run.outputs)
+    if "function_code_sha256" in outputs:  # the built zip's digest, like the function's sourceCodeHash above
+        outputs["function_code_sha256"] = _FUNCTION_HASH
+    lines.extend(f"    {line}" for line in _dump(outputs))
     return "\n".join(lines) + "\n"
 
 

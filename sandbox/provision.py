@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from components.artifacts import artifact
 from components.catalog import glue_table_input, named_queries, workgroup_configuration
 from components.naming import FUNCTION_ALIAS, Prefixes, prefixes
 from components.settings import Settings
@@ -19,6 +20,8 @@ __all__ = ["ACCOUNT_ID", "LocalNames", "local_names", "provision"]
 
 ACCOUNT_ID = "123456789012"  # moto's default account
 DEFAULT_SHARDS = 3
+LOCAL_FUNCTION_VERSION = "$LATEST"
+UNPACKAGED_CODE_SHA256 = "not-packaged"  # function.zip not built (make package)
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,7 @@ class LocalNames:
     table: str
     stream: str
     bucket: str
+    results_bucket: str
     function: str
     failure_queue: str
     glue_database: str
@@ -46,6 +50,7 @@ def local_names(settings: Settings) -> LocalNames:
         table=settings.table_name,
         stream=settings.stream_name or settings.naming.seed_stream_name(),
         bucket=settings.bucket_id,
+        results_bucket=created.results_bucket,
         function=created.function,
         failure_queue=created.failure_queue,
         glue_database=created.glue_database,
@@ -87,11 +92,11 @@ def _create_catalog(glue: Any, athena: Any, settings: Settings, names: LocalName
         Name=names.workgroup,
         Description="Demand analytics (local)",
         Configuration=workgroup_configuration(
-            results_location=f"s3://{names.bucket}/{names.prefixes.athena_results}",
+            results_location=f"s3://{names.results_bucket}/{names.prefixes.athena_results}",
             bytes_scanned_cutoff=settings.athena_bytes_scanned_cutoff,
         ),
     )
-    for query in named_queries(names.glue_database, names.glue_table):
+    for query in named_queries(names.glue_database, names.glue_table, window_days=settings.athena_query_window_days):
         athena.create_named_query(
             Name=query.name,
             Description=query.description,
@@ -108,10 +113,11 @@ def provision(session: Any, settings: Settings, *, shards: int = DEFAULT_SHARDS)
     _create_table(session.client("dynamodb"), names.table)
     stream_arn = _create_stream(session.client("kinesis"), names.stream, shards)
     s3 = session.client("s3")
-    if region == "us-east-1":
-        s3.create_bucket(Bucket=names.bucket)
-    else:
-        s3.create_bucket(Bucket=names.bucket, CreateBucketConfiguration={"LocationConstraint": region})
+    for bucket in (names.bucket, names.results_bucket):
+        if region == "us-east-1":
+            s3.create_bucket(Bucket=bucket)
+        else:
+            s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
     sqs = session.client("sqs")
     queue_url = sqs.create_queue(QueueName=names.failure_queue)["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
@@ -137,4 +143,8 @@ def provision(session: Any, settings: Settings, *, shards: int = DEFAULT_SHARDS)
         log_group_name=names.log_group,
         iterator_age_alarm_name=names.iterator_age_alarm,
         region=region,
+        # The handler runs in-process here: no published version, and the code is the working tree's.
+        function_alias_version=LOCAL_FUNCTION_VERSION,
+        function_code_sha256=artifact(settings.artifact_dir).function_digest or UNPACKAGED_CODE_SHA256,
+        athena_results_bucket_name=names.results_bucket,
     )

@@ -16,7 +16,7 @@ from components.function_environment import lambda_environment
 from components.naming import prefixes
 from components.outputs import OUTPUT_KEYS
 from components.settings import Settings, SettingsError, settings_from_stack_file
-from ops.mocks import ACCOUNT_ID
+from ops.mocks import ACCOUNT_ID, Declared
 from ops.outputs import StackOutputs
 from ops.program import ProgramRun, run_program, stack_config
 from pipeline.schema import arrow_schema, glue_columns
@@ -83,6 +83,7 @@ def test_outputs_carry_the_seed_names(run: ProgramRun) -> None:
     assert run.outputs["iterator_age_alarm_name"] == f"prd3292-{env}-demand-processor-iterator-age"
     assert run.outputs["failure_queue_arn"] == _arn("sqs", f"prd3292-{env}-demand-processor-failures")
     assert run.outputs["region"] == "us-east-1"
+    assert run.outputs["athena_results_bucket_name"] == f"prd3292-{env}-us-east-1-demand-athena-results"
 
 
 def test_provider_carries_region_profile_and_the_four_default_tags(run: ProgramRun) -> None:
@@ -127,6 +128,10 @@ def test_every_resource_uses_the_tagged_provider_and_sits_in_a_component(run: Pr
         "dmd-pipeline:index:AthenaCatalog",
         "dmd-pipeline:index:CiAccess",
         "dmd-pipeline:index:DependencyLayer",
+        "dmd-pipeline:index:AlarmTopic",
+        "dmd-pipeline:index:FlowAlarms",
+        "dmd-pipeline:index:PipelineDashboard",
+        "dmd-pipeline:index:QueryResults",
     }
 
 
@@ -173,17 +178,22 @@ def test_prod1_creates_the_stream_and_others_look_it_up(run: ProgramRun) -> None
         assert run.of_type("aws:dynamodb/kinesisStreamingDestination:KinesisStreamingDestination") == []
 
 
-def test_bucket_is_looked_up_and_athena_results_expire(run: ProgramRun) -> None:
+def test_bucket_is_looked_up_and_left_as_its_owner_configured_it(run: ProgramRun) -> None:
     settings = _settings(run.stack)
     lookups = [args for token, args in run.invokes if token == "aws:s3/getBucket:getBucket"]
     assert lookups == [{"bucket": settings.bucket_id}]
-    assert run.of_type("aws:s3/bucket:Bucket") == []
-    lifecycle = run.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")
-    assert lifecycle.inputs["bucket"] == settings.bucket_id
-    rules = {rule["id"]: rule for rule in lifecycle.inputs["rules"]}
-    assert rules["expire-athena-results"]["filter"] == {"prefix": "demand/athena-results/"}
-    assert rules["expire-athena-results"]["expiration"] == {"days": settings.athena_results_expiry_days}
-    assert rules["abort-incomplete-uploads"]["abortIncompleteMultipartUpload"] == {"daysAfterInitiation": 1}
+    buckets = [bucket.inputs["bucket"] for bucket in run.of_type("aws:s3/bucket:Bucket")]
+    assert buckets == [run.outputs["athena_results_bucket_name"]]
+    # No configuration resource of any kind names the looked-up bucket (lifecycle, policy, encryption, ...).
+    on_data_bucket = [
+        resource.name
+        for resource in run.declared
+        if resource.type.startswith("aws:s3/bucket")
+        and resource.type != "aws:s3/bucketObjectv2:BucketObjectv2"  # the layer zip: an object, not configuration
+        and resource.inputs.get("bucket") == settings.bucket_id
+    ]
+    assert on_data_bucket == []
+    assert run.of_type("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration") != []  # the results bucket's
 
 
 def test_function_version_alias_and_environment(run: ProgramRun) -> None:
@@ -229,7 +239,8 @@ def test_event_source_mapping(run: ProgramRun) -> None:
     queue = run.one("aws:sqs/queue:Queue")
     assert mapping["eventSourceArn"] == run.outputs["stream_arn"]
     assert mapping["functionName"] == run.outputs["function_alias_arn"]
-    assert mapping["startingPosition"] == "TRIM_HORIZON"
+    assert mapping["startingPosition"] == settings.stream_starting_position
+    assert mapping.get("startingPositionTimestamp") == settings.stream_start_timestamp
     assert mapping["functionResponseTypes"] == ["ReportBatchItemFailures"]
     assert mapping["bisectBatchOnFunctionError"] is True
     assert mapping["batchSize"] == settings.batch_size
@@ -254,7 +265,7 @@ def test_log_group_has_finite_retention_and_no_subscription_by_default(run: Prog
 
 def test_alarm_thresholds_in_the_metric_units(run: ProgramRun) -> None:
     settings = _settings(run.stack)
-    alarms = {alarm.inputs["metricName"]: alarm.inputs for alarm in run.of_type(ALARM)}
+    alarms = {alarm.inputs["metricName"]: alarm.inputs for alarm in run.of_type(ALARM) if "metricName" in alarm.inputs}
     assert set(alarms) == {"IteratorAge", "Errors", "Throttles", "ApproximateNumberOfMessagesVisible"}
     function_dimensions = {
         "FunctionName": run.outputs["function_name"],
@@ -303,7 +314,7 @@ def test_workgroup_and_named_queries(run: ProgramRun) -> None:
     assert configuration["enforceWorkgroupConfiguration"] is True
     assert configuration["bytesScannedCutoffPerQuery"] == settings.athena_bytes_scanned_cutoff
     assert configuration["resultConfiguration"] == {
-        "outputLocation": f"s3://{settings.bucket_id}/demand/athena-results/",
+        "outputLocation": f"s3://{run.outputs['athena_results_bucket_name']}/demand/athena-results/",
         "encryptionConfiguration": {"encryptionOption": "SSE_S3"},
     }
     queries = run.of_type("aws:athena/namedQuery:NamedQuery")
@@ -405,16 +416,16 @@ def test_ci_role_trusts_only_this_project_and_main_in_prod(run: ProgramRun) -> N
     assert wildcards(trust) == []
 
 
-def test_one_oidc_provider_per_account(run: ProgramRun) -> None:
-    created = run.of_type("aws:iam/openIdConnectProvider:OpenIdConnectProvider")
-    looked_up = [args for token, args in run.invokes if "getOpenIdConnectProvider" in token]
-    if run.stack in ("qa1", "preprod1"):
-        assert [provider.inputs["url"] for provider in created] == ["https://git.tmaws.io"]
-        assert created[0].inputs["clientIdLists"] == ["https://git.tmaws.io"]
-        assert looked_up == []
-    else:
-        assert created == []
-        assert looked_up == [{"url": "https://git.tmaws.io"}]
+def test_no_app_stack_creates_the_oidc_provider(run: ProgramRun) -> None:
+    """IAM allows one provider per URL per account: bootstrap/ owns it; every app stack only looks it up."""
+    assert run.of_type("aws:iam/openIdConnectProvider:OpenIdConnectProvider") == []
+    looked_up = [
+        (args, provider)
+        for (token, args), (_, provider) in zip(run.invokes, run.invoke_providers, strict=True)
+        if token == "aws:iam/getOpenIdConnectProvider:getOpenIdConnectProvider"
+    ]
+    assert [args for args, _ in looked_up] == [{"url": "https://git.tmaws.io"}]
+    assert "pulumi:providers:aws::aws::" in looked_up[0][1]
 
 
 def test_ci_policy_scopes_rollback_and_queries(run: ProgramRun) -> None:
@@ -426,7 +437,10 @@ def test_ci_policy_scopes_rollback_and_queries(run: ProgramRun) -> None:
         _arn("athena", f"workgroup/{run.outputs['athena_workgroup_name']}")
     ]
     assert by_sid["WriteAndReadTestChanges"]["Resource"] == [_arn("dynamodb", f"table/{run.outputs['table_name']}")]
-    assert len(by_sid["ReadAlarms"]["Resource"]) == 4
+    assert len(by_sid["ReadAlarms"]["Resource"]) == 6
+    results_bucket = f"arn:aws:s3:::{run.outputs['athena_results_bucket_name']}"
+    assert by_sid["AthenaResults"]["Resource"] == [f"{results_bucket}/demand/athena-results/*"]
+    assert by_sid["AthenaResultsBucket"]["Resource"] == [results_bucket]
     # CloudWatch Logs authorizes FilterLogEvents on "log-group:<name>:*", not on the bare log group ARN.
     log_group_arn = _arn("logs", f"log-group:{run.outputs['log_group_name']}")
     assert by_sid["ReadFunctionLogs"]["Resource"] == [f"{log_group_arn}:*"]
@@ -450,21 +464,29 @@ def test_log_destination_adds_a_subscription_filter() -> None:
     assert unknown_inputs(subscription.type, subscription.inputs) == []
 
 
+def _data_bucket_resource(run: ProgramRun, typ: str) -> Declared:
+    """The data bucket's resource of a type (the results bucket has one of each too)."""
+    (found,) = [resource for resource in run.of_type(typ) if resource.name.startswith("data-")]
+    return found
+
+
 def test_create_bucket_makes_a_hardened_bucket() -> None:
     config = {**stack_config("qa1"), "dmd-pipeline:createBucket": "true"}
     run = run_program("qa1", config=config)
     assert [args for token, args in run.invokes if token == "aws:s3/getBucket:getBucket"] == []
-    bucket = run.one("aws:s3/bucket:Bucket")
+    (bucket,) = [bucket for bucket in run.of_type("aws:s3/bucket:Bucket") if bucket.name == "data-bucket"]
     assert bucket.inputs["bucket"] == "prd3292.qa1.us-east-1.demand-capture.tmaws"
-    encryption = run.one("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration")
+    encryption = _data_bucket_resource(
+        run, "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+    )
     assert encryption.inputs["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "AES256"
     assert encryption.inputs["rules"][0]["bucketKeyEnabled"] is False  # S3 Bucket Keys are for SSE-KMS only
-    versioning = run.one("aws:s3/bucketVersioning:BucketVersioning")
+    versioning = _data_bucket_resource(run, "aws:s3/bucketVersioning:BucketVersioning")
     assert versioning.inputs["versioningConfiguration"] == {"status": "Enabled"}
-    public_access = run.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock").inputs
+    public_access = _data_bucket_resource(run, "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock").inputs
     for flag in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets"):
         assert public_access[flag] is True, flag
-    policy = json.loads(run.one("aws:s3/bucketPolicy:BucketPolicy").inputs["policy"])
+    policy = json.loads(_data_bucket_resource(run, "aws:s3/bucketPolicy:BucketPolicy").inputs["policy"])
     (statement,) = policy["Statement"]
     assert statement["Effect"] == "Deny"
     assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
@@ -475,7 +497,9 @@ def test_create_bucket_with_a_kms_key_uses_sse_kms_and_a_bucket_key() -> None:
     key = f"arn:aws:kms:us-east-1:{ACCOUNT_ID}:key/0a1b2c3d-0000-4000-8000-000000000000"
     config = {**stack_config("qa1"), "dmd-pipeline:createBucket": "true", "dmd-pipeline:bucketKmsKeyArn": key}
     run = run_program("qa1", config=config)
-    encryption = run.one("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration")
+    encryption = _data_bucket_resource(
+        run, "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+    )
     (rule,) = encryption.inputs["rules"]
     assert rule["applyServerSideEncryptionByDefault"] == {"sseAlgorithm": "aws:kms", "kmsMasterKeyId": key}
     assert rule["bucketKeyEnabled"] is True

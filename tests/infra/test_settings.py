@@ -62,13 +62,10 @@ def test_seed_names_match_the_naming_helper() -> None:
         assert settings.bucket_id == settings.naming.seed_bucket_id()
 
 
-def test_one_oidc_provider_owner_per_account() -> None:
-    owners: dict[str, list[str]] = {}
+def test_no_stack_file_claims_the_oidc_provider() -> None:
+    """The account's OIDC provider belongs to the bootstrap project; the old ownership flag is an unknown key now."""
     for stack in STACKS:
-        settings = settings_from_stack_file(stack)
-        if settings.create_oidc_provider:
-            owners.setdefault(settings.account_tag, []).append(stack)
-    assert owners == {"tm-nonprod": ["qa1"], "tm-prod": ["preprod1"]}
+        assert "createOidcProvider" not in (PROJECT_ROOT / f"Pulumi.{stack}.yaml").read_text(), stack
 
 
 def test_prod_account_trusts_main_only() -> None:

@@ -88,7 +88,7 @@ def test_workgroup_configuration(target: Target):
     assert configuration["BytesScannedCutoffPerQuery"] == settings.athena_bytes_scanned_cutoff
     assert configuration["EngineVersion"]["SelectedEngineVersion"] == ENGINE_VERSION
     results = configuration["ResultConfiguration"]
-    assert results["OutputLocation"] == f"s3://{outputs.bucket_name}/{outputs.athena_results_prefix}"
+    assert results["OutputLocation"] == f"s3://{outputs.athena_results_bucket_name}/{outputs.athena_results_prefix}"
     assert results["EncryptionConfiguration"]["EncryptionOption"] in ("SSE_S3", "SSE_KMS")
 
 

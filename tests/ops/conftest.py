@@ -40,6 +40,9 @@ def outputs_values(**overrides: str) -> dict[str, str]:
         "log_group_name": f"/aws/lambda/{FUNCTION}",
         "iterator_age_alarm_name": "prd3292-qa1-iterator-age",
         "region": REGION,
+        "function_alias_version": "2",
+        "function_code_sha256": "n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=",
+        "athena_results_bucket_name": "prd3292-qa1-us-east-1-demand-athena-results",
     }
     assert set(values) == set(StackOutputs.output_keys())
     return values | overrides
