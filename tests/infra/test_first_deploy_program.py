@@ -12,7 +12,7 @@ import pytest
 
 from components.dashboard import DashboardMetric, PipelineDashboardArgs, dashboard_body
 from components.processor import mapping_options
-from components.settings import settings_from_stack_file
+from components.settings import SettingsError, settings_from_stack_file
 from ops.mocks import ACCOUNT_ID, MOCK_CODE_SHA256, AwsMocks, Declared
 from ops.outputs import StackOutputs
 from ops.program import ProgramRun, run_program, stack_config
@@ -123,6 +123,16 @@ def test_mapping_starts_where_the_stack_file_says(run: ProgramRun) -> None:
     expected = "TRIM_HORIZON" if run.stack == "prod1" else "LATEST"
     assert mapping["startingPosition"] == expected
     assert "startingPositionTimestamp" not in mapping
+
+
+@pytest.mark.parametrize("stack", ["dev1", "qa1", "preprod1"])
+def test_a_preview_without_a_starting_position_fails_naming_the_keys(stack: str) -> None:
+    config = {key: value for key, value in stack_config(stack).items() if "streamStartingPosition" not in key}
+    with pytest.raises(SettingsError) as raised:
+        run_program(stack, config=config)
+    message = str(raised.value)
+    assert message.startswith(f"Pulumi.{stack}.yaml: dmd-pipeline:streamStartingPosition is required")
+    assert "dmd-pipeline:streamStartTimestamp" in message
 
 
 def test_cutover_deploys_at_the_timestamp() -> None:
