@@ -6,7 +6,9 @@ from components.alarms import ProcessorAlarms, ProcessorAlarmsArgs
 from components.artifacts import artifact
 from components.athena import AthenaCatalog, AthenaCatalogArgs
 from components.ci_access import CiAccess, CiAccessArgs
-from components.function_environment import lambda_environment
+from components.compaction import Compaction, CompactionArgs
+from components.failure_destination import FailureDestination, FailureDestinationArgs
+from components.function_environment import compaction_environment, lambda_environment
 from components.layer import DependencyLayer, DependencyLayerArgs
 from components.naming import FUNCTION_ALIAS, prefixes
 from components.outputs import OUTPUT_KEYS
@@ -52,11 +54,21 @@ layer = DependencyLayer(
     ),
     aws_opts,
 )
+failures = FailureDestination(
+    "failures",
+    FailureDestinationArgs(
+        bucket_name=resource_names.failure_bucket,
+        retention_days=settings.failure_retention_days,
+        versioning=settings.failure_bucket_versioning,
+        kms_key_arn=settings.bucket_kms_key_arn,
+    ),
+    aws_opts,
+)
 processor = StreamProcessor(
     "processor",
     StreamProcessorArgs(
         function_name=resource_names.function,
-        failure_queue_name=resource_names.failure_queue,
+        failure_bucket_arn=failures.bucket_arn,
         stream_arn=stream.stream_arn,
         bucket_arn=layout.bucket_arn,
         events_prefix=layout_prefixes.events,
@@ -85,11 +97,33 @@ alarms = ProcessorAlarms(
         name_prefix=resource_names.alarm_prefix,
         function_name=processor.function_name,
         alias_name=FUNCTION_ALIAS,
-        failure_queue_name=processor.failure_queue_name,
+        failure_bucket_name=failures.bucket_name,
+        failure_metric_filter_id=failures.metric_filter_id,
         iterator_age_seconds=settings.iterator_age_alarm_seconds,
         errors_threshold=settings.errors_alarm_threshold,
         throttles_threshold=settings.throttles_alarm_threshold,
-        failure_queue_threshold=settings.failure_queue_alarm_threshold,
+        failed_batches_threshold=settings.failed_batches_alarm_threshold,
+        topic_arn=settings.alarm_topic_arn,
+    ),
+    aws_opts,
+)
+compaction = Compaction(
+    "compaction",
+    CompactionArgs(
+        function_name=resource_names.compaction_function,
+        schedule_name=resource_names.compaction_schedule,
+        scheduler_role_name=resource_names.compaction_scheduler_role,
+        bucket_arn=layout.bucket_arn,
+        events_prefix=layout_prefixes.events,
+        layer_arn=layer.layer_arn,
+        environment=compaction_environment(settings, settings.bucket_id, layout_prefixes),
+        memory_mb=settings.compaction_memory_mb,
+        timeout_seconds=settings.compaction_timeout_seconds,
+        log_retention_days=settings.log_retention_days,
+        function_zip=build.function_zip,
+        errors_threshold=settings.errors_alarm_threshold,
+        function_digest=build.function_digest,
+        bucket_kms_key_arn=settings.bucket_kms_key_arn,
         topic_arn=settings.alarm_topic_arn,
     ),
     aws_opts,
@@ -125,9 +159,11 @@ ci = CiAccess(
         workgroup_arn=athena.workgroup_arn,
         database_arn=athena.database_arn,
         table_glue_arn=athena.table_arn,
-        failure_queue_arn=processor.failure_queue_arn,
+        failure_bucket_arn=failures.bucket_arn,
         log_group_arn=processor.log_group_arn,
-        alarm_arns=alarms.alarm_arns,
+        alarm_arns=pulumi.Output.all(alarms.alarm_arns, compaction.errors_alarm_arn).apply(
+            lambda arns: [*arns[0], arns[1]]
+        ),
         bucket_kms_key_arn=settings.bucket_kms_key_arn,
     ),
     aws_opts,
@@ -147,8 +183,9 @@ outputs: dict[str, pulumi.Input[str]] = {
     "events_prefix": layout.events_prefix,
     "quarantine_prefix": layout.quarantine_prefix,
     "athena_results_prefix": layout.athena_results_prefix,
-    "failure_queue_url": processor.failure_queue_url,
-    "failure_queue_arn": processor.failure_queue_arn,
+    "failure_bucket_name": failures.bucket_name,
+    "compaction_function_name": compaction.function_name,
+    "compaction_log_group_name": compaction.log_group_name,
     "glue_table_name": athena.table_name,
     "log_group_name": processor.log_group_name,
     "iterator_age_alarm_name": alarms.iterator_age_alarm_name,

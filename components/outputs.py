@@ -19,10 +19,11 @@ OUTPUT_KEYS: tuple[str, ...] = (
     "events_prefix",
     "quarantine_prefix",
     "athena_results_prefix",
-    "failure_queue_url",
-    "failure_queue_arn",
+    "failure_bucket_name",
     "glue_table_name",
     "log_group_name",
     "iterator_age_alarm_name",
     "region",
+    "compaction_function_name",
+    "compaction_log_group_name",
 )

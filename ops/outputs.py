@@ -37,12 +37,13 @@ class StackOutputs:
     events_prefix: str
     quarantine_prefix: str
     athena_results_prefix: str
-    failure_queue_url: str
-    failure_queue_arn: str
+    failure_bucket_name: str
     glue_table_name: str
     log_group_name: str
     iterator_age_alarm_name: str
     region: str
+    compaction_function_name: str
+    compaction_log_group_name: str
 
     @classmethod
     def output_keys(cls) -> tuple[str, ...]:
