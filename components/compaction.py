@@ -22,7 +22,7 @@ from components.policies import (
     scheduler_trust_policy,
 )
 
-__all__ = ["COMPACTION_HANDLER", "SCHEDULE_EXPRESSION", "SCHEDULED_EVENT", "Compaction", "CompactionArgs"]
+__all__ = ["COMPACTION_HANDLER", "SCHEDULED_EVENT", "SCHEDULE_EXPRESSION", "Compaction", "CompactionArgs"]
 
 COMPACTION_HANDLER = "pipeline.compaction.handler"
 # A quarter past every hour, UTC: hour partitions become eligible COMPACTION_DELAY_MINUTES after they end.
@@ -30,7 +30,8 @@ SCHEDULE_EXPRESSION = "cron(15 * * * ? *)"
 # The scheduled event: no "hours" key, so the function compacts every eligible hour partition.
 SCHEDULED_EVENT: dict[str, str] = {}
 # A missed delivery is retried for up to an hour; after that the next run covers the same hours.
-SCHEDULE_RETRY = {"maximum_event_age_in_seconds": 3600, "maximum_retry_attempts": 3}
+SCHEDULE_RETRY_MAX_AGE_SECONDS = 3600
+SCHEDULE_RETRY_ATTEMPTS = 3
 _LAMBDA_LOG_LEVELS = {"DEBUG": "DEBUG", "INFO": "INFO", "WARNING": "WARN", "ERROR": "ERROR", "CRITICAL": "FATAL"}
 ERRORS_WINDOW = (300, 1)
 
@@ -199,12 +200,15 @@ class Compaction(pulumi.ComponentResource):
             description="Compact the lake's hour partitions that are complete and hold more than one object a shard.",
             schedule_expression=SCHEDULE_EXPRESSION,
             schedule_expression_timezone="UTC",
-            flexible_time_window={"mode": "OFF"},
-            target={
-                "arn": function.arn,
-                "role_arn": role.arn,
-                "input": json.dumps(SCHEDULED_EVENT),
-                "retry_policy": SCHEDULE_RETRY,
-            },
+            flexible_time_window=aws.scheduler.ScheduleFlexibleTimeWindowArgs(mode="OFF"),
+            target=aws.scheduler.ScheduleTargetArgs(
+                arn=function.arn,
+                role_arn=role.arn,
+                input=json.dumps(SCHEDULED_EVENT),
+                retry_policy=aws.scheduler.ScheduleTargetRetryPolicyArgs(
+                    maximum_event_age_in_seconds=SCHEDULE_RETRY_MAX_AGE_SECONDS,
+                    maximum_retry_attempts=SCHEDULE_RETRY_ATTEMPTS,
+                ),
+            ),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[role_policy]),
         )

@@ -15,7 +15,7 @@ import pulumi_aws as aws
 
 from components.policies import tls_only_bucket_policy
 
-__all__ = ["FAILURE_KEY_PREFIX", "FailureDestination", "FailureDestinationArgs", "NONCURRENT_VERSION_DAYS"]
+__all__ = ["FAILURE_KEY_PREFIX", "NONCURRENT_VERSION_DAYS", "FailureDestination", "FailureDestinationArgs"]
 
 # Where Lambda writes its invocation records (the request metrics count PUTs under it).
 FAILURE_KEY_PREFIX = "aws/lambda/"
@@ -95,13 +95,7 @@ class FailureDestination(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[public_access]),
         )
         depends: list[pulumi.Resource] = [bucket]
-        rule: dict[str, object] = {
-            "id": "expire-discarded-batches",
-            "status": "Enabled",
-            "filter": {"prefix": ""},
-            "expiration": {"days": args.retention_days},
-            "abort_incomplete_multipart_upload": {"days_after_initiation": 1},
-        }
+        noncurrent = None
         if args.versioning:
             # AWS recommends versioning on an S3 on-failure destination; a replay's delete then stays undoable.
             versioning = aws.s3.BucketVersioning(
@@ -111,7 +105,19 @@ class FailureDestination(pulumi.ComponentResource):
                 opts=self._child,
             )
             depends.append(versioning)
-            rule["noncurrent_version_expiration"] = {"noncurrent_days": NONCURRENT_VERSION_DAYS}
+            noncurrent = aws.s3.BucketLifecycleConfigurationRuleNoncurrentVersionExpirationArgs(
+                noncurrent_days=NONCURRENT_VERSION_DAYS
+            )
+        rule = aws.s3.BucketLifecycleConfigurationRuleArgs(
+            id="expire-discarded-batches",
+            status="Enabled",
+            filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=""),
+            expiration=aws.s3.BucketLifecycleConfigurationRuleExpirationArgs(days=args.retention_days),
+            abort_incomplete_multipart_upload=aws.s3.BucketLifecycleConfigurationRuleAbortIncompleteMultipartUploadArgs(
+                days_after_initiation=1
+            ),
+            noncurrent_version_expiration=noncurrent,
+        )
         aws.s3.BucketLifecycleConfiguration(
             f"{self._name}-lifecycle",
             bucket=bucket.id,

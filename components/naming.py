@@ -97,12 +97,14 @@ class ResourceNames:
             value = getattr(self, field)
             if len(value) > limit:
                 raise ValueError(f"{field} name {value!r} is {len(value)} characters, AWS allows {limit}")
-        if not _BUCKET_NAME.match(self.failure_bucket):
-            raise ValueError(f"failure_bucket name {self.failure_bucket!r} must be lower-case letters, digits and hyphens")
         for field in ("glue_database", "glue_table", "workgroup"):
             value = getattr(self, field)
             if not _GLUE_NAME.match(value):
                 raise ValueError(f"{field} name {value!r} must be lower-case letters, digits and underscores")
+        if not _BUCKET_NAME.match(self.failure_bucket):
+            raise ValueError(
+                f"failure_bucket name {self.failure_bucket!r} must be lower-case letters, digits and hyphens"
+            )
 
     @property
     def log_group(self) -> str:

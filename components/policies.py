@@ -162,7 +162,10 @@ def scheduler_trust_policy(*, source_arn: str) -> Document:
 
 def scheduler_invoke_policy(*, function_arn: str) -> Document:
     """The schedule's role may invoke the compaction function and nothing else."""
-    return {"Version": VERSION, "Statement": [_statement("InvokeCompaction", ["lambda:InvokeFunction"], [function_arn])]}
+    return {
+        "Version": VERSION,
+        "Statement": [_statement("InvokeCompaction", ["lambda:InvokeFunction"], [function_arn])],
+    }
 
 
 def ci_trust_policy(

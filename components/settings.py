@@ -165,7 +165,7 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "max_retry_attempts",
         "integer",
         5,
-        "Retries of a failing batch before it goes to the failure queue (finite).",
+        "Retries of a failing batch before it goes to the failure bucket (finite).",
         _between(0, 10000),
     ),
     _key(
@@ -173,7 +173,7 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "max_record_age_seconds",
         "integer",
         21600,
-        "Records older than this go to the failure queue (finite).",
+        "Records older than this go to the failure bucket (finite).",
         _between(60, 604800),
     ),
     _key(

@@ -156,7 +156,7 @@ def check_iterator_age(
     return CheckResult("iterator age", f"< {threshold:.0f} ms", f"{oldest:.0f} ms", passed=oldest < threshold)
 
 
-ALARM_ROLES = ("iterator-age", "errors", "throttles", "failure-queue")  # components.alarms: <prefix>-<role>
+ALARM_ROLES = ("iterator-age", "errors", "throttles", "failed-batches")  # components.alarms: <prefix>-<role>
 
 
 def stack_alarm_names(outputs: StackOutputs) -> list[str]:
@@ -172,7 +172,7 @@ def stack_alarm_names(outputs: StackOutputs) -> list[str]:
 
 
 def check_alarms(cloudwatch: CloudWatchClient, outputs: StackOutputs) -> CheckResult:
-    """The stack's alarms (IteratorAge, Errors, Throttles, failure queue depth) exist and none is firing."""
+    """The stack's alarms (IteratorAge, Errors, Throttles, discarded batches) exist and none is firing."""
     expected = stack_alarm_names(outputs)
     found = {
         alarm["AlarmName"]: alarm["StateValue"]
