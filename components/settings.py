@@ -143,7 +143,8 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     _key("createBucket", "create_bucket", "boolean", False, "Create a hardened data bucket instead of looking it up."),
     _key("lambdaMemoryMb", "lambda_memory_mb", "integer", 1024, "Lambda memory in MB.", _between(128, 10240)),
     _key("lambdaTimeoutSeconds", "lambda_timeout_seconds", "integer", 120, "Lambda timeout.", _between(1, 900)),
-    _key("batchSize", "batch_size", "integer", 500, "Records per Lambda invocation.", _between(1, 10000)),
+    # 10,000 (Lambda's maximum): at 1 KiB records the 6 MB event limit ends a batch at ~3,200 (docs/architecture.md).
+    _key("batchSize", "batch_size", "integer", 10000, "Records per Lambda invocation.", _between(1, 10000)),
     _key(
         "batchingWindowSeconds",
         "batching_window_seconds",

@@ -54,7 +54,7 @@ _BACKOFF_MAX_SECONDS = 2.0
 class MappingConfig:
     """The event source mapping's settings (names as in the Lambda API, values from the stack's settings)."""
 
-    batch_size: int = 500
+    batch_size: int = 10_000
     batching_window_seconds: float = 5.0
     max_retry_attempts: int = 5  # -1: until the record expires
     max_record_age_seconds: int = 21600  # -1: never expires
