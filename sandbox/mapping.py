@@ -2,7 +2,8 @@
 
 Semantics follow AWS Lambda's Kinesis event source mapping with the settings the Pulumi component sets:
 
-- a batch holds up to ``batch_size`` records of one shard; a smaller batch waits up to the batching window;
+- a batch holds up to ``batch_size`` records of one shard, and stops before its event passes 6 MB (Lambda's
+  synchronous payload limit); a smaller batch waits up to the batching window;
 - ReportBatchItemFailures: the lowest reported sequence number becomes the checkpoint, and every record from
   it on is sent again (an empty, unknown or null ``itemIdentifier`` fails the whole batch, as in AWS);
 - BisectBatchOnFunctionError: a batch whose invocation raises is split in two, and the halves are retried;
@@ -46,6 +47,10 @@ log = logging.getLogger(__name__)
 
 Function = Callable[[dict[str, Any], Any], Any]
 FAILURE_KEY_PREFIX = "aws/lambda/"
+# Lambda's synchronous invocation payload limit, and what an event carries per record besides the base64 data
+# (sequence number, partition key, eventID, ARNs: about 600 bytes on the sandbox's change records).
+INVOCATION_PAYLOAD_BYTES = 6 * 1024 * 1024
+EVENT_OVERHEAD_BYTES = 600
 _BACKOFF_FIRST_SECONDS = 0.2
 _BACKOFF_MAX_SECONDS = 2.0
 
@@ -61,6 +66,7 @@ class MappingConfig:
     bisect_batch_on_function_error: bool = True
     report_batch_item_failures: bool = True
     parallelization_factor: int = 1
+    max_payload_bytes: int = INVOCATION_PAYLOAD_BYTES
     backoff_first_seconds: float = _BACKOFF_FIRST_SECONDS
     backoff_max_seconds: float = _BACKOFF_MAX_SECONDS
 
@@ -275,14 +281,24 @@ class KinesisEventSourceMapping:
         expired = self._expired(shard)
         if expired:
             return expired
-        full = len(shard.pending) >= self.config.batch_size
+        fits = self._fits(shard.pending)
+        full = fits < len(shard.pending) or len(shard.pending) >= self.config.batch_size
         waited = now - (now if shard.waiting_since is None else shard.waiting_since)
         retrying = shard.attempts > 0
         if not shard.splits and not full and not retrying and waited < self.config.batching_window_seconds:
             return 0
-        size = shard.splits[0] if shard.splits else self.config.batch_size
+        size = shard.splits[0] if shard.splits else fits
         batch = shard.pending[:size]
         return self._deliver(shard, batch)
+
+    def _fits(self, pending: Sequence[KinesisEntry]) -> int:
+        """How many of the pending records one event holds: ``batch_size``, or fewer at the payload limit."""
+        total = 0
+        for count, entry in enumerate(pending[: self.config.batch_size]):
+            total += 4 * -(-len(entry.data) // 3) + EVENT_OVERHEAD_BYTES
+            if total > self.config.max_payload_bytes:
+                return max(count, 1)
+        return min(len(pending), self.config.batch_size)
 
     def _expired(self, shard: _Shard) -> int:
         if self.config.max_record_age_seconds < 0:

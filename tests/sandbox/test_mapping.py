@@ -266,3 +266,17 @@ def test_a_discarded_batch_stays_pending_until_its_failure_object_is_written():
     [message] = s3.messages
     assert message["KinesisBatchInfo"]["batchSize"] == 2
     assert mapping.stats.records_discarded == 2
+
+
+def test_a_batch_stops_before_its_event_passes_the_payload_limit():
+    function = Recorder()
+    per_record = 4 * 4 + 600  # "record 1000" is 11 bytes: 16 in base64, plus the event's own fields
+    mapping = make_mapping(function, records(7), batch_size=10_000, max_payload_bytes=3 * per_record)
+    drain(mapping)
+    assert [len(batch) for batch in function.batches] == [3, 3, 1]
+    assert mapping.stats.records_checkpointed == 7
+
+
+def test_the_default_batch_is_lambdas_largest_and_six_megabytes_of_event():
+    config = MappingConfig()
+    assert (config.batch_size, config.max_payload_bytes) == (10_000, 6 * 1024 * 1024)
