@@ -200,7 +200,20 @@ def test_benchmark_figures_piped_on_stdin(monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps({"batches": [{"records": 10, "records_per_second": 7}]})))
 
     assert capacity.main(["qa1", "--bench-results", "-", "--shards", "2", "--peak-records", "100"]) == 0
-    assert "7 records/s per invocation" in capsys.readouterr().out
+    # Measured on one core; at 1,024 MB Lambda gives 1,024 / 1,769 of a vCPU: 7 x 0.579 = 4.05 records/s.
+    assert "4 records/s per invocation" in capsys.readouterr().out
+
+
+def test_a_one_core_figure_is_scaled_to_the_functions_vcpu_share(monkeypatch, capsys):
+    figures = {"cpus": 1, "batches": [{"records": 10_000, "records_per_second": 29_693}]}
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(figures)))
+
+    assert capacity.main(["prod1", "--bench-results", "-", "--on-demand"]) == 0
+    assert capacity.lambda_vcpus(1_024) == pytest.approx(0.5789, rel=1e-3)
+    assert capacity.lambda_vcpus(1_769) == 1.0
+    out = capsys.readouterr().out
+    assert f"{29_693 * 1_024 / 1_769:,.0f} records/s per invocation" in out  # 17,188
+    assert "meets the 50x target" in out
 
 
 def test_benchmark_file_without_the_number_is_refused(tmp_path):
