@@ -189,7 +189,10 @@ def test_failure_bucket_is_private_encrypted_tls_only_and_expires(run: ProgramRu
     settings = settings_from_stack_file(run.stack)
     name = run.outputs["failure_bucket_name"]
     assert name == f"prd3292-{run.stack}-us-east-1-demand-processor-failures"
-    assert _logical(run, BUCKET, "failures-bucket").inputs["bucket"] == name
+    bucket = _logical(run, BUCKET, "failures-bucket").inputs
+    assert bucket["bucket"] == name
+    # Never emptied by a destroy: discarded records are data; a stack is removed only after they were replayed.
+    assert not bucket.get("forceDestroy")
     encryption = _logical(
         run,
         "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
