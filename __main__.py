@@ -7,9 +7,11 @@ from components.alarms import ProcessorAlarms, ProcessorAlarmsArgs
 from components.artifacts import artifact
 from components.athena import AthenaCatalog, AthenaCatalogArgs
 from components.ci_access import CiAccess, CiAccessArgs
+from components.compaction import Compaction, CompactionArgs
 from components.dashboard import DashboardMetric, PipelineDashboard, PipelineDashboardArgs
+from components.failure_destination import METRIC_FILTER_ID, FailureDestination, FailureDestinationArgs
 from components.flow_alarms import FlowAlarms, FlowAlarmsArgs
-from components.function_environment import METRICS_NAMESPACE, lambda_environment
+from components.function_environment import METRICS_NAMESPACE, compaction_environment, lambda_environment
 from components.layer import DependencyLayer, DependencyLayerArgs
 from components.naming import FUNCTION_ALIAS, prefixes
 from components.outputs import OUTPUT_KEYS
@@ -60,11 +62,21 @@ layer = DependencyLayer(
     ),
     aws_opts,
 )
+failures = FailureDestination(
+    "failures",
+    FailureDestinationArgs(
+        bucket_name=resource_names.failure_bucket,
+        retention_days=settings.failure_retention_days,
+        versioning=settings.failure_bucket_versioning,
+        kms_key_arn=settings.bucket_kms_key_arn,
+    ),
+    aws_opts,
+)
 processor = StreamProcessor(
     "processor",
     StreamProcessorArgs(
         function_name=resource_names.function,
-        failure_queue_name=resource_names.failure_queue,
+        failure_bucket_arn=failures.bucket_arn,
         stream_arn=stream.stream_arn,
         bucket_arn=layout.bucket_arn,
         events_prefix=layout_prefixes.events,
@@ -97,7 +109,8 @@ alarm_topic = AlarmTopic(
         existing_topic_arn=settings.alarm_topic_arn,
         subscriptions=settings.alarm_subscriptions,
         region=settings.region,
-        alarm_name_prefix=resource_names.alarm_prefix,
+        # Both functions' alarms: prd3292-<env>-demand-processor-* and prd3292-<env>-demand-compactor-*.
+        alarm_name_prefix=names.physical("demand"),
     ),
     aws_opts,
 )
@@ -107,11 +120,33 @@ alarms = ProcessorAlarms(
         name_prefix=resource_names.alarm_prefix,
         function_name=processor.function_name,
         alias_name=FUNCTION_ALIAS,
-        failure_queue_name=processor.failure_queue_name,
+        failure_bucket_name=failures.bucket_name,
+        failure_metric_filter_id=failures.metric_filter_id,
         iterator_age_seconds=settings.iterator_age_alarm_seconds,
         errors_threshold=settings.errors_alarm_threshold,
         throttles_threshold=settings.throttles_alarm_threshold,
-        failure_queue_threshold=settings.failure_queue_alarm_threshold,
+        failed_batches_threshold=settings.failed_batches_alarm_threshold,
+        topic_arn=alarm_topic.topic_arn,
+    ),
+    aws_opts,
+)
+compaction = Compaction(
+    "compaction",
+    CompactionArgs(
+        function_name=resource_names.compaction_function,
+        schedule_name=resource_names.compaction_schedule,
+        scheduler_role_name=resource_names.compaction_scheduler_role,
+        bucket_arn=layout.bucket_arn,
+        events_prefix=layout_prefixes.events,
+        layer_arn=layer.layer_arn,
+        environment=compaction_environment(settings, settings.bucket_id, layout_prefixes),
+        memory_mb=settings.compaction_memory_mb,
+        timeout_seconds=settings.compaction_timeout_seconds,
+        log_retention_days=settings.log_retention_days,
+        function_zip=build.function_zip,
+        errors_threshold=settings.errors_alarm_threshold,
+        function_digest=build.function_digest,
+        bucket_kms_key_arn=settings.bucket_kms_key_arn,
         topic_arn=alarm_topic.topic_arn,
     ),
     aws_opts,
@@ -130,8 +165,8 @@ flow_alarms = FlowAlarms(
     ),
     aws_opts,
 )
-all_alarm_arns = pulumi.Output.all(alarms.alarm_arns, flow_alarms.alarm_arns).apply(
-    lambda groups: groups[0] + groups[1]
+all_alarm_arns = pulumi.Output.all(alarms.alarm_arns, flow_alarms.alarm_arns, compaction.errors_alarm_arn).apply(
+    lambda groups: [*groups[0], *groups[1], groups[2]]
 )
 PipelineDashboard(
     "dashboard",
@@ -142,9 +177,13 @@ PipelineDashboard(
         function_name=resource_names.function,
         metrics_namespace=METRICS_NAMESPACE,
         service_name=resource_names.function,
-        # The failure destination's arrivals; point this at the destination's metric when it changes.
+        # Discarded batches: the failure bucket's PUTs under Lambda's on-failure key prefix.
         failure_arrivals=DashboardMetric(
-            "AWS/SQS", "NumberOfMessagesSent", {"QueueName": resource_names.failure_queue}, "Sum", "Batches given up"
+            "AWS/S3",
+            "PutRequests",
+            {"BucketName": resource_names.failure_bucket, "FilterId": METRIC_FILTER_ID},
+            "Sum",
+            "Batches given up",
         ),
         alarm_arns=all_alarm_arns,
     ),
@@ -190,7 +229,7 @@ ci = CiAccess(
         workgroup_arn=athena.workgroup_arn,
         database_arn=athena.database_arn,
         table_glue_arn=athena.table_arn,
-        failure_queue_arn=processor.failure_queue_arn,
+        failure_bucket_arn=failures.bucket_arn,
         log_group_arn=processor.log_group_arn,
         alarm_arns=all_alarm_arns,
         bucket_kms_key_arn=settings.bucket_kms_key_arn,
@@ -212,8 +251,9 @@ outputs: dict[str, pulumi.Input[str]] = {
     "events_prefix": layout.events_prefix,
     "quarantine_prefix": layout.quarantine_prefix,
     "athena_results_prefix": layout.athena_results_prefix,
-    "failure_queue_url": processor.failure_queue_url,
-    "failure_queue_arn": processor.failure_queue_arn,
+    "failure_bucket_name": failures.bucket_name,
+    "compaction_function_name": compaction.function_name,
+    "compaction_log_group_name": compaction.log_group_name,
     "glue_table_name": athena.table_name,
     "log_group_name": processor.log_group_name,
     "iterator_age_alarm_name": alarms.iterator_age_alarm_name,

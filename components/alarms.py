@@ -1,4 +1,4 @@
-"""CloudWatch alarms on the stream processor: falling behind, failing, throttled, or dropping batches."""
+"""CloudWatch alarms on the stream processor: falling behind, failing, throttled, or discarding batches."""
 
 from __future__ import annotations
 
@@ -18,21 +18,22 @@ ANY_IN_FIVE_MINUTES = (300, 1)
 
 @dataclass(frozen=True)
 class ProcessorAlarmsArgs:
-    """What to watch (function, alias, queue), thresholds in their natural units, and who to tell."""
+    """What to watch (function, alias, failure bucket), thresholds in their natural units, and who to tell."""
 
     name_prefix: str
     function_name: pulumi.Input[str]
     alias_name: str
-    failure_queue_name: pulumi.Input[str]
+    failure_bucket_name: pulumi.Input[str]
+    failure_metric_filter_id: pulumi.Input[str]
     iterator_age_seconds: int
     errors_threshold: int
     throttles_threshold: int
-    failure_queue_threshold: int
+    failed_batches_threshold: int
     topic_arn: pulumi.Input[str] | None = None
 
 
 class ProcessorAlarms(pulumi.ComponentResource):
-    """Four alarms: iterator age, errors, throttles, and messages waiting in the failure queue."""
+    """Four alarms: iterator age, errors, throttles, and discarded batches written to the failure bucket."""
 
     iterator_age_alarm_name: pulumi.Output[str]
     """Name of the iterator-age alarm (the pipeline's main health signal)."""
@@ -84,14 +85,16 @@ class ProcessorAlarms(pulumi.ComponentResource):
                 statistic="Sum",
                 threshold=args.throttles_threshold,
             ),
+            # S3 request metrics of the failure bucket: Lambda PUTs one object per discarded batch. The alarm
+            # returns to OK after a quiet period; the objects stay in the bucket until replayed (runbook).
             self._alarm(
-                "failure-queue",
-                "Batches gave up after retries and wait in the failure queue for replay.",
-                namespace="AWS/SQS",
-                metric_name="ApproximateNumberOfMessagesVisible",
-                dimensions={"QueueName": args.failure_queue_name},
-                statistic="Maximum",
-                threshold=args.failure_queue_threshold,
+                "failed-batches",
+                "Batches gave up after retries; their records wait in the failure bucket for replay.",
+                namespace="AWS/S3",
+                metric_name="PutRequests",
+                dimensions={"BucketName": args.failure_bucket_name, "FilterId": args.failure_metric_filter_id},
+                statistic="Sum",
+                threshold=args.failed_batches_threshold,
             ),
         ]
         self.iterator_age_alarm_name = iterator_age.name

@@ -33,7 +33,7 @@ class CiAccessArgs:
     workgroup_arn: pulumi.Input[str]
     database_arn: pulumi.Input[str]
     table_glue_arn: pulumi.Input[str]
-    failure_queue_arn: pulumi.Input[str]
+    failure_bucket_arn: pulumi.Input[str]
     log_group_arn: pulumi.Input[str]
     alarm_arns: pulumi.Input[list[str]]
     bucket_kms_key_arn: str | None = None
@@ -90,7 +90,7 @@ class CiAccess(pulumi.ComponentResource):
             workgroup_arn=args.workgroup_arn,
             database_arn=args.database_arn,
             table_glue_arn=args.table_glue_arn,
-            failure_queue_arn=args.failure_queue_arn,
+            failure_bucket_arn=args.failure_bucket_arn,
             log_group_arn=args.log_group_arn,
             alarm_arns=args.alarm_arns,
         ).apply(

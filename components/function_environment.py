@@ -1,11 +1,11 @@
-"""The stream processor's environment variables: the only channel from stack config to the handler."""
+"""The functions' environment variables: the only channel from stack config to the handlers."""
 
 from __future__ import annotations
 
 from components.naming import Prefixes
 from components.settings import Settings
 
-__all__ = ["METRICS_NAMESPACE", "lambda_environment"]
+__all__ = ["METRICS_NAMESPACE", "compaction_environment", "lambda_environment"]
 
 METRICS_NAMESPACE = "DmdPipeline"
 
@@ -14,6 +14,7 @@ def lambda_environment(settings: Settings, bucket: str, prefixes: Prefixes) -> d
     """Environment of the handler (``pipeline/config.py`` reads these names).
 
     ``CHANGE_TIME_PRECISION`` is the same value the stream component gives the table's streaming destination.
+    ``SOURCE_TABLE_NAME`` is the stack's table: records of another table on a shared stream are quarantined.
     """
     return {
         "OUTPUT_BUCKET": bucket,
@@ -22,5 +23,20 @@ def lambda_environment(settings: Settings, bucket: str, prefixes: Prefixes) -> d
         "CHANGE_TIME_PRECISION": settings.change_time_precision,
         "LOG_LEVEL": settings.log_level,
         "POWERTOOLS_SERVICE_NAME": settings.naming.physical("demand-processor"),
+        "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+        "SOURCE_TABLE_NAME": settings.table_name,
+    }
+
+
+def compaction_environment(settings: Settings, bucket: str, prefixes: Prefixes) -> dict[str, str]:
+    """Environment of the compaction function ``pipeline.compaction.handler`` (contract C3)."""
+    return {
+        "OUTPUT_BUCKET": bucket,
+        "OUTPUT_PREFIX": prefixes.events,
+        "COMPACTION_DELAY_MINUTES": str(settings.compaction_delay_minutes),
+        "COMPACTION_LOOKBACK_HOURS": str(settings.compaction_lookback_hours),
+        "COMPACTION_DELETE_GRACE_MINUTES": str(settings.compaction_delete_grace_minutes),
+        "LOG_LEVEL": settings.log_level,
+        "POWERTOOLS_SERVICE_NAME": settings.naming.physical("demand-compactor"),
         "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
     }

@@ -20,11 +20,11 @@ __all__ = [
 FUNCTION_ALIAS = "live"
 
 _ROLE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
-# AWS length limits of the names a stack creates (Lambda function and IAM role 64, SQS queue 80, Lambda layer 140,
-# CloudWatch alarm 255, Glue database/table and Athena workgroup 255/128).
+# AWS length limits of the names a stack creates (Lambda function and IAM role 64, S3 bucket 63, Lambda layer 140,
+# CloudWatch alarm 255, Glue database/table and Athena workgroup 255/128, EventBridge Scheduler schedule 64).
 NAME_LIMITS = {
     "function": 64,
-    "failure_queue": 80,
+    "failure_bucket": 63,
     "layer": 140,
     "alarm_prefix": 255 - len("-quarantine-rate"),  # the longest alarm role
     "glue_database": 255,
@@ -34,9 +34,14 @@ NAME_LIMITS = {
     "results_bucket": 63,
     "alarm_topic": 256,
     "dashboard": 255,
+    "compaction_function": 64,
+    "compaction_schedule": 64,
+    "compaction_scheduler_role": 64,
 }
 # Glue stores database and table names in lower case; anything else would show a diff on every preview.
 _GLUE_NAME = re.compile(r"^[a-z0-9_]+$")
+# S3 bucket names: lower case, digits and hyphens here (no dots, so virtual-hosted TLS certificates match).
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 
 
 @dataclass(frozen=True)
@@ -78,7 +83,7 @@ class ResourceNames:
     """Physical names of the resources a stack creates; the program and the local sandbox both take them here."""
 
     function: str
-    failure_queue: str
+    failure_bucket: str
     layer: str
     alarm_prefix: str
     glue_database: str
@@ -88,6 +93,9 @@ class ResourceNames:
     results_bucket: str
     alarm_topic: str
     dashboard: str
+    compaction_function: str
+    compaction_schedule: str
+    compaction_scheduler_role: str
 
     def check(self) -> None:
         """Raise ValueError naming the first name AWS would reject (too long, or not lower-case for Glue)."""
@@ -99,11 +107,20 @@ class ResourceNames:
             value = getattr(self, field)
             if not _GLUE_NAME.match(value):
                 raise ValueError(f"{field} name {value!r} must be lower-case letters, digits and underscores")
+        if not _BUCKET_NAME.match(self.failure_bucket):
+            raise ValueError(
+                f"failure_bucket name {self.failure_bucket!r} must be lower-case letters, digits and hyphens"
+            )
 
     @property
     def log_group(self) -> str:
         """The function's log group."""
         return log_group_name(self.function)
+
+    @property
+    def compaction_log_group(self) -> str:
+        """The compaction function's log group."""
+        return log_group_name(self.compaction_function)
 
     @property
     def iterator_age_alarm(self) -> str:
@@ -143,7 +160,8 @@ class Naming:
         function = self.physical("demand-processor")
         names = ResourceNames(
             function=function,
-            failure_queue=self.physical("demand-processor-failures"),
+            # S3 bucket names are global: the region keeps two regions' stacks of one environment apart.
+            failure_bucket=f"{self.prefix}-{self.region}-demand-processor-failures",
             layer=self.physical("demand-dependencies"),
             alarm_prefix=function,
             glue_database=self.snake("demand"),
@@ -154,6 +172,9 @@ class Naming:
             results_bucket=f"{self.prefix}-{self.region}-demand-athena-results",
             alarm_topic=self.physical("demand-alarms"),
             dashboard=self.physical("demand-pipeline"),
+            compaction_function=self.physical("demand-compactor"),
+            compaction_schedule=self.physical("demand-compaction-hourly"),
+            compaction_scheduler_role=self.physical("demand-compaction-scheduler"),
         )
         names.check()
         return names

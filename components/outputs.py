@@ -19,8 +19,7 @@ OUTPUT_KEYS: tuple[str, ...] = (
     "events_prefix",
     "quarantine_prefix",
     "athena_results_prefix",
-    "failure_queue_url",
-    "failure_queue_arn",
+    "failure_bucket_name",
     "glue_table_name",
     "log_group_name",
     "iterator_age_alarm_name",
@@ -28,4 +27,6 @@ OUTPUT_KEYS: tuple[str, ...] = (
     "function_alias_version",
     "function_code_sha256",
     "athena_results_bucket_name",
+    "compaction_function_name",
+    "compaction_log_group_name",
 )

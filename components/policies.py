@@ -15,9 +15,13 @@ __all__ = [
     "alarm_topic_policy",
     "ci_access_policy",
     "ci_trust_policy",
+    "compaction_policy",
     "glue_catalog_arn",
     "lambda_trust_policy",
     "processor_policy",
+    "schedule_arn",
+    "scheduler_invoke_policy",
+    "scheduler_trust_policy",
     "tls_only_bucket_policy",
 ]
 
@@ -68,17 +72,18 @@ def processor_policy(
     bucket_arn: str,
     events_prefix: str,
     quarantine_prefix: str,
-    failure_queue_arn: str,
+    failure_bucket_arn: str,
     log_group_arn: str,
     stream_kms_key_arn: str | None = None,
     bucket_kms_key_arn: str | None = None,
 ) -> Document:
-    """What the stream processor may do: read its stream, write its prefixes, report failures, log.
+    """What the stream processor may do: read its stream, write its prefixes, keep discarded batches, log.
 
     The Kinesis actions are the ones the Lambda developer guide lists for a Kinesis event source mapping's
     execution role. ``kinesis:SubscribeToShard`` acts on stream consumers (enhanced fan-out), so it is scoped to
     this stream's consumers; ``kinesis:ListStreams`` is not needed to create or run a mapping (the guide says so)
-    and would need ``*``.
+    and would need ``*``. For an S3 on-failure destination the guide lists ``s3:PutObject`` and ``s3:ListBucket``
+    on the bucket; the bucket holds nothing else, so its objects are the exact resource.
     """
     statements = [
         _statement(
@@ -96,12 +101,73 @@ def processor_policy(
         _statement(
             "WriteEventsAndQuarantine", ["s3:PutObject"], _objects(bucket_arn, events_prefix, quarantine_prefix)
         ),
-        _statement("SendFailedBatches", ["sqs:SendMessage"], [failure_queue_arn]),
+        _statement("ListFailedBatches", ["s3:ListBucket"], [failure_bucket_arn]),
+        _statement("WriteFailedBatches", ["s3:PutObject"], [f"{failure_bucket_arn}/*"]),
         _statement("WriteOwnLogs", ["logs:CreateLogStream", "logs:PutLogEvents"], [f"{log_group_arn}:log-stream:*"]),
         *_kms("DecryptChangeStream", ["kms:Decrypt"], [stream_kms_key_arn]),
         *_kms("EncryptOutput", ["kms:Encrypt", "kms:GenerateDataKey"], [bucket_kms_key_arn]),
     ]
     return {"Version": VERSION, "Statement": statements}
+
+
+def compaction_policy(
+    *,
+    bucket_arn: str,
+    events_prefix: str,
+    log_group_arn: str,
+    bucket_kms_key_arn: str | None = None,
+) -> Document:
+    """What the compaction function may do: list, read, write and delete under the events prefix only, and log.
+
+    ``s3:ListBucket`` acts on the bucket, so it is narrowed to listings under the events prefix by ``s3:prefix``.
+    """
+    statements = [
+        _statement(
+            "ListEvents",
+            ["s3:ListBucket"],
+            [bucket_arn],
+            Condition={"StringLike": {"s3:prefix": [f"{events_prefix}*"]}},
+        ),
+        _statement(
+            "CompactEvents", ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"], _objects(bucket_arn, events_prefix)
+        ),
+        _statement("WriteOwnLogs", ["logs:CreateLogStream", "logs:PutLogEvents"], [f"{log_group_arn}:log-stream:*"]),
+        *_kms("ReadAndWriteEncryptedEvents", ["kms:Decrypt", "kms:GenerateDataKey"], [bucket_kms_key_arn]),
+    ]
+    return {"Version": VERSION, "Statement": statements}
+
+
+def schedule_arn(function_arn: str, schedule_name: str, group: str = "default") -> str:
+    """ARN of an EventBridge Scheduler schedule in the function's region and account."""
+    parts = function_arn.split(":")
+    if len(parts) < 7 or parts[2] != "lambda":
+        raise ValueError(f"not a Lambda function ARN: {function_arn!r}")
+    return f"arn:{parts[1]}:scheduler:{parts[3]}:{parts[4]}:schedule/{group}/{schedule_name}"
+
+
+def scheduler_trust_policy(*, source_arn: str) -> Document:
+    """Only EventBridge Scheduler, acting for this one schedule of this account, may assume the invoke role."""
+    account = source_arn.split(":")[4]
+    return {
+        "Version": VERSION,
+        "Statement": [
+            {
+                "Sid": "SchedulerService",
+                "Effect": "Allow",
+                "Principal": {"Service": "scheduler.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+                "Condition": {"StringEquals": {"aws:SourceAccount": account, "aws:SourceArn": source_arn}},
+            }
+        ],
+    }
+
+
+def scheduler_invoke_policy(*, function_arn: str) -> Document:
+    """The schedule's role may invoke the compaction function and nothing else."""
+    return {
+        "Version": VERSION,
+        "Statement": [_statement("InvokeCompaction", ["lambda:InvokeFunction"], [function_arn])],
+    }
 
 
 def ci_trust_policy(
@@ -154,7 +220,7 @@ def ci_access_policy(
     workgroup_arn: str,
     database_arn: str,
     table_glue_arn: str,
-    failure_queue_arn: str,
+    failure_bucket_arn: str,
     log_group_arn: str,
     alarm_arns: Sequence[str],
     bucket_kms_key_arn: str | None = None,
@@ -226,7 +292,7 @@ def ci_access_policy(
                 ["glue:GetDatabase", "glue:GetPartitions", "glue:GetTable"],
                 [glue_catalog_arn(database_arn), database_arn, table_glue_arn],
             ),
-            _statement("InspectFailureQueue", ["sqs:GetQueueAttributes"], [failure_queue_arn]),
+            _statement("ListFailedBatches", ["s3:ListBucket"], [failure_bucket_arn]),
             # CloudWatch Logs authorizes FilterLogEvents against the log group ARN with a trailing ":*"; the
             # log group's ``arn`` output has it stripped, so it is added back here.
             _statement("ReadFunctionLogs", ["logs:FilterLogEvents"], [f"{log_group_arn}:*"]),

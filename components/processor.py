@@ -1,4 +1,7 @@
-"""The stream processor: the Lambda function, its live alias, role, logs and Kinesis event source mapping."""
+"""The stream processor: the Lambda function, its live alias, role, logs and Kinesis event source mapping.
+
+Discarded batches go to the failure bucket (``components.failure_destination``), which the stack owns.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +18,6 @@ from components.policies import lambda_trust_policy, processor_policy
 __all__ = ["HANDLER", "RUNTIME", "StreamProcessor", "StreamProcessorArgs", "mapping_options"]
 
 HANDLER = "pipeline.handler.handler"
-# SQS keeps a failed batch's metadata as long as it can: 14 days to investigate and replay.
-FAILURE_RETENTION_SECONDS = 14 * 24 * 3600
 # Python level names -> Lambda advanced logging levels.
 _LAMBDA_LOG_LEVELS = {"DEBUG": "DEBUG", "INFO": "INFO", "WARNING": "WARN", "ERROR": "ERROR", "CRITICAL": "FATAL"}
 
@@ -26,7 +27,7 @@ class StreamProcessorArgs:
     """Names, sizing, stream-reading settings, the code and layer, and the exact ARNs the function may touch."""
 
     function_name: str
-    failure_queue_name: str
+    failure_bucket_arn: pulumi.Input[str]
     stream_arn: pulumi.Input[str]
     bucket_arn: pulumi.Input[str]
     events_prefix: str
@@ -81,20 +82,13 @@ class StreamProcessor(pulumi.ComponentResource):
     """The function's log group."""
     log_group_arn: pulumi.Output[str]
     """ARN of that log group."""
-    failure_queue_url: pulumi.Output[str]
-    """URL of the on-failure destination queue."""
-    failure_queue_arn: pulumi.Output[str]
-    """ARN of that queue."""
-    failure_queue_name: pulumi.Output[str]
-    """Name of that queue."""
 
     def __init__(self, name: str, args: StreamProcessorArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("dmd-pipeline:index:StreamProcessor", name, None, opts)
         self._name = name
         self._child = pulumi.ResourceOptions(parent=self)
         log_group = self._create_log_group(args)
-        queue = self._create_failure_queue(args)
-        role, role_policy = self._create_role(args, log_group, queue)
+        role, role_policy = self._create_role(args, log_group)
         function = self._create_function(args, role, log_group)
         alias = aws.lambda_.Alias(
             f"{name}-alias",
@@ -104,7 +98,7 @@ class StreamProcessor(pulumi.ComponentResource):
             description="What the event source mapping invokes; roll back by pointing it at an earlier version.",
             opts=self._child,
         )
-        self._create_event_source_mapping(args, alias, queue, role_policy)
+        self._create_event_source_mapping(args, alias, role_policy)
         self._create_log_subscription(args, log_group)
         self.function_name = function.name
         self.function_arn = function.arn
@@ -114,9 +108,6 @@ class StreamProcessor(pulumi.ComponentResource):
         self.code_sha256 = function.code_sha256
         self.log_group_name = log_group.name
         self.log_group_arn = log_group.arn
-        self.failure_queue_url = queue.url
-        self.failure_queue_arn = queue.arn
-        self.failure_queue_name = queue.name
         self.register_outputs(
             {
                 "function_name": self.function_name,
@@ -127,9 +118,6 @@ class StreamProcessor(pulumi.ComponentResource):
                 "code_sha256": self.code_sha256,
                 "log_group_name": self.log_group_name,
                 "log_group_arn": self.log_group_arn,
-                "failure_queue_url": self.failure_queue_url,
-                "failure_queue_arn": self.failure_queue_arn,
-                "failure_queue_name": self.failure_queue_name,
             }
         )
 
@@ -142,17 +130,8 @@ class StreamProcessor(pulumi.ComponentResource):
             opts=self._child,
         )
 
-    def _create_failure_queue(self, args: StreamProcessorArgs) -> aws.sqs.Queue:
-        return aws.sqs.Queue(
-            f"{self._name}-failures",
-            name=args.failure_queue_name,
-            sqs_managed_sse_enabled=True,
-            message_retention_seconds=FAILURE_RETENTION_SECONDS,
-            opts=self._child,
-        )
-
     def _create_role(
-        self, args: StreamProcessorArgs, log_group: aws.cloudwatch.LogGroup, queue: aws.sqs.Queue
+        self, args: StreamProcessorArgs, log_group: aws.cloudwatch.LogGroup
     ) -> tuple[aws.iam.Role, aws.iam.RolePolicy]:
         role = aws.iam.Role(
             f"{self._name}-role",
@@ -163,7 +142,7 @@ class StreamProcessor(pulumi.ComponentResource):
         policy = pulumi.Output.all(
             stream_arn=args.stream_arn,
             bucket_arn=args.bucket_arn,
-            failure_queue_arn=queue.arn,
+            failure_bucket_arn=args.failure_bucket_arn,
             log_group_arn=log_group.arn,
             stream_kms_key_arn=args.stream_kms_key_arn,
         ).apply(
@@ -173,7 +152,7 @@ class StreamProcessor(pulumi.ComponentResource):
                     bucket_arn=arns["bucket_arn"],
                     events_prefix=args.events_prefix,
                     quarantine_prefix=args.quarantine_prefix,
-                    failure_queue_arn=arns["failure_queue_arn"],
+                    failure_bucket_arn=arns["failure_bucket_arn"],
                     log_group_arn=arns["log_group_arn"],
                     stream_kms_key_arn=arns["stream_kms_key_arn"],
                     bucket_kms_key_arn=args.bucket_kms_key_arn,
@@ -222,7 +201,6 @@ class StreamProcessor(pulumi.ComponentResource):
         self,
         args: StreamProcessorArgs,
         alias: aws.lambda_.Alias,
-        queue: aws.sqs.Queue,
         role_policy: aws.iam.RolePolicy,
     ) -> aws.lambda_.EventSourceMapping:
         return aws.lambda_.EventSourceMapping(
@@ -238,7 +216,7 @@ class StreamProcessor(pulumi.ComponentResource):
             maximum_record_age_in_seconds=args.max_record_age_seconds,
             bisect_batch_on_function_error=True,
             function_response_types=["ReportBatchItemFailures"],
-            destination_config={"on_failure": {"destination_arn": queue.arn}},
+            destination_config={"on_failure": {"destination_arn": args.failure_bucket_arn}},
             opts=mapping_options(self, role_policy),
         )
 

@@ -194,7 +194,8 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     _key("createBucket", "create_bucket", "boolean", False, "Create a hardened data bucket instead of looking it up."),
     _key("lambdaMemoryMb", "lambda_memory_mb", "integer", 1024, "Lambda memory in MB.", _between(128, 10240)),
     _key("lambdaTimeoutSeconds", "lambda_timeout_seconds", "integer", 120, "Lambda timeout.", _between(1, 900)),
-    _key("batchSize", "batch_size", "integer", 500, "Records per Lambda invocation.", _between(1, 10000)),
+    # 10,000 (Lambda's maximum): at 1 KiB records the 6 MB event limit ends a batch at ~3,200 (docs/architecture.md).
+    _key("batchSize", "batch_size", "integer", 10000, "Records per Lambda invocation.", _between(1, 10000)),
     _key(
         "batchingWindowSeconds",
         "batching_window_seconds",
@@ -216,7 +217,7 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "max_retry_attempts",
         "integer",
         5,
-        "Retries of a failing batch before it goes to the failure queue (finite).",
+        "Retries of a failing batch before it goes to the failure bucket (finite).",
         _between(0, 10000),
     ),
     _key(
@@ -224,7 +225,7 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "max_record_age_seconds",
         "integer",
         21600,
-        "Records older than this go to the failure queue (finite).",
+        "Records older than this go to the failure bucket (finite).",
         _between(60, 604800),
     ),
     _key(
@@ -288,12 +289,67 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         _between(1, 10**6),
     ),
     _key(
-        "failureQueueAlarmThreshold",
-        "failure_queue_alarm_threshold",
+        "failedBatchesAlarmThreshold",
+        "failed_batches_alarm_threshold",
         "integer",
         1,
-        "Visible messages in the failure queue that alarm.",
+        "Discarded batches written to the failure bucket per 5 minutes that alarm.",
         _between(1, 10**6),
+    ),
+    _key(
+        "failureRetentionDays",
+        "failure_retention_days",
+        "integer",
+        30,
+        "Days a discarded batch (the whole invocation record) stays in the failure bucket to investigate and replay.",
+        _between(1, 3650),
+    ),
+    _key(
+        "failureBucketVersioning",
+        "failure_bucket_versioning",
+        "boolean",
+        True,
+        "Keep earlier versions in the failure bucket (a replayed and deleted record stays 7 more days).",
+    ),
+    _key(
+        "compactionMemoryMb",
+        "compaction_memory_mb",
+        "integer",
+        3008,
+        "Compaction function memory in MB (sized for a shard-hour of 3.6 million rows).",
+        _between(128, 10240),
+    ),
+    _key(
+        "compactionTimeoutSeconds",
+        "compaction_timeout_seconds",
+        "integer",
+        900,
+        "Compaction function timeout.",
+        _between(60, 900),
+    ),
+    _key(
+        "compactionDelayMinutes",
+        "compaction_delay_minutes",
+        "integer",
+        120,
+        "A scheduled compaction leaves hour partitions younger than this alone (late records still arrive).",
+        _between(60, 10080),
+    ),
+    _key(
+        "compactionLookbackHours",
+        "compaction_lookback_hours",
+        "integer",
+        192,
+        "A scheduled compaction looks back this many hours (stream retention plus margin); longer than the delay.",
+        _between(2, 8760),
+    ),
+    _key(
+        "compactionDeleteGraceMinutes",
+        "compaction_delete_grace_minutes",
+        "integer",
+        15,
+        "Compacted inputs are deleted this long after the commit, by a later run (queries that listed them finish).",
+        _between(0, 1440),
     ),
     _key(
         "alarmTopicArn",
@@ -409,7 +465,14 @@ class Settings:
     iterator_age_alarm_seconds: int
     errors_alarm_threshold: int
     throttles_alarm_threshold: int
-    failure_queue_alarm_threshold: int
+    failed_batches_alarm_threshold: int
+    failure_retention_days: int
+    failure_bucket_versioning: bool
+    compaction_memory_mb: int
+    compaction_timeout_seconds: int
+    compaction_delay_minutes: int
+    compaction_lookback_hours: int
+    compaction_delete_grace_minutes: int
     alarm_topic_arn: str | None
     alarm_subscriptions: tuple[str, ...]
     quarantine_rate_alarm_percent: int
@@ -518,6 +581,11 @@ def _build(stack: str, raw: Mapping[str, str], where: str) -> Settings:
         settings.naming.resources()
     except ValueError as error:
         raise SettingsError(f"{where}: {PROJECT}:environmentTag {settings.environment_tag!r}: {error}") from None
+    if settings.compaction_lookback_hours * 60 <= settings.compaction_delay_minutes:
+        raise SettingsError(
+            f"{where}: {PROJECT}:compactionLookbackHours must reach further back than compactionDelayMinutes "
+            f"({settings.compaction_delay_minutes} min), got {settings.compaction_lookback_hours} h"
+        )
     if not _TABLE.match(settings.table_name):
         raise SettingsError(f"{where}: {PROJECT}:tableName must be a DynamoDB table name, got {settings.table_name!r}")
     return settings

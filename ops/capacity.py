@@ -5,8 +5,9 @@
     python -m bench --json | python -m ops.capacity qa1 --bench-results - --on-demand --peak-records 5000000
 
 Inputs: the handler's measured records per second per invocation (``python -m bench``), the stream's shards
-(provisioned, or on-demand's current shards), and the mapping's batch size, batching window and parallelization
-factor plus the function's memory from the stack file (``components.settings``).
+(provisioned, or on-demand's current shards), the mapping's batch size, batching window and parallelization
+factor plus the function's memory from the stack file (``components.settings``), and compaction's rows per second
+(measured on one core) with its memory (``compactionMemoryMb``).
 Model, assumptions and prices: docs/architecture.md, "Capacity and cost".
 """
 
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "EVENT_OVERHEAD_BYTES",
+    "INVOCATION_PAYLOAD_BYTES",
     "MAX_PARALLELIZATION_FACTOR",
     "PRICES_US_EAST_1",
     "SHARD_WRITE_BYTES",
@@ -33,6 +36,8 @@ __all__ = [
     "Prices",
     "capacity",
     "cost_per_million",
+    "lambda_vcpus",
+    "lowest_rate_meeting",
     "peak_plan",
     "records_per_second_from_bench",
     "render",
@@ -45,6 +50,17 @@ ON_DEMAND_INITIAL_SHARDS = 4  # a new on-demand stream accepts 4 MiB/s or 4,000 
 KIB = 1024
 GIB = 1024**3
 HOURS_PER_MONTH = 730
+# Lambda invokes synchronously: an event source mapping's batch stops at 6 MB of event, whatever the batch size.
+INVOCATION_PAYLOAD_BYTES = 6 * 1024 * 1024
+# Bytes an event carries per record besides its base64 data (sequence number, partition key, eventID, ARNs):
+# 597 measured on the sandbox's change records (1,817 B per record in the event, 1,220 of them base64 data).
+EVENT_OVERHEAD_BYTES = 600
+# Compaction measured on one core (docs/architecture.md): rows per second, sort and encode included.
+COMPACTION_ROWS_PER_SECOND = 96_000
+# Objects compaction writes per shard-hour: the compacted object and its bookkeeping (``_`` objects).
+COMPACTION_PUTS_PER_SHARD_HOUR = 3
+# Lambda allocates CPU in proportion to memory: 1,769 MB is one full vCPU (1,024 MB about 0.58).
+MB_PER_VCPU = 1_769
 
 
 @dataclass(frozen=True)
@@ -58,7 +74,8 @@ class Prices:
     kinesis_on_demand_stream_hour: float = 0.04
     kinesis_shard_hour: float = 0.015
     kinesis_put_payload_unit: float = 0.014 / 1_000_000  # per 25 KB unit
-    s3_put: float = 0.005 / 1_000
+    s3_put: float = 0.005 / 1_000  # PUT, COPY, POST and LIST requests, S3 Standard
+    s3_get: float = 0.0004 / 1_000  # GET and all other requests; DELETE is free
     firehose_ingest_gb: float = 0.029  # first 500 TB per month, records rounded up to 5 KB
     firehose_format_conversion_gb: float = 0.018  # also on 5 KB-rounded ingested bytes
 
@@ -79,6 +96,8 @@ class PipelineShape:
     memory_mb: int
     record_bytes: int = 1_024  # average change record on the stream
     invocation_overhead_seconds: float = 0.15  # per batch: start, S3 PUT of the Parquet object, checkpoint
+    compaction_rows_per_second: float = COMPACTION_ROWS_PER_SECOND  # measured on one core
+    compaction_memory_mb: int = 3_008
 
     def __post_init__(self) -> None:
         if self.records_per_second_per_invocation <= 0:
@@ -87,16 +106,40 @@ class PipelineShape:
             raise ValueError("shards, batch size and record size must be at least 1")
         if not 1 <= self.parallelization_factor <= MAX_PARALLELIZATION_FACTOR:
             raise ValueError(f"parallelization factor must be 1..{MAX_PARALLELIZATION_FACTOR}")
+        if self.compaction_rows_per_second <= 0:
+            raise ValueError("compaction rows per second must be positive (measured on one core)")
+
+    @property
+    def event_bytes_per_record(self) -> int:
+        """Bytes one record takes in the Lambda event: base64 of the record plus the event's own fields."""
+        return 4 * math.ceil(self.record_bytes / 3) + EVENT_OVERHEAD_BYTES
+
+    @property
+    def records_per_invocation(self) -> int:
+        """A full batch: ``batchSize`` records, or fewer when 6 MB of event is reached first."""
+        return max(1, min(self.batch_size, INVOCATION_PAYLOAD_BYTES // self.event_bytes_per_record))
 
     @property
     def batch_seconds(self) -> float:
         """Lambda duration of one full batch."""
-        return self.invocation_overhead_seconds + self.batch_size / self.records_per_second_per_invocation
+        return self.invocation_overhead_seconds + self.records_per_invocation / self.records_per_second_per_invocation
 
     @property
     def records_per_second_per_slot(self) -> float:
         """Throughput of one shard x parallelization slot when batches are full (sustained load)."""
-        return self.batch_size / self.batch_seconds
+        return self.records_per_invocation / self.batch_seconds
+
+    def objects_per_shard_hour(self, records_per_second: float) -> float:
+        """Parquet objects one shard writes per hour at a rate: one per invocation (one hour partition each).
+
+        A batch closes when it is full or when the batching window ends, whichever comes first.
+        """
+        if records_per_second <= 0:
+            return 0.0
+        seconds_per_batch = min(
+            max(self.batching_window_seconds, self.batch_seconds), self.records_per_invocation / records_per_second
+        )
+        return 3600 / max(seconds_per_batch, self.batch_seconds)
 
     @property
     def shard_write_records(self) -> float:
@@ -199,32 +242,70 @@ def peak_plan(shape: PipelineShape, records: int, minutes: float, iterator_age_a
 
 @dataclass(frozen=True)
 class CostPerMillion:
-    """USD per million changes (variable costs) and fixed monthly costs of the stream."""
+    """USD per million changes (variable costs), fixed monthly costs apart, and Firehose for the same changes."""
 
     lambda_requests: float
     lambda_duration: float
     s3_puts: float
+    compaction_s3_requests: float
+    compaction_duration: float
     kinesis: float
     kinesis_fixed_monthly: float
+    compaction_fixed_monthly: float
     firehose_ingest: float
     firehose_conversion: float
+    objects_per_shard_hour: float
 
     @property
     def pipeline(self) -> float:
-        """This stack: Kinesis + Lambda + S3 PUTs."""
-        return self.kinesis + self.lambda_requests + self.lambda_duration + self.s3_puts
+        """What this stack adds to the stream: Lambda, S3 requests and compaction (the stream both pay)."""
+        return (
+            self.lambda_requests
+            + self.lambda_duration
+            + self.s3_puts
+            + self.compaction_s3_requests
+            + self.compaction_duration
+        )
 
     @property
     def firehose(self) -> float:
-        """Amazon Data Firehose reading the same stream, converting to Parquet: Kinesis + Firehose."""
-        return self.kinesis + self.firehose_ingest + self.firehose_conversion
+        """Amazon Data Firehose on the same stream, converting to Parquet: ingestion plus format conversion."""
+        return self.firehose_ingest + self.firehose_conversion
+
+    @property
+    def firehose_ratio(self) -> float:
+        """How many times cheaper this pipeline is than Firehose for the same changes (target: at least 50)."""
+        return self.firehose / self.pipeline
 
 
-def cost_per_million(shape: PipelineShape, prices: Prices = PRICES_US_EAST_1) -> CostPerMillion:
-    """Cost of one million changes at sustained load (full batches, one Parquet object per batch)."""
+def cost_per_million(
+    shape: PipelineShape, prices: Prices = PRICES_US_EAST_1, records_per_second_per_shard: float | None = None
+) -> CostPerMillion:
+    """Cost of one million changes with each shard at ``records_per_second_per_shard`` (default: its limit).
+
+    At the limit every batch is full; below it the batching window closes batches first, so each invocation
+    carries fewer records and a million changes take more invocations and objects.
+
+    Each invocation writes one Parquet object (one hour partition; a batch spans about a second of a shard, so a
+    second object at an hour's end is rare). Compaction then reads every object of each shard-hour once (a GET
+    each, a LIST per 1,000 keys), writes the compacted object and its bookkeeping, and deletes the inputs (free).
+    """
     changes = 1_000_000
-    invocations = changes / shape.batch_size
-    gb_seconds = invocations * shape.batch_seconds * shape.memory_mb / 1024
+    rate = shape.shard_write_records if records_per_second_per_shard is None else records_per_second_per_shard
+    if rate <= 0:
+        raise ValueError(f"records per second per shard must be positive, got {rate}")
+    objects_per_shard_hour = shape.objects_per_shard_hour(rate)
+    shard_hours = changes / (rate * 3600)
+    invocations = objects_per_shard_hour * shard_hours
+    records_per_invocation = changes / invocations
+    batch_seconds = shape.invocation_overhead_seconds + records_per_invocation / shape.records_per_second_per_invocation
+    gb_seconds = invocations * batch_seconds * shape.memory_mb / 1024
+    compaction_requests = (
+        invocations * prices.s3_get
+        + math.ceil(invocations / shard_hours / 1_000) * shard_hours * prices.s3_put
+        + COMPACTION_PUTS_PER_SHARD_HOUR * shard_hours * prices.s3_put
+    )
+    compaction_gb_seconds = changes / shape.compaction_rows_per_second * shape.compaction_memory_mb / 1024
     billed_kib = math.ceil(shape.record_bytes / KIB)  # Kinesis rounds each record up to 1 KiB
     if shape.on_demand:
         gib = changes * billed_kib * KIB / GIB
@@ -239,11 +320,37 @@ def cost_per_million(shape: PipelineShape, prices: Prices = PRICES_US_EAST_1) ->
         lambda_requests=invocations * prices.lambda_request,
         lambda_duration=gb_seconds * prices.lambda_arm_gb_second,
         s3_puts=invocations * prices.s3_put,
+        compaction_s3_requests=compaction_requests,
+        compaction_duration=compaction_gb_seconds * prices.lambda_arm_gb_second,
         kinesis=kinesis,
         kinesis_fixed_monthly=fixed,
+        # One scheduled run an hour, whatever the traffic: its request (the runs' duration is in the rows above).
+        compaction_fixed_monthly=HOURS_PER_MONTH * prices.lambda_request,
         firehose_ingest=firehose_gib * prices.firehose_ingest_gb,
         firehose_conversion=firehose_gib * prices.firehose_format_conversion_gb,
+        objects_per_shard_hour=objects_per_shard_hour,
     )
+
+
+def lowest_rate_meeting(shape: PipelineShape, ratio: float = 50.0, prices: Prices = PRICES_US_EAST_1) -> float | None:
+    """The lowest changes/s per shard (to 1/s) at which Firehose still costs ``ratio`` times this pipeline."""
+    if cost_per_million(shape, prices).firehose_ratio < ratio:
+        return None
+    low, high = 1, math.floor(shape.shard_write_records)  # the ratio grows with the rate: meets at high
+    if cost_per_million(shape, prices, low).firehose_ratio >= ratio:
+        return float(low)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if cost_per_million(shape, prices, middle).firehose_ratio >= ratio:
+            high = middle
+        else:
+            low = middle
+    return float(high)
+
+
+def lambda_vcpus(memory_mb: int) -> float:
+    """The vCPUs a function of ``memory_mb`` gets: in proportion to memory, one at 1,769 MB."""
+    return memory_mb / MB_PER_VCPU
 
 
 def _bench_document(text: str, source: str) -> Any:
@@ -293,6 +400,8 @@ def render(stack: str, shape: PipelineShape, peak: Peak | None, cost: CostPerMil
         f"  stream              {mode}; {shape.shard_write_records:,.0f} records/s per shard at {shape.record_bytes} B",
         f"  mapping             batch {shape.batch_size}, window {shape.batching_window_seconds} s, "
         f"parallelization {shape.parallelization_factor}, {shape.memory_mb} MB arm64",
+        f"  full batch          {shape.records_per_invocation:,} records ({shape.event_bytes_per_record:,} B each in "
+        f"the event; Lambda stops a batch at 6 MB)",
         f"  handler             {shape.records_per_second_per_invocation:,.0f} records/s per invocation; "
         f"full batch {shape.batch_seconds * 1000:,.0f} ms; {shape.records_per_second_per_slot:,.0f} records/s per slot",
         f"  stream accepts      {today.stream_write:,.0f} records/s",
@@ -300,6 +409,8 @@ def render(stack: str, shape: PipelineShape, peak: Peak | None, cost: CostPerMil
         f"  sustained           {today.sustained:,.0f} records/s = {today.sustained * 60:,.0f}/min "
         f"(limited by {today.bottleneck})",
         f"  light traffic       a change reaches S3 within ~{freshness:,.1f} s (batching window + one batch)",
+        f"  objects             {cost.objects_per_shard_hour:,.0f} per shard-hour at full load, "
+        f"{shape.objects_per_shard_hour(1):,.0f} at 1 change/s; compaction leaves one per shard-hour",
     ]
     if peak is not None:
         lines += [
@@ -314,14 +425,25 @@ def render(stack: str, shape: PipelineShape, peak: Peak | None, cost: CostPerMil
     lines += [
         "",
         "cost per million changes (USD, us-east-1 list prices, sustained load)",
-        f"  Kinesis             {cost.kinesis:9.4f}   (+ {cost.kinesis_fixed_monthly:,.2f}/month fixed)",
-        f"  Lambda requests     {cost.lambda_requests:9.4f}",
-        f"  Lambda duration     {cost.lambda_duration:9.4f}",
-        f"  S3 PUTs             {cost.s3_puts:9.4f}",
-        f"  this pipeline       {cost.pipeline:9.4f}",
-        f"  Firehose + Parquet  {cost.firehose:9.4f}   (Kinesis + ingest {cost.firehose_ingest:.4f}"
+        f"  Lambda requests     {cost.lambda_requests:9.5f}",
+        f"  Lambda duration     {cost.lambda_duration:9.5f}",
+        f"  S3 PUTs             {cost.s3_puts:9.5f}",
+        f"  compaction S3       {cost.compaction_s3_requests:9.5f}   (GET each object, LIST, compacted PUTs)",
+        f"  compaction Lambda   {cost.compaction_duration:9.5f}   ({shape.compaction_rows_per_second:,.0f} rows/s, "
+        f"{shape.compaction_memory_mb} MB; + {cost.compaction_fixed_monthly:,.4f}/month for the hourly runs)",
+        f"  this pipeline       {cost.pipeline:9.5f}",
+        f"  Firehose + Parquet  {cost.firehose:9.5f}   (ingest {cost.firehose_ingest:.4f}"
         f" + conversion {cost.firehose_conversion:.4f}; JSON input only, 5 KB rounding)",
+        f"  ratio               Firehose costs {cost.firehose_ratio:,.0f}x this pipeline "
+        f"({'meets' if cost.firehose_ratio >= 50 else 'MISSES'} the 50x target)",
+        f"  stream, both        {cost.kinesis:9.5f}   (+ {cost.kinesis_fixed_monthly:,.2f}/month fixed)",
     ]
+    lowest = lowest_rate_meeting(shape)
+    if lowest is not None:
+        lines.append(
+            f"  50x holds           down to {lowest:,.0f} changes/s per shard (below, the batching window closes "
+            f"small batches: {shape.objects_per_shard_hour(1):,.0f} invocations per shard-hour at most)"
+        )
     return "\n".join(lines)
 
 
@@ -348,7 +470,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     measured = parser.add_mutually_exclusive_group(required=True)
     measured.add_argument("--records-per-second", type=float, help="handler records/s per invocation (python -m bench)")
     measured.add_argument(
-        "--bench-results", help="figures of python -m bench --json (a file, or - for stdin); largest batch is used"
+        "--bench-results",
+        help="figures of taskset -c 0 python -m bench --json (a file, or - for stdin); largest batch, scaled to the "
+        "vCPU share of the function's memory (0.58 at 1,024 MB)",
     )
     stream = parser.add_mutually_exclusive_group()
     stream.add_argument("--shards", type=int, help="provisioned shard count (default: read the stream from AWS)")
@@ -357,6 +481,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--record-bytes", type=int, default=1_024, help="average change record size (default 1024)")
     parser.add_argument("--overhead-ms", type=float, default=150.0, help="fixed cost per batch (default 150 ms)")
+    parser.add_argument(
+        "--compaction-rows-per-second",
+        type=float,
+        default=COMPACTION_ROWS_PER_SECOND,
+        help=f"compaction rows/s on one core (default {COMPACTION_ROWS_PER_SECOND:,}, measured)",
+    )
     parser.add_argument("--peak-records", type=int, default=5_000_000, help="changes in the burst (default 5M)")
     parser.add_argument("--peak-minutes", type=float, default=10.0, help="length of the burst (default 10)")
     parser.add_argument("--outputs-file", help="stack outputs JSON for the AWS lookup")
@@ -366,7 +496,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         settings = settings_from_stack_file(args.stack)
-        rate = args.records_per_second or records_per_second_from_bench(args.bench_results)
+        rate = args.records_per_second
+        if rate is None:
+            # The benchmark runs on whole cores (one, under taskset -c 0); the handler uses one thread for its CPU
+            # work, so at less than a vCPU it runs at that share of the one-core figure.
+            rate = records_per_second_from_bench(args.bench_results) * min(1.0, lambda_vcpus(settings.lambda_memory_mb))
         if args.shards is not None:
             shards, on_demand = args.shards, False
         elif args.on_demand:
@@ -383,6 +517,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             memory_mb=settings.lambda_memory_mb,
             record_bytes=args.record_bytes,
             invocation_overhead_seconds=args.overhead_ms / 1000,
+            compaction_rows_per_second=args.compaction_rows_per_second,
+            compaction_memory_mb=settings.compaction_memory_mb,
         )
     except (SettingsError, ValueError, OSError) as error:
         print(f"capacity: {error}", file=sys.stderr)

@@ -37,8 +37,7 @@ class StackOutputs:
     events_prefix: str
     quarantine_prefix: str
     athena_results_prefix: str
-    failure_queue_url: str
-    failure_queue_arn: str
+    failure_bucket_name: str
     glue_table_name: str
     log_group_name: str
     iterator_age_alarm_name: str
@@ -46,6 +45,8 @@ class StackOutputs:
     function_alias_version: str  # the version the live alias runs: what promotion compares
     function_code_sha256: str  # Lambda's CodeSha256 of that code: base64 SHA-256 of the deployed function.zip
     athena_results_bucket_name: str
+    compaction_function_name: str
+    compaction_log_group_name: str
 
     @classmethod
     def output_keys(cls) -> tuple[str, ...]:

@@ -2,12 +2,14 @@
 
     python -m ops.replay quarantine qa1 --prefix demand/quarantine/dt=2026-11-29/   # every object under it
     python -m ops.replay quarantine qa1 --key demand/quarantine/dt=2026-11-29/ab12cd34-shardId-...jsonl.gz
-    python -m ops.replay failures qa1                      # on-failure messages waiting in the failure queue
+    python -m ops.replay failures qa1                      # discarded batches waiting in the failure bucket
     python -m ops.replay failures qa1 --message-file msg.json   # one on-failure record saved to a file
 
 Quarantined records are rebuilt into Kinesis events from each line's ``data`` (the original payload), shard
-and sequence number. An on-failure message names a shard and a sequence range; the records are read back from
-Kinesis (they must still be within the stream's retention). Either way the events go to the function:
+and sequence number. A discarded batch in the failure bucket holds its invocation event (``payload``), whose
+records are replayed as they were; an on-failure record without one (saved from an SQS or SNS destination) names
+a shard and a sequence range, read back from Kinesis (within the stream's retention). Either way the events go to
+the function:
 
 - ``--via lambda`` (the default for a deployed stack): invoke the stack's ``live`` alias, i.e. the fixed code
   once it is deployed;
@@ -16,8 +18,8 @@ Kinesis (they must still be within the stream's retention). Either way the event
 
 Object keys are deterministic, so a replayed record lands once; one that is still bad is quarantined again.
 A replayed quarantine object is copied to ``--backup-dir``, deleted, replayed, and put back if any of its records
-fails; an on-failure message is deleted from the queue only after its range was handled (one left there, after a
-dry run or a failed range, is made visible again at once). ``--dry-run`` shows what would be replayed and
+fails; a failure-bucket object is deleted only after all its records were handled (the bucket is versioned, so
+the deleted object stays a few days as a noncurrent version). ``--dry-run`` shows what would be replayed and
 changes nothing. Stack outputs come from ``ops.outputs.load_outputs`` (``$STACK_OUTPUTS_FILE`` or the Pulumi CLI).
 """
 
@@ -47,6 +49,7 @@ __all__ = [
     "in_process_invoker",
     "lambda_invoker",
     "main",
+    "payload_entries",
     "quarantine_entries",
     "range_entries",
     "replay_failure_messages",
@@ -246,18 +249,33 @@ def range_entries(kinesis: Any, batch_info: Mapping[str, Any]) -> list[KinesisEn
     return entries
 
 
-def _messages_from_queue(sqs: Any, queue_url: str, limit: int) -> Iterator[tuple[dict[str, Any], str | None]]:
-    received = 0
-    while received < limit:
-        response = sqs.receive_message(
-            QueueUrl=queue_url, MaxNumberOfMessages=min(10, limit - received), VisibilityTimeout=300, WaitTimeSeconds=1
+FAILURE_KEY_PREFIX = "aws/lambda/"
+
+
+def _records_from_bucket(s3: Any, bucket: str, limit: int) -> Iterator[tuple[dict[str, Any], str | None]]:
+    """On-failure records in the failure bucket (Lambda's ``aws/lambda/...`` objects), oldest key first."""
+    keys: list[str] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=FAILURE_KEY_PREFIX):
+        keys.extend(item["Key"] for item in page.get("Contents", []))
+    for key in sorted(keys)[:limit]:
+        yield json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read()), key
+
+
+def payload_entries(payload: Any) -> list[KinesisEntry]:
+    """The records of an S3 on-failure record's ``payload`` (the invocation event, as an object or JSON text)."""
+    event = json.loads(payload) if isinstance(payload, str | bytes) else payload
+    entries = []
+    for record in event["Records"]:
+        kinesis = record["kinesis"]
+        entries.append(
+            KinesisEntry(
+                data=base64.b64decode(kinesis["data"]),
+                partition_key=str(kinesis.get("partitionKey") or ""),
+                sequence_number=str(kinesis["sequenceNumber"]),
+                arrival=float(kinesis.get("approximateArrivalTimestamp") or datetime.now(UTC).timestamp()),
+            )
         )
-        messages = response.get("Messages", [])
-        if not messages:
-            return
-        for message in messages:
-            received += 1
-            yield json.loads(message["Body"]), message["ReceiptHandle"]
+    return entries
 
 
 def replay_failure_messages(
@@ -265,50 +283,39 @@ def replay_failure_messages(
     invoke: Invoker,
     *,
     kinesis: Any,
-    sqs: Any,
+    s3: Any,
     messages: Iterable[tuple[dict[str, Any], str | None]] | None = None,
     limit: int = 100,
     dry_run: bool = False,
     region: str = "us-east-1",
 ) -> ReplayReport:
-    """Re-drive the ranges of on-failure messages (from the failure queue unless ``messages`` are given)."""
-    source = messages if messages is not None else _messages_from_queue(sqs, outputs.failure_queue_url, limit)
+    """Re-drive discarded batches: the failure bucket's objects (or ``messages``: (record, object key or None))."""
+    bucket = outputs.failure_bucket_name
+    source = messages if messages is not None else _records_from_bucket(s3, bucket, limit)
     report = ReplayReport()
-    # Messages left in the queue (a dry run, a failed range) are made visible again at the end, not left hidden
-    # for the receive's visibility timeout: a replay right after a dry run must find them.
-    kept: list[str | None] = []
-    for body, receipt in source:
+    for body, key in source:
         info = body.get("KinesisBatchInfo")
         if not info:
             report.sources_failed.append(f"not a Kinesis on-failure record: {json.dumps(body)[:200]}")
-            kept.append(receipt)
             continue
         label = f"{info['shardId']} [{info['startSequenceNumber']}..{info['endSequenceNumber']}]"
-        entries = range_entries(kinesis, info)
+        entries = payload_entries(body["payload"]) if body.get("payload") else range_entries(kinesis, info)
         if len(entries) != int(info.get("batchSize") or len(entries)):
             report.sources_failed.append(
                 f"{label}: {len(entries)} of {info.get('batchSize')} records still on the stream"
             )
-            kept.append(receipt)
             continue
         if dry_run:
             report.records += len(entries)
             report.sources_done.append(label)
-            kept.append(receipt)
             continue
         problems = _drive({(str(info["streamArn"]), str(info["shardId"])): entries}, invoke, region, report)
         if problems:
             report.sources_failed.append(f"{label}: {'; '.join(problems)}")
-            kept.append(receipt)
             continue
-        if receipt is not None:
-            sqs.delete_message(QueueUrl=outputs.failure_queue_url, ReceiptHandle=receipt)
+        if key is not None:  # every record handled: the object has served its purpose
+            s3.delete_object(Bucket=bucket, Key=key)
         report.sources_done.append(label)
-    for receipt in kept:
-        if receipt is not None:
-            sqs.change_message_visibility(
-                QueueUrl=outputs.failure_queue_url, ReceiptHandle=receipt, VisibilityTimeout=0
-            )
     return report
 
 
@@ -322,7 +329,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m ops.replay", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     quarantine = commands.add_parser("quarantine", help="re-drive quarantined records")
-    failures = commands.add_parser("failures", help="re-drive the sequence ranges of on-failure messages")
+    failures = commands.add_parser("failures", help="re-drive the discarded batches in the failure bucket")
     for command in (quarantine, failures):
         command.add_argument("stack", help="stack whose outputs to use (dev1, qa1, preprod1, prod1)")
         command.add_argument("--via", choices=("lambda", "in-process"), default=None, help="how to run the handler")
@@ -333,8 +340,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     quarantine.add_argument(
         "--backup-dir", default="replay-backup", help="copies of replayed objects (local dir, default replay-backup)"
     )
-    failures.add_argument("--message-file", help="one on-failure record (JSON) instead of reading the queue")
-    failures.add_argument("--max-messages", type=int, default=100, help="at most this many queue messages")
+    failures.add_argument("--message-file", help="one on-failure record (JSON) instead of reading the bucket")
+    failures.add_argument("--max-messages", type=int, default=100, help="at most this many failure-bucket objects")
     return parser.parse_args(argv)
 
 
@@ -373,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 outputs,
                 invoke,
                 kinesis=session.client("kinesis"),
-                sqs=session.client("sqs"),
+                s3=session.client("s3"),
                 messages=messages,
                 limit=args.max_messages,
                 dry_run=args.dry_run,

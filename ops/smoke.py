@@ -156,11 +156,18 @@ def check_iterator_age(
     return CheckResult("iterator age", f"< {threshold:.0f} ms", f"{oldest:.0f} ms", passed=oldest < threshold)
 
 
-ALARM_ROLES = ("iterator-age", "errors", "throttles", "failure-queue")  # components.alarms: <prefix>-<role>
+ALARM_ROLES = (
+    "iterator-age",
+    "errors",
+    "throttles",
+    "failed-batches",
+    "stalled-mapping",
+    "quarantine-rate",
+)  # components.alarms: <prefix>-<role>
 
 
 def stack_alarm_names(outputs: StackOutputs) -> list[str]:
-    """The stack's four alarms, named like its IteratorAge alarm (``<prefix>-iterator-age``).
+    """The stack's six stream alarms, named like its IteratorAge alarm (``<prefix>-iterator-age``).
 
     Named explicitly rather than listed by prefix: the CI role may describe exactly these alarms and no others.
     """
@@ -172,7 +179,7 @@ def stack_alarm_names(outputs: StackOutputs) -> list[str]:
 
 
 def check_alarms(cloudwatch: CloudWatchClient, outputs: StackOutputs) -> CheckResult:
-    """The stack's alarms (IteratorAge, Errors, Throttles, failure queue depth) exist and none is firing."""
+    """The stack's alarms (IteratorAge, Errors, Throttles, discarded batches) exist and none is firing."""
     expected = stack_alarm_names(outputs)
     found = {
         alarm["AlarmName"]: alarm["StateValue"]

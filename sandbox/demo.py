@@ -153,7 +153,7 @@ def _summary(console: Console, result: DemoResult) -> None:
         ("changes streamed", f"{result.changes_streamed:,}"),
         ("rows in Parquet", f"{counts.rows:,}"),
         ("quarantined", f"{counts.quarantined:,}"),
-        ("failed (sent to the failure queue)", f"{result.failed:,}"),
+        ("failed (kept in the failure bucket)", f"{result.failed:,}"),
         ("duplicate rows", f"{counts.duplicate_rows:,}"),
         ("objects", f"{counts.objects:,} ({counts.parquet_objects} Parquet, {counts.quarantine_objects} quarantine)"),
         ("seconds", f"{result.seconds:.1f}"),
@@ -187,7 +187,7 @@ def _keep(console: Console, aws: LocalAws) -> None:
         f"aws --endpoint-url {endpoint} s3 ls s3://{bucket}/{outputs.events_prefix} --recursive",
         f"aws --endpoint-url {endpoint} s3 ls s3://{bucket}/{outputs.quarantine_prefix} --recursive",
         f"aws --endpoint-url {endpoint} athena list-named-queries --work-group {outputs.athena_workgroup_name}",
-        f"aws --endpoint-url {endpoint} sqs receive-message --queue-url {outputs.failure_queue_url}",
+        f"aws --endpoint-url {endpoint} s3 ls s3://{outputs.failure_bucket_name}/ --recursive",
     ):
         console.print(f"  {creds} {command}", highlight=False, soft_wrap=True)
     console.print("\n[bold]duckdb CLI[/] (its httpfs extension reads the local S3)", highlight=False)

@@ -2,14 +2,17 @@
 
 Semantics follow AWS Lambda's Kinesis event source mapping with the settings the Pulumi component sets:
 
-- a batch holds up to ``batch_size`` records of one shard; a smaller batch waits up to the batching window;
+- a batch holds up to ``batch_size`` records of one shard, and stops before its event passes 6 MB (Lambda's
+  synchronous payload limit); a smaller batch waits up to the batching window;
 - ReportBatchItemFailures: the lowest reported sequence number becomes the checkpoint, and every record from
   it on is sent again (an empty, unknown or null ``itemIdentifier`` fails the whole batch, as in AWS);
 - BisectBatchOnFunctionError: a batch whose invocation raises is split in two, and the halves are retried;
   splitting does not consume retry attempts;
 - MaximumRetryAttempts / MaximumRecordAgeInSeconds: when a batch has failed that many times more than once, or
-  its records are older than the maximum age, the mapping discards it and sends an on-failure record (the
-  shard and sequence range, never the data) to the destination queue, then moves on.
+  its records are older than the maximum age, the mapping discards it and writes an on-failure record to the
+  destination bucket, then moves on. As with an S3 destination in AWS ("Retain discarded batch records for a
+  Kinesis Data Streams event source in Lambda"), the record holds the invocation metadata and ``payload``, the
+  whole invocation event, under ``aws/lambda/<mapping UUID>/<shard id>/YYYY/MM/DD/YYYY-MM-DDTHH.MM.SS-<UUID>``.
 
 Retries wait with exponential back-off (AWS's exact timing is undocumented). Records fetched from the shard
 but not yet checkpointed stay in memory, which is the same as re-reading the shard from the checkpoint.
@@ -36,12 +39,18 @@ __all__ = [
     "LocalLambdaContext",
     "MappingConfig",
     "MappingStats",
+    "failure_object_key",
     "on_failure_record",
 ]
 
 log = logging.getLogger(__name__)
 
 Function = Callable[[dict[str, Any], Any], Any]
+FAILURE_KEY_PREFIX = "aws/lambda/"
+# Lambda's synchronous invocation payload limit, and what an event carries per record besides the base64 data
+# (sequence number, partition key, eventID, ARNs: about 600 bytes on the sandbox's change records).
+INVOCATION_PAYLOAD_BYTES = 6 * 1024 * 1024
+EVENT_OVERHEAD_BYTES = 600
 _BACKOFF_FIRST_SECONDS = 0.2
 _BACKOFF_MAX_SECONDS = 2.0
 
@@ -50,13 +59,14 @@ _BACKOFF_MAX_SECONDS = 2.0
 class MappingConfig:
     """The event source mapping's settings (names as in the Lambda API, values from the stack's settings)."""
 
-    batch_size: int = 500
+    batch_size: int = 10_000
     batching_window_seconds: float = 5.0
     max_retry_attempts: int = 5  # -1: until the record expires
     max_record_age_seconds: int = 21600  # -1: never expires
     bisect_batch_on_function_error: bool = True
     report_batch_item_failures: bool = True
     parallelization_factor: int = 1
+    max_payload_bytes: int = INVOCATION_PAYLOAD_BYTES
     backoff_first_seconds: float = _BACKOFF_FIRST_SECONDS
     backoff_max_seconds: float = _BACKOFF_MAX_SECONDS
 
@@ -124,6 +134,15 @@ def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def failure_object_key(mapping_uuid: str, shard_id: str, when: datetime, object_uuid: str | None = None) -> str:
+    """Where Lambda writes a discarded batch in an S3 on-failure destination (the AWS Lambda guide's layout)."""
+    when = when.astimezone(UTC)
+    return (
+        f"{FAILURE_KEY_PREFIX}{mapping_uuid}/{shard_id}/{when:%Y/%m/%d}/{when:%Y-%m-%dT%H.%M.%S}-"
+        f"{object_uuid or uuid.uuid4()}"
+    )
+
+
 def on_failure_record(
     batch: Sequence[KinesisEntry],
     *,
@@ -134,12 +153,17 @@ def on_failure_record(
     invoke_count: int,
     function_error: str | None,
     executed_version: str = "1",
+    payload: dict[str, Any] | None = None,
+    timestamp: float | None = None,
 ) -> dict[str, Any]:
-    """The document Lambda sends to a Kinesis mapping's on-failure destination for a discarded batch."""
+    """The document Lambda sends to a Kinesis mapping's on-failure destination for a discarded batch.
+
+    ``payload`` (the invocation event) is what an S3 destination adds; SQS and SNS destinations get the rest.
+    """
     response: dict[str, Any] = {"statusCode": 200, "executedVersion": executed_version}
     if function_error:
         response["functionError"] = function_error
-    return {
+    record: dict[str, Any] = {
         "requestContext": {
             "requestId": str(uuid.uuid4()),
             "functionArn": function_arn,
@@ -148,7 +172,7 @@ def on_failure_record(
         },
         "responseContext": response,
         "version": "1.0",
-        "timestamp": _iso(time.time()),
+        "timestamp": _iso(time.time() if timestamp is None else timestamp),
         "KinesisBatchInfo": {
             "shardId": shard_id,
             "startSequenceNumber": batch[0].sequence_number,
@@ -159,6 +183,9 @@ def on_failure_record(
             "streamArn": stream_arn,
         },
     }
+    if payload is not None:
+        record["payload"] = payload
+    return record
 
 
 @dataclass
@@ -180,28 +207,32 @@ class KinesisEventSourceMapping:
         self,
         *,
         kinesis: Any,
-        sqs: Any,
+        s3: Any,
         stream_name: str,
         stream_arn: str,
         function: Function,
         function_name: str,
         function_arn: str,
-        on_failure_queue_url: str | None,
+        on_failure_bucket: str | None,
         config: MappingConfig,
         region: str = "us-east-1",
+        mapping_uuid: str | None = None,
     ) -> None:
         self._kinesis = kinesis
-        self._sqs = sqs
+        self._s3 = s3
         self.stream_name = stream_name
         self.stream_arn = stream_arn
         self.function = function
         self.function_name = function_name
         self.function_arn = function_arn
-        self.on_failure_queue_url = on_failure_queue_url
+        self.on_failure_bucket = on_failure_bucket
+        self.uuid = mapping_uuid or str(uuid.uuid4())
+        """The mapping's UUID (Lambda's ``UUID``): the first level under ``aws/lambda/`` in the failure bucket."""
         self.config = config
         self.region = region
         self.stats = MappingStats()
         self.failure_records: list[dict[str, Any]] = []
+        self.failure_keys: list[str] = []
         self._lock = threading.RLock()
         self._shards: list[_Shard] = []
         for shard in kinesis.list_shards(StreamName=stream_name)["Shards"]:
@@ -250,14 +281,24 @@ class KinesisEventSourceMapping:
         expired = self._expired(shard)
         if expired:
             return expired
-        full = len(shard.pending) >= self.config.batch_size
+        fits = self._fits(shard.pending)
+        full = fits < len(shard.pending) or len(shard.pending) >= self.config.batch_size
         waited = now - (now if shard.waiting_since is None else shard.waiting_since)
         retrying = shard.attempts > 0
         if not shard.splits and not full and not retrying and waited < self.config.batching_window_seconds:
             return 0
-        size = shard.splits[0] if shard.splits else self.config.batch_size
+        size = shard.splits[0] if shard.splits else fits
         batch = shard.pending[:size]
         return self._deliver(shard, batch)
+
+    def _fits(self, pending: Sequence[KinesisEntry]) -> int:
+        """How many of the pending records one event holds: ``batch_size``, or fewer at the payload limit."""
+        total = 0
+        for count, entry in enumerate(pending[: self.config.batch_size]):
+            total += 4 * -(-len(entry.data) // 3) + EVENT_OVERHEAD_BYTES
+            if total > self.config.max_payload_bytes:
+                return max(count, 1)
+        return min(len(pending), self.config.batch_size)
 
     def _expired(self, shard: _Shard) -> int:
         if self.config.max_record_age_seconds < 0:
@@ -271,9 +312,12 @@ class KinesisEventSourceMapping:
             shard.splits.clear()
         return count
 
+    def _event(self, shard: _Shard, batch: Sequence[KinesisEntry]) -> dict[str, Any]:
+        return lambda_event(batch, shard_id=shard.shard_id, stream_arn=self.stream_arn, region=self.region)
+
     def _invoke(self, shard: _Shard, batch: Sequence[KinesisEntry]) -> tuple[int | None, str | None]:
         """Invoke once; return (index of the checkpoint in the batch, or None for success) and the error kind."""
-        event = lambda_event(batch, shard_id=shard.shard_id, stream_arn=self.stream_arn, region=self.region)
+        event = self._event(shard, batch)
         context = LocalLambdaContext(function_name=self.function_name, invoked_function_arn=self.function_arn)
         self.stats.invocations += 1
         try:
@@ -341,6 +385,7 @@ class KinesisEventSourceMapping:
             shard.waiting_since = time.monotonic() if shard.pending else None
 
     def _discard(self, shard: _Shard, batch: Sequence[KinesisEntry], condition: str) -> None:
+        now = time.time()
         record = on_failure_record(
             batch,
             shard_id=shard.shard_id,
@@ -349,10 +394,21 @@ class KinesisEventSourceMapping:
             condition=condition,
             invoke_count=shard.attempts,
             function_error=shard.last_error,
+            payload=self._event(shard, batch),
+            timestamp=now,
         )
         log.warning("discarding %d records of %s (%s)", len(batch), shard.shard_id, condition)
-        if self.on_failure_queue_url:
-            self._sqs.send_message(QueueUrl=self.on_failure_queue_url, MessageBody=json.dumps(record))
+        if self.on_failure_bucket:
+            # Written before the records leave ``pending``: if this PUT fails, the poll fails and the records stay
+            # pending, so none is dropped without its on-failure record.
+            key = failure_object_key(self.uuid, shard.shard_id, datetime.fromtimestamp(now, tz=UTC))
+            self._s3.put_object(
+                Bucket=self.on_failure_bucket,
+                Key=key,
+                Body=json.dumps(record).encode("utf-8"),
+                ContentType="application/json",
+            )
+            self.failure_keys.append(key)
         self.failure_records.append(record)
         self.stats.failure_messages += 1
         self.stats.records_discarded += len(batch)

@@ -2,7 +2,8 @@
 
 Names come from ``components.naming`` and the stack file (``components.settings``); the Glue table, workgroup and
 named queries from ``components.catalog``; the handler's environment from ``components.function_environment``.
-What the Pulumi program does not own (the table, the bucket) is created here because moto starts empty.
+What the Pulumi program does not own (the table, the bucket) is created here because moto starts empty; so is the
+failure bucket it does own (the local event source mapping writes discarded batches there).
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ class LocalNames:
     bucket: str
     results_bucket: str
     function: str
-    failure_queue: str
+    failure_bucket: str
+    compaction_function: str
+    compaction_log_group: str
     glue_database: str
     glue_table: str
     workgroup: str
@@ -52,7 +55,9 @@ def local_names(settings: Settings) -> LocalNames:
         bucket=settings.bucket_id,
         results_bucket=created.results_bucket,
         function=created.function,
-        failure_queue=created.failure_queue,
+        failure_bucket=created.failure_bucket,
+        compaction_function=created.compaction_function,
+        compaction_log_group=created.compaction_log_group,
         glue_database=created.glue_database,
         glue_table=created.glue_table,
         workgroup=created.workgroup,
@@ -113,14 +118,22 @@ def provision(session: Any, settings: Settings, *, shards: int = DEFAULT_SHARDS)
     _create_table(session.client("dynamodb"), names.table)
     stream_arn = _create_stream(session.client("kinesis"), names.stream, shards)
     s3 = session.client("s3")
-    for bucket in (names.bucket, names.results_bucket):
+    for bucket in (names.bucket, names.results_bucket, names.failure_bucket):
         if region == "us-east-1":
             s3.create_bucket(Bucket=bucket)
         else:
             s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
-    sqs = session.client("sqs")
-    queue_url = sqs.create_queue(QueueName=names.failure_queue)["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    # As the program configures it (components/failure_destination.py): versioned, private.
+    s3.put_bucket_versioning(Bucket=names.failure_bucket, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_public_access_block(
+        Bucket=names.failure_bucket,
+        PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True,
+            "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True,
+        },
+    )
     _create_catalog(session.client("glue"), session.client("athena"), settings, names)
     function_arn = f"arn:aws:lambda:{region}:{ACCOUNT_ID}:function:{names.function}"
     return StackOutputs(
@@ -137,8 +150,7 @@ def provision(session: Any, settings: Settings, *, shards: int = DEFAULT_SHARDS)
         events_prefix=names.prefixes.events,
         quarantine_prefix=names.prefixes.quarantine,
         athena_results_prefix=names.prefixes.athena_results,
-        failure_queue_url=queue_url,
-        failure_queue_arn=queue_arn,
+        failure_bucket_name=names.failure_bucket,
         glue_table_name=names.glue_table,
         log_group_name=names.log_group,
         iterator_age_alarm_name=names.iterator_age_alarm,
@@ -147,4 +159,6 @@ def provision(session: Any, settings: Settings, *, shards: int = DEFAULT_SHARDS)
         function_alias_version=LOCAL_FUNCTION_VERSION,
         function_code_sha256=artifact(settings.artifact_dir).function_digest or UNPACKAGED_CODE_SHA256,
         athena_results_bucket_name=names.results_bucket,
+        compaction_function_name=names.compaction_function,
+        compaction_log_group_name=names.compaction_log_group,
     )

@@ -65,13 +65,13 @@ class LocalPipeline:
         )
         self.mapping = KinesisEventSourceMapping(
             kinesis=aws.client("kinesis"),
-            sqs=aws.client("sqs"),
+            s3=aws.client("s3"),
             stream_name=outputs.stream_name,
             stream_arn=outputs.stream_arn,
             function=function or self.handler,
             function_name=outputs.function_name,
             function_arn=outputs.function_alias_arn,
-            on_failure_queue_url=outputs.failure_queue_url,
+            on_failure_bucket=outputs.failure_bucket_name,
             config=config,
             region=aws.region,
         )

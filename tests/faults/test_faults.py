@@ -64,7 +64,7 @@ def test_a_crash_on_large_batches_is_isolated_by_bisection(run: FaultRun, local_
     assert accounting.rows == accounting.distinct, "no duplicate row after the crashed batches were re-sent in halves"
 
 
-def test_a_record_that_always_fails_goes_to_the_failure_queue_and_replays_after_the_fix(
+def test_a_record_that_always_fails_goes_to_the_failure_bucket_and_replays_after_the_fix(
     run: FaultRun, local_target: LocalTarget
 ):
     doomed = run.make(1, seed=99)  # a single INSERT of its own fan
@@ -93,17 +93,19 @@ def test_a_record_that_always_fails_goes_to_the_failure_queue_and_replays_after_
     assert run.accounting().total == len(run.changes), "rows + quarantined + failed"
     assert run.accounting().failed == 1
 
-    # The same message is in the failure queue; after the fix (the real handler), replay its range from Kinesis.
+    # The same record is an object in the failure bucket, holding the invocation event; after the fix (the real
+    # handler), replay it from there: no read from the stream needed.
     outputs = local_target.outputs
-    sqs, kinesis = local_target.client("sqs"), local_target.client("kinesis")
-    queued = [
-        (json.loads(item["Body"]), item["ReceiptHandle"])
-        for item in sqs.receive_message(QueueUrl=outputs.failure_queue_url, MaxNumberOfMessages=10).get("Messages", [])
-    ]
-    ours = [(body, receipt) for body, receipt in queued if body["KinesisBatchInfo"] == info]
-    assert len(ours) == 1, "the on-failure record reached the failure queue"
+    s3, kinesis = local_target.client("s3"), local_target.client("kinesis")
+    [key] = pipe.mapping.failure_keys[messages_before:]
+    assert key.startswith(f"aws/lambda/{pipe.mapping.uuid}/{info['shardId']}/")
+    stored = json.loads(s3.get_object(Bucket=outputs.failure_bucket_name, Key=key)["Body"].read())
+    assert stored["KinesisBatchInfo"] == info
+    [record] = stored["payload"]["Records"]
+    assert record["kinesis"]["sequenceNumber"] == info["startSequenceNumber"]
+    assert marker in base64.b64decode(record["kinesis"]["data"]).decode()
     report = replay_failure_messages(
-        outputs, in_process_invoker(outputs, "dev1"), kinesis=kinesis, sqs=sqs, messages=ours
+        outputs, in_process_invoker(outputs, "dev1"), kinesis=kinesis, s3=s3, messages=[(stored, key)]
     )
     assert report.sources_failed == []
     assert report.records == 1
@@ -111,8 +113,8 @@ def test_a_record_that_always_fails_goes_to_the_failure_queue_and_replays_after_
     assert accounting.quarantined == 0
     assert accounting.distinct == len(run.changes), "the replayed record is now a row"
     assert accounting.rows == accounting.distinct, "no duplicate row"
-    leftover = sqs.receive_message(QueueUrl=outputs.failure_queue_url, MaxNumberOfMessages=10, VisibilityTimeout=0)
-    assert all(json.loads(item["Body"])["KinesisBatchInfo"] != info for item in leftover.get("Messages", []))
+    remaining = s3.list_objects_v2(Bucket=outputs.failure_bucket_name, Prefix=key).get("Contents", [])
+    assert remaining == [], "the replayed failure object is deleted"
 
 
 def test_quarantined_records_replay_through_the_fixed_handler(run: FaultRun, local_target: LocalTarget, tmp_path):

@@ -43,7 +43,7 @@ def _processor_statements(run: ProgramRun) -> dict[str, dict[str, Any]]:
 def test_each_stack_owns_a_hardened_results_bucket(run: ProgramRun) -> None:
     settings = settings_from_stack_file(run.stack)
     name = f"prd3292-{run.stack}-us-east-1-demand-athena-results"
-    (bucket,) = run.of_type("aws:s3/bucket:Bucket")
+    (bucket,) = [bucket for bucket in run.of_type("aws:s3/bucket:Bucket") if bucket.name == "athena-results-bucket"]
     assert bucket.inputs["bucket"] == name
     assert bucket.inputs["forceDestroy"] is True
     controls = {
@@ -86,7 +86,7 @@ def test_a_created_data_bucket_expires_noncurrent_versions() -> None:
     config = {**stack_config("qa1"), "dmd-pipeline:createBucket": "true"}
     run = run_program("qa1", config=config)
     lifecycles = _by_name(run, "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")
-    assert sorted(lifecycles) == ["athena-results-lifecycle", "data-lifecycle"]
+    assert sorted(lifecycles) == ["athena-results-lifecycle", "data-lifecycle", "failures-lifecycle"]
     rules = {rule["id"]: rule for rule in lifecycles["data-lifecycle"].inputs["rules"]}
     assert lifecycles["data-lifecycle"].inputs["bucket"] == "prd3292.qa1.us-east-1.demand-capture.tmaws"
     assert rules["expire-noncurrent-versions"]["noncurrentVersionExpiration"] == {"noncurrentDays": 30}
@@ -211,13 +211,14 @@ def test_every_alarm_notifies_the_topic_on_alarm_and_ok(run: ProgramRun) -> None
     topic = f"arn:aws:sns:us-east-1:{ACCOUNT_ID}:prd3292-{run.stack}-demand-alarms"
     assert run.one("aws:sns/topic:Topic").inputs["name"] == f"prd3292-{run.stack}-demand-alarms"
     alarms = run.of_type(ALARM)
-    assert sorted(alarm.inputs["name"].removeprefix(f"prd3292-{run.stack}-demand-processor-") for alarm in alarms) == [
-        "errors",
-        "failure-queue",
-        "iterator-age",
-        "quarantine-rate",
-        "stalled-mapping",
-        "throttles",
+    assert sorted(alarm.inputs["name"].removeprefix(f"prd3292-{run.stack}-demand-") for alarm in alarms) == [
+        "compactor-errors",
+        "processor-errors",
+        "processor-failed-batches",
+        "processor-iterator-age",
+        "processor-quarantine-rate",
+        "processor-stalled-mapping",
+        "processor-throttles",
     ]
     for alarm in alarms:
         assert alarm.inputs["alarmActions"] == [topic], alarm.name
@@ -235,7 +236,7 @@ def test_the_alarm_topic_is_encrypted_with_a_key_cloudwatch_may_use(run: Program
     assert run.one("aws:kms/alias:Alias").inputs["name"] == f"alias/prd3292-{run.stack}-demand-alarms"
     topic_policy = json.loads(run.one("aws:sns/topicPolicy:TopicPolicy").inputs["policy"])
     publish = {statement["Sid"]: statement for statement in topic_policy["Statement"]}["StackAlarmsPublish"]
-    pattern = f"arn:aws:cloudwatch:us-east-1:{ACCOUNT_ID}:alarm:prd3292-{run.stack}-demand-processor-*"
+    pattern = f"arn:aws:cloudwatch:us-east-1:{ACCOUNT_ID}:alarm:prd3292-{run.stack}-demand-*"
     assert publish["Condition"]["ArnLike"] == {"aws:SourceArn": pattern}
 
 
@@ -258,7 +259,7 @@ def test_an_existing_topic_is_used_as_is() -> None:
     assert run.of_type("aws:kms/key:Key") == []
     assert run.of_type("aws:sns/topicSubscription:TopicSubscription") == []
     alarms = run.of_type(ALARM)
-    assert len(alarms) == 6
+    assert len(alarms) == 7
     assert all(alarm.inputs["alarmActions"] == [topic] == alarm.inputs["okActions"] for alarm in alarms)
 
 
@@ -328,9 +329,9 @@ def test_each_stack_has_its_dashboard(run: ProgramRun) -> None:
             metrics_namespace="DmdPipeline",
             service_name=function,
             failure_arrivals=DashboardMetric(
-                "AWS/SQS",
-                "NumberOfMessagesSent",
-                {"QueueName": f"{function}-failures"},
+                "AWS/S3",
+                "PutRequests",
+                {"BucketName": run.outputs["failure_bucket_name"], "FilterId": "discarded-batches"},
                 "Sum",
                 "Batches given up",
             ),
@@ -338,7 +339,7 @@ def test_each_stack_has_its_dashboard(run: ProgramRun) -> None:
         alarm_arns,
     )
     assert json.loads(dashboard.inputs["dashboardBody"]) == expected
-    assert len(expected["widgets"][0]["properties"]["alarms"]) == 6
+    assert len(expected["widgets"][0]["properties"]["alarms"]) == 7
 
 
 # Central logs.
@@ -368,7 +369,7 @@ def test_prod_account_previews_warn_while_logs_stay_local(stack: str, monkeypatc
 
 
 def test_outputs_name_the_live_version_and_its_code(run: ProgramRun) -> None:
-    function = run.one("aws:lambda/function:Function")
+    (function,) = [f for f in run.of_type("aws:lambda/function:Function") if f.name == "processor-function"]
     alias = run.one("aws:lambda/alias:Alias")
     assert run.outputs["function_alias_version"] == alias.inputs["functionVersion"] == function.outputs["version"]
     expected = function.inputs.get("sourceCodeHash") or MOCK_CODE_SHA256

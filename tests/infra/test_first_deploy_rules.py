@@ -178,7 +178,7 @@ def test_subscriptions_are_protocol_and_endpoint() -> None:
 
 
 def test_alarm_topic_policies_let_only_this_stacks_alarms_publish() -> None:
-    pattern = "arn:aws:cloudwatch:us-east-1:123456789012:alarm:prd3292-prod1-demand-processor-*"
+    pattern = "arn:aws:cloudwatch:us-east-1:123456789012:alarm:prd3292-prod1-demand-*"
     topic = "arn:aws:sns:us-east-1:123456789012:prd3292-prod1-demand-alarms"
     policy = alarm_topic_policy(topic_arn=topic, account_id="123456789012", alarm_arns=pattern)
     by_sid = {statement["Sid"]: statement for statement in policy["Statement"]}

@@ -30,7 +30,7 @@ def test_a_config_change_shows_in_the_plan_diff() -> None:
     config = {**stack_config("qa1"), "dmd-pipeline:batchSize": "250"}
     changed = render(run_program("qa1", config=config))
     diff = _diff("qa1", golden_path("qa1").read_text(encoding="utf-8"), changed)
-    assert "-      batchSize: 500" in diff
+    assert "-      batchSize: 10000" in diff
     assert "+      batchSize: 250" in diff
 
 

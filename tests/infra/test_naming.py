@@ -19,7 +19,11 @@ def test_physical_and_snake_names() -> None:
 def test_resource_names_of_a_stack() -> None:
     created = Naming("PRD3292", "prod1", "us-east-1").resources()
     assert created.function == "prd3292-prod1-demand-processor"
-    assert created.failure_queue == "prd3292-prod1-demand-processor-failures"
+    assert created.failure_bucket == "prd3292-prod1-us-east-1-demand-processor-failures"
+    assert created.compaction_function == "prd3292-prod1-demand-compactor"
+    assert created.compaction_log_group == "/aws/lambda/prd3292-prod1-demand-compactor"
+    assert created.compaction_schedule == "prd3292-prod1-demand-compaction-hourly"
+    assert created.compaction_scheduler_role == "prd3292-prod1-demand-compaction-scheduler"
     assert created.layer == "prd3292-prod1-demand-dependencies"
     assert created.log_group == "/aws/lambda/prd3292-prod1-demand-processor"
     assert created.iterator_age_alarm == "prd3292-prod1-demand-processor-iterator-age"

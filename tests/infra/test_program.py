@@ -16,7 +16,7 @@ from components.function_environment import lambda_environment
 from components.naming import prefixes
 from components.outputs import OUTPUT_KEYS
 from components.settings import Settings, SettingsError, settings_from_stack_file
-from ops.mocks import ACCOUNT_ID, Declared
+from ops.mocks import ACCOUNT_ID
 from ops.outputs import StackOutputs
 from ops.program import ProgramRun, run_program, stack_config
 from pipeline.schema import arrow_schema, glue_columns
@@ -29,6 +29,9 @@ MAPPING = "aws:lambda/eventSourceMapping:EventSourceMapping"
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
 ROLE = "aws:iam/role:Role"
+ENCRYPTION = "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
+SCHEDULE = "aws:scheduler/schedule:Schedule"
 
 
 def _settings(stack: str) -> Settings:
@@ -37,6 +40,26 @@ def _settings(stack: str) -> Settings:
 
 def _arn(service: str, resource: str) -> str:
     return f"arn:aws:{service}:us-east-1:{ACCOUNT_ID}:{resource}"
+
+
+def _logical(run: ProgramRun, typ: str, logical_name: str) -> Any:
+    """The resource of a type with this logical name (``data-bucket``, ``failures-bucket``)."""
+    found = [resource for resource in run.of_type(typ) if resource.name == logical_name]
+    assert len(found) == 1, f"{run.stack}: expected one {typ} {logical_name}, found {len(found)}"
+    return found[0]
+
+
+def _named_bucket(run: ProgramRun, bucket: str) -> Any:
+    found = [resource for resource in run.of_type("aws:s3/bucket:Bucket") if resource.inputs["bucket"] == bucket]
+    assert len(found) == 1, f"{run.stack}: expected one bucket {bucket}, found {len(found)}"
+    return found[0]
+
+
+def _named(run: ProgramRun, typ: str, name: str) -> Any:
+    """The one resource of a type with this physical name; fails naming both."""
+    found = [resource for resource in run.of_type(typ) if resource.inputs.get("name") == name]
+    assert len(found) == 1, f"{run.stack}: expected one {typ} named {name}, found {len(found)}"
+    return found[0]
 
 
 @pytest.fixture(params=STACKS)
@@ -81,7 +104,9 @@ def test_outputs_carry_the_seed_names(run: ProgramRun) -> None:
     assert run.outputs["athena_results_prefix"] == "demand/athena-results/"
     assert run.outputs["log_group_name"] == f"/aws/lambda/prd3292-{env}-demand-processor"
     assert run.outputs["iterator_age_alarm_name"] == f"prd3292-{env}-demand-processor-iterator-age"
-    assert run.outputs["failure_queue_arn"] == _arn("sqs", f"prd3292-{env}-demand-processor-failures")
+    assert run.outputs["failure_bucket_name"] == f"prd3292-{env}-us-east-1-demand-processor-failures"
+    assert run.outputs["compaction_function_name"] == f"prd3292-{env}-demand-compactor"
+    assert run.outputs["compaction_log_group_name"] == f"/aws/lambda/prd3292-{env}-demand-compactor"
     assert run.outputs["region"] == "us-east-1"
     assert run.outputs["athena_results_bucket_name"] == f"prd3292-{env}-us-east-1-demand-athena-results"
 
@@ -132,6 +157,8 @@ def test_every_resource_uses_the_tagged_provider_and_sits_in_a_component(run: Pr
         "dmd-pipeline:index:FlowAlarms",
         "dmd-pipeline:index:PipelineDashboard",
         "dmd-pipeline:index:QueryResults",
+        "dmd-pipeline:index:Compaction",
+        "dmd-pipeline:index:FailureDestination",
     }
 
 
@@ -182,8 +209,8 @@ def test_bucket_is_looked_up_and_left_as_its_owner_configured_it(run: ProgramRun
     settings = _settings(run.stack)
     lookups = [args for token, args in run.invokes if token == "aws:s3/getBucket:getBucket"]
     assert lookups == [{"bucket": settings.bucket_id}]
-    buckets = [bucket.inputs["bucket"] for bucket in run.of_type("aws:s3/bucket:Bucket")]
-    assert buckets == [run.outputs["athena_results_bucket_name"]]
+    buckets = sorted(bucket.inputs["bucket"] for bucket in run.of_type("aws:s3/bucket:Bucket"))
+    assert buckets == sorted([run.outputs["athena_results_bucket_name"], run.outputs["failure_bucket_name"]])
     # No configuration resource of any kind names the looked-up bucket (lifecycle, policy, encryption, ...).
     on_data_bucket = [
         resource.name
@@ -193,12 +220,11 @@ def test_bucket_is_looked_up_and_left_as_its_owner_configured_it(run: ProgramRun
         and resource.inputs.get("bucket") == settings.bucket_id
     ]
     assert on_data_bucket == []
-    assert run.of_type("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration") != []  # the results bucket's
 
 
 def test_function_version_alias_and_environment(run: ProgramRun) -> None:
     settings = _settings(run.stack)
-    function = run.one(FUNCTION)
+    function = _named(run, FUNCTION, f"prd3292-{run.stack}-demand-processor")
     inputs = function.inputs
     assert inputs["handler"] == "pipeline.handler.handler"
     assert inputs["runtime"] == "python3.12"
@@ -212,6 +238,7 @@ def test_function_version_alias_and_environment(run: ProgramRun) -> None:
     assert inputs["role"] == f"arn:aws:iam::{ACCOUNT_ID}:role/prd3292-{run.stack}-demand-processor"
     assert inputs["environment"] == {"variables": lambda_environment(settings, settings.bucket_id, prefixes())}
     assert inputs["environment"]["variables"]["CHANGE_TIME_PRECISION"] == settings.change_time_precision
+    assert inputs["environment"]["variables"]["SOURCE_TABLE_NAME"] == run.outputs["table_name"]
     assert inputs["loggingConfig"]["logGroup"] == f"/aws/lambda/prd3292-{run.stack}-demand-processor"
     layer = run.one("aws:lambda/layerVersion:LayerVersion")
     assert inputs["layers"] == [layer.outputs["arn"]]
@@ -230,13 +257,14 @@ def test_function_version_alias_and_environment(run: ProgramRun) -> None:
 def test_lambda_environment_names_match_the_handler() -> None:
     config = pytest.importorskip("pipeline.config")
     environment = lambda_environment(_settings("qa1"), "bucket", prefixes())
-    assert tuple(environment) == config.ENVIRONMENT_VARIABLES
+    # SOURCE_TABLE_NAME (issue 8) is optional for the handler: the program always sets it.
+    assert set(environment) == {*config.ENVIRONMENT_VARIABLES, "SOURCE_TABLE_NAME"}
 
 
 def test_event_source_mapping(run: ProgramRun) -> None:
     settings = _settings(run.stack)
     mapping = run.one(MAPPING).inputs
-    queue = run.one("aws:sqs/queue:Queue")
+    bucket = _named_bucket(run, f"prd3292-{run.stack}-us-east-1-demand-processor-failures")
     assert mapping["eventSourceArn"] == run.outputs["stream_arn"]
     assert mapping["functionName"] == run.outputs["function_alias_arn"]
     assert mapping["startingPosition"] == settings.stream_starting_position
@@ -250,23 +278,28 @@ def test_event_source_mapping(run: ProgramRun) -> None:
     assert 0 <= mapping["maximumRetryAttempts"] <= 10000
     assert mapping["maximumRecordAgeInSeconds"] == settings.max_record_age_seconds
     assert 60 <= mapping["maximumRecordAgeInSeconds"] <= 604800
-    assert mapping["destinationConfig"] == {"onFailure": {"destinationArn": queue.outputs["arn"]}}
-    assert queue.inputs["sqsManagedSseEnabled"] is True
-    assert queue.inputs["messageRetentionSeconds"] == 14 * 24 * 3600
+    assert mapping["destinationConfig"] == {"onFailure": {"destinationArn": bucket.outputs["arn"]}}
+    assert run.of_type("aws:sqs/queue:Queue") == []
 
 
 def test_log_group_has_finite_retention_and_no_subscription_by_default(run: ProgramRun) -> None:
     settings = _settings(run.stack)
-    log_group = run.one("aws:cloudwatch/logGroup:LogGroup")
-    assert log_group.inputs["name"] == run.outputs["log_group_name"]
-    assert log_group.inputs["retentionInDays"] == settings.log_retention_days
+    for name in (run.outputs["log_group_name"], run.outputs["compaction_log_group_name"]):
+        log_group = _named(run, LOG_GROUP, name)
+        assert log_group.inputs["retentionInDays"] == settings.log_retention_days
+    assert len(run.of_type(LOG_GROUP)) == 2
     assert run.of_type("aws:cloudwatch/logSubscriptionFilter:LogSubscriptionFilter") == []
 
 
 def test_alarm_thresholds_in_the_metric_units(run: ProgramRun) -> None:
     settings = _settings(run.stack)
-    alarms = {alarm.inputs["metricName"]: alarm.inputs for alarm in run.of_type(ALARM) if "metricName" in alarm.inputs}
-    assert set(alarms) == {"IteratorAge", "Errors", "Throttles", "ApproximateNumberOfMessagesVisible"}
+    processor_alarms = [
+        alarm
+        for alarm in run.of_type(ALARM)
+        if "-demand-processor-" in alarm.inputs["name"] and "metricName" in alarm.inputs
+    ]
+    alarms = {alarm.inputs["metricName"]: alarm.inputs for alarm in processor_alarms}
+    assert set(alarms) == {"IteratorAge", "Errors", "Throttles", "PutRequests"}
     function_dimensions = {
         "FunctionName": run.outputs["function_name"],
         "Resource": f"{run.outputs['function_name']}:live",
@@ -280,11 +313,17 @@ def test_alarm_thresholds_in_the_metric_units(run: ProgramRun) -> None:
     assert alarms["Errors"]["threshold"] == settings.errors_alarm_threshold
     assert alarms["Errors"]["dimensions"] == function_dimensions
     assert alarms["Throttles"]["threshold"] == settings.throttles_alarm_threshold
-    queue_alarm = alarms["ApproximateNumberOfMessagesVisible"]
-    assert queue_alarm["namespace"] == "AWS/SQS"
-    assert queue_alarm["dimensions"] == {"QueueName": f"prd3292-{run.stack}-demand-processor-failures"}
-    assert queue_alarm["threshold"] == settings.failure_queue_alarm_threshold
-    assert queue_alarm["comparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    # One PUT per discarded batch, counted by the failure bucket's request metrics under Lambda's key prefix.
+    failed = alarms["PutRequests"]
+    metric = run.one("aws:s3/bucketMetric:BucketMetric").inputs
+    assert failed["namespace"] == "AWS/S3"
+    assert failed["name"] == f"prd3292-{run.stack}-demand-processor-failed-batches"
+    assert failed["dimensions"] == {"BucketName": run.outputs["failure_bucket_name"], "FilterId": metric["name"]}
+    assert metric["bucket"] == run.outputs["failure_bucket_name"]
+    assert metric["filter"] == {"prefix": "aws/lambda/"}
+    assert failed["statistic"] == "Sum"
+    assert failed["threshold"] == settings.failed_batches_alarm_threshold
+    assert failed["comparisonOperator"] == "GreaterThanOrEqualToThreshold"
     for alarm in alarms.values():
         assert alarm["treatMissingData"] == "notBreaching"
         assert alarm["period"] * alarm["evaluationPeriods"] >= 300
@@ -331,7 +370,7 @@ def test_workgroup_and_named_queries(run: ProgramRun) -> None:
 
 def _policies(run: ProgramRun) -> dict[str, dict[str, Any]]:
     policies = {policy.name: json.loads(policy.inputs["policy"]) for policy in run.of_type(ROLE_POLICY)}
-    assert set(policies) == {"processor-policy", "ci-policy"}
+    assert set(policies) == {"processor-policy", "ci-policy", "compaction-policy", "compaction-scheduler-policy"}
     return policies
 
 
@@ -357,19 +396,28 @@ def test_processor_policy_names_exact_arns(run: ProgramRun) -> None:
         "kinesis:SubscribeToShard",
     ]
     assert by_sid["ReadChangeStreamConsumers"]["Resource"] == [f"{run.outputs['stream_arn']}/consumer/*"]
-    assert by_sid["SendFailedBatches"]["Action"] == ["sqs:SendMessage"]
+    # The Lambda guide's permissions for an S3 on-failure destination, on the failure bucket only.
+    failure_bucket_arn = f"arn:aws:s3:::{run.outputs['failure_bucket_name']}"
+    assert by_sid["ListFailedBatches"] == {
+        "Sid": "ListFailedBatches",
+        "Effect": "Allow",
+        "Action": ["s3:ListBucket"],
+        "Resource": [failure_bucket_arn],
+    }
+    assert by_sid["WriteFailedBatches"]["Action"] == ["s3:PutObject"]
+    assert by_sid["WriteFailedBatches"]["Resource"] == [f"{failure_bucket_arn}/*"]
     assert by_sid["WriteEventsAndQuarantine"]["Resource"] == [
         f"arn:aws:s3:::{bucket}/demand/events/*",
         f"arn:aws:s3:::{bucket}/demand/quarantine/*",
     ]
-    assert by_sid["SendFailedBatches"]["Resource"] == [run.outputs["failure_queue_arn"]]
     log_group_arn = _arn("logs", f"log-group:{run.outputs['log_group_name']}")
     assert by_sid["WriteOwnLogs"]["Resource"] == [f"{log_group_arn}:log-stream:*"]
     assert set(by_sid) == {
         "ReadChangeStream",
         "ReadChangeStreamConsumers",
         "WriteEventsAndQuarantine",
-        "SendFailedBatches",
+        "ListFailedBatches",
+        "WriteFailedBatches",
         "WriteOwnLogs",
     }
 
@@ -437,7 +485,9 @@ def test_ci_policy_scopes_rollback_and_queries(run: ProgramRun) -> None:
         _arn("athena", f"workgroup/{run.outputs['athena_workgroup_name']}")
     ]
     assert by_sid["WriteAndReadTestChanges"]["Resource"] == [_arn("dynamodb", f"table/{run.outputs['table_name']}")]
-    assert len(by_sid["ReadAlarms"]["Resource"]) == 6
+    assert len(by_sid["ReadAlarms"]["Resource"]) == 7
+    assert _arn("cloudwatch", f"alarm:prd3292-{run.stack}-demand-compactor-errors") in by_sid["ReadAlarms"]["Resource"]
+    assert by_sid["ListFailedBatches"]["Resource"] == [f"arn:aws:s3:::{run.outputs['failure_bucket_name']}"]
     results_bucket = f"arn:aws:s3:::{run.outputs['athena_results_bucket_name']}"
     assert by_sid["AthenaResults"]["Resource"] == [f"{results_bucket}/demand/athena-results/*"]
     assert by_sid["AthenaResultsBucket"]["Resource"] == [results_bucket]
@@ -464,29 +514,21 @@ def test_log_destination_adds_a_subscription_filter() -> None:
     assert unknown_inputs(subscription.type, subscription.inputs) == []
 
 
-def _data_bucket_resource(run: ProgramRun, typ: str) -> Declared:
-    """The data bucket's resource of a type (the results bucket has one of each too)."""
-    (found,) = [resource for resource in run.of_type(typ) if resource.name.startswith("data-")]
-    return found
-
-
 def test_create_bucket_makes_a_hardened_bucket() -> None:
     config = {**stack_config("qa1"), "dmd-pipeline:createBucket": "true"}
     run = run_program("qa1", config=config)
     assert [args for token, args in run.invokes if token == "aws:s3/getBucket:getBucket"] == []
-    (bucket,) = [bucket for bucket in run.of_type("aws:s3/bucket:Bucket") if bucket.name == "data-bucket"]
+    bucket = _logical(run, "aws:s3/bucket:Bucket", "data-bucket")
     assert bucket.inputs["bucket"] == "prd3292.qa1.us-east-1.demand-capture.tmaws"
-    encryption = _data_bucket_resource(
-        run, "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
-    )
+    encryption = _logical(run, ENCRYPTION, "data-encryption")
     assert encryption.inputs["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "AES256"
     assert encryption.inputs["rules"][0]["bucketKeyEnabled"] is False  # S3 Bucket Keys are for SSE-KMS only
-    versioning = _data_bucket_resource(run, "aws:s3/bucketVersioning:BucketVersioning")
+    versioning = _logical(run, "aws:s3/bucketVersioning:BucketVersioning", "data-versioning")
     assert versioning.inputs["versioningConfiguration"] == {"status": "Enabled"}
-    public_access = _data_bucket_resource(run, "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock").inputs
+    public_access = _logical(run, "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", "data-public-access").inputs
     for flag in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets"):
         assert public_access[flag] is True, flag
-    policy = json.loads(_data_bucket_resource(run, "aws:s3/bucketPolicy:BucketPolicy").inputs["policy"])
+    policy = json.loads(_logical(run, "aws:s3/bucketPolicy:BucketPolicy", "data-tls-only").inputs["policy"])
     (statement,) = policy["Statement"]
     assert statement["Effect"] == "Deny"
     assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
@@ -497,12 +539,17 @@ def test_create_bucket_with_a_kms_key_uses_sse_kms_and_a_bucket_key() -> None:
     key = f"arn:aws:kms:us-east-1:{ACCOUNT_ID}:key/0a1b2c3d-0000-4000-8000-000000000000"
     config = {**stack_config("qa1"), "dmd-pipeline:createBucket": "true", "dmd-pipeline:bucketKmsKeyArn": key}
     run = run_program("qa1", config=config)
-    encryption = _data_bucket_resource(
-        run, "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
-    )
-    (rule,) = encryption.inputs["rules"]
-    assert rule["applyServerSideEncryptionByDefault"] == {"sseAlgorithm": "aws:kms", "kmsMasterKeyId": key}
-    assert rule["bucketKeyEnabled"] is True
+    for logical_name in ("data-encryption", "failures-encryption"):
+        encryption = _logical(run, ENCRYPTION, logical_name)
+        (rule,) = encryption.inputs["rules"]
+        assert rule["applyServerSideEncryptionByDefault"] == {"sseAlgorithm": "aws:kms", "kmsMasterKeyId": key}
+        assert rule["bucketKeyEnabled"] is True
+    # Both functions may use the key: the processor writes events, compaction reads and rewrites them.
+    compaction = json.loads(_logical(run, ROLE_POLICY, "compaction-policy").inputs["policy"])
+    by_sid = {statement["Sid"]: statement for statement in compaction["Statement"]}
+    assert by_sid["ReadAndWriteEncryptedEvents"]["Resource"] == [key]
+    assert by_sid["ReadAndWriteEncryptedEvents"]["Action"] == ["kms:Decrypt", "kms:GenerateDataKey"]
+    assert lint_identity_policy(compaction) == []
     for resource in run.declared:
         if resource.custom:
             assert unknown_inputs(resource.type, resource.inputs) == [], resource.name

@@ -181,7 +181,7 @@ def test_athena_cutoff_accepts_the_provider_minimum(tmp_path: Path) -> None:
 
 def test_defaults_come_from_pulumi_yaml(tmp_path: Path) -> None:
     path = _write_stack(tmp_path, "qa1")
-    text = (tmp_path / "Pulumi.yaml").read_text().replace("default: 500", "default: 250", 1)
+    text = (tmp_path / "Pulumi.yaml").read_text().replace("default: 10000", "default: 250", 1)
     (tmp_path / "Pulumi.yaml").write_text(text)
     assert settings_from_stack_file("qa1", path).batch_size == 250
     assert settings_from_stack_file("qa1", path / "Pulumi.qa1.yaml").batch_size == 250

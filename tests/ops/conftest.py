@@ -34,8 +34,7 @@ def outputs_values(**overrides: str) -> dict[str, str]:
         "events_prefix": "demand/events/",
         "quarantine_prefix": "demand/quarantine/",
         "athena_results_prefix": "demand/athena-results/",
-        "failure_queue_url": "https://sqs.us-east-1.amazonaws.com/123456789012/prd3292-qa1-failures",
-        "failure_queue_arn": "arn:aws:sqs:us-east-1:123456789012:prd3292-qa1-failures",
+        "failure_bucket_name": "prd3292-qa1-us-east-1-demand-processor-failures",
         "glue_table_name": "demand_events",
         "log_group_name": f"/aws/lambda/{FUNCTION}",
         "iterator_age_alarm_name": "prd3292-qa1-iterator-age",
@@ -43,6 +42,8 @@ def outputs_values(**overrides: str) -> dict[str, str]:
         "function_alias_version": "2",
         "function_code_sha256": "n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=",
         "athena_results_bucket_name": "prd3292-qa1-us-east-1-demand-athena-results",
+        "compaction_function_name": "prd3292-qa1-demand-compactor",
+        "compaction_log_group_name": "/aws/lambda/prd3292-qa1-demand-compactor",
     }
     assert set(values) == set(StackOutputs.output_keys())
     return values | overrides

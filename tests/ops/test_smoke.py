@@ -56,7 +56,9 @@ def deployed(aws):
     _alarm(values["iterator_age_alarm_name"], "IteratorAge", THRESHOLD_MS)
     _alarm("prd3292-qa1-errors", "Errors", 1)
     _alarm("prd3292-qa1-throttles", "Throttles", 1)
-    _alarm("prd3292-qa1-failure-queue", "ApproximateNumberOfMessagesVisible", 1)
+    _alarm("prd3292-qa1-failed-batches", "PutRequests", 1)
+    _alarm("prd3292-qa1-stalled-mapping", "IncomingRecords", 1)
+    _alarm("prd3292-qa1-quarantine-rate", "RecordsQuarantined", 5)
     _alarm("prd3292-dev1-errors", "Errors", 1)  # another stack's alarm: not ours to judge
     boto3.client("cloudwatch", region_name=REGION).set_alarm_state(
         AlarmName="prd3292-dev1-errors", StateValue="ALARM", StateReason="not this stack"
@@ -90,7 +92,7 @@ def test_healthy_stack_passes_every_check(traffic, outputs):
     assert results["invocations"].observed == "75"
     assert results["iterator age"].expected == "< 300000 ms"
     assert results["iterator age"].observed == "1200 ms"
-    assert results["alarms"].observed == "4 alarms, none in ALARM"
+    assert results["alarms"].observed == "6 alarms, none in ALARM"
     assert results["new objects"].observed.startswith("1, newest ")
 
 
@@ -133,7 +135,8 @@ def test_missing_iterator_age_alarm_fails_both_alarm_checks(aws, outputs):
 
     assert results["iterator age"].observed == "not found"
     assert results["alarms"].observed == (
-        "missing: prd3292-qa1-iterator-age, prd3292-qa1-errors, prd3292-qa1-throttles, prd3292-qa1-failure-queue"
+        "missing: prd3292-qa1-iterator-age, prd3292-qa1-errors, prd3292-qa1-throttles, prd3292-qa1-failed-batches, "
+        "prd3292-qa1-stalled-mapping, prd3292-qa1-quarantine-rate"
     )
     assert results["alarms"].passed is False
 
@@ -146,7 +149,9 @@ def test_alarm_names_follow_the_iterator_age_alarm():
         "prd3292-prod1-demand-processor-iterator-age",
         "prd3292-prod1-demand-processor-errors",
         "prd3292-prod1-demand-processor-throttles",
-        "prd3292-prod1-demand-processor-failure-queue",
+        "prd3292-prod1-demand-processor-failed-batches",
+        "prd3292-prod1-demand-processor-stalled-mapping",
+        "prd3292-prod1-demand-processor-quarantine-rate",
     ]
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +14,13 @@ from sandbox.mapping import KinesisEventSourceMapping, MappingConfig
 
 STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/test"
 FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:test:live"
+FAILURE_BUCKET = "prd3292-qa1-us-east-1-demand-processor-failures"
+MAPPING_UUID = "a1b2c3d4-0000-4000-8000-00000000e5f6"
+# aws/lambda/<ESM UUID>/<shard id>/YYYY/MM/DD/YYYY-MM-DDTHH.MM.SS-<random UUID>
+FAILURE_KEY = re.compile(
+    rf"^aws/lambda/{MAPPING_UUID}/shardId-000000000000/(\d{{4}})/(\d{{2}})/(\d{{2}})/"
+    r"(\d{4})-(\d{2})-(\d{2})T\d{2}\.\d{2}\.\d{2}-[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}$"
+)
 
 
 class FakeKinesis:
@@ -44,12 +53,25 @@ class FakeKinesis:
         return {"Records": records, "NextShardIterator": f"{shard_id}|{start + len(records)}"}
 
 
-class FakeSqs:
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
+class FakeS3:
+    """The failure bucket: the objects Lambda would PUT, by key (optionally failing the first ``fail`` PUTs)."""
 
-    def send_message(self, QueueUrl: str, MessageBody: str) -> None:  # noqa: N803
-        self.messages.append(json.loads(MessageBody))
+    def __init__(self, fail: int = 0) -> None:
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.buckets: list[str] = []
+        self.fail = fail
+
+    def put_object(self, Bucket: str, Key: str, Body: bytes, ContentType: str) -> None:  # noqa: N803
+        if self.fail:
+            self.fail -= 1
+            raise ConnectionError("S3 is down")
+        assert ContentType == "application/json"
+        self.buckets.append(Bucket)
+        self.objects[Key] = json.loads(Body)
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        return list(self.objects.values())
 
 
 class Recorder:
@@ -75,7 +97,7 @@ def records(count: int, *, arrival: float | None = None) -> list[tuple[str, floa
     return [(str(1000 + index), now) for index in range(count)]
 
 
-def make_mapping(function: Any, shard_records: list[tuple[str, float]], sqs: FakeSqs | None = None, **config: Any):
+def make_mapping(function: Any, shard_records: list[tuple[str, float]], s3: FakeS3 | None = None, **config: Any):
     settings: dict[str, Any] = {
         "batch_size": 10,
         "batching_window_seconds": 0.0,
@@ -85,13 +107,14 @@ def make_mapping(function: Any, shard_records: list[tuple[str, float]], sqs: Fak
     settings.update(config)
     return KinesisEventSourceMapping(
         kinesis=FakeKinesis({"shardId-000000000000": shard_records}),
-        sqs=sqs or FakeSqs(),
+        s3=s3 if s3 is not None else FakeS3(),
         stream_name="test",
         stream_arn=STREAM_ARN,
         function=function,
         function_name="test",
         function_arn=FUNCTION_ARN,
-        on_failure_queue_url="http://queue",
+        on_failure_bucket=FAILURE_BUCKET,
+        mapping_uuid=MAPPING_UUID,
         config=MappingConfig(**settings),
     )
 
@@ -160,15 +183,28 @@ def test_bisect_isolates_a_crashing_record_and_retries_exhaust_to_the_failure_de
         return {"batchItemFailures": []}
 
     function = Recorder(crash_on_poison)
-    sqs = FakeSqs()
-    mapping = make_mapping(function, records(10), sqs, max_retry_attempts=2)
+    s3 = FakeS3()
+    mapping = make_mapping(function, records(10), s3, max_retry_attempts=2)
     drain(mapping)
     succeeded = [seq for batch in function.batches if poison not in batch for seq in batch]
     assert sorted(succeeded) == sorted(str(1000 + i) for i in range(10) if str(1000 + i) != poison)
     assert len(succeeded) == 9, "every good record succeeded exactly once"
     assert function.batches.count([poison]) == 3, "the isolated record: first try plus two retries"
     assert mapping.stats.bisections >= 3
-    [message] = sqs.messages
+    [(key, message)] = s3.objects.items()
+    assert s3.buckets == [FAILURE_BUCKET]
+    assert mapping.failure_keys == [key]
+    match = FAILURE_KEY.match(key)
+    assert match, key
+    assert match.group(1, 2, 3) == match.group(4, 5, 6), "the day folders repeat the object's date"
+    assert set(message) == {"requestContext", "responseContext", "version", "timestamp", "KinesisBatchInfo", "payload"}
+    # The S3 destination keeps the whole invocation event: the discarded record itself, not only its range.
+    [record] = message["payload"]["Records"]
+    assert record["kinesis"]["sequenceNumber"] == poison
+    assert base64.b64decode(record["kinesis"]["data"]) == f"record {poison}".encode()
+    assert record["eventSourceARN"] == STREAM_ARN
+    assert record["eventID"].startswith("shardId-000000000000:")
+    assert message["timestamp"].startswith(f"{match.group(4)}-{match.group(5)}-{match.group(6)}T")
     info = message["KinesisBatchInfo"]
     assert info["startSequenceNumber"] == info["endSequenceNumber"] == poison
     assert info["batchSize"] == 1
@@ -185,11 +221,12 @@ def test_bisect_isolates_a_crashing_record_and_retries_exhaust_to_the_failure_de
 
 def test_without_bisect_the_whole_batch_is_retried_then_discarded():
     function = Recorder(lambda sequences, call: (_ for _ in ()).throw(RuntimeError("down")))
-    sqs = FakeSqs()
-    mapping = make_mapping(function, records(4), sqs, bisect_batch_on_function_error=False, max_retry_attempts=1)
+    s3 = FakeS3()
+    mapping = make_mapping(function, records(4), s3, bisect_batch_on_function_error=False, max_retry_attempts=1)
     drain(mapping)
     assert function.batches == [["1000", "1001", "1002", "1003"]] * 2
-    [message] = sqs.messages
+    [message] = s3.messages
+    assert [r["kinesis"]["sequenceNumber"] for r in message["payload"]["Records"]] == ["1000", "1001", "1002", "1003"]
     assert message["KinesisBatchInfo"]["startSequenceNumber"] == "1000"
     assert message["KinesisBatchInfo"]["endSequenceNumber"] == "1003"
     assert message["KinesisBatchInfo"]["batchSize"] == 4
@@ -197,12 +234,13 @@ def test_without_bisect_the_whole_batch_is_retried_then_discarded():
 
 def test_records_older_than_the_maximum_age_are_discarded_without_invoking():
     function = Recorder()
-    sqs = FakeSqs()
+    s3 = FakeS3()
     old = datetime.now(tz=UTC).timestamp() - 7200
-    mapping = make_mapping(function, records(3, arrival=old), sqs, max_record_age_seconds=3600)
+    mapping = make_mapping(function, records(3, arrival=old), s3, max_record_age_seconds=3600)
     drain(mapping)
     assert function.batches == []
-    [message] = sqs.messages
+    [message] = s3.messages
+    assert len(message["payload"]["Records"]) == 3
     assert message["requestContext"]["condition"] == "RecordAgeExceeded"
     assert message["KinesisBatchInfo"]["batchSize"] == 3
 
@@ -214,3 +252,31 @@ def test_retry_attempts_bound_the_invocations_of_a_failing_record(attempts: int)
     drain(mapping)
     assert len(function.batches) == attempts + 1
     assert mapping.stats.records_discarded == 1
+
+
+def test_a_discarded_batch_stays_pending_until_its_failure_object_is_written():
+    function = Recorder(lambda sequences, call: (_ for _ in ()).throw(RuntimeError("down")))
+    s3 = FakeS3(fail=1)
+    mapping = make_mapping(function, records(2), s3, bisect_batch_on_function_error=False, max_retry_attempts=0)
+    with pytest.raises(ConnectionError):
+        mapping.poll()
+    assert mapping.pending_records() == 2, "no record leaves the shard before its on-failure object is durable"
+    assert mapping.stats.records_discarded == 0
+    drain(mapping)
+    [message] = s3.messages
+    assert message["KinesisBatchInfo"]["batchSize"] == 2
+    assert mapping.stats.records_discarded == 2
+
+
+def test_a_batch_stops_before_its_event_passes_the_payload_limit():
+    function = Recorder()
+    per_record = 4 * 4 + 600  # "record 1000" is 11 bytes: 16 in base64, plus the event's own fields
+    mapping = make_mapping(function, records(7), batch_size=10_000, max_payload_bytes=3 * per_record)
+    drain(mapping)
+    assert [len(batch) for batch in function.batches] == [3, 3, 1]
+    assert mapping.stats.records_checkpointed == 7
+
+
+def test_the_default_batch_is_lambdas_largest_and_six_megabytes_of_event():
+    config = MappingConfig()
+    assert (config.batch_size, config.max_payload_bytes) == (10_000, 6 * 1024 * 1024)

@@ -1,0 +1,214 @@
+"""Compaction: a Lambda function that rewrites each shard-hour into one sorted, deduplicated object, run hourly.
+
+EventBridge Scheduler invokes it (asynchronously) through a role of its own that may invoke this one function:
+no resource-based policy on the function, a retry policy for delivery, and the schedule's time zone explicit.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from components.layer import ARCHITECTURE, RUNTIME
+from components.naming import alarm_name, log_group_name
+from components.policies import (
+    compaction_policy,
+    lambda_trust_policy,
+    schedule_arn,
+    scheduler_invoke_policy,
+    scheduler_trust_policy,
+)
+
+__all__ = ["COMPACTION_HANDLER", "SCHEDULED_EVENT", "SCHEDULE_EXPRESSION", "Compaction", "CompactionArgs"]
+
+COMPACTION_HANDLER = "pipeline.compaction.handler"
+# A quarter past every hour, UTC: hour partitions become eligible COMPACTION_DELAY_MINUTES after they end.
+SCHEDULE_EXPRESSION = "cron(15 * * * ? *)"
+# The scheduled event: no "hours" key, so the function compacts every eligible hour partition.
+SCHEDULED_EVENT: dict[str, str] = {}
+# A missed delivery is retried for up to an hour; after that the next run covers the same hours.
+SCHEDULE_RETRY_MAX_AGE_SECONDS = 3600
+SCHEDULE_RETRY_ATTEMPTS = 3
+_LAMBDA_LOG_LEVELS = {"DEBUG": "DEBUG", "INFO": "INFO", "WARNING": "WARN", "ERROR": "ERROR", "CRITICAL": "FATAL"}
+ERRORS_WINDOW = (300, 1)
+
+
+@dataclass(frozen=True)
+class CompactionArgs:
+    """Names, sizing, the code and layer, the events prefix it may rewrite, and the errors alarm."""
+
+    function_name: str
+    schedule_name: str
+    scheduler_role_name: str
+    bucket_arn: pulumi.Input[str]
+    events_prefix: str
+    layer_arn: pulumi.Input[str]
+    environment: dict[str, str]
+    memory_mb: int
+    timeout_seconds: int
+    log_retention_days: int
+    function_zip: str
+    errors_threshold: int
+    function_digest: str | None = None
+    bucket_kms_key_arn: str | None = None
+    topic_arn: pulumi.Input[str] | None = None
+
+
+class Compaction(pulumi.ComponentResource):
+    """The compaction function, its role, logs, errors alarm and hourly schedule."""
+
+    function_name: pulumi.Output[str]
+    """Name of the compaction function (``make compact`` invokes it)."""
+    function_arn: pulumi.Output[str]
+    """ARN of the compaction function."""
+    log_group_name: pulumi.Output[str]
+    """The compaction function's log group."""
+    errors_alarm_name: pulumi.Output[str]
+    """Name of the alarm on the function's errors."""
+    errors_alarm_arn: pulumi.Output[str]
+    """ARN of that alarm."""
+
+    def __init__(self, name: str, args: CompactionArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("dmd-pipeline:index:Compaction", name, None, opts)
+        self._name = name
+        self._child = pulumi.ResourceOptions(parent=self)
+        log_group = aws.cloudwatch.LogGroup(
+            f"{name}-logs",
+            name=log_group_name(args.function_name),
+            retention_in_days=args.log_retention_days,
+            opts=self._child,
+        )
+        role, role_policy = self._create_role(args, log_group)
+        function = self._create_function(args, role, role_policy, log_group)
+        alarm = self._create_errors_alarm(args, function)
+        self._create_schedule(args, function)
+        self.function_name = function.name
+        self.function_arn = function.arn
+        self.log_group_name = log_group.name
+        self.errors_alarm_name = alarm.name
+        self.errors_alarm_arn = alarm.arn
+        self.register_outputs(
+            {
+                "function_name": self.function_name,
+                "function_arn": self.function_arn,
+                "log_group_name": self.log_group_name,
+                "errors_alarm_name": self.errors_alarm_name,
+                "errors_alarm_arn": self.errors_alarm_arn,
+            }
+        )
+
+    def _create_role(
+        self, args: CompactionArgs, log_group: aws.cloudwatch.LogGroup
+    ) -> tuple[aws.iam.Role, aws.iam.RolePolicy]:
+        role = aws.iam.Role(
+            f"{self._name}-role",
+            name=args.function_name,
+            assume_role_policy=json.dumps(lambda_trust_policy()),
+            opts=self._child,
+        )
+        policy = pulumi.Output.all(bucket_arn=args.bucket_arn, log_group_arn=log_group.arn).apply(
+            lambda arns: json.dumps(
+                compaction_policy(
+                    bucket_arn=arns["bucket_arn"],
+                    events_prefix=args.events_prefix,
+                    log_group_arn=arns["log_group_arn"],
+                    bucket_kms_key_arn=args.bucket_kms_key_arn,
+                )
+            )
+        )
+        role_policy = aws.iam.RolePolicy(
+            f"{self._name}-policy", name="compaction", role=role.id, policy=policy, opts=self._child
+        )
+        return role, role_policy
+
+    def _create_function(
+        self,
+        args: CompactionArgs,
+        role: aws.iam.Role,
+        role_policy: aws.iam.RolePolicy,
+        log_group: aws.cloudwatch.LogGroup,
+    ) -> aws.lambda_.Function:
+        return aws.lambda_.Function(
+            f"{self._name}-function",
+            name=args.function_name,
+            description="Rewrites each shard-hour of the lake into one deduplicated, sorted Parquet object.",
+            role=role.arn,
+            handler=COMPACTION_HANDLER,
+            runtime=RUNTIME,
+            architectures=[ARCHITECTURE],
+            memory_size=args.memory_mb,
+            timeout=args.timeout_seconds,
+            code=pulumi.FileArchive(args.function_zip),
+            source_code_hash=args.function_digest,
+            layers=[args.layer_arn],
+            environment={"variables": args.environment},
+            logging_config={
+                "log_format": "JSON",
+                "log_group": log_group.name,
+                "application_log_level": _LAMBDA_LOG_LEVELS[args.environment.get("LOG_LEVEL", "INFO")],
+                "system_log_level": "INFO",
+            },
+            # The role's policy first: a scheduled run right after creation must be able to list and write.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[log_group, role_policy]),
+        )
+
+    def _create_errors_alarm(self, args: CompactionArgs, function: aws.lambda_.Function) -> aws.cloudwatch.MetricAlarm:
+        period, periods = ERRORS_WINDOW
+        actions = [args.topic_arn] if args.topic_arn else []
+        return aws.cloudwatch.MetricAlarm(
+            f"{self._name}-errors",
+            name=alarm_name(args.function_name, "errors"),
+            alarm_description="A compaction run failed; its hours keep their objects (duplicates, never a gap).",
+            namespace="AWS/Lambda",
+            metric_name="Errors",
+            dimensions={"FunctionName": function.name},
+            statistic="Sum",
+            period=period,
+            evaluation_periods=periods,
+            datapoints_to_alarm=periods,
+            threshold=args.errors_threshold,
+            comparison_operator="GreaterThanOrEqualToThreshold",
+            treat_missing_data="notBreaching",
+            alarm_actions=actions,
+            ok_actions=actions,
+            opts=self._child,
+        )
+
+    def _create_schedule(self, args: CompactionArgs, function: aws.lambda_.Function) -> aws.scheduler.Schedule:
+        role = aws.iam.Role(
+            f"{self._name}-scheduler-role",
+            name=args.scheduler_role_name,
+            description=f"EventBridge Scheduler: invoke {args.function_name} hourly.",
+            assume_role_policy=function.arn.apply(
+                lambda arn: json.dumps(scheduler_trust_policy(source_arn=schedule_arn(arn, args.schedule_name)))
+            ),
+            opts=self._child,
+        )
+        role_policy = aws.iam.RolePolicy(
+            f"{self._name}-scheduler-policy",
+            name="invoke-compaction",
+            role=role.id,
+            policy=function.arn.apply(lambda arn: json.dumps(scheduler_invoke_policy(function_arn=arn))),
+            opts=self._child,
+        )
+        return aws.scheduler.Schedule(
+            f"{self._name}-schedule",
+            name=args.schedule_name,
+            description="Compact the lake's hour partitions that are complete and hold more than one object a shard.",
+            schedule_expression=SCHEDULE_EXPRESSION,
+            schedule_expression_timezone="UTC",
+            flexible_time_window=aws.scheduler.ScheduleFlexibleTimeWindowArgs(mode="OFF"),
+            target=aws.scheduler.ScheduleTargetArgs(
+                arn=function.arn,
+                role_arn=role.arn,
+                input=json.dumps(SCHEDULED_EVENT),
+                retry_policy=aws.scheduler.ScheduleTargetRetryPolicyArgs(
+                    maximum_event_age_in_seconds=SCHEDULE_RETRY_MAX_AGE_SECONDS,
+                    maximum_retry_attempts=SCHEDULE_RETRY_ATTEMPTS,
+                ),
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[role_policy]),
+        )
