@@ -106,6 +106,7 @@ class AwsMocks(pulumi.runtime.Mocks):
             "aws:index/getCallerIdentity:getCallerIdentity": self._caller_identity,
             "aws:index/getRegion:getRegion": self._region,
             "aws:index/getPartition:getPartition": self._partition,
+            "aws:kms/getAlias:getAlias": self._kms_alias,
         }.get(args.token)
         if answer is None:
             raise UnexpectedInvokeError(f"no mock answer for data source {args.token} {arguments}")
@@ -147,3 +148,14 @@ class AwsMocks(pulumi.runtime.Mocks):
 
     def _partition(self, _: dict[str, Any]) -> dict[str, Any]:
         return {"partition": PARTITION, "dnsSuffix": "amazonaws.com", "id": PARTITION}
+
+    def _kms_alias(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        name = arguments["name"]
+        key_id = "1234abcd-12ab-34cd-56ef-1234567890ab"
+        return {
+            "arn": self._arn("kms", name),
+            "id": name,
+            "name": name,
+            "targetKeyId": key_id,
+            "targetKeyArn": self._arn("kms", f"key/{key_id}"),
+        }
