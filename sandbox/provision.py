@@ -79,7 +79,9 @@ def _create_stream(kinesis: Any, name: str, shards: int) -> str:
 
 def _create_catalog(glue: Any, athena: Any, settings: Settings, names: LocalNames) -> None:
     location = f"s3://{names.bucket}/{names.prefixes.events}"
-    glue.create_database(DatabaseInput={"Name": names.glue_database, "Description": "Demand pipeline (local)"})
+    glue.create_database(
+        DatabaseInput={"Name": names.glue_database, "Description": "Demand pipeline (local)"}, Tags=settings.tags
+    )
     glue.create_table(
         DatabaseName=names.glue_database, TableInput=glue_table_input(table_name=names.glue_table, location=location)
     )
@@ -90,6 +92,7 @@ def _create_catalog(glue: Any, athena: Any, settings: Settings, names: LocalName
             results_location=f"s3://{names.bucket}/{names.prefixes.athena_results}",
             bytes_scanned_cutoff=settings.athena_bytes_scanned_cutoff,
         ),
+        Tags=[{"Key": key, "Value": value} for key, value in settings.tags.items()],
     )
     for query in named_queries(names.glue_database, names.glue_table):
         athena.create_named_query(
@@ -113,9 +116,12 @@ def provision(session: Any, settings: Settings, *, shards: int = DEFAULT_SHARDS)
     else:
         s3.create_bucket(Bucket=names.bucket, CreateBucketConfiguration={"LocationConstraint": region})
     sqs = session.client("sqs")
-    queue_url = sqs.create_queue(QueueName=names.failure_queue)["QueueUrl"]
+    # Tagged like the provider's default tags: the preflight recognises them as this stack's own.
+    queue_url = sqs.create_queue(QueueName=names.failure_queue, tags=settings.tags)["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     _create_catalog(session.client("glue"), session.client("athena"), settings, names)
+    # What the account bootstrap (bootstrap/) creates once per account: the GitLab OIDC provider.
+    session.client("iam").create_open_id_connect_provider(Url=settings.gitlab_url, ClientIDList=[settings.gitlab_url])
     function_arn = f"arn:aws:lambda:{region}:{ACCOUNT_ID}:function:{names.function}"
     return StackOutputs(
         athena_database_name=names.glue_database,
