@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pulumi
+import pulumi_aws as aws
 import pytest
 import yaml
 
@@ -150,11 +152,27 @@ def test_the_oidc_provider_is_protected_and_retained_on_delete() -> None:
     assert options.parent is parent
 
 
-def test_the_component_builds_the_provider_with_those_options() -> None:
-    source = (PROJECT_ROOT / "components" / "account_bootstrap.py").read_text(encoding="utf-8")
-    creation = source.split("aws.iam.OpenIdConnectProvider(", 1)[1].split(")\n", 1)[0]
+def test_the_program_creates_the_provider_with_those_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The program run again with a recording OpenIdConnectProvider: the options it really receives."""
+    received: list[pulumi.ResourceOptions | None] = []
+    original = aws.iam.OpenIdConnectProvider
 
-    assert "opts=oidc_provider_options(self)" in creation
+    class Recording(original):  # type: ignore[misc, valid-type]
+        def __init__(self, resource_name: str, *args: Any, opts: pulumi.ResourceOptions | None = None, **kwargs: Any):
+            received.append(opts)
+            super().__init__(resource_name, *args, opts=opts, **kwargs)
+
+    monkeypatch.setattr(aws.iam, "OpenIdConnectProvider", Recording)
+    run = run_program(
+        "tm-prod", root=BOOTSTRAP_ROOT, config=bootstrap_stack_config("tm-prod"), project=BOOTSTRAP_PROJECT
+    )
+
+    assert len(run.of_type(OIDC)) == 1
+    (options,) = received
+    assert options is not None
+    assert options.protect is True
+    assert options.retain_on_delete is True
+    assert options.parent is not None, "a child of the AccountBootstrap component"
 
 
 # ---------------------------------------------------------------- settings and stack files
