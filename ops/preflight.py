@@ -42,6 +42,7 @@ __all__ = [
 ]
 
 Outcome = Literal["PASS", "FAIL", "WARN"]
+AWS_MANAGED_STREAM_KEY = "alias/aws/kinesis"
 _MISSING = (
     "ResourceNotFoundException",
     "NoSuchEntity",
@@ -49,7 +50,6 @@ _MISSING = (
     "404",
     "NotFound",
     "EntityNotFoundException",
-    "InvalidRequestException",
     "AWS.SimpleQueueService.NonExistentQueue",
     "QueueDoesNotExist",
 )
@@ -156,7 +156,10 @@ def _code(error: ClientError) -> str:
 
 
 def _absent(error: ClientError) -> bool:
+    """The error says the thing does not exist (each service says it its own way)."""
     code = _code(error)
+    if code == "InvalidRequestException":  # Athena's answer for an unknown workgroup, among other mistakes
+        return "not found" in str(error.response.get("Error", {}).get("Message", "")).lower()
     return code in _MISSING or code.endswith(("NotFound", "NotFoundException", "NonExistentQueue"))
 
 
@@ -234,9 +237,12 @@ class Preflight:
                 f"create it, or set dmd-pipeline:streamName in Pulumi.{self.settings.stack}.yaml to the table's stream",
             )
         encryption = summary.get("EncryptionType", "NONE")
-        key = f" ({summary['KeyId']})" if summary.get("KeyId") else ""
+        key_id = str(summary.get("KeyId") or "")
+        key = f" ({key_id})" if key_id else ""
         status = summary.get("StreamStatus", "?")
         detail = f"{self.stream_name} {status}, encryption {encryption}{key}"
+        if encryption == "KMS" and key_id not in ("", AWS_MANAGED_STREAM_KEY):
+            detail += ": a customer managed key, the function needs kms:Decrypt on it (granted from the lookup)"
         if status not in ("ACTIVE", "UPDATING"):
             return CheckResult("stream", "FAIL", detail, "wait until the stream is ACTIVE")
         return CheckResult("stream", "PASS", detail)

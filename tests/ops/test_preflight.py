@@ -197,27 +197,6 @@ class _FixedDestinations:
         return AwsDestinations(None).fix(table_name, stream_arn, precision)
 
 
-class _StreamOnly:
-    """A session whose Kinesis knows the stream: enough for check_destination."""
-
-    def client(self, service, region_name=None):
-        assert service == "kinesis", service
-        client = boto3.client("kinesis", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
-        stubber = Stubber(client)
-        summary = {
-            "StreamName": "prd3292-dev1-dmnd-table-stream",
-            "StreamARN": STREAM_ARN,
-            "StreamStatus": "ACTIVE",
-            "RetentionPeriodHours": 24,
-            "StreamCreationTimestamp": "2026-01-01T00:00:00Z",
-            "EnhancedMonitoring": [],
-            "OpenShardCount": 1,
-        }
-        stubber.add_response("describe_stream_summary", {"StreamDescriptionSummary": summary})
-        stubber.activate()
-        return client
-
-
 @pytest.mark.parametrize(
     ("found", "outcome", "expected"),
     [
@@ -228,7 +207,7 @@ class _StreamOnly:
     ],
 )
 def test_destination_check_status_and_precision(found, outcome, expected):
-    check = Preflight(settings_from_stack_file("dev1"), _StreamOnly(), _FixedDestinations(*found))
+    check = Preflight(settings_from_stack_file("dev1"), _Summary(), _FixedDestinations(*found))
 
     result = check.check_destination()
 
@@ -257,3 +236,42 @@ def test_render_shows_each_fix_under_its_check_and_the_tally():
         "              fix: create it",
         "result: 1 failed, 0 warning(s), 1 passed",
     ]
+
+
+class _Summary:
+    """A session whose Kinesis reports one stream summary."""
+
+    def __init__(self, **summary: str) -> None:
+        self.summary = summary
+
+    def client(self, service, region_name=None):
+        client = boto3.client(service, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+        stubber = Stubber(client)
+        summary = {
+            "StreamName": "prd3292-dev1-dmnd-table-stream",
+            "StreamARN": STREAM_ARN,
+            "StreamStatus": "ACTIVE",
+            "RetentionPeriodHours": 24,
+            "StreamCreationTimestamp": "2026-01-01T00:00:00Z",
+            "EnhancedMonitoring": [],
+            "OpenShardCount": 1,
+            **self.summary,
+        }
+        stubber.add_response("describe_stream_summary", {"StreamDescriptionSummary": summary})
+        stubber.activate()
+        return client
+
+
+@pytest.mark.parametrize(
+    ("summary", "outcome", "detail"),
+    [
+        ({"EncryptionType": "KMS", "KeyId": "alias/aws/kinesis"}, "PASS", "ACTIVE, encryption KMS (alias/aws/kinesis)"),
+        ({"EncryptionType": "KMS", "KeyId": "arn:aws:kms:us-east-1:1:key/k"}, "PASS", "a customer managed key"),
+        ({"StreamStatus": "DELETING"}, "FAIL", "prd3292-dev1-dmnd-table-stream DELETING"),
+    ],
+)
+def test_stream_check_reports_encryption_and_status(summary, outcome, detail):
+    result = Preflight(settings_from_stack_file("dev1"), _Summary(**summary)).check_stream()
+
+    assert result.outcome == outcome
+    assert detail in result.detail
