@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import boto3
@@ -12,6 +13,7 @@ from components.settings import PROJECT_ROOT, settings_from_stack_file
 from ops import preflight
 from ops.preflight import AwsDestinations, CheckResult, Destination, Preflight
 from sandbox.local_aws import local_aws
+from tests.ops.conftest import outside_project_venv
 
 STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/prd3292-dev1-dmnd-table-stream"
 TABLE = "prd3292-dev1-us-east-1-demand-table"
@@ -39,6 +41,7 @@ def test_make_preflight_passes_against_the_local_aws_the_demo_builds():
         run = subprocess.run(
             ["make", "--no-print-directory", "preflight", "STACK=dev1", "ARGS=--local"],
             cwd=PROJECT_ROOT,
+            env=outside_project_venv(dict(os.environ)),
             capture_output=True,
             text=True,
             check=False,
@@ -130,7 +133,12 @@ def test_a_stack_that_creates_its_stream_needs_the_name_free_and_versioned_bucke
 
 def test_make_preflight_requires_a_stack():
     run = subprocess.run(
-        ["make", "--no-print-directory", "preflight"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=False
+        ["make", "--no-print-directory", "preflight"],
+        cwd=PROJECT_ROOT,
+        env=outside_project_venv(dict(os.environ)),
+        capture_output=True,
+        text=True,
+        check=False,
     )
 
     assert run.returncode == 2

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from sandbox import demo
 from sandbox.local_aws import local_aws
+from tests.ops.conftest import outside_project_venv
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,7 +53,7 @@ def test_keep_prints_commands_that_run_as_pasted(monkeypatch: pytest.MonkeyPatch
         done = subprocess.run(
             [sys.executable, *command[1:]],  # this interpreter is the project's environment
             cwd=ROOT,
-            env=environment | assignments,
+            env=outside_project_venv(environment | assignments),
             capture_output=True,
             text=True,
             timeout=120,
@@ -80,7 +81,7 @@ def test_keep_prints_a_preflight_that_passes_as_pasted(monkeypatch: pytest.Monke
         done = subprocess.run(
             [*command[:1], "--no-print-directory", *command[1:]],
             cwd=ROOT,
-            env=environment | assignments,
+            env=outside_project_venv(environment | assignments),
             capture_output=True,
             text=True,
             timeout=240,
