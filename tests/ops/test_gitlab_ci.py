@@ -550,9 +550,11 @@ def test_preflight_runs_right_before_each_deploy_read_only(config, jobs, stack):
 
 
 @pytest.mark.parametrize(
-    "name", ["e2e-test-qa1", "e2e-test-dev1", "e2e-test-preprod1", *[f"smoke-{s}" for s in STACKS]]
+    "name",
+    [f"{kind}-test-{stack}" for kind in ("e2e", "integration") for stack in TEST_STAGE]
+    + [f"smoke-{stack}" for stack in STACKS],
 )
-def test_e2e_and_smoke_first_check_the_live_alias_runs_this_pipelines_function_zip(jobs, name):
+def test_e2e_integration_and_smoke_first_check_the_live_alias_runs_this_pipelines_function_zip(jobs, name):
     job = jobs[name]
     script = _steps(job, "script")
 
