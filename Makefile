@@ -50,13 +50,17 @@ clean:  ## remove build output and caches (keeps .venv)
 	find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +
 
 # Day-2 operations against a deployed stack (outputs from `pulumi stack output`, or STACK_OUTPUTS_FILE).
-.PHONY: rollback smoke capacity
+.PHONY: rollback smoke capacity preflight
 
 rollback: .venv/.synced  ## list published versions, or point the live alias back (make rollback STACK=qa1 ARGS="--to 41")
 	$(RUN) python -m ops.rollback $(STACK) $(ARGS)
 
 smoke: .venv/.synced  ## post-deployment checklist of STACK; non-zero with a table of failures (ARGS="--minutes 30")
 	$(RUN) python -m ops.smoke $(STACK) $(ARGS)
+
+preflight: .venv/.synced  ## read-only checks of STACK's account before a deploy (STACK required; ARGS=--local: local AWS)
+	@if [ "$(origin STACK)" = "file" ]; then echo "make preflight: STACK is required (make preflight STACK=qa1)" >&2; exit 2; fi
+	$(RUN) python -m ops.preflight $(STACK) $(ARGS)
 
 capacity: .venv/.synced  ## sustained change rate, peak headroom, cost per million changes (ARGS="--records-per-second 2500")
 	$(RUN) python -m ops.capacity $(STACK) $(ARGS)

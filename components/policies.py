@@ -18,6 +18,7 @@ __all__ = [
     "compaction_policy",
     "glue_catalog_arn",
     "lambda_trust_policy",
+    "preview_access_policy",
     "processor_policy",
     "schedule_arn",
     "scheduler_invoke_policy",
@@ -304,6 +305,57 @@ def ci_access_policy(
                 ["*"],
             ),
             *_kms("DecryptLake", ["kms:Decrypt", "kms:GenerateDataKey"], [bucket_kms_key_arn]),
+        ],
+    }
+
+
+def preview_access_policy(
+    *,
+    state_bucket_arn: str,
+    state_prefix: str,
+    secrets_key_arn: str,
+    data_prefixes: Sequence[str],
+) -> Document:
+    """What a ``pulumi preview --refresh`` needs on top of AWS's ``ReadOnlyAccess``, and what it must not read.
+
+    The preview reads the stack's state (a DIY S3 backend: it checks for a lock but takes none) and decrypts the
+    stack's secrets with the secrets provider's KMS key. ``ReadOnlyAccess`` also reads data (objects, items,
+    records, query results, log events) that a preview never needs: those reads are denied explicitly, so branch
+    code in a merge request pipeline cannot read the pipeline's data through this role.
+    """
+    state_objects = f"{state_bucket_arn}/{state_prefix}*" if state_prefix else f"{state_bucket_arn}/*"
+    return {
+        "Version": VERSION,
+        "Statement": [
+            _statement("ListPulumiState", ["s3:GetBucketLocation", "s3:ListBucket"], [state_bucket_arn]),
+            _statement("ReadPulumiState", ["s3:GetObject"], [state_objects]),
+            _statement("DecryptStackSecrets", ["kms:Decrypt", "kms:DescribeKey"], [secrets_key_arn]),
+            {
+                "Sid": "DenyDataReads",
+                "Effect": "Deny",
+                "Action": sorted(
+                    [
+                        "athena:GetQueryResults",
+                        "dynamodb:BatchGetItem",
+                        "dynamodb:GetItem",
+                        "dynamodb:GetRecords",
+                        "dynamodb:Query",
+                        "dynamodb:Scan",
+                        "kinesis:GetRecords",
+                        "logs:FilterLogEvents",
+                        "logs:GetLogEvents",
+                        "logs:StartQuery",
+                        "sqs:ReceiveMessage",
+                    ]
+                ),
+                "Resource": ["*"],
+            },
+            {
+                "Sid": "DenyDataObjectReads",
+                "Effect": "Deny",
+                "Action": ["s3:GetObject", "s3:GetObjectVersion"],
+                "Resource": [f"arn:aws:s3:::*/{prefix}*" for prefix in data_prefixes],
+            },
         ],
     }
 

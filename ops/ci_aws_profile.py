@@ -22,7 +22,10 @@ __all__ = ["profile_values", "write_profile"]
 def profile_values(*, role_arn: str, token_file: str, region: str, session_name: str) -> dict[str, str]:
     """The profile settings that make the AWS SDKs call AssumeRoleWithWebIdentity."""
     if not role_arn:
-        raise ValueError("no role to assume: AWS_ROLE_ARN is empty (set the DEPLOY_ROLE_ARN_<ACCOUNT> CI/CD variable)")
+        raise ValueError(
+            "no role to assume: AWS_ROLE_ARN is empty "
+            "(set the DEPLOY_ROLE_ARN_<ACCOUNT> or PREVIEW_ROLE_ARN_<ACCOUNT> CI/CD variable)"
+        )
     if not token_file:
         raise ValueError("no web identity token file: AWS_WEB_IDENTITY_TOKEN_FILE is empty")
     return {

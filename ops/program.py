@@ -96,8 +96,12 @@ def run_program(
     root: Path = PROJECT_ROOT,
     config: dict[str, str] | None = None,
     mocks: AwsMocks | None = None,
+    project: str = PROJECT,
 ) -> ProgramRun:
-    """Run ``__main__.py`` for ``stack`` under mocks (``config`` replaces the stack file's, when given)."""
+    """Run ``__main__.py`` for ``stack`` under mocks (``config`` replaces the stack file's, when given).
+
+    ``root`` and ``project`` name another Pulumi project of the repository (the account bootstrap).
+    """
     effective = stack_config(stack, root) if config is None else dict(config)
     mocks = mocks or AwsMocks(region=effective.get("aws:region", "us-east-1"))
     resolved: dict[str, Any] = {}
@@ -119,7 +123,7 @@ def run_program(
         _reset_runtime()
         runtime_config.set_all_config(effective, [])
         monitor = MockMonitor(mocks)
-        pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
+        pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor)
         try:
             _sync_await(run_pulumi_func(program))
         finally:

@@ -199,6 +199,12 @@ def _keep(console: Console, aws: LocalAws) -> None:
     select = "SELECT op, status, count(*) FROM read_parquet('{}', hive_partitioning=true) GROUP BY ALL ORDER BY ALL;"
     duckdb_sql = f"{settings} {select.format(parquet)}"
     console.print(f'  duckdb -c "{duckdb_sql}"', highlight=False, soft_wrap=True)
+    console.print("\n[bold]preflight[/] (the bridge stands in for the table's streaming destination)", highlight=False)
+    console.print(
+        f"  {creds} AWS_ENDPOINT_URL={endpoint} make preflight STACK={aws.settings.stack} ARGS=--local",
+        highlight=False,
+        soft_wrap=True,
+    )
     console.print("\n[bold]replay[/]", highlight=False)
     console.print(
         f"  STACK_OUTPUTS_FILE={aws.outputs_file} {creds} AWS_ENDPOINT_URL={endpoint} "

@@ -89,7 +89,9 @@ def _create_stream(kinesis: Any, name: str, shards: int) -> str:
 
 def _create_catalog(glue: Any, athena: Any, settings: Settings, names: LocalNames) -> None:
     location = f"s3://{names.bucket}/{names.prefixes.events}"
-    glue.create_database(DatabaseInput={"Name": names.glue_database, "Description": "Demand pipeline (local)"})
+    glue.create_database(
+        DatabaseInput={"Name": names.glue_database, "Description": "Demand pipeline (local)"}, Tags=settings.tags
+    )
     glue.create_table(
         DatabaseName=names.glue_database, TableInput=glue_table_input(table_name=names.glue_table, location=location)
     )
@@ -100,6 +102,7 @@ def _create_catalog(glue: Any, athena: Any, settings: Settings, names: LocalName
             results_location=f"s3://{names.results_bucket}/{names.prefixes.athena_results}",
             bytes_scanned_cutoff=settings.athena_bytes_scanned_cutoff,
         ),
+        Tags=[{"Key": key, "Value": value} for key, value in settings.tags.items()],
     )
     for query in named_queries(names.glue_database, names.glue_table, window_days=settings.athena_query_window_days):
         athena.create_named_query(
@@ -134,7 +137,13 @@ def provision(session: Any, settings: Settings, *, shards: int = DEFAULT_SHARDS)
             "RestrictPublicBuckets": True,
         },
     )
+    # Tagged like the provider's default tags: the preflight recognises them as this stack's own.
+    tag_set = [{"Key": key, "Value": value} for key, value in settings.tags.items()]
+    for bucket in (names.results_bucket, names.failure_bucket):
+        s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": tag_set})
     _create_catalog(session.client("glue"), session.client("athena"), settings, names)
+    # What the account bootstrap (bootstrap/) creates once per account: the GitLab OIDC provider.
+    session.client("iam").create_open_id_connect_provider(Url=settings.gitlab_url, ClientIDList=[settings.gitlab_url])
     function_arn = f"arn:aws:lambda:{region}:{ACCOUNT_ID}:function:{names.function}"
     return StackOutputs(
         athena_database_name=names.glue_database,

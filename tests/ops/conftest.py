@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,3 +105,11 @@ def published_function(aws: None) -> list[str]:
         versions.append(client.publish_version(FunctionName=FUNCTION, Description=f"build {number + 1}")["Version"])
     client.create_alias(FunctionName=FUNCTION, Name="live", FunctionVersion=versions[-1])
     return versions
+
+
+def outside_project_venv(environ: dict[str, str]) -> dict[str, str]:
+    """``environ`` as a shell outside ``uv run`` sees it: `make` then finds the python3 that has uv, as people do."""
+    venv = Path(__file__).resolve().parents[2] / ".venv"
+    path = [entry for entry in environ.get("PATH", "").split(os.pathsep) if not entry.startswith(str(venv))]
+    cleaned = {name: value for name, value in environ.items() if name not in ("VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT")}
+    return cleaned | {"PATH": os.pathsep.join(path)}

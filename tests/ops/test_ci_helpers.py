@@ -79,7 +79,7 @@ def test_preview_report_is_markdown_without_terminal_colours(tmp_path):
     assert preview_note.main(["qa1", str(log), "--status", "failed", "--output", str(output)], environ={}) == 0
 
     text = output.read_text()
-    assert text.startswith("### `pulumi preview --diff` of stack `qa1`: **failed**")
+    assert text.startswith("<!-- dmd-pipeline preview: qa1 -->\n### `pulumi preview --diff` of stack `qa1`: **failed**")
     assert "2 to create, 1 to update, 27 unchanged" in text
     assert "\x1b[" not in text
     assert "```diff\nPreviewing update (qa1):" in text
@@ -97,15 +97,45 @@ def test_long_preview_keeps_the_tail():
 
 @pytest.fixture
 def gitlab_api():
+    """A GitLab notes API on 127.0.0.1: list (paginated, X-Next-Page), create and edit, keeping every request."""
     received: list[dict] = []
+    notes: list[dict] = []
+    prefix = "/api/v4/projects/42/merge_requests/7/notes"
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append({"path": self.path, "token": self.headers["PRIVATE-TOKEN"], "body": json.loads(body)})
-            self.send_response(201)
+        def _reply(self, status: int, payload, headers: dict[str, str] | None = None) -> None:
+            self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
-            self.wfile.write(b"{}")
+            self.wfile.write(json.dumps(payload).encode())
+
+        def _body(self) -> dict:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            received.append({"method": self.command, "path": self.path, "token": self.headers["PRIVATE-TOKEN"]})
+            received[-1]["body"] = body
+            return body
+
+        def do_GET(self):
+            received.append({"method": "GET", "path": self.path, "token": self.headers["PRIVATE-TOKEN"]})
+            query = dict(part.split("=") for part in self.path.split("?", 1)[1].split("&"))
+            page, per_page = int(query["page"]), min(int(query["per_page"]), 2)  # small pages: pagination is used
+            chunk = notes[(page - 1) * per_page : page * per_page]
+            more = len(notes) > page * per_page
+            self._reply(200, chunk, {"X-Next-Page": str(page + 1) if more else ""})
+
+        def do_POST(self):
+            body = self._body()
+            note = {"id": 100 + len(notes), "body": body["body"], "system": False}
+            notes.append(note)
+            self._reply(201, note)
+
+        def do_PUT(self):
+            body = self._body()
+            note_id = int(self.path.rsplit("/", 1)[1])
+            (note,) = [note for note in notes if note["id"] == note_id]
+            note["body"] = body["body"]
+            self._reply(200, note)
 
         def log_message(self, *args):
             pass
@@ -113,32 +143,74 @@ def gitlab_api():
     server = HTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/api/v4", received
+    yield f"http://127.0.0.1:{server.server_port}/api/v4", received, notes, prefix
     server.shutdown()
     server.server_close()
 
 
-def test_note_is_posted_on_the_merge_request_when_a_token_is_set(tmp_path, gitlab_api):
-    api_url, received = gitlab_api
-    log = tmp_path / "preview.txt"
-    log.write_text(PREVIEW_LOG)
-    environ = {
+def _environ(api_url: str) -> dict[str, str]:
+    return {
         "PREVIEW_NOTE_TOKEN": "glpat-test",
         "CI_MERGE_REQUEST_IID": "7",
         "CI_API_V4_URL": api_url,
         "CI_PROJECT_ID": "42",
     }
 
-    assert preview_note.main(["qa1", str(log), "--output", str(tmp_path / "p.md")], environ=environ) == 0
 
-    assert len(received) == 1
-    assert received[0]["path"] == "/api/v4/projects/42/merge_requests/7/notes"
-    assert received[0]["token"] == "glpat-test"
-    assert received[0]["body"]["body"] == (tmp_path / "p.md").read_text()
+def test_note_is_posted_on_the_merge_request_when_a_token_is_set(tmp_path, gitlab_api):
+    api_url, received, notes, prefix = gitlab_api
+    log = tmp_path / "preview.txt"
+    log.write_text(PREVIEW_LOG)
+
+    assert preview_note.main(["qa1", str(log), "--output", str(tmp_path / "p.md")], environ=_environ(api_url)) == 0
+
+    assert [(request["method"], request["path"].split("?")[0]) for request in received] == [
+        ("GET", prefix),
+        ("POST", prefix),
+    ]
+    assert received[1]["token"] == "glpat-test"
+    assert received[1]["body"]["body"] == (tmp_path / "p.md").read_text()
+    assert notes[0]["body"].startswith("<!-- dmd-pipeline preview: qa1 -->\n### `pulumi preview --diff` of stack `qa1`")
+
+
+def test_later_runs_edit_the_stacks_note_in_place(tmp_path, gitlab_api, capsys):
+    api_url, received, notes, prefix = gitlab_api
+    # Someone else's notes first (more than a page), one quoting the heading but without the marker.
+    notes.extend(
+        [
+            {"id": 1, "body": "LGTM", "system": False},
+            {"id": 2, "body": "### `pulumi preview --diff` of stack `qa1`: is this right?", "system": False},
+            {"id": 3, "body": "added 1 commit", "system": True},
+        ]
+    )
+    log = tmp_path / "preview.txt"
+    output = tmp_path / "p.md"
+    for status in ("failed", "success", "success"):
+        log.write_text(PREVIEW_LOG + f"\nrun {status}\n")
+        arguments = ["qa1", str(log), "--status", status, "--output", str(output)]
+        assert preview_note.main(arguments, environ=_environ(api_url)) == 0
+    preview_note.main(["prod1", str(log), "--output", str(output)], environ=_environ(api_url))
+
+    ours = [note for note in notes if note["body"].startswith("<!-- dmd-pipeline preview: ")]
+    assert [note["id"] for note in ours] == [103, 104], "one note per stack, however many runs"
+    assert "succeeded" in ours[0]["body"]
+    assert "**failed**" not in ours[0]["body"]
+    writes = [(request["method"], request["path"]) for request in received if request["method"] != "GET"]
+    assert writes == [("POST", prefix), ("PUT", f"{prefix}/103"), ("PUT", f"{prefix}/103"), ("POST", prefix)]
+    assert notes[1]["body"] == "### `pulumi preview --diff` of stack `qa1`: is this right?", "others' notes untouched"
+    assert "preview note on !7: updated note 103 (HTTP 200)" in capsys.readouterr().out
+
+
+def test_an_unreachable_gitlab_does_not_fail_the_preview(tmp_path, capsys):
+    environ = _environ("http://127.0.0.1:9/api/v4")  # discard port: nothing listens
+
+    assert preview_note.main(["qa1", str(tmp_path / "none.txt"), "--output", str(tmp_path / "p.md")], environ) == 0
+    assert "preview note not posted:" in capsys.readouterr().err
+    assert (tmp_path / "p.md").exists()
 
 
 def test_no_token_means_no_note(tmp_path, gitlab_api):
-    _, received = gitlab_api
+    _, received, _, _ = gitlab_api
     environ = {"CI_MERGE_REQUEST_IID": "7", "CI_PROJECT_ID": "42"}
 
     assert (

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from sandbox import demo
 from sandbox.local_aws import local_aws
+from tests.ops.conftest import outside_project_venv
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,7 +53,7 @@ def test_keep_prints_commands_that_run_as_pasted(monkeypatch: pytest.MonkeyPatch
         done = subprocess.run(
             [sys.executable, *command[1:]],  # this interpreter is the project's environment
             cwd=ROOT,
-            env=environment | assignments,
+            env=outside_project_venv(environment | assignments),
             capture_output=True,
             text=True,
             timeout=120,
@@ -60,3 +61,32 @@ def test_keep_prints_commands_that_run_as_pasted(monkeypatch: pytest.MonkeyPatch
         )
     assert done.returncode == 0, done.stderr
     assert "dry run: 0 records replayed" in done.stdout
+
+
+def test_keep_prints_a_preflight_that_passes_as_pasted(monkeypatch: pytest.MonkeyPatch):
+    with local_aws("dev1") as aws:
+        lines = _printed_lines(monkeypatch, aws)
+        [preflight] = [line for line in lines if "make preflight" in line]
+        words = shlex.split(preflight)
+        first = next(index for index, word in enumerate(words) if "=" not in word)
+        assignments = dict(word.split("=", 1) for word in words[:first])  # the leading VAR=value words
+        command = words[first:]
+        assert command == ["make", "preflight", "STACK=dev1", "ARGS=--local"]
+        assert assignments["AWS_ENDPOINT_URL"] == aws.endpoint_url
+        environment = {
+            name: value
+            for name, value in os.environ.items()
+            if not name.startswith("AWS_") and name != "STACK_OUTPUTS_FILE"
+        }
+        done = subprocess.run(
+            [*command[:1], "--no-print-directory", *command[1:]],
+            cwd=ROOT,
+            env=outside_project_venv(environment | assignments),
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "result: 0 failed, 1 warning(s), 6 passed" in done.stdout
+    assert "via the sandbox bridge" in done.stdout

@@ -1,0 +1,288 @@
+"""The preflight against the embedded local AWS (passing and failing setups) and AWS's destination API (stubbed)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+
+from components.settings import PROJECT_ROOT, settings_from_stack_file
+from ops import preflight
+from ops.preflight import AwsDestinations, CheckResult, Destination, Preflight
+from sandbox.local_aws import local_aws
+from tests.ops.conftest import outside_project_venv
+
+STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/prd3292-dev1-dmnd-table-stream"
+TABLE = "prd3292-dev1-us-east-1-demand-table"
+
+
+def _lines(output: str) -> dict[str, str]:
+    """Check name -> its report line (and the fix line under it, when there is one)."""
+    lines = output.splitlines()
+    found: dict[str, str] = {}
+    for index, line in enumerate(lines):
+        for outcome in ("PASS", "FAIL", "WARN"):
+            if line.startswith(f"{outcome}  "):
+                name = line[6:30].strip()
+                fix = lines[index + 1].strip() if index + 1 < len(lines) and "fix: " in lines[index + 1] else ""
+                found[name] = f"{line}\n{fix}".strip()
+    return found
+
+
+# ---------------------------------------------------------------- the local AWS the demo builds
+
+
+@pytest.mark.slow
+def test_make_preflight_passes_against_the_local_aws_the_demo_builds():
+    with local_aws("dev1"):  # the environment now points at the local AWS, as `make demo ARGS=--keep` prints
+        run = subprocess.run(
+            ["make", "--no-print-directory", "preflight", "STACK=dev1", "ARGS=--local"],
+            cwd=PROJECT_ROOT,
+            env=outside_project_venv(dict(os.environ)),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=240,
+        )
+    report = _lines(run.stdout)
+
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert set(report) == {
+        "stream",
+        "table",
+        "streaming destination",
+        "bucket",
+        "oidc provider",
+        "point-in-time recovery",
+        "names",
+    }
+    assert report["streaming destination"].startswith("PASS")
+    assert "ACTIVE, MILLISECOND, via the sandbox bridge" in report["streaming destination"]
+    assert report["stream"].startswith("PASS  stream")
+    assert "encryption NONE" in report["stream"]
+    assert report["bucket"].startswith("PASS")
+    assert report["oidc provider"].startswith("PASS")
+    assert "oidc-provider/git.tmaws.io" in report["oidc provider"]
+    assert report["point-in-time recovery"].startswith("WARN"), "a warning, not a failure"
+    assert "update-continuous-backups" in report["point-in-time recovery"]
+    # The sandbox creates the two buckets, Glue database and workgroup tagged like the stack: found and recognised.
+    assert report["names"].startswith("PASS")
+    assert "4 free, 4 already this stack's (8 checked)" in report["names"]
+
+
+@pytest.mark.slow
+def test_fails_naming_the_fix_without_a_destination_a_bucket_a_provider_or_a_free_name(capsys):
+    with local_aws("dev1") as aws:
+        aws.client("dynamodb").update_table(TableName=TABLE, StreamSpecification={"StreamEnabled": False})
+        aws.client("s3").delete_bucket(Bucket=aws.outputs.bucket_name)
+        aws.client("s3").put_bucket_tagging(
+            Bucket=aws.outputs.failure_bucket_name,
+            Tagging={"TagSet": [{"Key": "Environment", "Value": "qa1"}, {"Key": "ProductCode", "Value": "PRD3292"}]},
+        )
+        iam = aws.client("iam")
+        for provider in iam.list_open_id_connect_providers()["OpenIDConnectProviderList"]:
+            iam.delete_open_id_connect_provider(OpenIDConnectProviderArn=provider["Arn"])
+        status = preflight.main(["dev1", "--local"])
+    output = capsys.readouterr().out
+    report = _lines(output)
+
+    assert status == 1
+    assert report["streaming destination"].startswith("FAIL")
+    assert (
+        f"table {TABLE} has no ACTIVE Kinesis streaming destination to {STREAM_ARN}" in report["streaming destination"]
+    )
+    assert (
+        f"fix: aws dynamodb update-table --table-name {TABLE} --stream-specification "
+        "StreamEnabled=true,StreamViewType=NEW_AND_OLD_IMAGES"
+    ) in report["streaming destination"]
+    assert report["bucket"].startswith("FAIL  bucket")
+    assert "no S3 bucket prd3292.dev1.us-east-1.demand-capture.tmaws" in report["bucket"]
+    assert (
+        "fix: create it in us-east-1 (its owner), or set dmd-pipeline:bucketId in Pulumi.dev1.yaml" in report["bucket"]
+    )
+    assert report["names"].startswith("FAIL")
+    assert (
+        "bucket prd3292-dev1-us-east-1-demand-processor-failures exists and is not this stack's "
+        "(Environment=qa1, ProductCode=PRD3292)"
+    ) in report["names"]
+    assert report["oidc provider"].startswith("FAIL")
+    assert "fix: run the account bootstrap: cd bootstrap && pulumi up -s tm-nonprod" in report["oidc provider"]
+    assert report["stream"].startswith("PASS"), "one failing check does not hide the others"
+    assert report["table"].startswith("PASS")
+    assert output.splitlines()[-1] == "result: 4 failed, 1 warning(s), 2 passed"
+
+
+@pytest.mark.slow
+def test_a_stack_that_creates_its_stream_needs_the_name_free_and_versioned_buckets_expire_versions():
+    settings = settings_from_stack_file("prod1")
+    with local_aws("prod1") as aws:
+        # The local AWS made prod1's stream without tags, as if another system owned the name.
+        aws.client("s3").put_bucket_versioning(
+            Bucket=aws.outputs.bucket_name, VersioningConfiguration={"Status": "Enabled"}
+        )
+        results = {result.name: result for result in Preflight(settings, aws.session()).run()}
+
+    assert results["stream"].outcome == "FAIL"
+    assert "prd3292-prod1-dmnd-table-stream exists and is not this stack's" in results["stream"].detail
+    assert results["bucket"].outcome == "WARN", "versioned without noncurrent expiry: the owner's to fix"
+    assert "NoncurrentVersionExpiration" in results["bucket"].fix
+    # No bridge given: the real DescribeKinesisStreamingDestination, which moto does not implement.
+    assert results["streaming destination"].outcome == "FAIL"
+    assert "AWS error" in results["streaming destination"].detail
+
+
+def test_make_preflight_requires_a_stack():
+    run = subprocess.run(
+        ["make", "--no-print-directory", "preflight"],
+        cwd=PROJECT_ROOT,
+        env=outside_project_venv(dict(os.environ)),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert run.returncode == 2
+    assert "make preflight: STACK is required (make preflight STACK=qa1)" in run.stderr
+    assert "ops.preflight" not in run.stdout
+
+
+def test_usage_mistakes_exit_2_with_one_line(capsys, monkeypatch):
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+
+    assert preflight.main(["nosuchstack"]) == 2
+    assert preflight.main(["dev1", "--local"]) == 2
+    error = capsys.readouterr().err.splitlines()
+    assert error[0].startswith("preflight: Pulumi.nosuchstack.yaml: no such stack file")
+    assert error[1] == "preflight: --local needs AWS_ENDPOINT_URL (the local AWS of `make demo ARGS=--keep`)"
+    with pytest.raises(SystemExit) as raised:
+        preflight.main([])
+    assert raised.value.code == 2
+
+
+def test_an_unknown_profile_exits_2(capsys, monkeypatch):
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/config")
+
+    assert preflight.main(["dev1", "--profile", "no-such-profile"]) == 2
+    assert "preflight: cannot reach AWS as 'no-such-profile'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- AWS's DescribeKinesisStreamingDestination (stubbed)
+
+
+def _stubbed_destinations(*destinations: dict) -> tuple[AwsDestinations, Stubber]:
+    client = boto3.client("dynamodb", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    stubber = Stubber(client)
+    stubber.add_response(
+        "describe_kinesis_streaming_destination",
+        {"TableName": TABLE, "KinesisDataStreamDestinations": list(destinations)},
+        {"TableName": TABLE},
+    )
+    stubber.activate()
+    return AwsDestinations(client), stubber
+
+
+def test_aws_destinations_read_status_and_precision():
+    source, stubber = _stubbed_destinations(
+        {"StreamArn": STREAM_ARN, "DestinationStatus": "ACTIVE", "ApproximateCreationDateTimePrecision": "MICROSECOND"},
+        {"StreamArn": "arn:aws:kinesis:us-east-1:123456789012:stream/old", "DestinationStatus": "DISABLED"},
+    )
+
+    assert source.destinations(TABLE) == [
+        Destination(STREAM_ARN, "ACTIVE", "MICROSECOND"),
+        Destination("arn:aws:kinesis:us-east-1:123456789012:stream/old", "DISABLED", "MILLISECOND"),
+    ]
+    stubber.assert_no_pending_responses()
+
+
+class _FixedDestinations:
+    def __init__(self, *found: Destination) -> None:
+        self.found = list(found)
+
+    def destinations(self, table_name: str) -> list[Destination]:
+        return self.found
+
+    def fix(self, table_name: str, stream_arn: str, precision: str) -> str:
+        return AwsDestinations(None).fix(table_name, stream_arn, precision)
+
+
+@pytest.mark.parametrize(
+    ("found", "outcome", "expected"),
+    [
+        ([Destination(STREAM_ARN, "ACTIVE", "MILLISECOND")], "PASS", "ACTIVE, MILLISECOND"),
+        ([Destination(STREAM_ARN, "ACTIVE", "MICROSECOND")], "FAIL", "the stack expects MILLISECOND"),
+        ([Destination(STREAM_ARN, "DISABLED", "MILLISECOND")], "FAIL", f"{STREAM_ARN} DISABLED"),
+        ([], "FAIL", "(destinations: none)"),
+    ],
+)
+def test_destination_check_status_and_precision(found, outcome, expected):
+    check = Preflight(settings_from_stack_file("dev1"), _Summary(), _FixedDestinations(*found))
+
+    result = check.check_destination()
+
+    assert result.outcome == outcome
+    assert expected in result.detail
+    if outcome == "FAIL" and "MICROSECOND" in expected + result.detail:
+        assert "update-kinesis-streaming-destination" in result.fix
+        assert "ApproximateCreationDateTimePrecision=MILLISECOND" in result.fix
+    elif outcome == "FAIL":
+        assert result.fix.startswith(f"aws dynamodb enable-kinesis-streaming-destination --table-name {TABLE}")
+
+
+def test_render_shows_each_fix_under_its_check_and_the_tally():
+    settings = settings_from_stack_file("qa1")
+    text = preflight.render(
+        "qa1",
+        settings,
+        "123456789012",
+        [CheckResult("table", "PASS", "t ACTIVE"), CheckResult("bucket", "FAIL", "no S3 bucket b", "create it")],
+    )
+
+    assert text.splitlines() == [
+        "preflight of stack qa1 (tm-nonprod, us-east-1, account 123456789012)",
+        "PASS  table   t ACTIVE",
+        "FAIL  bucket  no S3 bucket b",
+        "              fix: create it",
+        "result: 1 failed, 0 warning(s), 1 passed",
+    ]
+
+
+class _Summary:
+    """A session whose Kinesis reports one stream summary."""
+
+    def __init__(self, **summary: str) -> None:
+        self.summary = summary
+
+    def client(self, service, region_name=None):
+        client = boto3.client(service, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+        stubber = Stubber(client)
+        summary = {
+            "StreamName": "prd3292-dev1-dmnd-table-stream",
+            "StreamARN": STREAM_ARN,
+            "StreamStatus": "ACTIVE",
+            "RetentionPeriodHours": 24,
+            "StreamCreationTimestamp": "2026-01-01T00:00:00Z",
+            "EnhancedMonitoring": [],
+            "OpenShardCount": 1,
+            **self.summary,
+        }
+        stubber.add_response("describe_stream_summary", {"StreamDescriptionSummary": summary})
+        stubber.activate()
+        return client
+
+
+@pytest.mark.parametrize(
+    ("summary", "outcome", "detail"),
+    [
+        ({"EncryptionType": "KMS", "KeyId": "alias/aws/kinesis"}, "PASS", "ACTIVE, encryption KMS (alias/aws/kinesis)"),
+        ({"EncryptionType": "KMS", "KeyId": "arn:aws:kms:us-east-1:1:key/k"}, "PASS", "a customer managed key"),
+        ({"StreamStatus": "DELETING"}, "FAIL", "prd3292-dev1-dmnd-table-stream DELETING"),
+    ],
+)
+def test_stream_check_reports_encryption_and_status(summary, outcome, detail):
+    result = Preflight(settings_from_stack_file("dev1"), _Summary(**summary)).check_stream()
+
+    assert result.outcome == outcome
+    assert detail in result.detail
