@@ -78,7 +78,7 @@ class LocalLake:
         self.client.put_object(Bucket=self.bucket, Key=key, Body=encode_parquet(rows), IfNoneMatch="*")
         return key
 
-    def keys(self, hour: datetime = HOUR) -> list[str]:
+    def names(self, hour: datetime = HOUR) -> list[str]:
         prefix = partition_prefix(PREFIX, hour)
         pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
         return sorted(item["Key"][len(prefix) :] for page in pages for item in page.get("Contents", []))
@@ -93,7 +93,7 @@ class LocalLake:
 
     def rows(self, hour: datetime = HOUR) -> pa.Table:
         """Every row of the hour partition, as a query would read it."""
-        tables = [self.read(name, hour) for name in self.keys(hour) if not name.startswith("_")]
+        tables = [self.read(name, hour) for name in self.names(hour) if not name.startswith("_")]
         return pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({})
 
 
