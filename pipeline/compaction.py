@@ -251,8 +251,13 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
     """Compact the requested (or scheduled) hours; return and log the counts. Fails if a shard-hour failed."""
     try:
         settings, compactor = _runtime()
+    except ConfigError:
+        metrics.add_metric(name="InvalidSettings", unit=MetricUnit.Count, value=1)
+        logger.exception("invalid compaction settings")
+        raise
+    try:
         request = parse_request(event)
-    except (ConfigError, InvalidEventError):
+    except InvalidEventError:
         metrics.add_metric(name="InvalidEvents", unit=MetricUnit.Count, value=1)
         logger.exception("invalid compaction request")
         raise

@@ -19,6 +19,7 @@ Why no row is ever lost (the reasoning the tests check):
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
@@ -50,6 +51,7 @@ __all__ = [
     "CompactionError",
     "CompactionStore",
     "Compactor",
+    "MemoryCompactionStore",
     "ObjectGoneError",
     "RunResult",
     "S3CompactionStore",
@@ -217,6 +219,52 @@ class S3CompactionStore:
         return True
 
 
+@dataclass
+class MemoryCompactionStore:
+    """Objects kept in a dict, with S3's conditional semantics: the benchmark's store (no network)."""
+
+    objects: dict[str, tuple[bytes, StoredObject]] = field(default_factory=dict)
+
+    def add(self, key: str, body: bytes) -> StoredObject:
+        """Create or overwrite ``key`` unconditionally (as a test or benchmark sets up a lake)."""
+        digest = hashlib.md5(body, usedforsecurity=False).hexdigest()
+        stored = StoredObject(key, f'"{digest}"', len(body), datetime.now(UTC))
+        self.objects[key] = (body, stored)
+        return stored
+
+    def list(self, prefix: str) -> list[StoredObject]:
+        """Every object under ``prefix``, in key order."""
+        return [stored for key, (_, stored) in sorted(self.objects.items()) if key.startswith(prefix)]
+
+    def get(self, key: str) -> tuple[bytes, StoredObject]:
+        """The whole object."""
+        if key not in self.objects:
+            raise ObjectGoneError(f"object {key!r} is gone")
+        return self.objects[key]
+
+    def get_tail(self, key: str, length: int) -> tuple[bytes, StoredObject]:
+        """The last ``length`` bytes."""
+        body, stored = self.get(key)
+        return body[-length:], stored
+
+    def put(self, key: str, body: bytes, *, if_match: str | None) -> str:
+        """Conditional create or replace."""
+        current = self.objects.get(key)
+        if (if_match is None and current is not None) or (
+            if_match is not None and (current is None or current[1].etag != if_match)
+        ):
+            raise CommitConflictError(f"object {key!r} changed since it was read")
+        return self.add(key, body).etag
+
+    def delete(self, key: str, etag: str) -> bool:
+        """Conditional delete."""
+        current = self.objects.get(key)
+        if current is None or current[1].etag != etag:
+            return False
+        del self.objects[key]
+        return True
+
+
 # -- names and hours --------------------------------------------------------------------------------------------
 def parse_object_name(name: str) -> tuple[str, str, bool] | None:
     """``(stream tag, shard id, is compacted)`` of an events object name, or None for anything else."""
@@ -308,38 +356,65 @@ def _relaxed(schema: pa.Schema, columns: Sequence[pa.Array | pa.ChunkedArray]) -
     return pa.schema(fields, metadata=schema.metadata)
 
 
-def merge_tables(tables: Sequence[pa.Table], schema: pa.Schema | None = None) -> tuple[pa.Table, pa.Array]:
+def _combined(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
+    """One table with one chunk per column, built a column at a time while the inputs are released: the rows
+    exist about once, not twice. ``tables`` is emptied."""
+    columns = pa.concat_tables(tables, promote_options="permissive").select(schema.names).columns
+    tables.clear()
+    combined: list[pa.Array] = []
+    for index in range(len(columns)):
+        combined.append(columns[index].combine_chunks())
+        columns[index] = None
+    return pa.Table.from_arrays(combined, schema=_relaxed(schema, combined))
+
+
+def _first_of_each_change(rows: pa.Table) -> pa.Array | None:
+    """Positions of the rows to keep, one per ``change_id`` (the lowest sequence number); None if all are distinct.
+
+    Duplicates are rare: they are found by hashing, and only their rows are sorted."""
+    counts = rows.group_by("change_id", use_threads=False).aggregate([("change_id", "count")])
+    if counts.num_rows == rows.num_rows:
+        return None
+    repeated = counts.filter(pc.greater(counts["change_id_count"], 1))["change_id"]
+    is_repeated = pc.is_in(rows["change_id"], value_set=repeated)
+    positions = pc.indices_nonzero(is_repeated)
+    sequences = pc.take(rows["sequence_number"], positions)
+    longest = pc.max(pc.utf8_length(sequences)).as_py()
+    if longest > _SEQUENCE_DIGITS:
+        raise CompactionError(f"a sequence number has {longest} digits; at most {_SEQUENCE_DIGITS} are expected")
+    # Zero-padded decimal text orders as the integers do: the lowest sequence number of a change comes first.
+    keys = pa.table(
+        {
+            "change_id": pc.take(rows["change_id"], positions),
+            "sequence": pc.utf8_lpad(sequences, width=_SEQUENCE_DIGITS, padding="0"),
+        }
+    )
+    by_change = pc.sort_indices(keys, sort_keys=[("change_id", "ascending"), ("sequence", "ascending")])
+    ordered = pc.take(keys["change_id"], by_change)
+    first = pc.not_equal(ordered.slice(1), ordered.slice(0, len(ordered) - 1))
+    winners = pc.take(positions, pc.filter(by_change, pa.concat_arrays([pa.array([True]), first.combine_chunks()])))
+    singles = pc.indices_nonzero(pc.invert(is_repeated))
+    return pa.concat_arrays([singles.cast(pa.uint64()), winners.cast(pa.uint64())])
+
+
+def merge_tables(tables: list[pa.Table], schema: pa.Schema | None = None) -> tuple[pa.Table, pa.Array]:
     """Concatenate, keep one row per ``change_id`` (the lowest sequence number), order by ``SORT_KEYS``.
 
     Returns the concatenated rows and the indices of the kept rows in output order: the caller takes row groups
-    one at a time, so that the sorted copy never has to exist whole.
+    one at a time, so that the sorted copy never has to exist whole. ``tables`` is emptied as it is consumed.
     """
     schema = schema or arrow_schema()
     if not tables:
         return schema.empty_table(), pa.array([], pa.uint64())
-    merged = pa.concat_tables(tables, promote_options="permissive")
-    merged = pa.Table.from_arrays(
-        [merged.column(name) for name in schema.names], schema=_relaxed(schema, merged.columns)
-    )
-    if merged.num_rows == 0:
-        return merged, pa.array([], pa.uint64())
-    change_ids = merged.column("change_id")
-    if pc.count_distinct(change_ids).as_py() == merged.num_rows:
-        return merged, pc.sort_indices(merged, sort_keys=[(name, "ascending") for name in SORT_KEYS])
-    sequences = merged.column("sequence_number")
-    too_long = pc.max(pc.utf8_length(sequences)).as_py()
-    if too_long > _SEQUENCE_DIGITS:
-        raise CompactionError(f"a sequence number has {too_long} digits; at most {_SEQUENCE_DIGITS} are expected")
-    # Zero-padded decimal text orders as the integers do: the lowest sequence number of a change comes first.
-    padded = pc.utf8_lpad(sequences, width=_SEQUENCE_DIGITS, padding="0")
-    keys = pa.table({"change_id": change_ids, "sequence": padded})
-    by_change = pc.sort_indices(keys, sort_keys=[("change_id", "ascending"), ("sequence", "ascending")])
-    ordered_ids = pc.take(change_ids, by_change)
-    first = pc.not_equal(ordered_ids.slice(1), ordered_ids.slice(0, len(ordered_ids) - 1))
-    keep = pc.filter(by_change, pa.concat_arrays([pa.array([True]), first.combine_chunks()]))
-    kept = merged.select(list(SORT_KEYS)).take(keep)
-    order = pc.sort_indices(kept, sort_keys=[(name, "ascending") for name in SORT_KEYS])
-    return merged, pc.take(keep, order)
+    rows = _combined(tables, schema)
+    if rows.num_rows == 0:
+        return rows, pa.array([], pa.uint64())
+    sort_keys = [(name, "ascending") for name in SORT_KEYS]
+    keep = _first_of_each_change(rows)
+    if keep is None:
+        return rows, pc.sort_indices(rows.select(list(SORT_KEYS)), sort_keys=sort_keys)
+    order = pc.sort_indices(rows.select(list(SORT_KEYS)).take(keep), sort_keys=sort_keys)
+    return rows, pc.take(keep, order)
 
 
 def encode_compacted(rows: pa.Table, order: pa.Array, covered: Mapping[str, str]) -> bytes:
@@ -562,12 +637,13 @@ class Compactor:
         listed = {item.key: item.etag for item in group.inputs}
         covered = {key: etag for key, etag in covered.items() if listed.get(key) == etag}
         covered.update((read.key, read.etag) for _, _, read in reads)
+        outcome.objects_in = len(tables)
+        del reads
         merged, order = merge_tables(tables, self.schema)
         body = encode_compacted(merged, order, covered)
-        outcome.objects_in = len(tables)
         outcome.rows_in = merged.num_rows
         outcome.rows_out = len(order)
-        del tables, reads, merged
+        del merged, order
         self.store.put(group.output_key, body, if_match=if_match)
         outcome.status, outcome.objects_out = "committed", 1
         return covered
