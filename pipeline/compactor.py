@@ -409,12 +409,22 @@ def merge_tables(tables: list[pa.Table], schema: pa.Schema | None = None) -> tup
     rows = _combined(tables, schema)
     if rows.num_rows == 0:
         return rows, pa.array([], pa.uint64())
-    sort_keys = [(name, "ascending") for name in SORT_KEYS]
     keep = _first_of_each_change(rows)
     if keep is None:
-        return rows, pc.sort_indices(rows.select(list(SORT_KEYS)), sort_keys=sort_keys)
-    order = pc.sort_indices(rows.select(list(SORT_KEYS)).take(keep), sort_keys=sort_keys)
-    return rows, pc.take(keep, order)
+        return rows, _sort_order(rows.select(list(SORT_KEYS)))
+    return rows, pc.take(keep, _sort_order(rows.select(list(SORT_KEYS)).take(keep)))
+
+
+def _sort_order(keys: pa.Table) -> pa.Array:
+    """Indices that order ``keys`` by ``SORT_KEYS``.
+
+    The first key (event_id: a few hundred values an hour) is compared as its rank among the distinct values, an
+    integer, rather than as text: the same order at about half the cost of the sort."""
+    first, *rest = SORT_KEYS
+    encoded = pc.dictionary_encode(keys[first]).combine_chunks()
+    ranks = pc.rank(encoded.dictionary, sort_keys="ascending").cast(pa.int32())
+    ranked = pa.table([pc.take(ranks, encoded.indices), *(keys[name] for name in rest)], names=list(SORT_KEYS))
+    return pc.sort_indices(ranked, sort_keys=[(name, "ascending") for name in SORT_KEYS])
 
 
 def encode_compacted(rows: pa.Table, order: pa.Array, covered: Mapping[str, str]) -> bytes:
