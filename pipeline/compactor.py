@@ -416,15 +416,26 @@ def merge_tables(tables: list[pa.Table], schema: pa.Schema | None = None) -> tup
 
 
 def _sort_order(keys: pa.Table) -> pa.Array:
-    """Indices that order ``keys`` by ``SORT_KEYS``.
+    """Indices that order ``keys`` by ``SORT_KEYS`` (a stable sort).
 
-    The first key (event_id: a few hundred values an hour) is compared as its rank among the distinct values, an
-    integer, rather than as text: the same order at about half the cost of the sort."""
+    The first key (event_id: a few hundred values an hour) is sorted as its rank among the distinct values, an
+    integer; then each event's rows, gathered next to each other, are sorted by the other keys on their own. The
+    order is the same as one sort by all the keys, at a fraction of the cost: the strings compared are close
+    together in memory instead of spread over the whole hour."""
     first, *rest = SORT_KEYS
     encoded = pc.dictionary_encode(keys[first]).combine_chunks()
     ranks = pc.rank(encoded.dictionary, sort_keys="ascending").cast(pa.int32())
-    ranked = pa.table([pc.take(ranks, encoded.indices), *(keys[name] for name in rest)], names=list(SORT_KEYS))
-    return pc.sort_indices(ranked, sort_keys=[(name, "ascending") for name in SORT_KEYS])
+    row_ranks = pc.take(ranks, encoded.indices)
+    by_first = pc.sort_indices(row_ranks)
+    run_ends = pc.run_end_encode(pc.take(row_ranks, by_first)).run_ends.to_pylist()
+    others = keys.select(rest).take(by_first).combine_chunks()
+    pieces: list[pa.Array] = []
+    start = 0
+    for end in run_ends:
+        local = pc.sort_indices(others.slice(start, end - start), sort_keys=[(name, "ascending") for name in rest])
+        pieces.append(pc.take(by_first.slice(start, end - start), local))
+        start = end
+    return pa.concat_arrays(pieces) if pieces else pa.array([], pa.uint64())
 
 
 def encode_compacted(rows: pa.Table, order: pa.Array, covered: Mapping[str, str]) -> bytes:

@@ -452,3 +452,27 @@ def test_merge_without_duplicates_only_sorts() -> None:
 
     assert len(order) == 50
     assert is_sorted(merged.take(order))
+
+
+def test_sort_order_is_that_of_one_stable_sort_by_all_keys() -> None:
+    rows = generated_rows(400)
+    # Ties on every key: the same (event, fan) many times, some with the same change_time too.
+    fans = rows.column("fan_id").to_pylist()
+    tied = rows.set_column(
+        rows.schema.get_field_index("fan_id"), rows.schema.field("fan_id"), pa.array([fans[i % 7] for i in range(400)])
+    )
+    times = tied.column("change_time").to_pylist()
+    tied = tied.set_column(
+        tied.schema.get_field_index("change_time"),
+        tied.schema.field("change_time"),
+        pa.array([times[i - i % 3] for i in range(400)], tied.schema.field("change_time").type),
+    )
+    shuffled = tied.take(pa.array([(i * 37) % 400 for i in range(400)]))
+
+    merged, order = merge_tables([shuffled])
+
+    expected = pc.sort_indices(
+        merged, sort_keys=[(name, "ascending") for name in ("event_id", "fan_id", "change_time")]
+    )
+    assert order.to_pylist() == expected.to_pylist()
+    assert len(set(tied.column("event_id").to_pylist())) > 3
