@@ -7,6 +7,8 @@ The inputs are built as the stream handler writes them (rows from its decoder, n
 and held in memory, so the figure is compaction's own work: reading and decoding the inputs, deduplicating,
 sorting, encoding the output (row groups of 1,048,576 rows, page index on), minus the network. The measurement
 runs in a fresh process pinned to ``--cores`` CPUs (``taskset -c 0`` for one), so the RSS high-water mark is its own.
+The target is judged on CPU time (user + system) of that pinned process, which is the time it takes on a core of
+its own; wall time is printed too and agrees with it only on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -193,8 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         f"  memory: runtime {figures['runtime_baseline_mb']:.0f} MB + peak growth {figures['peak_growth_mb']:.0f} MB "
         f"-> function memory {figures['recommended_memory_mb']} MB"
     )
-    ok = figures["rows_per_second"] >= TARGETS["rows_per_second"]
-    print(f"  {'PASS' if ok else 'MISS'}  compaction >= {TARGETS['rows_per_second']:,} rows/s")
+    # Pinned to one core, CPU time is the time on a core of its own: wall time only agrees when nothing else runs.
+    ok = figures["rows_per_cpu_second"] >= TARGETS["rows_per_second"]
+    print(f"  {'PASS' if ok else 'MISS'}  compaction >= {TARGETS['rows_per_second']:,} rows per second of one core")
     if args.json:
         print(json.dumps(figures, indent=2))
     return 1 if args.check and not ok else 0
