@@ -592,7 +592,14 @@ class Compactor:
             if remaining_seconds is not None and remaining_seconds() < reserve_seconds + 2 * longest:
                 result.deferred_hours = [format_hour(later) for later in hours[index:]]
                 break
-            for group in self.shard_hours(hour):
+            try:
+                groups = self.shard_hours(hour)
+            except Exception as error:  # an hour that cannot be listed is reported; the others go on
+                failed = ShardHourResult(format_hour(hour), "*", self.hour_prefix(hour), "failed")
+                failed.error = f"listing failed: {type(error).__name__}: {error}"
+                result.shard_hours.append(failed)
+                continue
+            for group in groups:
                 outcome = self.compact(group, delete_grace=delete_grace)
                 longest = max(longest, outcome.seconds)
                 result.shard_hours.append(outcome)

@@ -476,3 +476,27 @@ def test_sort_order_is_that_of_one_stable_sort_by_all_keys() -> None:
     )
     assert order.to_pylist() == expected.to_pylist()
     assert len(set(tied.column("event_id").to_pylist())) > 3
+
+
+def test_an_hour_that_cannot_be_listed_is_reported_and_the_others_are_compacted(lake: LocalLake) -> None:
+    earlier = parse_hour("2026-03-31T22")
+    for hour in (earlier, HOUR):
+        rows = generated_rows(20, hour=hour)
+        lake.write(rows.slice(0, 10), hour)
+        lake.write(rows.slice(10, 10), hour)
+
+    class FailingList(SteppingStore):
+        def list(self, prefix: str) -> list[StoredObject]:
+            if "hour=22" in prefix:
+                raise OSError("listing refused")
+            return super().list(prefix)
+
+    result = lake.compactor(FailingList(lake.store())).run([earlier, HOUR], delete_grace=NO_GRACE)
+
+    assert [(item.hour, item.status) for item in result.shard_hours] == [
+        ("2026-03-31T22", "failed"),
+        ("2026-03-31T23", "committed"),
+    ]
+    assert "listing refused" in str(result.failures[0].error)
+    assert len(lake.names(earlier)) == 2
+    assert lake.names() == [COMPACTED]
