@@ -36,8 +36,9 @@ unit: .venv/.synced  ## pytest only (PYTEST_ARGS="-k decode")
 
 test: lint typecheck unit  ## lint, types, then the whole suite (what CI runs)
 
-bench: .venv/.synced  ## benchmark the handler's hot path against a naive reference
+bench: .venv/.synced  ## benchmark the handler's hot path against a naive reference, then compaction on one core
 	$(RUN) python -m bench $(ARGS)
+	$(RUN) python -m bench.compaction
 
 package: .venv/.synced  ## build dist/function.zip and dist/layer.zip (deterministic)
 	$(RUN) python -m ops.package $(ARGS)
@@ -64,6 +65,13 @@ preflight: .venv/.synced  ## read-only checks of STACK's account before a deploy
 
 capacity: .venv/.synced  ## sustained change rate, peak headroom, cost per million changes (ARGS="--records-per-second 2500")
 	$(RUN) python -m ops.capacity $(STACK) $(ARGS)
+
+# STACK has no default here: compaction deletes objects (through the stack's own function), so it is named.
+.PHONY: compact
+compact: .venv/.synced  ## compact hours of STACK now, via its function (make compact STACK=qa1 ARGS="--hour 2026-03-31T23")
+	@if [ "$(origin STACK)" != "command line" ]; then \
+		echo 'compact: STACK is required, e.g. make compact STACK=qa1 ARGS="--hour 2026-03-31T23"' >&2; exit 2; fi
+	$(RUN) python -m ops.compact $(STACK) $(ARGS)
 
 # The end-to-end and per-component suites: the embedded local AWS by default, a deployed stack with TEST_ENV
 # (TEST_ENV=qa1 AWS_REGION=us-east-1 make e2e); faults always run locally. Replay re-drives records after a fix.

@@ -88,9 +88,14 @@ def object_name(stream_arn: str, shard_id: str, first_sequence: str, suffix: str
 
 
 @contextmanager
-def parquet_writer(sink: Any, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
-    """A Parquet writer with the fixed options, closed in ``finally`` whatever happens."""
-    writer = pq.ParquetWriter(sink, schema, **{**PARQUET_OPTIONS, **_column_options(schema)})
+def parquet_writer(sink: Any, schema: pa.Schema, *, page_index: bool = False) -> Iterator[pq.ParquetWriter]:
+    """A Parquet writer with the fixed options, closed in ``finally`` whatever happens.
+
+    ``page_index`` adds the column and offset indexes (page-level min/max), worth it for the large compacted
+    objects whose row groups hold many pages; the stream handler's small objects go without.
+    """
+    options = {**PARQUET_OPTIONS, **_column_options(schema), "write_page_index": page_index}
+    writer = pq.ParquetWriter(sink, schema, **options)
     try:
         yield writer
     finally:

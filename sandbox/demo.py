@@ -4,7 +4,8 @@
 
 Starts the local AWS with the stack's resources, writes realistic demand changes (and a few poison items) into
 the table, shows them flowing (table -> bridge -> Kinesis -> mapping -> handler -> S3), waits until every change
-is accounted for, runs the workgroup's named queries on the Parquet through DuckDB, and prints a summary.
+is accounted for, runs the workgroup's named queries on the Parquet through DuckDB, compacts the hours it wrote
+(one object per shard and hour, inputs deleted at once) and times the queries again, and prints a summary.
 Everything it starts it stops, also on Ctrl-C.
 """
 
@@ -28,6 +29,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ops.compact import compaction_environment, local_invoker
 from sandbox.changes import Change
 from sandbox.lake import Lake, LakeCounts
 from sandbox.local_aws import DEFAULT_STACK, LocalAws, local_aws, patched_environment
@@ -51,16 +53,31 @@ class DemoResult:
     counts: LakeCounts
     failed: int
     seconds: float
+    compaction: CompactionFigures | None = None
 
     @property
     def accounted(self) -> bool:
         """Every change streamed is a row, a quarantined record or a reported failure, each exactly once."""
         landed = self.counts.distinct_changes + self.counts.quarantined + self.failed
-        return self.items_written == self.changes_streamed == landed and self.counts.duplicate_rows == 0
+        compacted = self.compaction is None or (
+            self.compaction.same_changes and self.compaction.before.distinct_changes == self.counts.distinct_changes
+        )
+        return self.items_written == self.changes_streamed == landed and self.counts.duplicate_rows == 0 and compacted
 
     @property
     def records_per_second(self) -> float:
         return self.changes_streamed / self.seconds if self.seconds else 0.0
+
+
+@dataclass(frozen=True)
+class CompactionFigures:
+    """The lake before and after compacting the hours the demo wrote, and the named queries' time on each."""
+
+    before: LakeCounts
+    summary: dict[str, Any]
+    load_seconds: tuple[float, float]  # reading the lake into DuckDB, before and after
+    query_seconds: tuple[float, float]  # the named queries, before and after
+    same_changes: bool  # the set of change_ids is the same after compaction
 
 
 def _chunks(changes: Iterator[Change], size: int) -> Iterator[list[Change]]:
@@ -143,6 +160,55 @@ def _queries(console: Console, lake: Lake) -> None:
         console.print()
 
 
+def _timed_queries(lake: Lake) -> tuple[float, float, int]:
+    """(seconds to load the lake into DuckDB, seconds of the named queries, how many)."""
+    started = time.perf_counter()
+    connection = lake.connect()
+    loaded = time.perf_counter()
+    queries = lake.named_queries()
+    for query in queries:
+        lake.query(query.sql, connection)
+    return loaded - started, time.perf_counter() - loaded, len(queries)
+
+
+def _compaction(console: Console, aws: LocalAws, lake: Lake, before: LakeCounts) -> CompactionFigures:
+    """Compact every hour the demo wrote (inputs deleted at once), with the named queries timed around it."""
+    load_before, query_before, queries = _timed_queries(lake)
+    events = lake.events()
+    hours = sorted(
+        {f"{dt}T{hour}" for dt, hour in zip(events["dt"].to_pylist(), events["hour"].to_pylist(), strict=True)}
+    )
+    invoke = local_invoker(compaction_environment(aws.outputs, aws.settings.stack))
+    with console.status(f"compacting {len(hours)} hour(s): {', '.join(hours)}"):
+        summary = dict(invoke({"hours": hours, "delete_grace_minutes": 0}))
+    load_after, query_after, _ = _timed_queries(lake)
+    figures = CompactionFigures(
+        before=before,
+        summary=summary,
+        load_seconds=(load_before, load_after),
+        query_seconds=(query_before, query_after),
+        same_changes=set(events["change_id"].to_pylist()) == set(lake.events()["change_id"].to_pylist()),
+    )
+    after = lake.counts()
+    table = Table(title="compaction (delete_grace_minutes 0)", title_justify="left")
+    for name, justify in (("", "left"), ("before", "right"), ("after", "right")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    table.add_row("Parquet objects", f"{before.parquet_objects:,}", f"{after.parquet_objects:,}")
+    table.add_row("rows", f"{before.rows:,}", f"{after.rows:,}")
+    table.add_row("duplicate rows", f"{before.duplicate_rows:,}", f"{after.duplicate_rows:,}")
+    table.add_row("load the lake into DuckDB (s)", f"{load_before:.3f}", f"{load_after:.3f}")
+    table.add_row(f"{queries} named queries (s)", f"{query_before:.3f}", f"{query_after:.3f}")
+    console.print(table)
+    console.print(
+        f"hours {', '.join(summary.get('hours', []))}: {summary.get('objects_in', 0)} objects in, "
+        f"{summary.get('objects_out', 0)} out, {summary.get('duplicates_removed', 0):,} duplicates removed, "
+        f"{summary.get('objects_deleted', 0)} inputs deleted; the changes in the lake are "
+        + ("[green]the same[/]" if figures.same_changes else "[red]not the same[/]")
+    )
+    console.print()
+    return figures
+
+
 def _summary(console: Console, result: DemoResult) -> None:
     table = Table(title="Summary", title_justify="left", show_header=False)
     table.add_column("what")
@@ -155,6 +221,11 @@ def _summary(console: Console, result: DemoResult) -> None:
         ("quarantined", f"{counts.quarantined:,}"),
         ("failed (kept in the failure bucket)", f"{result.failed:,}"),
         ("duplicate rows", f"{counts.duplicate_rows:,}"),
+        *(
+            [("duplicates removed by compaction", f"{result.compaction.summary.get('duplicates_removed', 0):,}")]
+            if result.compaction is not None
+            else []
+        ),
         ("objects", f"{counts.objects:,} ({counts.parquet_objects} Parquet, {counts.quarantine_objects} quarantine)"),
         ("seconds", f"{result.seconds:.1f}"),
         ("records per second", f"{result.records_per_second:,.0f}"),
@@ -231,11 +302,15 @@ def run_demo(args: argparse.Namespace, console: Console) -> DemoResult:
         console.print(_settings_line(aws, pipe), highlight=False)
         written, seconds = _flow(console, aws, pipe, args)
         lake = Lake(aws.outputs, s3=aws.client("s3"), filesystem=aws.filesystem())
-        counts = lake.counts()
+        before = lake.counts()
         console.print()
         _queries(console, lake)
         _quarantine(console, lake)
-        result = DemoResult(written, pipe.bridge.forwarded, counts, pipe.mapping.stats.records_discarded, seconds)
+        compaction = _compaction(console, aws, lake, before)
+        counts = lake.counts()
+        result = DemoResult(
+            written, pipe.bridge.forwarded, counts, pipe.mapping.stats.records_discarded, seconds, compaction
+        )
         _summary(console, result)
         if args.keep:
             _keep(console, aws)
