@@ -56,9 +56,9 @@ INVOCATION_PAYLOAD_BYTES = 6 * 1024 * 1024
 # 597 measured on the sandbox's change records (1,817 B per record in the event, 1,220 of them base64 data).
 EVENT_OVERHEAD_BYTES = 600
 # Compaction measured on one core (docs/architecture.md): rows per second, sort and encode included.
-COMPACTION_ROWS_PER_SECOND = 96_000
-# Objects compaction writes per shard-hour: the compacted object and its bookkeeping (``_`` objects).
-COMPACTION_PUTS_PER_SHARD_HOUR = 3
+COMPACTION_ROWS_PER_SECOND = 248_000
+# Objects compaction writes per shard-hour: the compacted object alone (its inputs are listed in its own footer).
+COMPACTION_PUTS_PER_SHARD_HOUR = 1
 # Lambda allocates CPU in proportion to memory: 1,769 MB is one full vCPU (1,024 MB about 0.58).
 MB_PER_VCPU = 1_769
 
@@ -97,7 +97,7 @@ class PipelineShape:
     record_bytes: int = 1_024  # average change record on the stream
     invocation_overhead_seconds: float = 0.15  # per batch: start, S3 PUT of the Parquet object, checkpoint
     compaction_rows_per_second: float = COMPACTION_ROWS_PER_SECOND  # measured on one core
-    compaction_memory_mb: int = 3_008
+    compaction_memory_mb: int = 2_048
 
     def __post_init__(self) -> None:
         if self.records_per_second_per_invocation <= 0:

@@ -30,7 +30,6 @@ __all__ = ["CompactError", "build_event", "deployed_invoker", "local_invoker", "
 
 Invoker = Callable[[dict[str, Any]], Mapping[str, Any]]
 _LOCAL_HOSTS = ("127.0.0.1", "localhost")
-FUNCTION_OUTPUT = "compaction_function_name"
 # A synchronous invocation waits for the function: up to Lambda's 15-minute limit, and is never retried by the SDK
 # (a second, concurrent compaction would be safe, but only wasteful).
 _INVOKE_READ_TIMEOUT = 16 * 60
@@ -203,13 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         where = f"in-process on the local AWS ({os.environ['AWS_ENDPOINT_URL']})"
     else:
-        function_name = str(getattr(outputs, FUNCTION_OUTPUT, "") or "")
-        if not function_name:
-            print(
-                f"compact: stack {args.stack!r} has no output {FUNCTION_OUTPUT}: is its compaction function deployed?",
-                file=sys.stderr,
-            )
-            return 2
+        function_name = outputs.compaction_function_name
         invoke = deployed_invoker(function_name, _lambda_client(os.environ.get("AWS_REGION") or outputs.region))
         where = f"by {function_name}"
     try:

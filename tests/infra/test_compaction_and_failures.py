@@ -71,7 +71,7 @@ def test_compaction_function_shares_the_artifact_and_layer(run: ProgramRun) -> N
     assert compaction["layers"] == processor["layers"]
     assert len(compaction["layers"]) == 1
     assert (compaction["runtime"], compaction["architectures"]) == ("python3.12", ["arm64"])
-    assert compaction["memorySize"] == settings.compaction_memory_mb == 3008
+    assert compaction["memorySize"] == settings.compaction_memory_mb == 2048
     assert compaction["timeout"] == settings.compaction_timeout_seconds == 900
     assert compaction["role"] == f"arn:aws:iam::{ACCOUNT_ID}:role/prd3292-{run.stack}-demand-compactor"
     assert compaction["loggingConfig"]["logGroup"] == run.outputs["compaction_log_group_name"]

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from components.artifacts import artifact
-from components.function_environment import lambda_environment
+from components.function_environment import compaction_environment, lambda_environment
 from components.naming import prefixes
 from components.outputs import OUTPUT_KEYS
 from components.settings import Settings, SettingsError, settings_from_stack_file
@@ -259,6 +259,17 @@ def test_lambda_environment_names_match_the_handler() -> None:
     environment = lambda_environment(_settings("qa1"), "bucket", prefixes())
     # SOURCE_TABLE_NAME (issue 8) is optional for the handler: the program always sets it.
     assert set(environment) == {*config.ENVIRONMENT_VARIABLES, "SOURCE_TABLE_NAME"}
+
+
+def test_compaction_environment_names_match_the_compaction_handler() -> None:
+    from pipeline.compaction import ENVIRONMENT_VARIABLES, load_compaction_settings  # noqa: PLC0415
+
+    environment = compaction_environment(_settings("qa1"), "prd3292.qa1.us-east-1.demand-capture.tmaws", prefixes())
+    assert tuple(environment) == ENVIRONMENT_VARIABLES
+    settings = load_compaction_settings(environment)  # the values the program sets are ones the function accepts
+    assert settings.delay_minutes == 120
+    assert settings.lookback_hours == 192
+    assert settings.delete_grace_minutes == 15
 
 
 def test_event_source_mapping(run: ProgramRun) -> None:

@@ -119,20 +119,20 @@ def test_cost_per_million_changes_on_demand_next_to_firehose():
     assert cost.kinesis == pytest.approx(gib * (0.08 + 0.04))  # 0.11444
     assert cost.kinesis_fixed_monthly == pytest.approx(0.04 * 730)
     # Compaction of 0.2778 shard-hours (1,000 changes/s per shard): a GET per object (7,200 per shard-hour),
-    # 8 LISTs and 3 PUTs per shard-hour; 10.42 s at 96,000 rows/s on 3,008 MB.
+    # 8 LISTs and 1 PUT per shard-hour; 4.03 s at 248,000 rows/s on 2,048 MB.
     shard_hours = 1_000_000 / 3_600_000
     assert cost.objects_per_shard_hour == pytest.approx(7_200)
     assert cost.compaction_s3_requests == pytest.approx(
-        2_000 * 0.0004 / 1_000 + (8 + 3) * shard_hours * 0.005 / 1_000
-    )  # 0.000815
-    assert cost.compaction_duration == pytest.approx(1_000_000 / 96_000 * 3_008 / 1_024 * 0.0000133334)  # 0.000408
+        2_000 * 0.0004 / 1_000 + (8 + 1) * shard_hours * 0.005 / 1_000
+    )  # 0.0008125
+    assert cost.compaction_duration == pytest.approx(1_000_000 / 248_000 * 2_048 / 1_024 * 0.0000133334)  # 0.000108
     # The stream is not in it: both pipelines pay it.
-    assert cost.pipeline == pytest.approx(0.0004 + 0.0066667 + 0.01 + 0.00081528 + 0.00040799, rel=1e-5)
+    assert cost.pipeline == pytest.approx(0.0004 + 0.0066667 + 0.01 + 0.00081250 + 0.00010753, rel=1e-5)
     firehose_gib = 1_000_000 * 5 * 1_024 / 1_024**3  # every record billed as 5 KB
     assert cost.firehose_ingest == pytest.approx(firehose_gib * 0.029)
     assert cost.firehose_conversion == pytest.approx(firehose_gib * 0.018)
     assert cost.firehose == pytest.approx(0.224113, rel=1e-5)
-    assert cost.firehose_ratio == pytest.approx(0.224113 / 0.0182900, rel=1e-4)  # 12x: batches of 500 miss 50x
+    assert cost.firehose_ratio == pytest.approx(0.224113 / 0.0179867, rel=1e-4)  # 12x: batches of 500 miss 50x
 
 
 def test_the_6_mb_event_limit_ends_a_batch_before_10000_records():
@@ -241,9 +241,9 @@ def test_command_reads_the_stack_settings_and_prints_the_report(capsys):
     assert "sustained           4,000 records/s = 240,000/min (limited by stream writes (shards))" in out
     assert "needs               9 shards x parallelization 1 = 9 concurrent invocations" in out
     assert "light traffic       a change reaches S3 within ~5.8 s (batching window + one batch)" in out
-    assert "compaction Lambda     0.00041   (96,000 rows/s, 3008 MB;" in out
+    assert "compaction Lambda     0.00011   (248,000 rows/s, 2048 MB;" in out
     assert "Firehose + Parquet    0.22411" in out
-    assert "Firehose costs 41x this pipeline (MISSES the 50x target)" in out  # a slow handler: 5,000 records/s
+    assert "Firehose costs 43x this pipeline (MISSES the 50x target)" in out  # a slow handler: 5,000 records/s
 
 
 def test_command_without_a_stream_or_aws_says_what_to_pass(tmp_path, capsys, monkeypatch):

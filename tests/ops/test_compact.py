@@ -8,7 +8,6 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import boto3
@@ -73,10 +72,8 @@ class _Lambda:
 
 
 def _deployed(monkeypatch: pytest.MonkeyPatch, client: _Lambda, **extra: str) -> None:
-    outputs = StackOutputs.from_mapping(outputs_values(), source="test")
-    monkeypatch.setattr(
-        compact, "load_outputs", lambda stack, outputs_file=None: SimpleNamespace(**outputs.as_dict(), **extra)
-    )
+    outputs = StackOutputs.from_mapping(outputs_values(**extra), source="test")
+    monkeypatch.setattr(compact, "load_outputs", lambda stack, outputs_file=None: outputs)
     monkeypatch.setattr(compact, "_lambda_client", lambda region: client)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
 
@@ -130,12 +127,15 @@ def test_deployed_function_error_exits_1(monkeypatch: pytest.MonkeyPatch, capsys
 def test_a_stack_without_the_compaction_function_is_refused(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     client = _Lambda({})
     _deployed(monkeypatch, client)
+    values = outputs_values()
+    del values["compaction_function_name"]  # a stack deployed before compaction existed
+    outputs = StackOutputs.from_mapping
+
+    monkeypatch.setattr(compact, "load_outputs", lambda stack, outputs_file=None: outputs(values, source="qa1 outputs"))
 
     assert compact.main(["qa1", "--hour", "2026-03-31T23"]) == 2
     assert client.calls == []
-    assert capsys.readouterr().err == (
-        "compact: stack 'qa1' has no output compaction_function_name: is its compaction function deployed?\n"
-    )
+    assert capsys.readouterr().err == "compact: qa1 outputs: missing stack output(s) compaction_function_name\n"
 
 
 # -- the local AWS ----------------------------------------------------------------------------------------------
