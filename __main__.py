@@ -153,6 +153,7 @@ outputs: dict[str, pulumi.Input[str]] = {
     "log_group_name": processor.log_group_name,
     "iterator_age_alarm_name": alarms.iterator_age_alarm_name,
     "region": settings.region,
+    "stack_name": settings.stack,
 }
 for key in OUTPUT_KEYS:
     pulumi.export(key, outputs[key])

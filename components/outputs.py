@@ -25,4 +25,5 @@ OUTPUT_KEYS: tuple[str, ...] = (
     "log_group_name",
     "iterator_age_alarm_name",
     "region",
+    "stack_name",
 )

@@ -137,4 +137,5 @@ def provision(session: Any, settings: Settings, *, shards: int = DEFAULT_SHARDS)
         log_group_name=names.log_group,
         iterator_age_alarm_name=names.iterator_age_alarm,
         region=region,
+        stack_name=settings.stack,
     )

@@ -40,6 +40,7 @@ def outputs_values(**overrides: str) -> dict[str, str]:
         "log_group_name": f"/aws/lambda/{FUNCTION}",
         "iterator_age_alarm_name": "prd3292-qa1-iterator-age",
         "region": REGION,
+        "stack_name": "qa1",
     }
     assert set(values) == set(StackOutputs.output_keys())
     return values | overrides
