@@ -4,7 +4,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 UV := $(PYTHON) -m uv
 RUN := $(UV) run --frozen
-STACK ?= dev1
+# No default stack: commands bound to a deployed stack must be told which one (a missing STACK stops make).
+PLAN_STACK = $(or $(STACK),dev1)
+BOUND_STACK = $(or $(STACK),$(error STACK is required: make $@ STACK=<dev1|qa1|preprod1|prod1>))
 ARGS ?=
 PYTEST_ARGS ?=
 
@@ -42,8 +44,8 @@ bench: .venv/.synced  ## benchmark the handler's hot path against a naive refere
 package: .venv/.synced  ## build dist/function.zip and dist/layer.zip (deterministic)
 	$(RUN) python -m ops.package $(ARGS)
 
-plan: .venv/.synced  ## offline preview: resources the program declares for STACK (make plan STACK=qa1)
-	$(RUN) python -m ops.plan $(STACK) $(ARGS)
+plan: .venv/.synced  ## offline preview: resources the program declares for STACK (make plan STACK=qa1; default dev1)
+	$(RUN) python -m ops.plan $(PLAN_STACK) $(ARGS)
 
 clean:  ## remove build output and caches (keeps .venv)
 	rm -rf dist build .pytest_cache .ruff_cache .mypy_cache .hypothesis
@@ -53,13 +55,13 @@ clean:  ## remove build output and caches (keeps .venv)
 .PHONY: rollback smoke capacity
 
 rollback: .venv/.synced  ## list published versions, or point the live alias back (make rollback STACK=qa1 ARGS="--to 41")
-	$(RUN) python -m ops.rollback $(STACK) $(ARGS)
+	$(RUN) python -m ops.rollback $(BOUND_STACK) $(ARGS)
 
 smoke: .venv/.synced  ## post-deployment checklist of STACK; non-zero with a table of failures (ARGS="--minutes 30")
-	$(RUN) python -m ops.smoke $(STACK) $(ARGS)
+	$(RUN) python -m ops.smoke $(BOUND_STACK) $(ARGS)
 
 capacity: .venv/.synced  ## sustained change rate, peak headroom, cost per million changes (ARGS="--records-per-second 2500")
-	$(RUN) python -m ops.capacity $(STACK) $(ARGS)
+	$(RUN) python -m ops.capacity $(BOUND_STACK) $(ARGS)
 
 # The end-to-end and per-component suites: the embedded local AWS by default, a deployed stack with TEST_ENV
 # (TEST_ENV=qa1 AWS_REGION=us-east-1 make e2e); faults always run locally. Replay re-drives records after a fix.
@@ -75,4 +77,4 @@ faults: .venv/.synced  ## injected failures on the local AWS: S3 outage, crashes
 	$(RUN) pytest -n 2 tests/faults $(PYTEST_ARGS)
 
 replay: .venv/.synced  ## re-drive quarantine or failure-queue records of STACK (ARGS="quarantine --dry-run")
-	$(RUN) python -m ops.replay $(word 1,$(ARGS)) $(STACK) $(wordlist 2,$(words $(ARGS)),$(ARGS))
+	$(RUN) python -m ops.replay $(word 1,$(ARGS)) $(BOUND_STACK) $(wordlist 2,$(words $(ARGS)),$(ARGS))

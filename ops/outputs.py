@@ -13,7 +13,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,8 @@ __all__ = [
 
 OUTPUTS_FILE_VARIABLE = "STACK_OUTPUTS_FILE"
 _ARN_ACCOUNT = re.compile(r"^arn:aws[a-z-]*:[a-z0-9-]+:[a-z0-9-]*:(\d{12}):")
+# Outputs some stacks export and others do not yet (the on-failure bucket comes with the lake-layout change).
+OPTIONAL_OUTPUT_KEYS = ("failure_bucket_name",)
 _ARN_OUTPUTS = ("ci_iam_role_arn", "stream_arn", "function_alias_arn", "failure_queue_arn")
 
 
@@ -60,11 +62,12 @@ class StackOutputs:
     iterator_age_alarm_name: str
     region: str
     stack_name: str
+    optional: Mapping[str, str] = field(default_factory=dict, compare=False, metadata={"optional": True})
 
     @classmethod
     def output_keys(cls) -> tuple[str, ...]:
-        """The output keys, in declaration order."""
-        return tuple(field.name for field in fields(cls))
+        """The output keys every stack exports, in declaration order."""
+        return tuple(item.name for item in fields(cls) if not item.metadata.get("optional"))
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], *, source: str) -> StackOutputs:
@@ -72,7 +75,8 @@ class StackOutputs:
         missing = [key for key in cls.output_keys() if values.get(key) in (None, "")]
         if missing:
             raise OutputsError(f"{source}: missing stack output(s) {', '.join(missing)}")
-        outputs = cls(**{key: str(values[key]) for key in cls.output_keys()})
+        optional = {key: str(values[key]) for key in OPTIONAL_OUTPUT_KEYS if values.get(key) not in (None, "")}
+        outputs = cls(**{key: str(values[key]) for key in cls.output_keys()}, optional=optional)
         accounts = outputs.arn_accounts()
         if len(set(accounts.values())) > 1:
             named = ", ".join(f"{key} in {account}" for key, account in accounts.items())
@@ -92,7 +96,7 @@ class StackOutputs:
 
     def as_dict(self) -> dict[str, str]:
         """The outputs as a plain mapping, as `pulumi stack output --json` prints them."""
-        return {key: getattr(self, key) for key in self.output_keys()}
+        return {key: getattr(self, key) for key in self.output_keys()} | dict(self.optional)
 
 
 def _read(stack: str, outputs_file: str | None, cwd: Path | None) -> tuple[dict[str, Any], str]:

@@ -103,10 +103,15 @@ def test_a_record_that_always_fails_goes_to_the_failure_queue_and_replays_after_
     ours = [(body, receipt) for body, receipt in queued if body["KinesisBatchInfo"] == info]
     assert len(ours) == 1, "the on-failure record reached the failure queue"
     report = replay_failure_messages(
-        outputs, in_process_invoker(outputs, "dev1"), kinesis=kinesis, sqs=sqs, messages=ours
+        outputs,
+        in_process_invoker(outputs, "dev1"),
+        kinesis=kinesis,
+        sqs=sqs,
+        s3=local_target.client("s3"),
+        messages=ours,
     )
-    assert report.sources_failed == []
-    assert report.records == 1
+    assert report.kept == []
+    assert (report.records, report.rows, report.failed) == (1, 1, {})
     accounting = run.accounting(failed=0)
     assert accounting.quarantined == 0
     assert accounting.distinct == len(run.changes), "the replayed record is now a row"
@@ -115,7 +120,7 @@ def test_a_record_that_always_fails_goes_to_the_failure_queue_and_replays_after_
     assert all(json.loads(item["Body"])["KinesisBatchInfo"] != info for item in leftover.get("Messages", []))
 
 
-def test_quarantined_records_replay_through_the_fixed_handler(run: FaultRun, local_target: LocalTarget, tmp_path):
+def test_quarantined_records_replay_through_the_fixed_handler(run: FaultRun, local_target: LocalTarget):
     """A faulty release quarantined every change of one market; after the fix, replay turns them into rows."""
     outputs = local_target.outputs
     s3 = local_target.client("s3")
@@ -164,15 +169,16 @@ def test_quarantined_records_replay_through_the_fixed_handler(run: FaultRun, loc
     assert before.quarantined > 0, "the faulty release quarantined the market's changes"
     assert before.total == len(run.changes)
 
-    report = replay_quarantine(
-        outputs, in_process_invoker(outputs, "dev1"), s3=s3, keys=written_keys, backup_dir=tmp_path
+    report = replay_quarantine(outputs, in_process_invoker(outputs, "dev1"), s3=s3, keys=written_keys)
+    assert report.kept == []
+    assert sorted(report.removed) == sorted(set(written_keys))
+    assert (report.records, report.rows, sum(report.quarantined.values()), report.failed) == (
+        before.quarantined,
+        before.quarantined,
+        0,
+        {},
     )
-    assert report.sources_failed == []
-    assert report.records == before.quarantined
     after = run.accounting()
     assert after.quarantined == 0, "replayed objects leave the quarantine"
     assert after.distinct == len(run.changes)
     assert after.rows == after.distinct, "no duplicate row"
-    assert sorted(path.name for path in tmp_path.rglob("*.jsonl.gz")) == sorted(
-        key.rsplit("/", 1)[1] for key in set(written_keys)
-    )

@@ -48,6 +48,7 @@ def _replay(outputs: StackOutputs, invoke: Any, *, dry_run: bool = False) -> Any
         invoke,
         kinesis=boto3.client("kinesis", region_name=REGION),
         sqs=boto3.client("sqs", region_name=REGION),
+        s3=boto3.client("s3", region_name=REGION),
         dry_run=dry_run,
         region=REGION,
     )
@@ -69,22 +70,26 @@ def test_a_replay_right_after_a_dry_run_finds_the_messages(failed_batch: StackOu
         return {"batchItemFailures": []}
 
     dry = _replay(failed_batch, invoke, dry_run=True)
-    assert (dry.records, dry.sources_failed, events) == (3, [], [])
+    assert (dry.records, dry.kept, events) == (3, [], [])
+    assert "would replay 3 records" in dry.line()
     assert _visible_messages(failed_batch) == 1, "a dry run leaves the message visible in the queue"
 
+    boto3.client("s3", region_name=REGION).create_bucket(Bucket=failed_batch.bucket_name)
     report = _replay(failed_batch, invoke)
-    assert (report.records, len(report.sources_done), report.sources_failed) == (3, 1, [])
+    # The function said "done" but wrote nothing: no record is a row, so the message stays for the next replay.
+    assert (report.records, report.rows, len(report.failed), report.removed) == (3, 0, 3, [])
     assert len(events) == 1
-    assert _visible_messages(failed_batch) == 0, "the replayed message is deleted"
+    assert _visible_messages(failed_batch) == 1, "kept: none of its records is durable anywhere else"
 
 
 def test_a_message_whose_range_failed_is_visible_again(failed_batch: StackOutputs):
     def fails(event: dict[str, Any]) -> dict[str, Any]:
         raise RuntimeError("still broken")
 
+    boto3.client("s3", region_name=REGION).create_bucket(Bucket=failed_batch.bucket_name)
     report = _replay(failed_batch, fails)
-    assert report.records == 0
-    assert len(report.sources_failed) == 1
+    assert (report.records, report.rows, len(report.failed), len(report.kept)) == (3, 0, 3, 1)
+    assert set(report.failed.values()) == {"the invocation failed: still broken"}
     assert _visible_messages(failed_batch) == 1, "kept for the next replay, not hidden for the visibility timeout"
 
 
@@ -93,4 +98,8 @@ def test_a_prefix_outside_the_quarantine_prefix_is_refused_without_a_traceback(a
 
     assert replay.main(argv) == 2
 
-    assert "replay: --prefix 'demand/events/' is not under the quarantine prefix" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err == (
+        "python -m ops.replay: error: --prefix 'demand/events/' is not under the quarantine prefix "
+        "'demand/quarantine/'\n"
+    )
