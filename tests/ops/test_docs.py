@@ -112,7 +112,7 @@ RUN_ELSEWHERE = {
 
 def _shown_commands() -> list[tuple[str, str, str]]:
     """(file, command, the line it is on) for each command in backticks or in a fenced block."""
-    found = []
+    found: list[tuple[str, str, str]] = []
     for path in (ROOT / "README.md", DOCS / "runbook.md"):
         fenced = False
         for line in path.read_text(encoding="utf-8").splitlines():
