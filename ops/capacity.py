@@ -16,6 +16,7 @@ import argparse
 import json
 import math
 import sys
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -340,7 +341,10 @@ def _stream_from_aws(stack: str, outputs_file: str | None) -> tuple[int, bool]:
 
     from ops.outputs import bind_stack  # noqa: PLC0415
 
-    outputs = bind_stack(stack, outputs_file=outputs_file).outputs
+    try:
+        outputs = bind_stack(stack, outputs_file=outputs_file).outputs
+    except OutputsError as error:
+        raise OutputsError(f"{error}; offline, pass --shards N or --on-demand") from None
     summary = boto3.client("kinesis", region_name=outputs.region).describe_stream_summary(
         StreamName=outputs.stream_name
     )["StreamDescriptionSummary"]
@@ -382,6 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--peak-minutes", type=number_above(0), default=10.0, help="length of the burst (default 10)")
     parser.add_argument("--outputs-file", help="stack outputs JSON for the AWS lookup")
+    parser.add_argument("--debug", action="store_true", help="a traceback with an error")
     args = parser.parse_args(argv)
 
     from components.settings import SettingsError, settings_from_stack_file  # noqa: PLC0415
@@ -407,6 +412,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             invocation_overhead_seconds=args.overhead_ms / 1000,
         )
     except (SettingsError, OutputsError, ValueError, OSError) as error:
+        if args.debug:
+            traceback.print_exc()
         print(f"capacity: {error}", file=sys.stderr)
         return 2
     except Exception as error:

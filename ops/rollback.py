@@ -11,6 +11,7 @@ This is the fast lever (seconds, no deploy). The stack still declares the newer 
 from __future__ import annotations
 
 import sys
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -124,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--to", dest="version", help="published version to point the alias at")
     parser.add_argument("--dry-run", action="store_true", help="show what --to would change; change nothing")
     parser.add_argument("--outputs-file", help="stack outputs JSON (default: $STACK_OUTPUTS_FILE or pulumi)")
+    parser.add_argument("--debug", action="store_true", help="a traceback with an error")
     args = parser.parse_args(argv)
     version = args.version
     if version is not None and version.upper() != LATEST and not (version.isdigit() and int(version) >= 1):
@@ -145,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             change = point_alias(client, function, alias, args.version)
     except (OutputsError, RollbackError) as error:
+        if args.debug:
+            traceback.print_exc()
         print(f"rollback: {error}", file=sys.stderr)
         return 2
     except (ClientError, BotoCoreError) as error:

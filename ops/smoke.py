@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -356,10 +357,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--athena-timeout", type=number_above(0), default=120.0, help="seconds to wait for the query")
     parser.add_argument("--outputs-file", help="stack outputs JSON (default: $STACK_OUTPUTS_FILE or pulumi)")
     parser.add_argument("--junitxml", type=Path, help="also write a JUnit report here")
+    parser.add_argument("--debug", action="store_true", help="a traceback with an error")
     args = parser.parse_args(argv)
     try:
         outputs = bind_stack(args.stack, outputs_file=args.outputs_file).outputs
     except OutputsError as error:
+        if args.debug:
+            traceback.print_exc()
         print(f"smoke: {error}", file=sys.stderr)
         return 2
     results = run_checks(
