@@ -209,9 +209,10 @@ def _keep(console: Console, aws: LocalAws) -> None:
         highlight=False,
         soft_wrap=True,
     )
-    while aws.server.alive():  # until Ctrl-C, or until the server is gone
-        threading.Event().wait(0.5)
-    raise LocalServerLostError(aws.server.exit_status())
+    until_interrupted = threading.Event()  # nothing sets it: Ctrl-C ends the wait
+    while not until_interrupted.wait(0.5):
+        if not aws.server.alive():
+            raise LocalServerLostError(aws.server.exit_status())
 
 
 class LocalServerLostError(RuntimeError):

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 
 class _NoWait:
-    def wait(self) -> bool:
+    def wait(self, timeout: float | None = None) -> bool:
         return True
 
 
@@ -59,4 +59,4 @@ def test_keep_prints_commands_that_run_as_pasted(monkeypatch: pytest.MonkeyPatch
             check=False,
         )
     assert done.returncode == 0, done.stderr
-    assert "dry run: 0 records replayed" in done.stdout
+    assert "dry run: would replay 0 records from 0 sources; nothing changed" in done.stdout
