@@ -106,7 +106,15 @@ RUN_ELSEWHERE = {
     'make demo ARGS="--keep"': "tests/sandbox/test_demo.py and test_user_errors.py (it waits for Ctrl-C)",
     "python -m bench --json | python -m ops.capacity prod1 --bench-results - --peak-records 5000000 "
     "--peak-minutes 10 --on-demand": "tests/ops/test_capacity.py reads the bench figures",
-    'make plan STACK=qa1 ARGS="--check"': "tests/infra/test_golden.py",
+}
+# Commands that need a deployed stack, run here against the local AWS holding that stack (exit status expected
+# there: the local AWS publishes no Lambda metrics, creates no alarms and has no Lambda function; make exits 2
+# whenever the command fails).
+RUN_LOCAL = {
+    'make replay STACK=qa1 ARGS="quarantine --dry-run"': 0,
+    "python -m ops.replay quarantine prod1 --prefix demand/quarantine/dt=2026-11-29/ --dry-run": 0,
+    "make smoke STACK=qa1": 2,
+    "make rollback STACK=prod1": 2,
 }
 
 
@@ -136,7 +144,7 @@ def test_every_command_shown_is_run_here_run_elsewhere_or_marked_as_needing_aws(
 
 def test_the_commands_said_to_run_here_are_shown():
     shown = {command for _, command, _ in _shown_commands()}
-    assert set(RUN) <= shown
+    assert set(RUN) | set(RUN_ELSEWHERE) | set(RUN_LOCAL) <= shown
 
 
 @pytest.mark.slow
@@ -159,6 +167,36 @@ def test_shown_command_runs_without_aws(command):
         assert "every change accounted for" in done.stdout
     if command.startswith("make capacity"):
         assert "sustained" in done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", sorted(RUN_LOCAL))
+def test_shown_command_needing_aws_runs_against_the_local_aws(command):
+    import os  # noqa: PLC0415
+    import shlex  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+
+    from sandbox.local_aws import local_aws  # noqa: PLC0415
+
+    words = shlex.split(command)
+    stack = (
+        next(word.split("=", 1)[1] for word in words if word.startswith("STACK=")) if words[0] == "make" else words[4]
+    )
+    words = [sys.executable, *words[1:]] if words[0] == "python" else words
+    with local_aws(stack) as aws:
+        environment = dict(os.environ)  # the local endpoint, fake credentials, the outputs file of `stack`
+        done = subprocess.run(
+            words, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=300, check=False
+        )
+        assert aws.outputs.stack_name == stack
+    assert done.returncode == RUN_LOCAL[command], done.stdout[-2000:] + done.stderr[-2000:]
+    assert "Traceback" not in done.stdout + done.stderr
+    if "replay" in command:
+        assert "dry run: would replay 0 records from 0 sources; nothing changed" in done.stdout
+    if "smoke" in command:
+        assert "FAILED: invocations" in done.stdout
+    if "rollback" in command:
+        assert "alias 'live' of prd3292-prod1-" in done.stderr
 
 
 def test_make_without_stack_stops_with_one_line_for_stack_bound_targets():
