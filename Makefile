@@ -76,5 +76,5 @@ integration: .venv/.synced  ## per-component checks on TEST_ENV (function, alias
 faults: .venv/.synced  ## injected failures on the local AWS: S3 outage, crashes, exhausted retries, replays
 	$(RUN) pytest -n 2 tests/faults $(PYTEST_ARGS)
 
-replay: .venv/.synced  ## re-drive quarantine or failure-queue records of STACK (ARGS="quarantine --dry-run")
+replay: .venv/.synced  ## re-drive quarantined records or discarded batches of STACK (ARGS="quarantine --dry-run")
 	$(RUN) python -m ops.replay $(word 1,$(ARGS)) $(BOUND_STACK) $(wordlist 2,$(words $(ARGS)),$(ARGS))

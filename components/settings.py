@@ -11,6 +11,7 @@ by the local sandbox and the ops commands:
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -114,6 +115,7 @@ def _one_of(*choices: Any) -> Callable[[Any], str | None]:
     return lambda value: None if value in choices else "one of " + ", ".join(str(choice) for choice in choices)
 
 
+@functools.cache
 def _aws_regions() -> frozenset[str]:
     """Every region botocore's endpoint data knows, in every partition (the regex alone let us-east-9 through)."""
     import botocore.loaders  # noqa: PLC0415 - read once, when a region is checked
