@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -118,6 +119,19 @@ RUN_LOCAL = {
 }
 
 
+def _outside_make_and_venv(environment: dict[str, str]) -> dict[str, str]:
+    """A shell's environment as an operator has it: not inside `make test` and its `uv run` (the Makefile's
+    python3 must be the one that has uv, not the project's environment)."""
+    venv = str(ROOT / ".venv")
+    path = [part for part in environment.get("PATH", "").split(":") if not part.startswith(venv)]
+    cleaned = {
+        key: value
+        for key, value in environment.items()
+        if key not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKE_TERMOUT", "MAKE_TERMERR", "VIRTUAL_ENV")
+    }
+    return cleaned | {"PATH": ":".join(path)}
+
+
 def _shown_commands() -> list[tuple[str, str, str]]:
     """(file, command, the line it is on) for each command in backticks or in a fenced block."""
     found: list[tuple[str, str, str]] = []
@@ -150,7 +164,7 @@ def test_the_commands_said_to_run_here_are_shown():
 @pytest.mark.slow
 @pytest.mark.parametrize("command", sorted(RUN))
 def test_shown_command_runs_without_aws(command):
-    import os  # noqa: PLC0415
+
     import shlex  # noqa: PLC0415
     import subprocess  # noqa: PLC0415
 
@@ -158,6 +172,7 @@ def test_shown_command_runs_without_aws(command):
         key: value for key, value in os.environ.items() if not key.startswith("AWS_") and key != "STACK_OUTPUTS_FILE"
     }
     environment |= {"AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}
+    environment = _outside_make_and_venv(environment)
     words = shlex.split(command)
     words = [sys.executable, *words[1:]] if words[0] == ".venv/bin/python" else words
     done = subprocess.run(words, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=600, check=False)
@@ -172,7 +187,7 @@ def test_shown_command_runs_without_aws(command):
 @pytest.mark.slow
 @pytest.mark.parametrize("command", sorted(RUN_LOCAL))
 def test_shown_command_needing_aws_runs_against_the_local_aws(command):
-    import os  # noqa: PLC0415
+
     import shlex  # noqa: PLC0415
     import subprocess  # noqa: PLC0415
 
@@ -184,7 +199,8 @@ def test_shown_command_needing_aws_runs_against_the_local_aws(command):
     )
     words = [sys.executable, *words[1:]] if words[0] == "python" else words
     with local_aws(stack) as aws:
-        environment = dict(os.environ)  # the local endpoint, fake credentials, the outputs file of `stack`
+        # the local endpoint, fake credentials, the outputs file of `stack`
+        environment = _outside_make_and_venv(dict(os.environ))
         done = subprocess.run(
             words, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=300, check=False
         )
@@ -206,6 +222,7 @@ def test_make_without_stack_stops_with_one_line_for_stack_bound_targets():
         done = subprocess.run(
             ["make", "--no-print-directory", target, "STACK="],
             cwd=ROOT,
+            env=_outside_make_and_venv(dict(os.environ)),
             capture_output=True,
             text=True,
             timeout=120,
