@@ -85,7 +85,9 @@ class StackOutputs:
 
     def arn_accounts(self) -> dict[str, str]:
         """Output -> the account id its ARN names (outputs that are not ARNs are left out)."""
-        found = {key: _ARN_ACCOUNT.match(getattr(self, key)) for key in _ARN_OUTPUTS}
+        found = {
+            key: _ARN_ACCOUNT.match(str(getattr(self, key, "") or self.optional.get(key, ""))) for key in _ARN_OUTPUTS
+        }
         return {key: match.group(1) for key, match in found.items() if match}
 
     @property
