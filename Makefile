@@ -4,7 +4,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 UV := $(PYTHON) -m uv
 RUN := $(UV) run --frozen
-STACK ?= dev1
+# No default stack: commands bound to a deployed stack must be told which one (a missing STACK stops make).
+PLAN_STACK = $(or $(STACK),dev1)
+BOUND_STACK = $(or $(STACK),$(error STACK is required: make $@ STACK=<dev1|qa1|preprod1|prod1>))
 ARGS ?=
 PYTEST_ARGS ?=
 
@@ -43,8 +45,8 @@ bench: .venv/.synced  ## benchmark the handler's hot path against a naive refere
 package: .venv/.synced  ## build dist/function.zip and dist/layer.zip (deterministic)
 	$(RUN) python -m ops.package $(ARGS)
 
-plan: .venv/.synced  ## offline preview: resources the program declares for STACK (make plan STACK=qa1)
-	$(RUN) python -m ops.plan $(STACK) $(ARGS)
+plan: .venv/.synced  ## offline preview: resources the program declares for STACK (make plan STACK=qa1; default dev1)
+	$(RUN) python -m ops.plan $(PLAN_STACK) $(ARGS)
 
 clean:  ## remove build output and caches (keeps .venv)
 	rm -rf dist build .pytest_cache .ruff_cache .mypy_cache .hypothesis
@@ -54,24 +56,20 @@ clean:  ## remove build output and caches (keeps .venv)
 .PHONY: rollback smoke capacity preflight
 
 rollback: .venv/.synced  ## list published versions, or point the live alias back (make rollback STACK=qa1 ARGS="--to 41")
-	$(RUN) python -m ops.rollback $(STACK) $(ARGS)
+	$(RUN) python -m ops.rollback $(BOUND_STACK) $(ARGS)
 
 smoke: .venv/.synced  ## post-deployment checklist of STACK; non-zero with a table of failures (ARGS="--minutes 30")
-	$(RUN) python -m ops.smoke $(STACK) $(ARGS)
+	$(RUN) python -m ops.smoke $(BOUND_STACK) $(ARGS)
 
 preflight: .venv/.synced  ## read-only checks of STACK's account before a deploy (STACK required; ARGS=--local: local AWS)
-	@if [ "$(origin STACK)" = "file" ]; then echo "make preflight: STACK is required (make preflight STACK=qa1)" >&2; exit 2; fi
-	$(RUN) python -m ops.preflight $(STACK) $(ARGS)
+	$(RUN) python -m ops.preflight $(BOUND_STACK) $(ARGS)
 
 capacity: .venv/.synced  ## sustained change rate, peak headroom, cost per million changes (ARGS="--records-per-second 2500")
-	$(RUN) python -m ops.capacity $(STACK) $(ARGS)
+	$(RUN) python -m ops.capacity $(BOUND_STACK) $(ARGS)
 
-# STACK has no default here: compaction deletes objects (through the stack's own function), so it is named.
 .PHONY: compact
 compact: .venv/.synced  ## compact hours of STACK now, via its function (make compact STACK=qa1 ARGS="--hour 2026-03-31T23")
-	@if [ "$(origin STACK)" != "command line" ]; then \
-		echo 'compact: STACK is required, e.g. make compact STACK=qa1 ARGS="--hour 2026-03-31T23"' >&2; exit 2; fi
-	$(RUN) python -m ops.compact $(STACK) $(ARGS)
+	$(RUN) python -m ops.compact $(BOUND_STACK) $(ARGS)
 
 # The end-to-end and per-component suites: the embedded local AWS by default, a deployed stack with TEST_ENV
 # (TEST_ENV=qa1 AWS_REGION=us-east-1 make e2e); faults always run locally. Replay re-drives records after a fix.
@@ -86,5 +84,5 @@ integration: .venv/.synced  ## per-component checks on TEST_ENV (function, alias
 faults: .venv/.synced  ## injected failures on the local AWS: S3 outage, crashes, exhausted retries, replays
 	$(RUN) pytest -n 2 tests/faults $(PYTEST_ARGS)
 
-replay: .venv/.synced  ## re-drive quarantine or failure-bucket records of STACK (ARGS="quarantine --dry-run")
-	$(RUN) python -m ops.replay $(word 1,$(ARGS)) $(STACK) $(wordlist 2,$(words $(ARGS)),$(ARGS))
+replay: .venv/.synced  ## re-drive quarantined records or discarded batches of STACK (ARGS="quarantine --dry-run")
+	$(RUN) python -m ops.replay $(word 1,$(ARGS)) $(BOUND_STACK) $(wordlist 2,$(words $(ARGS)),$(ARGS))

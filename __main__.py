@@ -261,6 +261,7 @@ outputs: dict[str, pulumi.Input[str]] = {
     "function_alias_version": processor.function_version,
     "function_code_sha256": processor.code_sha256,
     "athena_results_bucket_name": results.bucket_name,
+    "stack_name": settings.stack,
 }
 for key in OUTPUT_KEYS:
     pulumi.export(key, outputs[key])

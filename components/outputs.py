@@ -29,4 +29,5 @@ OUTPUT_KEYS: tuple[str, ...] = (
     "athena_results_bucket_name",
     "compaction_function_name",
     "compaction_log_group_name",
+    "stack_name",
 )

@@ -10,6 +10,8 @@ by the local sandbox and the ops commands:
 
 from __future__ import annotations
 
+import difflib
+import functools
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -121,6 +123,21 @@ def _one_of(*choices: Any) -> Callable[[Any], str | None]:
     return lambda value: None if value in choices else "one of " + ", ".join(str(choice) for choice in choices)
 
 
+@functools.cache
+def _aws_regions() -> frozenset[str]:
+    """Every region botocore's endpoint data knows, in every partition (the regex alone let us-east-9 through)."""
+    import botocore.loaders  # noqa: PLC0415 - read once, when a region is checked
+
+    partitions = botocore.loaders.create_loader().load_data("endpoints")["partitions"]
+    return frozenset(region for partition in partitions for region in partition["regions"])
+
+
+def _region(value: Any) -> str | None:
+    if _REGION.match(value) and value in _aws_regions():
+        return None
+    return "an AWS region such as us-east-1, us-east-2, us-west-2, eu-west-1"
+
+
 def _optional_arn(value: Any) -> str | None:
     return None if value == "" or _ARN.match(value) else "an ARN (arn:aws:...) or empty"
 
@@ -156,7 +173,7 @@ def _key(name: str, field: str, kind: str, default: Any, description: str, check
 
 
 CONFIG_KEYS: tuple[ConfigKey, ...] = (
-    ConfigKey("aws:region", "region", "string", None, "AWS region of the stack.", _pattern(_REGION, "an AWS region")),
+    ConfigKey("aws:region", "region", "string", None, "AWS region of the stack.", _region),
     ConfigKey("aws:profile", "profile", "string", None, "AWS CLI profile used to deploy the stack."),
     _key(
         "accountTag", "account_tag", "string", None, "Account tag (Account) on every resource.", _one_of(*ACCOUNT_TAGS)
@@ -549,9 +566,19 @@ def _parse(spec: ConfigKey, text: str, where: str) -> Any:
     return value
 
 
+def _looks_like_ours(namespace: str) -> bool:
+    """A namespace that is probably a misspelling of the project's (``dmd-pipline``, ``dmd_pipeline``)."""
+    if namespace == PROJECT:
+        return False
+    return difflib.SequenceMatcher(None, namespace.lower(), PROJECT).ratio() >= 0.8
+
+
 def _build(stack: str, raw: Mapping[str, str], where: str) -> Settings:
     """Validate raw config text (namespaced keys, project defaults not yet applied) into Settings."""
     known = {spec.key for spec in CONFIG_KEYS}
+    lookalikes = sorted(key for key in raw if _looks_like_ours(key.split(":", 1)[0]))
+    if lookalikes:
+        raise SettingsError(f"{where}: unknown config namespace in {lookalikes[0]} (did you mean {PROJECT}:?)")
     unknown = sorted(key for key in raw if key.startswith(f"{PROJECT}:") and key not in known)
     if unknown:
         raise SettingsError(f"{where}: unknown config key {unknown[0]} (known: {', '.join(sorted(known))})")
@@ -636,7 +663,7 @@ def load_settings() -> Settings:
     stack = pulumi.get_stack()
     raw: dict[str, str] = {}
     for key, value in {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}.items():
-        if key.startswith(f"{PROJECT}:"):
+        if key.startswith(f"{PROJECT}:") or _looks_like_ours(key.split(":", 1)[0]):
             raw[key] = _as_text(value)
     for spec in CONFIG_KEYS:
         namespace, name = spec.key.split(":", 1)
@@ -655,6 +682,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise SettingsError(f"{path.name}: no such stack file in {path.parent}") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        place = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise SettingsError(f"{path.name}:{place}: not valid YAML ({problem})") from None
     if not isinstance(document, dict):
         raise SettingsError(f"{path.name}: expected a YAML mapping")
     return document

@@ -17,10 +17,14 @@ import argparse
 import json
 import math
 import sys
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ops.cli import CommandParser, integer_at_least, number_above, number_at_least, stack_name
+from ops.outputs import OutputsError
 
 __all__ = [
     "EVENT_OVERHEAD_BYTES",
@@ -100,8 +104,13 @@ class PipelineShape:
     compaction_memory_mb: int = 2_048
 
     def __post_init__(self) -> None:
-        if self.records_per_second_per_invocation <= 0:
-            raise ValueError("records per second per invocation must be positive (run python -m bench)")
+        if not (math.isfinite(self.records_per_second_per_invocation) and self.records_per_second_per_invocation > 0):
+            raise ValueError(
+                f"records per second per invocation must be a positive number, got "
+                f"{self.records_per_second_per_invocation!r} (run python -m bench)"
+            )
+        if not (math.isfinite(self.invocation_overhead_seconds) and self.invocation_overhead_seconds >= 0):
+            raise ValueError(f"overhead per batch must be >= 0 s, got {self.invocation_overhead_seconds!r}")
         if self.shards < 1 or self.batch_size < 1 or self.record_bytes < 1:
             raise ValueError("shards, batch size and record size must be at least 1")
         if not 1 <= self.parallelization_factor <= MAX_PARALLELIZATION_FACTOR:
@@ -191,6 +200,8 @@ class Peak:
 
 def peak_plan(shape: PipelineShape, records: int, minutes: float, iterator_age_alarm_seconds: int) -> Peak:
     """Shards and parallelization for a burst of ``records`` in ``minutes``; backlog if nothing is raised."""
+    if not (math.isfinite(minutes) and minutes > 0) or records < 1:
+        raise ValueError(f"a burst needs >= 1 record over > 0 minutes, got {records} in {minutes!r}")
     seconds = minutes * 60
     rate = records / seconds
     today = capacity(shape)
@@ -450,9 +461,12 @@ def render(stack: str, shape: PipelineShape, peak: Peak | None, cost: CostPerMil
 def _stream_from_aws(stack: str, outputs_file: str | None) -> tuple[int, bool]:
     import boto3  # noqa: PLC0415 - only the live lookup needs AWS
 
-    from ops.outputs import load_outputs  # noqa: PLC0415
+    from ops.outputs import bind_stack  # noqa: PLC0415
 
-    outputs = load_outputs(stack, outputs_file=outputs_file)
+    try:
+        outputs = bind_stack(stack, outputs_file=outputs_file).outputs
+    except OutputsError as error:
+        raise OutputsError(f"{error}; offline, pass --shards N or --on-demand") from None
     summary = boto3.client("kinesis", region_name=outputs.region).describe_stream_summary(
         StreamName=outputs.stream_name
     )["StreamDescriptionSummary"]
@@ -461,35 +475,48 @@ def _stream_from_aws(stack: str, outputs_file: str | None) -> tuple[int, bool]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="python -m ops.capacity",
         description=__doc__.splitlines()[0],
         formatter_class=argparse.RawTextHelpFormatter,
     )
-    parser.add_argument("stack", help="stack whose settings (batch size, parallelization, memory) apply")
+    parser.add_argument(
+        "stack", type=stack_name, help="stack whose settings (batch size, parallelization, memory) apply"
+    )
     measured = parser.add_mutually_exclusive_group(required=True)
-    measured.add_argument("--records-per-second", type=float, help="handler records/s per invocation (python -m bench)")
+    measured.add_argument(
+        "--records-per-second", type=number_above(0), help="handler records/s per invocation (python -m bench)"
+    )
     measured.add_argument(
         "--bench-results",
         help="figures of taskset -c 0 python -m bench --json (a file, or - for stdin); largest batch, scaled to the "
         "vCPU share of the function's memory (0.58 at 1,024 MB)",
     )
     stream = parser.add_mutually_exclusive_group()
-    stream.add_argument("--shards", type=int, help="provisioned shard count (default: read the stream from AWS)")
+    stream.add_argument(
+        "--shards", type=integer_at_least(1), help="provisioned shard count (default: read the stream from AWS)"
+    )
     stream.add_argument(
         "--on-demand", action="store_true", help=f"on-demand stream ({ON_DEMAND_INITIAL_SHARDS} shards)"
     )
-    parser.add_argument("--record-bytes", type=int, default=1_024, help="average change record size (default 1024)")
-    parser.add_argument("--overhead-ms", type=float, default=150.0, help="fixed cost per batch (default 150 ms)")
+    parser.add_argument(
+        "--record-bytes", type=integer_at_least(1), default=1_024, help="average change record size (default 1024)"
+    )
+    parser.add_argument(
+        "--overhead-ms", type=number_at_least(0), default=150.0, help="fixed cost per batch (default 150 ms)"
+    )
     parser.add_argument(
         "--compaction-rows-per-second",
-        type=float,
+        type=number_above(0),
         default=COMPACTION_ROWS_PER_SECOND,
         help=f"compaction rows/s on one core (default {COMPACTION_ROWS_PER_SECOND:,}, measured)",
     )
-    parser.add_argument("--peak-records", type=int, default=5_000_000, help="changes in the burst (default 5M)")
-    parser.add_argument("--peak-minutes", type=float, default=10.0, help="length of the burst (default 10)")
+    parser.add_argument(
+        "--peak-records", type=integer_at_least(1), default=5_000_000, help="changes in the burst (default 5M)"
+    )
+    parser.add_argument("--peak-minutes", type=number_above(0), default=10.0, help="length of the burst (default 10)")
     parser.add_argument("--outputs-file", help="stack outputs JSON for the AWS lookup")
+    parser.add_argument("--debug", action="store_true", help="a traceback with an error")
     args = parser.parse_args(argv)
 
     from components.settings import SettingsError, settings_from_stack_file  # noqa: PLC0415
@@ -507,7 +534,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             shards, on_demand = ON_DEMAND_INITIAL_SHARDS, True
         else:
             shards, on_demand = _stream_from_aws(args.stack, args.outputs_file)
-        shape = PipelineShape(
+        shape = PipelineShape(  # validated again here: --bench-results may hold any figure
             records_per_second_per_invocation=rate,
             shards=shards,
             on_demand=on_demand,
@@ -520,12 +547,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             compaction_rows_per_second=args.compaction_rows_per_second,
             compaction_memory_mb=settings.compaction_memory_mb,
         )
-    except (SettingsError, ValueError, OSError) as error:
+    except (SettingsError, OutputsError, ValueError, OSError) as error:
+        if args.debug:
+            traceback.print_exc()
         print(f"capacity: {error}", file=sys.stderr)
         return 2
     except Exception as error:
         print(
-            f"capacity: cannot read the stream of {args.stack} ({error}); pass --shards N or --on-demand",
+            f"capacity: cannot read the stream of {args.stack} from AWS ({error}); offline, pass --shards N or "
+            "--on-demand",
             file=sys.stderr,
         )
         return 2

@@ -11,12 +11,15 @@
 Both zips have sorted entries, fixed timestamps and fixed permissions, so the same inputs give the same bytes
 (and the same hash: ``pulumi preview`` shows no change). The same artifact is promoted to every stack.
 
-Usage: ``python -m ops.package [--out dist] [--skip-layer]`` (``make package``).
+``function.zip`` is built from the files git tracks under ``pipeline/``: an untracked scratch file never ships,
+and uncommitted changes to tracked files are refused unless ``--allow-dirty`` (so the same commit always gives
+the same bytes).
+
+Usage: ``python -m ops.package [--out dist] [--skip-layer] [--allow-dirty]`` (``make package``).
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -32,17 +35,20 @@ from pathlib import Path
 
 from components.artifacts import FUNCTION_ZIP, LAYER_ZIP
 from components.settings import PROJECT_ROOT
+from ops.cli import CommandParser, user_error
 
 __all__ = [
     "LAMBDA_PLATFORMS",
     "LAMBDA_PYTHON",
     "RUNTIME_PROVIDED",
+    "PackageError",
     "build_function_zip",
     "build_layer_zip",
     "check_extensions",
     "deterministic_zip",
     "layer_requirements",
     "main",
+    "tracked_files",
 ]
 
 # Wheel platform tags the Lambda runtime (Amazon Linux 2023, glibc 2.34, arm64) can load, best first.
@@ -102,10 +108,43 @@ def deterministic_zip(entries: Iterable[tuple[str, Path]], destination: Path) ->
     return Built(destination, len(data), hashlib.sha256(data).hexdigest())
 
 
-def build_function_zip(destination: Path, root: Path = PROJECT_ROOT) -> Built:
-    """``pipeline/`` and nothing else, as the function's code."""
-    package = root / "pipeline"
-    entries = [(path.relative_to(root).as_posix(), path) for path in _files(package)]
+class PackageError(RuntimeError):
+    """The artifact cannot be built from what the commit holds (not a git checkout, or ``pipeline/`` is dirty)."""
+
+
+def _git(root: Path, *args: str) -> str:
+    try:
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise PackageError("git is not installed: the artifact is built from git-tracked files only") from None
+    if done.returncode != 0:
+        raise PackageError(f"git {' '.join(args)} failed in {root}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def tracked_files(root: Path, folder: str = "pipeline", *, allow_dirty: bool = False) -> list[Path]:
+    """The git-tracked files under ``folder`` (untracked files never ship); refuses local changes to them
+    unless ``allow_dirty`` (then tracked files are taken as they are on disk)."""
+    changes = _git(root, "status", "--porcelain", "--untracked-files=no", "--", folder).splitlines()
+    if changes and not allow_dirty:
+        listed = ", ".join(line[3:] for line in changes[:5]) + (" ..." if len(changes) > 5 else "")
+        raise PackageError(
+            f"{folder}/ has uncommitted changes ({listed}): commit them, or pass --allow-dirty to build "
+            "an artifact no commit holds"
+        )
+    names = _git(root, "ls-files", "-z", "--", folder).split("\0")
+    files = [root / name for name in names if name]
+    return [
+        path
+        for path in files
+        if path.is_file() and not _SKIPPED_PARTS.intersection(path.parts) and not path.name.endswith(_SKIPPED_SUFFIXES)
+    ]
+
+
+def build_function_zip(destination: Path, root: Path = PROJECT_ROOT, *, allow_dirty: bool = False) -> Built:
+    """``pipeline/`` and nothing else, as the function's code: the files git tracks, as the commit holds them."""
+    files = tracked_files(root, "pipeline", allow_dirty=allow_dirty)
+    entries = [(path.relative_to(root).as_posix(), path) for path in files]
     if not any(name == "pipeline/handler.py" for name, _ in entries):
         print("warning: pipeline/handler.py does not exist yet", file=sys.stderr)
     return deterministic_zip(entries, destination)
@@ -232,12 +271,18 @@ def _unzipped_size(path: Path) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ops.package", description=__doc__.splitlines()[0])
+    parser = CommandParser(prog="python -m ops.package", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "dist", help="output directory (default dist/)")
     parser.add_argument("--skip-layer", action="store_true", help="build function.zip only")
+    parser.add_argument(
+        "--allow-dirty", action="store_true", help="build even with uncommitted changes to pipeline/ (never deploy it)"
+    )
     args, pip_args = parser.parse_known_args(argv)
     out: Path = args.out
-    function = build_function_zip(out / FUNCTION_ZIP)
+    try:
+        function = build_function_zip(out / FUNCTION_ZIP, allow_dirty=args.allow_dirty)
+    except PackageError as error:
+        return user_error("python -m ops.package", str(error))
     print(_report(function))
     manifest: dict[str, object] = {FUNCTION_ZIP: {"sha256": function.sha256, "size": function.size}}
     if not args.skip_layer:

@@ -26,7 +26,7 @@ from pulumi.runtime.mocks import MockMonitor
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from components.settings import PROJECT, PROJECT_ROOT, project_defaults
+from components.settings import PROJECT, PROJECT_ROOT, project_defaults, settings_from_stack_file
 from ops.mocks import AwsMocks, Declared
 
 __all__ = ["ProgramRun", "run_program", "stack_config"]
@@ -58,7 +58,11 @@ class ProgramRun:
 
 
 def stack_config(stack: str, root: Path = PROJECT_ROOT) -> dict[str, str]:
-    """Config the CLI would give the program: Pulumi.yaml defaults overlaid with the stack file's values."""
+    """Config the CLI would give the program: Pulumi.yaml defaults overlaid with the stack file's values.
+
+    The stack file is validated first (YAML, keys, types, values: ``SettingsError``), as the program would.
+    """
+    settings_from_stack_file(stack, root)
     config = project_defaults(root / "Pulumi.yaml")
     stack_file = root / f"Pulumi.{stack}.yaml"
     values = (yaml.safe_load(stack_file.read_text(encoding="utf-8")) or {}).get("config") or {}

@@ -1,36 +1,44 @@
-"""Re-drive records through the handler after a fix: quarantined records, or a discarded batch's sequence range.
+"""Re-drive records through the handler after a fix: quarantined records, or the batches Lambda discarded.
 
     python -m ops.replay quarantine qa1 --prefix demand/quarantine/dt=2026-11-29/   # every object under it
     python -m ops.replay quarantine qa1 --key demand/quarantine/dt=2026-11-29/ab12cd34-shardId-...jsonl.gz
-    python -m ops.replay failures qa1                      # discarded batches waiting in the failure bucket
-    python -m ops.replay failures qa1 --message-file msg.json   # one on-failure record saved to a file
+    python -m ops.replay failures qa1                   # on-failure objects in the stack's failure bucket
+    python -m ops.replay failures qa1 --key aws/lambda/<mapping uuid>/shardId-.../2026/11/29/...
+    python -m ops.replay failures qa1 --message-file record.json   # one saved on-failure record (kept as it is)
 
-Quarantined records are rebuilt into Kinesis events from each line's ``data`` (the original payload), shard
-and sequence number. A discarded batch in the failure bucket holds its invocation event (``payload``), whose
-records are replayed as they were; an on-failure record without one (saved from an SQS or SNS destination) names
-a shard and a sequence range, read back from Kinesis (within the stream's retention). Either way the events go to
-the function:
+Sources. A quarantine object's lines carry each record's original payload, shard and sequence number. An
+on-failure object (Lambda's S3 on-failure destination, key ``aws/lambda/<mapping UUID>/<shard id>/YYYY/MM/DD/...``)
+holds the whole invocation event in ``payload``, so a replay does not depend on the stream's retention.
 
-- ``--via lambda`` (the default for a deployed stack): invoke the stack's ``live`` alias, i.e. the fixed code
-  once it is deployed;
-- ``--via in-process`` (the default when ``AWS_ENDPOINT_URL`` points at the local AWS): call
-  ``pipeline.handler.handler`` here, with the stack's function environment.
+The events go to the function: ``--via lambda`` invokes the stack's ``live`` alias (the deployed fix; the default
+for a deployed stack), ``--via in-process`` calls ``pipeline.handler.handler`` here with the stack's function
+environment (the default when ``AWS_ENDPOINT_URL`` points at the local AWS). Handler logs go to a file
+(``--log-file``) unless ``--verbose``.
 
-Object keys are deterministic, so a replayed record lands once; one that is still bad is quarantined again.
-A replayed quarantine object is copied to ``--backup-dir``, deleted, replayed, and put back if any of its records
-fails; a failure-bucket object is deleted only after all its records were handled (the bucket is versioned, so
-the deleted object stays a few days as a noncurrent version). ``--dry-run`` shows what would be replayed and
-changes nothing. Stack outputs come from ``ops.outputs.load_outputs`` (``$STACK_OUTPUTS_FILE`` or the Pulumi CLI).
+Never loses a record: nothing is deleted before the records are durable again. For each source, the function is
+invoked first; then every record is looked up where the handler writes it: a Parquet row (the object's
+``sequence_number`` column is read back) or a quarantine line (with its reason). The source is removed only when
+each of its records has a durable copy somewhere else; a quarantine object that still holds records quarantined
+again (the handler's write-once key can be the source's own) is kept. Killed at any moment, or with S3 failing,
+every record is still in its source, a row or a quarantine object; running the replay again finishes the job.
+
+The report counts rows written, records quarantined again (by reason) and records failed; the exit status is 0
+only when every record is a row and every source was removed, 1 otherwise, 2 for a mistake in the arguments
+(nothing was changed). ``--dry-run`` reads and checks the sources and says what would be replayed.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
+import contextlib
 import gzip
+import hashlib
+import io
 import json
 import os
 import sys
+import traceback
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,55 +46,100 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from botocore.exceptions import BotoCoreError, ClientError
 
-from ops.outputs import OutputsError, StackOutputs, load_outputs
+from ops.cli import CommandParser, integer_at_least, stack_name, user_error
+from ops.outputs import BoundStack, OutputsError, StackOutputs, bind_stack
 from sandbox.changes import KinesisEntry, lambda_event
 
 __all__ = [
+    "FAILURE_PREFIX",
     "Invoker",
     "ReplayError",
     "ReplayReport",
+    "Source",
+    "failure_object_source",
+    "failure_sources",
     "in_process_invoker",
     "lambda_invoker",
+    "locate",
     "main",
-    "payload_entries",
     "quarantine_entries",
-    "range_entries",
-    "replay_failure_messages",
+    "quarantine_source",
+    "quarantine_sources",
+    "replay_failures",
     "replay_quarantine",
+    "replay_sources",
 ]
 
 Invoker = Callable[[dict[str, Any]], Mapping[str, Any]]
+Step = Callable[[str, str], None]
 DEFAULT_BATCH = 500
+FAILURE_PREFIX = "aws/lambda/"  # where Lambda's S3 on-failure destination writes
 _LOCAL_HOSTS = ("127.0.0.1", "localhost")
+PROG = "python -m ops.replay"
 
 
 class ReplayError(RuntimeError):
-    """A replay could not be completed; the message names what was left as it was."""
+    """A replay cannot start: a wrong argument or a source that cannot be read (nothing was changed)."""
 
 
+# -- what a replay did ------------------------------------------------------------------------------------------
 @dataclass
 class ReplayReport:
-    """What a replay did."""
+    """What a replay did, record by record and source by source."""
 
+    dry_run: bool = False
     records: int = 0
+    rows: int = 0
+    quarantined: Counter[str] = field(default_factory=Counter)  # reason kind -> records quarantined again
+    failed: dict[str, str] = field(default_factory=dict)  # "<shard>:<sequence>" -> why
     invocations: int = 0
-    sources_done: list[str] = field(default_factory=list)
-    sources_failed: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # "<source>: why it was kept"
+
+    @property
+    def ok(self) -> bool:
+        """Every record is a row and every source is gone."""
+        return not self.dry_run and self.rows == self.records and not self.kept
 
     def line(self) -> str:
+        if self.dry_run:
+            return f"dry run: would replay {self.records} records from {len(self.sources)} sources; nothing changed"
+        reasons = ", ".join(f"{kind} {count}" for kind, count in sorted(self.quarantined.items()))
         return (
-            f"{self.records} records replayed in {self.invocations} invocations; "
-            f"{len(self.sources_done)} sources done, {len(self.sources_failed)} failed"
+            f"{self.records} records: {self.rows} rows written, {sum(self.quarantined.values())} quarantined again"
+            f"{f' ({reasons})' if reasons else ''}, {len(self.failed)} failed; {self.invocations} invocations; "
+            f"sources: {len(self.removed)} removed, {len(self.kept)} kept"
         )
 
 
+@dataclass(frozen=True)
+class Source:
+    """Records to replay and how to remove where they came from once each has a durable copy elsewhere."""
+
+    label: str
+    groups: Mapping[tuple[str, str], Sequence[KinesisEntry]]  # (stream ARN, shard id) -> records
+    remove: Callable[[], None] | None  # None: nothing to remove (a local file)
+    quarantine_key: str | None = None  # the source is this quarantine object (it may hold records quarantined again)
+
+    @property
+    def records(self) -> int:
+        return sum(len(entries) for entries in self.groups.values())
+
+
 # -- invoking the function --------------------------------------------------------------------------------------
-def lambda_invoker(function_arn: str, client: Any) -> Invoker:
+def lambda_invoker(function_arn: str, client: Any, log_file: Path | None = None) -> Invoker:
     """Invoke the deployed function (its alias ARN) synchronously; an unhandled error raises ``ReplayError``."""
 
     def invoke(event: dict[str, Any]) -> Mapping[str, Any]:
-        response = client.invoke(FunctionName=function_arn, InvocationType="RequestResponse", Payload=json.dumps(event))
+        response = client.invoke(
+            FunctionName=function_arn, InvocationType="RequestResponse", Payload=json.dumps(event), LogType="Tail"
+        )
+        if log_file is not None and response.get("LogResult"):
+            with log_file.open("a", encoding="utf-8") as handle:
+                handle.write(base64.b64decode(response["LogResult"]).decode("utf-8", "replace"))
         payload = json.loads(response["Payload"].read() or b"{}")
         if response.get("FunctionError"):
             raise ReplayError(f"{function_arn} failed: {payload.get('errorMessage', payload)}")
@@ -95,7 +148,33 @@ def lambda_invoker(function_arn: str, client: Any) -> Invoker:
     return invoke
 
 
-def in_process_invoker(outputs: StackOutputs, stack: str) -> Invoker:
+@contextlib.contextmanager
+def _output_to(handle: Any) -> Iterator[None]:
+    """Send stdout and stderr to ``handle`` (the streams, and file descriptors 1 and 2 for anything below them).
+
+    The handler's logger binds the stream it is created with (on the first call, inside this block), so its lines
+    keep going to the log file on later calls too.
+    """
+    if handle is None:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    os.dup2(handle.fileno(), 1)
+    os.dup2(handle.fileno(), 2)
+    try:
+        with contextlib.redirect_stdout(handle), contextlib.redirect_stderr(handle):
+            yield
+    finally:
+        handle.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
+
+
+def in_process_invoker(outputs: StackOutputs, stack: str, log_file: Path | None = None) -> Invoker:
     """Call ``pipeline.handler.handler`` in this process with the stack's function environment."""
     from components.function_environment import lambda_environment  # noqa: PLC0415 - only this mode needs them
     from components.naming import prefixes  # noqa: PLC0415
@@ -109,9 +188,12 @@ def in_process_invoker(outputs: StackOutputs, stack: str) -> Invoker:
     environment.update(OUTPUT_PREFIX=outputs.events_prefix, QUARANTINE_PREFIX=outputs.quarantine_prefix)
 
     functions: list[Any] = []
+    handles: list[Any] = []
 
     def invoke(event: dict[str, Any]) -> Mapping[str, Any]:
-        with patched_environment(environment):
+        if log_file is not None and not handles:
+            handles.append(log_file.open("a", encoding="utf-8"))  # open for the replay's life: the logger keeps it
+        with patched_environment(environment), _output_to(handles[0] if handles else None):
             if not functions:  # one cold start, in the stack's environment
                 functions.append(default_function())
             context = LocalLambdaContext(outputs.function_name, outputs.function_alias_arn)
@@ -129,25 +211,205 @@ def _events(entries: Sequence[KinesisEntry], shard_id: str, stream_arn: str, reg
         )
 
 
-def _drive(
-    groups: Mapping[tuple[str, str], Sequence[KinesisEntry]], invoke: Invoker, region: str, report: ReplayReport
-) -> list[str]:
-    """Invoke per shard and batch; return the failure messages (empty when every record was handled)."""
-    problems: list[str] = []
-    for (stream_arn, shard_id), entries in groups.items():
+def _drive(source: Source, invoke: Invoker, region: str, report: ReplayReport) -> dict[str, str]:
+    """Invoke per shard and batch; return the sequence numbers the function did not handle, with why."""
+    failed: dict[str, str] = {}
+    for (stream_arn, shard_id), entries in source.groups.items():
         for event in _events(entries, shard_id, stream_arn, region):
             report.invocations += 1
+            sequences = [record["kinesis"]["sequenceNumber"] for record in event["Records"]]
             try:
                 response = invoke(event)
-            except Exception as error:
-                problems.append(f"{shard_id}: {error}")
+            except Exception as error:  # the function failed: every record of the batch is still to do
+                failed.update(dict.fromkeys(sequences, f"the invocation failed: {error}"))
                 continue
-            failures = response.get("batchItemFailures") or []
-            if failures:
-                problems.append(f"{shard_id}: the function reported failures from {failures[0].get('itemIdentifier')}")
+            identifiers = [
+                item.get("itemIdentifier") if isinstance(item, Mapping) else None
+                for item in response.get("batchItemFailures") or []
+            ]
+            if not identifiers:
+                continue
+            # As Lambda does: everything from the lowest reported record on is not done; an unknown id fails all.
+            known = [int(item) for item in identifiers if isinstance(item, str) and item in sequences]
+            lowest = min(known) if len(known) == len(identifiers) else int(sequences[0])
+            failed.update(
+                {sequence: "reported failed by the function" for sequence in sequences if int(sequence) >= lowest}
+            )
+    return failed
+
+
+# -- where the handler put each record --------------------------------------------------------------------------
+def _stream_tag(stream_arn: str) -> str:
+    return hashlib.sha256(stream_arn.encode("utf-8")).hexdigest()[:8]
+
+
+def _change_hour(data: bytes) -> datetime | None:
+    """The UTC hour of a record's change time (its Parquet partition), or None when the payload cannot say."""
+    try:
+        stamp = float(json.loads(data)["dynamodb"]["ApproximateCreationDateTime"])
+    except (ValueError, TypeError, KeyError):
+        return None
+    seconds = stamp / 1_000_000 if stamp > 1e14 else stamp / 1000 if stamp > 1e11 else stamp  # micro, milli, s
+    try:
+        return datetime.fromtimestamp(seconds - seconds % 3600, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _keys(s3: Any, bucket: str, prefix: str) -> list[str]:
+    keys: list[str] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys.extend(item["Key"] for item in page.get("Contents", []))
+    return keys
+
+
+def _starts_at(key: str, name_prefix: str, sequences: set[str]) -> bool:
+    """Whether an object named ``<tag>-<shard id>-<first sequence>...`` starts at one of ``sequences``."""
+    name = key.rsplit("/", 1)[-1]
+    if not name.startswith(name_prefix):
+        return False
+    first = name[len(name_prefix) :].split("-", 1)[0].split(".", 1)[0]
+    return first in sequences
+
+
+def _read_lines(body: bytes, key: str) -> list[dict[str, Any]]:
+    text = gzip.decompress(body).decode("utf-8") if key.endswith(".gz") else body.decode("utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@dataclass
+class Located:
+    """Where the records of one shard are now: rows, and quarantine lines (key, kind) per sequence number."""
+
+    rows: set[str] = field(default_factory=set)
+    quarantine: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+
+
+def locate(s3: Any, outputs: StackOutputs, stream_arn: str, shard_id: str, entries: Sequence[KinesisEntry]) -> Located:
+    """Look the records up where the handler writes them: Parquet rows under their change-time hour, quarantine
+    lines under their arrival day, in objects named after the stream, the shard and a first sequence number."""
+    import pyarrow.parquet as pq  # noqa: PLC0415 - only the replay reads Parquet back
+
+    from pipeline.writer import partition_prefix, quarantine_partition_prefix  # noqa: PLC0415
+
+    sequences = {entry.sequence_number for entry in entries}
+    name_prefix = f"{_stream_tag(stream_arn)}-{shard_id}-"
+    found = Located()
+    hours = {hour for entry in entries if (hour := _change_hour(entry.data)) is not None}
+    for prefix in sorted({partition_prefix(outputs.events_prefix, hour) for hour in hours}):
+        for key in _keys(s3, outputs.bucket_name, prefix + name_prefix):
+            if key.endswith(".parquet") and _starts_at(key, name_prefix, sequences):
+                body = s3.get_object(Bucket=outputs.bucket_name, Key=key)["Body"].read()
+                column = pq.read_table(io.BytesIO(body), columns=["sequence_number"]).column(0).to_pylist()
+                found.rows.update(sequences.intersection(column))
+    days = {datetime.fromtimestamp(entry.arrival, UTC) for entry in entries}
+    for prefix in sorted({quarantine_partition_prefix(outputs.quarantine_prefix, day) for day in days}):
+        for key in _keys(s3, outputs.bucket_name, prefix + name_prefix):
+            if ".jsonl" in key and _starts_at(key, name_prefix, sequences):
+                body = s3.get_object(Bucket=outputs.bucket_name, Key=key)["Body"].read()
+                for line in _read_lines(body, key):
+                    sequence = str(line.get("sequence_number"))
+                    if sequence in sequences:
+                        kind = str(line.get("error_kind") or "unknown")
+                        found.quarantine.setdefault(sequence, []).append((key, kind))
+    return found
+
+
+# -- one source, start to end -----------------------------------------------------------------------------------
+def _no_step(step: str, label: str) -> None:
+    """Called between the steps of a source's replay (tests stop the replay there, as a kill would)."""
+
+
+def _replay_one(  # noqa: PLR0917 - private; one call site
+    source: Source,
+    invoke: Invoker,
+    s3: Any,
+    outputs: StackOutputs,
+    report: ReplayReport,
+    region: str,
+    step: Step,
+) -> None:
+    step("read", source.label)
+    failed = _drive(source, invoke, region, report)
+    step("invoked", source.label)
+    located: dict[tuple[str, str], Located] = {}
+    try:
+        for (stream_arn, shard_id), entries in source.groups.items():
+            located[(stream_arn, shard_id)] = locate(s3, outputs, stream_arn, shard_id, entries)
+    except (ClientError, BotoCoreError) as error:
+        located = {}
+        unverified = f"could not be looked up in S3 ({error})"
+        for entries in source.groups.values():
+            failed.update(
+                {entry.sequence_number: unverified for entry in entries if entry.sequence_number not in failed}
+            )
+    # Each record: a row (read back), quarantined again (a line read back), or failed.
+    elsewhere: set[str] = set()  # records with a durable copy other than the source itself
+    for (stream_arn, shard_id), entries in source.groups.items():
+        where = located.get((stream_arn, shard_id), Located())
+        for entry in entries:
+            sequence = entry.sequence_number
+            lines = where.quarantine.get(sequence, [])
+            if sequence in where.rows:
+                report.rows += 1
+                elsewhere.add(sequence)
+            elif sequence not in failed and lines:
+                report.quarantined[lines[-1][1]] += 1
+                if any(key != source.quarantine_key for key, _ in lines):
+                    elsewhere.add(sequence)
             else:
-                report.records += len(event["Records"])
-    return problems
+                why = failed.get(sequence, "the function reported it done, but it is neither a row nor quarantined")
+                report.failed[f"{shard_id}:{sequence}"] = why
+    step("accounted", source.label)
+    _remove_if_accounted(source, s3, outputs, elsewhere, report)
+    step("removed", source.label)
+
+
+def _remove_if_accounted(
+    source: Source, s3: Any, outputs: StackOutputs, elsewhere: set[str], report: ReplayReport
+) -> None:
+    if source.remove is None:
+        return
+    if source.quarantine_key is not None:
+        # What the object holds now (a handler that overwrites may have rewritten it with the records still bad).
+        try:
+            body = s3.get_object(Bucket=outputs.bucket_name, Key=source.quarantine_key)["Body"].read()
+            held = {str(line.get("sequence_number")) for line in _read_lines(body, source.quarantine_key)}
+        except (ClientError, BotoCoreError) as error:
+            report.kept.append(f"{source.label}: could not be read again before removal ({error})")
+            return
+    else:
+        held = {entry.sequence_number for entries in source.groups.values() for entry in entries}
+    only_here = sorted(held - elsewhere, key=int)
+    if only_here:
+        report.kept.append(f"{source.label}: {len(only_here)} of its records have no other durable copy")
+        return
+    try:
+        source.remove()
+    except (ClientError, BotoCoreError) as error:
+        report.kept.append(f"{source.label}: every record is accounted for, but removing it failed ({error})")
+        return
+    report.removed.append(source.label)
+
+
+def replay_sources(
+    sources: Iterable[Source],
+    invoke: Invoker,
+    *,
+    s3: Any,
+    outputs: StackOutputs,
+    dry_run: bool = False,
+    region: str = "us-east-1",
+    step: Step = _no_step,
+) -> ReplayReport:
+    """Replay each source and remove it once every one of its records has a durable copy elsewhere."""
+    report = ReplayReport(dry_run=dry_run)
+    for source in sources:
+        report.sources.append(source.label)
+        report.records += source.records
+        if not dry_run:
+            _replay_one(source, invoke, s3, outputs, report, region, step)
+    return report
 
 
 # -- quarantined records ----------------------------------------------------------------------------------------
@@ -165,16 +427,51 @@ def quarantine_entries(lines: Iterable[Mapping[str, Any]]) -> dict[tuple[str, st
     return groups
 
 
-def _read_lines(body: bytes, key: str) -> list[dict[str, Any]]:
-    text = gzip.decompress(body).decode("utf-8") if key.endswith(".gz") else body.decode("utf-8")
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+def _get(s3: Any, bucket: str, key: str, what: str) -> bytes:
+    try:
+        return bytes(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            raise ReplayError(f"{what} {key!r} does not exist in s3://{bucket}/") from None
+        raise ReplayError(f"cannot read {what} s3://{bucket}/{key}: {error}") from None
+    except BotoCoreError as error:
+        raise ReplayError(f"cannot read {what} s3://{bucket}/{key}: {error}") from None
 
 
-def _quarantine_keys(s3: Any, bucket: str, prefix: str) -> list[str]:
-    keys: list[str] = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        keys.extend(item["Key"] for item in page.get("Contents", []) if ".jsonl" in item["Key"])
-    return sorted(keys)
+def _list(s3: Any, bucket: str, prefix: str) -> list[str]:
+    try:
+        return sorted(_keys(s3, bucket, prefix))
+    except (ClientError, BotoCoreError) as error:
+        raise ReplayError(f"cannot list s3://{bucket}/{prefix}: {error}") from None
+
+
+def quarantine_source(s3: Any, outputs: StackOutputs, key: str) -> Source:
+    """One quarantine object as a source (read now: a missing or unreadable object is a ``ReplayError``)."""
+    if not key.startswith(outputs.quarantine_prefix):
+        raise ReplayError(f"--key {key!r} is not under the quarantine prefix {outputs.quarantine_prefix!r}")
+    body = _get(s3, outputs.bucket_name, key, "quarantine object")
+    try:
+        groups = quarantine_entries(_read_lines(body, key))
+    except (ValueError, KeyError, TypeError, OSError) as error:
+        raise ReplayError(f"quarantine object {key!r} is not quarantine JSON Lines: {error}") from None
+    return Source(
+        label=key,
+        groups=groups,
+        remove=lambda: s3.delete_object(Bucket=outputs.bucket_name, Key=key),
+        quarantine_key=key,
+    )
+
+
+def quarantine_sources(
+    s3: Any, outputs: StackOutputs, keys: Sequence[str] = (), prefix: str | None = None
+) -> list[Source]:
+    """The quarantine objects to replay (``keys``, or all under ``prefix``), each read and checked now."""
+    if prefix is not None and not prefix.startswith(outputs.quarantine_prefix):
+        raise ReplayError(f"--prefix {prefix!r} is not under the quarantine prefix {outputs.quarantine_prefix!r}")
+    selected = list(keys) or [
+        key for key in _list(s3, outputs.bucket_name, prefix or outputs.quarantine_prefix) if ".jsonl" in key
+    ]
+    return [quarantine_source(s3, outputs, key) for key in selected]  # all read before any is replayed
 
 
 def replay_quarantine(
@@ -184,139 +481,101 @@ def replay_quarantine(
     s3: Any,
     keys: Sequence[str] = (),
     prefix: str | None = None,
-    backup_dir: Path | None = None,
     dry_run: bool = False,
     region: str = "us-east-1",
+    step: Step = _no_step,
 ) -> ReplayReport:
     """Re-drive the records of quarantine objects (``keys``, or all under ``prefix``) through ``invoke``."""
-    bucket = outputs.bucket_name
-    if prefix is not None and not prefix.startswith(outputs.quarantine_prefix):
-        raise ReplayError(f"--prefix {prefix!r} is not under the quarantine prefix {outputs.quarantine_prefix!r}")
-    selected = list(keys) or _quarantine_keys(s3, bucket, prefix or outputs.quarantine_prefix)
-    report = ReplayReport()
-    for key in selected:
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-        lines = _read_lines(body, key)
-        if dry_run:
-            report.records += len(lines)
-            report.sources_done.append(key)
-            continue
-        if backup_dir is not None:
-            backup = backup_dir / key
-            backup.parent.mkdir(parents=True, exist_ok=True)
-            backup.write_bytes(body)
-        # Delete first: a record still bad is quarantined again, possibly under this very key.
-        s3.delete_object(Bucket=bucket, Key=key)
-        problems = _drive(quarantine_entries(lines), invoke, region, report)
-        if problems:
-            s3.put_object(Bucket=bucket, Key=key, Body=body)  # put back as it was: nothing is lost
-            report.sources_failed.append(f"{key}: {'; '.join(problems)}")
-        else:
-            report.sources_done.append(key)
-    return report
+    sources = quarantine_sources(s3, outputs, keys, prefix)
+    return replay_sources(sources, invoke, s3=s3, outputs=outputs, dry_run=dry_run, region=region, step=step)
 
 
-# -- a discarded batch's sequence range -------------------------------------------------------------------------
-def range_entries(kinesis: Any, batch_info: Mapping[str, Any]) -> list[KinesisEntry]:
-    """Read the records of an on-failure message's ``KinesisBatchInfo`` back from the stream."""
-    start, end = int(batch_info["startSequenceNumber"]), int(batch_info["endSequenceNumber"])
-    iterator = kinesis.get_shard_iterator(
-        StreamName=str(batch_info["streamArn"]).rsplit("/", 1)[1],  # by name: moto's iterators lose the ARN
-        ShardId=batch_info["shardId"],
-        ShardIteratorType="AT_SEQUENCE_NUMBER",
-        StartingSequenceNumber=batch_info["startSequenceNumber"],
-    )["ShardIterator"]
-    entries: list[KinesisEntry] = []
-    while iterator:
-        response = kinesis.get_records(ShardIterator=iterator, Limit=1000)
-        for record in response.get("Records", []):
-            sequence = int(record["SequenceNumber"])
-            if sequence > end:
-                return entries
-            if sequence >= start:
-                arrival = record["ApproximateArrivalTimestamp"]
-                entries.append(
-                    KinesisEntry(
-                        record["Data"],
-                        record["PartitionKey"],
-                        record["SequenceNumber"],
-                        arrival.timestamp() if isinstance(arrival, datetime) else float(arrival),
-                    )
-                )
-        if not response.get("Records") and not response.get("MillisBehindLatest"):
-            break  # at the tip of the shard
-        iterator = response.get("NextShardIterator")
-    return entries
+# -- batches Lambda discarded: its S3 on-failure destination ----------------------------------------------------
+def _invocation_event(record: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The invocation event an on-failure record carries in ``payload`` (a JSON string, or the object itself)."""
+    payload = record.get("payload")
+    if isinstance(payload, str):
+        try:
+            payload = json.loads(payload)
+        except ValueError as error:
+            raise ReplayError(f"{where}: payload is not JSON ({error})") from None
+    if not isinstance(payload, Mapping) or not isinstance(payload.get("Records"), list):
+        raise ReplayError(
+            f"{where}: no invocation event in payload (an S3 on-failure record of a Kinesis mapping has one; "
+            "one from an SQS or SNS destination carries only the sequence range, which this command does not replay)"
+        )
+    return dict(payload)
 
 
-FAILURE_KEY_PREFIX = "aws/lambda/"
-
-
-def _records_from_bucket(s3: Any, bucket: str, limit: int) -> Iterator[tuple[dict[str, Any], str | None]]:
-    """On-failure records in the failure bucket (Lambda's ``aws/lambda/...`` objects), oldest key first."""
-    keys: list[str] = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=FAILURE_KEY_PREFIX):
-        keys.extend(item["Key"] for item in page.get("Contents", []))
-    for key in sorted(keys)[:limit]:
-        yield json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read()), key
-
-
-def payload_entries(payload: Any) -> list[KinesisEntry]:
-    """The records of an S3 on-failure record's ``payload`` (the invocation event, as an object or JSON text)."""
-    event = json.loads(payload) if isinstance(payload, str | bytes) else payload
-    entries = []
-    for record in event["Records"]:
-        kinesis = record["kinesis"]
-        entries.append(
-            KinesisEntry(
+def _payload_groups(event: Mapping[str, Any], where: str) -> dict[tuple[str, str], list[KinesisEntry]]:
+    groups: dict[tuple[str, str], list[KinesisEntry]] = {}
+    try:
+        for record in event["Records"]:
+            kinesis = record["kinesis"]
+            entry = KinesisEntry(
                 data=base64.b64decode(kinesis["data"]),
                 partition_key=str(kinesis.get("partitionKey") or ""),
                 sequence_number=str(kinesis["sequenceNumber"]),
-                arrival=float(kinesis.get("approximateArrivalTimestamp") or datetime.now(UTC).timestamp()),
+                arrival=float(kinesis.get("approximateArrivalTimestamp") or 0.0),
             )
-        )
-    return entries
+            shard_id = str(record["eventID"]).split(":", 1)[0]
+            groups.setdefault((str(record["eventSourceARN"]), shard_id), []).append(entry)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ReplayError(f"{where}: a record of the payload lacks {error}") from None
+    return groups
 
 
-def replay_failure_messages(
+def failure_object_source(s3: Any, bucket: str, key: str) -> Source:
+    """One object of the S3 on-failure destination as a source (read and checked now)."""
+    where = f"s3://{bucket}/{key}"
+    body = _get(s3, bucket, key, "on-failure object")
+    try:
+        record = json.loads(body)
+    except ValueError as error:
+        raise ReplayError(f"{where}: not JSON ({error})") from None
+    if not isinstance(record, Mapping):
+        raise ReplayError(f"{where}: not an on-failure record (a JSON object)")
+    groups = _payload_groups(_invocation_event(record, where), where)
+    return Source(label=where, groups=groups, remove=lambda: s3.delete_object(Bucket=bucket, Key=key))
+
+
+def failure_file_source(path: Path) -> Source:
+    """A saved on-failure record (a local JSON file); the file is left as it is."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ReplayError(f"--message-file {str(path)!r}: {error.strerror or error}") from None
+    except ValueError as error:
+        raise ReplayError(f"--message-file {str(path)!r} is not JSON: {error}") from None
+    if not isinstance(record, Mapping):
+        raise ReplayError(f"--message-file {str(path)!r} is not an on-failure record (a JSON object)")
+    return Source(label=str(path), groups=_payload_groups(_invocation_event(record, str(path)), str(path)), remove=None)
+
+
+def failure_sources(
+    s3: Any, bucket: str, keys: Sequence[str] = (), prefix: str = FAILURE_PREFIX, limit: int = 100
+) -> list[Source]:
+    """The on-failure objects to replay (``keys``, or up to ``limit`` under ``prefix``), each read and checked now."""
+    selected = list(keys) or _list(s3, bucket, prefix)[:limit]
+    return [failure_object_source(s3, bucket, key) for key in selected]
+
+
+def replay_failures(
     outputs: StackOutputs,
     invoke: Invoker,
     *,
-    kinesis: Any,
     s3: Any,
-    messages: Iterable[tuple[dict[str, Any], str | None]] | None = None,
+    bucket: str,
+    keys: Sequence[str] = (),
+    prefix: str = FAILURE_PREFIX,
     limit: int = 100,
     dry_run: bool = False,
     region: str = "us-east-1",
+    step: Step = _no_step,
 ) -> ReplayReport:
-    """Re-drive discarded batches: the failure bucket's objects (or ``messages``: (record, object key or None))."""
-    bucket = outputs.failure_bucket_name
-    source = messages if messages is not None else _records_from_bucket(s3, bucket, limit)
-    report = ReplayReport()
-    for body, key in source:
-        info = body.get("KinesisBatchInfo")
-        if not info:
-            report.sources_failed.append(f"not a Kinesis on-failure record: {json.dumps(body)[:200]}")
-            continue
-        label = f"{info['shardId']} [{info['startSequenceNumber']}..{info['endSequenceNumber']}]"
-        entries = payload_entries(body["payload"]) if body.get("payload") else range_entries(kinesis, info)
-        if len(entries) != int(info.get("batchSize") or len(entries)):
-            report.sources_failed.append(
-                f"{label}: {len(entries)} of {info.get('batchSize')} records still on the stream"
-            )
-            continue
-        if dry_run:
-            report.records += len(entries)
-            report.sources_done.append(label)
-            continue
-        problems = _drive({(str(info["streamArn"]), str(info["shardId"])): entries}, invoke, region, report)
-        if problems:
-            report.sources_failed.append(f"{label}: {'; '.join(problems)}")
-            continue
-        if key is not None:  # every record handled: the object has served its purpose
-            s3.delete_object(Bucket=bucket, Key=key)
-        report.sources_done.append(label)
-    return report
+    """Re-drive the discarded batches in the on-failure bucket (``keys``, or up to ``limit`` under ``prefix``)."""
+    sources = failure_sources(s3, bucket, keys, prefix, limit)
+    return replay_sources(sources, invoke, s3=s3, outputs=outputs, dry_run=dry_run, region=region, step=step)
 
 
 # -- command line -----------------------------------------------------------------------------------------------
@@ -325,77 +584,86 @@ def _default_via() -> str:
     return "in-process" if any(host in endpoint for host in _LOCAL_HOSTS) else "lambda"
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m ops.replay", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+def parse_args(argv: Sequence[str] | None = None) -> Any:
+    parser = CommandParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{quarantine,failures}")
     quarantine = commands.add_parser("quarantine", help="re-drive quarantined records")
-    failures = commands.add_parser("failures", help="re-drive the discarded batches in the failure bucket")
+    failures = commands.add_parser("failures", help="re-drive the batches Lambda discarded (on-failure destination)")
     for command in (quarantine, failures):
-        command.add_argument("stack", help="stack whose outputs to use (dev1, qa1, preprod1, prod1)")
+        command.add_argument("stack", type=stack_name, help="stack to act on (dev1, qa1, preprod1, prod1)")
         command.add_argument("--via", choices=("lambda", "in-process"), default=None, help="how to run the handler")
         command.add_argument("--dry-run", action="store_true", help="show what would be replayed; change nothing")
         command.add_argument("--outputs-file", help="stack outputs JSON (default: $STACK_OUTPUTS_FILE or Pulumi)")
-    quarantine.add_argument("--key", action="append", default=[], help="a quarantine object key (repeatable)")
+        command.add_argument("--verbose", action="store_true", help="handler logs on the terminal, not in a file")
+        command.add_argument("--log-file", type=Path, help="handler logs (default replay-<stack>-<time>.log)")
+        command.add_argument("--debug", action="store_true", help="tracebacks for errors")
+        command.add_argument("--key", action="append", default=[], help="an object key to replay (repeatable)")
     quarantine.add_argument("--prefix", help="every quarantine object under this prefix (default: all)")
-    quarantine.add_argument(
-        "--backup-dir", default="replay-backup", help="copies of replayed objects (local dir, default replay-backup)"
-    )
-    failures.add_argument("--message-file", help="one on-failure record (JSON) instead of reading the bucket")
-    failures.add_argument("--max-messages", type=int, default=100, help="at most this many failure-bucket objects")
+    failures.add_argument("--prefix", default=FAILURE_PREFIX, help=f"on-failure objects under it ({FAILURE_PREFIX})")
+    failures.add_argument("--bucket", help="on-failure bucket (default: the stack output failure_bucket_name)")
+    failures.add_argument("--message-file", type=Path, help="one saved on-failure record (JSON with payload)")
+    failures.add_argument("--max-messages", type=integer_at_least(1), default=100, help="at most this many sources")
     return parser.parse_args(argv)
+
+
+def _run(args: Any, bound: BoundStack, log_file: Path | None) -> ReplayReport:
+    outputs, stack = bound.outputs, bound.stack
+    region = os.environ.get("AWS_REGION") or outputs.region
+    session = boto3.Session(region_name=region)
+    s3 = session.client("s3")
+    via = args.via or _default_via()
+    invoke = (
+        in_process_invoker(outputs, stack, log_file)
+        if via == "in-process"
+        else lambda_invoker(outputs.function_alias_arn, session.client("lambda"), log_file)
+    )
+    handler = "pipeline.handler in this process" if via == "in-process" else outputs.function_alias_arn
+    if args.command == "quarantine":
+        sources = quarantine_sources(s3, outputs, args.key, args.prefix)
+        where = f"s3://{outputs.bucket_name}/{args.prefix or outputs.quarantine_prefix}"
+    elif args.message_file is not None:
+        sources = [failure_file_source(args.message_file)]
+        where = str(args.message_file)
+    else:
+        bucket = args.bucket or outputs.failure_bucket_name
+        sources = failure_sources(s3, bucket, args.key, args.prefix, args.max_messages)
+        where = f"s3://{bucket}/{args.prefix}"
+    if not args.dry_run:
+        print(bound.describe(f"{len(sources)} sources in {where} via {handler}"))
+    return replay_sources(sources, invoke, s3=s3, outputs=outputs, dry_run=args.dry_run, region=region)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    log_file = None
+    if not args.verbose and not args.dry_run:
+        log_file = args.log_file or Path(f"replay-{args.stack}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.log")
     try:
-        outputs = load_outputs(args.stack, outputs_file=args.outputs_file)
-    except OutputsError as error:
-        print(f"replay: {error}", file=sys.stderr)
-        return 2
-    region = os.environ.get("AWS_REGION") or outputs.region
-    session = boto3.Session(region_name=region)
-    via = args.via or _default_via()
-    invoke = (
-        in_process_invoker(outputs, args.stack)
-        if via == "in-process"
-        else lambda_invoker(outputs.function_alias_arn, session.client("lambda"))
-    )
-    try:
-        if args.command == "quarantine":
-            report = replay_quarantine(
-                outputs,
-                invoke,
-                s3=session.client("s3"),
-                keys=args.key,
-                prefix=args.prefix,
-                backup_dir=Path(args.backup_dir),
-                dry_run=args.dry_run,
-                region=region,
-            )
-        else:
-            messages = None
-            if args.message_file:
-                messages = [(json.loads(Path(args.message_file).read_text(encoding="utf-8")), None)]
-            report = replay_failure_messages(
-                outputs,
-                invoke,
-                kinesis=session.client("kinesis"),
-                s3=session.client("s3"),
-                messages=messages,
-                limit=args.max_messages,
-                dry_run=args.dry_run,
-                region=region,
-            )
-    except ReplayError as error:  # a wrong argument, found before anything was changed
-        print(f"replay: {error}", file=sys.stderr)
-        return 2
-    done = "would replay" if args.dry_run else "replayed"
-    for source in report.sources_done:
-        print(f"{done}  {source}")
-    for source in report.sources_failed:
-        print(f"failed  {source}", file=sys.stderr)
-    print(("dry run: " if args.dry_run else "") + report.line())
-    return 1 if report.sources_failed else 0
+        bound = bind_stack(args.stack, outputs_file=args.outputs_file)
+        report = _run(args, bound, log_file)
+    except (OutputsError, ReplayError) as error:  # found before anything was changed
+        if args.debug:
+            traceback.print_exc()
+        return user_error(PROG, str(error))
+    except (ClientError, BotoCoreError) as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f"{PROG}: AWS call failed: {error}", file=sys.stderr)
+        return 1
+    verb = "would replay" if args.dry_run else "replayed"
+    for source in report.sources:
+        if args.dry_run or source in report.removed:
+            print(f"{verb}  {source}")
+    for kept in report.kept:
+        print(f"kept      {kept}", file=sys.stderr)
+    for record, why in list(report.failed.items())[:20]:
+        print(f"failed    {record}: {why}", file=sys.stderr)
+    if len(report.failed) > 20:
+        print(f"failed    ... and {len(report.failed) - 20} more", file=sys.stderr)
+    print(report.line())
+    if log_file is not None and log_file.exists():
+        print(f"handler logs: {log_file}")
+    return 0 if args.dry_run or report.ok else 1
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python -m ops.rollback qa1                 # list published versions and where the alias points
     python -m ops.rollback qa1 --to 41         # point the alias at version 41 (prints before and after)
+    python -m ops.rollback qa1 --to 41 --dry-run   # what it would change, changing nothing
 
 This is the fast lever (seconds, no deploy). The stack still declares the newer version, so the next
 ``pulumi up`` points the alias forward again: follow with a revert commit and a re-deploy (docs/runbook.md).
@@ -9,8 +10,8 @@ This is the fast lever (seconds, no deploy). The stack still declares the newer 
 
 from __future__ import annotations
 
-import argparse
 import sys
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -18,12 +19,21 @@ from typing import TYPE_CHECKING
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ops.outputs import OutputsError, load_outputs
+from ops.cli import CommandParser, stack_name
+from ops.outputs import OutputsError, bind_stack
 
 if TYPE_CHECKING:
     from mypy_boto3_lambda import LambdaClient
 
-__all__ = ["AliasChange", "PublishedVersion", "RollbackError", "alias_target", "point_alias", "published_versions"]
+__all__ = [
+    "AliasChange",
+    "PublishedVersion",
+    "RollbackError",
+    "alias_target",
+    "planned_change",
+    "point_alias",
+    "published_versions",
+]
 
 LATEST = "$LATEST"
 
@@ -77,15 +87,20 @@ def alias_target(client: LambdaClient, function_name: str, alias: str) -> str:
         raise RollbackError(f"alias {alias!r} of {function_name} does not exist") from None
 
 
-def point_alias(client: LambdaClient, function_name: str, alias: str, version: str) -> AliasChange:
-    """Point ``alias`` at published ``version`` (all traffic: any weighted routing is removed)."""
+def planned_change(client: LambdaClient, function_name: str, alias: str, version: str) -> AliasChange:
+    """What ``point_alias`` would do, checked the same way, without changing anything."""
     if version.upper() == LATEST:
         raise RollbackError("refusing $LATEST: the alias must point at a published, immutable version")
     known = [item.version for item in published_versions(client, function_name)]
     if version not in known:
         listed = ", ".join(known) or "none"
         raise RollbackError(f"version {version!r} of {function_name} is not published (published: {listed})")
-    before = alias_target(client, function_name, alias)
+    return AliasChange(alias=alias, before=alias_target(client, function_name, alias), after=version)
+
+
+def point_alias(client: LambdaClient, function_name: str, alias: str, version: str) -> AliasChange:
+    """Point ``alias`` at published ``version`` (all traffic: any weighted routing is removed)."""
+    before = planned_change(client, function_name, alias, version).before
     if before != version:
         client.update_alias(
             FunctionName=function_name,
@@ -105,13 +120,19 @@ def _print_versions(versions: list[PublishedVersion], current: str, alias: str) 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ops.rollback", description=__doc__.splitlines()[0])
-    parser.add_argument("stack", help="stack to act on (dev1, qa1, preprod1, prod1, or local with STACK_OUTPUTS_FILE)")
+    parser = CommandParser(prog="python -m ops.rollback", description=__doc__.splitlines()[0])
+    parser.add_argument("stack", type=stack_name, help="stack to act on (dev1, qa1, preprod1, prod1)")
     parser.add_argument("--to", dest="version", help="published version to point the alias at")
+    parser.add_argument("--dry-run", action="store_true", help="show what --to would change; change nothing")
     parser.add_argument("--outputs-file", help="stack outputs JSON (default: $STACK_OUTPUTS_FILE or pulumi)")
+    parser.add_argument("--debug", action="store_true", help="a traceback with an error")
     args = parser.parse_args(argv)
+    version = args.version
+    if version is not None and version.upper() != LATEST and not (version.isdigit() and int(version) >= 1):
+        parser.error(f"--to {args.version!r}: expected a published version number (1, 2, ...)")
     try:
-        outputs = load_outputs(args.stack, outputs_file=args.outputs_file)
+        bound = bind_stack(args.stack, outputs_file=args.outputs_file)
+        outputs = bound.outputs
         client = boto3.client("lambda", region_name=outputs.region)
         function, alias = outputs.function_name, outputs.function_alias_name
         if args.version is None:
@@ -120,13 +141,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"\n{function}:{alias} -> version {current}")
             print(f"roll back with: python -m ops.rollback {args.stack} --to <version>")
             return 0
-        change = point_alias(client, function, alias, args.version)
+        print(bound.describe(f"alias {function}:{alias} -> version {args.version}"))
+        if args.dry_run:
+            change = planned_change(client, function, alias, args.version)
+        else:
+            change = point_alias(client, function, alias, args.version)
     except (OutputsError, RollbackError) as error:
+        if args.debug:
+            traceback.print_exc()
         print(f"rollback: {error}", file=sys.stderr)
         return 2
     except (ClientError, BotoCoreError) as error:
         print(f"rollback: AWS call failed: {error}", file=sys.stderr)
         return 1
+    if args.dry_run:
+        print(f"dry run: would point {function}:{change.alias} from version {change.before} to {change.after}")
+        return 0
     print(f"before: {function}:{change.alias} -> version {change.before}")
     print(f"after:  {function}:{change.alias} -> version {change.after}")
     if change.before == change.after:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,7 +29,8 @@ from xml.etree import ElementTree
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ops.outputs import OutputsError, StackOutputs, load_outputs
+from ops.cli import CommandParser, integer_at_least, number_above, stack_name
+from ops.outputs import OutputsError, StackOutputs, bind_stack
 
 if TYPE_CHECKING:
     from mypy_boto3_athena import AthenaClient
@@ -350,20 +352,25 @@ def junit_xml(stack: str, results: Sequence[CheckResult]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="python -m ops.smoke", description=__doc__.splitlines()[0], formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("stack", help="stack to check (dev1, qa1, preprod1, prod1, or local with STACK_OUTPUTS_FILE)")
-    parser.add_argument("--minutes", type=int, default=15, help="metrics window (default 15)")
-    parser.add_argument("--min-invocations", type=int, default=1, help="invocations expected in the window")
-    parser.add_argument("--max-errors", type=int, default=0, help="errors tolerated in the window")
-    parser.add_argument("--athena-timeout", type=float, default=120.0, help="seconds to wait for the query")
+    parser.add_argument("stack", type=stack_name, help="stack to check (dev1, qa1, preprod1, prod1)")
+    parser.add_argument("--minutes", type=integer_at_least(1), default=15, help="metrics window (default 15)")
+    parser.add_argument(
+        "--min-invocations", type=integer_at_least(0), default=1, help="invocations expected in the window"
+    )
+    parser.add_argument("--max-errors", type=integer_at_least(0), default=0, help="errors tolerated in the window")
+    parser.add_argument("--athena-timeout", type=number_above(0), default=120.0, help="seconds to wait for the query")
     parser.add_argument("--outputs-file", help="stack outputs JSON (default: $STACK_OUTPUTS_FILE or pulumi)")
     parser.add_argument("--junitxml", type=Path, help="also write a JUnit report here")
+    parser.add_argument("--debug", action="store_true", help="a traceback with an error")
     args = parser.parse_args(argv)
     try:
-        outputs = load_outputs(args.stack, outputs_file=args.outputs_file)
+        outputs = bind_stack(args.stack, outputs_file=args.outputs_file).outputs
     except OutputsError as error:
+        if args.debug:
+            traceback.print_exc()
         print(f"smoke: {error}", file=sys.stderr)
         return 2
     results = run_checks(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import signal
 import sys
 import threading
@@ -29,6 +30,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from components.settings import SettingsError
+from ops.cli import CommandParser, integer_at_least, number_above, number_at_least, stack_name, user_error
 from ops.compact import compaction_environment, local_invoker
 from sandbox.changes import Change
 from sandbox.lake import Lake, LakeCounts
@@ -283,57 +286,112 @@ def _keep(console: Console, aws: LocalAws) -> None:
         highlight=False,
         soft_wrap=True,
     )
-    threading.Event().wait()  # until Ctrl-C
+    until_interrupted = threading.Event()  # nothing sets it: Ctrl-C ends the wait
+    while not until_interrupted.wait(0.5):
+        if not aws.server.alive():
+            raise LocalServerLostError(aws.server.exit_status())
+
+
+class LocalServerLostError(RuntimeError):
+    """The local AWS server stopped while the demo was using it."""
+
+    def __init__(self, status: int | None) -> None:
+        how = f"killed by signal {-status}" if status is not None and status < 0 else f"exit status {status}"
+        super().__init__(f"the local AWS server stopped ({how}); the demo cannot go on: run make demo again")
+
+
+class _WhileServerUp(logging.Filter):
+    """Drops the pipeline thread's tracebacks once the server is gone: the demo reports that in one line."""
+
+    def __init__(self, aws: LocalAws) -> None:
+        super().__init__()
+        self._aws = aws
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self._aws.server.alive()
 
 
 def run_demo(args: argparse.Namespace, console: Console) -> DemoResult:
-    """Run the demo; return its accounting (raises on timeout)."""
+    """Run the demo; return its accounting (raises on timeout, ``LocalServerLostError`` when the server dies)."""
     quiet = {} if args.verbose else {"LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
     outputs_file = Path(args.outputs_file) if args.outputs_file else None
     with contextlib.ExitStack() as exits:
         with console.status("starting the local AWS and creating the stack's resources"):
             aws = exits.enter_context(local_aws(args.stack, outputs_file=outputs_file, shards=args.shards))
             exits.enter_context(patched_environment(quiet))
+            exits.enter_context(_filtered(_WhileServerUp(aws)))
             overrides: dict[str, Any] = {}
             if args.batching_window is not None:
                 overrides["batching_window_seconds"] = args.batching_window
             pipe = exits.enter_context(aws.pipeline(config=aws.mapping_config(**overrides)))
         console.print(f"local AWS on {aws.endpoint_url}")
         console.print(_settings_line(aws, pipe), highlight=False)
-        written, seconds = _flow(console, aws, pipe, args)
-        lake = Lake(aws.outputs, s3=aws.client("s3"), filesystem=aws.filesystem())
-        before = lake.counts()
-        console.print()
-        _queries(console, lake)
-        _quarantine(console, lake)
-        compaction = _compaction(console, aws, lake, before)
-        counts = lake.counts()
-        result = DemoResult(
-            written, pipe.bridge.forwarded, counts, pipe.mapping.stats.records_discarded, seconds, compaction
-        )
-        _summary(console, result)
-        if args.keep:
-            _keep(console, aws)
+        try:
+            written, seconds = _flow(console, aws, pipe, args)
+            lake = Lake(aws.outputs, s3=aws.client("s3"), filesystem=aws.filesystem())
+            before = lake.counts()
+            console.print()
+            _queries(console, lake)
+            _quarantine(console, lake)
+            compaction = _compaction(console, aws, lake, before)
+            counts = lake.counts()
+            result = DemoResult(
+                written, pipe.bridge.forwarded, counts, pipe.mapping.stats.records_discarded, seconds, compaction
+            )
+            _summary(console, result)
+            if args.keep:
+                _keep(console, aws)
+        except Exception as error:
+            if not aws.server.alive():  # whatever failed, the cause is the lost server
+                raise LocalServerLostError(aws.server.exit_status()) from error
+            raise
     return result
 
 
+@contextlib.contextmanager
+def _filtered(rule: logging.Filter) -> Iterator[None]:
+    """Apply ``rule`` to the sandbox's pipeline loggers (and the last-resort handler) for the block."""
+    loggers = [logging.getLogger(name) for name in ("sandbox.runner", "sandbox.mapping", "sandbox.bridge")]
+    for logger in loggers:
+        logger.addFilter(rule)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(rule)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m sandbox.demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=3000, help="demand changes to write (default 3000)")
-    parser.add_argument("--seed", type=int, default=7, help="random seed of the workload (default 7)")
-    parser.add_argument("--poison", type=int, default=4, help="poison items among the changes (default 4)")
-    parser.add_argument("--stack", default=DEFAULT_STACK, help=f"stack whose settings to use (default {DEFAULT_STACK})")
-    parser.add_argument("--shards", type=int, default=3, help="Kinesis shards of the local stream (default 3)")
+    parser = CommandParser(prog="python -m sandbox.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--batching-window", type=float, default=None, help="override the stack's batching window (seconds)"
+        "--events", type=integer_at_least(1), default=3000, help="demand changes to write (default 3000)"
     )
-    parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for the changes to settle")
+    parser.add_argument("--seed", type=int, default=7, help="random seed of the workload (default 7)")
+    parser.add_argument(
+        "--poison", type=integer_at_least(0), default=4, help="poison items among the changes (default 4)"
+    )
+    parser.add_argument(
+        "--stack", type=stack_name, default=DEFAULT_STACK, help=f"stack whose settings to use (default {DEFAULT_STACK})"
+    )
+    parser.add_argument(
+        "--shards", type=integer_at_least(1), default=3, help="Kinesis shards of the local stream (default 3)"
+    )
+    parser.add_argument(
+        "--batching-window",
+        type=number_at_least(0),
+        default=None,
+        help="override the stack's batching window (seconds)",
+    )
+    parser.add_argument(
+        "--timeout", type=number_above(0), default=90.0, help="seconds to wait for the changes to settle"
+    )
     parser.add_argument("--outputs-file", help="write the local stack outputs JSON here (default: a temp file)")
     parser.add_argument("--keep", action="store_true", help="leave the local AWS running until Ctrl-C")
     parser.add_argument("--verbose", action="store_true", help="show the handler's log lines and metrics")
+    parser.add_argument("--debug", action="store_true", help="tracebacks for configuration errors")
     args = parser.parse_args(argv)
-    if args.events < 1:
-        parser.error("--events must be at least 1")
+    if args.poison > args.events:
+        parser.error(f"argument --poison: expected at most --events ({args.events}), got {args.poison}")
     return args
 
 
@@ -349,6 +407,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         console = Console(width=_PIPE_WIDTH)
     try:
         result = run_demo(args, console)
+    except SettingsError as error:  # the stack file: unknown key, wrong type, invalid value, YAML syntax
+        if args.debug:
+            raise
+        return user_error("python -m sandbox.demo", str(error))
+    except LocalServerLostError as error:
+        console.print(f"[red]{error}[/]", highlight=False)
+        return 1
     except KeyboardInterrupt:
         console.print("\ninterrupted: the local AWS and the pipeline are stopped")
         return 130

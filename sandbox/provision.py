@@ -170,4 +170,5 @@ def provision(session: Any, settings: Settings, *, shards: int = DEFAULT_SHARDS)
         athena_results_bucket_name=names.results_bucket,
         compaction_function_name=names.compaction_function,
         compaction_log_group_name=names.compaction_log_group,
+        stack_name=settings.stack,
     )

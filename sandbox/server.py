@@ -189,6 +189,14 @@ class MotoProcess:
         self.port = int(json.loads(line)["port"])
         return self
 
+    def alive(self) -> bool:
+        """Whether the server process is running (False once it has exited or was killed)."""
+        return self._process is not None and self._process.poll() is None
+
+    def exit_status(self) -> int | None:
+        """The server's exit status once it has exited (negative: killed by that signal), else None."""
+        return None if self._process is None else self._process.poll()
+
     def stop(self) -> None:
         process, self._process = self._process, None
         if process is None:

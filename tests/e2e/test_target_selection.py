@@ -35,6 +35,7 @@ def test_unreachable_aws_names_the_credentials(monkeypatch: pytest.MonkeyPatch, 
     outputs = {key: f"value-{key}" for key in StackOutputs.output_keys()}
     outputs["function_alias_arn"] = "arn:aws:lambda:us-east-1:111111111111:function:f:live"
     outputs["region"] = "us-east-1"
+    outputs["stack_name"] = "qa1"
     path = tmp_path / "outputs.json"
     path.write_text(json.dumps(outputs))
     monkeypatch.setenv("STACK_OUTPUTS_FILE", str(path))

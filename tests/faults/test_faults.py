@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from ops.replay import in_process_invoker, replay_failure_messages, replay_quarantine
+from ops.replay import in_process_invoker, replay_failures, replay_quarantine
 from pipeline.writer import QUARANTINE_CONTENT_TYPE, encode_quarantine, object_name, quarantine_partition_prefix
 from sandbox.server import FaultRule
 from sandbox.targets import LocalTarget
@@ -96,7 +96,7 @@ def test_a_record_that_always_fails_goes_to_the_failure_bucket_and_replays_after
     # The same record is an object in the failure bucket, holding the invocation event; after the fix (the real
     # handler), replay it from there: no read from the stream needed.
     outputs = local_target.outputs
-    s3, kinesis = local_target.client("s3"), local_target.client("kinesis")
+    s3 = local_target.client("s3")
     [key] = pipe.mapping.failure_keys[messages_before:]
     assert key.startswith(f"aws/lambda/{pipe.mapping.uuid}/{info['shardId']}/")
     stored = json.loads(s3.get_object(Bucket=outputs.failure_bucket_name, Key=key)["Body"].read())
@@ -104,11 +104,11 @@ def test_a_record_that_always_fails_goes_to_the_failure_bucket_and_replays_after
     [record] = stored["payload"]["Records"]
     assert record["kinesis"]["sequenceNumber"] == info["startSequenceNumber"]
     assert marker in base64.b64decode(record["kinesis"]["data"]).decode()
-    report = replay_failure_messages(
-        outputs, in_process_invoker(outputs, "dev1"), kinesis=kinesis, s3=s3, messages=[(stored, key)]
+    report = replay_failures(
+        outputs, in_process_invoker(outputs, "dev1"), s3=s3, bucket=outputs.failure_bucket_name, keys=[key]
     )
-    assert report.sources_failed == []
-    assert report.records == 1
+    assert report.kept == []
+    assert (report.records, report.rows, report.failed) == (1, 1, {})
     accounting = run.accounting(failed=0)
     assert accounting.quarantined == 0
     assert accounting.distinct == len(run.changes), "the replayed record is now a row"
@@ -117,7 +117,7 @@ def test_a_record_that_always_fails_goes_to_the_failure_bucket_and_replays_after
     assert remaining == [], "the replayed failure object is deleted"
 
 
-def test_quarantined_records_replay_through_the_fixed_handler(run: FaultRun, local_target: LocalTarget, tmp_path):
+def test_quarantined_records_replay_through_the_fixed_handler(run: FaultRun, local_target: LocalTarget):
     """A faulty release quarantined every change of one market; after the fix, replay turns them into rows."""
     outputs = local_target.outputs
     s3 = local_target.client("s3")
@@ -166,15 +166,16 @@ def test_quarantined_records_replay_through_the_fixed_handler(run: FaultRun, loc
     assert before.quarantined > 0, "the faulty release quarantined the market's changes"
     assert before.total == len(run.changes)
 
-    report = replay_quarantine(
-        outputs, in_process_invoker(outputs, "dev1"), s3=s3, keys=written_keys, backup_dir=tmp_path
+    report = replay_quarantine(outputs, in_process_invoker(outputs, "dev1"), s3=s3, keys=written_keys)
+    assert report.kept == []
+    assert sorted(report.removed) == sorted(set(written_keys))
+    assert (report.records, report.rows, sum(report.quarantined.values()), report.failed) == (
+        before.quarantined,
+        before.quarantined,
+        0,
+        {},
     )
-    assert report.sources_failed == []
-    assert report.records == before.quarantined
     after = run.accounting()
     assert after.quarantined == 0, "replayed objects leave the quarantine"
     assert after.distinct == len(run.changes)
     assert after.rows == after.distinct, "no duplicate row"
-    assert sorted(path.name for path in tmp_path.rglob("*.jsonl.gz")) == sorted(
-        key.rsplit("/", 1)[1] for key in set(written_keys)
-    )

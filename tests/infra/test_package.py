@@ -183,3 +183,66 @@ def test_package_command_writes_the_function_zip_and_a_manifest(tmp_path: Path) 
     data = (tmp_path / "function.zip").read_bytes()
     assert manifest == {"function.zip": {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}}
     assert not (tmp_path / "layer.zip").exists()
+
+
+# -- the artifact is what the commit holds ----------------------------------------------------------------------
+def _repository(tmp_path: Path) -> Path:
+    """A git repository holding a copy of the tracked pipeline/ files, committed."""
+    import shutil  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+
+    from ops.package import tracked_files  # noqa: PLC0415
+
+    root = tmp_path / "repo"
+    for path in tracked_files(PROJECT_ROOT, allow_dirty=True):
+        target = root / path.relative_to(PROJECT_ROOT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "commit.gpgsign=false"]
+    subprocess.run([*git, "init", "-q"], cwd=root, check=True)
+    subprocess.run([*git, "add", "pipeline"], cwd=root, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "pipeline"], cwd=root, check=True)
+    return root
+
+
+def test_an_untracked_scratch_file_does_not_change_the_artifact(tmp_path: Path) -> None:
+    root = _repository(tmp_path)
+    clean = build_function_zip(tmp_path / "clean.zip", root)
+
+    (root / "pipeline" / "scratch.py").write_text("print('not in any commit')\n", encoding="utf-8")
+    (root / "pipeline" / "schemas" / "notes.txt").write_text("draft\n", encoding="utf-8")
+    with_scratch = build_function_zip(tmp_path / "scratch.zip", root)
+
+    assert with_scratch.sha256 == clean.sha256
+    assert "pipeline/scratch.py" not in _names(with_scratch.path)
+    assert "pipeline/handler.py" in _names(with_scratch.path)
+
+
+def test_uncommitted_changes_to_pipeline_are_refused_unless_allowed(tmp_path: Path, capsys) -> None:
+    from ops import package  # noqa: PLC0415
+
+    root = _repository(tmp_path)
+    clean = build_function_zip(tmp_path / "clean.zip", root)
+    handler = root / "pipeline" / "handler.py"
+    handler.write_text(handler.read_text(encoding="utf-8") + "\n# a local edit\n", encoding="utf-8")
+
+    with pytest.raises(package.PackageError, match=r"pipeline/ has uncommitted changes \(pipeline/handler.py\)"):
+        build_function_zip(tmp_path / "dirty.zip", root)
+    dirty = build_function_zip(tmp_path / "dirty.zip", root, allow_dirty=True)
+    assert dirty.sha256 != clean.sha256
+
+
+def test_a_dirty_pipeline_is_one_line_from_the_command(tmp_path: Path, monkeypatch, capsys) -> None:
+    from ops import package  # noqa: PLC0415
+
+    root = _repository(tmp_path)
+    (root / "pipeline" / "handler.py").write_text("broken\n", encoding="utf-8")
+    monkeypatch.setattr(
+        package, "build_function_zip", lambda out, allow_dirty: build_function_zip(out, root, allow_dirty=allow_dirty)
+    )
+
+    assert main(["--out", str(tmp_path / "dist"), "--skip-layer"]) == 2
+
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "pass --allow-dirty" in err

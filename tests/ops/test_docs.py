@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -79,3 +81,157 @@ def test_mermaid_blocks_use_plain_node_ids():
                 for node_id in re.findall(r"(?:^|-->|-\.->|---)\s*([A-Za-z0-9_-]+)(?=[\[\({]|\s|$)", line.strip()):
                     assert "-" not in node_id, f"{path.name}: {line.strip()}"
                     assert node_id not in ("end", "graph"), f"{path.name}: {line.strip()}"
+
+
+# -- every command the README and the runbook show: run here, or marked as needing AWS -----------------------------
+_COMMAND = re.compile(r"^(?:[A-Z_]+=\S+ )*(?:make [a-z]|python -m |\.venv/bin/python -m )")
+# Run by this test (without AWS; what needs a stack's AWS resources runs against the local AWS elsewhere).
+RUN = {
+    "make plan STACK=qa1": 0,
+    "make plan STACK=prod1": 0,
+    'make capacity STACK=prod1 ARGS="--records-per-second 40000 --on-demand"': 0,
+    'make capacity STACK=prod1 ARGS="--records-per-second 40000 --shards 8"': 0,
+    ".venv/bin/python -m sandbox.demo --help": 0,
+    "make demo": 0,
+}
+# Commands that run without AWS but not from this test, and where they run instead.
+RUN_ELSEWHERE = {
+    "make test": "what CI runs: this suite",
+    "make unit PYTEST_ARGS=tests/pipeline": "a subset of this suite",
+    "make e2e": "make test (tests/e2e on the local AWS)",
+    "make integration": "make test (tests/integration on the local AWS)",
+    "make faults": "make test (tests/faults)",
+    "make bench": "the bench job; tests/bench",
+    "make package": "tests/infra/test_package.py (function.zip; the layer needs the package index)",
+    "make clean": "removes caches other tests use",
+    'make demo ARGS="--keep"': "tests/sandbox/test_demo.py and test_user_errors.py (it waits for Ctrl-C)",
+    "make demo ARGS=--keep": "tests/sandbox/test_demo.py and test_user_errors.py (it waits for Ctrl-C)",
+    "make preflight STACK=dev1 ARGS=--local": "tests/sandbox/test_demo.py (the command the demo prints, as pasted)",
+    "python -m bench --json | python -m ops.capacity prod1 --bench-results - --peak-records 5000000 "
+    "--peak-minutes 10 --on-demand": "tests/ops/test_capacity.py reads the bench figures",
+}
+# Commands that need a deployed stack, run here against the local AWS holding that stack (exit status expected
+# there: the local AWS publishes no Lambda metrics, creates no alarms and has no Lambda function; make exits 2
+# whenever the command fails).
+RUN_LOCAL = {
+    'make replay STACK=qa1 ARGS="quarantine --dry-run"': 0,
+    "python -m ops.replay quarantine prod1 --prefix demand/quarantine/dt=2026-11-29/ --dry-run": 0,
+    "make smoke STACK=qa1": 2,
+    "make rollback STACK=prod1": 2,
+}
+
+
+def _outside_make_and_venv(environment: dict[str, str]) -> dict[str, str]:
+    """A shell's environment as an operator has it: not inside `make test` and its `uv run` (the Makefile's
+    python3 must be the one that has uv, not the project's environment)."""
+    venv = str(ROOT / ".venv")
+    path = [part for part in environment.get("PATH", "").split(":") if not part.startswith(venv)]
+    cleaned = {
+        key: value
+        for key, value in environment.items()
+        if key not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKE_TERMOUT", "MAKE_TERMERR", "VIRTUAL_ENV")
+    }
+    return cleaned | {"PATH": ":".join(path)}
+
+
+def _shown_commands() -> list[tuple[str, str, str]]:
+    """(file, command, the line it is on) for each command in backticks or in a fenced block."""
+    found: list[tuple[str, str, str]] = []
+    for path in (ROOT / "README.md", DOCS / "runbook.md"):
+        fenced = False
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.startswith("```"):
+                fenced = not fenced
+                continue
+            candidates = [line.split("  #", 1)[0].strip()] if fenced else re.findall(r"`([^`]+)`", line)
+            found.extend((path.name, command, line) for command in candidates if _COMMAND.match(command))
+    return found
+
+
+def test_every_command_shown_is_run_here_run_elsewhere_or_marked_as_needing_aws():
+    unclassified = []
+    for name, command, line in _shown_commands():
+        if command in RUN or command in RUN_ELSEWHERE or re.fullmatch(r"(make [a-z-]+|python -m [a-z._]+)", command):
+            continue  # run, or a bare mention of a command in prose
+        if "needs AWS" not in line:
+            unclassified.append(f"{name}: {command}")
+    assert unclassified == []
+
+
+def test_the_commands_said_to_run_here_are_shown():
+    shown = {command for _, command, _ in _shown_commands()}
+    assert set(RUN) | set(RUN_ELSEWHERE) | set(RUN_LOCAL) <= shown
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", sorted(RUN))
+def test_shown_command_runs_without_aws(command):
+
+    import shlex  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+
+    environment = {
+        key: value for key, value in os.environ.items() if not key.startswith("AWS_") and key != "STACK_OUTPUTS_FILE"
+    }
+    environment |= {"AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}
+    environment = _outside_make_and_venv(environment)
+    words = shlex.split(command)
+    words = [sys.executable, *words[1:]] if words[0] == ".venv/bin/python" else words
+    done = subprocess.run(words, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == RUN[command], done.stdout[-2000:] + done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    if command.startswith("make demo"):
+        assert "every change accounted for" in done.stdout
+    if command.startswith("make capacity"):
+        assert "sustained" in done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", sorted(RUN_LOCAL))
+def test_shown_command_needing_aws_runs_against_the_local_aws(command):
+
+    import shlex  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+
+    from sandbox.local_aws import local_aws  # noqa: PLC0415
+
+    words = shlex.split(command)
+    stack = (
+        next(word.split("=", 1)[1] for word in words if word.startswith("STACK=")) if words[0] == "make" else words[4]
+    )
+    words = [sys.executable, *words[1:]] if words[0] == "python" else words
+    with local_aws(stack) as aws:
+        # the local endpoint, fake credentials, the outputs file of `stack`
+        environment = _outside_make_and_venv(dict(os.environ))
+        done = subprocess.run(
+            words, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=300, check=False
+        )
+        assert aws.outputs.stack_name == stack
+    assert done.returncode == RUN_LOCAL[command], done.stdout[-2000:] + done.stderr[-2000:]
+    assert "Traceback" not in done.stdout + done.stderr
+    if "replay" in command:
+        assert "dry run: would replay 0 records from 0 sources; nothing changed" in done.stdout
+    if "smoke" in command:
+        assert "FAILED: invocations" in done.stdout
+    if "rollback" in command:
+        assert "alias 'live' of prd3292-prod1-" in done.stderr
+
+
+def test_make_without_stack_stops_with_one_line_for_stack_bound_targets():
+    import subprocess  # noqa: PLC0415
+
+    for target in ("rollback", "smoke", "capacity", "replay"):
+        done = subprocess.run(
+            ["make", "--no-print-directory", target, "STACK="],
+            cwd=ROOT,
+            env=_outside_make_and_venv(dict(os.environ)),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 2, target
+        [line] = done.stderr.strip().splitlines()
+        assert re.fullmatch(
+            rf"Makefile:\d+: \*\*\* STACK is required: make {target} STACK=<dev1\|qa1\|preprod1\|prod1>\.  Stop\.", line
+        ), line

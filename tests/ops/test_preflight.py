@@ -145,7 +145,7 @@ def test_make_preflight_requires_a_stack():
     )
 
     assert run.returncode == 2
-    assert "make preflight: STACK is required (make preflight STACK=qa1)" in run.stderr
+    assert "STACK is required: make preflight STACK=<dev1|qa1|preprod1|prod1>" in run.stderr
     assert "ops.preflight" not in run.stdout
 
 

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 
 class _NoWait:
-    def wait(self) -> bool:
+    def wait(self, timeout: float | None = None) -> bool:
         return True
 
 
@@ -60,7 +60,7 @@ def test_keep_prints_commands_that_run_as_pasted(monkeypatch: pytest.MonkeyPatch
             check=False,
         )
     assert done.returncode == 0, done.stderr
-    assert "dry run: 0 records replayed" in done.stdout
+    assert "dry run: would replay 0 records from 0 sources; nothing changed" in done.stdout
 
 
 def test_keep_prints_a_preflight_that_passes_as_pasted(monkeypatch: pytest.MonkeyPatch):
