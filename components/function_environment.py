@@ -23,4 +23,5 @@ def lambda_environment(settings: Settings, bucket: str, prefixes: Prefixes) -> d
         "LOG_LEVEL": settings.log_level,
         "POWERTOOLS_SERVICE_NAME": settings.naming.physical("demand-processor"),
         "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+        "SOURCE_TABLE_NAME": settings.table_name,
     }

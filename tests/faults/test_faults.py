@@ -12,7 +12,13 @@ from typing import Any
 import pytest
 
 from ops.replay import in_process_invoker, replay_failure_messages, replay_quarantine
-from pipeline.writer import QUARANTINE_CONTENT_TYPE, encode_quarantine, object_name, quarantine_partition_prefix
+from pipeline.writer import (
+    QUARANTINE_CONTENT_TYPE,
+    encode_quarantine,
+    object_name,
+    quarantine_partition_prefix,
+    sequence_digest,
+)
 from sandbox.server import FaultRule
 from sandbox.targets import LocalTarget
 from tests.faults.conftest import FaultRun
@@ -146,7 +152,11 @@ def test_quarantined_records_replay_through_the_fixed_handler(run: FaultRun, loc
             ]
             prefix = quarantine_partition_prefix(outputs.quarantine_prefix, datetime.now(UTC))
             name = object_name(
-                first["eventSourceARN"], first["eventID"].split(":")[0], lines[0]["sequence_number"], ".jsonl.gz"
+                first["eventSourceARN"],
+                first["eventID"].split(":")[0],
+                lines[0]["sequence_number"],
+                sequence_digest(line["sequence_number"] for line in lines),
+                ".jsonl.gz",
             )
             s3.put_object(
                 Bucket=outputs.bucket_name,

@@ -196,4 +196,5 @@ def test_lambda_environment_matches_the_handler_contract() -> None:
         "LOG_LEVEL": "INFO",
         "POWERTOOLS_SERVICE_NAME": "prd3292-prod1-demand-processor",
         "POWERTOOLS_METRICS_NAMESPACE": "DmdPipeline",
+        "SOURCE_TABLE_NAME": "prd3292-prod1-us-east-1-demand-table",
     }
