@@ -173,6 +173,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['objects']:>8} {row['naive_objects']:>6} {row['hours']:>6}"
         )
     print(f"shuffled {args.layout_size:,} records against the local S3 (moto server): {shuffled['local_s3_ms']:.0f} ms")
+    print(
+        f"process CPU time, handler / naive: live-like {live['handler_cpu_ms']:.0f} / {live['naive_cpu_ms']:.0f} ms "
+        f"({live['cpu_speedup']:.1f}x), pinned to one CPU {one_core['handler_cpu_ms']:.0f} / "
+        f"{one_core['naive_cpu_ms']:.0f} ms ({one_core['cpu_speedup']:.1f}x)"
+    )
     checks = {
         "speed-up >= 8x": largest["speedup"] >= TARGETS["speedup"],
         "live-like speed-up >= 8x": live["speedup"] >= LAYOUT_TARGETS["live_speedup"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import io
+import itertools
 import json
 import random
 from datetime import UTC, datetime, timedelta
@@ -120,3 +121,25 @@ def test_the_s3_store_creates_once_and_reads_412_as_already_durable(s3):
     assert store.create("demand/events/a.parquet", b"first", "application/octet-stream") is True
     assert store.create("demand/events/a.parquet", b"second", "application/octet-stream") is False
     assert s3.get_object(Bucket=BUCKET, Key="demand/events/a.parquet")["Body"].read() == b"first"
+
+
+def test_the_benchmark_batches_are_out_of_order_as_described():
+    from bench.layouts import _speed, live_like_event, shuffled_event  # noqa: PLC0415
+
+    def times(event: dict[str, Any]) -> list[datetime]:
+        rows = decode_batch(parse_kinesis_records(event), "MILLISECOND").rows
+        return list(rows.column("change_time").to_pylist())
+
+    live_event = live_like_event(10_000, 7)  # the benchmark's size: it crosses midnight
+    live = times(live_event)
+    # jittered by at most 1.5 s each way around an increasing clock, so never more than 3 s back, and out of order
+    assert live != sorted(live)
+    assert max(earlier - later for earlier, later in itertools.pairwise(live)) < timedelta(seconds=3)
+    assert len(_hours(live_event)) == 2
+    shuffled = times(shuffled_event(2000, 7))
+    assert shuffled != sorted(shuffled)
+    assert len(_hours(shuffled_event(2000, 7))) == 72
+    figures = _speed(shuffled_event(300, 7), repeat=1)
+    assert figures["objects"] == figures["naive_objects"] == figures["hours"] > 50
+    assert figures["speedup"] > 0
+    assert figures["cpu_speedup"] > 0
