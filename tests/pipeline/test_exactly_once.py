@@ -327,14 +327,14 @@ def read_event_rows(event: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_the_objects_of_a_batch_are_written_concurrently_with_a_bounded_pool():
-    # GIVEN a batch over three days (72 hour partitions), and S3 taking 20 ms per write
+    # GIVEN a batch over three days (72 hour partitions), and S3 taking 50 ms per write
     rng = random.Random(5)
     start = datetime(2026, 11, 26, tzinfo=UTC)
     changes = [
         dataclasses.replace(change, time=start + timedelta(seconds=rng.uniform(0, 3 * 86_400)))
         for change in DemandGenerator(seed=5).changes(2000)
     ]
-    store = SlowStore(pause=0.02)
+    store = SlowStore(pause=0.05)
     processor = StreamProcessor(Settings(output_bucket="lake"), store, decode_batch)
     # WHEN it is processed
     result = processor.process(changes_event(changes))
