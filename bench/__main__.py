@@ -1,12 +1,14 @@
 """Benchmark of the handler's whole path minus the network, against a naive reference, in one process.
 
-    python -m bench [--sizes 1000 10000] [--repeat 5] [--seed 7] [--json] [--check]
+    python -m bench [--sizes 1000 10000] [--repeat 5] [--seed 7] [--layout-size 10000] [--json] [--check]
 
 Measures records/s and ms per batch (best of ``--repeat`` after a warm-up, the same for both paths), peak
 memory growth of the 10,000-record batch (RSS high-water mark, reset through /proc/self/clear_refs, and Arrow's
 allocator peak, which tracemalloc cannot see), Parquet bytes per record, the cold import time of
 ``pipeline.handler`` in fresh processes, and the speed-up over the naive reference. With ``--check`` it exits
-non-zero when a target is missed.
+non-zero when a target is missed. Then batches whose change times are not in sequence order
+(``bench.layouts``): live-like (jittered by +-1.5 s, crossing an hour) and shuffled over three days, with the
+objects each writes, the live-like speed-up pinned to one CPU, and the shuffled batch against the local S3.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from bench.layouts import LAYOUT_TARGETS, layout_figures, one_core_figures
 from bench.naive import naive_process
 from pipeline.columnar import decode_batch
 from pipeline.config import Settings
@@ -112,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--layout-size", type=int, default=10_000, help="records of the live-like and shuffled batches")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     parser.add_argument("--check", action="store_true", help="exit non-zero when a target is missed")
     args = parser.parse_args(argv)
@@ -154,8 +158,33 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"Parquet bytes per record: {largest['parquet_bytes_per_record']}")
     print(f"cold import of pipeline.handler: {import_ms:.0f} ms (median of 3 fresh processes)")
+    layouts = layout_figures(args.layout_size, args.seed, args.repeat)
+    one_core = one_core_figures(args.layout_size, args.seed, args.repeat)
+    figures.update(layouts=layouts, one_core=one_core)
+    live, shuffled = layouts["live_like"], layouts["shuffled"]
+    print(f"{'batch':>16} {'handler ms':>11} {'naive ms':>9} {'speed-up':>9} {'objects':>8} {'naive':>6} {'hours':>6}")
+    for name, row in (
+        ("live-like", live),
+        ("shuffled 3 days", shuffled),
+        (f"live-like, CPU {one_core['cpu']}", one_core),
+    ):
+        print(
+            f"{name:>16} {row['handler_ms']:>11.1f} {row['naive_ms']:>9.1f} {row['speedup']:>8.1f}x "
+            f"{row['objects']:>8} {row['naive_objects']:>6} {row['hours']:>6}"
+        )
+    print(f"shuffled {args.layout_size:,} records against the local S3 (moto server): {shuffled['local_s3_ms']:.0f} ms")
+    print(
+        f"process CPU time, handler / naive: live-like {live['handler_cpu_ms']:.0f} / {live['naive_cpu_ms']:.0f} ms "
+        f"({live['cpu_speedup']:.1f}x), pinned to one CPU {one_core['handler_cpu_ms']:.0f} / "
+        f"{one_core['naive_cpu_ms']:.0f} ms ({one_core['cpu_speedup']:.1f}x)"
+    )
     checks = {
         "speed-up >= 8x": largest["speedup"] >= TARGETS["speedup"],
+        "live-like speed-up >= 8x": live["speedup"] >= LAYOUT_TARGETS["live_speedup"],
+        "live-like speed-up on one core >= 6x": one_core["speedup"] >= LAYOUT_TARGETS["live_speedup_one_core"],
+        "shuffled batch against the local S3 <= 1 s": shuffled["local_s3_ms"] <= LAYOUT_TARGETS["shuffled_local_s3_ms"],
+        "objects <= distinct hours (live-like, shuffled)": live["objects"] <= live["hours"]
+        and shuffled["objects"] <= shuffled["hours"],
         "records/s >= 40,000": largest["records_per_second"] >= TARGETS["records_per_second"],
         "peak memory growth < 150 MB": rss_mb < TARGETS["peak_memory_mb"],
         "handler import < 400 ms": import_ms < TARGETS["import_ms"],

@@ -22,6 +22,7 @@ from pipeline.writer import encode_parquet
 __all__ = ["KNOWN_ATTRIBUTES", "naive_process", "plain_value"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_TTL_IDENTITY = {"type": "Service", "principalId": "dynamodb.amazonaws.com"}
 # Item attributes the contract knows (pk/sk carry event_id/fan_id); the rest goes to extra_attributes.
 KNOWN_ATTRIBUTES = {
     "pk", "sk", "event_id", "fan_id", "market_id", "status", "quantity", "price_levels", "channel", "presale_code",
@@ -67,17 +68,19 @@ def _row(envelope: dict[str, Any], deserializer: TypeDeserializer) -> dict[str, 
         "sequence_number": envelope["kinesis"]["sequenceNumber"],
         "table_name": record["tableName"],
         "extra_attributes": json.dumps(extra, sort_keys=True) if extra else None,
+        "deleted_by_ttl": record["eventName"] == "REMOVE" and record.get("userIdentity") == _TTL_IDENTITY,
     }
 
 
 def naive_process(event: dict[str, Any]) -> list[bytes]:
-    """The whole path, naively: rows validated one by one, then one table and its Parquet bytes."""
+    """The whole path, naively: rows validated one by one, grouped by change-time hour (the handler's layout),
+    then one table and its Parquet bytes per hour."""
     deserializer = TypeDeserializer()
     parsed = fastavro.parse_schema(load_schema())
-    rows = []
+    hours: dict[tuple[int, int, int, int], list[dict[str, Any]]] = {}
     for envelope in event["Records"]:
         row = _row(envelope, deserializer)
         fastavro.validation.validate(row, parsed, raise_errors=True)
-        rows.append(row)
-    table = pa.Table.from_pylist(rows, schema=arrow_schema())
-    return [encode_parquet(table)]
+        moment = row["change_time"]
+        hours.setdefault((moment.year, moment.month, moment.day, moment.hour), []).append(row)
+    return [encode_parquet(pa.Table.from_pylist(rows, schema=arrow_schema())) for rows in hours.values()]

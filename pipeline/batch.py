@@ -37,9 +37,9 @@ class DecodedBatch:
     quarantined: tuple[Quarantined, ...]  # ascending position
 
 
-def decode_one(record: KinesisRecord, precision: str) -> dict[str, Any]:
+def decode_one(record: KinesisRecord, precision: str, source_table: str | None = None) -> dict[str, Any]:
     """One record through the strict path: a row, or ``RecordError``."""
-    return normalize(record, parse_change_record(decode_data(record.data), precision))
+    return normalize(record, parse_change_record(decode_data(record.data), precision, source_table))
 
 
 def rows_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
@@ -47,14 +47,14 @@ def rows_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(list(rows), schema=arrow_schema())
 
 
-def decode_strict(records: Sequence[KinesisRecord], precision: str) -> DecodedBatch:
-    """Every record through the strict path."""
+def decode_strict(records: Sequence[KinesisRecord], precision: str, source_table: str | None = None) -> DecodedBatch:
+    """Every record through the strict path (``source_table``: see ``pipeline.decode.parse_change_record``)."""
     rows: list[dict[str, Any]] = []
     positions: list[int] = []
     quarantined: list[Quarantined] = []
     for position, record in enumerate(records):
         try:
-            rows.append(decode_one(record, precision))
+            rows.append(decode_one(record, precision, source_table))
         except RecordError as error:
             quarantined.append(Quarantined(position, error))
         else:

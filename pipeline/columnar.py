@@ -31,7 +31,7 @@ import pyarrow.json as pj
 import pybase64
 
 from pipeline.batch import DecodedBatch, Quarantined, decode_one, rows_table
-from pipeline.decode import KinesisBatch, KinesisRecord
+from pipeline.decode import DYNAMODB_SOURCE, TTL_IDENTITY, KinesisBatch, KinesisRecord
 from pipeline.exceptions import RecordError
 from pipeline.normalize import CHANGE_TIME_RANGE, EXTRA_COLUMN, KEY_COLUMNS, item_specs
 from pipeline.schema import FieldSpec, arrow_schema
@@ -82,8 +82,8 @@ def _attribute_type(spec: FieldSpec) -> pa.DataType:
 def payload_schema() -> pa.Schema:
     """Explicit schema of a change record for the JSON reader, derived from the contract.
 
-    ``userIdentity`` (null, or an object for TTL deletions) is not read by either path, so it is left to
-    inference rather than declared.
+    ``userIdentity`` (null, or an object for TTL deletions) is left to inference rather than declared: it is
+    null in nearly every record, and ``_deleted_by_ttl`` checks its inferred type before reading it.
     """
     key = pa.struct([("S", _STRING)])
     image_fields = [(attribute, key) for attribute, _ in KEY_COLUMNS.values()]
@@ -529,7 +529,24 @@ def _nested_columns(picked: concurrent.futures.Future[Any], length: int) -> tupl
     return columns, _all(sure, extra_sure)
 
 
-def _columns(table: pa.Table, shard_id: str, sequences: Sequence[str], precision: str) -> tuple[pa.Table, Any]:
+def _deleted_by_ttl(table: pa.Table, is_remove: Any, length: int) -> Any:
+    """REMOVE rows whose ``userIdentity`` is DynamoDB's TTL service, as ``pipeline.decode`` decides it: a field
+    inferred as anything but text cannot hold the service's name, so such rows are simply not TTL deletions."""
+    if "userIdentity" not in table.column_names:
+        return _constant(False, length)
+    identity = table.column("userIdentity").chunk(0)
+    result = is_remove
+    for name, value in TTL_IDENTITY.items():
+        child = _field(identity, name)
+        if child is None or child.type != _STRING:
+            return _constant(False, length)
+        result = pc.and_(result, pc.equal(child, value))
+    return pc.fill_null(result, False)
+
+
+def _columns(
+    table: pa.Table, shard_id: str, sequences: Sequence[str], precision: str, source_table: str | None = None
+) -> tuple[pa.Table, Any]:
     """Output columns for one parsed sub-batch, and the rows they are certain about."""
     length = table.num_rows
     table = table.combine_chunks()
@@ -546,7 +563,11 @@ def _columns(table: pa.Table, shard_id: str, sequences: Sequence[str], precision
         pc.greater(pc.utf8_length(change_id), 0),
         pc.is_in(op, value_set=pa.array(["INSERT", "MODIFY", "REMOVE"])),
         pc.greater(pc.utf8_length(table_name), 0),
+        # another producer's record or another table's change: the strict path quarantines it with the reason
+        pc.equal(table.column("eventSource").chunk(0), DYNAMODB_SOURCE),
     )
+    if source_table is not None:
+        sure = _all(sure, pc.equal(table_name, source_table))
     # change_time: the record's own precision wins, the configured one applies when it has none
     created = pc.struct_field(body, "ApproximateCreationDateTime")
     own = pc.struct_field(body, "ApproximateCreationDateTimePrecision")
@@ -575,6 +596,7 @@ def _columns(table: pa.Table, shard_id: str, sequences: Sequence[str], precision
         shard_id=pa.repeat(pa.scalar(shard_id, _STRING), length),
         sequence_number=pa.array(sequences, _STRING),
         table_name=table_name,
+        deleted_by_ttl=_deleted_by_ttl(table, is_remove, length),
     )
     image, selected = picked.result()
     sure = _all(sure, selected, image.is_valid())
@@ -678,8 +700,10 @@ def _read(payloads: list[bytes], candidates: list[int]) -> tuple[list[tuple[list
     return _parsed_runs(candidates, payloads, b"\n".join(chosen))
 
 
-def decode_batch(records: Sequence[KinesisRecord], precision: str) -> DecodedBatch:
-    """Decode a batch column-wise, sending only the rows the columns are unsure about through the strict path."""
+def decode_batch(records: Sequence[KinesisRecord], precision: str, source_table: str | None = None) -> DecodedBatch:
+    """Decode a batch column-wise, sending only the rows the columns are unsure about through the strict path.
+
+    ``source_table``: see ``pipeline.decode.parse_change_record``."""
     batch = records if isinstance(records, KinesisBatch) else KinesisBatch.from_records(records)
     payloads, candidates, unsure = _payloads(batch.data)
     parsed, leftovers = _read(payloads, candidates)
@@ -689,7 +713,7 @@ def decode_batch(records: Sequence[KinesisRecord], precision: str) -> DecodedBat
     sequences = batch.sequence_numbers
     for positions, table in parsed:
         run_sequences = sequences if len(positions) == len(sequences) else [sequences[p] for p in positions]
-        output, sure = _columns(table, str(batch.shard_id), run_sequences, precision)
+        output, sure = _columns(table, str(batch.shard_id), run_sequences, precision, source_table)
         if sure.false_count == 0:
             tables.append(output)
             fast_positions.extend(positions)
@@ -702,7 +726,7 @@ def decode_batch(records: Sequence[KinesisRecord], precision: str) -> DecodedBat
     quarantined: list[Quarantined] = []
     for position in sorted(unsure):
         try:
-            strict_rows.append(decode_one(batch[position], precision))
+            strict_rows.append(decode_one(batch[position], precision, source_table))
         except RecordError as error:
             quarantined.append(Quarantined(position, error))
         else:

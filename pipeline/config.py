@@ -27,6 +27,7 @@ __all__ = [
     "POWERTOOLS_SERVICE_NAME",
     "PRECISIONS",
     "QUARANTINE_PREFIX",
+    "SOURCE_TABLE_NAME",
     "Settings",
     "load_settings",
 ]
@@ -38,6 +39,7 @@ CHANGE_TIME_PRECISION = "CHANGE_TIME_PRECISION"
 LOG_LEVEL = "LOG_LEVEL"
 POWERTOOLS_SERVICE_NAME = "POWERTOOLS_SERVICE_NAME"
 POWERTOOLS_METRICS_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"
+SOURCE_TABLE_NAME = "SOURCE_TABLE_NAME"
 
 #: Every variable the function reads, in the order the infrastructure should set them.
 ENVIRONMENT_VARIABLES = (
@@ -48,6 +50,7 @@ ENVIRONMENT_VARIABLES = (
     LOG_LEVEL,
     POWERTOOLS_SERVICE_NAME,
     POWERTOOLS_METRICS_NAMESPACE,
+    SOURCE_TABLE_NAME,
 )
 
 DEFAULT_OUTPUT_PREFIX = "demand/events/"
@@ -61,6 +64,8 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 # A key prefix: relative, ends with "/", no empty or dot segments, printable ASCII only.
 _PREFIX = re.compile(r"^(?:[A-Za-z0-9!_.*'()=-]+/)+$")
+# DynamoDB table names: 3-255 characters, letters, digits, '_', '-' and '.'.
+_TABLE = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,8 @@ class Settings:
     log_level: str = "INFO"
     service_name: str = DEFAULT_SERVICE_NAME
     metrics_namespace: str = DEFAULT_METRICS_NAMESPACE
+    #: The DynamoDB table whose changes this function owns; records of other tables are quarantined. None: any.
+    source_table_name: str | None = None
 
     def __post_init__(self) -> None:
         if not _BUCKET.match(self.output_bucket) or ".." in self.output_bucket:
@@ -105,6 +112,11 @@ class Settings:
             raise ConfigError(f"{POWERTOOLS_SERVICE_NAME}={self.service_name!r} must not be blank")
         if not self.metrics_namespace.strip():
             raise ConfigError(f"{POWERTOOLS_METRICS_NAMESPACE}={self.metrics_namespace!r} must not be blank")
+        if self.source_table_name is not None and not _TABLE.match(self.source_table_name):
+            raise ConfigError(
+                f"{SOURCE_TABLE_NAME}={self.source_table_name!r} is not a DynamoDB table name "
+                "(3-255 characters: letters, digits, '_', '-' and '.')"
+            )
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -121,4 +133,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         log_level=env.get(LOG_LEVEL, "").strip().upper() or "INFO",
         service_name=env.get(POWERTOOLS_SERVICE_NAME, "").strip() or DEFAULT_SERVICE_NAME,
         metrics_namespace=env.get(POWERTOOLS_METRICS_NAMESPACE, "").strip() or DEFAULT_METRICS_NAMESPACE,
+        source_table_name=env.get(SOURCE_TABLE_NAME, "").strip() or None,
     )

@@ -25,10 +25,19 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, overload
 
-from pipeline.exceptions import InvalidEventError, NotBase64Error, NotChangeRecordError, NotJsonError
+from pipeline.exceptions import (
+    InvalidEventError,
+    NotBase64Error,
+    NotChangeRecordError,
+    NotJsonError,
+    WrongSourceError,
+    WrongTableError,
+)
 
 __all__ = [
     "DECIMAL_CONTEXT",
+    "DYNAMODB_SOURCE",
+    "TTL_IDENTITY",
     "ChangeRecord",
     "EventName",
     "KinesisBatch",
@@ -59,6 +68,10 @@ DECIMAL_CONTEXT = decimal.Context(
 _NUMBER = re.compile(r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$")
 _SEQUENCE = re.compile(r"^[0-9]{1,128}$")
 _PRECISIONS = ("MILLISECOND", "MICROSECOND")
+#: ``eventSource`` of every change record Kinesis Data Streams for DynamoDB writes.
+DYNAMODB_SOURCE = "aws:dynamodb"
+#: ``userIdentity`` of a REMOVE that DynamoDB's Time to Live made (an expired item, not a user's delete).
+TTL_IDENTITY = {"type": "Service", "principalId": "dynamodb.amazonaws.com"}
 
 
 class EventName(StrEnum):
@@ -94,6 +107,7 @@ class ChangeRecord:
     old_image: Mapping[str, Any] | None
     approximate_creation: int
     precision: str
+    deleted_by_ttl: bool = False
 
     @property
     def image(self) -> Mapping[str, Any] | None:
@@ -270,8 +284,21 @@ def _require(mapping: Mapping[str, Any], name: str, kind: type | tuple[type, ...
     return value
 
 
-def parse_change_record(payload: bytes, default_precision: str) -> ChangeRecord:
-    """Bytes of one stream record -> ``ChangeRecord``; ``default_precision`` applies when the record has none."""
+def _deleted_by_ttl(event_name: str, identity: Any) -> bool:
+    """A REMOVE whose ``userIdentity`` names DynamoDB's TTL service; any other identity (or none) is not."""
+    return (
+        event_name == EventName.REMOVE
+        and isinstance(identity, dict)
+        and all(identity.get(name) == value for name, value in TTL_IDENTITY.items())
+    )
+
+
+def parse_change_record(payload: bytes, default_precision: str, source_table: str | None = None) -> ChangeRecord:
+    """Bytes of one stream record -> ``ChangeRecord``; ``default_precision`` applies when the record has none.
+
+    ``source_table``, when given, is the only table whose changes are accepted (``WrongTableError`` otherwise);
+    an ``eventSource`` other than ``aws:dynamodb`` is always refused (``WrongSourceError``).
+    """
     try:
         document = json.loads(payload.decode("utf-8"))
     except UnicodeDecodeError as error:
@@ -280,6 +307,10 @@ def parse_change_record(payload: bytes, default_precision: str) -> ChangeRecord:
         raise NotJsonError(f"payload is not JSON ({error}): {payload[:60]!r}") from None
     if not isinstance(document, dict):
         raise NotJsonError(f"payload is JSON {type(document).__name__}, expected an object: {payload[:60]!r}")
+    source = document.get("eventSource")
+    if source is not None and source != DYNAMODB_SOURCE:
+        # another producer's record: its other fields mean nothing to this function
+        raise WrongSourceError(f"eventSource is {_shown_value(source)}, expected {DYNAMODB_SOURCE!r}")
     change_id = _require(document, "eventID", str, "")
     event_name = _require(document, "eventName", str, "")
     if event_name not in EventName.__members__:
@@ -287,6 +318,12 @@ def parse_change_record(payload: bytes, default_precision: str) -> ChangeRecord:
     table_name = _require(document, "tableName", str, "")
     if not change_id or not table_name:
         raise NotChangeRecordError(f"eventID {change_id!r} and tableName {table_name!r} must not be empty")
+    _require(document, "eventSource", str, "")
+    if source_table is not None and table_name != source_table:
+        raise WrongTableError(
+            f"tableName is {table_name!r}, expected {source_table!r} (SOURCE_TABLE_NAME): "
+            "a change of another table on this stream"
+        )
     body = _require(document, "dynamodb", dict, "")
     created = _require(body, "ApproximateCreationDateTime", int, "dynamodb.")
     precision = body.get("ApproximateCreationDateTimePrecision")
@@ -312,7 +349,13 @@ def parse_change_record(payload: bytes, default_precision: str) -> ChangeRecord:
         old_image=images[1],
         approximate_creation=created,
         precision=precision,
+        deleted_by_ttl=_deleted_by_ttl(event_name, document.get("userIdentity")),
     )
+
+
+def _shown_value(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _number(text: Any) -> decimal.Decimal:

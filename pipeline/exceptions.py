@@ -12,6 +12,8 @@ __all__ = [
     "RecordError",
     "SchemaViolationError",
     "WriteError",
+    "WrongSourceError",
+    "WrongTableError",
 ]
 
 
@@ -57,8 +59,20 @@ class SchemaViolationError(RecordError):
     kind = "schema_violation"
 
 
+class WrongSourceError(RecordError):
+    """The record's ``eventSource`` is not ``aws:dynamodb``: something other than DynamoDB wrote it."""
+
+    kind = "wrong_source"
+
+
+class WrongTableError(RecordError):
+    """The change comes from another DynamoDB table than ``SOURCE_TABLE_NAME`` (tables can share a stream)."""
+
+    kind = "wrong_table"
+
+
 class WriteError(PipelineError):
-    """An object could not be written durably; the records from its first sequence number on are retried."""
+    """An object could not be written durably; Lambda re-sends the records from its first sequence number on."""
 
     def __init__(self, key: str, cause: BaseException) -> None:
         super().__init__(f"writing s3 object {key!r} failed: {type(cause).__name__}: {cause}")

@@ -32,7 +32,7 @@ def _publish(result: BatchResult) -> None:
     metrics.add_metric(name="RowsWritten", unit=MetricUnit.Count, value=result.rows_written)
     metrics.add_metric(name="RecordsQuarantined", unit=MetricUnit.Count, value=result.quarantined)
     metrics.add_metric(name="RecordsFailed", unit=MetricUnit.Count, value=result.failed)
-    metrics.add_metric(name="ObjectsWritten", unit=MetricUnit.Count, value=len(result.objects))
+    metrics.add_metric(name="ObjectsWritten", unit=MetricUnit.Count, value=result.objects_created)
     metrics.add_metric(name="BytesWritten", unit=MetricUnit.Bytes, value=result.bytes_written)
     metrics.add_metric(name="ProcessingDuration", unit=MetricUnit.Milliseconds, value=summary["duration_ms"])
     if summary["freshness_seconds"] is not None:
@@ -41,9 +41,12 @@ def _publish(result: BatchResult) -> None:
 
 @metrics.log_metrics(raise_on_empty_metrics=False)
 def handler(event: dict[str, Any], context: Any) -> dict[str, list[dict[str, str]]]:
-    """Decode, validate, write; return ``batchItemFailures`` naming the lowest sequence number not written."""
+    """Decode, validate, write; return ``batchItemFailures`` naming the lowest sequence number not durably written.
+
+    The writes get the invocation's remaining time (``context.get_remaining_time_in_millis()``) less a margin.
+    """
     try:
-        result = processor.process(event)
+        result = processor.process(event, context)
         _publish(result)
     except InvalidEventError:
         # A wiring fault, not a bad record: count it, then fail the invocation so every record is kept for a retry.

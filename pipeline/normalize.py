@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 #: Columns filled from the change record and the Kinesis envelope rather than from the item.
-CHANGE_COLUMNS = ("op", "change_id", "change_time", "shard_id", "sequence_number", "table_name")
+CHANGE_COLUMNS = ("op", "change_id", "change_time", "shard_id", "sequence_number", "table_name", "deleted_by_ttl")
 #: Key-derived columns: column -> (key attribute, prefix of its value).
 KEY_COLUMNS = {"event_id": ("pk", "EVENT#"), "fan_id": ("sk", "FAN#")}
 EXTRA_COLUMN = "extra_attributes"
@@ -310,4 +310,5 @@ def normalize(envelope: KinesisRecord, change: ChangeRecord) -> dict[str, Any]:
         table_name=change.table_name,
     )
     row[EXTRA_COLUMN] = _extra_attributes(image)
+    row["deleted_by_ttl"] = change.deleted_by_ttl
     return row

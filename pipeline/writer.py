@@ -1,7 +1,8 @@
 """The one writer module: object keys and partition prefixes, Parquet and quarantine encoding, the object store.
 
-Object keys are pure functions of (prefix, partition, stream, shard, first sequence number of the run), so a
-retried or re-sent run rewrites the same key; see ``pipeline.processor`` for why that gives exactly-once rows.
+An object's key is a pure function of (prefix, partition, stream, shard, the sequence numbers it holds): the
+same records give the same name, so objects are created write-once (a conditional PUT, ``If-None-Match: *``)
+and "already exists" means "already durable". See ``pipeline.processor`` for the guarantee this gives.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ import gzip
 import hashlib
 import io
 import json
-from collections.abc import Iterator, Mapping, Sequence
+import re
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,14 +32,18 @@ __all__ = [
     "PARQUET_OPTIONS",
     "QUARANTINE_CONTENT_TYPE",
     "MemoryObjectStore",
+    "ObjectName",
     "ObjectStore",
     "S3ObjectStore",
     "encode_parquet",
     "encode_quarantine",
     "object_name",
     "parquet_writer",
+    "parse_object_name",
     "partition_prefix",
     "quarantine_partition_prefix",
+    "sequence_digest",
+    "stream_tag",
 ]
 
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
@@ -77,14 +84,54 @@ def quarantine_partition_prefix(prefix: str, moment: datetime) -> str:
     return f"{prefix}dt={moment.astimezone(UTC):%Y-%m-%d}/"
 
 
-def object_name(stream_arn: str, shard_id: str, first_sequence: str, suffix: str) -> str:
-    """``<stream tag>-<shard id>-<first sequence number><suffix>``: deterministic for a run of records.
+def stream_tag(stream_arn: str) -> str:
+    """8 hex digits of the stream ARN's SHA-256: keeps two streams with equal shard ids apart."""
+    return hashlib.sha256(stream_arn.encode("utf-8")).hexdigest()[:8]
 
-    The stream tag (8 hex digits of the stream ARN's SHA-256) keeps two streams with equal shard ids apart, and
-    starting with a hex digit means the name never begins with ``_`` or ``.``, which Athena would skip.
+
+def sequence_digest(sequence_numbers: Iterable[str], *, ascending: bool = False) -> str:
+    """12 hex digits of the SHA-256 of the sequence numbers, sorted as integers and joined with newlines.
+
+    ``ascending=True`` says they already are in integer order (a batch's records are), which skips the sort.
     """
-    tag = hashlib.sha256(stream_arn.encode("utf-8")).hexdigest()[:8]
-    return f"{tag}-{shard_id}-{first_sequence}{suffix}"
+    ordered = list(sequence_numbers) if ascending else sorted(sequence_numbers, key=int)
+    return hashlib.sha256("\n".join(ordered).encode("ascii")).hexdigest()[:12]
+
+
+def object_name(stream_arn: str, shard_id: str, first_sequence: str, digest: str, suffix: str) -> str:
+    """``<stream tag>-<shard id>-<first sequence number>-<digest><suffix>``: the name of one set of records.
+
+    ``digest`` is ``sequence_digest`` of every sequence number the object holds, so two objects that start at
+    the same record but hold different records never share a name. Starting with a hex digit, the name never
+    begins with ``_`` or ``.``, which Athena would skip.
+    """
+    return f"{stream_tag(stream_arn)}-{shard_id}-{first_sequence}-{digest}{suffix}"
+
+
+@dataclass(frozen=True)
+class ObjectName:
+    """The parts of an object name (``object_name``'s inverse)."""
+
+    tag: str
+    shard_id: str
+    first_sequence: str
+    digest: str
+    suffix: str
+
+
+_OBJECT_NAME = re.compile(
+    r"^(?P<tag>[0-9a-f]{8})-(?P<shard_id>.+)-(?P<first_sequence>[0-9]{1,128})-(?P<digest>[0-9a-f]{12})"
+    r"(?P<suffix>\.parquet|\.jsonl\.gz)$"
+)
+
+
+def parse_object_name(name: str) -> ObjectName:
+    """Split an object's file name (the key's last segment) into its parts; shard ids hold hyphens, so the
+    fixed-shape parts are read from the right. Raises ``ValueError`` naming the text when it is not one."""
+    match = _OBJECT_NAME.match(name.rsplit("/", 1)[-1])
+    if match is None:
+        raise ValueError(f"{name!r} is not an object name like '<8 hex>-<shard id>-<first sequence>-<12 hex>.parquet'")
+    return ObjectName(**match.groupdict())
 
 
 @contextmanager
@@ -120,7 +167,16 @@ class ObjectStore(Protocol):
     """Where objects go: S3 in Lambda, memory in the benchmark."""
 
     def put(self, key: str, body: bytes, content_type: str) -> None:
-        """Write ``body`` at ``key`` durably, or raise ``WriteError``."""
+        """Write ``body`` at ``key`` durably (replacing what is there), or raise ``WriteError``."""
+
+    def create(self, key: str, body: bytes, content_type: str, timeout: float | None = None) -> bool:
+        """Create ``key`` only if it does not exist: True when created, False when it already existed (which is
+        durable too, and never replaced). Raise ``WriteError`` when neither is known within ``timeout`` seconds."""
+
+
+def _error_code(error: BaseException) -> str:
+    response = getattr(error, "response", None)
+    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
 
 
 @dataclass
@@ -129,15 +185,22 @@ class S3ObjectStore:
 
     bucket: str
     client: S3Client | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     def _client(self) -> S3Client:
-        if self.client is None:
-            import boto3  # noqa: PLC0415 - deferred: keeps the cold import of the handler cheap
-            from botocore.config import Config  # noqa: PLC0415
+        with self._lock:  # the writer pool's threads share one client (boto3 clients are thread-safe once made)
+            if self.client is None:
+                import boto3  # noqa: PLC0415 - deferred: keeps the cold import of the handler cheap
+                from botocore.config import Config  # noqa: PLC0415
 
-            config = Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=5, read_timeout=30)
-            self.client = boto3.client("s3", config=config)
-        return self.client
+                config = Config(
+                    retries={"mode": "standard", "max_attempts": 4},
+                    connect_timeout=5,
+                    read_timeout=30,
+                    max_pool_connections=16,
+                )
+                self.client = boto3.client("s3", config=config)
+            return self.client
 
     def put(self, key: str, body: bytes, content_type: str) -> None:
         """PUT the object; any client error or exception becomes ``WriteError`` (not durable)."""
@@ -145,6 +208,22 @@ class S3ObjectStore:
             self._client().put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
         except Exception as error:
             raise WriteError(key, error) from error
+
+    def create(self, key: str, body: bytes, content_type: str, timeout: float | None = None) -> bool:
+        """Conditional PUT (``If-None-Match: *``); 412 PreconditionFailed means the object already exists.
+
+        ``timeout`` is enforced by the caller (the processor waits on the write with a deadline); botocore's own
+        connect and read timeouts bound each attempt.
+        """
+        try:
+            self._client().put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type, IfNoneMatch="*")
+        except Exception as error:
+            if _error_code(error) in ("PreconditionFailed", "412"):
+                return False
+            # 409 ConditionalRequestConflict (a concurrent write of the same key) and everything else: not known
+            # to be durable; the retry from the reported record finds the object, or writes it.
+            raise WriteError(key, error) from error
+        return True
 
 
 @dataclass
@@ -156,3 +235,10 @@ class MemoryObjectStore:
     def put(self, key: str, body: bytes, content_type: str) -> None:
         """Keep the object (overwriting, as S3 does)."""
         self.objects[key] = body
+
+    def create(self, key: str, body: bytes, content_type: str, timeout: float | None = None) -> bool:
+        """Keep the object unless the key exists, as S3 does for ``If-None-Match: *``."""
+        if key in self.objects:
+            return False
+        self.objects[key] = body
+        return True

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from ops import replay
-from pipeline.writer import encode_quarantine, object_name, quarantine_partition_prefix
+from pipeline.writer import encode_quarantine, object_name, quarantine_partition_prefix, sequence_digest
 from sandbox.changes import FIRST_SEQUENCE, KinesisEntry, kinesis_entries, lambda_event
 from sandbox.lake import Lake
 from sandbox.local_aws import LocalAws, local_aws
@@ -85,7 +85,8 @@ def _quarantine(local: LocalAws, good: int = 6, bad: int = 2) -> Quarantined:
         for entry in entries
     ]
     prefix = quarantine_partition_prefix(outputs.quarantine_prefix, datetime.fromtimestamp(entries[0].arrival, UTC))
-    key = prefix + object_name(outputs.stream_arn, SHARD, entries[0].sequence_number, ".jsonl.gz")
+    digest = sequence_digest(entry.sequence_number for entry in entries)
+    key = prefix + object_name(outputs.stream_arn, SHARD, entries[0].sequence_number, digest, ".jsonl.gz")
     local.client("s3").put_object(Bucket=outputs.bucket_name, Key=key, Body=encode_quarantine(lines))
     return Quarantined(key, entries, good_set, bad_set)
 

@@ -75,7 +75,8 @@ def handler_module(s3: Any, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     monkeypatch.setenv("OUTPUT_BUCKET", BUCKET)
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "dmd-pipeline-test")
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "DmdPipelineTest")
-    for name in ("OUTPUT_PREFIX", "QUARANTINE_PREFIX", "CHANGE_TIME_PRECISION", "LOG_LEVEL"):
+    # the local AWS of other suites in this worker may have left the stack's handler environment behind
+    for name in ("OUTPUT_PREFIX", "QUARANTINE_PREFIX", "CHANGE_TIME_PRECISION", "LOG_LEVEL", "SOURCE_TABLE_NAME"):
         monkeypatch.delenv(name, raising=False)
     module = fresh_handler_module()
     module.processor.store.client = s3

@@ -204,9 +204,9 @@ def test_one_unparseable_record_costs_neither_the_batch_nor_its_neighbours(monke
     strict_calls: list[int] = []
     original = columnar.decode_one
 
-    def counting(record: Any, precision: str) -> Any:
+    def counting(record: Any, precision: str, source_table: str | None = None) -> Any:
         strict_calls.append(1)
-        return original(record, precision)
+        return original(record, precision, source_table)
 
     monkeypatch.setattr(columnar, "decode_one", counting)
     batch = parse_kinesis_records(_event(payloads))

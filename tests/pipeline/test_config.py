@@ -31,14 +31,17 @@ def test_every_variable_is_read():
             "LOG_LEVEL": "debug",
             "POWERTOOLS_SERVICE_NAME": "demand-processor",
             "POWERTOOLS_METRICS_NAMESPACE": "Demand",
+            "SOURCE_TABLE_NAME": "prd3292-dev1-demand",
         }
     )
+    assert settings.source_table_name == "prd3292-dev1-demand"
     assert (settings.output_prefix, settings.quarantine_prefix) == ("lake/events/", "lake/quarantine/")
     assert (settings.change_time_precision, settings.log_level) == ("MICROSECOND", "DEBUG")
     assert (settings.service_name, settings.metrics_namespace) == ("demand-processor", "Demand")
     assert set(ENVIRONMENT_VARIABLES) == {
         config.OUTPUT_BUCKET, config.OUTPUT_PREFIX, config.QUARANTINE_PREFIX, config.CHANGE_TIME_PRECISION,
         config.LOG_LEVEL, config.POWERTOOLS_SERVICE_NAME, config.POWERTOOLS_METRICS_NAMESPACE,
+        config.SOURCE_TABLE_NAME,
     }  # fmt: skip
 
 
@@ -54,6 +57,8 @@ def test_every_variable_is_read():
         ({"QUARANTINE_PREFIX": "demand/events/bad/"}, "must not contain one another"),
         ({"CHANGE_TIME_PRECISION": "SECOND"}, "CHANGE_TIME_PRECISION='SECOND' is not one of MILLISECOND, MICRO"),
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL='LOUD' is not one of DEBUG, INFO"),
+        ({"SOURCE_TABLE_NAME": "demand table"}, "SOURCE_TABLE_NAME='demand table' is not a DynamoDB table name"),
+        ({"SOURCE_TABLE_NAME": "ab"}, "SOURCE_TABLE_NAME='ab' is not a DynamoDB table name"),
     ],
 )
 def test_invalid_values_name_the_variable_and_value(environment, message):

@@ -234,6 +234,7 @@ def test_a_full_item_decodes_to_the_contract_row(decoder):
         "sequence_number": "1000",
         "table_name": "demand",
         "extra_attributes": '{"marketing":{"opt_in":true,"wave":2}}',
+        "deleted_by_ttl": False,
     }
 
 
@@ -473,3 +474,86 @@ def test_a_malformed_envelope_fails_the_invocation(mutate, message):
     mutate(event)
     with pytest.raises(InvalidEventError, match=message):
         parse_kinesis_records(event)
+
+
+# -- records that are not ours, TTL deletions ---------------------------------------------------------------------
+def _outcomes(decoder: Any, payloads: list[dict[str, Any]], source_table: str | None) -> list[tuple[str, Any]]:
+    """Per record, ("row", deleted_by_ttl) or (error kind, reason), in batch order."""
+    decoded = decoder(parse_kinesis_records(event_of(*payloads)), "MILLISECOND", source_table)
+    outcomes: dict[int, tuple[str, Any]] = {
+        position: ("row", row["deleted_by_ttl"])
+        for position, row in zip(decoded.positions, decoded.rows.to_pylist(), strict=True)
+    }
+    outcomes.update({item.position: (item.error.kind, str(item.error)) for item in decoded.quarantined})
+    return [outcomes[position] for position in range(len(payloads))]
+
+
+def _of_table(name: str) -> dict[str, Any]:
+    return dict(record(item()), tableName=name)
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_a_change_of_another_table_is_quarantined_naming_both_tables(decoder):
+    # GIVEN two tables streaming into one Kinesis stream, and a function that owns "demand"
+    payloads = [_of_table("demand"), _of_table("orders"), _of_table("demand")] * 10
+    # WHEN the batch is decoded with SOURCE_TABLE_NAME=demand
+    outcomes = _outcomes(decoder, payloads, "demand")
+    # THEN the other table's changes are quarantined as wrong_table, the reason naming both tables
+    expected_reason = "tableName is 'orders', expected 'demand' (SOURCE_TABLE_NAME): a change of another table"
+    assert [kind for kind, _ in outcomes] == ["row", "wrong_table", "row"] * 10
+    assert all(reason.startswith(expected_reason) for kind, reason in outcomes if kind == "wrong_table")
+    # and without SOURCE_TABLE_NAME every table's change is a row
+    assert [kind for kind, _ in _outcomes(decoder, payloads, None)] == ["row"] * 30
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize(
+    ("source", "kind", "reason"),
+    [
+        ("aws:kinesis", "wrong_source", "eventSource is 'aws:kinesis', expected 'aws:dynamodb'"),
+        ("aws:dynamodb ", "wrong_source", "eventSource is 'aws:dynamodb ', expected 'aws:dynamodb'"),
+        (7, "wrong_source", "eventSource is 7, expected 'aws:dynamodb'"),
+        (None, "not_change_record", "eventSource is missing"),
+    ],
+)
+def test_a_record_that_dynamodb_did_not_write_is_quarantined(decoder, source, kind, reason):
+    foreign = record(item())
+    if source is None:
+        del foreign["eventSource"]
+    else:
+        foreign["eventSource"] = source
+    # a foreign record's kind wins over its other faults (here: it is of another table too)
+    payloads = [record(item()), dict(foreign, tableName="orders" if kind == "wrong_source" else "demand")] * 20
+    outcomes = _outcomes(decoder, payloads, "demand")
+    assert outcomes[::2] == [("row", False)] * 20
+    assert outcomes[1::2] == [(kind, reason)] * 20
+
+
+TTL = {"type": "Service", "principalId": "dynamodb.amazonaws.com"}
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_deleted_by_ttl_is_true_only_for_a_remove_by_dynamodb_ttl(decoder):
+    def change(event_name: str, identity: Any) -> dict[str, Any]:
+        image = item()
+        payload = (
+            record(event_name="REMOVE", old=image) if event_name == "REMOVE" else record(image, event_name=event_name)
+        )
+        return dict(payload, userIdentity=identity)
+
+    cases = [
+        (change("REMOVE", TTL), True),
+        (change("REMOVE", dict(TTL, extra="x")), True),
+        (change("REMOVE", None), False),
+        (change("REMOVE", {"type": "Service", "principalId": "lambda.amazonaws.com"}), False),
+        (change("REMOVE", {"type": "User", "principalId": "dynamodb.amazonaws.com"}), False),
+        (change("REMOVE", {"type": "Service"}), False),
+        (change("MODIFY", TTL), False),
+        (change("INSERT", None), False),
+    ]
+    payloads = [payload for payload, _ in cases] * 5
+    assert _outcomes(decoder, payloads, None) == [("row", expected) for _, expected in cases] * 5
+    # a batch without any identity, and one where the identity's fields are not text
+    assert _outcomes(decoder, [change("REMOVE", None)] * 20, None) == [("row", False)] * 20
+    odd = [change("REMOVE", {"type": 1, "principalId": ["dynamodb.amazonaws.com"]})] * 20
+    assert _outcomes(decoder, odd, None) == [("row", False)] * 20

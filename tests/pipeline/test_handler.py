@@ -16,7 +16,7 @@ from boto3.dynamodb.types import TypeDeserializer
 
 from bench.naive import KNOWN_ATTRIBUTES, plain_value
 from pipeline.exceptions import ConfigError, InvalidEventError
-from pipeline.writer import S3ObjectStore
+from pipeline.writer import S3ObjectStore, parse_object_name, sequence_digest
 from sandbox.changes import DemandGenerator, changes_event
 from tests.pipeline.conftest import (
     BUCKET,
@@ -60,6 +60,8 @@ def expected_row(record: dict[str, Any], envelope: dict[str, Any]) -> dict[str, 
         "sequence_number": envelope["kinesis"]["sequenceNumber"],
         "table_name": record["tableName"],
         "extra_attributes": extra or None,
+        "deleted_by_ttl": record["eventName"] == "REMOVE"
+        and record.get("userIdentity") == {"type": "Service", "principalId": "dynamodb.amazonaws.com"},
     }
 
 
@@ -109,9 +111,12 @@ def test_rows_land_in_the_partition_of_their_change_time(handler_module, s3):
     keys = list_keys(s3, "demand/events/")
     assert [key.split("/")[2:4] for key in keys] == [["dt=2026-11-28", "hour=23"], ["dt=2026-11-29", "hour=00"]]
     first_sequence = event["Records"][0]["kinesis"]["sequenceNumber"]
-    assert keys[0].endswith(f"-shardId-000000000000-{first_sequence}.parquet")
+    name = parse_object_name(keys[0])
+    assert (name.shard_id, name.first_sequence, name.suffix) == ("shardId-000000000000", first_sequence, ".parquet")
     for key in keys:
         table = pq.read_table(io.BytesIO(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()))
+        # the name's digest is the one of the sequence numbers the object holds
+        assert parse_object_name(key).digest == sequence_digest(table.column("sequence_number").to_pylist())
         dt, hour = key.split("/")[2][3:], key.split("/")[3][5:]
         for change_time in table.column("change_time").to_pylist():
             assert change_time.strftime("%Y-%m-%d %H") == f"{dt} {hour}"
@@ -240,7 +245,7 @@ def test_a_malformed_event_fails_the_invocation_and_is_counted(handler_module, c
 
 
 def test_a_crash_fails_the_invocation_and_is_counted(handler_module, capsys, monkeypatch):
-    def crash(event: dict[str, Any]) -> None:
+    def crash(event: dict[str, Any], context: Any = None) -> None:
         raise RuntimeError("out of memory")
 
     monkeypatch.setattr(handler_module.processor, "process", crash)

@@ -9,7 +9,7 @@ from pipeline.schema import arrow_schema, field_specs, glue_columns, load_schema
 ANALYST_COLUMNS = [
     "event_id", "fan_id", "market_id", "status", "quantity", "price_levels", "channel", "presale_code",
     "created_at", "updated_at", "attributes", "op", "change_id", "change_time", "shard_id", "sequence_number",
-    "table_name", "extra_attributes",
+    "table_name", "extra_attributes", "deleted_by_ttl",
 ]  # fmt: skip
 
 
@@ -33,6 +33,13 @@ def test_arrow_types_are_ones_athena_reads():
 def test_nullability_follows_avro_unions():
     nullable = {field.name for field in arrow_schema() if field.nullable}
     assert nullable == {"price_levels", "channel", "presale_code", "updated_at", "attributes", "extra_attributes"}
+
+
+def test_deleted_by_ttl_is_the_last_column_and_a_required_boolean():
+    field = arrow_schema().field("deleted_by_ttl")
+    assert arrow_schema().names[-1] == "deleted_by_ttl"
+    assert (field.type, field.nullable) == (pa.bool_(), False)
+    assert glue_columns()[-1].type == "boolean"
 
 
 def test_enums_keep_their_symbols():
