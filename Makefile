@@ -76,3 +76,13 @@ faults: .venv/.synced  ## injected failures on the local AWS: S3 outage, crashes
 
 replay: .venv/.synced  ## re-drive quarantine or failure-queue records of STACK (ARGS="quarantine --dry-run")
 	$(RUN) python -m ops.replay $(word 1,$(ARGS)) $(STACK) $(wordlist 2,$(words $(ARGS)),$(ARGS))
+
+# Bootstrap the lake from a point-in-time export of the table. STACK is required here: never the default stack.
+.PHONY: backfill bench-backfill
+
+backfill: .venv/.synced  ## export STACK's table, back-fill the snapshot table, check the counts (local AWS for now; STACK required)
+	@if [ "$(origin STACK)" = "file" ]; then echo "make backfill: STACK=<stack> is required (dev1, qa1, preprod1, prod1)" >&2; exit 2; fi
+	$(RUN) python -m ops.backfill $(STACK) $(ARGS)
+
+bench-backfill: .venv/.synced  ## backfill of one export data file: rows/s and peak memory (ARGS="--megabytes 100")
+	$(RUN) python -m bench.backfill $(ARGS)
