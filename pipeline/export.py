@@ -56,6 +56,7 @@ _DATA_KEY = re.compile(
 _ITEM_START = re.compile(r'\s*\{\s*"Item"\s*:\s*')
 _ITEM_END = re.compile(r"\s*\}\s*")
 _DECODER = json.JSONDecoder()
+_quoted = json.encoder.encode_basestring  # JSON string literal (the C implementation when available)
 _SHOWN = 80  # characters of a bad line quoted in a reason
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -178,18 +179,38 @@ def _item_text(line: bytes, line_number: int) -> tuple[str, Mapping[str, Any]]:
     return json.dumps(item, ensure_ascii=False), item
 
 
-def _change_record(
-    export: ExportFile, table_name: str, line_number: int, item_text: str, item: Mapping[str, Any]
-) -> str:
-    """The stream's change record for an INSERT of the item, at the export time (the decoders' input)."""
-    keys = json.dumps({name: item[name] for name in ("pk", "sk") if name in item}, ensure_ascii=False)
-    change_id = json.dumps(f"{export.export_id}:{export.file_name}:{line_number}")
-    return (
-        f'{{"eventID":{change_id},"eventName":"INSERT","eventSource":"aws:dynamodb",'
-        f'"tableName":{json.dumps(table_name)},"dynamodb":{{'
-        f'"ApproximateCreationDateTime":{export.export_time_micros},'
-        f'"ApproximateCreationDateTimePrecision":"MICROSECOND","Keys":{keys},"NewImage":{item_text}}}}}'
-    )
+@dataclass(frozen=True)
+class _RecordTemplate:
+    """The parts of the wrapped change record that are the same for every line of a file."""
+
+    head: str  # up to the line number in eventID
+    middle: str  # from the end of eventID to the Keys
+
+    @classmethod
+    def of(cls, export: ExportFile, table_name: str) -> _RecordTemplate:
+        change_id_prefix = json.dumps(f"{export.export_id}:{export.file_name}:")[:-1]  # without the closing quote
+        return cls(
+            head=f'{{"eventID":{change_id_prefix}',
+            middle=(
+                f'","eventName":"INSERT","eventSource":"aws:dynamodb","tableName":{json.dumps(table_name)},'
+                f'"dynamodb":{{"ApproximateCreationDateTime":{export.export_time_micros},'
+                '"ApproximateCreationDateTimePrecision":"MICROSECOND","Keys":'
+            ),
+        )
+
+    def record(self, line_number: int, item_text: str, item: Mapping[str, Any]) -> str:
+        """The stream's change record for an INSERT of the item, at the export time (the decoders' input)."""
+        return f'{self.head}{line_number}{self.middle}{_keys_text(item)},"NewImage":{item_text}}}}}'
+
+
+def _keys_text(item: Mapping[str, Any]) -> str:
+    """``{"pk": ..., "sk": ...}`` of the item as JSON (what is there: the decoders judge it)."""
+    pk, sk = item.get("pk"), item.get("sk")
+    if type(pk) is dict and type(sk) is dict and len(pk) == 1 and len(sk) == 1:
+        pk_text, sk_text = pk.get("S"), sk.get("S")
+        if type(pk_text) is str and type(sk_text) is str:  # the usual shape, without a general encoder
+            return f'{{"pk":{{"S":{_quoted(pk_text)}}},"sk":{{"S":{_quoted(sk_text)}}}}}'
+    return json.dumps({name: item[name] for name in ("pk", "sk") if name in item}, ensure_ascii=False)
 
 
 def _snapshot_columns(rows: pa.Table) -> pa.Table:
@@ -205,6 +226,7 @@ def _snapshot_columns(rows: pa.Table) -> pa.Table:
 
 def decode_export_lines(lines: Sequence[bytes], first_line: int, export: ExportFile, table_name: str) -> ExportChunk:
     """Lines ``first_line, first_line + 1, ...`` of ``export`` -> snapshot rows and quarantined lines."""
+    template = _RecordTemplate.of(export, table_name)
     bad: list[LineError] = []
     numbers: list[int] = []
     data: list[str] = []
@@ -215,7 +237,7 @@ def decode_export_lines(lines: Sequence[bytes], first_line: int, export: ExportF
         except RecordError as error:
             bad.append(LineError(number, line, error))
             continue
-        record = _change_record(export, table_name, number, item_text, item)
+        record = template.record(number, item_text, item)
         numbers.append(number)
         data.append(pybase64.b64encode(record.encode("utf-8")).decode("ascii"))
     sequences = tuple(str(number) for number in numbers)
