@@ -7,6 +7,9 @@ import gzip
 import importlib.util
 import io
 import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -403,3 +406,11 @@ def test_numbers_keep_their_values(s3: Any, settings: SnapshotSettings):
     result = backfill_file(ExportFile.from_event(event()), settings, s3)
     row = read_parquet(s3, result.object_key).read().to_pylist()[0]
     assert (row["market_id"], row["quantity"]) == (9_007_199_254_740_993, 8)
+
+
+def test_import_is_cheap():
+    """A cold start imports neither boto3 (created on the first invocation) nor pandas."""
+    code = "import sys, pipeline.backfill; print(sorted(m for m in ('boto3', 'pandas') if m in sys.modules))"
+    env = dict(os.environ, OUTPUT_BUCKET=BUCKET, SOURCE_TABLE_NAME=TABLE, PYTHONPATH=str(BACKFILL_FILE.parents[1]))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
