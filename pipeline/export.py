@@ -214,14 +214,19 @@ def _keys_text(item: Mapping[str, Any]) -> str:
 
 
 def _snapshot_columns(rows: pa.Table) -> pa.Table:
-    """INSERT rows of the wrapped items -> SNAPSHOT rows (and deleted_by_ttl false, when the contract has it)."""
+    """INSERT rows of the wrapped items -> SNAPSHOT rows in the contract's schema; ``deleted_by_ttl`` is false
+    when the contract has it (whether or not the decoders already fill it)."""
+    schema = arrow_schema()
     count = rows.num_rows
-    rows = rows.set_column(rows.schema.get_field_index("op"), "op", pa.repeat(pa.scalar(SNAPSHOT_OP), count))
-    if TTL_COLUMN in arrow_schema().names:
-        index = rows.schema.get_field_index(TTL_COLUMN)
-        field = arrow_schema().field(TTL_COLUMN)
-        rows = rows.set_column(index, field, pa.repeat(pa.scalar(False, pa.bool_()), count).cast(field.type))
-    return rows.cast(arrow_schema())
+    columns = []
+    for field in schema:
+        if field.name == "op":
+            columns.append(pa.repeat(pa.scalar(SNAPSHOT_OP, field.type), count))
+        elif field.name == TTL_COLUMN:
+            columns.append(pa.repeat(pa.scalar(False, pa.bool_()), count).cast(field.type))
+        else:
+            columns.append(rows.column(field.name))
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def decode_export_lines(lines: Sequence[bytes], first_line: int, export: ExportFile, table_name: str) -> ExportChunk:
@@ -252,7 +257,7 @@ def decode_export_lines(lines: Sequence[bytes], first_line: int, export: ExportF
     )
     decoded = decode_batch(batch, "MICROSECOND") if numbers else None
     if decoded is None:
-        return ExportChunk(_snapshot_columns(arrow_schema().empty_table()), tuple(bad))
+        return ExportChunk(arrow_schema().empty_table(), tuple(bad))
     bad.extend(_line_error(item, numbers, lines, first_line) for item in decoded.quarantined)
     bad.sort(key=lambda error: error.line_number)
     return ExportChunk(_snapshot_columns(decoded.rows), tuple(bad))

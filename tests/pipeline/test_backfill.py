@@ -414,3 +414,21 @@ def test_import_is_cheap():
     env = dict(os.environ, OUTPUT_BUCKET=BUCKET, SOURCE_TABLE_NAME=TABLE, PYTHONPATH=str(BACKFILL_FILE.parents[1]))
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_deleted_by_ttl_is_false_once_the_contract_has_it(monkeypatch: pytest.MonkeyPatch):
+    """The column another change appends to the contract: false on every snapshot row, wherever it comes from."""
+    extended = arrow_schema().append(pa.field(TTL_COLUMN, pa.bool_(), nullable=False))
+    monkeypatch.setattr("pipeline.export.arrow_schema", lambda: extended)
+    chunk = decode_export_lines(export_lines(items(20)), 1, ExportFile.from_event(event()), TABLE)
+    assert chunk.rows.schema == extended
+    assert chunk.rows.column(TTL_COLUMN).to_pylist() == [False] * 20
+    assert chunk.rows.column("op").to_pylist() == [SNAPSHOT_OP] * 20
+
+
+@pytest.mark.parametrize("body", [b"not gzip at all", gzip.compress(b'{"Item":{}}\n' * 50)[:-20]])
+def test_corrupt_or_truncated_data_file_fails_and_commits_nothing(s3: Any, settings: SnapshotSettings, body: bytes):
+    s3.put_object(Bucket=BUCKET, Key=DATA_KEY, Body=body)
+    with pytest.raises((OSError, EOFError)):
+        backfill_file(ExportFile.from_event(event()), settings, s3)
+    assert list_keys(s3, "demand/") == [DATA_KEY]  # nothing but the data file
