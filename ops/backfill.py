@@ -286,6 +286,11 @@ def run_export(
     return report
 
 
+def _event(bucket: str, key: str, export_time: str, item_count: int) -> dict[str, Any]:
+    """The backfill function's event for one data file, as the Distributed Map builds it from a manifest entry."""
+    return {"export_bucket": bucket, "data_key": key, "export_time": export_time, "item_count": item_count}
+
+
 def run_files(
     outputs: StackOutputs,
     stack: str,
@@ -308,9 +313,7 @@ def run_files(
         initargs=(environment, quiet),
     ) as pool:
         futures = {
-            pool.submit(
-                _invoke, {"export_bucket": outputs.bucket_name, "data_key": key, "export_time": export_time}
-            ): key
+            pool.submit(_invoke, _event(outputs.bucket_name, key, export_time, outcomes[key].expected)): key
             for key in outcomes
         }
         for future in concurrent.futures.as_completed(futures):

@@ -31,7 +31,7 @@ import pybase64
 from pipeline.batch import Quarantined
 from pipeline.columnar import decode_batch
 from pipeline.decode import KinesisBatch
-from pipeline.exceptions import InvalidEventError, NotChangeRecordError, NotJsonError, RecordError
+from pipeline.exceptions import InvalidEventError, NotChangeRecordError, NotJsonError, PipelineError, RecordError
 from pipeline.normalize import CHANGE_TIME_RANGE
 from pipeline.schema import arrow_schema
 
@@ -40,6 +40,7 @@ __all__ = [
     "TTL_COLUMN",
     "ExportChunk",
     "ExportFile",
+    "ItemCountError",
     "LineError",
     "decode_export_lines",
 ]
@@ -62,6 +63,10 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 
+class ItemCountError(PipelineError):
+    """A data file holds another number of lines than the manifest's itemCount: nothing of it is committed."""
+
+
 @dataclass(frozen=True)
 class ExportFile:
     """One data file of an export, from the backfill event."""
@@ -71,6 +76,7 @@ class ExportFile:
     export_time: datetime
     export_id: str
     file_name: str
+    item_count: int | None = None  # the manifest's itemCount for the file, when the caller has it
 
     @property
     def stem(self) -> str:
@@ -87,7 +93,8 @@ class ExportFile:
 
     @classmethod
     def from_event(cls, event: Any) -> ExportFile:
-        """Validate ``{"export_bucket", "data_key", "export_time"}``; ``InvalidEventError`` names the bad value."""
+        """Validate ``{"export_bucket", "data_key", "export_time"}`` (and ``item_count`` when given, the manifest's
+        itemCount of the file); ``InvalidEventError`` names the bad value."""
         if not isinstance(event, Mapping):
             raise InvalidEventError(
                 f"the event is {type(event).__name__}, expected an object with export_bucket, data_key, export_time"
@@ -107,12 +114,16 @@ class ExportFile:
                 f"event data_key {values['data_key']!r} is not an export data file: expected "
                 "'<prefix>/AWSDynamoDB/<export id>/data/<name>.json.gz'"
             )
+        item_count = event.get("item_count")
+        if item_count is not None and (type(item_count) is not int or item_count < 0):
+            raise InvalidEventError(f"event item_count is {item_count!r}, expected a count (the manifest's itemCount)")
         return cls(
             bucket=bucket,
             data_key=values["data_key"],
             export_time=_export_time(values["export_time"]),
             export_id=match["export_id"],
             file_name=match["name"],
+            item_count=item_count,
         )
 
 

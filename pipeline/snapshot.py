@@ -33,7 +33,7 @@ from typing import IO, TYPE_CHECKING, Any
 import pyarrow as pa
 
 from pipeline.exceptions import ConfigError, WriteError
-from pipeline.export import ExportFile, LineError, decode_export_lines
+from pipeline.export import ExportFile, ItemCountError, LineError, decode_export_lines
 from pipeline.schema import arrow_schema
 from pipeline.writer import PARQUET_CONTENT_TYPE, QUARANTINE_CONTENT_TYPE, parquet_writer
 
@@ -345,6 +345,7 @@ def backfill_file(
         result.quarantine_key = done.get("quarantine_key")
         result.quarantine_kinds = dict(done.get("quarantine_kinds") or {})
         result.already_done = True
+        _check_item_count(export, result.items)
     else:
         body = client.get_object(Bucket=export.bucket, Key=export.data_key)["Body"]
         _write_file(
@@ -397,6 +398,7 @@ def _write_file(
                     _write_row_groups(writer, pending, sizes.row_group_rows, result)
             _write_row_groups(writer, pending, sizes.row_group_rows, result, final=True)
         quarantine.close()
+        _check_item_count(export, result.items)  # before anything is committed
         if result.quarantined:
             result.quarantine_key = quarantine_key(settings, export)
             spool.seek(0)
@@ -410,6 +412,13 @@ def _write_file(
     finally:
         quarantine.close()
         spool.close()
+
+
+def _check_item_count(export: ExportFile, items: int) -> None:
+    if export.item_count is not None and items != export.item_count:
+        raise ItemCountError(
+            f"{export.data_key} holds {items} lines but the manifest's itemCount is {export.item_count}"
+        )
 
 
 def _write_row_groups(

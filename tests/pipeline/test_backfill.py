@@ -22,7 +22,7 @@ import pytest
 
 from pipeline.decode import KinesisRecord, parse_change_record
 from pipeline.exceptions import ConfigError, InvalidEventError, NotChangeRecordError, WriteError
-from pipeline.export import SNAPSHOT_OP, TTL_COLUMN, ExportFile, decode_export_lines
+from pipeline.export import SNAPSHOT_OP, TTL_COLUMN, ExportFile, ItemCountError, decode_export_lines
 from pipeline.normalize import CHANGE_COLUMNS, normalize
 from pipeline.schema import arrow_schema
 from pipeline.snapshot import (
@@ -432,3 +432,22 @@ def test_corrupt_or_truncated_data_file_fails_and_commits_nothing(s3: Any, setti
     with pytest.raises((OSError, EOFError)):
         backfill_file(ExportFile.from_event(event()), settings, s3)
     assert list_keys(s3, "demand/") == [DATA_KEY]  # nothing but the data file
+
+
+@pytest.mark.parametrize("count", ["3", -1, True, 2.0])
+def test_item_count_must_be_a_count(count: Any):
+    with pytest.raises(InvalidEventError, match=f"item_count is {count!r}"):
+        ExportFile.from_event(event(item_count=count))
+
+
+def test_item_count_from_the_manifest_is_checked_before_anything_is_committed(s3: Any, settings: SnapshotSettings):
+    lines = export_lines(items(30))
+    lines[2] = b"poison"
+    put_data_file(s3, lines)
+    with pytest.raises(ItemCountError, match="holds 30 lines but the manifest's itemCount is 31"):
+        backfill_file(ExportFile.from_event(event(item_count=31)), settings, s3)
+    assert list_keys(s3, "demand/") == [DATA_KEY]  # neither the rows nor the bad line
+    result = backfill_file(ExportFile.from_event(event(item_count=30)), settings, s3)
+    assert (result.items, result.rows, result.quarantined) == (30, 29, 1)
+    with pytest.raises(ItemCountError, match="itemCount is 29"):  # a file already done is checked too
+        backfill_file(ExportFile.from_event(event(item_count=29)), settings, s3)
