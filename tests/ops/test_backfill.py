@@ -137,7 +137,10 @@ def test_rerun_of_the_same_export_adds_no_rows(local: LocalAws, first_run: dict[
     assert backfill.main(["dev1", "--export-arn", arn]) == 0
     output = capsys.readouterr().out
     assert "(1 files already done)" in output
-    assert _keys(s3, bucket, "demand/snapshots/") == first_run["snapshots"]
+    folder = first_run["snapshots"][0].rsplit("/", 1)[0] + "/"  # demand/snapshots/export_id=<first export>/
+    assert _keys(s3, bucket, folder) == first_run["snapshots"]
+    quarantine_folder = first_run["quarantine"][0].rsplit("/", 1)[0] + "/"
+    assert _keys(s3, bucket, quarantine_folder) == first_run["quarantine"]
     assert {key: s3.head_object(Bucket=bucket, Key=key)["ETag"] for key in first_run["snapshots"]} == etags
 
 
