@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import gzip
-import itertools
 import json
 import os
 import re
@@ -68,6 +67,7 @@ _DEFAULTS = {
 CHUNK_LINES = 10_000  # lines decoded at a time: the stream handler's largest measured batch
 ROW_GROUP_ROWS = 131_072  # rows per Parquet row group
 PART_BYTES = 8 * 1024 * 1024  # multipart part size (S3's minimum is 5 MiB for all but the last part)
+_READ_BYTES = 1024 * 1024  # decompressed bytes read at a time
 _SPOOL_BYTES = 16 * 1024 * 1024  # quarantine text kept in memory up to this, then in a temporary file
 _COUNTS_CONTENT_TYPE = "application/json"
 
@@ -288,10 +288,23 @@ class PartUpload:
 
 # -- reading the data file ------------------------------------------------------------------------------------
 def _chunks(stream: IO[bytes], size: int) -> Iterator[list[bytes]]:
-    """Lists of at most ``size`` lines of the gzip text stream."""
-    lines = gzip.GzipFile(fileobj=stream, mode="rb")
-    while chunk := list(itertools.islice(lines, size)):
-        yield chunk
+    """Lists of at most ``size`` lines (without their line break) of the gzip text stream. A last line without a
+    line break is a line too; an empty file has none. Read in blocks: line by line costs a call per line."""
+    text = gzip.GzipFile(fileobj=stream, mode="rb")
+    pending: list[bytes] = []
+    rest = b""
+    while block := text.read(_READ_BYTES):
+        lines = (rest + block).split(b"\n")
+        rest = lines.pop()
+        pending.extend(lines)
+        while len(pending) >= size:
+            yield pending[:size]
+            del pending[:size]
+    if rest:
+        pending.append(rest)
+    while pending:
+        yield pending[:size]
+        del pending[:size]
 
 
 def _quarantine_line(export: ExportFile, bad: LineError) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from pipeline.normalize import CHANGE_COLUMNS, normalize
 from pipeline.schema import arrow_schema
 from pipeline.snapshot import (
     SnapshotSettings,
+    _chunks,
     backfill_file,
     counts_key,
     load_snapshot_settings,
@@ -451,3 +452,13 @@ def test_item_count_from_the_manifest_is_checked_before_anything_is_committed(s3
     assert (result.items, result.rows, result.quarantined) == (30, 29, 1)
     with pytest.raises(ItemCountError, match="itemCount is 29"):  # a file already done is checked too
         backfill_file(ExportFile.from_event(event(item_count=29)), settings, s3)
+
+
+@pytest.mark.parametrize("read_bytes", [1, 7, 1 << 20])
+def test_lines_are_cut_the_same_whatever_the_read_size(monkeypatch: pytest.MonkeyPatch, read_bytes: int):
+    monkeypatch.setattr("pipeline.snapshot._READ_BYTES", read_bytes)
+    text = b'{"a":1}\n\n{"b":22}\r\n{"c":333}\n{"d":4444}'  # a blank line, a CRLF, no final line break
+    chunks = list(_chunks(io.BytesIO(gzip.compress(text)), 2))
+    assert chunks == [[b'{"a":1}', b""], [b'{"b":22}\r', b'{"c":333}'], [b'{"d":4444}']]
+    assert list(_chunks(io.BytesIO(gzip.compress(b"")), 2)) == []
+    assert list(_chunks(io.BytesIO(gzip.compress(b"x\n")), 2)) == [[b"x"]]
