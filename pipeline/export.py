@@ -177,6 +177,7 @@ def _item_text(line: bytes, line_number: int) -> tuple[str, Mapping[str, Any]]:
         except ValueError:
             item, end = None, -1
         if isinstance(item, dict) and _ITEM_END.fullmatch(text, end):
+            _check_unicode(text, item, line_number)
             return text[start.end() : end], item
     try:
         document = json.loads(text)
@@ -187,7 +188,17 @@ def _item_text(line: bytes, line_number: int) -> tuple[str, Mapping[str, Any]]:
             f'line {line_number} is not an export item {{"Item": {{...}}}} (one key, an object): {_shown(line)}'
         )
     item = document["Item"]
-    return json.dumps(item, ensure_ascii=False), item
+    _check_unicode(text, item, line_number)
+    return json.dumps(item), item
+
+
+def _check_unicode(text: str, item: Mapping[str, Any], line_number: int) -> None:
+    """Refuse a ``\\u`` escape of a lone surrogate (DynamoDB never writes one; no row could hold it)."""
+    if "\\ud" in text or "\\uD" in text:  # the only way valid UTF-8 JSON text can spell a surrogate
+        try:
+            json.dumps(item, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise NotJsonError(f"line {line_number} escapes a lone surrogate: not Unicode text") from None
 
 
 @dataclass(frozen=True)
@@ -221,7 +232,7 @@ def _keys_text(item: Mapping[str, Any]) -> str:
         pk_text, sk_text = pk.get("S"), sk.get("S")
         if type(pk_text) is str and type(sk_text) is str:  # the usual shape, without a general encoder
             return f'{{"pk":{{"S":{_quoted(pk_text)}}},"sk":{{"S":{_quoted(sk_text)}}}}}'
-    return json.dumps({name: item[name] for name in ("pk", "sk") if name in item}, ensure_ascii=False)
+    return json.dumps({name: item[name] for name in ("pk", "sk") if name in item})
 
 
 def _snapshot_columns(rows: pa.Table) -> pa.Table:

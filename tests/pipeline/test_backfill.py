@@ -427,7 +427,9 @@ def test_deleted_by_ttl_is_false_once_the_contract_has_it(monkeypatch: pytest.Mo
     assert chunk.rows.column("op").to_pylist() == [SNAPSHOT_OP] * 20
 
 
-@pytest.mark.parametrize("body", [b"not gzip at all", gzip.compress(b'{"Item":{}}\n' * 50)[:-20]])
+@pytest.mark.parametrize(
+    "body", [b"not gzip at all", gzip.compress(b'{"Item":{}}\n' * 50, mtime=0)[:-20]], ids=["not-gzip", "truncated"]
+)
 def test_corrupt_or_truncated_data_file_fails_and_commits_nothing(s3: Any, settings: SnapshotSettings, body: bytes):
     s3.put_object(Bucket=BUCKET, Key=DATA_KEY, Body=body)
     with pytest.raises((OSError, EOFError)):
@@ -462,3 +464,13 @@ def test_lines_are_cut_the_same_whatever_the_read_size(monkeypatch: pytest.Monke
     assert chunks == [[b'{"a":1}', b""], [b'{"b":22}\r', b'{"c":333}'], [b'{"d":4444}']]
     assert list(_chunks(io.BytesIO(gzip.compress(b"")), 2)) == []
     assert list(_chunks(io.BytesIO(gzip.compress(b"x\n")), 2)) == [[b"x"]]
+
+
+def test_unicode_escapes_keep_their_characters_and_lone_surrogates_are_quarantined():
+    base = items(3)
+    lines = export_lines([dict(base[0], channel="caf\u00e9 \U0001f3ab"), base[1], dict(base[2], channel="x\ud800")])
+    assert b"\\ud83c\\udfab" in lines[0]  # json.dumps escapes the emoji as a surrogate pair
+    chunk = decode_export_lines(lines, 1, ExportFile.from_event(event()), TABLE)
+    assert chunk.rows.column("channel").to_pylist() == ["caf\u00e9 \U0001f3ab", base[1].get("channel")]
+    assert [(bad.line_number, bad.error.kind) for bad in chunk.bad_lines] == [(3, "not_json")]
+    assert "lone surrogate" in str(chunk.bad_lines[0].error)
