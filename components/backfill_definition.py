@@ -27,7 +27,7 @@ TASK_STATE = "BackfillDataFile"
 #: Distributed Map runs at most 10,000 child executions at once.
 MAX_CONCURRENCY_LIMIT = 10_000
 #: Errors the function raises that a retry cannot change (the event or the file itself is wrong).
-DETERMINISTIC_ERRORS = ("InvalidEventError", "ItemCountError", "ConfigError")
+DETERMINISTIC_ERRORS = ("InvalidEventError", "ItemCountError", "SnapshotConflictError", "ConfigError")
 # Lambda's own transient failures, retried with backoff (AWS's recommended set for lambda:invoke).
 _LAMBDA_TRANSIENT = (
     "Lambda.ClientExecutionTimeoutException",

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import gzip
+import io
 import json
 import os
 import re
@@ -30,8 +31,9 @@ from dataclasses import asdict, dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from pipeline.exceptions import ConfigError, WriteError
+from pipeline.exceptions import ConfigError, PipelineError, WriteError
 from pipeline.export import ExportFile, ItemCountError, LineError, decode_export_lines
 from pipeline.schema import arrow_schema
 from pipeline.writer import PARQUET_CONTENT_TYPE, QUARANTINE_CONTENT_TYPE, parquet_writer
@@ -47,6 +49,7 @@ __all__ = [
     "SNAPSHOT_PREFIX",
     "SOURCE_TABLE_NAME",
     "BackfillResult",
+    "SnapshotConflictError",
     "SnapshotSettings",
     "backfill_file",
     "counts_key",
@@ -76,6 +79,10 @@ _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _PREFIX = re.compile(r"^(?:[A-Za-z0-9!_.*'()=-]+/)+$")
 _TABLE = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")  # DynamoDB table names
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class SnapshotConflictError(PipelineError):
+    """An object of this data file exists from an earlier run with other contents: nothing is overwritten."""
 
 
 @dataclass(frozen=True)
@@ -412,13 +419,21 @@ def _write_file(
             _write_row_groups(writer, pending, sizes.row_group_rows, result, final=True)
         quarantine.close()
         _check_item_count(export, result.items)  # before anything is committed
+        bucket = settings.output_bucket
         if result.quarantined:
             result.quarantine_key = quarantine_key(settings, export)
             spool.seek(0)
-            _put_once(client, settings.output_bucket, result.quarantine_key, spool, QUARANTINE_CONTENT_TYPE)
+            if not _put_once(client, bucket, result.quarantine_key, spool, QUARANTINE_CONTENT_TYPE):
+                _check_stored(result.quarantine_key, _stored_lines(client, bucket, result.quarantine_key), result)
         # the snapshot object only after its bad lines are durable: no line is ever only in memory
         result.already_done = not upload.commit()
         result.bytes_written = 0 if result.already_done else upload.position
+        if result.already_done:  # made by an earlier run: the counts must describe what is stored
+            _check_stored(result.object_key, _stored_rows(client, bucket, result.object_key), result)
+            if not result.quarantined and _stored_lines(client, bucket, quarantine_key(settings, export)):
+                raise SnapshotConflictError(
+                    f"{quarantine_key(settings, export)} exists from an earlier run, but this run quarantined nothing"
+                )
     except BaseException:
         upload.abort()
         raise
@@ -431,6 +446,37 @@ def _check_item_count(export: ExportFile, items: int) -> None:
     if export.item_count is not None and items != export.item_count:
         raise ItemCountError(
             f"{export.data_key} holds {items} lines but the manifest's itemCount is {export.item_count}"
+        )
+
+
+def _stored_rows(client: S3Client, bucket: str, key: str) -> int:
+    """Rows of an existing Parquet object, from its footer (two ranged GETs, whatever the object's size)."""
+    last = client.get_object(Bucket=bucket, Key=key, Range="bytes=-8")["Body"].read()
+    if len(last) != 8 or last[4:] != b"PAR1":
+        raise SnapshotConflictError(f"{key} exists but does not end like a Parquet file")
+    footer = int.from_bytes(last[:4], "little") + 8
+    tail = client.get_object(Bucket=bucket, Key=key, Range=f"bytes=-{footer}")["Body"].read()
+    rows: int = pq.read_metadata(io.BytesIO(tail)).num_rows
+    return rows
+
+
+def _stored_lines(client: S3Client, bucket: str, key: str) -> int:
+    """Lines of an existing quarantine object; 0 when there is none."""
+    try:
+        body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except Exception as error:
+        if (getattr(error, "response", None) or {}).get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return 0
+        raise
+    return gzip.decompress(body).count(b"\n")
+
+
+def _check_stored(key: str, stored: int, result: BackfillResult) -> None:
+    expected = result.quarantined if key == result.quarantine_key else result.rows
+    if stored != expected:
+        raise SnapshotConflictError(
+            f"{key} exists from an earlier run with {stored} records, but this run made {expected} of "
+            f"{result.data_key}: the code or the file changed; back-fill a new export rather than mix the two"
         )
 
 

@@ -16,7 +16,7 @@ from components.backfill_definition import (
 )
 from pipeline import exceptions
 from pipeline.export import ExportFile, ItemCountError
-from pipeline.snapshot import BackfillResult
+from pipeline.snapshot import BackfillResult, SnapshotConflictError
 
 FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:prd3292-dev1-demand-backfill"
 BUCKET = "prd3292.dev1.us-east-1.demand-capture.tmaws"
@@ -97,7 +97,12 @@ def test_retries_skip_what_a_retry_cannot_change(definition: dict[str, Any]):
     assert retry[0] == {"ErrorEquals": list(DETERMINISTIC_ERRORS), "MaxAttempts": 0}
     assert retry[-1]["ErrorEquals"] == ["States.ALL"]  # States.ALL must come last
     # the names are the exception classes the function raises (Lambda reports the class name as errorType)
-    raised = {exceptions.InvalidEventError.__name__, exceptions.ConfigError.__name__, ItemCountError.__name__}
+    raised = {
+        exceptions.InvalidEventError.__name__,
+        exceptions.ConfigError.__name__,
+        ItemCountError.__name__,
+        SnapshotConflictError.__name__,
+    }
     assert set(DETERMINISTIC_ERRORS) == raised
 
 

@@ -26,6 +26,7 @@ from pipeline.export import SNAPSHOT_OP, TTL_COLUMN, ExportFile, ItemCountError,
 from pipeline.normalize import CHANGE_COLUMNS, normalize
 from pipeline.schema import arrow_schema
 from pipeline.snapshot import (
+    SnapshotConflictError,
     SnapshotSettings,
     _chunks,
     backfill_file,
@@ -474,3 +475,31 @@ def test_unicode_escapes_keep_their_characters_and_lone_surrogates_are_quarantin
     assert chunk.rows.column("channel").to_pylist() == ["caf\u00e9 \U0001f3ab", base[1].get("channel")]
     assert [(bad.line_number, bad.error.kind) for bad in chunk.bad_lines] == [(3, "not_json")]
     assert "lone surrogate" in str(chunk.bad_lines[0].error)
+
+
+def test_objects_of_an_earlier_run_with_other_rows_are_a_conflict_not_overwritten(s3: Any, settings: SnapshotSettings):
+    lines = export_lines(items(40))
+    good_line_4 = lines[3]
+    lines[3] = b"poison"
+    put_data_file(s3, lines)
+    export = ExportFile.from_event(event())
+    backfill_file(export, settings, s3)
+    s3.delete_object(Bucket=BUCKET, Key=counts_key(settings, export))  # crashed before the counts...
+    lines[3] = good_line_4  # ...and the file (or the code) changed before the re-run
+    put_data_file(s3, lines)
+    etag = s3.head_object(Bucket=BUCKET, Key=snapshot_key(settings, export))["ETag"]
+    with pytest.raises(SnapshotConflictError, match="with 39 records, but this run made 40"):
+        backfill_file(export, settings, s3)
+    assert s3.head_object(Bucket=BUCKET, Key=snapshot_key(settings, export))["ETag"] == etag
+    assert counts_key(settings, export) not in list_keys(s3, "demand/snapshots/")  # no counts that lie
+
+
+def test_a_quarantine_object_of_an_earlier_run_is_a_conflict_too(s3: Any, settings: SnapshotSettings):
+    lines = export_lines(items(20))
+    put_data_file(s3, [*lines, b"poison"])
+    export = ExportFile.from_event(event())
+    assert backfill_file(export, settings, s3).quarantined == 1
+    s3.delete_object(Bucket=BUCKET, Key=counts_key(settings, export))
+    put_data_file(s3, lines)  # the same rows, and no bad line any more
+    with pytest.raises(SnapshotConflictError, match="this run quarantined nothing"):
+        backfill_file(export, settings, s3)
