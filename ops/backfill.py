@@ -316,12 +316,14 @@ def run_files(
             pool.submit(_invoke, _event(outputs.bucket_name, key, export_time, outcomes[key].expected)): key
             for key in outcomes
         }
-        for future in concurrent.futures.as_completed(futures):
+        for done, future in enumerate(concurrent.futures.as_completed(futures), start=1):
             outcome = outcomes[futures[future]]
             try:
                 outcome.result = future.result()
             except Exception as error:
                 outcome.error = f"{type(error).__name__}: {error}"
+            state = "failed" if outcome.error else f"{outcome.accounted:,} of {outcome.expected:,} items"
+            print(f"[{done}/{len(outcomes)}] {outcome.data_key.rsplit('/', 1)[-1]}: {state}", flush=True)
     return list(outcomes.values())
 
 

@@ -7,6 +7,7 @@ import contextlib
 import gzip
 import io
 import json
+import re
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -73,6 +74,7 @@ def first_run(local: LocalAws) -> dict[str, Any]:
 def test_backfill_of_a_real_export_holds_every_item(local: LocalAws, first_run: dict[str, Any]):
     assert first_run["status"] == 0, first_run["output"]
     assert "counts match" in first_run["output"]
+    assert re.search(r"^\[1/1\] [0-9a-f-]+\.gz: [0-9,]+ of [0-9,]+ items$", first_run["output"], re.MULTILINE)
     s3 = local.client("s3")
     bucket = local.outputs.bucket_name
     parquet_keys = [key for key in first_run["snapshots"] if key.endswith(".parquet")]
