@@ -86,3 +86,12 @@ faults: .venv/.synced  ## injected failures on the local AWS: S3 outage, crashes
 
 replay: .venv/.synced  ## re-drive quarantined records or discarded batches of STACK (ARGS="quarantine --dry-run")
 	$(RUN) python -m ops.replay $(word 1,$(ARGS)) $(BOUND_STACK) $(wordlist 2,$(words $(ARGS)),$(ARGS))
+
+# Bootstrap the lake from a point-in-time export of the table.
+.PHONY: backfill bench-backfill
+
+backfill: .venv/.synced  ## export STACK's table, back-fill the snapshot table, check the counts (local AWS for now; STACK required)
+	$(RUN) python -m ops.backfill $(BOUND_STACK) $(ARGS)
+
+bench-backfill: .venv/.synced  ## backfill of one export data file: rows/s and peak memory (ARGS="--megabytes 100")
+	$(RUN) python -m bench.backfill $(ARGS)

@@ -79,6 +79,10 @@ def _create_table(dynamodb: Any, name: str) -> None:
         BillingMode="PAY_PER_REQUEST",
         StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
     )
+    # point-in-time recovery, which a table export needs (make backfill checks it on a deployed table)
+    dynamodb.update_continuous_backups(
+        TableName=name, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True}
+    )
 
 
 def _create_stream(kinesis: Any, name: str, shards: int) -> str:

@@ -106,6 +106,7 @@ RUN_ELSEWHERE = {
     "make clean": "removes caches other tests use",
     'make demo ARGS="--keep"': "tests/sandbox/test_demo.py and test_user_errors.py (it waits for Ctrl-C)",
     "make demo ARGS=--keep": "tests/sandbox/test_demo.py and test_user_errors.py (it waits for Ctrl-C)",
+    "make backfill STACK=dev1": "tests/ops/test_backfill.py (against the local AWS)",
     "make preflight STACK=dev1 ARGS=--local": "tests/sandbox/test_demo.py (the command the demo prints, as pasted)",
     "python -m bench --json | python -m ops.capacity prod1 --bench-results - --peak-records 5000000 "
     "--peak-minutes 10 --on-demand": "tests/ops/test_capacity.py reads the bench figures",

@@ -1,0 +1,184 @@
+"""Benchmark of the backfill of one export data file: rows/s and peak memory, the whole path minus the network.
+
+    python -m bench.backfill [--megabytes 100] [--seed 7] [--json]
+
+Writes (once, cached in the temporary directory) a DynamoDB JSON export data file of about ``--megabytes``
+gzip megabytes, as AWS writes it (compact ``{"Item":{...}}`` lines of generated registrations), then runs
+``pipeline.snapshot.backfill_file`` on it in a fresh interpreter with an in-memory S3 stand-in that reads the
+file from disk and keeps only the sizes of what is uploaded (so the objects do not count as the function's
+memory). Reports items, rows/s, MB/s of gzip input, the Parquet size, row groups and parts, and the peak memory
+growth (RSS high-water mark, reset through /proc/self/clear_refs, and Arrow's allocator peak). CPU seconds
+(all threads) are reported beside wall time: on a shared machine they are the steadier figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+_ROOT = Path(__file__).resolve().parents[1]
+_BUCKET = "bench-bucket"
+_DATA_KEY = "demand/exports/AWSDynamoDB/01764201600000-bench000/data/bench.json.gz"
+
+
+def data_file(megabytes: float, seed: int) -> Path:
+    """A cached export data file of about ``megabytes`` compressed megabytes."""
+    from sandbox.changes import DemandGenerator, to_dynamodb_json  # noqa: PLC0415
+
+    path = Path(tempfile.gettempdir()) / f"dmd-bench-export-{megabytes:g}mb-seed{seed}.json.gz"
+    if path.exists():
+        return path
+    distinct = [
+        json.dumps({"Item": to_dynamodb_json(change.new_image)}, separators=(",", ":")).encode()
+        for change in DemandGenerator(seed=seed).changes(30_000)
+        if change.new_image is not None
+    ]
+    target = int(megabytes * 1024 * 1024)
+    partial = path.with_suffix(".partial")
+    with partial.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as out:
+        number = 0
+        while raw.tell() < target:
+            block = []
+            for _ in range(5_000):
+                line = distinct[number % len(distinct)]
+                # a distinct fan per line: keys stay unique however often a generated item is reused
+                block.append(line.replace(b'"FAN#', b'"FAN#%d-' % number, 1))
+                number += 1
+            out.write(b"\n".join(block) + b"\n")
+    partial.rename(path)
+    return path
+
+
+class _Body:
+    def __init__(self, path: Path) -> None:
+        self.file = path.open("rb")
+
+    def read(self, size: int = -1) -> bytes:
+        return self.file.read(size)
+
+
+class DiskS3:
+    """What ``backfill_file`` calls on an S3 client: the data file from disk, uploads kept as sizes only."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sizes: dict[str, int] = {}
+        self.parts = 0
+
+    def get_object(self, Bucket: str, Key: str) -> dict[str, Any]:  # noqa: N803 - boto3's argument names
+        if Key == _DATA_KEY:
+            return {"Body": _Body(self.path)}
+        error = Exception(f"NoSuchKey: {Key}")
+        error.response = {"Error": {"Code": "NoSuchKey"}}  # type: ignore[attr-defined]
+        raise error
+
+    def put_object(self, Bucket: str, Key: str, Body: Any, **_: Any) -> dict[str, Any]:  # noqa: N803
+        self.sizes[Key] = len(Body) if isinstance(Body, bytes | bytearray) else len(Body.read())
+        return {}
+
+    def create_multipart_upload(self, **_: Any) -> dict[str, Any]:
+        return {"UploadId": "bench"}
+
+    def upload_part(self, Key: str, Body: bytes, PartNumber: int, **_: Any) -> dict[str, Any]:  # noqa: N803
+        self.sizes[Key] = self.sizes.get(Key, 0) + len(Body)
+        self.parts += 1
+        return {"ETag": f'"{PartNumber}"'}
+
+    def complete_multipart_upload(self, **_: Any) -> dict[str, Any]:
+        return {}
+
+    def abort_multipart_upload(self, **_: Any) -> dict[str, Any]:
+        return {}
+
+
+def _rss_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def probe(path: str) -> dict[str, Any]:
+    """Run in a fresh process: one backfill of the data file; figures as a mapping."""
+    import gc  # noqa: PLC0415
+
+    import pyarrow as pa  # noqa: PLC0415
+
+    from pipeline.export import ExportFile  # noqa: PLC0415
+    from pipeline.snapshot import SnapshotSettings, backfill_file  # noqa: PLC0415
+
+    export = ExportFile.from_event(
+        {"export_bucket": _BUCKET, "data_key": _DATA_KEY, "export_time": "2026-03-31T23:10:00Z"}
+    )
+    settings = SnapshotSettings(output_bucket=_BUCKET, source_table_name="prd3292-dev1-us-east-1-demand-table")
+    client = DiskS3(Path(path))
+    gc.collect()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark (VmHWM) to the current RSS
+        high_water = "VmHWM"
+    except OSError:
+        high_water = "VmRSS"
+    before = _rss_kib("VmRSS")
+    pool = pa.default_memory_pool()
+    arrow_before = pool.max_memory() or 0
+    started, cpu_started = time.perf_counter(), time.process_time()
+    result = backfill_file(export, settings, client)  # type: ignore[arg-type]
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+    return {
+        "items": result.items,
+        "rows": result.rows,
+        "quarantined": result.quarantined,
+        "seconds": round(seconds, 2),
+        "rows_per_second": round(result.rows / seconds),
+        "cpu_seconds": round(cpu_seconds, 2),  # all threads: the fast path decodes on two
+        "rows_per_cpu_second": round(result.rows / cpu_seconds),
+        "row_groups": result.row_groups,
+        "parts": client.parts,
+        "parquet_mb": round(client.sizes.get(result.object_key, 0) / 1024 / 1024, 1),
+        "rss_growth_mb": round((_rss_kib(high_water) - before) / 1024, 1),
+        "arrow_peak_mb": round(max((pool.max_memory() or 0) - arrow_before, 0) / 1024 / 1024, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.backfill", description=__doc__.splitlines()[0])
+    parser.add_argument("--megabytes", type=float, default=100.0, help="gzip size of the data file (default 100)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    args = parser.parse_args(argv)
+    if args.megabytes <= 0:
+        parser.error(f"--megabytes {args.megabytes} must be positive")
+    sys.path.insert(0, str(_ROOT))
+    path = data_file(args.megabytes, args.seed)
+    size_mb = path.stat().st_size / 1024 / 1024
+    code = f"import json; from bench.backfill import probe; print(json.dumps(probe({str(path)!r})))"
+    env = dict(os.environ, PYTHONPATH=str(_ROOT))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    figures.update(data_file_mb=round(size_mb, 1), cpus=len(os.sched_getaffinity(0)))
+    print(f"data file: {size_mb:.1f} MB gzip, {figures['items']:,} items ({figures['cpus']} CPUs usable)")
+    print(
+        f"backfill: {figures['seconds']} s, {figures['rows_per_second']:,} rows/s, "
+        f"{size_mb / figures['seconds']:.1f} MB/s of gzip input; {figures['cpu_seconds']} CPU s, "
+        f"{figures['rows_per_cpu_second']:,} rows per CPU second"
+    )
+    print(
+        f"Parquet: {figures['parquet_mb']} MB in {figures['row_groups']} row groups, {figures['parts']} upload parts; "
+        f"{figures['quarantined']} quarantined"
+    )
+    print(f"peak memory growth: RSS {figures['rss_growth_mb']} MB, Arrow allocator {figures['arrow_peak_mb']} MB")
+    if args.json:
+        print(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

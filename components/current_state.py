@@ -1,0 +1,94 @@
+"""The current state of every registration from a published snapshot plus the changes since: pure SQL builder.
+
+A snapshot is an export of the table at time T, back-filled into the snapshot table (``export_id=<id>``); the
+stream's event source mapping starts at T - 5 minutes, so every change from then on is in the change table.
+The current state of a registration is its latest row over:
+
+- the snapshot's row, ordered at T - ``lead`` (so any change from T - ``lead`` on wins over it: the snapshot
+  may or may not already hold such a change, and applying it again gives the same state);
+- the change rows with ``change_time >= T - lead`` (older ones are in the snapshot already, and are ignored),
+  each change once however often it was delivered.
+
+A registration whose latest row is a REMOVE is gone. Worked through: an item deleted long before T is in
+neither; one removed just before T is not in the snapshot and its REMOVE row is newer than T - lead; one
+changed at the export instant has a change row that wins over the snapshot either way; one removed after T is
+in the snapshot and its REMOVE row wins. Athena (Trino) SQL, transpilable to DuckDB for the local lake.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+from components.catalog import unique_changes_cte
+from pipeline.normalize import EXTRA_COLUMN, item_specs
+
+__all__ = ["DEFAULT_LEAD", "current_registrations_sql", "state_columns"]
+
+#: How long before the export time the stream is read from (the mapping's AT_TIMESTAMP is T - lead).
+DEFAULT_LEAD = timedelta(minutes=5)
+_TTL_COLUMN = "deleted_by_ttl"  # a change's flag, not a registration attribute
+_EXPORT_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+_IDENTIFIER = re.compile(r"^[a-z0-9_]{1,255}$")
+# Kinesis sequence numbers (and snapshot line numbers) are decimal text: compare them left-padded.
+_NEWEST_FIRST = "ordered_at DESC, source_rank DESC, lpad(sequence_number, 129, '0') DESC"
+
+
+def state_columns() -> list[str]:
+    """The columns of a registration's state: every item attribute of the contract, and the unknown ones."""
+    return [spec.name for spec in item_specs() if spec.name != _TTL_COLUMN] + [EXTRA_COLUMN]
+
+
+def _timestamp(moment: datetime) -> str:
+    return f"TIMESTAMP '{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f}'"
+
+
+def current_registrations_sql(
+    database: str,
+    changes_table: str,
+    snapshots_table: str,
+    *,
+    export_id: str,
+    export_time: datetime,
+    lead: timedelta = DEFAULT_LEAD,
+) -> str:
+    """The query over ``database.changes_table`` and snapshot ``export_id`` of ``database.snapshots_table``."""
+    for name, value in (("database", database), ("changes_table", changes_table), ("snapshots_table", snapshots_table)):
+        if not _IDENTIFIER.match(value):
+            raise ValueError(f"{name} {value!r} is not a Glue name (lower-case letters, digits, '_')")
+    if not _EXPORT_ID.match(export_id):
+        raise ValueError(f"export_id {export_id!r} is not a DynamoDB export id (letters, digits, '-')")
+    if export_time.tzinfo is None or export_time.utcoffset() is None:
+        raise ValueError(f"export_time {export_time.isoformat()} has no time zone")
+    if lead < timedelta(0):
+        raise ValueError(f"lead {lead} must not be negative")
+    since = export_time - lead
+    columns = ", ".join(state_columns())
+    # Identifiers and literals are validated above; nothing comes from user input.
+    changes = (
+        f'(SELECT * FROM "{database}"."{changes_table}" '  # noqa: S608
+        f"WHERE dt >= '{since.astimezone(UTC):%Y-%m-%d}' AND change_time >= {_timestamp(since)})"
+    )
+    exported, ordered = (
+        f"{export_time.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}",
+        f"{since.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}",
+    )
+    return f"""-- Current state per registration: snapshot {export_id} (exported {exported}) ordered at {ordered},
+-- then every change from then on, each once; registrations whose latest change removed them are gone.
+WITH {unique_changes_cte(changes)},
+candidates AS (
+  SELECT {columns}, op, change_time, sequence_number, {_timestamp(since)} AS ordered_at, 0 AS source_rank
+  FROM "{database}"."{snapshots_table}"
+  WHERE export_id = '{export_id}'
+  UNION ALL
+  SELECT {columns}, op, change_time, sequence_number, change_time AS ordered_at, 1 AS source_rank
+  FROM unique_changes
+),
+latest AS (
+  SELECT *, row_number() OVER (PARTITION BY event_id, fan_id ORDER BY {_NEWEST_FIRST}) AS newest
+  FROM candidates
+)
+SELECT {columns}, change_time AS last_change_time
+FROM latest
+WHERE newest = 1 AND op <> 'REMOVE'
+ORDER BY event_id, fan_id"""  # noqa: S608
