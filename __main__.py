@@ -6,12 +6,18 @@ from components.alarm_topic import AlarmTopic, AlarmTopicArgs
 from components.alarms import ProcessorAlarms, ProcessorAlarmsArgs
 from components.artifacts import artifact
 from components.athena import AthenaCatalog, AthenaCatalogArgs
+from components.backfill import Backfill, BackfillArgs
 from components.ci_access import CiAccess, CiAccessArgs
 from components.compaction import Compaction, CompactionArgs
 from components.dashboard import DashboardMetric, PipelineDashboard, PipelineDashboardArgs
 from components.failure_destination import METRIC_FILTER_ID, FailureDestination, FailureDestinationArgs
 from components.flow_alarms import FlowAlarms, FlowAlarmsArgs
-from components.function_environment import METRICS_NAMESPACE, compaction_environment, lambda_environment
+from components.function_environment import (
+    METRICS_NAMESPACE,
+    backfill_environment,
+    compaction_environment,
+    lambda_environment,
+)
 from components.layer import DependencyLayer, DependencyLayerArgs
 from components.naming import FUNCTION_ALIAS, prefixes
 from components.outputs import OUTPUT_KEYS
@@ -109,7 +115,7 @@ alarm_topic = AlarmTopic(
         existing_topic_arn=settings.alarm_topic_arn,
         subscriptions=settings.alarm_subscriptions,
         region=settings.region,
-        # Both functions' alarms: prd3292-<env>-demand-processor-* and prd3292-<env>-demand-compactor-*.
+        # Every alarm: prd3292-<env>-demand-processor-*, -demand-compactor-* and -demand-backfill-*.
         alarm_name_prefix=names.physical("demand"),
     ),
     aws_opts,
@@ -151,6 +157,30 @@ compaction = Compaction(
     ),
     aws_opts,
 )
+backfill = Backfill(
+    "backfill",
+    BackfillArgs(
+        function_name=resource_names.backfill_function,
+        state_machine_name=resource_names.backfill_state_machine,
+        state_machine_role_name=resource_names.backfill_state_machine_role,
+        state_machine_log_group_name=resource_names.backfill_state_machine_log_group,
+        region=settings.region,
+        bucket_name=settings.bucket_id,
+        bucket_arn=layout.bucket_arn,
+        exports_prefix=layout_prefixes.exports,
+        snapshot_prefix=layout_prefixes.snapshots,
+        quarantine_prefix=layout_prefixes.quarantine,
+        layer_arn=layer.layer_arn,
+        environment=backfill_environment(settings, settings.bucket_id, layout_prefixes),
+        max_concurrency=settings.backfill_max_concurrency,
+        log_retention_days=settings.log_retention_days,
+        function_zip=build.function_zip,
+        function_digest=build.function_digest,
+        bucket_kms_key_arn=settings.bucket_kms_key_arn,
+        topic_arn=alarm_topic.topic_arn,
+    ),
+    aws_opts,
+)
 flow_alarms = FlowAlarms(
     "flow-alarms",
     FlowAlarmsArgs(
@@ -165,9 +195,9 @@ flow_alarms = FlowAlarms(
     ),
     aws_opts,
 )
-all_alarm_arns = pulumi.Output.all(alarms.alarm_arns, flow_alarms.alarm_arns, compaction.errors_alarm_arn).apply(
-    lambda groups: [*groups[0], *groups[1], groups[2]]
-)
+all_alarm_arns = pulumi.Output.all(
+    alarms.alarm_arns, flow_alarms.alarm_arns, compaction.errors_alarm_arn, backfill.failed_executions_alarm_arn
+).apply(lambda groups: [*groups[0], *groups[1], groups[2], groups[3]])
 PipelineDashboard(
     "dashboard",
     PipelineDashboardArgs(
@@ -254,6 +284,7 @@ outputs: dict[str, pulumi.Input[str]] = {
     "failure_bucket_name": failures.bucket_name,
     "compaction_function_name": compaction.function_name,
     "compaction_log_group_name": compaction.log_group_name,
+    "backfill_state_machine_arn": backfill.state_machine_arn,
     "glue_table_name": athena.table_name,
     "log_group_name": processor.log_group_name,
     "iterator_age_alarm_name": alarms.iterator_age_alarm_name,

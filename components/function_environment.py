@@ -5,7 +5,7 @@ from __future__ import annotations
 from components.naming import Prefixes
 from components.settings import Settings
 
-__all__ = ["METRICS_NAMESPACE", "compaction_environment", "lambda_environment"]
+__all__ = ["METRICS_NAMESPACE", "backfill_environment", "compaction_environment", "lambda_environment"]
 
 METRICS_NAMESPACE = "DmdPipeline"
 
@@ -38,5 +38,19 @@ def compaction_environment(settings: Settings, bucket: str, prefixes: Prefixes) 
         "COMPACTION_DELETE_GRACE_MINUTES": str(settings.compaction_delete_grace_minutes),
         "LOG_LEVEL": settings.log_level,
         "POWERTOOLS_SERVICE_NAME": settings.naming.physical("demand-compactor"),
+        "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+    }
+
+
+def backfill_environment(settings: Settings, bucket: str, prefixes: Prefixes) -> dict[str, str]:
+    """Environment of the backfill function ``pipeline.backfill.handler`` (contract C3; the names are
+    ``pipeline.snapshot.ENVIRONMENT_VARIABLES``, in that order)."""
+    return {
+        "OUTPUT_BUCKET": bucket,
+        "SNAPSHOT_PREFIX": prefixes.snapshots,
+        "QUARANTINE_PREFIX": prefixes.quarantine,
+        "SOURCE_TABLE_NAME": settings.table_name,
+        "LOG_LEVEL": settings.log_level,
+        "POWERTOOLS_SERVICE_NAME": settings.naming.physical("demand-backfill"),
         "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
     }

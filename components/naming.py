@@ -37,6 +37,10 @@ NAME_LIMITS = {
     "compaction_function": 64,
     "compaction_schedule": 64,
     "compaction_scheduler_role": 64,
+    "glue_snapshot_table": 255,
+    "backfill_function": 64,
+    "backfill_state_machine": 80,
+    "backfill_state_machine_role": 64,
 }
 # Glue stores database and table names in lower case; anything else would show a diff on every preview.
 _GLUE_NAME = re.compile(r"^[a-z0-9_]+$")
@@ -53,6 +57,8 @@ class Prefixes:
     quarantine: str
     athena_results: str
     artifacts: str
+    exports: str = "demand/exports/"
+    snapshots: str = "demand/snapshots/"
 
 
 def prefixes(root: str = "demand/") -> Prefixes:
@@ -65,6 +71,8 @@ def prefixes(root: str = "demand/") -> Prefixes:
         quarantine=f"{root}quarantine/",
         athena_results=f"{root}athena-results/",
         artifacts=f"{root}artifacts/",
+        exports=f"{root}exports/",
+        snapshots=f"{root}snapshots/",
     )
 
 
@@ -96,6 +104,10 @@ class ResourceNames:
     compaction_function: str
     compaction_schedule: str
     compaction_scheduler_role: str
+    glue_snapshot_table: str
+    backfill_function: str
+    backfill_state_machine: str
+    backfill_state_machine_role: str
 
     def check(self) -> None:
         """Raise ValueError naming the first name AWS would reject (too long, or not lower-case for Glue)."""
@@ -103,7 +115,7 @@ class ResourceNames:
             value = getattr(self, field)
             if len(value) > limit:
                 raise ValueError(f"{field} name {value!r} is {len(value)} characters, AWS allows {limit}")
-        for field in ("glue_database", "glue_table", "workgroup"):
+        for field in ("glue_database", "glue_table", "glue_snapshot_table", "workgroup"):
             value = getattr(self, field)
             if not _GLUE_NAME.match(value):
                 raise ValueError(f"{field} name {value!r} must be lower-case letters, digits and underscores")
@@ -121,6 +133,16 @@ class ResourceNames:
     def compaction_log_group(self) -> str:
         """The compaction function's log group."""
         return log_group_name(self.compaction_function)
+
+    @property
+    def backfill_log_group(self) -> str:
+        """The backfill function's log group."""
+        return log_group_name(self.backfill_function)
+
+    @property
+    def backfill_state_machine_log_group(self) -> str:
+        """The backfill state machine's log group (Step Functions' vended-logs convention)."""
+        return f"/aws/vendedlogs/states/{self.backfill_state_machine}"
 
     @property
     def iterator_age_alarm(self) -> str:
@@ -175,6 +197,10 @@ class Naming:
             compaction_function=self.physical("demand-compactor"),
             compaction_schedule=self.physical("demand-compaction-hourly"),
             compaction_scheduler_role=self.physical("demand-compaction-scheduler"),
+            glue_snapshot_table=f"{self.snake('demand-changes')}_snapshots",
+            backfill_function=self.physical("demand-backfill"),
+            backfill_state_machine=self.physical("demand-backfill"),
+            backfill_state_machine_role=self.physical("demand-backfill-states"),
         )
         names.check()
         return names

@@ -29,5 +29,6 @@ OUTPUT_KEYS: tuple[str, ...] = (
     "athena_results_bucket_name",
     "compaction_function_name",
     "compaction_log_group_name",
+    "backfill_state_machine_arn",
     "stack_name",
 )

@@ -13,6 +13,8 @@ from urllib.parse import urlparse
 __all__ = [
     "alarm_topic_key_policy",
     "alarm_topic_policy",
+    "backfill_function_policy",
+    "backfill_state_machine_policy",
     "ci_access_policy",
     "ci_trust_policy",
     "compaction_policy",
@@ -23,6 +25,8 @@ __all__ = [
     "schedule_arn",
     "scheduler_invoke_policy",
     "scheduler_trust_policy",
+    "state_machine_arn",
+    "states_trust_policy",
     "tls_only_bucket_policy",
 ]
 
@@ -134,6 +138,117 @@ def compaction_policy(
         ),
         _statement("WriteOwnLogs", ["logs:CreateLogStream", "logs:PutLogEvents"], [f"{log_group_arn}:log-stream:*"]),
         *_kms("ReadAndWriteEncryptedEvents", ["kms:Decrypt", "kms:GenerateDataKey"], [bucket_kms_key_arn]),
+    ]
+    return {"Version": VERSION, "Statement": statements}
+
+
+def backfill_function_policy(
+    *,
+    bucket_arn: str,
+    exports_prefix: str,
+    snapshot_prefix: str,
+    quarantine_snapshots_prefix: str,
+    log_group_arn: str,
+    bucket_kms_key_arn: str | None = None,
+) -> Document:
+    """What the backfill function may do: read export data files, write (write-once) snapshots and their
+    quarantine, and log.
+
+    The function reads back what it wrote (the counts object, a Parquet footer on a re-run), so it may get what
+    it may put. ``s3:ListBucket``, narrowed to the snapshot prefix, makes S3 answer 404 rather than 403 for a
+    counts object that does not exist yet; ``s3:AbortMultipartUpload`` lets it abandon an upload it fails.
+    """
+    statements = [
+        _statement("ReadExportDataFiles", ["s3:GetObject"], _objects(bucket_arn, exports_prefix)),
+        _statement(
+            "ListSnapshots",
+            ["s3:ListBucket"],
+            [bucket_arn],
+            Condition={"StringLike": {"s3:prefix": [f"{snapshot_prefix}*"]}},
+        ),
+        _statement(
+            "WriteSnapshotsAndQuarantine",
+            ["s3:AbortMultipartUpload", "s3:GetObject", "s3:PutObject"],
+            _objects(bucket_arn, snapshot_prefix, quarantine_snapshots_prefix),
+        ),
+        _statement("WriteOwnLogs", ["logs:CreateLogStream", "logs:PutLogEvents"], [f"{log_group_arn}:log-stream:*"]),
+        *_kms("ReadAndWriteEncryptedObjects", ["kms:Decrypt", "kms:GenerateDataKey"], [bucket_kms_key_arn]),
+    ]
+    return {"Version": VERSION, "Statement": statements}
+
+
+def states_trust_policy(*, state_machine_arn: str) -> Document:
+    """Only Step Functions, acting for this one state machine of this account, may assume its role."""
+    account = state_machine_arn.split(":")[4]
+    return {
+        "Version": VERSION,
+        "Statement": [
+            {
+                "Sid": "StepFunctionsService",
+                "Effect": "Allow",
+                "Principal": {"Service": "states.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+                "Condition": {
+                    "StringEquals": {"aws:SourceAccount": account},
+                    "ArnLike": {"aws:SourceArn": state_machine_arn},
+                },
+            }
+        ],
+    }
+
+
+def state_machine_arn(*, region: str, account_id: str, name: str, partition: str = "aws") -> str:
+    """ARN of a Step Functions state machine (known before it exists, so its role can name it)."""
+    return f"arn:{partition}:states:{region}:{account_id}:stateMachine:{name}"
+
+
+def backfill_state_machine_policy(
+    *,
+    state_machine_arn: str,
+    function_arn: str,
+    bucket_arn: str,
+    exports_prefix: str,
+    results_bucket_arn: str,
+    results_prefix: str,
+    bucket_kms_key_arn: str | None = None,
+) -> Document:
+    """What the backfill state machine may do: run its Distributed Map and invoke the backfill function only.
+
+    As the Step Functions guide lists for a Distributed Map ("IAM policies for using Distributed Map states"):
+    ``states:StartExecution`` on the state machine itself (the map's child workflows), ``states:DescribeExecution``
+    and ``states:StopExecution`` on its executions; ``s3:GetObject`` on the manifest the ``ItemReader`` reads
+    (under the exports prefix); and for the ``ResultWriter``, ``s3:PutObject``, ``s3:GetObject``,
+    ``s3:ListMultipartUploadParts`` and ``s3:AbortMultipartUpload`` under the results prefix. Logging to CloudWatch
+    Logs uses the log-delivery actions, which AWS only authorises on ``*`` (the guide says so).
+    """
+    execution_arn = state_machine_arn.replace(":stateMachine:", ":execution:", 1)
+    statements = [
+        _statement("InvokeBackfillFunction", ["lambda:InvokeFunction"], [function_arn]),
+        _statement("RunDistributedMap", ["states:StartExecution"], [state_machine_arn]),
+        _statement(
+            "FollowChildExecutions", ["states:DescribeExecution", "states:StopExecution"], [f"{execution_arn}/*:*"]
+        ),
+        _statement("ReadExportManifest", ["s3:GetObject"], _objects(bucket_arn, exports_prefix)),
+        _statement(
+            "WriteMapResults",
+            ["s3:AbortMultipartUpload", "s3:GetObject", "s3:ListMultipartUploadParts", "s3:PutObject"],
+            _objects(results_bucket_arn, results_prefix),
+        ),
+        _statement(
+            "DeliverExecutionLogs",
+            [
+                "logs:CreateLogDelivery",
+                "logs:DeleteLogDelivery",
+                "logs:DescribeLogGroups",
+                "logs:DescribeResourcePolicies",
+                "logs:GetLogDelivery",
+                "logs:ListLogDeliveries",
+                "logs:PutResourcePolicy",
+                "logs:UpdateLogDelivery",
+            ],
+            ["*"],
+        ),
+        *_kms("ReadAndWriteEncryptedObjects", ["kms:Decrypt", "kms:GenerateDataKey"], [bucket_kms_key_arn]),
     ]
     return {"Version": VERSION, "Statement": statements}
 

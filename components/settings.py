@@ -34,6 +34,7 @@ __all__ = [
     "Precision",
     "Settings",
     "SettingsError",
+    "backfill_concurrency_ceiling",
     "load_settings",
     "settings_from_stack_file",
 ]
@@ -68,6 +69,12 @@ LOG_RETENTION_DAYS = (
     3653,
 )
 PRECISIONS = ("MILLISECOND", "MICROSECOND")
+# Lambda's default concurrent executions per account and region. The stream function needs one per shard and
+# parallelization slot: STREAM_SHARD_ALLOWANCE shards (an on-demand stream's 4 at creation, grown 16 times) keep
+# theirs while a backfill runs, and the compactor one; the backfill gets at most the rest.
+ACCOUNT_CONCURRENCY = 1000
+STREAM_SHARD_ALLOWANCE = 64
+COMPACTION_CONCURRENCY = 1
 # 10 MB: the Athena API accepts 10,000,000, but the AWS provider rejects anything below 10 MiB at preview.
 ATHENA_MIN_BYTES_SCANNED_CUTOFF = 10 * 1024**2
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -88,6 +95,7 @@ _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _PROJECT_PATH = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+$")
 _URL = re.compile(r"^https://[a-z0-9.-]+(:\d+)?$")
 _TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+_EXPORT_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 _EMAIL = re.compile(r"^[^@\s:]+@[^@\s]+\.[a-z]{2,}$", re.IGNORECASE)
 
 
@@ -369,6 +377,32 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         _between(0, 1440),
     ),
     _key(
+        "backfillMaxConcurrency",
+        "backfill_max_concurrency",
+        "integer",
+        100,
+        "Backfill function invocations at once (the Distributed Map's MaxConcurrency); at most the account's 1,000"
+        " concurrent executions minus the stream function's 64 shards x parallelizationFactor and the compactor's 1.",
+        _between(1, ACCOUNT_CONCURRENCY),
+    ),
+    _key(
+        "snapshotExportId",
+        "snapshot_export_id",
+        "string",
+        "",
+        "Published snapshot: the export id whose backfill current_registrations starts from (with"
+        " snapshotExportTime; empty: the change-only query).",
+        lambda value: None if value == "" or _EXPORT_ID.match(value) else "a DynamoDB export id (letters, digits, '-')",
+    ),
+    _key(
+        "snapshotExportTime",
+        "snapshot_export_time",
+        "string",
+        "",
+        "Published snapshot: its export time T, ISO-8601 UTC (2026-12-01T09:05:00Z); with snapshotExportId.",
+        lambda value: None if value == "" or _TIMESTAMP.match(value) else "an ISO-8601 UTC time YYYY-MM-DDTHH:MM:SSZ",
+    ),
+    _key(
         "alarmTopicArn",
         "alarm_topic_arn",
         "string",
@@ -490,6 +524,9 @@ class Settings:
     compaction_delay_minutes: int
     compaction_lookback_hours: int
     compaction_delete_grace_minutes: int
+    backfill_max_concurrency: int
+    snapshot_export_id: str | None  # with snapshot_export_time: the published snapshot
+    snapshot_export_time: str | None
     alarm_topic_arn: str | None
     alarm_subscriptions: tuple[str, ...]
     quarantine_rate_alarm_percent: int
@@ -594,6 +631,8 @@ def _build(stack: str, raw: Mapping[str, str], where: str) -> Settings:
         values[optional] = values[optional] or None
     values["stream_name"] = None if values["stream_name"] in CREATE_STREAM_MARKERS else values["stream_name"]
     values["stream_start_timestamp"] = values["stream_start_timestamp"] or None
+    values["snapshot_export_id"] = values["snapshot_export_id"] or None
+    values["snapshot_export_time"] = values["snapshot_export_time"] or None
     values["stream_starting_position"] = _starting_position(values, where)
     values["alarm_subscriptions"] = tuple(values["alarm_subscriptions"])
     settings = Settings(**values)
@@ -613,6 +652,7 @@ def _build(stack: str, raw: Mapping[str, str], where: str) -> Settings:
             f"{where}: {PROJECT}:compactionLookbackHours must reach further back than compactionDelayMinutes "
             f"({settings.compaction_delay_minutes} min), got {settings.compaction_lookback_hours} h"
         )
+    _check_backfill(settings, where)
     if not _TABLE.match(settings.table_name):
         raise SettingsError(f"{where}: {PROJECT}:tableName must be a DynamoDB table name, got {settings.table_name!r}")
     return settings
@@ -638,6 +678,28 @@ def _starting_position(values: Mapping[str, Any], where: str) -> str:
             f"{where}: {time_key} is set ({timestamp!r}) but {key} is {position}: it is only used with AT_TIMESTAMP"
         )
     return str(position)
+
+
+def backfill_concurrency_ceiling(parallelization_factor: int) -> int:
+    """The most backfill invocations at once that leave the stream function and the compactor their capacity."""
+    return ACCOUNT_CONCURRENCY - STREAM_SHARD_ALLOWANCE * parallelization_factor - COMPACTION_CONCURRENCY
+
+
+def _check_backfill(settings: Settings, where: str) -> None:
+    """The backfill's concurrency leaves the stream its share; a published snapshot names both id and time."""
+    ceiling = backfill_concurrency_ceiling(settings.parallelization_factor)
+    if settings.backfill_max_concurrency > ceiling:
+        raise SettingsError(
+            f"{where}: {PROJECT}:backfillMaxConcurrency {settings.backfill_max_concurrency} leaves the stream function"
+            f" too little of the account's {ACCOUNT_CONCURRENCY} concurrent executions: at most {ceiling}"
+            f" ({ACCOUNT_CONCURRENCY} - {STREAM_SHARD_ALLOWANCE} shards x parallelizationFactor"
+            f" {settings.parallelization_factor} - {COMPACTION_CONCURRENCY} for the compactor)"
+        )
+    id_key, time_key = f"{PROJECT}:snapshotExportId", f"{PROJECT}:snapshotExportTime"
+    if settings.snapshot_export_id and not settings.snapshot_export_time:
+        raise SettingsError(f"{where}: {time_key} is required with {id_key} ({settings.snapshot_export_id!r})")
+    if settings.snapshot_export_time and not settings.snapshot_export_id:
+        raise SettingsError(f"{where}: {id_key} is required with {time_key} ({settings.snapshot_export_time!r})")
 
 
 def _check_alarm_destination(settings: Settings, where: str) -> None:

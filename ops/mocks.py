@@ -108,6 +108,9 @@ class AwsMocks(pulumi.runtime.Mocks):
             return key_id, {**state, "arn": self._arn("kms", f"key/{key_id}"), "keyId": key_id}
         if typ == "aws:sns/topic:Topic":
             return self._arn("sns", name), {**state, "arn": self._arn("sns", name)}
+        if typ == "aws:sfn/stateMachine:StateMachine":
+            arn = self._arn("states", f"stateMachine:{name}")
+            return arn, {**state, "arn": arn}
         if typ == "aws:cloudwatch/dashboard:Dashboard":
             dashboard = str(inputs["dashboardName"])
             return dashboard, {**state, "dashboardArn": self._arn("cloudwatch", f"dashboard/{dashboard}", region=False)}

@@ -30,7 +30,7 @@ __all__ = [
 OUTPUTS_FILE_VARIABLE = "STACK_OUTPUTS_FILE"
 _ARN_ACCOUNT = re.compile(r"^arn:aws[a-z-]*:[a-z0-9-]+:[a-z0-9-]*:(\d{12}):")
 # Outputs some stacks export and others do not yet (the on-failure bucket comes with the lake-layout change).
-_ARN_OUTPUTS = ("ci_iam_role_arn", "stream_arn", "function_alias_arn")
+_ARN_OUTPUTS = ("ci_iam_role_arn", "stream_arn", "function_alias_arn", "backfill_state_machine_arn")
 
 
 class OutputsError(RuntimeError):
@@ -64,6 +64,7 @@ class StackOutputs:
     athena_results_bucket_name: str
     compaction_function_name: str
     compaction_log_group_name: str
+    backfill_state_machine_arn: str  # the Step Functions state machine make backfill starts
     stack_name: str
 
     @classmethod

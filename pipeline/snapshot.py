@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CHUNK_LINES",
     "DEFAULT_SNAPSHOT_PREFIX",
+    "ENVIRONMENT_VARIABLES",
     "PART_BYTES",
     "ROW_GROUP_ROWS",
     "SNAPSHOT_PREFIX",
@@ -67,6 +68,16 @@ _DEFAULTS = {
     "POWERTOOLS_SERVICE_NAME": "dmd-pipeline",
     "POWERTOOLS_METRICS_NAMESPACE": "DmdPipeline",
 }
+#: Every variable ``load_snapshot_settings`` reads (contract C3): the Pulumi program sets exactly these.
+ENVIRONMENT_VARIABLES = (
+    "OUTPUT_BUCKET",
+    SNAPSHOT_PREFIX,
+    "QUARANTINE_PREFIX",
+    SOURCE_TABLE_NAME,
+    "LOG_LEVEL",
+    "POWERTOOLS_SERVICE_NAME",
+    "POWERTOOLS_METRICS_NAMESPACE",
+)
 CHUNK_LINES = 10_000  # lines decoded at a time: the stream handler's largest measured batch
 ROW_GROUP_ROWS = 131_072  # rows per Parquet row group
 PART_BYTES = 8 * 1024 * 1024  # multipart part size (S3's minimum is 5 MiB for all but the last part)

@@ -37,6 +37,8 @@ class LocalNames:
     failure_bucket: str
     compaction_function: str
     compaction_log_group: str
+    backfill_state_machine: str
+    glue_snapshot_table: str
     glue_database: str
     glue_table: str
     workgroup: str
@@ -58,6 +60,8 @@ def local_names(settings: Settings) -> LocalNames:
         failure_bucket=created.failure_bucket,
         compaction_function=created.compaction_function,
         compaction_log_group=created.compaction_log_group,
+        backfill_state_machine=created.backfill_state_machine,
+        glue_snapshot_table=created.glue_snapshot_table,
         glue_database=created.glue_database,
         glue_table=created.glue_table,
         workgroup=created.workgroup,
@@ -174,5 +178,7 @@ def provision(session: Any, settings: Settings, *, shards: int = DEFAULT_SHARDS)
         athena_results_bucket_name=names.results_bucket,
         compaction_function_name=names.compaction_function,
         compaction_log_group_name=names.compaction_log_group,
+        # moto runs no Distributed Map: make backfill runs the handler per file locally (ops/backfill.py).
+        backfill_state_machine_arn=f"arn:aws:states:{region}:{ACCOUNT_ID}:stateMachine:{names.backfill_state_machine}",
         stack_name=settings.stack,
     )

@@ -212,6 +212,7 @@ def test_every_alarm_notifies_the_topic_on_alarm_and_ok(run: ProgramRun) -> None
     assert run.one("aws:sns/topic:Topic").inputs["name"] == f"prd3292-{run.stack}-demand-alarms"
     alarms = run.of_type(ALARM)
     assert sorted(alarm.inputs["name"].removeprefix(f"prd3292-{run.stack}-demand-") for alarm in alarms) == [
+        "backfill-failed-executions",
         "compactor-errors",
         "processor-errors",
         "processor-failed-batches",
@@ -259,7 +260,7 @@ def test_an_existing_topic_is_used_as_is() -> None:
     assert run.of_type("aws:kms/key:Key") == []
     assert run.of_type("aws:sns/topicSubscription:TopicSubscription") == []
     alarms = run.of_type(ALARM)
-    assert len(alarms) == 7
+    assert len(alarms) == 8
     assert all(alarm.inputs["alarmActions"] == [topic] == alarm.inputs["okActions"] for alarm in alarms)
 
 
@@ -339,7 +340,7 @@ def test_each_stack_has_its_dashboard(run: ProgramRun) -> None:
         alarm_arns,
     )
     assert json.loads(dashboard.inputs["dashboardBody"]) == expected
-    assert len(expected["widgets"][0]["properties"]["alarms"]) == 7
+    assert len(expected["widgets"][0]["properties"]["alarms"]) == 8
 
 
 # Central logs.

@@ -159,6 +159,7 @@ def test_every_resource_uses_the_tagged_provider_and_sits_in_a_component(run: Pr
         "dmd-pipeline:index:QueryResults",
         "dmd-pipeline:index:Compaction",
         "dmd-pipeline:index:FailureDestination",
+        "dmd-pipeline:index:Backfill",
     }
 
 
@@ -298,7 +299,12 @@ def test_log_group_has_finite_retention_and_no_subscription_by_default(run: Prog
     for name in (run.outputs["log_group_name"], run.outputs["compaction_log_group_name"]):
         log_group = _named(run, LOG_GROUP, name)
         assert log_group.inputs["retentionInDays"] == settings.log_retention_days
-    assert len(run.of_type(LOG_GROUP)) == 2
+    for name in (
+        f"/aws/lambda/prd3292-{run.stack}-demand-backfill",
+        f"/aws/vendedlogs/states/prd3292-{run.stack}-demand-backfill",
+    ):
+        assert _named(run, LOG_GROUP, name).inputs["retentionInDays"] == settings.log_retention_days
+    assert len(run.of_type(LOG_GROUP)) == 4
     assert run.of_type("aws:cloudwatch/logSubscriptionFilter:LogSubscriptionFilter") == []
 
 
@@ -381,13 +387,32 @@ def test_workgroup_and_named_queries(run: ProgramRun) -> None:
 
 def _policies(run: ProgramRun) -> dict[str, dict[str, Any]]:
     policies = {policy.name: json.loads(policy.inputs["policy"]) for policy in run.of_type(ROLE_POLICY)}
-    assert set(policies) == {"processor-policy", "ci-policy", "compaction-policy", "compaction-scheduler-policy"}
+    assert set(policies) == {
+        "processor-policy",
+        "ci-policy",
+        "compaction-policy",
+        "compaction-scheduler-policy",
+        "backfill-policy",
+        "backfill-states-policy",
+    }
     return policies
+
+
+# The linter's two findings on the backfill state machine's role, both what the Step Functions guide asks for:
+# CloudWatch Logs delivery needs logs:PutResourcePolicy (on "*", the only resource it takes), and parliament
+# wants states:DescribeExecution to match express executions too, which a STANDARD Distributed Map never has.
+KNOWN_FINDINGS = {
+    "backfill-states-policy": [
+        "PERMISSIONS_MANAGEMENT_ACTIONS: ",
+        "RESOURCE_MISMATCH: [{'action': 'states:DescribeExecution', 'required_format': "
+        "'arn:*:states:*:*:express:*:*:*'}]",
+    ]
+}
 
 
 def test_every_identity_policy_passes_the_linter(run: ProgramRun) -> None:
     for name, document in _policies(run).items():
-        assert lint_identity_policy(document) == [], f"{run.stack} {name}"
+        assert lint_identity_policy(document) == KNOWN_FINDINGS.get(name, []), f"{run.stack} {name}"
 
 
 def test_processor_policy_names_exact_arns(run: ProgramRun) -> None:
@@ -496,7 +521,11 @@ def test_ci_policy_scopes_rollback_and_queries(run: ProgramRun) -> None:
         _arn("athena", f"workgroup/{run.outputs['athena_workgroup_name']}")
     ]
     assert by_sid["WriteAndReadTestChanges"]["Resource"] == [_arn("dynamodb", f"table/{run.outputs['table_name']}")]
-    assert len(by_sid["ReadAlarms"]["Resource"]) == 7
+    assert len(by_sid["ReadAlarms"]["Resource"]) == 8
+    assert (
+        _arn("cloudwatch", f"alarm:prd3292-{run.stack}-demand-backfill-failed-executions")
+        in by_sid["ReadAlarms"]["Resource"]
+    )
     assert _arn("cloudwatch", f"alarm:prd3292-{run.stack}-demand-compactor-errors") in by_sid["ReadAlarms"]["Resource"]
     assert by_sid["ListFailedBatches"]["Resource"] == [f"arn:aws:s3:::{run.outputs['failure_bucket_name']}"]
     results_bucket = f"arn:aws:s3:::{run.outputs['athena_results_bucket_name']}"

@@ -45,6 +45,7 @@ def outputs_values(**overrides: str) -> dict[str, str]:
         "athena_results_bucket_name": "prd3292-qa1-us-east-1-demand-athena-results",
         "compaction_function_name": "prd3292-qa1-demand-compactor",
         "compaction_log_group_name": "/aws/lambda/prd3292-qa1-demand-compactor",
+        "backfill_state_machine_arn": "arn:aws:states:us-east-1:123456789012:stateMachine:prd3292-qa1-demand-backfill",
         "stack_name": "qa1",
     }
     assert set(values) == set(StackOutputs.output_keys())
