@@ -9,6 +9,7 @@ from components.athena import AthenaCatalog, AthenaCatalogArgs
 from components.backfill import Backfill, BackfillArgs
 from components.ci_access import CiAccess, CiAccessArgs
 from components.compaction import Compaction, CompactionArgs
+from components.current_state import published_snapshot
 from components.dashboard import DashboardMetric, PipelineDashboard, PipelineDashboardArgs
 from components.failure_destination import METRIC_FILTER_ID, FailureDestination, FailureDestinationArgs
 from components.flow_alarms import FlowAlarms, FlowAlarmsArgs
@@ -239,6 +240,8 @@ athena = AthenaCatalog(
         results_bucket_name=resource_names.results_bucket,
         query_window_days=settings.athena_query_window_days,
         kms_key_arn=settings.bucket_kms_key_arn,
+        snapshots_prefix=layout_prefixes.snapshots,
+        snapshot=published_snapshot(settings.snapshot_export_id, settings.snapshot_export_time),
     ),
     pulumi.ResourceOptions.merge(aws_opts, pulumi.ResourceOptions(depends_on=[results])),
 )

@@ -1,4 +1,5 @@
-"""The Athena objects: Glue database and events table (partition projection), workgroup, named queries."""
+"""The Athena objects: Glue database, events and snapshot tables (partition projection), workgroup, named
+queries (``current_registrations`` from the published snapshot, when the stack config names one)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from components.catalog import glue_table_input, named_queries, workgroup_configuration
+from components.catalog import (
+    glue_table_input,
+    named_queries,
+    snapshot_table_input,
+    snapshot_table_name,
+    workgroup_configuration,
+)
+from components.current_state import PublishedSnapshot
 
 __all__ = ["AthenaCatalog", "AthenaCatalogArgs"]
 
@@ -27,6 +35,8 @@ class AthenaCatalogArgs:
     results_bucket_name: str
     query_window_days: int
     kms_key_arn: str | None = None
+    snapshots_prefix: str = "demand/snapshots/"
+    snapshot: PublishedSnapshot | None = None
 
 
 def _table_args(table_input: dict[str, Any]) -> dict[str, Any]:
@@ -91,6 +101,8 @@ class AthenaCatalog(pulumi.ComponentResource):
     """Glue table of the events."""
     table_arn: pulumi.Output[str]
     """ARN of that table."""
+    snapshot_table_name: pulumi.Output[str]
+    """Glue table of the back-filled snapshots (``<table>_snapshots``)."""
     workgroup_name: pulumi.Output[str]
     """Athena workgroup to query with."""
     workgroup_arn: pulumi.Output[str]
@@ -113,6 +125,17 @@ class AthenaCatalog(pulumi.ComponentResource):
         table = aws.glue.CatalogTable(
             f"{name}-events-table", database_name=database.name, **_table_args(table_input), opts=child
         )
+        snapshots = aws.glue.CatalogTable(
+            f"{name}-snapshots-table",
+            database_name=database.name,
+            **_table_args(
+                snapshot_table_input(
+                    table_name=snapshot_table_name(args.table_name),
+                    location=f"s3://{args.bucket_name}/{args.snapshots_prefix}",
+                )
+            ),
+            opts=child,
+        )
         configuration = workgroup_configuration(
             results_location=f"s3://{args.results_bucket_name}/{args.results_prefix}",
             bytes_scanned_cutoff=args.bytes_scanned_cutoff,
@@ -125,7 +148,9 @@ class AthenaCatalog(pulumi.ComponentResource):
             configuration=_workgroup_args(configuration),
             opts=child,
         )
-        for query in named_queries(args.database_name, args.table_name, window_days=args.query_window_days):
+        for query in named_queries(
+            args.database_name, args.table_name, window_days=args.query_window_days, snapshot=args.snapshot
+        ):
             aws.athena.NamedQuery(
                 f"{name}-query-{query.name.replace('_', '-')}",
                 name=query.name,
@@ -133,12 +158,13 @@ class AthenaCatalog(pulumi.ComponentResource):
                 database=database.name,
                 workgroup=workgroup.name,
                 query=query.sql,
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[table]),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[table, snapshots]),
             )
         self.database_name = database.name
         self.database_arn = database.arn
         self.table_name = table.name
         self.table_arn = table.arn
+        self.snapshot_table_name = snapshots.name
         self.workgroup_name = workgroup.name
         self.workgroup_arn = workgroup.arn
         self.register_outputs(
@@ -147,6 +173,7 @@ class AthenaCatalog(pulumi.ComponentResource):
                 "database_arn": self.database_arn,
                 "table_name": self.table_name,
                 "table_arn": self.table_arn,
+                "snapshot_table_name": self.snapshot_table_name,
                 "workgroup_name": self.workgroup_name,
                 "workgroup_arn": self.workgroup_arn,
             }

@@ -7,9 +7,13 @@ same objects in moto with boto3, so the deployed catalog and the local one canno
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC
+from typing import TYPE_CHECKING, Any
 
 from pipeline.schema import glue_columns
+
+if TYPE_CHECKING:
+    from components.current_state import PublishedSnapshot
 
 __all__ = [
     "DEFAULT_PROJECTION_START",
@@ -23,6 +27,8 @@ __all__ = [
     "glue_table_input",
     "named_queries",
     "recent_partitions",
+    "snapshot_table_input",
+    "snapshot_table_name",
     "unique_changes_cte",
     "workgroup_configuration",
 ]
@@ -96,6 +102,36 @@ def glue_table_input(
     }
 
 
+def snapshot_table_name(changes_table: str) -> str:
+    """The snapshot table of a change table: ``<table>_snapshots`` (same columns, partitioned by export id)."""
+    return f"{changes_table}_snapshots"
+
+
+def snapshot_table_input(
+    *,
+    table_name: str,
+    location: str,
+    description: str = "Snapshots of the demand table back-filled from DynamoDB exports, one row per item; query one"
+    " export_id at a time.",
+) -> dict[str, Any]:
+    """The Glue ``TableInput`` of the snapshot table: the change table's columns, partitioned by ``export_id``.
+
+    ``location`` is the snapshot prefix as an ``s3://bucket/prefix/`` URI. The partition is projected with type
+    ``injected``: Athena takes the export id from the query's ``WHERE export_id = '...'`` (a query without it is
+    refused), so a new export needs no partition registered and a query never lists every export.
+    """
+    table = glue_table_input(table_name=table_name, location=location, description=description)
+    table["Parameters"] = {
+        "EXTERNAL": "TRUE",
+        "classification": "parquet",
+        "projection.enabled": "true",
+        "projection.export_id.type": "injected",
+        "storage.location.template": f"{location}export_id=${{export_id}}/",
+    }
+    table["PartitionKeys"] = [{"Name": "export_id", "Type": "string", "Comment": "DynamoDB export id of the snapshot."}]
+    return table
+
+
 def workgroup_configuration(
     *,
     results_location: str,
@@ -146,11 +182,19 @@ def recent_partitions(window_days: int) -> str:
     return f"dt >= date_format(current_timestamp - INTERVAL '{window_days - 1}' DAY, '%Y-%m-%d')"
 
 
-def named_queries(database: str, table: str, *, window_days: int = DEFAULT_QUERY_WINDOW_DAYS) -> list[NamedQuerySpec]:
+def named_queries(
+    database: str,
+    table: str,
+    *,
+    window_days: int = DEFAULT_QUERY_WINDOW_DAYS,
+    snapshot: PublishedSnapshot | None = None,
+) -> list[NamedQuerySpec]:
     """The named queries analysts need, against ``database.table`` (Athena/Trino SQL, DuckDB-transpilable).
 
     Each reads at most the last ``window_days`` days of ``dt`` partitions (pipeline_freshness: two), so the
-    workgroup's per-query scan cutoff never cancels them as the lake grows.
+    workgroup's per-query scan cutoff never cancels them as the lake grows. With a published ``snapshot``,
+    ``current_registrations`` is the whole current state instead: that snapshot (in ``<table>_snapshots``)
+    plus every change from its export time on (``components.current_state``).
     """
     table_source = f'"{database}"."{table}"'
     window = recent_partitions(window_days)
@@ -191,6 +235,27 @@ SELECT max(change_time) AS newest_change_time,
        count(*) AS rows_scanned
 FROM {table_source}
 WHERE {recent_partitions(2)}"""  # noqa: S608
+    current = NamedQuerySpec(
+        "current_registrations",
+        f"Current state of registrations changed in the last {window_days} days: latest change per event and fan,"
+        " duplicates and removals dropped.",
+        current_registrations,
+    )
+    if snapshot is not None:
+        from components.current_state import current_registrations_sql  # noqa: PLC0415 - it imports this module
+
+        current = NamedQuerySpec(
+            "current_registrations",
+            f"Current state of every registration: snapshot {snapshot.export_id} (exported"
+            f" {snapshot.export_time.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}) plus every change since, removals dropped.",
+            current_registrations_sql(
+                database,
+                table,
+                snapshot_table_name(table),
+                export_id=snapshot.export_id,
+                export_time=snapshot.export_time,
+            ),
+        )
     return [
         NamedQuerySpec(
             "demand_per_event_per_day",
@@ -198,12 +263,7 @@ WHERE {recent_partitions(2)}"""  # noqa: S608
             " the day, duplicates removed).",
             demand_per_event_per_day,
         ),
-        NamedQuerySpec(
-            "current_registrations",
-            f"Current state of registrations changed in the last {window_days} days: latest change per event and fan,"
-            " duplicates and removals dropped.",
-            current_registrations,
-        ),
+        current,
         NamedQuerySpec(
             "pipeline_freshness",
             "Seconds since the newest change landed, and rows in the last hour.",

@@ -18,12 +18,13 @@ in the snapshot and its REMOVE row wins. Athena (Trino) SQL, transpilable to Duc
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from components.catalog import unique_changes_cte
 from pipeline.normalize import EXTRA_COLUMN, item_specs
 
-__all__ = ["DEFAULT_LEAD", "current_registrations_sql", "state_columns"]
+__all__ = ["DEFAULT_LEAD", "PublishedSnapshot", "current_registrations_sql", "published_snapshot", "state_columns"]
 
 #: How long before the export time the stream is read from (the mapping's AT_TIMESTAMP is T - lead).
 DEFAULT_LEAD = timedelta(minutes=5)
@@ -32,6 +33,35 @@ _EXPORT_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 _IDENTIFIER = re.compile(r"^[a-z0-9_]{1,255}$")
 # Kinesis sequence numbers (and snapshot line numbers) are decimal text: compare them left-padded.
 _NEWEST_FIRST = "ordered_at DESC, source_rank DESC, lpad(sequence_number, 129, '0') DESC"
+
+
+@dataclass(frozen=True)
+class PublishedSnapshot:
+    """The snapshot ``current_registrations`` starts from: an export id and its export time T (UTC)."""
+
+    export_id: str
+    export_time: datetime
+
+    def __post_init__(self) -> None:
+        if not _EXPORT_ID.match(self.export_id):
+            raise ValueError(f"export_id {self.export_id!r} is not a DynamoDB export id (letters, digits, '-')")
+        if self.export_time.tzinfo is None or self.export_time.utcoffset() is None:
+            raise ValueError(f"export_time {self.export_time.isoformat()} has no time zone")
+
+
+def published_snapshot(export_id: str | None, export_time: str | None) -> PublishedSnapshot | None:
+    """The published snapshot from stack config (``snapshotExportId``, ``snapshotExportTime``): both or neither."""
+    if not export_id and not export_time:
+        return None
+    if not export_id or not export_time:
+        raise ValueError(
+            f"a published snapshot needs both an export id and an export time, got {export_id!r}, {export_time!r}"
+        )
+    try:
+        moment = datetime.fromisoformat(export_time.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"export time {export_time!r} is not an ISO-8601 time") from None
+    return PublishedSnapshot(export_id, moment)
 
 
 def state_columns() -> list[str]:

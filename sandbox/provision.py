@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from components.artifacts import artifact
-from components.catalog import glue_table_input, named_queries, workgroup_configuration
+from components.catalog import glue_table_input, named_queries, snapshot_table_input, workgroup_configuration
+from components.current_state import published_snapshot
 from components.naming import FUNCTION_ALIAS, Prefixes, prefixes
 from components.settings import Settings
 from ops.outputs import StackOutputs
@@ -103,6 +104,12 @@ def _create_catalog(glue: Any, athena: Any, settings: Settings, names: LocalName
     glue.create_table(
         DatabaseName=names.glue_database, TableInput=glue_table_input(table_name=names.glue_table, location=location)
     )
+    glue.create_table(
+        DatabaseName=names.glue_database,
+        TableInput=snapshot_table_input(
+            table_name=names.glue_snapshot_table, location=f"s3://{names.bucket}/{names.prefixes.snapshots}"
+        ),
+    )
     athena.create_work_group(
         Name=names.workgroup,
         Description="Demand analytics (local)",
@@ -112,7 +119,11 @@ def _create_catalog(glue: Any, athena: Any, settings: Settings, names: LocalName
         ),
         Tags=[{"Key": key, "Value": value} for key, value in settings.tags.items()],
     )
-    for query in named_queries(names.glue_database, names.glue_table, window_days=settings.athena_query_window_days):
+    # The same queries as the program's: current_registrations from the published snapshot when the config names one.
+    snapshot = published_snapshot(settings.snapshot_export_id, settings.snapshot_export_time)
+    for query in named_queries(
+        names.glue_database, names.glue_table, window_days=settings.athena_query_window_days, snapshot=snapshot
+    ):
         athena.create_named_query(
             Name=query.name,
             Description=query.description,

@@ -347,7 +347,9 @@ def test_alarm_thresholds_in_the_metric_units(run: ProgramRun) -> None:
 
 
 def test_glue_columns_equal_the_handler_schema(run: ProgramRun) -> None:
-    table = run.one("aws:glue/catalogTable:CatalogTable").inputs
+    tables = {table.name: table.inputs for table in run.of_type("aws:glue/catalogTable:CatalogTable")}
+    assert set(tables) == {"athena-events-table", "athena-snapshots-table"}
+    table = tables["athena-events-table"]
     columns = table["storageDescriptor"]["columns"]
     schema = arrow_schema()
     assert [column["name"] for column in columns] == schema.names
