@@ -10,9 +10,12 @@ once per data file in a process pool with the backfill function's environment, t
 rows + quarantined against its item count and the export's total, and prints the counts. moto writes no
 ``manifest-files.json`` and runs no Step Functions, so the item count of a file is its number of lines here.
 
-Against a deployed stack the backfill runs as a Step Functions Distributed Map, which this stack does not have
-yet: the command says so and changes nothing. Exit status: 0 counts match, 1 the backfill is incomplete or
-failed, 2 a usage error or a refused precondition (one line on stderr).
+Against a deployed stack (no local endpoint): the same checks and export, then it reads the export's
+``manifest-files.json`` (each data file's ``itemCount``), starts the stack's backfill state machine (output
+``backfill_state_machine_arn``: a Step Functions Distributed Map invoking the backfill function once per data
+file), follows its map run with a progress bar, and checks every file's counts object (rows + quarantined)
+against its ``itemCount`` and the files' total against the export's ``ItemCount``. Exit status: 0 counts match,
+1 the backfill is incomplete or failed, 2 a usage error or a refused precondition (one line on stderr).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from typing import Any, NoReturn
 
 import boto3
 
-from ops.outputs import OutputsError, StackOutputs, load_outputs
+from ops.outputs import OutputsError, StackOutputs, bind_stack, load_outputs
 
 __all__ = [
     "EXPORTS_PREFIX",
@@ -47,6 +50,7 @@ __all__ = [
     "export_data_files",
     "main",
     "manifest_item_counts",
+    "run_deployed",
     "run_export",
 ]
 
@@ -327,6 +331,129 @@ def run_files(
     return list(outcomes.values())
 
 
+# -- a deployed stack: the Step Functions Distributed Map ----------------------------------------------------------
+_RUNNING = "RUNNING"
+
+
+def manifest_files_key(export: Mapping[str, Any]) -> str:
+    """``.../AWSDynamoDB/<export id>/manifest-files.json`` from the export's ``ExportManifest`` (the summary's key)."""
+    summary = str(export.get("ExportManifest") or "")
+    if not summary.endswith("/manifest-summary.json") or "/AWSDynamoDB/" not in summary:
+        raise BackfillError(f"export {export.get('ExportArn')} reports no manifest (ExportManifest {summary!r})")
+    return summary.removesuffix("manifest-summary.json") + "manifest-files.json"
+
+
+def _export_time_text(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _map_run_counts(sfn: Any, execution_arn: str) -> dict[str, int] | None:
+    """The map run's item counts (``succeeded``, ``failed``, ``total``...), once Step Functions has started it."""
+    runs = sfn.list_map_runs(executionArn=execution_arn).get("mapRuns", [])
+    if not runs:
+        return None
+    counts: dict[str, int] = sfn.describe_map_run(mapRunArn=runs[0]["mapRunArn"])["itemCounts"]
+    return counts
+
+
+def follow_execution(
+    sfn: Any, execution_arn: str, files: int, *, poll_seconds: float = 5.0, timeout: float = 86_400.0
+) -> dict[str, Any]:
+    """Poll the execution until it ends, showing the map run's finished data files as a progress bar."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
+
+    deadline = time.monotonic() + timeout
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=False,
+    ) as progress:
+        task = progress.add_task("data files", total=files)
+        while True:
+            execution: dict[str, Any] = sfn.describe_execution(executionArn=execution_arn)
+            counts = _map_run_counts(sfn, execution_arn)
+            if counts is not None:
+                done = int(counts.get("succeeded", 0)) + int(counts.get("failed", 0))
+                progress.update(task, completed=done, description=f"data files ({counts.get('failed', 0)} failed)")
+            if execution["status"] != _RUNNING:
+                return execution
+            if time.monotonic() > deadline:
+                raise BackfillError(f"execution {execution_arn} still RUNNING after {timeout:.0f} s")
+            time.sleep(poll_seconds)
+
+
+def _file_counts(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
+    try:
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except s3.exceptions.NoSuchKey:
+        return None
+    counts: dict[str, Any] = json.loads(body)
+    return counts
+
+
+def run_deployed(
+    outputs: StackOutputs,
+    *,
+    timeout: float = 600.0,
+    session: Any = None,
+    export_arn: str | None = None,
+    poll_seconds: float = 5.0,
+) -> BackfillReport:
+    """The deployed backfill: export, read its manifest, run the state machine, check every file's counts."""
+    from pipeline.export import ExportFile  # noqa: PLC0415 - only a backfill needs them
+    from pipeline.snapshot import DEFAULT_SNAPSHOT_PREFIX, SnapshotSettings, counts_key  # noqa: PLC0415
+
+    session = session or boto3.Session(region_name=outputs.region)
+    dynamodb, s3, sfn = session.client("dynamodb"), session.client("s3"), session.client("stepfunctions")
+    _check_point_in_time_recovery(dynamodb, outputs.table_name)
+    started = time.monotonic()
+    export, _, requested = _request_export(dynamodb, outputs, timeout, export_arn)
+    print(f"export {export['ExportArn']}: {export['ExportStatus']} after {time.monotonic() - started:.1f} s")
+    export_time = _export_time_text(export.get("ExportTime") or requested)
+    manifest_key = manifest_files_key(export)
+    manifest = s3.get_object(Bucket=outputs.bucket_name, Key=manifest_key)["Body"].read().decode("utf-8")
+    expected = manifest_item_counts(manifest.splitlines())
+    export_id = manifest_key.split("/AWSDynamoDB/", 1)[1].split("/", 1)[0]
+    item_count = export.get("ItemCount")
+    report = BackfillReport(
+        export["ExportArn"], export_id, export_time, None if item_count is None else int(item_count)
+    )
+    execution_input = {
+        "export_bucket": outputs.bucket_name,
+        "export_time": export_time,
+        "manifest_files_key": manifest_key,
+    }
+    # Execution names are unique per state machine for 90 days: the export id and the start time.
+    name = f"{export_id}-{datetime.now(UTC):%Y%m%dT%H%M%S}"[:80]
+    execution_arn = sfn.start_execution(
+        stateMachineArn=outputs.backfill_state_machine_arn, name=name, input=json.dumps(execution_input)
+    )["executionArn"]
+    print(f"{len(expected)} data files in {manifest_key}: execution {execution_arn}")
+    execution = follow_execution(sfn, execution_arn, len(expected), poll_seconds=poll_seconds)
+    if execution["status"] != "SUCCEEDED":
+        cause = execution.get("error") or execution.get("cause") or ""
+        report.problems.append(f"execution {execution_arn} {execution['status']} {cause}".rstrip())
+    settings = SnapshotSettings(
+        output_bucket=outputs.bucket_name,
+        source_table_name=outputs.table_name,
+        snapshot_prefix=DEFAULT_SNAPSHOT_PREFIX,
+        quarantine_prefix=outputs.quarantine_prefix,
+    )
+    for key, count in sorted(expected.items()):
+        outcome = FileOutcome(key, count)
+        event = _event(outputs.bucket_name, key, export_time, count)
+        counts = _file_counts(s3, outputs.bucket_name, counts_key(settings, ExportFile.from_event(event)))
+        if counts is None:
+            outcome.error = "no counts object: the file was not back-filled"
+        else:
+            outcome.result = {**counts, "data_key": key}
+        report.files.append(outcome)
+    report.problems.extend(check_counts(report.files, report.item_count))
+    return report
+
+
 # -- command line -------------------------------------------------------------------------------------------------
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
@@ -371,27 +498,27 @@ def _print_report(report: BackfillReport) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        outputs = load_outputs(args.stack, outputs_file=args.outputs_file)
+        # a deployed stack: its outputs, and credentials of the account they name (contract C5)
+        outputs = (
+            load_outputs(args.stack, outputs_file=args.outputs_file)
+            if _is_local()
+            else bind_stack(args.stack, outputs_file=args.outputs_file).outputs
+        )
     except OutputsError as error:
         print(f"backfill: {error}", file=sys.stderr)
         return 2
-    if not _is_local():
-        print(
-            f"backfill: not available yet for the deployed stack {args.stack}: it runs as a Step Functions "
-            "Distributed Map that the stack does not have yet; only the local AWS (AWS_ENDPOINT_URL on 127.0.0.1) "
-            "is supported",
-            file=sys.stderr,
-        )
-        return 2
     try:
-        report = run_export(
-            outputs,
-            args.stack,
-            workers=args.workers,
-            timeout=args.timeout,
-            quiet=not args.verbose,
-            export_arn=args.export_arn,
-        )
+        if _is_local():
+            report = run_export(
+                outputs,
+                args.stack,
+                workers=args.workers,
+                timeout=args.timeout,
+                quiet=not args.verbose,
+                export_arn=args.export_arn,
+            )
+        else:
+            report = run_deployed(outputs, timeout=args.timeout, export_arn=args.export_arn)
     except BackfillError as error:
         print(f"backfill: {error}", file=sys.stderr)
         return 2 if isinstance(error, PreconditionError) else 1

@@ -183,14 +183,6 @@ def test_point_in_time_recovery_off_is_refused(local: LocalAws, capsys):
     assert f"point-in-time recovery is DISABLED on table {table}" in err
 
 
-def test_a_deployed_stack_is_not_available_yet(local: LocalAws, monkeypatch: pytest.MonkeyPatch, capsys):
-    monkeypatch.delenv("AWS_ENDPOINT_URL")
-    assert backfill.main(["dev1", "--outputs-file", str(local.outputs_file)]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1
-    assert err.startswith("backfill: not available yet for the deployed stack dev1")
-
-
 @pytest.mark.parametrize("argv", [[], ["dev1", "--workers", "0"], ["dev1", "--bogus"], ["dev1", "--timeout", "x"]])
 def test_bad_arguments_are_one_line_and_exit_2(argv: list[str], capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -1,0 +1,275 @@
+"""make backfill against a deployed stack: export, manifest, the state machine, the count check.
+
+DynamoDB and Step Functions are botocore Stubber clients (each call and its parameters asserted), S3 is moto
+holding the export's manifest and the counts objects the backfill function would have written.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import ANY, Stubber
+from moto import mock_aws
+
+from ops import backfill
+from ops.backfill import manifest_files_key, run_deployed
+from ops.outputs import StackOutputs
+from tests.ops.conftest import outputs_values
+
+REGION = "us-east-1"
+TABLE_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/prd3292-qa1-us-east-1-demand-table"
+EXPORT_ID = "01764201600000-a1b2c3d4"
+EXPORT_ARN = f"{TABLE_ARN}/export/{EXPORT_ID}"
+EXPORT_TIME = datetime(2026, 11, 30, 9, 5, 0, tzinfo=UTC)
+MACHINE = "arn:aws:states:us-east-1:123456789012:stateMachine:prd3292-qa1-demand-backfill"
+EXECUTION = "arn:aws:states:us-east-1:123456789012:execution:prd3292-qa1-demand-backfill:run"
+MAP_RUN = f"{MACHINE.replace(':stateMachine:', ':mapRun:')}/BackfillDataFiles:run"
+FILES = {"aaaa1111": 1200, "bbbb2222": 800, "cccc3333": 5}
+
+
+@pytest.fixture
+def outputs() -> StackOutputs:
+    values = outputs_values(bucket_name="prd3292.qa1.us-east-1.demand-capture.tmaws")
+    return StackOutputs.from_mapping(values, source="test")
+
+
+def _data_key(prefix: str, stem: str) -> str:
+    return f"{prefix}/AWSDynamoDB/{EXPORT_ID}/data/{stem}.json.gz"
+
+
+class _Session:
+    """boto3-like session: moto S3, stubbed DynamoDB and Step Functions."""
+
+    def __init__(self, clients: dict[str, Any]) -> None:
+        self.clients = clients
+
+    def client(self, name: str) -> Any:
+        return self.clients[name]
+
+
+@pytest.fixture
+def s3(outputs: StackOutputs) -> Iterator[Any]:
+    with mock_aws():
+        client = boto3.client("s3", region_name=REGION)
+        client.create_bucket(Bucket=outputs.bucket_name)
+        yield client
+
+
+def _export_description(prefix: str, status: str) -> dict[str, Any]:
+    description: dict[str, Any] = {
+        "ExportArn": EXPORT_ARN,
+        "ExportStatus": status,
+        "TableArn": TABLE_ARN,
+        "S3Bucket": "prd3292.qa1.us-east-1.demand-capture.tmaws",
+        "S3Prefix": prefix,
+        "ExportFormat": "DYNAMODB_JSON",
+    }
+    if status == "COMPLETED":
+        description |= {
+            "ExportTime": EXPORT_TIME,
+            "ItemCount": sum(FILES.values()),
+            "ExportManifest": f"{prefix}/AWSDynamoDB/{EXPORT_ID}/manifest-summary.json",
+        }
+    return description
+
+
+def _stub_dynamodb(outputs: StackOutputs) -> tuple[Any, Stubber, dict[str, str]]:
+    client = boto3.client("dynamodb", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
+    stubber = Stubber(client)
+    table = {"TableName": outputs.table_name}
+    seen: dict[str, str] = {}
+    stubber.add_response(
+        "describe_continuous_backups",
+        {
+            "ContinuousBackupsDescription": {
+                "ContinuousBackupsStatus": "ENABLED",
+                "PointInTimeRecoveryDescription": {"PointInTimeRecoveryStatus": "ENABLED"},
+            }
+        },
+        table,
+    )
+    stubber.add_response("describe_table", {"Table": {"TableArn": TABLE_ARN, "TableName": outputs.table_name}}, table)
+    return client, stubber, seen
+
+
+def _write_manifest_and_counts(s3: Any, bucket: str, prefix: str, *, skip: str | None = None, short: str | None = None):
+    lines = [
+        json.dumps({"itemCount": count, "md5Checksum": "x", "etag": "y", "dataFileS3Key": _data_key(prefix, stem)})
+        for stem, count in FILES.items()
+    ]
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/AWSDynamoDB/{EXPORT_ID}/manifest-files.json", Body="\n".join(lines))
+    for stem, count in FILES.items():
+        if stem == skip:
+            continue
+        # each file: one line quarantined; the short file's counts miss that line
+        rows, quarantined = count - 1, (0 if stem == short else 1)
+        body = json.dumps({"items": count, "rows": rows, "quarantined": quarantined})
+        s3.put_object(Bucket=bucket, Key=f"demand/snapshots/export_id={EXPORT_ID}/_{stem}.counts.json", Body=body)
+
+
+def _run(
+    outputs: StackOutputs, s3: Any, *, status: str = "SUCCEEDED", skip: str | None = None, short: str | None = None
+):
+    dynamodb, dynamo_stub, _ = _stub_dynamodb(outputs)
+    captured: dict[str, Any] = {}
+
+    def export_request(**params: Any) -> None:
+        captured.update(params)
+
+    # The export request: into the stack's bucket under demand/exports/<request time>, DynamoDB JSON.
+    dynamo_stub.add_response(
+        "export_table_to_point_in_time",
+        {"ExportDescription": _export_description("PENDING", "IN_PROGRESS")},
+        {"TableArn": TABLE_ARN, "S3Bucket": outputs.bucket_name, "S3Prefix": ANY, "ExportFormat": "DYNAMODB_JSON"},
+    )
+    dynamo_stub.add_response(
+        "describe_export",
+        {"ExportDescription": _export_description("PENDING", "IN_PROGRESS")},
+        {"ExportArn": EXPORT_ARN},
+    )
+    sfn = boto3.client("stepfunctions", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
+    sfn_stub = Stubber(sfn)
+    # The prefix is chosen at request time: write the manifest once the request is made (in describe_export's turn).
+    original = dynamodb.describe_export
+
+    def describe_export(**kwargs: Any) -> Any:
+        prefix = captured["S3Prefix"]
+        _write_manifest_and_counts(s3, outputs.bucket_name, prefix, skip=skip, short=short)
+        original(**kwargs)  # consumes the stubbed IN_PROGRESS answer: the command keeps waiting
+        return {"ExportDescription": _export_description(prefix, "COMPLETED")}
+
+    original_request = dynamodb.export_table_to_point_in_time
+
+    def request(**kwargs: Any) -> Any:
+        export_request(**kwargs)
+        answer = original_request(**kwargs)
+        answer["ExportDescription"]["S3Prefix"] = kwargs["S3Prefix"]
+        return answer
+
+    dynamodb.export_table_to_point_in_time = request
+    dynamodb.describe_export = describe_export
+    sfn_stub.add_response(
+        "start_execution",
+        {"executionArn": EXECUTION, "startDate": EXPORT_TIME},
+        {"stateMachineArn": MACHINE, "name": ANY, "input": ANY},
+    )
+    running = {"executionArn": EXECUTION, "stateMachineArn": MACHINE, "status": "RUNNING", "startDate": EXPORT_TIME}
+    sfn_stub.add_response("describe_execution", running, {"executionArn": EXECUTION})
+    sfn_stub.add_response("list_map_runs", {"mapRuns": []}, {"executionArn": EXECUTION})
+    ended = {**running, "status": status, "stopDate": EXPORT_TIME}
+    if status != "SUCCEEDED":
+        ended |= {"error": "States.ExceedToleratedFailureThreshold", "cause": "one data file failed"}
+    sfn_stub.add_response("describe_execution", ended, {"executionArn": EXECUTION})
+    map_run = {"executionArn": EXECUTION, "mapRunArn": MAP_RUN, "stateMachineArn": MACHINE, "startDate": EXPORT_TIME}
+    sfn_stub.add_response("list_map_runs", {"mapRuns": [map_run]}, {"executionArn": EXECUTION})
+    counts = {
+        "pending": 0,
+        "running": 0,
+        "succeeded": 3,
+        "failed": 0,
+        "timedOut": 0,
+        "aborted": 0,
+        "total": 3,
+        "resultsWritten": 3,
+    }
+    sfn_stub.add_response(
+        "describe_map_run",
+        {
+            "mapRunArn": MAP_RUN,
+            "executionArn": EXECUTION,
+            "status": "SUCCEEDED",
+            "startDate": EXPORT_TIME,
+            "maxConcurrency": 100,
+            "toleratedFailurePercentage": 0.0,
+            "toleratedFailureCount": 0,
+            "itemCounts": counts,
+            "executionCounts": counts,
+        },
+        {"mapRunArn": MAP_RUN},
+    )
+    session = _Session({"dynamodb": dynamodb, "s3": s3, "stepfunctions": sfn})
+    with dynamo_stub, sfn_stub:
+        original_start = sfn.start_execution
+
+        def start(**kwargs: Any) -> Any:
+            captured["execution"] = kwargs
+            return original_start(**kwargs)
+
+        sfn.start_execution = start
+        report = run_deployed(outputs, session=session, poll_seconds=0.0)
+        dynamo_stub.assert_no_pending_responses()
+        sfn_stub.assert_no_pending_responses()
+    return report, captured
+
+
+def test_a_deployed_backfill_runs_the_state_machine_and_checks_every_file(outputs: StackOutputs, s3: Any) -> None:
+    report, captured = _run(outputs, s3)
+    prefix = captured["S3Prefix"]
+    assert prefix.startswith("demand/exports/")
+    execution = captured["execution"]
+    assert execution["stateMachineArn"] == outputs.backfill_state_machine_arn == MACHINE
+    assert execution["name"].startswith(f"{EXPORT_ID}-")
+    assert json.loads(execution["input"]) == {
+        "export_bucket": outputs.bucket_name,
+        "export_time": "2026-11-30T09:05:00.000Z",
+        "manifest_files_key": f"{prefix}/AWSDynamoDB/{EXPORT_ID}/manifest-files.json",
+    }
+    assert report.problems == []
+    assert (report.export_id, report.item_count, report.export_time) == (EXPORT_ID, 2005, "2026-11-30T09:05:00.000Z")
+    assert report.totals() == {"data files": 3, "items": 2005, "rows": 2002, "quarantined": 3, "already done": 0}
+    assert sorted(outcome.data_key for outcome in report.files) == sorted(_data_key(prefix, s) for s in FILES)
+
+
+def test_a_file_without_counts_and_a_failed_execution_are_reported(outputs: StackOutputs, s3: Any) -> None:
+    report, captured = _run(outputs, s3, status="FAILED", skip="cccc3333")
+    missing = _data_key(captured["S3Prefix"], "cccc3333")
+    assert report.problems == [
+        f"execution {EXECUTION} FAILED States.ExceedToleratedFailureThreshold",
+        f"{missing}: failed: no counts object: the file was not back-filled",
+    ]
+    assert report.totals() == {"data files": 3, "items": 2005, "rows": 1998, "quarantined": 2, "already done": 0}
+
+
+def test_a_file_short_of_its_manifest_item_count_fails_the_check(outputs: StackOutputs, s3: Any) -> None:
+    report, captured = _run(outputs, s3, short="bbbb2222")
+    short = _data_key(captured["S3Prefix"], "bbbb2222")
+    assert report.problems == [f"{short}: 800 items but 799 rows + quarantined"]
+
+
+def test_manifest_files_key_comes_from_the_export_summary() -> None:
+    summary = {
+        "ExportArn": EXPORT_ARN,
+        "ExportManifest": f"demand/exports/x/AWSDynamoDB/{EXPORT_ID}/manifest-summary.json",
+    }
+    assert manifest_files_key(summary) == f"demand/exports/x/AWSDynamoDB/{EXPORT_ID}/manifest-files.json"
+    with pytest.raises(backfill.BackfillError, match="reports no manifest"):
+        manifest_files_key({"ExportArn": EXPORT_ARN})
+
+
+def test_main_takes_the_deployed_path_with_the_bound_stack(
+    monkeypatch: pytest.MonkeyPatch, outputs: StackOutputs, capsys
+):
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    bound: list[str] = []
+
+    class _Bound:
+        def __init__(self, stack: str) -> None:
+            bound.append(stack)
+            self.outputs = outputs
+
+    def fake_run(given: StackOutputs, **kwargs: Any) -> backfill.BackfillReport:
+        assert given is outputs
+        report = backfill.BackfillReport(EXPORT_ARN, EXPORT_ID, "2026-11-30T09:05:00.000Z", 5)
+        report.files = [backfill.FileOutcome("k", 5, {"rows": 5, "quarantined": 0})]
+        return report
+
+    monkeypatch.setattr(backfill, "bind_stack", lambda stack, outputs_file=None: _Bound(stack))
+    monkeypatch.setattr(backfill, "run_deployed", fake_run)
+    assert backfill.main(["qa1"]) == 0
+    assert bound == ["qa1"]
+    assert "counts match" in capsys.readouterr().out
