@@ -90,7 +90,7 @@ replay: .venv/.synced  ## re-drive quarantined records or discarded batches of S
 # Bootstrap the lake from a point-in-time export of the table.
 .PHONY: backfill bench-backfill
 
-backfill: .venv/.synced  ## export STACK's table, back-fill the snapshot table, check the counts (local AWS for now; STACK required)
+backfill: .venv/.synced  ## export STACK's table, back-fill the snapshot table, check the counts (Step Functions, or a process pool on the local AWS; STACK required)
 	$(RUN) python -m ops.backfill $(BOUND_STACK) $(ARGS)
 
 bench-backfill: .venv/.synced  ## backfill of one export data file: rows/s and peak memory (ARGS="--megabytes 100")

@@ -27,7 +27,8 @@ account = AccountBootstrap(
         state_bucket=settings.state_bucket,
         state_prefix=settings.state_prefix,
         secrets_key_alias=settings.secrets_key_alias,
-        data_prefixes=(layout.events, layout.quarantine),
+        # the raw table (exports) and its back-filled snapshots are data too
+        data_prefixes=(layout.events, layout.quarantine, layout.exports, layout.snapshots),
     ),
     pulumi.ResourceOptions(providers=[provider]),
 )

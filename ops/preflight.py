@@ -52,6 +52,7 @@ _MISSING = (
     "EntityNotFoundException",
     "AWS.SimpleQueueService.NonExistentQueue",
     "QueueDoesNotExist",
+    "StateMachineDoesNotExist",
 )
 
 
@@ -437,8 +438,15 @@ class Preflight:
         def function_tags(function: str) -> Callable[[], dict[str, str]]:
             return lambda: dict(self.client("lambda").get_function(FunctionName=function).get("Tags", {}))
 
-        def role_tags() -> dict[str, str]:
-            return _tags(self.client("iam").get_role(RoleName=names.ci_role)["Role"].get("Tags"))
+        def role_tags(role: str) -> Callable[[], dict[str, str]]:
+            return lambda: _tags(self.client("iam").get_role(RoleName=role)["Role"].get("Tags"))
+
+        def state_machine_tags() -> dict[str, str]:
+            states = self.client("stepfunctions")
+            arn = f"arn:aws:states:{region}:{account}:stateMachine:{names.backfill_state_machine}"
+            states.describe_state_machine(stateMachineArn=arn)
+            pairs = states.list_tags_for_resource(resourceArn=arn).get("tags", [])
+            return {pair["key"]: pair["value"] for pair in pairs}
 
         found: list[tuple[str, dict[str, str] | None]] = [
             (f"function {names.function}", lookup(function_tags(names.function))),
@@ -446,7 +454,11 @@ class Preflight:
             (f"bucket {names.failure_bucket}", lookup(bucket_tags(names.failure_bucket))),
             (f"bucket {names.results_bucket}", lookup(bucket_tags(names.results_bucket))),
             (f"log group {names.log_group}", lookup(log_group_tags)),
-            (f"role {names.ci_role}", lookup(role_tags)),
+            (f"role {names.ci_role}", lookup(role_tags(names.ci_role))),
+            (f"function {names.backfill_function}", lookup(function_tags(names.backfill_function))),
+            (f"role {names.backfill_function}", lookup(role_tags(names.backfill_function))),
+            (f"role {names.backfill_state_machine_role}", lookup(role_tags(names.backfill_state_machine_role))),
+            (f"state machine {names.backfill_state_machine}", lookup(state_machine_tags)),
             (f"glue database {names.glue_database}", lookup(glue_database_tags)),
             (f"workgroup {names.workgroup}", lookup(workgroup_tags)),
         ]

@@ -108,6 +108,8 @@ def test_preview_role_is_read_only_plus_state_and_secrets_and_denies_data_reads(
     assert statements["DenyDataObjectReads"]["Resource"] == [
         "arn:aws:s3:::*/demand/events/*",
         "arn:aws:s3:::*/demand/quarantine/*",
+        "arn:aws:s3:::*/demand/exports/*",
+        "arn:aws:s3:::*/demand/snapshots/*",
     ]
     assert lint_identity_policy(policy) == []
 
