@@ -292,3 +292,26 @@ def test_stream_check_reports_encryption_and_status(summary, outcome, detail):
 
     assert result.outcome == outcome
     assert detail in result.detail
+
+
+@pytest.mark.slow
+def test_a_backfill_state_machine_of_another_stack_under_this_stacks_name_fails_the_names_check():
+    settings = settings_from_stack_file("dev1")
+    with local_aws("dev1") as aws:
+        role = aws.client("iam").create_role(
+            RoleName="someone-elses-states-role",
+            AssumeRolePolicyDocument='{"Version": "2012-10-17", "Statement": []}',
+        )["Role"]["Arn"]
+        aws.client("stepfunctions").create_state_machine(
+            name="prd3292-dev1-demand-backfill",
+            definition='{"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}',
+            roleArn=role,
+            tags=[{"key": "Environment", "value": "qa1"}, {"key": "ProductCode", "value": "PRD3292"}],
+        )
+        results = {result.name: result for result in Preflight(settings, aws.session()).run()}
+
+    assert results["names"].outcome == "FAIL"
+    assert (
+        "state machine prd3292-dev1-demand-backfill exists and is not this stack's "
+        "(Environment=qa1, ProductCode=PRD3292)"
+    ) in results["names"].detail
