@@ -26,7 +26,8 @@ def _catalog(settings: Settings) -> tuple[dict[str, Any], dict[str, str]]:
         for query_id in athena.list_named_queries(WorkGroup=outputs.athena_workgroup_name)["NamedQueryIds"]:
             query = athena.get_named_query(NamedQueryId=query_id)["NamedQuery"]
             queries[query["Name"]] = query["QueryString"]
-        return table["Table"], queries
+        found: dict[str, Any] = dict(table["Table"])
+        return found, queries
 
 
 @pytest.mark.parametrize("published", [False, True])
