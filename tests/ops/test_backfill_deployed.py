@@ -7,14 +7,12 @@ holding the export's manifest and the counts objects the backfill function would
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import boto3
 import pytest
 from botocore.stub import ANY, Stubber
-from moto import mock_aws
 
 from ops import backfill
 from ops.backfill import manifest_files_key, run_deployed
@@ -53,11 +51,11 @@ class _Session:
 
 
 @pytest.fixture
-def s3(outputs: StackOutputs) -> Iterator[Any]:
-    with mock_aws():
-        client = boto3.client("s3", region_name=REGION)
-        client.create_bucket(Bucket=outputs.bucket_name)
-        yield client
+def s3(outputs: StackOutputs, aws: None) -> Any:
+    """moto S3 in this process (the ``aws`` fixture: no endpoint or profile of a local server leaks in)."""
+    client = boto3.client("s3", region_name=REGION)
+    client.create_bucket(Bucket=outputs.bucket_name)
+    return client
 
 
 def _export_description(prefix: str, status: str) -> dict[str, Any]:

@@ -30,6 +30,15 @@ def _catalog(settings: Settings) -> tuple[dict[str, Any], dict[str, str]]:
         return found, queries
 
 
+@pytest.fixture(autouse=True)
+def _in_process_aws(monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto in this process: no endpoint, profile or credentials of a local server or a real account leak in."""
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+
+
 @pytest.mark.parametrize("published", [False, True])
 def test_sandbox_catalog_matches_the_program_builders(published: bool) -> None:
     settings = settings_from_stack_file("qa1")
