@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import boto3
+from botocore.exceptions import ClientError
 
 from ops.outputs import OutputsError, StackOutputs, bind_stack, load_outputs
 
@@ -522,6 +523,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BackfillError as error:
         print(f"backfill: {error}", file=sys.stderr)
         return 2 if isinstance(error, PreconditionError) else 1
+    except ClientError as error:  # an AWS refusal (no such state machine, access denied): one line, not a traceback
+        print(f"backfill: {args.stack}: {error}", file=sys.stderr)
+        return 1
     _print_report(report)
     for problem in report.problems:
         print(f"backfill: {problem}", file=sys.stderr)

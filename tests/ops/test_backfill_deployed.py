@@ -12,6 +12,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from botocore.stub import ANY, Stubber
 
 from ops import backfill
@@ -271,3 +272,24 @@ def test_main_takes_the_deployed_path_with_the_bound_stack(
     assert backfill.main(["qa1"]) == 0
     assert bound == ["qa1"]
     assert "counts match" in capsys.readouterr().out
+
+
+def test_an_aws_refusal_is_one_line_and_exit_1(monkeypatch: pytest.MonkeyPatch, outputs: StackOutputs, capsys):
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+
+    class _Bound:
+        def __init__(self) -> None:
+            self.outputs = outputs
+
+    def refused(given: StackOutputs, **kwargs: Any) -> backfill.BackfillReport:
+        raise ClientError(
+            {"Error": {"Code": "StateMachineDoesNotExist", "Message": f"State Machine Does Not Exist: '{MACHINE}'"}},
+            "StartExecution",
+        )
+
+    monkeypatch.setattr(backfill, "bind_stack", lambda stack, outputs_file=None: _Bound())
+    monkeypatch.setattr(backfill, "run_deployed", refused)
+    assert backfill.main(["qa1"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("backfill: qa1: An error occurred (StateMachineDoesNotExist) when calling the StartExecution")
