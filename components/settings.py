@@ -16,6 +16,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -700,6 +701,13 @@ def _check_backfill(settings: Settings, where: str) -> None:
         raise SettingsError(f"{where}: {time_key} is required with {id_key} ({settings.snapshot_export_id!r})")
     if settings.snapshot_export_time and not settings.snapshot_export_id:
         raise SettingsError(f"{where}: {id_key} is required with {time_key} ({settings.snapshot_export_time!r})")
+    if settings.snapshot_export_time:
+        try:
+            datetime.fromisoformat(settings.snapshot_export_time.replace("Z", "+00:00"))
+        except ValueError:
+            raise SettingsError(
+                f"{where}: {time_key} {settings.snapshot_export_time!r} is not a real time (YYYY-MM-DDTHH:MM:SSZ)"
+            ) from None
 
 
 def _check_alarm_destination(settings: Settings, where: str) -> None:

@@ -276,6 +276,10 @@ def test_a_published_snapshot_makes_current_registrations_snapshot_plus_changes(
         ({"snapshotExportTime": "2026-11-30T09:05:00Z"}, r"dmd-pipeline:snapshotExportId is required with"),
         ({"snapshotExportId": "bad id!"}, r"dmd-pipeline:snapshotExportId must be a DynamoDB export id"),
         ({"snapshotExportTime": "2026-11-30 09:05"}, r"dmd-pipeline:snapshotExportTime must be an ISO-8601 UTC time"),
+        (
+            {"snapshotExportId": "abc-1", "snapshotExportTime": "2026-02-30T09:05:00Z"},
+            r"dmd-pipeline:snapshotExportTime '2026-02-30T09:05:00Z' is not a real time",
+        ),
         ({"backfillMaxConcurrency": "0"}, r"dmd-pipeline:backfillMaxConcurrency must be an integer between 1"),
         (
             {"backfillMaxConcurrency": "936"},
