@@ -171,16 +171,26 @@ class LocalPipeline:
             progress()
 
     def wait_for_changes(
-        self, expected: int, *, timeout: float = 60.0, progress: Callable[[], Any] | None = None
+        self,
+        expected: int,
+        *,
+        timeout: float = 60.0,
+        progress: Callable[[], Any] | None = None,
+        unread: int = 0,
     ) -> None:
-        """Wait until the bridge has streamed ``expected`` changes in all, and the mapping has settled them all."""
+        """Wait until the bridge has streamed ``expected`` changes in all, and the mapping has settled them all.
+
+        ``unread``: changes the bridge streamed before the mapping's starting position (AT_TIMESTAMP), which it
+        never reads; ``expected`` does not count them.
+        """
 
         def done() -> bool:
-            return self.bridge.forwarded >= expected and self.settled >= self.bridge.forwarded
+            streamed = self.bridge.forwarded - unread
+            return streamed >= expected and self.settled >= streamed
 
         def what() -> str:
             return (
-                f"{self.bridge.forwarded}/{expected} changes streamed, {self.settled} settled by the mapping, "
+                f"{self.bridge.forwarded - unread}/{expected} changes streamed, {self.settled} settled by the mapping, "
                 f"{self.mapping.pending_records()} pending"
             )
 
