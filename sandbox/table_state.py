@@ -20,7 +20,7 @@ from pipeline.columnar import decode_batch
 from pipeline.decode import parse_kinesis_records
 from sandbox.changes import Change, changes_event, item_key
 
-__all__ = ["StateComparison", "compare_states", "lake_state", "table_state"]
+__all__ = ["StateComparison", "TableState", "compare_states", "lake_state", "table_state"]
 
 Key = tuple[str, str]  # (event_id, fan_id)
 _deserializer = TypeDeserializer()
