@@ -3,8 +3,10 @@
     python -m ops.backfill dev1 [--workers 2] [--outputs-file PATH] [--timeout 600] [--verbose]
     python -m ops.backfill dev1 --export-arn ARN     # the same export again: files already done add nothing
 
-Against the local AWS (``AWS_ENDPOINT_URL`` on 127.0.0.1, e.g. ``make demo ARGS=--keep``): checks that
-point-in-time recovery is on, requests the export (``ExportTableToPointInTime`` into the stack's bucket under
+Against the local AWS (``AWS_ENDPOINT_URL`` on 127.0.0.1, e.g. ``make demo ARGS=--keep``): checks the cutover
+(``ops.backfill_checks``: the streaming destination ACTIVE since T - 5 min, T in the point-in-time recovery
+window, the mapping reading from T - 5 min; ``--lead-seconds`` shortens the 5 minutes, locally only), requests
+the export (``ExportTableToPointInTime`` into the stack's bucket under
 ``demand/exports/<request time>/``), waits for it, lists its data files, runs ``pipeline.backfill.handler``
 once per data file in a process pool with the backfill function's environment, then checks every file's
 rows + quarantined against its item count and the export's total, and prints the counts. moto writes no
