@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import subprocess
@@ -158,3 +159,21 @@ def test_a_difference_between_the_lake_and_the_table_is_named():
 
 def table_state_of(rows: dict[tuple[str, str], dict[str, Any]]) -> TableState:
     return TableState(items=len(rows), rows=rows, refused=0)
+
+
+def test_a_mismatch_or_an_incomplete_backfill_fails_the_demo():
+    from ops.backfill import BackfillReport  # noqa: PLC0415
+    from sandbox.lake import LakeCounts  # noqa: PLC0415
+    from sandbox.table_state import StateComparison  # noqa: PLC0415
+
+    counts = LakeCounts(rows=10, distinct_changes=10, quarantined=0, parquet_objects=1, quarantine_objects=0)
+    report = BackfillReport("arn", "export-1", "2026-11-30T14:00:00.000Z", 5)
+    equal = StateComparison(table_items=12, refused=0, lake_registrations=12)
+
+    def result(state: StateComparison, problems: list[str]) -> demo.DemoResult:
+        bootstrap = demo.BootstrapFigures(5, 1.0, dataclasses.replace(report, problems=problems), {}, state)
+        return demo.DemoResult(10, 10, counts, 0, 1.0, None, bootstrap)
+
+    assert result(equal, []).accounted
+    assert not result(dataclasses.replace(equal, missing=[("e1", "f1")]), []).accounted
+    assert not result(equal, ["a data file is missing"]).accounted
