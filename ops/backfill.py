@@ -185,11 +185,13 @@ def _check_point_in_time_recovery(dynamodb: Any, table: str) -> None:
         )
 
 
-def _checks(session: Any, outputs: StackOutputs, *, local: bool, lead: timedelta) -> None:
-    """The cutover checks (``ops.backfill_checks``), before any export is requested: one line per failure."""
-    problems = check_cutover(session, outputs, local=local, lead=lead)
+def _checks(session: Any, outputs: StackOutputs, *, local: bool, lead: timedelta) -> datetime:
+    """The cutover checks (``ops.backfill_checks``), before any export is requested: one line per failure.
+    Returns the export time T they checked (a deployed export is requested with ``ExportTime`` = T)."""
+    problems, export_time = check_cutover(session, outputs, local=local, lead=lead)
     if problems:
         raise PreconditionError("\n".join(problems))
+    return export_time
 
 
 def _request_export(

@@ -272,8 +272,14 @@ def check_cutover(
     local: bool,
     lead: timedelta = DEFAULT_LEAD,
     export_time: datetime | None = None,
-) -> list[str]:
-    """Gather the facts (local AWS or deployed) and check an export at ``export_time`` (default now)."""
+) -> tuple[list[str], datetime]:
+    """Gather the facts (local AWS or deployed) and check an export at ``export_time``; return the problems and T.
+
+    T defaults to now on the local AWS (moto exports the table as it is at the request) and, on a deployed stack,
+    to the table's LatestRestorableDateTime (AWS keeps it about 5 minutes behind now): the deployed export must
+    then be requested with ``ExportTime`` = T.
+    """
     now = datetime.now(UTC)
     facts = local_facts(session, outputs, now=now) if local else deployed_facts(session, outputs, now=now)
-    return cutover_problems(facts, export_time or now, lead)
+    chosen = export_time or (now if local else (facts.latest_restorable or now))
+    return cutover_problems(facts, chosen, lead), chosen

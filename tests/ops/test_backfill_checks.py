@@ -13,7 +13,7 @@ import pytest
 from botocore.stub import Stubber
 
 from ops import backfill
-from ops.backfill_checks import CutoverFacts, cutover_problems, deployed_facts, local_facts
+from ops.backfill_checks import CutoverFacts, check_cutover, cutover_problems, deployed_facts, local_facts
 from sandbox.local_aws import LocalAws, local_aws
 
 T = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -116,7 +116,8 @@ def _outputs(local: LocalAws) -> Any:
     return dataclasses.replace(local.outputs, table_name=TABLE, stream_arn=STREAM, function_alias_arn=FUNCTION)
 
 
-def test_deployed_facts_come_from_the_apis(local: LocalAws):
+def _stubbed_session() -> tuple[_Session, dict[str, Stubber]]:
+    """A session whose clients answer as AWS would for a stack ready for its cutover at T - 5 min."""
     clients = {name: boto3.client(name, region_name="us-east-1") for name in ("dynamodb", "lambda", "cloudtrail")}
     stubs = {name: Stubber(client) for name, client in clients.items()}
     stubs["dynamodb"].add_response(
@@ -166,7 +167,12 @@ def test_deployed_facts_come_from_the_apis(local: LocalAws):
     )
     for stub in stubs.values():
         stub.activate()
-    facts = deployed_facts(_Session(clients), _outputs(local), now=T)
+    return _Session(clients), stubs
+
+
+def test_deployed_facts_come_from_the_apis(local: LocalAws):
+    session, stubs = _stubbed_session()
+    facts = deployed_facts(session, _outputs(local), now=T)
     for stub in stubs.values():
         stub.assert_no_pending_responses()
     assert facts.destination_status == "ACTIVE"
@@ -178,6 +184,13 @@ def test_deployed_facts_come_from_the_apis(local: LocalAws):
     assert cutover_problems(facts, T - timedelta(minutes=5)) == []
     [problem] = cutover_problems(facts, T)
     assert "outside the point-in-time recovery window" in problem
+
+
+def test_a_deployed_export_time_defaults_to_the_latest_restorable_time(local: LocalAws):
+    session, _ = _stubbed_session()
+    problems, export_time = check_cutover(session, _outputs(local), local=False)
+    assert export_time == T - timedelta(minutes=5)  # LatestRestorableDateTime: the export's ExportTime
+    assert problems == []
 
 
 # -- the local AWS: make backfill refuses before requesting anything -----------------------------------------------
