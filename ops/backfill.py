@@ -371,6 +371,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"--timeout {args.timeout} must be positive")
     if args.lead_seconds is not None and not 0 <= args.lead_seconds <= DEFAULT_LEAD.total_seconds():
         parser.error(f"--lead-seconds {args.lead_seconds:g} must be between 0 and {DEFAULT_LEAD.total_seconds():g}")
+    if args.lead_seconds is not None and not _is_local():
+        parser.error("--lead-seconds is for the local AWS only: a deployed stack's lead is the query's 5 minutes")
     return args
 
 

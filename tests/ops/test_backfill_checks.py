@@ -252,3 +252,13 @@ def test_the_lead_cannot_exceed_five_minutes(capsys):
         backfill.main(["dev1", "--lead-seconds", "301"])
     assert exit_info.value.code == 2
     assert "--lead-seconds 301 must be between 0 and 300" in capsys.readouterr().err
+
+
+def test_the_lead_is_five_minutes_on_a_deployed_stack(monkeypatch: pytest.MonkeyPatch, capsys):
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        backfill.main(["qa1", "--lead-seconds", "1"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "--lead-seconds is for the local AWS only" in err
