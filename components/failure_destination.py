@@ -7,13 +7,12 @@ each object ``aws/lambda/<mapping UUID>/<shard id>/YYYY/MM/DD/YYYY-MM-DDTHH.MM.S
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
 
-from components.policies import tls_only_bucket_policy
+from components.bucket_controls import harden_bucket
 
 __all__ = [
     "FAILURE_KEY_PREFIX",
@@ -72,36 +71,7 @@ class FailureDestination(pulumi.ComponentResource):
         )
 
     def _harden(self, args: FailureDestinationArgs, bucket: aws.s3.Bucket) -> None:
-        encryption = aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
-            sse_algorithm="aws:kms" if args.kms_key_arn else "AES256",
-            kms_master_key_id=args.kms_key_arn,
-        )
-        aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{self._name}-encryption",
-            bucket=bucket.id,
-            rules=[
-                aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
-                    apply_server_side_encryption_by_default=encryption,
-                    bucket_key_enabled=bool(args.kms_key_arn),  # S3 Bucket Keys exist for SSE-KMS only
-                )
-            ],
-            opts=self._child,
-        )
-        public_access = aws.s3.BucketPublicAccessBlock(
-            f"{self._name}-public-access",
-            bucket=bucket.id,
-            block_public_acls=True,
-            block_public_policy=True,
-            ignore_public_acls=True,
-            restrict_public_buckets=True,
-            opts=self._child,
-        )
-        aws.s3.BucketPolicy(
-            f"{self._name}-tls-only",
-            bucket=bucket.id,
-            policy=bucket.arn.apply(lambda arn: json.dumps(tls_only_bucket_policy(arn))),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[public_access]),
-        )
+        harden_bucket(self._name, self, bucket, args.kms_key_arn)
         depends: list[pulumi.Resource] = [bucket]
         noncurrent = None
         if args.versioning:

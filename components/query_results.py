@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
 
-from components.policies import tls_only_bucket_policy
+from components.bucket_controls import harden_bucket
 
 __all__ = ["QueryResults", "QueryResultsArgs"]
 
@@ -52,32 +51,12 @@ class QueryResults(pulumi.ComponentResource):
 
     def _create_controls(self, bucket: aws.s3.Bucket, args: QueryResultsArgs) -> None:
         child = pulumi.ResourceOptions(parent=self)
-        aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{self._name}-encryption",
-            bucket=bucket.id,
-            rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"}}],
-            opts=child,
-        )
+        harden_bucket(self._name, self, bucket)
         aws.s3.BucketOwnershipControls(
             f"{self._name}-ownership",
             bucket=bucket.id,
             rule={"object_ownership": "BucketOwnerEnforced"},
             opts=child,
-        )
-        public_access = aws.s3.BucketPublicAccessBlock(
-            f"{self._name}-public-access",
-            bucket=bucket.id,
-            block_public_acls=True,
-            block_public_policy=True,
-            ignore_public_acls=True,
-            restrict_public_buckets=True,
-            opts=child,
-        )
-        aws.s3.BucketPolicy(
-            f"{self._name}-tls-only",
-            bucket=bucket.id,
-            policy=bucket.arn.apply(lambda arn: json.dumps(tls_only_bucket_policy(arn))),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[public_access]),
         )
         aws.s3.BucketLifecycleConfiguration(
             f"{self._name}-lifecycle",

@@ -97,6 +97,8 @@ _PROJECT_PATH = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+$")
 _URL = re.compile(r"^https://[a-z0-9.-]+(:\d+)?$")
 _TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 _EXPORT_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+# An export time as make backfill prints it (milliseconds optional).
+_EXPORT_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
 _EMAIL = re.compile(r"^[^@\s:]+@[^@\s]+\.[a-z]{2,}$", re.IGNORECASE)
 
 
@@ -401,7 +403,9 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "string",
         "",
         "Published snapshot: its export time T, ISO-8601 UTC (2026-12-01T09:05:00Z); with snapshotExportId.",
-        lambda value: None if value == "" or _TIMESTAMP.match(value) else "an ISO-8601 UTC time YYYY-MM-DDTHH:MM:SSZ",
+        lambda value: (
+            None if value == "" or _EXPORT_TIME.match(value) else "an ISO-8601 UTC time YYYY-MM-DDTHH:MM:SS[.fff]Z"
+        ),
     ),
     _key(
         "alarmTopicArn",
@@ -706,7 +710,7 @@ def _check_backfill(settings: Settings, where: str) -> None:
             datetime.fromisoformat(settings.snapshot_export_time.replace("Z", "+00:00"))
         except ValueError:
             raise SettingsError(
-                f"{where}: {time_key} {settings.snapshot_export_time!r} is not a real time (YYYY-MM-DDTHH:MM:SSZ)"
+                f"{where}: {time_key} {settings.snapshot_export_time!r} is not a real time (YYYY-MM-DDTHH:MM:SS[.fff]Z)"
             ) from None
 
 

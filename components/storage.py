@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
 
+from components.bucket_controls import harden_bucket
 from components.naming import Prefixes
-from components.policies import tls_only_bucket_policy
 
 __all__ = ["NONCURRENT_VERSION_DAYS", "DataLayout", "DataLayoutArgs"]
 
@@ -76,42 +75,12 @@ class DataLayout(pulumi.ComponentResource):
     def _create_bucket(self, args: DataLayoutArgs) -> aws.s3.Bucket:
         child = pulumi.ResourceOptions(parent=self)
         bucket = aws.s3.Bucket(f"{self._name}-bucket", bucket=args.bucket_id, opts=child)
-        encryption = aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
-            sse_algorithm="aws:kms" if args.kms_key_arn else "AES256",
-            kms_master_key_id=args.kms_key_arn,
-        )
-        aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{self._name}-encryption",
-            bucket=bucket.id,
-            rules=[
-                aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
-                    # S3 Bucket Keys exist for SSE-KMS only.
-                    apply_server_side_encryption_by_default=encryption,
-                    bucket_key_enabled=bool(args.kms_key_arn),
-                )
-            ],
-            opts=child,
-        )
+        harden_bucket(self._name, self, bucket, args.kms_key_arn)
         aws.s3.BucketVersioning(
             f"{self._name}-versioning",
             bucket=bucket.id,
             versioning_configuration={"status": "Enabled"},
             opts=child,
-        )
-        public_access = aws.s3.BucketPublicAccessBlock(
-            f"{self._name}-public-access",
-            bucket=bucket.id,
-            block_public_acls=True,
-            block_public_policy=True,
-            ignore_public_acls=True,
-            restrict_public_buckets=True,
-            opts=child,
-        )
-        aws.s3.BucketPolicy(
-            f"{self._name}-tls-only",
-            bucket=bucket.id,
-            policy=bucket.arn.apply(lambda arn: json.dumps(tls_only_bucket_policy(arn))),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[public_access]),
         )
         return bucket
 

@@ -3,8 +3,10 @@
     python -m ops.backfill dev1 [--workers 2] [--outputs-file PATH] [--timeout 600] [--verbose]
     python -m ops.backfill dev1 --export-arn ARN     # the same export again: files already done add nothing
 
-Against the local AWS (``AWS_ENDPOINT_URL`` on 127.0.0.1, e.g. ``make demo ARGS=--keep``): checks that
-point-in-time recovery is on, requests the export (``ExportTableToPointInTime`` into the stack's bucket under
+Against the local AWS (``AWS_ENDPOINT_URL`` on 127.0.0.1, e.g. ``make demo ARGS=--keep``): checks the cutover
+(``ops.backfill_checks``: the streaming destination ACTIVE since T - 5 min, T in the point-in-time recovery
+window, the mapping reading from T - 5 min; ``--lead-seconds`` shortens the 5 minutes, locally only), requests
+the export (``ExportTableToPointInTime`` into the stack's bucket under
 ``demand/exports/<request time>/``), waits for it, lists its data files, runs ``pipeline.backfill.handler``
 once per data file in a process pool with the backfill function's environment, then checks every file's
 rows + quarantined against its item count and the export's total, and prints the counts. moto writes no
@@ -31,12 +33,13 @@ import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
 import boto3
 from botocore.exceptions import ClientError
 
+from ops.backfill_checks import DEFAULT_LEAD, check_cutover
 from ops.outputs import OutputsError, StackOutputs, bind_stack, load_outputs
 
 __all__ = [
@@ -187,8 +190,21 @@ def _check_point_in_time_recovery(dynamodb: Any, table: str) -> None:
         )
 
 
+def _checks(session: Any, outputs: StackOutputs, *, local: bool, lead: timedelta) -> datetime:
+    """The cutover checks (``ops.backfill_checks``), before any export is requested: one line per failure.
+    Returns the export time T they checked (a deployed export is requested with ``ExportTime`` = T)."""
+    problems, export_time = check_cutover(session, outputs, local=local, lead=lead)
+    if problems:
+        raise PreconditionError("\n".join(problems))
+    return export_time
+
+
 def _request_export(
-    dynamodb: Any, outputs: StackOutputs, timeout: float, export_arn: str | None = None
+    dynamodb: Any,
+    outputs: StackOutputs,
+    timeout: float,
+    export_arn: str | None = None,
+    export_time: datetime | None = None,
 ) -> tuple[dict[str, Any], str, datetime]:
     """Request the export (or take ``export_arn``'s) and wait for it; returns its description, its S3 prefix and
     its time (the request time, which names the prefix, when the service reports no ExportTime: moto)."""
@@ -197,8 +213,9 @@ def _request_export(
         requested = datetime.now(UTC)
         # one prefix per request: the files under it are this export's
         prefix = f"{EXPORTS_PREFIX}{requested:{_STAMP}}"
+        at = {} if export_time is None else {"ExportTime": export_time}  # the T the cutover checks checked
         export = dynamodb.export_table_to_point_in_time(
-            TableArn=table_arn, S3Bucket=outputs.bucket_name, S3Prefix=prefix, ExportFormat="DYNAMODB_JSON"
+            TableArn=table_arn, S3Bucket=outputs.bucket_name, S3Prefix=prefix, ExportFormat="DYNAMODB_JSON", **at
         )["ExportDescription"]
     else:
         try:
@@ -269,11 +286,15 @@ def run_export(
     quiet: bool = True,
     session: Any = None,
     export_arn: str | None = None,
+    lead: timedelta = DEFAULT_LEAD,
 ) -> BackfillReport:
     """The local backfill: export, list, run the handler per data file in a process pool, check the counts."""
     session = session or boto3.Session(region_name=os.environ.get("AWS_REGION") or outputs.region)
     dynamodb, s3 = session.client("dynamodb"), session.client("s3")
-    _check_point_in_time_recovery(dynamodb, outputs.table_name)
+    if export_arn is None:
+        _checks(session, outputs, local=True, lead=lead)
+    else:  # an export requested (and checked) before: only what reading it again needs
+        _check_point_in_time_recovery(dynamodb, outputs.table_name)
     started = time.monotonic()
     export, prefix, requested = _request_export(dynamodb, outputs, timeout, export_arn)
     print(f"export {export['ExportArn']}: {export['ExportStatus']} after {time.monotonic() - started:.1f} s")
@@ -408,9 +429,13 @@ def run_deployed(
 
     session = session or boto3.Session(region_name=outputs.region)
     dynamodb, s3, sfn = session.client("dynamodb"), session.client("s3"), session.client("stepfunctions")
-    _check_point_in_time_recovery(dynamodb, outputs.table_name)
+    checked: datetime | None = None
+    if export_arn is None:  # the cutover checks (ops.backfill_checks) at the query's lead; the export is at their T
+        checked = _checks(session, outputs, local=False, lead=DEFAULT_LEAD)
+    else:  # an export requested (and checked) before: only what reading it again needs
+        _check_point_in_time_recovery(dynamodb, outputs.table_name)
     started = time.monotonic()
-    export, _, requested = _request_export(dynamodb, outputs, timeout, export_arn)
+    export, _, requested = _request_export(dynamodb, outputs, timeout, export_arn, export_time=checked)
     print(f"export {export['ExportArn']}: {export['ExportStatus']} after {time.monotonic() - started:.1f} s")
     export_time = _export_time_text(export.get("ExportTime") or requested)
     manifest_key = manifest_files_key(export)
@@ -470,11 +495,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--outputs-file", help="stack outputs JSON (default: $STACK_OUTPUTS_FILE or Pulumi)")
     parser.add_argument("--export-arn", help="back-fill this completed export again instead of requesting one")
     parser.add_argument("--verbose", action="store_true", help="show the handler's log lines and EMF metrics")
+    parser.add_argument(
+        "--lead-seconds",
+        type=float,
+        default=None,
+        help="the local AWS only: the lead of the cutover checks in seconds (default 300, the query's 5 min)",
+    )
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error(f"--workers {args.workers} must be at least 1")
     if args.timeout <= 0:
         parser.error(f"--timeout {args.timeout} must be positive")
+    if args.lead_seconds is not None and not 0 <= args.lead_seconds <= DEFAULT_LEAD.total_seconds():
+        parser.error(f"--lead-seconds {args.lead_seconds:g} must be between 0 and {DEFAULT_LEAD.total_seconds():g}")
+    if args.lead_seconds is not None and not _is_local():
+        parser.error("--lead-seconds is for the local AWS only: a deployed stack's lead is the query's 5 minutes")
     return args
 
 
@@ -508,6 +543,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OutputsError as error:
         print(f"backfill: {error}", file=sys.stderr)
         return 2
+    lead = DEFAULT_LEAD if args.lead_seconds is None else timedelta(seconds=args.lead_seconds)
     try:
         if _is_local():
             report = run_export(
@@ -517,11 +553,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 timeout=args.timeout,
                 quiet=not args.verbose,
                 export_arn=args.export_arn,
+                lead=lead,
             )
         else:
             report = run_deployed(outputs, timeout=args.timeout, export_arn=args.export_arn)
     except BackfillError as error:
-        print(f"backfill: {error}", file=sys.stderr)
+        for line in str(error).splitlines():  # the cutover checks: one line per failed check
+            print(f"backfill: {line}", file=sys.stderr)
         return 2 if isinstance(error, PreconditionError) else 1
     except ClientError as error:  # an AWS refusal (no such state machine, access denied): one line, not a traceback
         print(f"backfill: {args.stack}: {error}", file=sys.stderr)
@@ -536,6 +574,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     print("counts match: every item of the export is a row or quarantined")
+    print(
+        f"publish it: pulumi config set dmd-pipeline:snapshotExportId {report.export_id} --stack {args.stack} && "
+        f"pulumi config set dmd-pipeline:snapshotExportTime {report.export_time} --stack {args.stack}"
+    )
     return 0
 
 

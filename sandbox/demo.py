@@ -1,18 +1,22 @@
 """``make demo``: the whole pipeline on the embedded local AWS, with query results and a summary.
 
-    python -m sandbox.demo [--events 3000] [--seed 7] [--stack dev1] [--keep]
+    python -m sandbox.demo [--events 3000] [--before N] [--seed 7] [--stack dev1] [--keep]
 
-Starts the local AWS with the stack's resources, writes realistic demand changes (and a few poison items) into
-the table, shows them flowing (table -> bridge -> Kinesis -> mapping -> handler -> S3), waits until every change
-is accounted for, runs the workgroup's named queries on the Parquet through DuckDB, compacts the hours it wrote
-(one object per shard and hour, inputs deleted at once) and times the queries again, and prints a summary.
-Everything it starts it stops, also on Ctrl-C.
+Starts the local AWS with the stack's resources and bootstraps the lake as the runbook does: writes part of the
+changes (``--before``, a third by default) before the event source mapping exists, so they are only in the table;
+starts the mapping AT_TIMESTAMP T - lead; exports the table at T and back-fills the snapshot (``make backfill``'s
+checks and code). Then writes the rest of the realistic demand changes (and a few poison items), shows them flowing
+(table -> bridge -> Kinesis -> mapping -> handler -> S3), waits until every change is accounted for, runs the
+workgroup's named queries on the Parquet through DuckDB, compacts the hours it wrote (one object per shard and
+hour, inputs deleted at once) and times the queries again, checks that the lake's current state (snapshot plus
+changes) equals a scan of the table, and prints a summary. Everything it starts it stops, also on Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import logging
 import signal
 import sys
@@ -20,7 +24,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -31,15 +35,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from components.settings import SettingsError
+from ops.backfill import BackfillError, BackfillReport, run_export
 from ops.cli import CommandParser, integer_at_least, number_above, number_at_least, stack_name, user_error
 from ops.compact import compaction_environment, local_invoker
+from sandbox.bridge import StreamBridge
 from sandbox.changes import Change
 from sandbox.lake import Lake, LakeCounts
 from sandbox.local_aws import DEFAULT_STACK, LocalAws, local_aws, patched_environment
 from sandbox.runner import LocalPipeline
+from sandbox.table_state import StateComparison, compare_states, lake_state, table_state
 from sandbox.workload import TableWriter, workload
 
-__all__ = ["DemoResult", "main", "run_demo"]
+__all__ = ["BootstrapFigures", "DemoResult", "main", "run_demo"]
 
 _WRITE_CHUNK = 200
 _SHOWN_ROWS = 8
@@ -57,15 +64,23 @@ class DemoResult:
     failed: int
     seconds: float
     compaction: CompactionFigures | None = None
+    bootstrap: BootstrapFigures | None = None
 
     @property
     def accounted(self) -> bool:
-        """Every change streamed is a row, a quarantined record or a reported failure, each exactly once."""
+        """Every change streamed is a row, a quarantined record or a reported failure, each exactly once; and the
+        bootstrap (when there was one) is complete, with the lake's current state equal to the table."""
         landed = self.counts.distinct_changes + self.counts.quarantined + self.failed
         compacted = self.compaction is None or (
             self.compaction.same_changes and self.compaction.before.distinct_changes == self.counts.distinct_changes
         )
-        return self.items_written == self.changes_streamed == landed and self.counts.duplicate_rows == 0 and compacted
+        bootstrapped = self.bootstrap is None or self.bootstrap.complete
+        return (
+            self.items_written == self.changes_streamed == landed
+            and self.counts.duplicate_rows == 0
+            and compacted
+            and bootstrapped
+        )
 
     @property
     def records_per_second(self) -> float:
@@ -83,6 +98,22 @@ class CompactionFigures:
     same_changes: bool  # the set of change_ids is the same after compaction
 
 
+@dataclass(frozen=True)
+class BootstrapFigures:
+    """The items written before the mapping, their export and snapshot, and the lake's state against the table."""
+
+    written_before: int
+    lead_seconds: float
+    report: BackfillReport
+    changed_after: dict[str, int]  # snapshot items modified / removed after the export
+    state: StateComparison | None = None
+
+    @property
+    def complete(self) -> bool:
+        """The backfill's counts add up and the lake's current state equals the table."""
+        return not self.report.problems and self.state is not None and self.state.equal
+
+
 def _chunks(changes: Iterator[Change], size: int) -> Iterator[list[Change]]:
     while chunk := list(islice(changes, size)):
         yield chunk
@@ -98,27 +129,116 @@ def _settings_line(aws: LocalAws, pipe: LocalPipeline) -> str:
     )
 
 
-def _flow(console: Console, aws: LocalAws, pipe: LocalPipeline, args: argparse.Namespace) -> tuple[int, float]:
+_COLUMNS = (TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+
+
+def _key(change: Change) -> tuple[str, str]:
+    return str(change.keys["pk"]), str(change.keys["sk"])
+
+
+def _before_mapping(
+    console: Console, aws: LocalAws, bridge: StreamBridge, changes: list[Change], timeout: float
+) -> tuple[int, set[tuple[str, str]]]:
+    """Write ``changes`` before any mapping exists (the bridge streams them, nothing reads them); return the writes
+    and the keys live after them."""
+    writer = TableWriter(aws.client("dynamodb"), aws.outputs.table_name)
+    with Progress(*_COLUMNS, console=console, transient=False) as progress:
+        task = progress.add_task("written before the mapping", total=len(changes))
+        for chunk in _chunks(iter(changes), _WRITE_CHUNK):
+            writer.apply(chunk)
+            bridge.pump()
+            progress.update(task, completed=writer.written)
+    deadline = time.monotonic() + timeout
+    while bridge.forwarded < writer.written:  # in the stream before the mapping's starting position
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the bridge streamed {bridge.forwarded} of {writer.written} changes in {timeout:.0f} s")
+        if not bridge.pump():
+            time.sleep(0.05)
+    live: set[tuple[str, str]] = set()
+    for change in changes:
+        if change.event_name == "REMOVE":
+            live.discard(_key(change))
+        else:
+            live.add(_key(change))
+    return writer.written, live
+
+
+def _backfill(console: Console, aws: LocalAws, lead: timedelta, verbose: bool) -> BackfillReport:
+    """``make backfill``'s local path: the cutover checks, the export at T, the handler per data file, the counts."""
+    capture = io.StringIO()
+    console.print("checking the cutover, exporting the table at T, back-filling the snapshot (make backfill's code)")
+    with contextlib.redirect_stdout(capture):  # its lines, indented below
+        report = run_export(aws.outputs, aws.settings.stack, workers=1, quiet=not verbose, lead=lead)
+    for line in capture.getvalue().splitlines():
+        console.print(f"  {line}", highlight=False, soft_wrap=True)
+    totals = report.totals()
+    console.print(
+        f"snapshot {report.export_id} at T = {report.export_time}: {totals['items']:,} items exported, "
+        f"{totals['rows']:,} rows + {totals['quarantined']:,} quarantined"
+        + ("" if not report.problems else f"; [red]{'; '.join(report.problems)}[/]"),
+        highlight=False,
+    )
+    console.print()
+    return report
+
+
+def _flow(
+    console: Console, aws: LocalAws, pipe: LocalPipeline, changes: list[Change], args: argparse.Namespace
+) -> tuple[int, float]:
     """Write the changes while showing them flow; wait until every one is settled. Return (written, seconds)."""
     writer = TableWriter(aws.client("dynamodb"), aws.outputs.table_name)
-    columns = (TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
-        written_task = progress.add_task("written to the table", total=args.events)
-        streamed_task = progress.add_task("streamed to Kinesis", total=args.events)
-        settled_task = progress.add_task("handled by the function", total=args.events)
+    unread = pipe.bridge.forwarded  # streamed before the mapping's starting position: never read
+    with Progress(*_COLUMNS, console=console, transient=False) as progress:
+        written_task = progress.add_task("written to the table", total=len(changes))
+        streamed_task = progress.add_task("streamed to Kinesis", total=len(changes))
+        settled_task = progress.add_task("handled by the function", total=len(changes))
 
         def show() -> None:
             progress.update(written_task, completed=writer.written)
-            progress.update(streamed_task, completed=pipe.bridge.forwarded)
+            progress.update(streamed_task, completed=pipe.bridge.forwarded - unread)
             progress.update(settled_task, completed=pipe.settled)
 
         started = time.monotonic()
-        for chunk in _chunks(workload(args.events, seed=args.seed, poison=args.poison), _WRITE_CHUNK):
+        for chunk in _chunks(iter(changes), _WRITE_CHUNK):
             writer.apply(chunk)
             show()
-        pipe.wait_for_changes(writer.written, timeout=args.timeout, progress=show)
+        pipe.wait_for_changes(writer.written, timeout=args.timeout, progress=show, unread=unread)
         seconds = time.monotonic() - started
     return writer.written, seconds
+
+
+def _changed_after(changes: list[Change], snapshot_keys: set[tuple[str, str]]) -> dict[str, int]:
+    """How many changes after the export modified or removed an item the snapshot holds."""
+    counts = {"MODIFY": 0, "REMOVE": 0}
+    live = set(snapshot_keys)
+    for change in changes:
+        key = _key(change)
+        if key in live and change.event_name in counts:
+            counts[change.event_name] += 1
+        if change.event_name == "REMOVE":
+            live.discard(key)
+    return counts
+
+
+def _current_state(
+    console: Console, aws: LocalAws, lake: Lake, report: BackfillReport, lead: timedelta
+) -> StateComparison:
+    """The lake's current state (snapshot + changes, the current-state query in DuckDB) against a scan of the table."""
+    export_time = datetime.fromisoformat(report.export_time.replace("Z", "+00:00"))
+    current = lake.current_state(report.export_id, export_time, lead=lead)
+    console.print(_arrow_table(f"current state: snapshot {report.export_id} + changes from T - lead", current))
+    comparison = compare_states(table_state(aws.client("dynamodb"), aws.outputs.table_name), lake_state(current))
+    verdict = "[green]equal[/]" if comparison.equal else f"[red]{comparison.mismatches} mismatches[/]"
+    console.print(
+        f"the lake's current state against a scan of the table: {comparison.table_items:,} items in the table "
+        f"({comparison.refused} refused by the record contract, in quarantine), {comparison.lake_registrations:,} "
+        f"registrations in the lake's current state, every attribute compared: {verdict}",
+        highlight=False,
+    )
+    for line in comparison.describe():
+        console.print(f"  [red]{line}[/]", highlight=False)
+    console.print()
+    return comparison
 
 
 def _cell(value: Any) -> str:
@@ -218,6 +338,7 @@ def _summary(console: Console, result: DemoResult) -> None:
     table.add_column("value", justify="right")
     counts = result.counts
     for label, value in (
+        *_bootstrap_rows(result.bootstrap),
         ("items written", f"{result.items_written:,}"),
         ("changes streamed", f"{result.changes_streamed:,}"),
         ("rows in Parquet", f"{counts.rows:,}"),
@@ -235,10 +356,41 @@ def _summary(console: Console, result: DemoResult) -> None:
     ):
         table.add_row(label, value)
     console.print(table)
+    if result.bootstrap is not None and result.bootstrap.state is not None:
+        state = result.bootstrap.state
+        console.print(
+            f"current state = table: {state.lake_registrations:,} registrations, "
+            + ("[green]equal[/]" if state.equal else f"[red]{state.mismatches} mismatches[/]")
+        )
     verdict = "[green]every change accounted for[/]" if result.accounted else "[red]changes unaccounted for[/]"
     console.print(
         f"rows + quarantined + failed = {counts.distinct_changes + counts.quarantined + result.failed:,}: {verdict}"
     )
+
+
+def _bootstrap_rows(bootstrap: BootstrapFigures | None) -> list[tuple[str, str]]:
+    if bootstrap is None:
+        return []
+    totals = bootstrap.report.totals()
+    rows = [
+        ("written before the mapping (table only)", f"{bootstrap.written_before:,}"),
+        (
+            f"snapshot at T (mapping from T - {bootstrap.lead_seconds:g} s)",
+            f"{totals['items']:,} items: {totals['rows']:,} rows + {totals['quarantined']:,} quarantined",
+        ),
+        (
+            "snapshot items changed after T",
+            f"{bootstrap.changed_after['MODIFY']:,} modified, {bootstrap.changed_after['REMOVE']:,} removed",
+        ),
+    ]
+    if bootstrap.state is not None:
+        state = bootstrap.state
+        rows += [
+            ("items in the table", f"{state.table_items:,} ({state.refused} refused by the contract)"),
+            ("registrations in the lake's current state", f"{state.lake_registrations:,}"),
+            ("current state = table scan", "equal" if state.equal else f"{state.mismatches:,} mismatches"),
+        ]
+    return rows
 
 
 def _keep(console: Console, aws: LocalAws) -> None:
@@ -315,28 +467,57 @@ def run_demo(args: argparse.Namespace, console: Console) -> DemoResult:
     """Run the demo; return its accounting (raises on timeout, ``LocalServerLostError`` when the server dies)."""
     quiet = {} if args.verbose else {"LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
     outputs_file = Path(args.outputs_file) if args.outputs_file else None
+    lead = timedelta(seconds=args.lead)
+    changes = list(workload(args.events, seed=args.seed, poison=args.poison))
+    before = args.events // 3 if args.before is None else args.before
     with contextlib.ExitStack() as exits:
         with console.status("starting the local AWS and creating the stack's resources"):
             aws = exits.enter_context(local_aws(args.stack, outputs_file=outputs_file, shards=args.shards))
             exits.enter_context(patched_environment(quiet))
             exits.enter_context(_filtered(_WhileServerUp(aws)))
-            overrides: dict[str, Any] = {}
+            bridge = aws.bridge()  # the streaming destination's stand-in: ACTIVE from now on (A)
+        console.print(f"local AWS on {aws.endpoint_url}")
+        try:
+            written_before, snapshot_keys = _before_mapping(console, aws, bridge, changes[:before], args.timeout)
+            time.sleep(0.01)  # the mapping's starting position is after every change streamed so far
+            overrides: dict[str, Any] = {
+                "starting_position": "AT_TIMESTAMP",
+                "starting_position_timestamp": datetime.now(UTC),  # T - lead
+            }
             if args.batching_window is not None:
                 overrides["batching_window_seconds"] = args.batching_window
-            pipe = exits.enter_context(aws.pipeline(config=aws.mapping_config(**overrides)))
-        console.print(f"local AWS on {aws.endpoint_url}")
-        console.print(_settings_line(aws, pipe), highlight=False)
-        try:
-            written, seconds = _flow(console, aws, pipe, args)
+            pipe = exits.enter_context(aws.pipeline(config=aws.mapping_config(**overrides), bridge=bridge))
+            console.print(_settings_line(aws, pipe), highlight=False)
+            console.print(
+                f"mapping created AT_TIMESTAMP {overrides['starting_position_timestamp']:%H:%M:%S.%f} = T - "
+                f"{args.lead:g} s (the runbook's 5 minutes, shortened); the export at T follows",
+                highlight=False,
+            )
+            time.sleep(args.lead)  # T >= the mapping's starting position + lead
+            report = _backfill(console, aws, lead, args.verbose)
+            written, seconds = _flow(console, aws, pipe, changes[before:], args)
             lake = Lake(aws.outputs, s3=aws.client("s3"), filesystem=aws.filesystem())
-            before = lake.counts()
+            counts_before = lake.counts()
             console.print()
             _queries(console, lake)
             _quarantine(console, lake)
-            compaction = _compaction(console, aws, lake, before)
+            compaction = _compaction(console, aws, lake, counts_before)
             counts = lake.counts()
+            bootstrap = BootstrapFigures(
+                written_before,
+                args.lead,
+                report,
+                _changed_after(changes[before:], snapshot_keys),
+                _current_state(console, aws, lake, report, lead),
+            )
             result = DemoResult(
-                written, pipe.bridge.forwarded, counts, pipe.mapping.stats.records_discarded, seconds, compaction
+                written,
+                pipe.bridge.forwarded - written_before,
+                counts,
+                pipe.mapping.stats.records_discarded,
+                seconds,
+                compaction,
+                bootstrap,
             )
             _summary(console, result)
             if args.keep:
@@ -371,6 +552,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--poison", type=integer_at_least(0), default=4, help="poison items among the changes (default 4)"
     )
     parser.add_argument(
+        "--before",
+        type=integer_at_least(0),
+        default=None,
+        help="changes written before the mapping exists, exported and back-filled (default a third of --events)",
+    )
+    parser.add_argument(
+        "--lead",
+        type=number_at_least(0),
+        default=1.0,
+        help="seconds between the mapping's AT_TIMESTAMP and the export time T (default 1; 300 on AWS)",
+    )
+    parser.add_argument(
         "--stack", type=stack_name, default=DEFAULT_STACK, help=f"stack whose settings to use (default {DEFAULT_STACK})"
     )
     parser.add_argument(
@@ -392,6 +585,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.poison > args.events:
         parser.error(f"argument --poison: expected at most --events ({args.events}), got {args.poison}")
+    if args.before is not None and args.before > args.events:
+        parser.error(f"argument --before: expected at most --events ({args.events}), got {args.before}")
     return args
 
 
@@ -413,6 +608,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return user_error("python -m sandbox.demo", str(error))
     except LocalServerLostError as error:
         console.print(f"[red]{error}[/]", highlight=False)
+        return 1
+    except BackfillError as error:  # a cutover check failed, or the export did
+        for line in str(error).splitlines():
+            console.print(f"[red]backfill: {line}[/]", highlight=False)
         return 1
     except KeyboardInterrupt:
         console.print("\ninterrupted: the local AWS and the pipeline are stopped")

@@ -1,5 +1,8 @@
 """The lake as analysts see it locally: the Parquet and quarantine objects in S3, queried with DuckDB.
 
+The snapshot table (``<glue table>_snapshots``, back-filled from an export under ``demand/snapshots/``) is
+registered next to the change table, so the current-state query of ``components.current_state`` runs as well.
+
 Parquet is read through pyarrow's S3 filesystem into Arrow (DuckDB's httpfs extension would be downloaded at
 run time) and registered in DuckDB under the Glue database and table names, so the workgroup's named queries,
 written once in Athena SQL in ``components.catalog`` and translated by sqlglot, run unchanged.
@@ -10,6 +13,7 @@ from __future__ import annotations
 import gzip
 import json
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import duckdb
@@ -19,8 +23,10 @@ import pyarrow.fs as pafs
 import sqlglot
 
 from components.catalog import PARTITION_KEYS, NamedQuerySpec, named_queries
+from components.current_state import DEFAULT_LEAD, current_registrations_sql, state_columns
 from ops.outputs import StackOutputs
 from pipeline.schema import arrow_schema
+from pipeline.snapshot import DEFAULT_SNAPSHOT_PREFIX
 
 __all__ = ["Lake", "LakeCounts", "to_duckdb"]
 
@@ -68,7 +74,34 @@ class Lake:
         return self._keys(self.outputs.events_prefix, ".parquet")
 
     def quarantine_keys(self) -> list[str]:
-        return self._keys(self.outputs.quarantine_prefix, ".jsonl.gz")
+        """The stream's quarantine objects (the backfill's bad lines, under ``snapshots/``, are not changes)."""
+        snapshots = f"{self.outputs.quarantine_prefix}snapshots/"
+        return [key for key in self._keys(self.outputs.quarantine_prefix, ".jsonl.gz") if not key.startswith(snapshots)]
+
+    @property
+    def snapshots_table(self) -> str:
+        """The snapshot table's Glue name: the change table's, with ``_snapshots``."""
+        return f"{self.outputs.glue_table_name}_snapshots"
+
+    def snapshot_keys(self) -> list[str]:
+        return [key for key in self._keys(DEFAULT_SNAPSHOT_PREFIX, ".parquet") if "/_" not in key]
+
+    def snapshots(self) -> pa.Table:
+        """Every snapshot row, with its ``export_id`` partition column."""
+        keys = self.snapshot_keys()
+        partitions = pa.schema([("export_id", pa.string())])
+        schema = pa.schema(list(arrow_schema()) + list(partitions))
+        if not keys:
+            return schema.empty_table()
+        dataset = ds.dataset(
+            [f"{self.outputs.bucket_name}/{key}" for key in keys],
+            schema=schema,
+            format="parquet",
+            filesystem=self._fs,
+            partitioning=ds.partitioning(partitions, flavor="hive"),
+            partition_base_dir=f"{self.outputs.bucket_name}/{DEFAULT_SNAPSHOT_PREFIX.rstrip('/')}",
+        )
+        return dataset.to_table()
 
     def events(self) -> pa.Table:
         """Every row under the events prefix, with the ``dt`` and ``hour`` partition columns (strings, as in Glue)."""
@@ -114,6 +147,8 @@ class Lake:
         database, table = self.outputs.athena_database_name, self.outputs.glue_table_name
         connection.execute(f'CREATE SCHEMA "{database}"')
         connection.execute(f'CREATE VIEW "{database}"."{table}" AS SELECT * FROM lake_events')  # noqa: S608 - names from the stack outputs
+        connection.register("lake_snapshots", self.snapshots())
+        connection.execute(f'CREATE VIEW "{database}"."{self.snapshots_table}" AS SELECT * FROM lake_snapshots')  # noqa: S608
         return connection
 
     def named_queries(self) -> list[NamedQuerySpec]:
@@ -125,3 +160,28 @@ class Lake:
         connection = connection or self.connect()
         result: pa.Table = connection.sql(to_duckdb(athena_sql)).to_arrow_table()
         return result
+
+    def current_state(
+        self,
+        export_id: str,
+        export_time: datetime,
+        *,
+        lead: timedelta = DEFAULT_LEAD,
+        connection: duckdb.DuckDBPyConnection | None = None,
+    ) -> pa.Table:
+        """The current-state query (``components.current_state``) over snapshot ``export_id`` and the change rows:
+        one row per live registration, its columns typed as in the contract, plus ``last_change_time``."""
+        connection = connection or self.connect()
+        connection.execute("SET TimeZone = 'UTC'")
+        sql = current_registrations_sql(
+            self.outputs.athena_database_name,
+            self.outputs.glue_table_name,
+            self.snapshots_table,
+            export_id=export_id,
+            export_time=export_time,
+            lead=lead,
+        )
+        result = self.query(sql, connection)
+        columns = state_columns()
+        schema = pa.schema([arrow_schema().field(name) for name in columns])
+        return result.select(columns).cast(schema)

@@ -34,6 +34,7 @@ from sandbox.server import FaultRule, MotoProcess
 if TYPE_CHECKING:
     import pyarrow.fs as pafs
 
+    from sandbox.bridge import StreamBridge
     from sandbox.mapping import Function, MappingConfig
     from sandbox.runner import LocalPipeline
 
@@ -114,11 +115,34 @@ class LocalAws:
 
         return MappingConfig.from_settings(self.settings, **overrides)
 
-    def pipeline(self, function: Function | None = None, config: MappingConfig | None = None) -> LocalPipeline:
-        """The bridge and the event source mapping for this stack (not started: use it as a context manager)."""
+    def bridge(self) -> StreamBridge:
+        """The stand-in for the table's streaming destination, active from now on (recorded on the stream)."""
+        from datetime import UTC, datetime  # noqa: PLC0415
+
+        from sandbox.bridge import StreamBridge  # noqa: PLC0415
+        from sandbox.standins import record_destination  # noqa: PLC0415
+
+        outputs = self.outputs
+        bridge = StreamBridge(
+            table_name=outputs.table_name,
+            stream_name=outputs.stream_name,
+            region=self.region,
+            precision=self.settings.change_time_precision,
+            dynamodb=self.client("dynamodb"),
+            dynamodbstreams=self.client("dynamodbstreams"),
+            kinesis=self.client("kinesis"),
+        )
+        record_destination(self.client("kinesis"), outputs.stream_name, datetime.now(UTC))
+        return bridge
+
+    def pipeline(
+        self, function: Function | None = None, config: MappingConfig | None = None, bridge: StreamBridge | None = None
+    ) -> LocalPipeline:
+        """The bridge (``bridge``, or a new one) and the event source mapping for this stack (created now, not
+        started: use it as a context manager)."""
         from sandbox.runner import LocalPipeline  # noqa: PLC0415
 
-        return LocalPipeline(self, function=function, config=config or self.mapping_config())
+        return LocalPipeline(self, function=function, config=config or self.mapping_config(), bridge=bridge)
 
 
 def _session(region: str) -> boto3.Session:

@@ -69,6 +69,16 @@ class MappingConfig:
     max_payload_bytes: int = INVOCATION_PAYLOAD_BYTES
     backoff_first_seconds: float = _BACKOFF_FIRST_SECONDS
     backoff_max_seconds: float = _BACKOFF_MAX_SECONDS
+    starting_position: str = "TRIM_HORIZON"  # or AT_TIMESTAMP (with the timestamp), LATEST
+    starting_position_timestamp: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.starting_position not in ("TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"):
+            raise ValueError(
+                f"starting_position {self.starting_position!r}: expected TRIM_HORIZON, LATEST or AT_TIMESTAMP"
+            )
+        if (self.starting_position == "AT_TIMESTAMP") != (self.starting_position_timestamp is not None):
+            raise ValueError("starting_position_timestamp is required with AT_TIMESTAMP, and only with it")
 
     @classmethod
     def from_settings(cls, settings: Any, **overrides: Any) -> MappingConfig:
@@ -235,10 +245,13 @@ class KinesisEventSourceMapping:
         self.failure_keys: list[str] = []
         self._lock = threading.RLock()
         self._shards: list[_Shard] = []
+        position: dict[str, Any] = {"ShardIteratorType": config.starting_position}
+        if config.starting_position_timestamp is not None:
+            position["Timestamp"] = config.starting_position_timestamp
         for shard in kinesis.list_shards(StreamName=stream_name)["Shards"]:
-            iterator = kinesis.get_shard_iterator(
-                StreamName=stream_name, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
-            )["ShardIterator"]
+            iterator = kinesis.get_shard_iterator(StreamName=stream_name, ShardId=shard["ShardId"], **position)[
+                "ShardIterator"
+            ]
             self._shards.append(_Shard(shard["ShardId"], iterator))
 
     @property

@@ -12,10 +12,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sandbox.bridge import StreamBridge
 from sandbox.mapping import Function, KinesisEventSourceMapping, MappingConfig
+from sandbox.standins import record_mapping
 
 if TYPE_CHECKING:
     from sandbox.local_aws import LocalAws
@@ -49,20 +51,19 @@ def default_function() -> Function:
 class LocalPipeline:
     """DynamoDB stream -> bridge -> Kinesis -> mapping -> function, in a background thread."""
 
-    def __init__(self, aws: LocalAws, *, function: Function | None = None, config: MappingConfig) -> None:
+    def __init__(
+        self,
+        aws: LocalAws,
+        *,
+        function: Function | None = None,
+        config: MappingConfig,
+        bridge: StreamBridge | None = None,
+    ) -> None:
         self.aws = aws
         self.handler: Function = default_function()
         """This pipeline's own cold start of ``pipeline.handler.handler`` (what fault tests wrap)."""
         outputs = aws.outputs
-        self.bridge = StreamBridge(
-            table_name=outputs.table_name,
-            stream_name=outputs.stream_name,
-            region=aws.region,
-            precision=aws.settings.change_time_precision,
-            dynamodb=aws.client("dynamodb"),
-            dynamodbstreams=aws.client("dynamodbstreams"),
-            kinesis=aws.client("kinesis"),
-        )
+        self.bridge = bridge or aws.bridge()
         self.mapping = KinesisEventSourceMapping(
             kinesis=aws.client("kinesis"),
             s3=aws.client("s3"),
@@ -74,6 +75,14 @@ class LocalPipeline:
             on_failure_bucket=outputs.failure_bucket_name,
             config=config,
             region=aws.region,
+        )
+        record_mapping(
+            aws.client("kinesis"),
+            outputs.stream_name,
+            uuid=self.mapping.uuid,
+            position=config.starting_position,
+            timestamp=config.starting_position_timestamp,
+            created=datetime.now(UTC),
         )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -162,16 +171,26 @@ class LocalPipeline:
             progress()
 
     def wait_for_changes(
-        self, expected: int, *, timeout: float = 60.0, progress: Callable[[], Any] | None = None
+        self,
+        expected: int,
+        *,
+        timeout: float = 60.0,
+        progress: Callable[[], Any] | None = None,
+        unread: int = 0,
     ) -> None:
-        """Wait until the bridge has streamed ``expected`` changes in all, and the mapping has settled them all."""
+        """Wait until the bridge has streamed ``expected`` changes in all, and the mapping has settled them all.
+
+        ``unread``: changes the bridge streamed before the mapping's starting position (AT_TIMESTAMP), which it
+        never reads; ``expected`` does not count them.
+        """
 
         def done() -> bool:
-            return self.bridge.forwarded >= expected and self.settled >= self.bridge.forwarded
+            streamed = self.bridge.forwarded - unread
+            return streamed >= expected and self.settled >= streamed
 
         def what() -> str:
             return (
-                f"{self.bridge.forwarded}/{expected} changes streamed, {self.settled} settled by the mapping, "
+                f"{self.bridge.forwarded - unread}/{expected} changes streamed, {self.settled} settled by the mapping, "
                 f"{self.mapping.pending_records()} pending"
             )
 

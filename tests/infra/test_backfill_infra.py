@@ -275,7 +275,10 @@ def test_a_published_snapshot_makes_current_registrations_snapshot_plus_changes(
         ),
         ({"snapshotExportTime": "2026-11-30T09:05:00Z"}, r"dmd-pipeline:snapshotExportId is required with"),
         ({"snapshotExportId": "bad id!"}, r"dmd-pipeline:snapshotExportId must be a DynamoDB export id"),
-        ({"snapshotExportTime": "2026-11-30 09:05"}, r"dmd-pipeline:snapshotExportTime must be an ISO-8601 UTC time"),
+        (
+            {"snapshotExportTime": "2026-11-30 09:05"},
+            r"dmd-pipeline:snapshotExportTime must be an ISO-8601 UTC time YYYY-MM-DDTHH:MM:SS\[\.fff\]Z",
+        ),
         (
             {"snapshotExportId": "abc-1", "snapshotExportTime": "2026-02-30T09:05:00Z"},
             r"dmd-pipeline:snapshotExportTime '2026-02-30T09:05:00Z' is not a real time",
@@ -310,6 +313,10 @@ def test_published_snapshot_is_both_or_neither() -> None:
     assert published_snapshot("", "") is None
     assert published_snapshot("abc-1", "2026-11-30T09:05:00Z") == PublishedSnapshot(
         "abc-1", datetime(2026, 11, 30, 9, 5, tzinfo=UTC)
+    )
+    # as make backfill prints it: milliseconds
+    assert published_snapshot("abc-1", "2026-11-30T09:05:00.250Z") == PublishedSnapshot(
+        "abc-1", datetime(2026, 11, 30, 9, 5, 0, 250000, tzinfo=UTC)
     )
     with pytest.raises(ValueError, match="needs both"):
         published_snapshot("abc-1", None)

@@ -62,7 +62,7 @@ def test_each_stack_owns_a_hardened_results_bucket(run: ProgramRun) -> None:
     for inputs in controls.values():
         assert inputs.get("bucket") == name
     encryption = controls["BucketServerSideEncryptionConfiguration"]["rules"]
-    assert encryption == [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "AES256"}}]
+    assert encryption == [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "AES256"}, "bucketKeyEnabled": False}]
     assert controls["BucketOwnershipControls"]["rule"] == {"objectOwnership": "BucketOwnerEnforced"}
     public = controls["BucketPublicAccessBlock"]
     assert [

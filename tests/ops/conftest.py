@@ -77,10 +77,12 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def lambda_zip() -> bytes:
-    """A tiny deployment package (moto stores it, never runs it)."""
+    """A tiny deployment package (moto stores it, never runs it), the same bytes on every call: a fixed entry time,
+    not the clock (the artifact check compares digests of packages built seconds apart)."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("pipeline/handler.py", "def handler(event, context):\n    return {}\n")
+        entry = zipfile.ZipInfo("pipeline/handler.py", date_time=(2026, 1, 1, 0, 0, 0))
+        archive.writestr(entry, "def handler(event, context):\n    return {}\n")
     return buffer.getvalue()
 
 

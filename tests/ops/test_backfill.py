@@ -9,6 +9,7 @@ import io
 import json
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -34,7 +35,17 @@ def local() -> Iterator[LocalAws]:
         writer = TableWriter(aws.client("dynamodb"), aws.outputs.table_name)
         writer.apply(DemandGenerator(seed=5).changes(1500))
         writer.apply(poison_change(kind, event_id=f"poison-{kind}") for kind in POISON_KINDS)
+        # the cutover checks need the bridge and a mapping reading from T - lead: recorded when they are created
+        aws.pipeline(config=aws.mapping_config(starting_position="AT_TIMESTAMP", starting_position_timestamp=_now()))
         yield aws
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# These tests are about the export and the counts; tests/ops/test_backfill_checks.py is about the cutover checks.
+NO_LEAD = ["--lead-seconds", "0"]
 
 
 def _keys(s3: Any, bucket: str, prefix: str) -> list[str]:
@@ -61,7 +72,7 @@ def first_run(local: LocalAws) -> dict[str, Any]:
     """One backfill of the stack, run once for the module: its exit status, output and the objects after it."""
     capture = io.StringIO()
     with contextlib.redirect_stdout(capture):
-        status = backfill.main(["dev1", "--workers", "2"])
+        status = backfill.main(["dev1", "--workers", "2", *NO_LEAD])
     s3 = local.client("s3")
     return {
         "status": status,
@@ -151,7 +162,7 @@ def test_missing_data_file_is_caught_by_the_count_check(local: LocalAws, first_r
     bucket = local.outputs.bucket_name
     capture = io.StringIO()
     with contextlib.redirect_stdout(capture):
-        assert backfill.main(["dev1"]) == 0  # a second export, complete
+        assert backfill.main(["dev1", *NO_LEAD]) == 0  # a second export, complete
     arn = _export_arn(capture.getvalue())
     exported = local.client("dynamodb").describe_export(ExportArn=arn)["ExportDescription"]
     data_keys = [key for key in _keys(s3, bucket, exported["S3Prefix"]) if "/data/" in key]
@@ -173,7 +184,7 @@ def test_point_in_time_recovery_off_is_refused(local: LocalAws, capsys):
         TableName=table, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": False}
     )
     try:
-        assert backfill.main(["dev1"]) == 2
+        assert backfill.main(["dev1", *NO_LEAD]) == 2
     finally:
         dynamodb.update_continuous_backups(
             TableName=table, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True}

@@ -31,6 +31,19 @@ MAP_RUN = f"{MACHINE.replace(':stateMachine:', ':mapRun:')}/BackfillDataFiles:ru
 FILES = {"aaaa1111": 1200, "bbbb2222": 800, "cccc3333": 5}
 
 
+@pytest.fixture(autouse=True)
+def cutover(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """The cutover checks (ops.backfill_checks, tested on their own) pass and choose T = EXPORT_TIME."""
+    calls: list[dict[str, Any]] = []
+
+    def check(session: Any, outputs: StackOutputs, **kwargs: Any) -> tuple[list[str], datetime]:
+        calls.append(kwargs)
+        return [], EXPORT_TIME
+
+    monkeypatch.setattr(backfill, "check_cutover", check)
+    return calls
+
+
 @pytest.fixture
 def outputs() -> StackOutputs:
     values = outputs_values(bucket_name="prd3292.qa1.us-east-1.demand-capture.tmaws")
@@ -82,16 +95,6 @@ def _stub_dynamodb(outputs: StackOutputs) -> tuple[Any, Stubber, dict[str, str]]
     stubber = Stubber(client)
     table = {"TableName": outputs.table_name}
     seen: dict[str, str] = {}
-    stubber.add_response(
-        "describe_continuous_backups",
-        {
-            "ContinuousBackupsDescription": {
-                "ContinuousBackupsStatus": "ENABLED",
-                "PointInTimeRecoveryDescription": {"PointInTimeRecoveryStatus": "ENABLED"},
-            }
-        },
-        table,
-    )
     stubber.add_response("describe_table", {"Table": {"TableArn": TABLE_ARN, "TableName": outputs.table_name}}, table)
     return client, stubber, seen
 
@@ -124,7 +127,13 @@ def _run(
     dynamo_stub.add_response(
         "export_table_to_point_in_time",
         {"ExportDescription": _export_description("PENDING", "IN_PROGRESS")},
-        {"TableArn": TABLE_ARN, "S3Bucket": outputs.bucket_name, "S3Prefix": ANY, "ExportFormat": "DYNAMODB_JSON"},
+        {
+            "TableArn": TABLE_ARN,
+            "S3Bucket": outputs.bucket_name,
+            "S3Prefix": ANY,
+            "ExportFormat": "DYNAMODB_JSON",
+            "ExportTime": EXPORT_TIME,  # the T the cutover checks checked
+        },
     )
     dynamo_stub.add_response(
         "describe_export",
@@ -206,8 +215,12 @@ def _run(
     return report, captured
 
 
-def test_a_deployed_backfill_runs_the_state_machine_and_checks_every_file(outputs: StackOutputs, s3: Any) -> None:
+def test_a_deployed_backfill_runs_the_state_machine_and_checks_every_file(
+    outputs: StackOutputs, s3: Any, cutover: list[dict[str, Any]]
+) -> None:
     report, captured = _run(outputs, s3)
+    assert cutover == [{"local": False, "lead": backfill.DEFAULT_LEAD}]
+    assert captured["ExportTime"] == EXPORT_TIME
     prefix = captured["S3Prefix"]
     assert prefix.startswith("demand/exports/")
     execution = captured["execution"]
@@ -271,7 +284,12 @@ def test_main_takes_the_deployed_path_with_the_bound_stack(
     monkeypatch.setattr(backfill, "run_deployed", fake_run)
     assert backfill.main(["qa1"]) == 0
     assert bound == ["qa1"]
-    assert "counts match" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "counts match" in out
+    assert out.splitlines()[-1] == (
+        f"publish it: pulumi config set dmd-pipeline:snapshotExportId {EXPORT_ID} --stack qa1 && "
+        "pulumi config set dmd-pipeline:snapshotExportTime 2026-11-30T09:05:00.000Z --stack qa1"
+    )
 
 
 def test_an_aws_refusal_is_one_line_and_exit_1(monkeypatch: pytest.MonkeyPatch, outputs: StackOutputs, capsys):
@@ -293,3 +311,13 @@ def test_an_aws_refusal_is_one_line_and_exit_1(monkeypatch: pytest.MonkeyPatch, 
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert err.startswith("backfill: qa1: An error occurred (StateMachineDoesNotExist) when calling the StartExecution")
+
+
+def test_a_failed_cutover_check_requests_no_export(monkeypatch: pytest.MonkeyPatch, outputs: StackOutputs) -> None:
+    problem = "the streaming destination is not ACTIVE"
+    monkeypatch.setattr(backfill, "check_cutover", lambda session, outputs, **kwargs: ([problem], EXPORT_TIME))
+    dynamodb = boto3.client("dynamodb", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
+    with Stubber(dynamodb) as stubber:  # no response queued: any DynamoDB call would fail the test
+        with pytest.raises(backfill.PreconditionError, match=problem):
+            run_deployed(outputs, session=_Session({"dynamodb": dynamodb, "s3": None, "stepfunctions": None}))
+        stubber.assert_no_pending_responses()

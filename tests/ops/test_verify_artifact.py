@@ -19,7 +19,8 @@ from tests.ops.conftest import FUNCTION, REGION, lambda_zip
 def _other_zip() -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("pipeline/handler.py", "def handler(event, context):\n    return {'other': True}\n")
+        entry = zipfile.ZipInfo("pipeline/handler.py", date_time=(2026, 1, 1, 0, 0, 0))
+        archive.writestr(entry, "def handler(event, context):\n    return {'other': True}\n")
     return buffer.getvalue()
 
 

@@ -1,18 +1,22 @@
-"""What ``make demo ARGS="--keep"`` prints to paste: the commands work as printed."""
+"""What `make demo` shows: the bootstrap (snapshot + changes against the table) in the summary, and the commands
+`make demo ARGS="--keep"` prints to paste, which work as printed."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
 
 from sandbox import demo
 from sandbox.local_aws import local_aws
+from sandbox.table_state import TableState, compare_states
 from tests.ops.conftest import outside_project_venv
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,3 +94,86 @@ def test_keep_prints_a_preflight_that_passes_as_pasted(monkeypatch: pytest.Monke
     assert done.returncode == 0, done.stdout + done.stderr
     assert "result: 0 failed, 0 warning(s), 7 passed" in done.stdout
     assert "via the sandbox bridge" in done.stdout
+
+
+# -- the bootstrap: snapshot + changes, compared with the table ---------------------------------------------------
+def test_the_demo_bootstraps_the_lake_and_its_current_state_equals_the_table():
+    args = demo.parse_args(["--events", "900", "--poison", "4", "--seed", "3"])
+    console = Console(record=True, width=200)
+    result = demo.run_demo(args, console)
+    text = console.export_text()
+    bootstrap = result.bootstrap
+    assert bootstrap is not None
+    assert bootstrap.written_before == 300  # a third of the changes, before the mapping exists
+    assert result.items_written == result.changes_streamed == 600  # the rest, streamed
+    totals = bootstrap.report.totals()
+    assert bootstrap.report.problems == []
+    assert totals["items"] == bootstrap.report.item_count == totals["rows"] + totals["quarantined"]
+    assert bootstrap.changed_after["MODIFY"] > 0  # snapshot items modified after T...
+    assert bootstrap.changed_after["REMOVE"] > 0  # ...and removed
+    state = bootstrap.state
+    assert state is not None
+    assert state.equal
+    assert state.refused == 4  # the poison items: in the table, refused by the contract, never rows
+    assert state.lake_registrations == state.table_items - state.refused
+    landed = result.counts.distinct_changes + result.counts.quarantined + result.failed
+    assert landed == result.changes_streamed  # every streamed change once, after compaction too
+    assert result.compaction is not None
+    assert result.compaction.same_changes
+    assert result.accounted
+    # the summary shows the comparison, with its values
+    summary = {
+        line.split("│")[1].strip(): line.split("│")[2].strip() for line in text.splitlines() if line.count("│") == 3
+    }
+    assert summary["written before the mapping (table only)"] == "300"
+    assert summary["snapshot at T (mapping from T - 1 s)"] == (
+        f"{totals['items']:,} items: {totals['rows']:,} rows + {totals['quarantined']:,} quarantined"
+    )
+    assert summary["snapshot items changed after T"] == (
+        f"{bootstrap.changed_after['MODIFY']:,} modified, {bootstrap.changed_after['REMOVE']:,} removed"
+    )
+    assert summary["items in the table"] == f"{state.table_items:,} (4 refused by the contract)"
+    assert summary["registrations in the lake's current state"] == f"{state.lake_registrations:,}"
+    assert summary["current state = table scan"] == "equal"
+    assert summary["changes streamed"] == "600"
+    assert f"current state = table: {state.lake_registrations:,} registrations, equal" in text
+    assert "rows + quarantined + failed = 600: every change accounted for" in text
+
+
+def test_a_difference_between_the_lake_and_the_table_is_named():
+    row = {"event_id": "e1", "fan_id": "f1", "status": "SELECTED", "quantity": 2}
+    table = table_state_of({("e1", "f1"): row, ("e1", "f2"): dict(row, fan_id="f2")})
+    lake = {("e1", "f1"): dict(row, status="REGISTERED"), ("e9", "f9"): dict(row, event_id="e9", fan_id="f9")}
+    comparison = compare_states(table, lake)
+    assert not comparison.equal
+    assert comparison.mismatches == 3
+    assert comparison.missing == [("e1", "f2")]
+    assert comparison.unexpected == [("e9", "f9")]
+    assert comparison.different == {("e1", "f1"): ["status"]}
+    assert comparison.describe() == [
+        "live in the table, not in the lake: ('e1', 'f2')",
+        "in the lake, not live in the table: ('e9', 'f9')",
+        "('e1', 'f1') differs in status",
+    ]
+
+
+def table_state_of(rows: dict[tuple[str, str], dict[str, Any]]) -> TableState:
+    return TableState(items=len(rows), rows=rows, refused=0)
+
+
+def test_a_mismatch_or_an_incomplete_backfill_fails_the_demo():
+    from ops.backfill import BackfillReport  # noqa: PLC0415
+    from sandbox.lake import LakeCounts  # noqa: PLC0415
+    from sandbox.table_state import StateComparison  # noqa: PLC0415
+
+    counts = LakeCounts(rows=10, distinct_changes=10, quarantined=0, parquet_objects=1, quarantine_objects=0)
+    report = BackfillReport("arn", "export-1", "2026-11-30T14:00:00.000Z", 5)
+    equal = StateComparison(table_items=12, refused=0, lake_registrations=12)
+
+    def result(state: StateComparison, problems: list[str]) -> demo.DemoResult:
+        bootstrap = demo.BootstrapFigures(5, 1.0, dataclasses.replace(report, problems=problems), {}, state)
+        return demo.DemoResult(10, 10, counts, 0, 1.0, None, bootstrap)
+
+    assert result(equal, []).accounted
+    assert not result(dataclasses.replace(equal, missing=[("e1", "f1")]), []).accounted
+    assert not result(equal, ["a data file is missing"]).accounted

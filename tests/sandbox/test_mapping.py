@@ -280,3 +280,22 @@ def test_a_batch_stops_before_its_event_passes_the_payload_limit():
 def test_the_default_batch_is_lambdas_largest_and_six_megabytes_of_event():
     config = MappingConfig()
     assert (config.batch_size, config.max_payload_bytes) == (10_000, 6 * 1024 * 1024)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            {"starting_position": "EARLIEST"},
+            "starting_position 'EARLIEST': expected TRIM_HORIZON, LATEST or AT_TIMESTAMP",
+        ),
+        ({"starting_position": "AT_TIMESTAMP"}, "starting_position_timestamp is required with AT_TIMESTAMP"),
+        (
+            {"starting_position": "LATEST", "starting_position_timestamp": datetime(2026, 11, 30, tzinfo=UTC)},
+            "and only with it",
+        ),
+    ],
+)
+def test_a_starting_position_is_one_lambda_knows(settings: dict[str, Any], message: str):
+    with pytest.raises(ValueError, match=message):
+        MappingConfig(**settings)
