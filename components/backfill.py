@@ -15,7 +15,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.backfill_definition import state_machine_definition
-from components.layer import ARCHITECTURE, RUNTIME
+from components.lambda_function import PipelineFunctionArgs, pipeline_function
 from components.naming import alarm_name, log_group_name
 from components.policies import (
     backfill_function_policy,
@@ -40,7 +40,6 @@ BACKFILL_MEMORY_MB = 1769
 BACKFILL_TIMEOUT_SECONDS = 900
 #: Where the Distributed Map's ResultWriter puts each run's results (in the data bucket).
 RESULTS_PREFIX = "demand/backfill-results/"
-_LAMBDA_LOG_LEVELS = {"DEBUG": "DEBUG", "INFO": "INFO", "WARNING": "WARN", "ERROR": "ERROR", "CRITICAL": "FATAL"}
 FAILED_EXECUTIONS_WINDOW = (300, 1)
 
 
@@ -133,27 +132,23 @@ class Backfill(pulumi.ComponentResource):
         role_policy = aws.iam.RolePolicy(
             f"{self._name}-policy", name="backfill", role=role.id, policy=policy, opts=self._child
         )
-        return aws.lambda_.Function(
-            f"{self._name}-function",
-            name=args.function_name,
-            description="Writes one DynamoDB export data file as write-once snapshot Parquet (the backfill).",
-            role=role.arn,
-            handler=BACKFILL_HANDLER,
-            runtime=RUNTIME,
-            architectures=[ARCHITECTURE],
-            memory_size=BACKFILL_MEMORY_MB,
-            timeout=BACKFILL_TIMEOUT_SECONDS,
-            code=pulumi.FileArchive(args.function_zip),
-            source_code_hash=args.function_digest,
-            layers=[args.layer_arn],
-            environment={"variables": args.environment},
-            logging_config={
-                "log_format": "JSON",
-                "log_group": log_group.name,
-                "application_log_level": _LAMBDA_LOG_LEVELS[args.environment.get("LOG_LEVEL", "INFO")],
-                "system_log_level": "INFO",
-            },
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[log_group, role_policy]),
+        return pipeline_function(
+            self._name,
+            self,
+            PipelineFunctionArgs(
+                function_name=args.function_name,
+                description="Writes one DynamoDB export data file as write-once snapshot Parquet (the backfill).",
+                handler=BACKFILL_HANDLER,
+                memory_mb=BACKFILL_MEMORY_MB,
+                timeout_seconds=BACKFILL_TIMEOUT_SECONDS,
+                environment=args.environment,
+                function_zip=args.function_zip,
+                function_digest=args.function_digest,
+                layer_arn=args.layer_arn,
+            ),
+            role=role,
+            log_group=log_group,
+            depends_on=[log_group, role_policy],
         )
 
     def _create_state_machine(self, args: BackfillArgs, function: aws.lambda_.Function) -> aws.sfn.StateMachine:

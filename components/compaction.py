@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from components.layer import ARCHITECTURE, RUNTIME
+from components.lambda_function import PipelineFunctionArgs, pipeline_function
 from components.naming import alarm_name, log_group_name
 from components.policies import (
     compaction_policy,
@@ -32,7 +32,6 @@ SCHEDULED_EVENT: dict[str, str] = {}
 # A missed delivery is retried for up to an hour; after that the next run covers the same hours.
 SCHEDULE_RETRY_MAX_AGE_SECONDS = 3600
 SCHEDULE_RETRY_ATTEMPTS = 3
-_LAMBDA_LOG_LEVELS = {"DEBUG": "DEBUG", "INFO": "INFO", "WARNING": "WARN", "ERROR": "ERROR", "CRITICAL": "FATAL"}
 ERRORS_WINDOW = (300, 1)
 
 
@@ -131,28 +130,24 @@ class Compaction(pulumi.ComponentResource):
         role_policy: aws.iam.RolePolicy,
         log_group: aws.cloudwatch.LogGroup,
     ) -> aws.lambda_.Function:
-        return aws.lambda_.Function(
-            f"{self._name}-function",
-            name=args.function_name,
-            description="Rewrites each shard-hour of the lake into one deduplicated, sorted Parquet object.",
-            role=role.arn,
-            handler=COMPACTION_HANDLER,
-            runtime=RUNTIME,
-            architectures=[ARCHITECTURE],
-            memory_size=args.memory_mb,
-            timeout=args.timeout_seconds,
-            code=pulumi.FileArchive(args.function_zip),
-            source_code_hash=args.function_digest,
-            layers=[args.layer_arn],
-            environment={"variables": args.environment},
-            logging_config={
-                "log_format": "JSON",
-                "log_group": log_group.name,
-                "application_log_level": _LAMBDA_LOG_LEVELS[args.environment.get("LOG_LEVEL", "INFO")],
-                "system_log_level": "INFO",
-            },
+        return pipeline_function(
+            self._name,
+            self,
+            PipelineFunctionArgs(
+                function_name=args.function_name,
+                description="Rewrites each shard-hour of the lake into one deduplicated, sorted Parquet object.",
+                handler=COMPACTION_HANDLER,
+                memory_mb=args.memory_mb,
+                timeout_seconds=args.timeout_seconds,
+                environment=args.environment,
+                function_zip=args.function_zip,
+                function_digest=args.function_digest,
+                layer_arn=args.layer_arn,
+            ),
+            role=role,
+            log_group=log_group,
             # The role's policy first: a scheduled run right after creation must be able to list and write.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[log_group, role_policy]),
+            depends_on=[log_group, role_policy],
         )
 
     def _create_errors_alarm(self, args: CompactionArgs, function: aws.lambda_.Function) -> aws.cloudwatch.MetricAlarm:

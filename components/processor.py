@@ -11,15 +11,14 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from components.layer import ARCHITECTURE, RUNTIME
+from components.lambda_function import PipelineFunctionArgs, pipeline_function
+from components.layer import RUNTIME
 from components.naming import FUNCTION_ALIAS, log_group_name
 from components.policies import lambda_trust_policy, processor_policy
 
 __all__ = ["HANDLER", "RUNTIME", "StreamProcessor", "StreamProcessorArgs", "mapping_options"]
 
 HANDLER = "pipeline.handler.handler"
-# Python level names -> Lambda advanced logging levels.
-_LAMBDA_LOG_LEVELS = {"DEBUG": "DEBUG", "INFO": "INFO", "WARNING": "WARN", "ERROR": "ERROR", "CRITICAL": "FATAL"}
 
 
 @dataclass(frozen=True)
@@ -170,31 +169,24 @@ class StreamProcessor(pulumi.ComponentResource):
         role: aws.iam.Role,
         log_group: aws.cloudwatch.LogGroup,
     ) -> aws.lambda_.Function:
-        return aws.lambda_.Function(
-            f"{self._name}-function",
-            name=args.function_name,
-            description=args.description,
-            role=role.arn,
-            handler=HANDLER,
-            runtime=RUNTIME,
-            architectures=[ARCHITECTURE],
-            memory_size=args.memory_mb,
-            timeout=args.timeout_seconds,
-            code=pulumi.FileArchive(args.function_zip),
-            # Base64 SHA-256 of the deterministic zip: the same sources give the same value, so no update (and no
-            # new published version) unless the code changed.
-            source_code_hash=args.function_digest,
-            layers=[args.layer_arn],
-            publish=True,
-            environment={"variables": args.environment},
-            # JSON platform logs; Lambda filters application logs at the handler's own level (LOG_LEVEL).
-            logging_config={
-                "log_format": "JSON",
-                "log_group": log_group.name,
-                "application_log_level": _LAMBDA_LOG_LEVELS[args.environment.get("LOG_LEVEL", "INFO")],
-                "system_log_level": "INFO",
-            },
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[log_group]),
+        return pipeline_function(
+            self._name,
+            self,
+            PipelineFunctionArgs(
+                function_name=args.function_name,
+                description=args.description,
+                handler=HANDLER,
+                memory_mb=args.memory_mb,
+                timeout_seconds=args.timeout_seconds,
+                environment=args.environment,
+                function_zip=args.function_zip,
+                function_digest=args.function_digest,
+                layer_arn=args.layer_arn,
+                publish=True,
+            ),
+            role=role,
+            log_group=log_group,
+            depends_on=[log_group],
         )
 
     def _create_event_source_mapping(
