@@ -7,7 +7,7 @@ Against a deployed stack this invokes the stack's compaction function (output ``
 synchronously: the function's own role lists, reads, writes and deletes, never the operator's credentials.
 When ``AWS_ENDPOINT_URL`` points at the local AWS (``make demo ARGS=--keep`` prints it), it runs
 ``pipeline.compaction.handler`` in this process with the stack's function settings, against that local S3 only.
-Stack outputs come from ``ops.outputs.load_outputs`` (``$STACK_OUTPUTS_FILE`` or the Pulumi CLI).
+Stack outputs come from ``ops.outputs.bind_stack`` (``$STACK_OUTPUTS_FILE`` or the Pulumi CLI).
 Exit status: 0 done, 1 some shard-hours failed (nothing of theirs was deleted), 2 a wrong argument or stack.
 """
 
@@ -23,7 +23,8 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NoReturn
 
-from ops.outputs import OutputsError, StackOutputs, load_outputs
+from ops.cli import stack_name
+from ops.outputs import OutputsError, StackOutputs, bind_stack
 from pipeline.compactor import format_hour, parse_hour
 
 __all__ = ["CompactError", "build_event", "deployed_invoker", "local_invoker", "main", "parse_args"]
@@ -64,7 +65,7 @@ def _grace(text: str) -> int:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = _Parser(prog="python -m ops.compact", description=__doc__.split("\n\n")[0])
-    parser.add_argument("stack", help="stack whose hours to compact (dev1, qa1, preprod1, prod1)")
+    parser.add_argument("stack", type=stack_name, help="stack whose hours to compact (dev1, qa1, preprod1, prod1)")
     parser.add_argument(
         "--hour", action="append", type=_hour, default=[], help="an hour to compact, YYYY-MM-DDTHH UTC (repeatable)"
     )
@@ -75,6 +76,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="delete the compacted inputs after this many minutes (default: the function's setting; 0: at once)",
     )
     parser.add_argument("--outputs-file", help="stack outputs JSON (default: $STACK_OUTPUTS_FILE or Pulumi)")
+    parser.add_argument("--dry-run", action="store_true", help="say what would be compacted, and by which function")
     return parser.parse_args(argv)
 
 
@@ -189,10 +191,11 @@ def _report(summary: Mapping[str, Any], where: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        outputs = load_outputs(args.stack, outputs_file=args.outputs_file)
+        bound = bind_stack(args.stack, outputs_file=args.outputs_file)
     except OutputsError as error:
         print(f"compact: {error}", file=sys.stderr)
         return 2
+    outputs = bound.outputs
     event = build_event(args.hour, args.delete_grace_minutes)
     if is_local_endpoint():
         try:
@@ -205,6 +208,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         function_name = outputs.compaction_function_name
         invoke = deployed_invoker(function_name, _lambda_client(os.environ.get("AWS_REGION") or outputs.region))
         where = f"by {function_name}"
+    hours = ", ".join(args.hour) or "every hour the schedule would pick"
+    if args.dry_run:
+        print(f"dry run: would compact {hours} {where} with the event {json.dumps(event)}; nothing changed")
+        return 0
+    print(bound.describe(f"compact {hours} under s3://{outputs.bucket_name}/{outputs.events_prefix} {where}"))
     try:
         summary = invoke(event)
     except CompactError as error:

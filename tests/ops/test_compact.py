@@ -14,7 +14,7 @@ import boto3
 import pytest
 
 from ops import compact
-from ops.outputs import StackOutputs
+from ops.outputs import BoundStack, StackOutputs
 from sandbox.server import MotoProcess
 from tests.compaction.conftest import HOUR, SHARD, TAG, LocalLake, change_ids, generated_rows
 from tests.ops.conftest import outputs_values
@@ -73,7 +73,9 @@ class _Lambda:
 
 def _deployed(monkeypatch: pytest.MonkeyPatch, client: _Lambda, **extra: str) -> None:
     outputs = StackOutputs.from_mapping(outputs_values(**extra), source="test")
-    monkeypatch.setattr(compact, "load_outputs", lambda stack, outputs_file=None: outputs)
+    monkeypatch.setattr(
+        compact, "bind_stack", lambda stack, outputs_file=None: BoundStack(stack, outputs, outputs.account_id)
+    )
     monkeypatch.setattr(compact, "_lambda_client", lambda region: client)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
 
@@ -111,6 +113,7 @@ def test_deployed_stack_invokes_its_compaction_function(monkeypatch: pytest.Monk
         }
     ]
     out = capsys.readouterr().out
+    assert out.startswith("account 123456789012, stack qa1, region us-east-1: compact 2026-03-31T23 under s3://")
     assert f"compacted 1 hour(s) by {FUNCTION}: 2026-03-31T23" in out
     assert "rows 3,600,050 in -> 3,600,000 out (50 duplicates removed)" in out
 
@@ -131,11 +134,26 @@ def test_a_stack_without_the_compaction_function_is_refused(monkeypatch: pytest.
     del values["compaction_function_name"]  # a stack deployed before compaction existed
     outputs = StackOutputs.from_mapping
 
-    monkeypatch.setattr(compact, "load_outputs", lambda stack, outputs_file=None: outputs(values, source="qa1 outputs"))
+    monkeypatch.setattr(
+        compact, "bind_stack", lambda stack, outputs_file=None: BoundStack(stack, outputs(values, source="qa1"), None)
+    )
 
     assert compact.main(["qa1", "--hour", "2026-03-31T23"]) == 2
     assert client.calls == []
-    assert capsys.readouterr().err == "compact: qa1 outputs: missing stack output(s) compaction_function_name\n"
+    assert capsys.readouterr().err == "compact: qa1: missing stack output(s) compaction_function_name\n"
+
+
+def test_a_dry_run_says_what_and_where_and_invokes_nothing(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    client = _Lambda({})
+    _deployed(monkeypatch, client, compaction_function_name=FUNCTION)
+
+    assert compact.main(["qa1", "--hour", "2026-03-31T23", "--delete-grace-minutes", "0", "--dry-run"]) == 0
+
+    assert client.calls == []
+    assert capsys.readouterr().out == (
+        f"dry run: would compact 2026-03-31T23 by {FUNCTION} with the event "
+        '{"hours": ["2026-03-31T23"], "delete_grace_minutes": 0}; nothing changed\n'
+    )
 
 
 # -- the local AWS ----------------------------------------------------------------------------------------------
