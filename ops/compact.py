@@ -125,19 +125,19 @@ def _environment(values: Mapping[str, str]) -> Iterator[None]:
 
 
 def compaction_environment(outputs: StackOutputs, stack: str) -> dict[str, str]:
-    """The compaction function's environment for ``stack`` (the settings the deployed function gets)."""
-    from components.function_environment import METRICS_NAMESPACE  # noqa: PLC0415 - only the local mode needs them
+    """The compaction function's environment for ``stack``, as the program sets it (the stack file's delay, lookback
+    and grace), with the outputs' bucket and prefix, and quieter logs for a terminal."""
+    from components.function_environment import compaction_environment as program_environment  # noqa: PLC0415
+    from components.naming import prefixes  # noqa: PLC0415 - only the local mode needs these
     from components.settings import settings_from_stack_file  # noqa: PLC0415
 
-    settings = settings_from_stack_file(stack)
-    return {
-        "OUTPUT_BUCKET": outputs.bucket_name,
-        "OUTPUT_PREFIX": outputs.events_prefix,
-        "LOG_LEVEL": "WARNING",  # the command prints the summary; the handler's own line would repeat it
-        "POWERTOOLS_SERVICE_NAME": settings.naming.physical("demand-compaction"),
-        "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
-        "POWERTOOLS_METRICS_DISABLED": "true",  # no CloudWatch here: EMF lines would only clutter the output
-    }
+    environment = program_environment(settings_from_stack_file(stack), outputs.bucket_name, prefixes())
+    environment.update(
+        OUTPUT_PREFIX=outputs.events_prefix,
+        LOG_LEVEL="WARNING",  # the command prints the summary; the handler's own line would repeat it
+        POWERTOOLS_METRICS_DISABLED="true",  # no CloudWatch here: EMF lines would only clutter the output
+    )
+    return environment
 
 
 def local_invoker(environment: Mapping[str, str]) -> Invoker:

@@ -201,3 +201,21 @@ def test_local_aws_runs_the_handler_in_process(local_s3: MotoProcess, tmp_path: 
     assert lake.names() == [f"{TAG}-{SHARD}-compacted.parquet"]
     assert change_ids(lake.read(f"{TAG}-{SHARD}-compacted.parquet")) == change_ids(rows)
     assert os.environ.get("OUTPUT_BUCKET") != bucket  # the function environment was restored
+
+
+def test_the_local_environment_is_the_programs_with_quieter_logs() -> None:
+    from components.function_environment import compaction_environment as program_environment  # noqa: PLC0415
+    from components.naming import prefixes  # noqa: PLC0415
+    from components.settings import settings_from_stack_file  # noqa: PLC0415
+
+    outputs = StackOutputs.from_mapping(outputs_values(events_prefix="lake/events/"), source="test")
+    program = program_environment(settings_from_stack_file("qa1"), outputs.bucket_name, prefixes())
+
+    local = compact.compaction_environment(outputs, "qa1")
+
+    assert local == program | {
+        "OUTPUT_PREFIX": "lake/events/",
+        "LOG_LEVEL": "WARNING",
+        "POWERTOOLS_METRICS_DISABLED": "true",
+    }
+    assert local["COMPACTION_DELAY_MINUTES"] == "120"  # the stack file's settings, not the handler's defaults
