@@ -83,12 +83,13 @@ class Bootstrap:
             batching_window_seconds=0.3,
         )
         with aws.pipeline(config=config, bridge=bridge) as pipe:
-            # inside the lead, before the export: in the snapshot and a change row
             time.sleep(0.3)
-            streamed = writer.apply([_modified(self.cases["changed at the export instant"], "SELECTED")])
-            streamed += writer.apply([_removed(self.cases["removed just before T"])])
-            streamed += writer.apply(generator.changes(100))
+            streamed = writer.apply(generator.changes(100))
             time.sleep(max(0.0, (self.mapping_start + LEAD - datetime.now(UTC)).total_seconds()) + 0.05)
+            # right before the export, so inside the lead however long the export takes to start: in the snapshot
+            # and a change row
+            streamed += writer.apply([_modified(self.cases["changed at the export instant"], "SELECTED")])
+            streamed += writer.apply([_removed(self.cases["removed just before T"])])
             self.report: BackfillReport = run_export(aws.outputs, aws.settings.stack, workers=1, lead=LEAD)
             # after T
             streamed += writer.apply([_removed(self.cases["removed after T"])])
