@@ -9,8 +9,8 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -149,50 +149,52 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _demo_process(*argv: str) -> subprocess.Popen[str]:
+def _demo_process(stderr: IO[str], *argv: str) -> subprocess.Popen[str]:
+    """The demo in a child process; stderr goes to a file, so a chatty demo can never block on a full pipe."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
     return subprocess.Popen(
         [sys.executable, "-m", "sandbox.demo", *argv],
         cwd=ROOT,
         env=env | {"COLUMNS": "200"},
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
         text=True,
     )
 
 
-def _wait_for_line(process: subprocess.Popen[str], text: str, timeout: float = 120.0) -> list[str]:
+def _wait_for_line(process: subprocess.Popen[str], text: str) -> list[str]:
+    """Read the demo's output until a line holds ``text`` (the test's timeout bounds the wait)."""
     assert process.stdout is not None
     lines: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
+    for line in process.stdout:
         lines.append(line)
         if text in line:
             return lines
-    raise AssertionError(f"no line with {text!r} in {''.join(lines)[-2000:]}")
+    raise AssertionError(f"the demo ended without a line with {text!r}: {''.join(lines)[-2000:]}")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("keep", [True, False])
-def test_a_lost_local_server_ends_the_demo_with_one_line(keep):
-    argv = ["--events", "200", "--keep"] if keep else ["--events", "200000", "--timeout", "600"]
-    process = _demo_process(*argv)
-    try:
-        _wait_for_line(process, "local AWS left running" if keep else "local AWS on")
-        if not keep:
-            time.sleep(2)  # changes are flowing
-        [server] = [
-            pid for pid in _children(process.pid) if "sandbox.server" in Path(f"/proc/{pid}/cmdline").read_text()
-        ]
-        os.kill(server, signal.SIGKILL)
-        out, err = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+def test_a_lost_local_server_ends_the_demo_with_one_line(keep, tmp_path):
+    # Without --keep the server is killed as soon as it is up, while the demo writes the first of 10,000 changes
+    # (many seconds of work): the kill lands mid-run however loaded the machine is, with no sleep to race.
+    argv = ["--events", "200", "--keep"] if keep else ["--events", "30000", "--timeout", "600"]
+    with (tmp_path / "stderr").open("w+", encoding="utf-8") as stderr:
+        process = _demo_process(stderr, *argv)
+        try:
+            shown = _wait_for_line(process, "local AWS left running" if keep else "local AWS on")
+            [server] = [
+                pid for pid in _children(process.pid) if "sandbox.server" in Path(f"/proc/{pid}/cmdline").read_text()
+            ]
+            os.kill(server, signal.SIGKILL)
+            out, _ = process.communicate(timeout=120)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+        stderr.seek(0)
+        err = stderr.read()
+    out = "".join(shown) + out
     assert process.returncode == 1
     assert "Traceback" not in out + err
     assert err.strip() == ""
