@@ -100,8 +100,12 @@ class Bootstrap:
             self.streamed = streamed
             self.settled = pipe.settled
         self.export_time = datetime.fromisoformat(self.report.export_time.replace("Z", "+00:00"))
+        # The lead of this run: the mapping reads from T - lead, as in the runbook's cutover. The export starts
+        # LEAD after the mapping at the earliest and later on a loaded machine; the query looks back as far as
+        # the mapping read, so the changes inside the lead are the same however late the export starts.
+        self.lead = self.export_time - self.mapping_start
         self.lake = Lake(aws.outputs, s3=aws.client("s3"), filesystem=aws.filesystem())
-        self.current = self.lake.current_state(self.report.export_id, self.export_time, lead=LEAD)
+        self.current = self.lake.current_state(self.report.export_id, self.export_time, lead=self.lead)
         self.table = table_state(aws.client("dynamodb"), aws.outputs.table_name)
 
 
@@ -149,7 +153,8 @@ def test_each_edge_case_comes_out_right(run: Bootstrap):
     assert snapshot[instant]["status"] == "SELECTED"  # the snapshot holds the change...
     [row] = [row for row in changes if (row["event_id"], row["fan_id"]) == instant]
     assert row["op"] == "MODIFY"
-    assert row["change_time"] >= run.export_time - LEAD
+    # ...and its change row is inside the lead: written after the mapping's start, before the export
+    assert run.mapping_start + LEAD <= row["change_time"] <= run.export_time
     assert state[instant]["status"] == "SELECTED"
 
     removed_before = cases["removed just before T"]
