@@ -351,7 +351,8 @@ def junit_xml(stack: str, results: Sequence[CheckResult]) -> str:
     return ElementTree.tostring(root, encoding="unicode")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, now: datetime | None = None) -> int:
+    """The command; ``now`` is the end of the windows checked (default: the clock, read once)."""
     parser = CommandParser(
         prog="python -m ops.smoke", description=__doc__.splitlines()[0], formatter_class=argparse.RawTextHelpFormatter
     )
@@ -376,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = run_checks(
         outputs,
         SmokeClients.for_region(outputs.region),
-        now=datetime.now(UTC),
+        now=now or datetime.now(UTC),
         minutes=args.minutes,
         min_invocations=args.min_invocations,
         max_errors=args.max_errors,
