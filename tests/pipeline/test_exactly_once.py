@@ -278,45 +278,58 @@ class SlowContext:
 
 
 class SlowStore(MemoryObjectStore):
-    """Creates keys containing ``slow`` only after ``delay`` seconds; counts writes running at once."""
+    """S3 that answers when the test says: creates of keys containing ``slow`` wait until ``answer`` is set; with
+    ``gather``, every create waits until that many run at once. Counts the writes running at once, and the keys
+    whose create has returned. Every wait is bounded (a minute), so a wrong processor fails instead of hanging."""
 
-    def __init__(self, slow: str = "", delay: float = 0.0, pause: float = 0.0) -> None:
+    def __init__(self, slow: str = "", gather: int = 0) -> None:
         super().__init__()
-        self.slow, self.delay, self.pause = slow, delay, pause
-        self.lock = threading.Lock()
+        self.slow, self.gather = slow, gather
+        self.answer = threading.Event()
+        self.changed = threading.Condition()
         self.running = self.most_running = 0
+        self.answered: list[str] = []
 
     def create(self, key: str, body: bytes, content_type: str, timeout: float | None = None) -> bool:
-        with self.lock:
+        with self.changed:
             self.running += 1
             self.most_running = max(self.most_running, self.running)
+            self.changed.notify_all()
+            self.changed.wait_for(lambda: self.most_running >= self.gather, timeout=60)
         try:
-            time.sleep(self.delay if self.slow and self.slow in key else self.pause)
-            return super().create(key, body, content_type, timeout)
+            if self.slow and self.slow in key:
+                self.answer.wait(timeout=60)
+            created = super().create(key, body, content_type, timeout)
+            self.answered.append(key)
+            return created
         finally:
-            with self.lock:
+            with self.changed:
                 self.running -= 1
+                self.changed.notify_all()
+
+    def wait_idle(self) -> None:
+        with self.changed:
+            assert self.changed.wait_for(lambda: not self.running, timeout=60)
 
 
 def test_a_write_that_misses_the_invocation_deadline_is_reported_not_durable():
-    # GIVEN S3 answering the hour=00 write in 3 s, and an invocation with 3.2 s left (2 s are kept back)
+    # GIVEN S3 not answering the hour=00 write, and an invocation with 4 s left (2 s are kept back)
     event = midnight_event(300)
-    store = SlowStore(slow="/hour=00/", delay=3.0)
+    store = SlowStore(slow="/hour=00/")
     processor = StreamProcessor(Settings(output_bucket="lake"), store, decode_batch)
     # WHEN the batch is processed
-    started = time.monotonic()
-    result = processor.process(event, SlowContext(3200))
-    elapsed = time.monotonic() - started
-    # THEN the handler answers within the deadline (not after the slow write), reporting the first hour=00 record
-    assert elapsed < 2.8
+    result = processor.process(event, SlowContext(4000))
+    # THEN the handler answers at its deadline, before S3 answers the hour=00 write (a handler that waited for it
+    # would only return once that write had returned), reporting the first hour=00 record
+    assert [key for key in store.answered if "/hour=00/" in key] == []
     hour_00_at = min(index for index, row in enumerate(read_event_rows(event)) if row["change_time"].hour == 0)
     assert result.failure_sequence == event["Records"][hour_00_at]["kinesis"]["sequenceNumber"]
     assert result.failure_reason is not None
     assert "got no answer within" in result.failure_reason
     assert (result.rows_written, result.failed) == (hour_00_at, 300 - hour_00_at)
     # the late write lands after the invocation answered: durable, but reported, so re-sent (a duplicate at worst)
-    while store.running:
-        time.sleep(0.05)
+    store.answer.set()
+    store.wait_idle()
     assert len(store.objects) == 2
 
 
@@ -327,14 +340,14 @@ def read_event_rows(event: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_the_objects_of_a_batch_are_written_concurrently_with_a_bounded_pool():
-    # GIVEN a batch over three days (72 hour partitions), and S3 taking 50 ms per write
+    # GIVEN a batch over three days (72 hour partitions), and S3 answering no write until eight run at once
     rng = random.Random(5)
     start = datetime(2026, 11, 26, tzinfo=UTC)
     changes = [
         dataclasses.replace(change, time=start + timedelta(seconds=rng.uniform(0, 3 * 86_400)))
         for change in DemandGenerator(seed=5).changes(2000)
     ]
-    store = SlowStore(pause=0.05)
+    store = SlowStore(gather=MAX_CONCURRENT_WRITES)
     processor = StreamProcessor(Settings(output_bucket="lake"), store, decode_batch)
     # WHEN it is processed
     result = processor.process(changes_event(changes))
