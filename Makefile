@@ -33,8 +33,8 @@ lint: .venv/.synced  ## ruff lint and format check
 typecheck: .venv/.synced  ## mypy
 	$(RUN) mypy
 
-unit: .venv/.synced  ## pytest only (PYTEST_ARGS="-k decode")
-	$(RUN) pytest -n 2 $(PYTEST_ARGS)
+unit: .venv/.synced  ## pytest only, then its 15 slowest tests (PYTEST_ARGS="-k decode")
+	$(RUN) pytest -n 2 --durations=15 $(PYTEST_ARGS)
 
 test: lint typecheck unit  ## lint, types, then the whole suite (what CI runs)
 

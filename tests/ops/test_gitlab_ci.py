@@ -276,6 +276,21 @@ def test_unit_tests_and_lint_run_on_every_branch_on_nonprod_test_runners_with_ju
     assert jobs["lint"]["artifacts"]["reports"]["junit"] == "reports/junit-lint.xml"
 
 
+def test_the_unit_job_prints_the_fifteen_slowest_tests(jobs):
+    # GIVEN the unit job runs make unit, WHEN make shows the commands it would run
+    assert "make unit " in _script(jobs["unit-tests"])
+    shown = subprocess.run(
+        ["make", "--no-print-directory", "-n", "unit", "PYTEST_ARGS=--junitxml=reports/junit-unit.xml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    # THEN pytest is called once, with --durations=15 (CI's log lists the slowest tests) and the job's arguments
+    [pytest_line] = [line for line in shown if " pytest " in line]
+    assert pytest_line.split()[-5:] == ["pytest", "-n", "2", "--durations=15", "--junitxml=reports/junit-unit.xml"]
+
+
 # ---------------------------------------------------------------- deploys
 
 
