@@ -15,6 +15,9 @@ from botocore.stub import Stubber
 from ops import backfill
 from ops.backfill_checks import CutoverFacts, check_cutover, cutover_problems, deployed_facts, local_facts
 from sandbox.local_aws import LocalAws, local_aws
+from sandbox.standins import LocalStandIns, read_standins
+
+STANDIN_TAG_PREFIX = "dmd-sandbox-"  # the stand-ins' records on the local stream (sandbox.standins)
 
 T = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 TABLE = "prd3292-qa1-us-east-1-demand-table"
@@ -194,10 +197,23 @@ def test_a_deployed_export_time_defaults_to_the_latest_restorable_time(local: Lo
 
 
 # -- the local AWS: make backfill refuses before requesting anything -----------------------------------------------
-@pytest.fixture
-def local() -> Iterator[LocalAws]:
+@pytest.fixture(scope="module")
+def module_aws() -> Iterator[LocalAws]:
     with local_aws("dev1") as aws:
         yield aws
+
+
+@pytest.fixture
+def local(module_aws: LocalAws) -> LocalAws:
+    """The module's local AWS as a new stack has it: no bridge and no mapping recorded on the stream, no export."""
+    kinesis, stream = module_aws.client("kinesis"), module_aws.outputs.stream_name
+    recorded = [tag["Key"] for tag in kinesis.list_tags_for_stream(StreamName=stream)["Tags"]]
+    standins = [key for key in recorded if key.startswith(STANDIN_TAG_PREFIX)]
+    if standins:
+        kinesis.remove_tags_from_stream(StreamName=stream, TagKeys=standins)
+    assert read_standins(kinesis, stream) == LocalStandIns(None, None, None, None, None)
+    _nothing_exported(module_aws)
+    return module_aws
 
 
 def _nothing_exported(local: LocalAws) -> None:
