@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shlex
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ import pytest
 from rich.console import Console
 
 from sandbox import demo
-from sandbox.local_aws import local_aws
+from sandbox.local_aws import LocalAws, local_aws
 from sandbox.table_state import TableState, compare_states
 from tests.ops.conftest import outside_project_venv
 
@@ -36,8 +38,15 @@ def _printed_lines(monkeypatch: pytest.MonkeyPatch, aws: object) -> list[str]:
     return [line.strip() for line in console.export_text().splitlines()]
 
 
-def test_keep_prints_commands_that_run_as_pasted(monkeypatch: pytest.MonkeyPatch):
+@pytest.fixture(scope="module")
+def kept() -> Iterator[LocalAws]:
+    """One local AWS for the commands --keep prints (they only read it: a dry-run replay, the preflight)."""
     with local_aws("dev1") as aws:
+        yield aws
+
+
+def test_keep_prints_commands_that_run_as_pasted(monkeypatch: pytest.MonkeyPatch, kept: LocalAws):
+    with contextlib.nullcontext(kept) as aws:
         lines = _printed_lines(monkeypatch, aws)
         aws_cli = [line for line in lines if " aws --endpoint-url " in line]
         assert len(aws_cli) == 5
@@ -67,8 +76,8 @@ def test_keep_prints_commands_that_run_as_pasted(monkeypatch: pytest.MonkeyPatch
     assert "dry run: would replay 0 records from 0 sources; nothing changed" in done.stdout
 
 
-def test_keep_prints_a_preflight_that_passes_as_pasted(monkeypatch: pytest.MonkeyPatch):
-    with local_aws("dev1") as aws:
+def test_keep_prints_a_preflight_that_passes_as_pasted(monkeypatch: pytest.MonkeyPatch, kept: LocalAws):
+    with contextlib.nullcontext(kept) as aws:
         lines = _printed_lines(monkeypatch, aws)
         [preflight] = [line for line in lines if "make preflight" in line]
         words = shlex.split(preflight)
@@ -98,7 +107,8 @@ def test_keep_prints_a_preflight_that_passes_as_pasted(monkeypatch: pytest.Monke
 
 # -- the bootstrap: snapshot + changes, compared with the table ---------------------------------------------------
 def test_the_demo_bootstraps_the_lake_and_its_current_state_equals_the_table():
-    args = demo.parse_args(["--events", "900", "--poison", "4", "--seed", "3"])
+    # a short batching window: the stack's 5 s only delays delivery (what is checked is where every change lands)
+    args = demo.parse_args(["--events", "900", "--poison", "4", "--seed", "3", "--batching-window", "0.3"])
     console = Console(record=True, width=200)
     result = demo.run_demo(args, console)
     text = console.export_text()

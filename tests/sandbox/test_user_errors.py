@@ -178,7 +178,9 @@ def _wait_for_line(process: subprocess.Popen[str], text: str) -> list[str]:
 def test_a_lost_local_server_ends_the_demo_with_one_line(keep, tmp_path):
     # Without --keep the server is killed as soon as it is up, while the demo writes the first of 10,000 changes
     # (many seconds of work): the kill lands mid-run however loaded the machine is, with no sleep to race.
-    argv = ["--events", "200", "--keep"] if keep else ["--events", "30000", "--timeout", "600"]
+    argv = (
+        ["--events", "200", "--batching-window", "0.3", "--keep"] if keep else ["--events", "30000", "--timeout", "600"]
+    )
     with (tmp_path / "stderr").open("w+", encoding="utf-8") as stderr:
         process = _demo_process(stderr, *argv)
         try:
