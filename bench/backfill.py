@@ -95,7 +95,8 @@ class _Body:
     def read(self, size: int = -1) -> bytes:
         block = self.file.read(size)
         position = self.file.tell()
-        if self._report is not None and (position - self._reported >= self._step or (size and not block)):
+        due = position - self._reported >= self._step or (not block and position > self._reported)  # or at the end
+        if self._report is not None and due:
             self._reported = position
             self._report(position)
         return block
