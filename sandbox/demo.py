@@ -585,7 +585,7 @@ def run_demo(args: argparse.Namespace, console: Console) -> DemoResult:
     changes = list(workload(args.events, seed=args.seed, poison=args.poison))
     before = args.events // 3 if args.before is None else args.before
     with contextlib.ExitStack() as exits:
-        with console.status("starting the local AWS and creating the stack's resources"):
+        with _working(console, "starting the local AWS and creating the stack's resources"):
             aws = exits.enter_context(local_aws(args.stack, outputs_file=outputs_file, shards=args.shards))
             exits.enter_context(patched_environment(quiet))
             exits.enter_context(_filtered(_WhileServerUp(aws)))
@@ -723,7 +723,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         return user_error("python -m sandbox.demo", str(error))
     except LocalServerLostError as error:
-        console.print(f"[red]{error}[/]", highlight=False)
+        console.print(f"[red]{error}[/]", highlight=False, soft_wrap=True)  # one line, for whoever greps the log
         return 1
     except BackfillError as error:  # a cutover check failed, or the export did
         for line in str(error).splitlines():
