@@ -6,10 +6,12 @@ Starts the local AWS with the stack's resources and bootstraps the lake as the r
 changes (``--before``, a third by default) before the event source mapping exists, so they are only in the table;
 starts the mapping AT_TIMESTAMP T - lead; exports the table at T and back-fills the snapshot (``make backfill``'s
 checks and code). Then writes the rest of the realistic demand changes (and a few poison items), shows them flowing
-(table -> bridge -> Kinesis -> mapping -> handler -> S3), waits until every change is accounted for, runs the
-workgroup's named queries on the Parquet through DuckDB, compacts the hours it wrote (one object per shard and
-hour, inputs deleted at once) and times the queries again, checks that the lake's current state (snapshot plus
-changes) equals a scan of the table, and prints a summary. Everything it starts it stops, also on Ctrl-C.
+(table -> bridge -> Kinesis -> mapping -> handler -> S3; the first batch on each shard is delivered twice), waits
+until every change is accounted for, runs the workgroup's named queries on the Parquet through DuckDB, compacts
+the hours it wrote (one object per shard and hour, duplicates removed, inputs deleted at once), checks that the
+lake's current state (snapshot plus changes) equals a scan of the table, says why the change table's
+``current_registrations`` counts fewer, and prints a summary. Output fits 80 columns; on a terminal the long
+steps show progress from their start. Everything it starts it stops, also on Ctrl-C.
 """
 
 from __future__ import annotations
