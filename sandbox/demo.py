@@ -98,7 +98,8 @@ class CompactionFigures:
 
     before: LakeCounts
     summary: dict[str, Any]
-    same_changes: bool  # the set of change_ids is the same after compaction
+    same_changes: bool
+    after: LakeCounts | None = None  # the set of change_ids is the same after compaction
 
 
 @dataclass(frozen=True)
@@ -428,6 +429,7 @@ def _compaction(console: Console, aws: LocalAws, lake: Lake, before: LakeCounts)
             before=before,
             summary=summary,
             same_changes=set(events["change_id"].to_pylist()) == set(lake.events()["change_id"].to_pylist()),
+            after=after,
         )
     table = Table(title="compaction (delete_grace_minutes 0)", title_justify="left")
     for name, justify in (("", "left"), ("before", "right"), ("after", "right")):
@@ -619,7 +621,7 @@ def run_demo(args: argparse.Namespace, console: Console) -> DemoResult:
             _queries(console, lake)
             _quarantine(console, lake)
             compaction = _compaction(console, aws, lake, counts_before)
-            counts = lake.counts()
+            counts = compaction.after or lake.counts()
             bootstrap = BootstrapFigures(
                 written_before,
                 args.lead,
