@@ -6,10 +6,12 @@ Starts the local AWS with the stack's resources and bootstraps the lake as the r
 changes (``--before``, a third by default) before the event source mapping exists, so they are only in the table;
 starts the mapping AT_TIMESTAMP T - lead; exports the table at T and back-fills the snapshot (``make backfill``'s
 checks and code). Then writes the rest of the realistic demand changes (and a few poison items), shows them flowing
-(table -> bridge -> Kinesis -> mapping -> handler -> S3), waits until every change is accounted for, runs the
-workgroup's named queries on the Parquet through DuckDB, compacts the hours it wrote (one object per shard and
-hour, inputs deleted at once) and times the queries again, checks that the lake's current state (snapshot plus
-changes) equals a scan of the table, and prints a summary. Everything it starts it stops, also on Ctrl-C.
+(table -> bridge -> Kinesis -> mapping -> handler -> S3; the first batch on each shard is delivered twice), waits
+until every change is accounted for, runs the workgroup's named queries on the Parquet through DuckDB, compacts
+the hours it wrote (one object per shard and hour, duplicates removed, inputs deleted at once), checks that the
+lake's current state (snapshot plus changes) equals a scan of the table, says why the change table's
+``current_registrations`` counts fewer, and prints a summary. Output fits 80 columns; on a terminal the long
+steps show progress from their start. Everything it starts it stops, also on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import islice
@@ -31,7 +33,7 @@ from typing import Any
 
 import pyarrow as pa
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from components.settings import SettingsError
@@ -42,6 +44,7 @@ from sandbox.bridge import StreamBridge
 from sandbox.changes import Change
 from sandbox.lake import Lake, LakeCounts
 from sandbox.local_aws import DEFAULT_STACK, LocalAws, local_aws, patched_environment
+from sandbox.mapping import Function
 from sandbox.runner import LocalPipeline
 from sandbox.table_state import StateComparison, compare_states, lake_state, table_state
 from sandbox.workload import TableWriter, workload
@@ -51,7 +54,8 @@ __all__ = ["BootstrapFigures", "DemoResult", "main", "run_demo"]
 _WRITE_CHUNK = 200
 _SHOWN_ROWS = 8
 _CELL_WIDTH = 18
-_PIPE_WIDTH = 160  # output piped (make, CI logs): wide enough for the query tables
+_PIPE_WIDTH = 80  # output piped (CI logs): the width of a terminal the demo is written for
+_CELL_EXTRA = 3  # a column of a boxed table: one space either side and its border
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,7 @@ class DemoResult:
     seconds: float
     compaction: CompactionFigures | None = None
     bootstrap: BootstrapFigures | None = None
+    redelivered: int = 0  # records the demo had delivered twice (their first invocation failed after writing)
 
     @property
     def accounted(self) -> bool:
@@ -89,13 +94,12 @@ class DemoResult:
 
 @dataclass(frozen=True)
 class CompactionFigures:
-    """The lake before and after compacting the hours the demo wrote, and the named queries' time on each."""
+    """The lake before compacting the hours the demo wrote, and what the compaction did."""
 
     before: LakeCounts
     summary: dict[str, Any]
-    load_seconds: tuple[float, float]  # reading the lake into DuckDB, before and after
-    query_seconds: tuple[float, float]  # the named queries, before and after
-    same_changes: bool  # the set of change_ids is the same after compaction
+    same_changes: bool
+    after: LakeCounts | None = None  # the set of change_ids is the same after compaction
 
 
 @dataclass(frozen=True)
@@ -129,7 +133,64 @@ def _settings_line(aws: LocalAws, pipe: LocalPipeline) -> str:
     )
 
 
-_COLUMNS = (TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+_COLUMNS = (TextColumn("{task.description:<28}"), BarColumn(bar_width=30), MofNCompleteColumn(), TimeElapsedColumn())
+
+
+@contextlib.contextmanager
+def _working(console: Console, description: str) -> Iterator[Callable[[str], None]]:
+    """A spinner with ``description`` and the seconds elapsed, drawn as the block starts (not at the first refresh)
+    and gone when it ends; on a console that is not a terminal it draws nothing. Yields a function that replaces
+    the description."""
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,  # a log gets the step's result lines only
+    )
+    task = progress.add_task(description, total=None)
+
+    def describe(text: str) -> None:
+        progress.update(task, description=text)
+
+    with progress:  # starts with a refresh: the line is on the terminal before the step's work begins
+        yield describe
+
+
+class InjectedRedeliveryError(TimeoutError):
+    """The demo's stand-in for a Lambda timeout after the function's object was written."""
+
+
+class RedeliverFirstBatches:
+    """The function, except that its first invocation on each shard fails after the function returned.
+
+    In AWS a function that times out (or crashes) after its Parquet object is written is invoked again with the
+    same records: the lake then holds them twice, and compaction removes the copies. The demo makes that happen
+    once per shard, so its compaction step has duplicates and several objects per shard and hour to merge (the
+    mapping bisects the failed batch and delivers both halves again)."""
+
+    def __init__(self, function: Function) -> None:
+        self.function = function
+        self.failed_shards: set[str] = set()
+        self.redelivered = 0  # records whose first delivery was written and then failed
+
+    def __call__(self, event: dict[str, Any], context: Any) -> Any:
+        response = self.function(event, context)
+        records = event.get("Records") or []
+        shard = str(records[0]["eventID"]).split(":", 1)[0] if records else ""
+        if shard and shard not in self.failed_shards and not (response or {}).get("batchItemFailures"):
+            self.failed_shards.add(shard)
+            self.redelivered += len(records)
+            raise InjectedRedeliveryError(f"{shard}: {len(records)} records written, then the invocation failed")
+        return response
+
+
+class _NotInjected(logging.Filter):
+    """Drops the mapping's warning about an injected failure: the demo explains those itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(isinstance(arg, InjectedRedeliveryError) for arg in record.args or ())
 
 
 def _key(change: Change) -> tuple[str, str]:
@@ -163,14 +224,32 @@ def _before_mapping(
     return writer.written, live
 
 
+class _FollowedOutput(io.StringIO):
+    """Captured output whose latest line is shown as it is written (``show``), cut to ``width``."""
+
+    def __init__(self, show: Callable[[str], None], width: int) -> None:
+        super().__init__()
+        self._show = show
+        self._width = width
+
+    def write(self, text: str) -> int:
+        written = super().write(text)
+        lines = [line.strip() for line in self.getvalue().splitlines() if line.strip()]
+        if lines:
+            line = lines[-1]
+            self._show(line if len(line) <= self._width else line[: self._width - 1] + "…")
+        return written
+
+
 def _backfill(console: Console, aws: LocalAws, lead: timedelta, verbose: bool) -> BackfillReport:
     """``make backfill``'s local path: the cutover checks, the export at T, the handler per data file, the counts."""
-    capture = io.StringIO()
     console.print("checking the cutover, exporting the table at T, back-filling the snapshot (make backfill's code)")
-    with contextlib.redirect_stdout(capture):  # its lines, indented below
-        report = run_export(aws.outputs, aws.settings.stack, workers=1, quiet=not verbose, lead=lead)
+    with _working(console, "exporting the table at T") as describe:
+        capture = _FollowedOutput(describe, max(console.width - 20, 20))
+        with contextlib.redirect_stdout(capture):  # its lines, indented below
+            report = run_export(aws.outputs, aws.settings.stack, workers=1, quiet=not verbose, lead=lead)
     for line in capture.getvalue().splitlines():
-        console.print(f"  {line}", highlight=False, soft_wrap=True)
+        console.print(f"  {line}", highlight=False)
     totals = report.totals()
     console.print(
         f"snapshot {report.export_id} at T = {report.export_time}: {totals['items']:,} items exported, "
@@ -184,11 +263,18 @@ def _backfill(console: Console, aws: LocalAws, lead: timedelta, verbose: bool) -
 
 def _flow(
     console: Console, aws: LocalAws, pipe: LocalPipeline, changes: list[Change], args: argparse.Namespace
-) -> tuple[int, float]:
-    """Write the changes while showing them flow; wait until every one is settled. Return (written, seconds)."""
+) -> tuple[int, float, RedeliverFirstBatches]:
+    """Write the changes while showing them flow; wait until every one is settled. Return (written, seconds, the
+    function with its injected redeliveries)."""
     writer = TableWriter(aws.client("dynamodb"), aws.outputs.table_name)
     unread = pipe.bridge.forwarded  # streamed before the mapping's starting position: never read
-    with Progress(*_COLUMNS, console=console, transient=False) as progress:
+    function = RedeliverFirstBatches(pipe.handler)
+    console.print(
+        "the first batch on each shard is written, then its invocation fails (as after a Lambda timeout): "
+        "the mapping delivers those records again, so the lake holds duplicates for the compaction step",
+        highlight=False,
+    )
+    with pipe.using(function=function), Progress(*_COLUMNS, console=console, transient=False) as progress:
         written_task = progress.add_task("written to the table", total=len(changes))
         streamed_task = progress.add_task("streamed to Kinesis", total=len(changes))
         settled_task = progress.add_task("handled by the function", total=len(changes))
@@ -204,7 +290,13 @@ def _flow(
             show()
         pipe.wait_for_changes(writer.written, timeout=args.timeout, progress=show, unread=unread)
         seconds = time.monotonic() - started
-    return writer.written, seconds
+    console.print(
+        f"{function.redelivered:,} records delivered twice: {len(function.failed_shards)} invocations failed "
+        "after writing, and the mapping bisected each batch and delivered both halves again",
+        highlight=False,
+    )
+    console.print()
+    return writer.written, seconds, function
 
 
 def _changed_after(changes: list[Change], snapshot_keys: set[tuple[str, str]]) -> dict[str, int]:
@@ -223,11 +315,20 @@ def _changed_after(changes: list[Change], snapshot_keys: set[tuple[str, str]]) -
 def _current_state(
     console: Console, aws: LocalAws, lake: Lake, report: BackfillReport, lead: timedelta
 ) -> StateComparison:
-    """The lake's current state (snapshot + changes, the current-state query in DuckDB) against a scan of the table."""
+    """The lake's current state (snapshot + changes, the current-state query in DuckDB) against a scan of the table,
+    and why the change table's ``current_registrations`` counts fewer registrations."""
     export_time = datetime.fromisoformat(report.export_time.replace("Z", "+00:00"))
-    current = lake.current_state(report.export_id, export_time, lead=lead)
-    console.print(_arrow_table(f"current state: snapshot {report.export_id} + changes from T - lead", current))
-    comparison = compare_states(table_state(aws.client("dynamodb"), aws.outputs.table_name), lake_state(current))
+    with _working(console, "current state: snapshot + changes, then a scan of the table"):
+        connection = lake.connect()
+        current = lake.current_state(report.export_id, export_time, lead=lead, connection=connection)
+        [named] = [query for query in lake.named_queries() if query.name == "current_registrations"]
+        changed = lake.query(named.sql, connection).num_rows
+        unchanged = lake.unchanged_snapshot_rows(report.export_id, connection)
+        comparison = compare_states(table_state(aws.client("dynamodb"), aws.outputs.table_name), lake_state(current))
+    console.print(
+        _arrow_table(f"current state: snapshot {report.export_id} + changes from T - lead", current, console.width)
+    )
+    console.print(_why_counts_differ(changed, unchanged, current.num_rows), highlight=False)
     verdict = "[green]equal[/]" if comparison.equal else f"[red]{comparison.mismatches} mismatches[/]"
     console.print(
         f"the lake's current state against a scan of the table: {comparison.table_items:,} items in the table "
@@ -239,6 +340,17 @@ def _current_state(
         console.print(f"  [red]{line}[/]", highlight=False)
     console.print()
     return comparison
+
+
+def _why_counts_differ(changed: int, unchanged: int, current: int) -> str:
+    """The line that says why ``current_registrations`` (changes only) counts fewer than the current state."""
+    total = changed + unchanged
+    return (
+        f"why {changed:,} and {current:,}: current_registrations reads the change rows only, so it lists the "
+        f"registrations changed since the mapping started; the current state adds the {unchanged:,} snapshot items "
+        f"with no change since (written before the mapping, untouched after): {changed:,} + {unchanged:,} = "
+        f"{total:,}" + ("" if total == current else f" [red](not {current:,})[/]")
+    )
 
 
 def _cell(value: Any) -> str:
@@ -253,74 +365,79 @@ def _cell(value: Any) -> str:
     return text if len(text) <= _CELL_WIDTH else text[: _CELL_WIDTH - 1] + "…"
 
 
-def _arrow_table(title: str, result: pa.Table, limit: int = _SHOWN_ROWS) -> Table:
+def _fitting_columns(names: Sequence[str], rows: Sequence[Sequence[str]], width: int) -> list[int]:
+    """The leading columns (indexes) whose cells fit on one line of ``width`` characters, at least the first."""
+    chosen: list[int] = []
+    used = 1  # the table's left border
+    for index, name in enumerate(names):
+        needed = max([len(name)] + [len(row[index]) for row in rows]) + _CELL_EXTRA
+        if chosen and used + needed > width:
+            break
+        chosen.append(index)
+        used += needed
+    return chosen
+
+
+def _arrow_table(title: str, result: pa.Table, width: int, limit: int = _SHOWN_ROWS) -> Table:
+    """The first ``limit`` rows, one line each: the leading columns that fit ``width``; the caption names the rest."""
+    names = result.column_names
+    rows = [[_cell(value) for value in row.values()] for row in result.slice(0, limit).to_pylist()]
+    shown = _fitting_columns(names, rows, width)
     table = Table(title=title, title_justify="left", header_style="bold")
-    for name in result.column_names:
-        table.add_column(name, overflow="fold")
-    for row in result.slice(0, limit).to_pylist():
-        table.add_row(*(_cell(value) for value in row.values()))
-    if result.num_rows > limit:
-        table.caption = f"{limit} of {result.num_rows} rows"
+    for index in shown:
+        table.add_column(names[index], no_wrap=True)
+    for row in rows:
+        table.add_row(*(row[index] for index in shown))
+    notes = [f"{min(limit, result.num_rows)} of {result.num_rows:,} rows"] if result.num_rows > limit else []
+    if len(shown) < len(names):
+        notes.append("not shown: " + ", ".join(names[len(shown) :]))
+    if notes:
+        table.caption = "; ".join(notes)
+        table.caption_justify = "left"
     return table
 
 
 def _quarantine(console: Console, lake: Lake) -> None:
-    lines = lake.quarantined()
-    table = Table(title=f"quarantined records ({len(lines)})", title_justify="left", header_style="bold")
-    for name in ("shard_id", "sequence_number", "reason"):
-        table.add_column(name, overflow="fold")
+    """The quarantined records (each once, however often it was delivered), as records: reasons are long."""
+    lines = lake.quarantined_records()
+    console.print(f"[bold]quarantined records ({len(lines)})[/]", highlight=False)
     for line in lines[:_SHOWN_ROWS]:
-        table.add_row(str(line.get("shard_id")), str(line.get("sequence_number")), str(line.get("reason")))
-    console.print(table)
+        console.print(f"  {line.get('shard_id')} #{line.get('sequence_number')}: {line.get('reason')}", highlight=False)
     console.print()
 
 
 def _queries(console: Console, lake: Lake) -> None:
-    connection = lake.connect()
-    for query in lake.named_queries():
-        result = lake.query(query.sql, connection)
-        console.print(_arrow_table(f"{query.name}: {query.description}", result))
+    with _working(console, "running the workgroup's named queries in DuckDB"):
+        connection = lake.connect()
+        results = [(query, lake.query(query.sql, connection)) for query in lake.named_queries()]
+    for query, result in results:
+        console.print(_arrow_table(f"{query.name}: {query.description}", result, console.width))
         console.print()
 
 
-def _timed_queries(lake: Lake) -> tuple[float, float, int]:
-    """(seconds to load the lake into DuckDB, seconds of the named queries, how many)."""
-    started = time.perf_counter()
-    connection = lake.connect()
-    loaded = time.perf_counter()
-    queries = lake.named_queries()
-    for query in queries:
-        lake.query(query.sql, connection)
-    return loaded - started, time.perf_counter() - loaded, len(queries)
-
-
 def _compaction(console: Console, aws: LocalAws, lake: Lake, before: LakeCounts) -> CompactionFigures:
-    """Compact every hour the demo wrote (inputs deleted at once), with the named queries timed around it."""
-    load_before, query_before, queries = _timed_queries(lake)
+    """Compact every hour the demo wrote (inputs deleted at once); the lake's objects, rows and duplicates around it."""
     events = lake.events()
     hours = sorted(
         {f"{dt}T{hour}" for dt, hour in zip(events["dt"].to_pylist(), events["hour"].to_pylist(), strict=True)}
     )
     invoke = local_invoker(compaction_environment(aws.outputs, aws.settings.stack))
-    with console.status(f"compacting {len(hours)} hour(s): {', '.join(hours)}"):
+    with _working(console, f"compacting {len(hours)} hour(s): {', '.join(hours)}"):
         summary = dict(invoke({"hours": hours, "delete_grace_minutes": 0}))
-    load_after, query_after, _ = _timed_queries(lake)
-    figures = CompactionFigures(
-        before=before,
-        summary=summary,
-        load_seconds=(load_before, load_after),
-        query_seconds=(query_before, query_after),
-        same_changes=set(events["change_id"].to_pylist()) == set(lake.events()["change_id"].to_pylist()),
-    )
-    after = lake.counts()
+        after = lake.counts()
+        figures = CompactionFigures(
+            before=before,
+            summary=summary,
+            same_changes=set(events["change_id"].to_pylist()) == set(lake.events()["change_id"].to_pylist()),
+            after=after,
+        )
     table = Table(title="compaction (delete_grace_minutes 0)", title_justify="left")
     for name, justify in (("", "left"), ("before", "right"), ("after", "right")):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     table.add_row("Parquet objects", f"{before.parquet_objects:,}", f"{after.parquet_objects:,}")
     table.add_row("rows", f"{before.rows:,}", f"{after.rows:,}")
+    table.add_row("distinct changes", f"{before.distinct_changes:,}", f"{after.distinct_changes:,}")
     table.add_row("duplicate rows", f"{before.duplicate_rows:,}", f"{after.duplicate_rows:,}")
-    table.add_row("load the lake into DuckDB (s)", f"{load_before:.3f}", f"{load_after:.3f}")
-    table.add_row(f"{queries} named queries (s)", f"{query_before:.3f}", f"{query_after:.3f}")
     console.print(table)
     console.print(
         f"hours {', '.join(summary.get('hours', []))}: {summary.get('objects_in', 0)} objects in, "
@@ -345,6 +462,7 @@ def _summary(console: Console, result: DemoResult) -> None:
         ("quarantined", f"{counts.quarantined:,}"),
         ("failed (kept in the failure bucket)", f"{result.failed:,}"),
         ("duplicate rows", f"{counts.duplicate_rows:,}"),
+        ("records delivered twice", f"{result.redelivered:,}"),
         *(
             [("duplicates removed by compaction", f"{result.compaction.summary.get('duplicates_removed', 0):,}")]
             if result.compaction is not None
@@ -373,10 +491,10 @@ def _bootstrap_rows(bootstrap: BootstrapFigures | None) -> list[tuple[str, str]]
         return []
     totals = bootstrap.report.totals()
     rows = [
-        ("written before the mapping (table only)", f"{bootstrap.written_before:,}"),
+        ("written before the mapping", f"{bootstrap.written_before:,}"),
         (
-            f"snapshot at T (mapping from T - {bootstrap.lead_seconds:g} s)",
-            f"{totals['items']:,} items: {totals['rows']:,} rows + {totals['quarantined']:,} quarantined",
+            f"snapshot items at T (mapping T - {bootstrap.lead_seconds:g} s)",
+            f"{totals['items']:,}: {totals['rows']:,} rows, {totals['quarantined']:,} quarantined",
         ),
         (
             "snapshot items changed after T",
@@ -387,7 +505,7 @@ def _bootstrap_rows(bootstrap: BootstrapFigures | None) -> list[tuple[str, str]]
         state = bootstrap.state
         rows += [
             ("items in the table", f"{state.table_items:,} ({state.refused} refused by the contract)"),
-            ("registrations in the lake's current state", f"{state.lake_registrations:,}"),
+            ("registrations in the current state", f"{state.lake_registrations:,}"),
             ("current state = table scan", "equal" if state.equal else f"{state.mismatches:,} mismatches"),
         ]
     return rows
@@ -471,10 +589,11 @@ def run_demo(args: argparse.Namespace, console: Console) -> DemoResult:
     changes = list(workload(args.events, seed=args.seed, poison=args.poison))
     before = args.events // 3 if args.before is None else args.before
     with contextlib.ExitStack() as exits:
-        with console.status("starting the local AWS and creating the stack's resources"):
+        with _working(console, "starting the local AWS and creating the stack's resources"):
             aws = exits.enter_context(local_aws(args.stack, outputs_file=outputs_file, shards=args.shards))
             exits.enter_context(patched_environment(quiet))
             exits.enter_context(_filtered(_WhileServerUp(aws)))
+            exits.enter_context(_filtered(_NotInjected()))
             bridge = aws.bridge()  # the streaming destination's stand-in: ACTIVE from now on (A)
         console.print(f"local AWS on {aws.endpoint_url}")
         try:
@@ -495,14 +614,14 @@ def run_demo(args: argparse.Namespace, console: Console) -> DemoResult:
             )
             time.sleep(args.lead)  # T >= the mapping's starting position + lead
             report = _backfill(console, aws, lead, args.verbose)
-            written, seconds = _flow(console, aws, pipe, changes[before:], args)
+            written, seconds, function = _flow(console, aws, pipe, changes[before:], args)
             lake = Lake(aws.outputs, s3=aws.client("s3"), filesystem=aws.filesystem())
-            counts_before = lake.counts()
-            console.print()
+            with _working(console, "reading the lake"):
+                counts_before = lake.counts()
             _queries(console, lake)
             _quarantine(console, lake)
             compaction = _compaction(console, aws, lake, counts_before)
-            counts = lake.counts()
+            counts = compaction.after or lake.counts()
             bootstrap = BootstrapFigures(
                 written_before,
                 args.lead,
@@ -518,6 +637,7 @@ def run_demo(args: argparse.Namespace, console: Console) -> DemoResult:
                 seconds,
                 compaction,
                 bootstrap,
+                function.redelivered,
             )
             _summary(console, result)
             if args.keep:
@@ -597,9 +717,9 @@ def _interrupt(signum: int, frame: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)  # a terminated demo cleans up like an interrupted one
-    console = Console()
+    console = Console(file=sys.stdout)  # bound now: the backfill step captures sys.stdout while its spinner turns
     if not console.is_terminal:
-        console = Console(width=_PIPE_WIDTH)
+        console = Console(file=sys.stdout, width=_PIPE_WIDTH)
     try:
         result = run_demo(args, console)
     except SettingsError as error:  # the stack file: unknown key, wrong type, invalid value, YAML syntax
@@ -607,7 +727,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         return user_error("python -m sandbox.demo", str(error))
     except LocalServerLostError as error:
-        console.print(f"[red]{error}[/]", highlight=False)
+        console.print(f"[red]{error}[/]", highlight=False, soft_wrap=True)  # one line, for whoever greps the log
         return 1
     except BackfillError as error:  # a cutover check failed, or the export did
         for line in str(error).splitlines():

@@ -38,7 +38,7 @@ def to_duckdb(athena_sql: str) -> str:
 
 @dataclass(frozen=True)
 class LakeCounts:
-    """What landed: rows (and distinct changes) in Parquet, quarantined records, objects."""
+    """What landed: rows (and distinct changes) in Parquet, quarantined records (each once), objects."""
 
     rows: int
     distinct_changes: int
@@ -129,13 +129,25 @@ class Lake:
             lines.extend(json.loads(line) for line in text.splitlines() if line.strip())
         return lines
 
+    def quarantined_records(self) -> list[dict[str, Any]]:
+        """Every quarantined record once: a batch delivered again quarantines its bad records again (same shard and
+        sequence number), as the stream's at-least-once delivery writes its good records twice."""
+        seen: set[tuple[str, str]] = set()
+        records: list[dict[str, Any]] = []
+        for line in self.quarantined():
+            key = (str(line.get("shard_id")), str(line.get("sequence_number")))
+            if key not in seen:
+                seen.add(key)
+                records.append(line)
+        return records
+
     def counts(self) -> LakeCounts:
         events = self.events()
         distinct = len(set(events.column("change_id").to_pylist())) if events.num_rows else 0
         return LakeCounts(
             rows=events.num_rows,
             distinct_changes=distinct,
-            quarantined=len(self.quarantined()),
+            quarantined=len(self.quarantined_records()),
             parquet_objects=len(self.parquet_keys()),
             quarantine_objects=len(self.quarantine_keys()),
         )
@@ -185,3 +197,16 @@ class Lake:
         columns = state_columns()
         schema = pa.schema([arrow_schema().field(name) for name in columns])
         return result.select(columns).cast(schema)
+
+    def unchanged_snapshot_rows(self, export_id: str, connection: duckdb.DuckDBPyConnection | None = None) -> int:
+        """Rows of snapshot ``export_id`` whose registration has no change row: the items the current state takes
+        from the snapshot alone, which a query over the change table cannot see."""
+        connection = connection or self.connect()
+        database = self.outputs.athena_database_name
+        sql = f"""SELECT count(*) FROM "{database}"."{self.snapshots_table}" AS snapshot
+WHERE export_id = $export_id AND NOT EXISTS (
+  SELECT 1 FROM "{database}"."{self.outputs.glue_table_name}" AS change
+  WHERE change.event_id = snapshot.event_id AND change.fan_id = snapshot.fan_id
+)"""  # noqa: S608 - names from the stack outputs, the export id bound
+        row = connection.execute(sql, {"export_id": export_id}).fetchone()
+        return int(row[0]) if row else 0

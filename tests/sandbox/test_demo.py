@@ -105,51 +105,7 @@ def test_keep_prints_a_preflight_that_passes_as_pasted(monkeypatch: pytest.Monke
     assert "via the sandbox bridge" in done.stdout
 
 
-# -- the bootstrap: snapshot + changes, compared with the table ---------------------------------------------------
-def test_the_demo_bootstraps_the_lake_and_its_current_state_equals_the_table():
-    # a short batching window: the stack's 5 s only delays delivery (what is checked is where every change lands)
-    args = demo.parse_args(["--events", "900", "--poison", "4", "--seed", "3", "--batching-window", "0.3"])
-    console = Console(record=True, width=200)
-    result = demo.run_demo(args, console)
-    text = console.export_text()
-    bootstrap = result.bootstrap
-    assert bootstrap is not None
-    assert bootstrap.written_before == 300  # a third of the changes, before the mapping exists
-    assert result.items_written == result.changes_streamed == 600  # the rest, streamed
-    totals = bootstrap.report.totals()
-    assert bootstrap.report.problems == []
-    assert totals["items"] == bootstrap.report.item_count == totals["rows"] + totals["quarantined"]
-    assert bootstrap.changed_after["MODIFY"] > 0  # snapshot items modified after T...
-    assert bootstrap.changed_after["REMOVE"] > 0  # ...and removed
-    state = bootstrap.state
-    assert state is not None
-    assert state.equal
-    assert state.refused == 4  # the poison items: in the table, refused by the contract, never rows
-    assert state.lake_registrations == state.table_items - state.refused
-    landed = result.counts.distinct_changes + result.counts.quarantined + result.failed
-    assert landed == result.changes_streamed  # every streamed change once, after compaction too
-    assert result.compaction is not None
-    assert result.compaction.same_changes
-    assert result.accounted
-    # the summary shows the comparison, with its values
-    summary = {
-        line.split("│")[1].strip(): line.split("│")[2].strip() for line in text.splitlines() if line.count("│") == 3
-    }
-    assert summary["written before the mapping (table only)"] == "300"
-    assert summary["snapshot at T (mapping from T - 1 s)"] == (
-        f"{totals['items']:,} items: {totals['rows']:,} rows + {totals['quarantined']:,} quarantined"
-    )
-    assert summary["snapshot items changed after T"] == (
-        f"{bootstrap.changed_after['MODIFY']:,} modified, {bootstrap.changed_after['REMOVE']:,} removed"
-    )
-    assert summary["items in the table"] == f"{state.table_items:,} (4 refused by the contract)"
-    assert summary["registrations in the lake's current state"] == f"{state.lake_registrations:,}"
-    assert summary["current state = table scan"] == "equal"
-    assert summary["changes streamed"] == "600"
-    assert f"current state = table: {state.lake_registrations:,} registrations, equal" in text
-    assert "rows + quarantined + failed = 600: every change accounted for" in text
-
-
+# -- the bootstrap: snapshot + changes, compared with the table (the whole run: tests/sandbox/test_demo_output.py)
 def test_a_difference_between_the_lake_and_the_table_is_named():
     row = {"event_id": "e1", "fan_id": "f1", "status": "SELECTED", "quantity": 2}
     table = table_state_of({("e1", "f1"): row, ("e1", "f2"): dict(row, fan_id="f2")})
