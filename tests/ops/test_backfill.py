@@ -201,12 +201,15 @@ def test_bad_arguments_are_one_line_and_exit_2(argv: list[str], capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    assert err.startswith("backfill: ")
+    assert err.startswith("python -m ops.backfill: error: ")
 
 
 def test_unknown_export_arn_is_refused(local: LocalAws, capsys):
     assert backfill.main(["dev1", "--export-arn", "arn:aws:dynamodb:us-east-1:123456789012:table/x/export/1"]) == 2
-    assert capsys.readouterr().err.startswith("backfill: --export-arn")
+    err = capsys.readouterr().err
+    assert err.startswith("python -m ops.backfill: error: --export-arn")
+    assert err.count("\n") == 1
+    assert "has no export '1'" in err
 
 
 # -- the pure parts ---------------------------------------------------------------------------------------------
