@@ -135,9 +135,9 @@ def test_counts_rows_and_records_quarantined_again_and_removes_the_source(local,
 
     out, err = capsys.readouterr()
     assert status == 1, "two records are not rows"
-    assert "8 records: 6 rows written, 2 quarantined again (schema_violation 2), 0 failed" in out
+    assert "8 records: 6 rows written by this run, 0 already written, 2 quarantined again (schema_violation 2), 0 still failing" in out
     assert "sources: 1 removed, 0 kept" in out
-    assert f"replayed  {source.key}" in out
+    assert f"replayed  {source.key}: 8 records: 6 rows written by this run" in out
     assert "account 123456789012, stack dev1, region us-east-1: 1 sources in s3://" in out
     assert "batch processed" not in out + err, "handler logs go to the file"
     assert '"RowsWritten":[6.0]' not in out + err
@@ -152,7 +152,7 @@ def test_every_record_a_row_exits_zero(local, tmp_path, capsys):
 
     assert replay.main(["quarantine", "dev1", "--key", source.key, "--log-file", str(tmp_path / "log")]) == 0
 
-    assert "5 records: 5 rows written, 0 quarantined again, 0 failed" in capsys.readouterr().out
+    assert "5 records: 5 rows written by this run, 0 already written, 0 quarantined again, 0 still failing" in capsys.readouterr().out
     _assert_done(local, source)
 
 
@@ -230,6 +230,9 @@ def test_s3_failing_loses_nothing_and_counts_right(local, failing, expected_kept
         assert (report.rows, sum(report.quarantined.values()), report.failed) == (6, 2, {})
     else:
         assert report.rows == 0, "a row that cannot be read back is not counted as a row"
+        assert set(report.failed.values()) == {
+            "sent to the function, but could not be read back from S3 (SlowDown on GetObject): run again"
+        }
     assert report.removed == []
     assert len(report.kept) == 1
     assert expected_kept in report.kept[0]
@@ -238,6 +241,9 @@ def test_s3_failing_loses_nothing_and_counts_right(local, failing, expected_kept
 
     again = _replay(local, source)
     assert (again.rows, sum(again.quarantined.values()), again.failed, again.removed) == (6, 2, {}, [source.key])
+    # the rows the first run wrote are found, not written again (and not counted as written by this run)
+    assert (again.written, again.already) == (0, 6)
+    assert again.invocations == 1, "only the two bad records were driven again"
     _assert_done(local, source)
 
 
@@ -281,8 +287,8 @@ def test_failures_replays_the_on_failure_bucket_and_removes_the_object(local, tm
     assert replay.main(argv) == 0
 
     out = capsys.readouterr().out
-    assert "4 records: 4 rows written, 0 quarantined again, 0 failed" in out
-    assert f"replayed  s3://{FAILURE_BUCKET}/{key}" in out
+    assert "4 records: 4 rows written by this run, 0 already written, 0 quarantined again, 0 still failing" in out
+    assert f"replayed  s3://{FAILURE_BUCKET}/{key}: 4 records: " in out
     assert sorted(_where(local, sequences)[0]) == sorted(sequences)
     assert not _exists(local, key, FAILURE_BUCKET)
 
@@ -293,7 +299,7 @@ def test_failures_with_a_bad_record_quarantines_it_and_removes_the_object(local,
 
     assert replay.main(argv) == 1, "one record is not a row"
 
-    assert "4 records: 3 rows written, 1 quarantined again (schema_violation 1), 0 failed" in capsys.readouterr().out
+    assert "4 records: 3 rows written by this run, 0 already written, 1 quarantined again (schema_violation 1), 0 still failing" in capsys.readouterr().out
     rows, quarantined = _where(local, sequences)
     assert len(rows) == 3
     assert len(quarantined) == 1
@@ -328,7 +334,7 @@ def test_a_saved_on_failure_record_replays_and_stays(local, tmp_path, capsys):
     argv = ["failures", "dev1", "--message-file", str(saved), "--log-file", str(tmp_path / "log")]
     assert replay.main(argv) == 0
 
-    assert "2 records: 2 rows written" in capsys.readouterr().out
+    assert "2 records: 2 rows written by this run" in capsys.readouterr().out
     assert saved.exists()
 
 
