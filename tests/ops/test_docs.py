@@ -236,3 +236,34 @@ def test_make_without_stack_stops_with_one_line_for_stack_bound_targets():
         assert re.fullmatch(
             rf"Makefile:\d+: \*\*\* STACK is required: make {target} STACK=<dev1\|qa1\|preprod1\|prod1>\.  Stop\.", line
         ), line
+
+
+_NUMBERS = {"four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
+
+
+def test_the_runbook_counts_the_alarms_the_program_declares():
+    """The alarm count comes from the program (its golden plans); smoke checks the stream alarms of ops.smoke."""
+    from ops.smoke import ALARM_ROLES  # noqa: PLC0415
+
+    declared = {
+        stack: (ROOT / "tests" / "infra" / "golden" / f"{stack}.txt")
+        .read_text(encoding="utf-8")
+        .count("aws:cloudwatch/metricAlarm:MetricAlarm ")
+        for stack in ("dev1", "qa1", "preprod1", "prod1")
+    }
+    runbook = (DOCS / "runbook.md").read_text(encoding="utf-8")
+    said = re.search(r"^(\w+) CloudWatch alarms per stack: (\w+) on the stream", runbook, re.MULTILINE)
+    assert said is not None
+    total, stream = (_NUMBERS[word.lower()] for word in said.groups())
+    section = runbook.split("## Read the alarms", 1)[1].split("\n## ", 1)[0]
+    alarm_rows = [line for line in section.splitlines() if line.startswith("| `")]
+
+    assert set(declared.values()) == {total}, declared
+    assert stream == len(ALARM_ROLES)
+    assert len(alarm_rows) == total
+    assert f"| alarms | the stack's {_spelled(len(ALARM_ROLES))} stream alarms" in runbook
+    assert not re.search(r"\b(four|Seven) alarms\b", runbook)
+
+
+def _spelled(number: int) -> str:
+    return next(word for word, value in _NUMBERS.items() if value == number)
