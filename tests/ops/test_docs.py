@@ -112,12 +112,13 @@ RUN_ELSEWHERE = {
     "--peak-minutes 10 --on-demand": "tests/ops/test_capacity.py reads the bench figures",
 }
 # Commands that need a deployed stack, run here against the local AWS holding that stack (exit status expected
-# there: the local AWS publishes no Lambda metrics, creates no alarms and has no Lambda function; make exits 2
-# whenever the command fails).
+# there: the local AWS publishes no Lambda metrics, creates no alarms and has no Lambda function; make passes the
+# command's own status through: smoke's 1 is a failed check, rollback's 2 a refusal).
 RUN_LOCAL = {
     'make replay STACK=qa1 ARGS="quarantine --dry-run"': 0,
-    "python -m ops.replay quarantine prod1 --prefix demand/quarantine/dt=2026-11-29/ --dry-run": 0,
-    "make smoke STACK=qa1": 2,
+    # the example day holds nothing on a fresh local AWS: an empty prefix is refused (a typo'd day would be too)
+    "python -m ops.replay quarantine prod1 --prefix demand/quarantine/dt=2026-11-29/ --dry-run": 2,
+    "make smoke STACK=qa1": 1,
     "make rollback STACK=prod1": 2,
 }
 
@@ -210,8 +211,11 @@ def test_shown_command_needing_aws_runs_against_the_local_aws(command):
         assert aws.outputs.stack_name == stack
     assert done.returncode == RUN_LOCAL[command], done.stdout[-2000:] + done.stderr[-2000:]
     assert "Traceback" not in done.stdout + done.stderr
-    if "replay" in command:
+    if "replay" in command and RUN_LOCAL[command] == 0:
         assert "dry run: would replay 0 records from 0 sources; nothing changed" in done.stdout
+    if "replay" in command and RUN_LOCAL[command] == 2:
+        [line] = done.stderr.splitlines()
+        assert "--prefix 'demand/quarantine/dt=2026-11-29/' holds no quarantine objects" in line
     if "smoke" in command:
         assert "FAILED: invocations" in done.stdout
     if "rollback" in command:
