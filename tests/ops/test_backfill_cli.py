@@ -4,7 +4,10 @@ and a local run that offers no command for a real stack (against the embedded lo
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
+import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +20,7 @@ from ops import backfill
 from sandbox.changes import DemandGenerator
 from sandbox.local_aws import LocalAws, local_aws
 from sandbox.workload import TableWriter
+from tests.ops.conftest import outside_project_venv
 
 pytestmark = pytest.mark.slow
 
@@ -165,3 +169,58 @@ def test_a_stopped_local_aws_is_one_line_naming_the_fix(capsys: pytest.CaptureFi
         f"python -m ops.backfill: error: the local AWS at {endpoint} does not answer: start it "
         "(make demo ARGS=--keep) and use the endpoint it prints"
     )
+
+
+# -- through make: the command's own exit status, and its own one line --------------------------------------------
+def _make(*words: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["make", "--no-print-directory", *words],
+        cwd=ROOT,
+        env=outside_project_venv(dict(os.environ)),  # inside local_aws: its endpoint, credentials and outputs file
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_make_backfill_exits_1_when_the_backfill_is_incomplete(local: LocalAws, capsys: pytest.CaptureFixture[str]):
+    assert backfill.main(["dev1", *NO_LEAD]) == 0
+    [export_line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("export arn:")]
+    arn = export_line.split()[1].rstrip(":")
+    s3, bucket = local.client("s3"), local.outputs.bucket_name
+    table_arn = local.client("dynamodb").describe_table(TableName=local.outputs.table_name)["Table"]["TableArn"]
+    export = backfill.find_export(local.client("dynamodb"), table_arn, arn)
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=export["S3Prefix"])["Contents"]
+    [data_key] = [item["Key"] for item in listed if "/data/" in item["Key"]]
+    s3.delete_object(Bucket=bucket, Key=data_key)  # lost between the export and the backfill
+
+    done = _make("backfill", "STACK=dev1", f"ARGS=--export-arn {arn}")
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "backfill: INCOMPLETE: the counts do not add up" in done.stdout
+    assert "a data file is missing" in done.stderr
+    assert "make: ***" not in done.stderr
+
+
+def test_make_backfill_of_an_unknown_stack_says_so(local: LocalAws):
+    done = _make("backfill", "STACK=prod2")
+
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[0] == (
+        "python -m ops.backfill: error: argument stack: unknown stack 'prod2' (stacks: dev1, preprod1, prod1, qa1)"
+    )
+    assert "cannot read stack outputs" not in done.stderr
+
+
+def test_make_replay_without_args_names_what_to_give(local: LocalAws):
+    done = _make("replay", "STACK=dev1")
+
+    assert done.returncode == 2
+    [line] = done.stderr.splitlines()
+    assert "invalid choice" not in line
+    assert re.fullmatch(
+        r'Makefile:\d+: \*\*\* ARGS must start with what to replay: make replay STACK=dev1 ARGS="quarantine '
+        r'--dry-run" \(quarantine or failures, then their options\)\.  Stop\.',
+        line,
+    ), line
