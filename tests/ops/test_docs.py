@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -271,3 +272,99 @@ def test_the_runbook_counts_the_alarms_the_program_declares():
 
 def _spelled(number: int) -> str:
     return next(word for word, value in _NUMBERS.items() if value == number)
+
+
+# -- every command the demo's --keep banner prints: run as printed on the kept local AWS, after a whole demo --------
+# The banner's commands by their program and first words -> the exit status each has on the kept local AWS.
+BANNER = {
+    "aws dynamodb scan": 0,
+    "aws s3 ls s3://{bucket}/demand/events/": 0,
+    "aws s3 ls s3://{bucket}/demand/quarantine/": 0,  # the demo's poison records, and its snapshot quarantine
+    "aws athena list-named-queries": 0,
+    "aws s3 ls s3://{failures}/": 0,  # no batch discarded: an empty listing of the bucket
+    "make preflight": 0,
+    ".venv/bin/python -m ops.replay": 0,
+}
+# Printed by the banner, not run here, and why.
+BANNER_NOT_RUN = {"duckdb": "the duckdb CLI and its httpfs extension are downloaded from the internet"}
+
+
+def _banner_key(words: list[str], bucket: str, failures: str) -> str:
+    if words[0] == "aws":
+        rest = [word for word in words[1:] if not word.startswith("--endpoint-url") and "://127.0.0.1" not in word]
+        key = " ".join(rest[:3] if rest[:2] == ["s3", "ls"] else rest[:2])
+        return "aws " + key.replace(bucket, "{bucket}").replace(failures, "{failures}")
+    return " ".join(words[:2] if words[0] == "make" else words[:3])
+
+
+def _split_assignments(line: str) -> tuple[dict[str, str], list[str]]:
+    import shlex  # noqa: PLC0415
+
+    words = shlex.split(line)
+    first = next(index for index, word in enumerate(words) if not re.match(r"^[A-Z_]+=", word))
+    return dict(word.split("=", 1) for word in words[:first]), words[first:]
+
+
+@pytest.mark.slow
+def test_every_command_of_the_demo_banner_runs_as_printed_after_a_demo(monkeypatch: pytest.MonkeyPatch):
+    import shutil  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from rich.console import Console  # noqa: PLC0415
+
+    from sandbox import demo  # noqa: PLC0415
+
+    results: dict[str, tuple[int, str]] = {}
+    printed: list[str] = []
+
+    class RunTheBanner:
+        """Stands in for the wait for Ctrl-C: runs every command the banner printed, then lets the demo end."""
+
+        def wait(self, timeout: float | None = None) -> bool:
+            from sandbox.local_aws import DEFAULT_STACK  # noqa: PLC0415
+
+            outputs = json.loads(Path(os.environ["STACK_OUTPUTS_FILE"]).read_text(encoding="utf-8"))
+            bucket, failures = outputs["bucket_name"], outputs["failure_bucket_name"]
+            assert outputs["stack_name"] == DEFAULT_STACK
+            text = console.export_text(clear=False)
+            lines = [line.strip() for line in text.split("local AWS left running", 1)[1].splitlines()]
+            commands = [
+                line
+                for line in lines
+                if re.match(r"^([A-Z_]+=\S+ )*(aws --|make [a-z]|duckdb -c|\.venv/bin/python -m)", line)
+            ]
+            printed.extend(commands)
+            shell = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+            shell = _outside_make_and_venv({key: value for key, value in shell.items() if key != "STACK_OUTPUTS_FILE"})
+            for line in commands:
+                assignments, words = _split_assignments(line)
+                if words[0] in BANNER_NOT_RUN or (words[0] == "aws" and shutil.which("aws") is None):
+                    continue
+                key = _banner_key(words, bucket, failures)
+                run = [sys.executable, *words[1:]] if words[0] == ".venv/bin/python" else words
+                done = subprocess.run(
+                    run, cwd=ROOT, env=shell | assignments, capture_output=True, text=True, timeout=240, check=False
+                )
+                results[key] = (done.returncode, done.stdout[-1500:] + done.stderr[-1500:])
+            return True
+
+    real_keep = demo._keep
+
+    def keep(console: Console, aws: object) -> None:
+        with monkeypatch.context() as patched:  # only the banner's wait, not the threads the demo runs
+            patched.setattr(demo, "threading", SimpleNamespace(Event=RunTheBanner))
+            real_keep(console, aws)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(demo, "_keep", keep)
+    console = Console(record=True, width=1000)
+    demo.run_demo(demo.parse_args(["--events", "300", "--seed", "3", "--keep"]), console)
+
+    assert len(printed) == len(BANNER) + len(BANNER_NOT_RUN)
+    expected = {key: status for key, status in BANNER.items() if shutil.which("aws") or not key.startswith("aws ")}
+    assert {key: status for key, (status, _) in results.items()} == expected, results
+    for key, (_, output) in results.items():
+        assert "Traceback" not in output, key
+    replayed = results[".venv/bin/python -m ops.replay"][1]
+    assert "skipped   1 backfill quarantine objects under demand/quarantine/snapshots/" in replayed
+    assert "dry run: would replay " in replayed
