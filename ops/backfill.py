@@ -49,7 +49,6 @@ from ops.cli import (
     stack_file_problem,
     stack_name,
     unreachable,
-    user_error,
 )
 from ops.outputs import BoundStack, OutputsError, StackOutputs, bind_stack
 
@@ -75,6 +74,8 @@ __all__ = [
 EXPORTS_PREFIX = "demand/exports/"
 _LOCAL_HOSTS = ("127.0.0.1", "localhost")
 _STAMP = "%Y%m%dT%H%M%S%fZ"
+# the refusals a shorter lead would lift: the destination or the mapping is younger than the lead
+_LEAD_REFUSAL = re.compile(r"is less than \d+ min after|, after T - ")
 _DATA_FILE = re.compile(r"/AWSDynamoDB/(?P<export_id>[A-Za-z0-9-]+)/data/[^/]+\.gz$")
 
 
@@ -603,7 +604,12 @@ def _print_report(report: BackfillReport) -> None:
 def _refusal_lines(error: BackfillError, *, local: bool, lead_given: bool, stack: str) -> list[str]:
     """The refusal, one line per failed check; on the local AWS a lead refusal names the local fix."""
     lines = str(error).splitlines()
-    if local and not lead_given and isinstance(error, PreconditionError) and any(" min" in line for line in lines):
+    if (
+        local
+        and not lead_given
+        and isinstance(error, PreconditionError)
+        and any(_LEAD_REFUSAL.search(line) for line in lines)
+    ):
         lines.append(
             "on the local AWS the 5 minutes can be shortened: "
             f"make backfill STACK={stack} ARGS='--lead-seconds 0' (or wait the time named above)"
@@ -642,19 +648,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise OutputsError(problem)
         bound = bind_stack(args.stack, outputs_file=args.outputs_file)
     except OutputsError as error:
-        return user_error(PROG, str(error))
+        print(f"backfill: {error}", file=sys.stderr)
+        return USER_ERROR
     try:
         result = _run(args, bound, local)
     except BackfillError as error:
         for line in _refusal_lines(error, local=local, lead_given=args.lead_seconds is not None, stack=args.stack):
-            print(f"{PROG}: error: {line}", file=sys.stderr)
+            print(f"backfill: {line}", file=sys.stderr)
         return USER_ERROR if isinstance(error, PreconditionError) else 1
     except ClientError as error:  # an AWS refusal (no such state machine, access denied): one line, not a traceback
-        print(f"{PROG}: {args.stack}: {error}", file=sys.stderr)
+        print(f"backfill: {args.stack}: {error}", file=sys.stderr)
         return 1
     except BotoCoreError as error:  # the local AWS stopped, no network: one line naming the fix
         down = unreachable(error, os.environ.get("AWS_ENDPOINT_URL"))
-        print(f"{PROG}: error: {down or error}", file=sys.stderr)
+        print(f"backfill: {down or error}", file=sys.stderr)
         return 1
     if isinstance(result, str):
         print(result)
@@ -666,7 +673,7 @@ def _conclude(report: BackfillReport, stack: str, *, local: bool) -> int:
     """Print the report and what to do next; the exit status (0 counts match, 1 incomplete)."""
     _print_report(report)
     for problem in report.problems:
-        print(f"{PROG}: {problem}", file=sys.stderr)
+        print(f"backfill: {problem}", file=sys.stderr)
     if report.problems:
         print("backfill: INCOMPLETE: the counts do not add up (see above); the snapshot must not be published")
         print(f"after a fix, finish this export: make backfill STACK={stack} ARGS='--export-arn {report.export_arn}'")

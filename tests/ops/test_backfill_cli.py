@@ -94,7 +94,7 @@ def test_local_refusal_names_the_local_fix(local: LocalAws, capsys: pytest.Captu
     err = capsys.readouterr().err
     assert "less than 5 min after the streaming destination became ACTIVE" in err
     assert err.strip().splitlines()[-1] == (
-        "python -m ops.backfill: error: on the local AWS the 5 minutes can be shortened: "
+        "backfill: on the local AWS the 5 minutes can be shortened: "
         "make backfill STACK=dev1 ARGS='--lead-seconds 0' (or wait the time named above)"
     )
     assert _state(local) == before
@@ -127,7 +127,7 @@ def test_a_nonexistent_export_arn_is_one_line(local: LocalAws, capsys: pytest.Ca
     assert backfill.main(["dev1", "--export-arn", arn]) == 2
 
     line = _one_line(capsys.readouterr().err)
-    assert line.startswith(f"python -m ops.backfill: error: --export-arn {arn!r}: table prd3292-dev1-")
+    assert line.startswith(f"backfill: --export-arn {arn!r}: table prd3292-dev1-")
     assert "has no export '01234567890123-abcdefgh'" in line
     assert "<html" not in line
 
@@ -166,7 +166,7 @@ def test_a_stopped_local_aws_is_one_line_naming_the_fix(capsys: pytest.CaptureFi
     assert status == 2
     line = _one_line(capsys.readouterr().err)
     assert line == (
-        f"python -m ops.backfill: error: the local AWS at {endpoint} does not answer: start it "
+        f"backfill: the local AWS at {endpoint} does not answer: start it "
         "(make demo ARGS=--keep) and use the endpoint it prints"
     )
 
