@@ -22,9 +22,14 @@ each of its records has a durable copy somewhere else; a quarantine object that 
 again (the handler's write-once key can be the source's own) is kept. Killed at any moment, or with S3 failing,
 every record is still in its source, a row or a quarantine object; running the replay again finishes the job.
 
-The report counts rows written, records quarantined again (by reason) and records failed; the exit status is 0
-only when every record is a row and every source was removed, 1 otherwise, 2 for a mistake in the arguments
-(nothing was changed). ``--dry-run`` reads and checks the sources and says what would be replayed.
+Before invoking, each source's records are looked up once: a record that is a row already (an earlier run wrote
+it) is not sent again. The report says, per source and in total, the rows this run wrote, the rows found already
+written, the records quarantined again (by reason) and the records still failing, with why; a progress bar on
+stderr (a terminal only) is drawn before the first invocation. The exit status is 0 only when every record is a
+row and every source was removed, 1 otherwise, 2 for a mistake (nothing was changed): a broken stack file, an
+object that does not exist, a ``--prefix`` that holds nothing. A backfill's quarantine objects (``snapshots/``
+under the quarantine prefix: lines of an export data file, not stream records) are skipped and counted, and
+refused when named. ``--dry-run`` reads and checks the sources and says what would be replayed.
 """
 
 from __future__ import annotations
