@@ -6,9 +6,48 @@ UV := $(PYTHON) -m uv
 RUN := $(UV) run --frozen
 # No default stack: commands bound to a deployed stack must be told which one (a missing STACK stops make).
 PLAN_STACK = $(or $(STACK),dev1)
-BOUND_STACK = $(or $(STACK),$(error STACK is required: make $@ STACK=<dev1|qa1|preprod1|prod1>))
+BOUND_STACK = $(or $(STACK),$(error STACK is required: make $(or $@,$(STATUS_GOAL)) STACK=<dev1|qa1|preprod1|prod1>))
 ARGS ?=
 PYTEST_ARGS ?=
+# replay's first word says what to replay (make replay STACK=qa1 ARGS="quarantine --dry-run")
+REPLAY_SOURCE = $(if $(BOUND_STACK),)$(or $(filter quarantine failures,$(word 1,$(ARGS))),$(error ARGS must start with what to replay: \
+  make replay STACK=$(or $(STACK),<stack>) ARGS="quarantine --dry-run" (quarantine or failures, then their options)))
+
+# The ops commands: what each target runs (through $(RUN)).
+COMMAND_package = python -m ops.package $(ARGS)
+COMMAND_rollback = python -m ops.rollback $(BOUND_STACK) $(ARGS)
+COMMAND_smoke = python -m ops.smoke $(BOUND_STACK) $(ARGS)
+COMMAND_preflight = python -m ops.preflight $(BOUND_STACK) $(ARGS)
+COMMAND_capacity = python -m ops.capacity $(BOUND_STACK) $(ARGS)
+COMMAND_compact = python -m ops.compact $(BOUND_STACK) $(ARGS)
+COMMAND_replay = python -m ops.replay $(REPLAY_SOURCE) $(BOUND_STACK) $(wordlist 2,$(words $(ARGS)),$(ARGS))
+COMMAND_backfill = python -m ops.backfill $(BOUND_STACK) $(ARGS)
+
+# Exit statuses. GNU make exits 2 whenever a recipe fails, which would turn every documented status of these commands
+# (backfill's 1 = incomplete, smoke's 1 = a failed check) into 2. So when one of them is make's only goal (and make
+# is not in -n, -q or -t mode), it runs while this Makefile is read: its stdout goes to make's own stdout (its
+# stderr is make's), and make then ends with its status: 0; 1 through make's question mode (-q), whose status is 1;
+# any other through a failing recipe (2). With several goals each runs as an ordinary recipe.
+STATUS_TARGETS := package rollback smoke preflight capacity compact replay backfill
+STATUS_GOAL := $(if $(filter 1,$(words $(MAKECMDGOALS))),$(filter $(STATUS_TARGETS),$(MAKECMDGOALS)))
+MAKE_FLAG_LETTERS := $(filter-out --%,$(firstword -$(MAKEFLAGS)))
+STATUS_PROBE := $(shell true)
+# .SHELLSTATUS needs GNU make 4.2 or later: an older make runs the command as an ordinary recipe (exit status 2)
+ifneq ($(STATUS_GOAL)$(.SHELLSTATUS),$(STATUS_GOAL))
+ifneq ($(STATUS_GOAL),)
+ifeq ($(strip $(foreach flag,n q t,$(findstring $(flag),$(MAKE_FLAG_LETTERS)))),)
+STATUS_COMMAND := $(COMMAND_$(STATUS_GOAL))
+STATUS_OUT := $(shell out=/proc/$$PPID/fd/1; [ -w "$$out" ] || out=/dev/stderr; \
+  $(MAKE) --no-print-directory -s setup >&2 && $(RUN) $(STATUS_COMMAND) >>"$$out")
+STATUS_CODE := $(.SHELLSTATUS)
+ifeq ($(STATUS_CODE),1)
+MAKEFLAGS += -q
+endif
+endif
+endif
+endif
+# A target's recipe: the command, or its status when it already ran while the Makefile was read.
+run_command = $(if $(filter $1,$(STATUS_GOAL)),$(if $(STATUS_CODE),@exit $(STATUS_CODE),$(RUN) $(COMMAND_$1)),$(RUN) $(COMMAND_$1))
 
 .DEFAULT_GOAL := help
 .PHONY: help setup demo test lint typecheck unit bench package plan clean
@@ -43,7 +82,7 @@ bench: .venv/.synced  ## benchmark the handler's hot path against a naive refere
 	$(RUN) python -m bench.compaction
 
 package: .venv/.synced  ## build dist/function.zip and dist/layer.zip (deterministic)
-	$(RUN) python -m ops.package $(ARGS)
+	$(call run_command,package)
 
 plan: .venv/.synced  ## offline preview: resources the program declares for STACK (make plan STACK=qa1; default dev1)
 	$(RUN) python -m ops.plan $(PLAN_STACK) $(ARGS)
@@ -56,20 +95,20 @@ clean:  ## remove build output and caches (keeps .venv)
 .PHONY: rollback smoke capacity preflight
 
 rollback: .venv/.synced  ## list published versions, or point the live alias back (make rollback STACK=qa1 ARGS="--to 41")
-	$(RUN) python -m ops.rollback $(BOUND_STACK) $(ARGS)
+	$(call run_command,rollback)
 
 smoke: .venv/.synced  ## post-deployment checklist of STACK; non-zero with a table of failures (ARGS="--minutes 30")
-	$(RUN) python -m ops.smoke $(BOUND_STACK) $(ARGS)
+	$(call run_command,smoke)
 
 preflight: .venv/.synced  ## read-only checks of STACK's account before a deploy (STACK required; ARGS=--local: local AWS)
-	$(RUN) python -m ops.preflight $(BOUND_STACK) $(ARGS)
+	$(call run_command,preflight)
 
 capacity: .venv/.synced  ## sustained change rate, peak headroom, cost per million changes (ARGS="--records-per-second 2500")
-	$(RUN) python -m ops.capacity $(BOUND_STACK) $(ARGS)
+	$(call run_command,capacity)
 
 .PHONY: compact
 compact: .venv/.synced  ## compact hours of STACK now, via its function (make compact STACK=qa1 ARGS="--hour 2026-03-31T23")
-	$(RUN) python -m ops.compact $(BOUND_STACK) $(ARGS)
+	$(call run_command,compact)
 
 # The end-to-end and per-component suites: the embedded local AWS by default, a deployed stack with TEST_ENV
 # (TEST_ENV=qa1 AWS_REGION=us-east-1 make e2e); faults always run locally. Replay re-drives records after a fix.
@@ -85,13 +124,13 @@ faults: .venv/.synced  ## injected failures on the local AWS: S3 outage, crashes
 	$(RUN) pytest -n 2 tests/faults $(PYTEST_ARGS)
 
 replay: .venv/.synced  ## re-drive quarantined records or discarded batches of STACK (ARGS="quarantine --dry-run")
-	$(RUN) python -m ops.replay $(word 1,$(ARGS)) $(BOUND_STACK) $(wordlist 2,$(words $(ARGS)),$(ARGS))
+	$(call run_command,replay)
 
 # Bootstrap the lake from a point-in-time export of the table.
 .PHONY: backfill bench-backfill
 
 backfill: .venv/.synced  ## export STACK's table, back-fill the snapshot table, check the counts (Step Functions, or a process pool on the local AWS; STACK required)
-	$(RUN) python -m ops.backfill $(BOUND_STACK) $(ARGS)
+	$(call run_command,backfill)
 
 bench-backfill: .venv/.synced  ## backfill of one export data file: rows/s and peak memory (ARGS="--megabytes 100")
 	$(RUN) python -m bench.backfill $(ARGS)

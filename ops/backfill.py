@@ -34,13 +34,23 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, NoReturn
+from typing import Any
 
 import boto3
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from ops.backfill_checks import DEFAULT_LEAD, check_cutover
-from ops.outputs import OutputsError, StackOutputs, bind_stack, load_outputs
+from ops.cli import (
+    USER_ERROR,
+    CommandParser,
+    integer_at_least,
+    number_above,
+    number_at_least,
+    stack_file_problem,
+    stack_name,
+    unreachable,
+)
+from ops.outputs import BoundStack, OutputsError, StackOutputs, bind_stack
 
 __all__ = [
     "EXPORTS_PREFIX",
@@ -51,7 +61,10 @@ __all__ = [
     "backfill_environment",
     "check_counts",
     "count_lines",
+    "dry_run",
+    "export_arn_text",
     "export_data_files",
+    "find_export",
     "main",
     "manifest_item_counts",
     "run_deployed",
@@ -61,6 +74,8 @@ __all__ = [
 EXPORTS_PREFIX = "demand/exports/"
 _LOCAL_HOSTS = ("127.0.0.1", "localhost")
 _STAMP = "%Y%m%dT%H%M%S%fZ"
+# the refusals a shorter lead would lift: the destination or the mapping is younger than the lead
+_LEAD_REFUSAL = re.compile(r"is less than \d+ min after|, after T - ")
 _DATA_FILE = re.compile(r"/AWSDynamoDB/(?P<export_id>[A-Za-z0-9-]+)/data/[^/]+\.gz$")
 
 
@@ -218,10 +233,7 @@ def _request_export(
             TableArn=table_arn, S3Bucket=outputs.bucket_name, S3Prefix=prefix, ExportFormat="DYNAMODB_JSON", **at
         )["ExportDescription"]
     else:
-        try:
-            export = dynamodb.describe_export(ExportArn=export_arn)["ExportDescription"]
-        except Exception as error:
-            raise PreconditionError(f"--export-arn {export_arn!r}: {error}") from None
+        export = find_export(dynamodb, table_arn, export_arn)
         prefix = str(export.get("S3Prefix") or "")
         if export.get("S3Bucket") != outputs.bucket_name or not prefix.startswith(EXPORTS_PREFIX):
             raise PreconditionError(
@@ -244,6 +256,37 @@ def _request_export(
             f"{export.get('FailureCode')} {export.get('FailureMessage')}"
         )
     return export, prefix, requested
+
+
+def export_arn_text(arn: str) -> str:
+    """An export ARN as AWS spells it: moto names its exports ``table/<the table's whole ARN>/import/<id>``, which
+    printed the ARN twice over; the id at its end is what finds the export again (``find_export``)."""
+    if "/arn:aws" not in arn:
+        return arn
+    table = arn.split("/arn:aws", 1)[1].split(":table/", 1)[1].split("/", 1)[0]
+    return f"{arn.split(':table/', 1)[0]}:table/{table}/export/{arn.rsplit('/', 1)[-1]}"
+
+
+def find_export(dynamodb: Any, table_arn: str, export_arn: str) -> dict[str, Any]:
+    """The description of one of the table's exports, found by the id at the end of ``export_arn``; one line
+    naming the fix when the table has no such export (never the service's error page)."""
+    export_id = export_arn.rstrip("/").rsplit("/", 1)[-1]
+    arns: list[str] = []
+    request: dict[str, Any] = {"TableArn": table_arn}
+    while True:
+        page = dynamodb.list_exports(**request)
+        arns.extend(str(item["ExportArn"]) for item in page.get("ExportSummaries", []))
+        if not page.get("NextToken"):
+            break
+        request["NextToken"] = page["NextToken"]
+    matches = [arn for arn in arns if arn.rsplit("/", 1)[-1] == export_id]
+    if not export_id or not matches:
+        raise PreconditionError(
+            f"--export-arn {export_arn!r}: table {table_arn.rsplit('/', 1)[-1]} has no export {export_id!r} "
+            f"({len(arns)} exports; pass the ARN a backfill printed, or leave --export-arn out to export anew)"
+        )
+    description: dict[str, Any] = dynamodb.describe_export(ExportArn=matches[0])["ExportDescription"]
+    return description
 
 
 def export_data_files(s3: Any, bucket: str, prefix: str) -> tuple[str, list[str]]:
@@ -297,13 +340,14 @@ def run_export(
         _check_point_in_time_recovery(dynamodb, outputs.table_name)
     started = time.monotonic()
     export, prefix, requested = _request_export(dynamodb, outputs, timeout, export_arn)
-    print(f"export {export['ExportArn']}: {export['ExportStatus']} after {time.monotonic() - started:.1f} s")
+    elapsed = time.monotonic() - started
+    print(f"export {export_arn_text(export['ExportArn'])}: {export['ExportStatus']} after {elapsed:.1f} s")
     exported_at = export.get("ExportTime") or requested  # moto reports no ExportTime: the request time stands in
     export_time = exported_at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     export_id, keys = export_data_files(s3, outputs.bucket_name, prefix)
     item_count = export.get("ItemCount")
     report = BackfillReport(
-        export["ExportArn"], export_id, export_time, None if item_count is None else int(item_count)
+        export_arn_text(export["ExportArn"]), export_id, export_time, None if item_count is None else int(item_count)
     )
     expected = {key: count_lines(s3.get_object(Bucket=outputs.bucket_name, Key=key)["Body"]) for key in keys}
     print(f"{len(keys)} data files under s3://{outputs.bucket_name}/{prefix}/: the handler runs in {workers} processes")
@@ -436,7 +480,8 @@ def run_deployed(
         _check_point_in_time_recovery(dynamodb, outputs.table_name)
     started = time.monotonic()
     export, _, requested = _request_export(dynamodb, outputs, timeout, export_arn, export_time=checked)
-    print(f"export {export['ExportArn']}: {export['ExportStatus']} after {time.monotonic() - started:.1f} s")
+    elapsed = time.monotonic() - started
+    print(f"export {export_arn_text(export['ExportArn'])}: {export['ExportStatus']} after {elapsed:.1f} s")
     export_time = _export_time_text(export.get("ExportTime") or requested)
     manifest_key = manifest_files_key(export)
     manifest = s3.get_object(Bucket=outputs.bucket_name, Key=manifest_key)["Body"].read().decode("utf-8")
@@ -444,7 +489,7 @@ def run_deployed(
     export_id = manifest_key.split("/AWSDynamoDB/", 1)[1].split("/", 1)[0]
     item_count = export.get("ItemCount")
     report = BackfillReport(
-        export["ExportArn"], export_id, export_time, None if item_count is None else int(item_count)
+        export_arn_text(export["ExportArn"]), export_id, export_time, None if item_count is None else int(item_count)
     )
     execution_input = {
         "export_bucket": outputs.bucket_name,
@@ -481,36 +526,61 @@ def run_deployed(
 
 
 # -- command line -------------------------------------------------------------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        """A usage mistake: one line on stderr, exit 2."""
-        self.exit(2, f"backfill: {message} (usage: python -m ops.backfill <stack> [--workers N])\n")
+PROG = "python -m ops.backfill"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = _Parser(prog="python -m ops.backfill", description=__doc__.split("\n\n")[0])
-    parser.add_argument("stack", help="stack whose table and bucket to use (dev1, qa1, preprod1, prod1)")
-    parser.add_argument("--workers", type=int, default=2, help="data files handled at once (default 2)")
-    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the export (default 600)")
+    parser = CommandParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "stack", type=stack_name, help="stack whose table and bucket to use (dev1, qa1, preprod1, prod1)"
+    )
+    parser.add_argument("--workers", type=integer_at_least(1), default=2, help="data files handled at once (default 2)")
+    parser.add_argument(
+        "--timeout", type=number_above(0), default=600.0, help="seconds to wait for the export (default 600)"
+    )
     parser.add_argument("--outputs-file", help="stack outputs JSON (default: $STACK_OUTPUTS_FILE or Pulumi)")
     parser.add_argument("--export-arn", help="back-fill this completed export again instead of requesting one")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="run the checks and say what would be done; change nothing"
+    )
     parser.add_argument("--verbose", action="store_true", help="show the handler's log lines and EMF metrics")
     parser.add_argument(
         "--lead-seconds",
-        type=float,
+        type=number_at_least(0),
         default=None,
         help="the local AWS only: the lead of the cutover checks in seconds (default 300, the query's 5 min)",
     )
     args = parser.parse_args(argv)
-    if args.workers < 1:
-        parser.error(f"--workers {args.workers} must be at least 1")
-    if args.timeout <= 0:
-        parser.error(f"--timeout {args.timeout} must be positive")
-    if args.lead_seconds is not None and not 0 <= args.lead_seconds <= DEFAULT_LEAD.total_seconds():
+    if args.lead_seconds is not None and args.lead_seconds > DEFAULT_LEAD.total_seconds():
         parser.error(f"--lead-seconds {args.lead_seconds:g} must be between 0 and {DEFAULT_LEAD.total_seconds():g}")
     if args.lead_seconds is not None and not _is_local():
         parser.error("--lead-seconds is for the local AWS only: a deployed stack's lead is the query's 5 minutes")
     return args
+
+
+def dry_run(
+    outputs: StackOutputs, *, local: bool, lead: timedelta, export_arn: str | None = None, session: Any = None
+) -> str:
+    """The checks a backfill makes before it requests anything, and one line saying what it would do."""
+    from pipeline.snapshot import DEFAULT_SNAPSHOT_PREFIX  # noqa: PLC0415 - only a backfill needs it
+
+    session = session or boto3.Session(region_name=os.environ.get("AWS_REGION") or outputs.region)
+    dynamodb = session.client("dynamodb")
+    target = f"s3://{outputs.bucket_name}/{DEFAULT_SNAPSHOT_PREFIX}"
+    if export_arn is None:
+        export_time = _checks(session, outputs, local=local, lead=lead)
+        return (
+            f"dry run: the cutover checks pass; would export table {outputs.table_name} at "
+            f"{_export_time_text(export_time)} into s3://{outputs.bucket_name}/{EXPORTS_PREFIX} and back-fill "
+            f"{target}; nothing changed"
+        )
+    _check_point_in_time_recovery(dynamodb, outputs.table_name)
+    table_arn = dynamodb.describe_table(TableName=outputs.table_name)["Table"]["TableArn"]
+    export = find_export(dynamodb, table_arn, export_arn)
+    return (
+        f"dry run: would back-fill export {export_arn_text(export['ExportArn'])} ({export['ExportStatus']}, "
+        f"{export.get('ItemCount', 'unknown')} items) into {target}; nothing changed"
+    )
 
 
 def _print_report(report: BackfillReport) -> None:
@@ -531,52 +601,93 @@ def _print_report(report: BackfillReport) -> None:
     )
 
 
+def _refusal_lines(error: BackfillError, *, local: bool, lead_given: bool, stack: str) -> list[str]:
+    """The refusal, one line per failed check; on the local AWS a lead refusal names the local fix."""
+    lines = str(error).splitlines()
+    if (
+        local
+        and not lead_given
+        and isinstance(error, PreconditionError)
+        and any(_LEAD_REFUSAL.search(line) for line in lines)
+    ):
+        lines.append(
+            "on the local AWS the 5 minutes can be shortened: "
+            f"make backfill STACK={stack} ARGS='--lead-seconds 0' (or wait the time named above)"
+        )
+    return lines
+
+
+def _run(args: argparse.Namespace, bound: BoundStack, local: bool) -> BackfillReport | str:
+    lead = DEFAULT_LEAD if args.lead_seconds is None else timedelta(seconds=args.lead_seconds)
+    outputs = bound.outputs
+    if args.dry_run:
+        return dry_run(outputs, local=local, lead=lead, export_arn=args.export_arn)
+    what = f"export {args.export_arn}" if args.export_arn else f"a new export of table {outputs.table_name}"
+    print(bound.describe(f"back-fill {what} into s3://{outputs.bucket_name}/demand/snapshots/"))
+    if local:
+        return run_export(
+            outputs,
+            args.stack,
+            workers=args.workers,
+            timeout=args.timeout,
+            quiet=not args.verbose,
+            export_arn=args.export_arn,
+            lead=lead,
+        )
+    return run_deployed(outputs, timeout=args.timeout, export_arn=args.export_arn)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    local = _is_local()
+    # Everything a backfill needs is checked before it requests anything: the stack file, the outputs of that
+    # stack, and credentials of the account they name (the local AWS too: its outputs name moto's account).
     try:
-        # a deployed stack: its outputs, and credentials of the account they name (contract C5)
-        outputs = (
-            load_outputs(args.stack, outputs_file=args.outputs_file)
-            if _is_local()
-            else bind_stack(args.stack, outputs_file=args.outputs_file).outputs
-        )
+        problem = stack_file_problem(args.stack)
+        if problem is not None:
+            raise OutputsError(problem)
+        bound = bind_stack(args.stack, outputs_file=args.outputs_file)
     except OutputsError as error:
         print(f"backfill: {error}", file=sys.stderr)
-        return 2
-    lead = DEFAULT_LEAD if args.lead_seconds is None else timedelta(seconds=args.lead_seconds)
+        return USER_ERROR
     try:
-        if _is_local():
-            report = run_export(
-                outputs,
-                args.stack,
-                workers=args.workers,
-                timeout=args.timeout,
-                quiet=not args.verbose,
-                export_arn=args.export_arn,
-                lead=lead,
-            )
-        else:
-            report = run_deployed(outputs, timeout=args.timeout, export_arn=args.export_arn)
+        result = _run(args, bound, local)
     except BackfillError as error:
-        for line in str(error).splitlines():  # the cutover checks: one line per failed check
+        for line in _refusal_lines(error, local=local, lead_given=args.lead_seconds is not None, stack=args.stack):
             print(f"backfill: {line}", file=sys.stderr)
-        return 2 if isinstance(error, PreconditionError) else 1
+        return USER_ERROR if isinstance(error, PreconditionError) else 1
     except ClientError as error:  # an AWS refusal (no such state machine, access denied): one line, not a traceback
         print(f"backfill: {args.stack}: {error}", file=sys.stderr)
         return 1
+    except BotoCoreError as error:  # the local AWS stopped, no network: one line naming the fix
+        down = unreachable(error, os.environ.get("AWS_ENDPOINT_URL"))
+        print(f"backfill: {down or error}", file=sys.stderr)
+        return 1
+    if isinstance(result, str):
+        print(result)
+        return 0
+    return _conclude(result, args.stack, local=local)
+
+
+def _conclude(report: BackfillReport, stack: str, *, local: bool) -> int:
+    """Print the report and what to do next; the exit status (0 counts match, 1 incomplete)."""
     _print_report(report)
     for problem in report.problems:
         print(f"backfill: {problem}", file=sys.stderr)
     if report.problems:
         print("backfill: INCOMPLETE: the counts do not add up (see above); the snapshot must not be published")
-        print(
-            f"after a fix, finish this export: make backfill STACK={args.stack} ARGS='--export-arn {report.export_arn}'"
-        )
+        print(f"after a fix, finish this export: make backfill STACK={stack} ARGS='--export-arn {report.export_arn}'")
         return 1
     print("counts match: every item of the export is a row or quarantined")
+    if local:  # a local export id means nothing to a deployed stack: no command for one
+        print(
+            f"local AWS: export {report.export_id} at {report.export_time} is the local lake's snapshot "
+            "(nothing to publish: a deployed stack's backfill prints its own pulumi config commands)"
+        )
+        return 0
     print(
-        f"publish it: pulumi config set dmd-pipeline:snapshotExportId {report.export_id} --stack {args.stack} && "
-        f"pulumi config set dmd-pipeline:snapshotExportTime {report.export_time} --stack {args.stack}"
+        f"publish it: pulumi config set dmd-pipeline:snapshotExportId {report.export_id} --stack {stack} && "
+        f"pulumi config set dmd-pipeline:snapshotExportTime {report.export_time} --stack {stack}"
     )
     return 0
 

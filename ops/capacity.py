@@ -30,6 +30,7 @@ __all__ = [
     "EVENT_OVERHEAD_BYTES",
     "INVOCATION_PAYLOAD_BYTES",
     "MAX_PARALLELIZATION_FACTOR",
+    "MAX_RECORD_BYTES",
     "PRICES_US_EAST_1",
     "SHARD_WRITE_BYTES",
     "SHARD_WRITE_RECORDS",
@@ -43,6 +44,7 @@ __all__ = [
     "lambda_vcpus",
     "lowest_rate_meeting",
     "peak_plan",
+    "record_size",
     "records_per_second_from_bench",
     "render",
 ]
@@ -53,6 +55,10 @@ MAX_PARALLELIZATION_FACTOR = 10  # concurrent batches per shard Lambda allows
 ON_DEMAND_INITIAL_SHARDS = 4  # a new on-demand stream accepts 4 MiB/s or 4,000 records/s
 KIB = 1024
 GIB = 1024**3
+# The largest change record the stream can carry: DynamoDB items are at most 400 KB, a change record holds the new
+# and the old image of one (plus keys and metadata, in typed JSON: about 800 KB at most), and a Kinesis record is at
+# most 1 MiB. An average above it cannot happen; the estimate would be for a pipeline that cannot exist.
+MAX_RECORD_BYTES = 1024 * KIB
 HOURS_PER_MONTH = 730
 # Lambda invokes synchronously: an event source mapping's batch stops at 6 MB of event, whatever the batch size.
 INVOCATION_PAYLOAD_BYTES = 6 * 1024 * 1024
@@ -474,6 +480,17 @@ def _stream_from_aws(stack: str, outputs_file: str | None) -> tuple[int, bool]:
     return int(summary["OpenShardCount"]), on_demand
 
 
+def record_size(text: str) -> int:
+    """An argument type: an average change record size in bytes, 1 to ``MAX_RECORD_BYTES``."""
+    value = integer_at_least(1)(text)
+    if value > MAX_RECORD_BYTES:
+        raise argparse.ArgumentTypeError(
+            f"{value:,} bytes is above the largest change record, {MAX_RECORD_BYTES:,} bytes (a Kinesis record is at "
+            "most 1 MiB; a DynamoDB change carries at most two 400 KB images): give the average size in bytes"
+        )
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = CommandParser(
         prog="python -m ops.capacity",
@@ -500,7 +517,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--on-demand", action="store_true", help=f"on-demand stream ({ON_DEMAND_INITIAL_SHARDS} shards)"
     )
     parser.add_argument(
-        "--record-bytes", type=integer_at_least(1), default=1_024, help="average change record size (default 1024)"
+        "--record-bytes",
+        type=record_size,
+        default=1_024,
+        help=f"average change record size, 1 to {MAX_RECORD_BYTES:,} (default 1024)",
     )
     parser.add_argument(
         "--overhead-ms", type=number_at_least(0), default=150.0, help="fixed cost per batch (default 150 ms)"

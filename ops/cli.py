@@ -22,7 +22,9 @@ __all__ = [
     "known_stacks",
     "number_above",
     "number_at_least",
+    "stack_file_problem",
     "stack_name",
+    "unreachable",
     "user_error",
 ]
 
@@ -53,6 +55,37 @@ def stack_name(text: str) -> str:
     if text not in stacks:
         raise argparse.ArgumentTypeError(f"unknown stack {text!r} (stacks: {', '.join(stacks)})")
     return text
+
+
+def stack_file_problem(stack: str) -> str | None:
+    """Why ``Pulumi.<stack>.yaml`` does not validate (one line naming the key and the fix), or None when it does.
+
+    Mutating commands call it before they change anything: a broken stack file is found before an export is
+    requested or an alias moved, not half-way through.
+    """
+    from components.settings import SettingsError, settings_from_stack_file  # noqa: PLC0415 - reads the stack file
+
+    try:
+        settings_from_stack_file(stack)
+    except SettingsError as error:
+        return f"{error} (fix Pulumi.{stack}.yaml, then run the command again)"
+    except OSError as error:
+        return f"cannot read Pulumi.{stack}.yaml: {error.strerror or error}"
+    return None
+
+
+def unreachable(error: BaseException, endpoint: str | None) -> str | None:
+    """One line for an AWS endpoint that cannot be reached (the local AWS stopped, no network), else None."""
+    from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError  # noqa: PLC0415
+
+    if not isinstance(error, (EndpointConnectionError, ConnectTimeoutError)):
+        return None
+    if endpoint and any(host in endpoint for host in ("127.0.0.1", "localhost")):
+        return (
+            f"the local AWS at {endpoint} does not answer: start it (make demo ARGS=--keep) and use the "
+            "endpoint it prints"
+        )
+    return f"cannot reach AWS ({error}): check the network and AWS_REGION"
 
 
 def integer_at_least(minimum: int) -> Callable[[str], int]:

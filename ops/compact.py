@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NoReturn
 
-from ops.cli import stack_name
+from ops.cli import stack_file_problem, stack_name
 from ops.outputs import OutputsError, StackOutputs, bind_stack
 from pipeline.compactor import format_hour, parse_hour
 
@@ -191,6 +191,9 @@ def _report(summary: Mapping[str, Any], where: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        problem = stack_file_problem(args.stack)  # checked before anything, deployed stacks too
+        if problem is not None:
+            raise OutputsError(problem)
         bound = bind_stack(args.stack, outputs_file=args.outputs_file)
     except OutputsError as error:
         print(f"compact: {error}", file=sys.stderr)

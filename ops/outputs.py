@@ -150,11 +150,18 @@ def caller_account(region: str) -> str | None:
     import boto3  # noqa: PLC0415 - only the commands that talk to AWS need it
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError  # noqa: PLC0415
 
+    from ops.cli import unreachable  # noqa: PLC0415
+
     try:
         return str(boto3.client("sts", region_name=region).get_caller_identity()["Account"])
     except NoCredentialsError:
         return None
-    except (BotoCoreError, ClientError) as error:
+    except BotoCoreError as error:
+        down = unreachable(error, os.environ.get("AWS_ENDPOINT_URL"))
+        if down is None:
+            raise OutputsError(f"cannot tell which account the AWS credentials belong to: {error}") from error
+        raise OutputsError(down) from error
+    except ClientError as error:
         raise OutputsError(f"cannot tell which account the AWS credentials belong to: {error}") from error
 
 

@@ -15,7 +15,8 @@ Both zips have sorted entries, fixed timestamps and fixed permissions, so the sa
 and uncommitted changes to tracked files are refused unless ``--allow-dirty`` (so the same commit always gives
 the same bytes).
 
-Usage: ``python -m ops.package [--out dist] [--skip-layer] [--allow-dirty]`` (``make package``).
+Usage: ``python -m ops.package [--out dist] [--skip-layer] [--allow-dirty] [--dry-run]`` (``make package``).
+An unknown option is refused (exit 2) before anything is written; ``--dry-run`` writes nothing, in ``dist/`` neither.
 """
 
 from __future__ import annotations
@@ -270,32 +271,50 @@ def _unzipped_size(path: Path) -> int:
         return sum(info.file_size for info in archive.infolist())
 
 
+PROG = "python -m ops.package"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = CommandParser(prog="python -m ops.package", description=__doc__.splitlines()[0])
+    parser = CommandParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "dist", help="output directory (default dist/)")
     parser.add_argument("--skip-layer", action="store_true", help="build function.zip only")
     parser.add_argument(
         "--allow-dirty", action="store_true", help="build even with uncommitted changes to pipeline/ (never deploy it)"
     )
-    args, pip_args = parser.parse_known_args(argv)
+    parser.add_argument(
+        "--dry-run", action="store_true", help="check what would be packaged and say so; write nothing (dist/ neither)"
+    )
+    args = parser.parse_args(argv)  # an unknown option is a mistake (one line, exit 2), never passed on to pip
     out: Path = args.out
     try:
+        files = tracked_files(PROJECT_ROOT, "pipeline", allow_dirty=args.allow_dirty)
+        if args.dry_run:
+            layer = "" if args.skip_layer else f" and {out / LAYER_ZIP} (the locked runtime dependencies, arm64)"
+            print(
+                f"dry run: would write {out / FUNCTION_ZIP} ({len(files)} git-tracked files of pipeline/){layer} "
+                f"and {out / 'manifest.json'}; nothing written"
+            )
+            return 0
         function = build_function_zip(out / FUNCTION_ZIP, allow_dirty=args.allow_dirty)
     except PackageError as error:
-        return user_error("python -m ops.package", str(error))
+        return user_error(PROG, str(error))
     print(_report(function))
     manifest: dict[str, object] = {FUNCTION_ZIP: {"sha256": function.sha256, "size": function.size}}
     if not args.skip_layer:
-        requirements = layer_requirements(export_runtime_requirements())
-        layer = build_layer_zip(
-            out / LAYER_ZIP, requirements, work_dir=PROJECT_ROOT / "build" / "layer", pip_args=pip_args
-        )
-        unzipped = _unzipped_size(layer.path)
-        print(_report(layer, unzipped))
+        try:
+            requirements = layer_requirements(export_runtime_requirements())
+            layer_zip = build_layer_zip(out / LAYER_ZIP, requirements, work_dir=PROJECT_ROOT / "build" / "layer")
+        except subprocess.CalledProcessError as error:  # uv or pip failed (no package index): their lines are above
+            print(
+                f"{PROG}: {' '.join(error.cmd[:4])} ... exited {error.returncode}: layer.zip not built", file=sys.stderr
+            )
+            return 1
+        unzipped = _unzipped_size(layer_zip.path)
+        print(_report(layer_zip, unzipped))
         print("layer requirements: " + ", ".join(requirements))
         manifest[LAYER_ZIP] = {
-            "sha256": layer.sha256,
-            "size": layer.size,
+            "sha256": layer_zip.sha256,
+            "size": layer_zip.size,
             "unzipped_size": unzipped,
             "requirements": requirements,
         }

@@ -22,9 +22,14 @@ each of its records has a durable copy somewhere else; a quarantine object that 
 again (the handler's write-once key can be the source's own) is kept. Killed at any moment, or with S3 failing,
 every record is still in its source, a row or a quarantine object; running the replay again finishes the job.
 
-The report counts rows written, records quarantined again (by reason) and records failed; the exit status is 0
-only when every record is a row and every source was removed, 1 otherwise, 2 for a mistake in the arguments
-(nothing was changed). ``--dry-run`` reads and checks the sources and says what would be replayed.
+Before invoking, each source's records are looked up once: a record that is a row already (an earlier run wrote
+it) is not sent again. The report says, per source and in total, the rows this run wrote, the rows found already
+written, the records quarantined again (by reason) and the records still failing, with why; a progress bar on
+stderr (a terminal only) is drawn before the first invocation. The exit status is 0 only when every record is a
+row and every source was removed, 1 otherwise, 2 for a mistake (nothing was changed): a broken stack file, an
+object that does not exist, a ``--prefix`` that holds nothing. A backfill's quarantine objects (``snapshots/``
+under the quarantine prefix: lines of an export data file, not stream records) are skipped and counted, and
+refused when named. ``--dry-run`` reads and checks the sources and says what would be replayed.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ops.cli import CommandParser, integer_at_least, stack_name, user_error
+from ops.cli import CommandParser, integer_at_least, stack_file_problem, stack_name, unreachable, user_error
 from ops.outputs import BoundStack, OutputsError, StackOutputs, bind_stack
 from sandbox.changes import KinesisEntry, lambda_event
 
@@ -58,13 +63,16 @@ __all__ = [
     "ReplayError",
     "ReplayReport",
     "Source",
+    "SourceOutcome",
     "failure_object_source",
     "failure_sources",
     "in_process_invoker",
     "lambda_invoker",
     "locate",
     "main",
+    "progress_console",
     "quarantine_entries",
+    "quarantine_keys",
     "quarantine_source",
     "quarantine_sources",
     "replay_failures",
@@ -74,6 +82,7 @@ __all__ = [
 
 Invoker = Callable[[dict[str, Any]], Mapping[str, Any]]
 Step = Callable[[str, str], None]
+Advance = Callable[[int], None]  # called with the number of records just handled (a progress bar's advance)
 DEFAULT_BATCH = 500
 FAILURE_PREFIX = "aws/lambda/"  # where Lambda's S3 on-failure destination writes
 _LOCAL_HOSTS = ("127.0.0.1", "localhost")
@@ -86,18 +95,47 @@ class ReplayError(RuntimeError):
 
 # -- what a replay did ------------------------------------------------------------------------------------------
 @dataclass
+class SourceOutcome:
+    """What a replay did with one source's records."""
+
+    label: str
+    records: int = 0
+    written: int = 0  # rows this run wrote (not a row before it invoked the function, a row after)
+    already: int = 0  # rows found before invoking: written by an earlier run, not driven again
+    quarantined: Counter[str] = field(default_factory=Counter)  # reason kind -> records quarantined again
+    failing: Counter[str] = field(default_factory=Counter)  # why -> records neither a row nor quarantined again
+
+    def line(self) -> str:
+        reasons = ", ".join(f"{kind} {count}" for kind, count in sorted(self.quarantined.items()))
+        failing = "; ".join(f"{count} {why}" for why, count in self.failing.most_common())
+        return (
+            f"{self.records} records: {self.written} rows written by this run, {self.already} already written, "
+            f"{sum(self.quarantined.values())} quarantined again{f' ({reasons})' if reasons else ''}, "
+            f"{sum(self.failing.values())} still failing{f' ({failing})' if failing else ''}"
+        )
+
+
+@dataclass
 class ReplayReport:
     """What a replay did, record by record and source by source."""
 
     dry_run: bool = False
     records: int = 0
-    rows: int = 0
+    written: int = 0  # rows this run wrote
+    already: int = 0  # rows an earlier run wrote (found before invoking, not driven again)
     quarantined: Counter[str] = field(default_factory=Counter)  # reason kind -> records quarantined again
-    failed: dict[str, str] = field(default_factory=dict)  # "<shard>:<sequence>" -> why
+    failed: dict[str, str] = field(default_factory=dict)  # "<shard>:<sequence>" -> why it is still failing
     invocations: int = 0
     sources: list[str] = field(default_factory=list)
+    outcomes: list[SourceOutcome] = field(default_factory=list)  # one per source replayed
     removed: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)  # "<source>: why it was kept"
+    skipped: list[str] = field(default_factory=list)  # objects under the prefix that are not stream records
+
+    @property
+    def rows(self) -> int:
+        """Records that are rows now: written by this run or found already written."""
+        return self.written + self.already
 
     @property
     def ok(self) -> bool:
@@ -109,8 +147,9 @@ class ReplayReport:
             return f"dry run: would replay {self.records} records from {len(self.sources)} sources; nothing changed"
         reasons = ", ".join(f"{kind} {count}" for kind, count in sorted(self.quarantined.items()))
         return (
-            f"{self.records} records: {self.rows} rows written, {sum(self.quarantined.values())} quarantined again"
-            f"{f' ({reasons})' if reasons else ''}, {len(self.failed)} failed; {self.invocations} invocations; "
+            f"{self.records} records: {self.written} rows written by this run, {self.already} already written, "
+            f"{sum(self.quarantined.values())} quarantined again{f' ({reasons})' if reasons else ''}, "
+            f"{len(self.failed)} still failing; {self.invocations} invocations; "
             f"sources: {len(self.removed)} removed, {len(self.kept)} kept"
         )
 
@@ -211,10 +250,16 @@ def _events(entries: Sequence[KinesisEntry], shard_id: str, stream_arn: str, reg
         )
 
 
-def _drive(source: Source, invoke: Invoker, region: str, report: ReplayReport) -> dict[str, str]:
+def _drive(
+    groups: Mapping[tuple[str, str], Sequence[KinesisEntry]],
+    invoke: Invoker,
+    region: str,
+    report: ReplayReport,
+    advance: Advance,
+) -> dict[str, str]:
     """Invoke per shard and batch; return the sequence numbers the function did not handle, with why."""
     failed: dict[str, str] = {}
-    for (stream_arn, shard_id), entries in source.groups.items():
+    for (stream_arn, shard_id), entries in groups.items():
         for event in _events(entries, shard_id, stream_arn, region):
             report.invocations += 1
             sequences = [record["kinesis"]["sequenceNumber"] for record in event["Records"]]
@@ -223,6 +268,8 @@ def _drive(source: Source, invoke: Invoker, region: str, report: ReplayReport) -
             except Exception as error:  # the function failed: every record of the batch is still to do
                 failed.update(dict.fromkeys(sequences, f"the invocation failed: {error}"))
                 continue
+            finally:
+                advance(len(sequences))
             identifiers = [
                 item.get("itemIdentifier") if isinstance(item, Mapping) else None
                 for item in response.get("batchItemFailures") or []
@@ -320,6 +367,16 @@ def _no_step(step: str, label: str) -> None:
     """Called between the steps of a source's replay (tests stop the replay there, as a kill would)."""
 
 
+def _no_advance(records: int) -> None:
+    """Called as records are handled (the command line shows a progress bar with it)."""
+
+
+def _locate_all(
+    s3: Any, outputs: StackOutputs, groups: Mapping[tuple[str, str], Sequence[KinesisEntry]]
+) -> dict[tuple[str, str], Located]:
+    return {(arn, shard): locate(s3, outputs, arn, shard, entries) for (arn, shard), entries in groups.items()}
+
+
 def _replay_one(  # noqa: PLR0917 - private; one call site
     source: Source,
     invoke: Invoker,
@@ -328,41 +385,68 @@ def _replay_one(  # noqa: PLR0917 - private; one call site
     report: ReplayReport,
     region: str,
     step: Step,
+    advance: Advance,
 ) -> None:
     step("read", source.label)
-    failed = _drive(source, invoke, region, report)
+    outcome = SourceOutcome(source.label, records=source.records)
+    # Rows written by an earlier run (a replay killed before removal, or one whose read-back failed) are not
+    # driven again, and are reported as found, not as written now.
+    try:
+        before: set[str] = set().union(*(found.rows for found in _locate_all(s3, outputs, source.groups).values()))
+    except (ClientError, BotoCoreError):
+        before = set()  # cannot tell: drive every record (the handler's keys make a second copy harmless)
+    pending = {
+        group: [entry for entry in entries if entry.sequence_number not in before]
+        for group, entries in source.groups.items()
+    }
+    failed = _drive({group: entries for group, entries in pending.items() if entries}, invoke, region, report, advance)
+    advance(len(before))
     step("invoked", source.label)
     located: dict[tuple[str, str], Located] = {}
     try:
-        for (stream_arn, shard_id), entries in source.groups.items():
-            located[(stream_arn, shard_id)] = locate(s3, outputs, stream_arn, shard_id, entries)
+        located = _locate_all(s3, outputs, source.groups)
     except (ClientError, BotoCoreError) as error:
-        located = {}
-        unverified = f"could not be looked up in S3 ({error})"
-        for entries in source.groups.values():
+        unverified = f"sent to the function, but could not be read back from S3 ({_short(error)}): run again"
+        for driven in pending.values():
             failed.update(
-                {entry.sequence_number: unverified for entry in entries if entry.sequence_number not in failed}
+                {entry.sequence_number: unverified for entry in driven if entry.sequence_number not in failed}
             )
-    # Each record: a row (read back), quarantined again (a line read back), or failed.
+    # Each record: a row (read back), quarantined again (a line read back), or still failing (and why).
     elsewhere: set[str] = set()  # records with a durable copy other than the source itself
     for (stream_arn, shard_id), entries in source.groups.items():
         where = located.get((stream_arn, shard_id), Located())
         for entry in entries:
             sequence = entry.sequence_number
             lines = where.quarantine.get(sequence, [])
-            if sequence in where.rows:
-                report.rows += 1
+            if sequence in before:
+                outcome.already += 1
+                elsewhere.add(sequence)
+            elif sequence in where.rows:
+                outcome.written += 1
                 elsewhere.add(sequence)
             elif sequence not in failed and lines:
-                report.quarantined[lines[-1][1]] += 1
+                outcome.quarantined[lines[-1][1]] += 1
                 if any(key != source.quarantine_key for key, _ in lines):
                     elsewhere.add(sequence)
             else:
                 why = failed.get(sequence, "the function reported it done, but it is neither a row nor quarantined")
                 report.failed[f"{shard_id}:{sequence}"] = why
+                outcome.failing[why] += 1
+    report.written += outcome.written
+    report.already += outcome.already
+    report.quarantined.update(outcome.quarantined)
+    report.outcomes.append(outcome)
     step("accounted", source.label)
     _remove_if_accounted(source, s3, outputs, elsewhere, report)
     step("removed", source.label)
+
+
+def _short(error: BaseException) -> str:
+    """An AWS error in a few words (its code, or the first line of its message)."""
+    if isinstance(error, ClientError):
+        details = error.response.get("Error", {})
+        return f"{details.get('Code', 'error')} on {error.operation_name}"
+    return str(error).splitlines()[0][:120]
 
 
 def _remove_if_accounted(
@@ -401,6 +485,7 @@ def replay_sources(
     dry_run: bool = False,
     region: str = "us-east-1",
     step: Step = _no_step,
+    advance: Advance = _no_advance,
 ) -> ReplayReport:
     """Replay each source and remove it once every one of its records has a durable copy elsewhere."""
     report = ReplayReport(dry_run=dry_run)
@@ -408,7 +493,7 @@ def replay_sources(
         report.sources.append(source.label)
         report.records += source.records
         if not dry_run:
-            _replay_one(source, invoke, s3, outputs, report, region, step)
+            _replay_one(source, invoke, s3, outputs, report, region, step, advance)
     return report
 
 
@@ -445,10 +530,23 @@ def _list(s3: Any, bucket: str, prefix: str) -> list[str]:
         raise ReplayError(f"cannot list s3://{bucket}/{prefix}: {error}") from None
 
 
+SNAPSHOT_QUARANTINE = "snapshots/"  # under the quarantine prefix: a backfill's bad export lines, not stream records
+_SNAPSHOT_ADVICE = (
+    "lines of an export data file, not stream records: make replay does not re-drive them; fix their cause and "
+    "back-fill a new export (docs/backfill.md)"
+)
+
+
+def _is_snapshot_quarantine(outputs: StackOutputs, key: str) -> bool:
+    return key.startswith(outputs.quarantine_prefix + SNAPSHOT_QUARANTINE)
+
+
 def quarantine_source(s3: Any, outputs: StackOutputs, key: str) -> Source:
     """One quarantine object as a source (read now: a missing or unreadable object is a ``ReplayError``)."""
     if not key.startswith(outputs.quarantine_prefix):
         raise ReplayError(f"--key {key!r} is not under the quarantine prefix {outputs.quarantine_prefix!r}")
+    if _is_snapshot_quarantine(outputs, key):
+        raise ReplayError(f"--key {key!r} is a backfill's quarantine object: {_SNAPSHOT_ADVICE}")
     body = _get(s3, outputs.bucket_name, key, "quarantine object")
     try:
         groups = quarantine_entries(_read_lines(body, key))
@@ -462,15 +560,32 @@ def quarantine_source(s3: Any, outputs: StackOutputs, key: str) -> Source:
     )
 
 
+def quarantine_keys(s3: Any, outputs: StackOutputs, prefix: str | None = None) -> tuple[list[str], list[str]]:
+    """The stream quarantine objects under ``prefix`` (default: the whole quarantine prefix), and the objects
+    there that are not stream records (a backfill's quarantine under ``snapshots/``), which are skipped.
+
+    A ``prefix`` that was given and holds no stream quarantine object is a mistake (a typo, or the wrong day)."""
+    if prefix is not None and not prefix.startswith(outputs.quarantine_prefix):
+        raise ReplayError(f"--prefix {prefix!r} is not under the quarantine prefix {outputs.quarantine_prefix!r}")
+    if prefix is not None and _is_snapshot_quarantine(outputs, prefix):
+        raise ReplayError(f"--prefix {prefix!r} holds a backfill's quarantine objects: {_SNAPSHOT_ADVICE}")
+    listed = _list(s3, outputs.bucket_name, prefix or outputs.quarantine_prefix)
+    skipped = [key for key in listed if _is_snapshot_quarantine(outputs, key)]
+    selected = [key for key in listed if ".jsonl" in key and not _is_snapshot_quarantine(outputs, key)]
+    if prefix is not None and not selected:
+        raise ReplayError(
+            f"--prefix {prefix!r} holds no quarantine objects in s3://{outputs.bucket_name}/ "
+            f"({len(listed)} objects there; days are {outputs.quarantine_prefix}dt=YYYY-MM-DD/: leave --prefix out "
+            "to replay every day)"
+        )
+    return selected, skipped
+
+
 def quarantine_sources(
     s3: Any, outputs: StackOutputs, keys: Sequence[str] = (), prefix: str | None = None
 ) -> list[Source]:
     """The quarantine objects to replay (``keys``, or all under ``prefix``), each read and checked now."""
-    if prefix is not None and not prefix.startswith(outputs.quarantine_prefix):
-        raise ReplayError(f"--prefix {prefix!r} is not under the quarantine prefix {outputs.quarantine_prefix!r}")
-    selected = list(keys) or [
-        key for key in _list(s3, outputs.bucket_name, prefix or outputs.quarantine_prefix) if ".jsonl" in key
-    ]
+    selected = list(keys) or quarantine_keys(s3, outputs, prefix)[0]
     return [quarantine_source(s3, outputs, key) for key in selected]  # all read before any is replayed
 
 
@@ -557,6 +672,11 @@ def failure_sources(
 ) -> list[Source]:
     """The on-failure objects to replay (``keys``, or up to ``limit`` under ``prefix``), each read and checked now."""
     selected = list(keys) or _list(s3, bucket, prefix)[:limit]
+    if not keys and not selected and prefix != FAILURE_PREFIX:
+        raise ReplayError(
+            f"--prefix {prefix!r} holds no on-failure objects in s3://{bucket}/ (Lambda writes them under "
+            f"{FAILURE_PREFIX}<mapping UUID>/<shard id>/YYYY/MM/DD/: leave --prefix out to replay them all)"
+        )
     return [failure_object_source(s3, bucket, key) for key in selected]
 
 
@@ -606,6 +726,32 @@ def parse_args(argv: Sequence[str] | None = None) -> Any:
     return parser.parse_args(argv)
 
 
+def progress_console() -> Any:
+    """Where the progress bar goes: stderr, so that stdout holds the report alone."""
+    from rich.console import Console  # noqa: PLC0415 - only the command line shows progress
+
+    return Console(stderr=True)
+
+
+@contextlib.contextmanager
+def _progress(total: int) -> Iterator[Advance]:
+    """A progress bar over the records to replay, shown before the first invocation (transient: gone at the end,
+    and nothing at all when stderr is not a terminal)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
+
+    with Progress(
+        TextColumn("replaying records"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=progress_console(),
+        transient=True,
+    ) as progress:
+        task = progress.add_task("records", total=total)
+        progress.refresh()  # drawn now, not at the first tick: the first invocation can take a while (cold start)
+        yield lambda records: progress.advance(task, records)
+
+
 def _run(args: Any, bound: BoundStack, log_file: Path | None) -> ReplayReport:
     outputs, stack = bound.outputs, bound.stack
     region = os.environ.get("AWS_REGION") or outputs.region
@@ -618,8 +764,12 @@ def _run(args: Any, bound: BoundStack, log_file: Path | None) -> ReplayReport:
         else lambda_invoker(outputs.function_alias_arn, session.client("lambda"), log_file)
     )
     handler = "pipeline.handler in this process" if via == "in-process" else outputs.function_alias_arn
+    skipped: list[str] = []
     if args.command == "quarantine":
-        sources = quarantine_sources(s3, outputs, args.key, args.prefix)
+        keys = args.key
+        if not keys:
+            keys, skipped = quarantine_keys(s3, outputs, args.prefix)
+        sources = [quarantine_source(s3, outputs, key) for key in keys]
         where = f"s3://{outputs.bucket_name}/{args.prefix or outputs.quarantine_prefix}"
     elif args.message_file is not None:
         sources = [failure_file_source(args.message_file)]
@@ -628,9 +778,36 @@ def _run(args: Any, bound: BoundStack, log_file: Path | None) -> ReplayReport:
         bucket = args.bucket or outputs.failure_bucket_name
         sources = failure_sources(s3, bucket, args.key, args.prefix, args.max_messages)
         where = f"s3://{bucket}/{args.prefix}"
-    if not args.dry_run:
-        print(bound.describe(f"{len(sources)} sources in {where} via {handler}"))
-    return replay_sources(sources, invoke, s3=s3, outputs=outputs, dry_run=args.dry_run, region=region)
+    if args.dry_run:
+        report = replay_sources(sources, invoke, s3=s3, outputs=outputs, dry_run=True, region=region)
+    else:
+        print(bound.describe(f"{len(sources)} sources in {where} via {handler}"), flush=True)
+        with _progress(sum(source.records for source in sources)) as advance:
+            report = replay_sources(sources, invoke, s3=s3, outputs=outputs, region=region, advance=advance)
+    report.skipped = skipped
+    return report
+
+
+def _print_report(report: ReplayReport, dry_run: bool) -> None:
+    if report.skipped:
+        print(
+            f"skipped   {len(report.skipped)} backfill quarantine objects under "
+            f"{report.skipped[0].rsplit('/export_id=', 1)[0]}/ ({_SNAPSHOT_ADVICE})"
+        )
+    outcomes = {outcome.label: outcome for outcome in report.outcomes}
+    for source in report.sources:
+        if dry_run:
+            print(f"would replay  {source}")
+        elif source in outcomes:
+            state = "replayed " if source in report.removed else "kept     "
+            print(f"{state} {source}: {outcomes[source].line()}")
+    for kept in report.kept:
+        print(f"kept      {kept}", file=sys.stderr)
+    for record, why in list(report.failed.items())[:20]:
+        print(f"failing   {record}: {why}", file=sys.stderr)
+    if len(report.failed) > 20:
+        print(f"failing   ... and {len(report.failed) - 20} more", file=sys.stderr)
+    print(report.line())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -639,6 +816,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose and not args.dry_run:
         log_file = args.log_file or Path(f"replay-{args.stack}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.log")
     try:
+        problem = stack_file_problem(args.stack)  # the handler runs with the stack's settings: checked first
+        if problem is not None:
+            raise ReplayError(problem)
         bound = bind_stack(args.stack, outputs_file=args.outputs_file)
         report = _run(args, bound, log_file)
     except (OutputsError, ReplayError) as error:  # found before anything was changed
@@ -648,19 +828,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ClientError, BotoCoreError) as error:
         if args.debug:
             traceback.print_exc()
-        print(f"{PROG}: AWS call failed: {error}", file=sys.stderr)
+        down = unreachable(error, os.environ.get("AWS_ENDPOINT_URL"))
+        print(f"{PROG}: {down or f'AWS call failed: {error}'}", file=sys.stderr)
         return 1
-    verb = "would replay" if args.dry_run else "replayed"
-    for source in report.sources:
-        if args.dry_run or source in report.removed:
-            print(f"{verb}  {source}")
-    for kept in report.kept:
-        print(f"kept      {kept}", file=sys.stderr)
-    for record, why in list(report.failed.items())[:20]:
-        print(f"failed    {record}: {why}", file=sys.stderr)
-    if len(report.failed) > 20:
-        print(f"failed    ... and {len(report.failed) - 20} more", file=sys.stderr)
-    print(report.line())
+    _print_report(report, args.dry_run)
     if log_file is not None and log_file.exists():
         print(f"handler logs: {log_file}")
     return 0 if args.dry_run or report.ok else 1

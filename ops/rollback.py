@@ -10,6 +10,7 @@ This is the fast lever (seconds, no deploy). The stack still declares the newer 
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ops.cli import CommandParser, stack_name
+from ops.cli import CommandParser, stack_file_problem, stack_name, unreachable
 from ops.outputs import OutputsError, bind_stack
 
 if TYPE_CHECKING:
@@ -131,6 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if version is not None and version.upper() != LATEST and not (version.isdigit() and int(version) >= 1):
         parser.error(f"--to {args.version!r}: expected a published version number (1, 2, ...)")
     try:
+        problem = stack_file_problem(args.stack)  # a broken stack file is found before the alias moves
+        if problem is not None:
+            raise RollbackError(problem)
         bound = bind_stack(args.stack, outputs_file=args.outputs_file)
         outputs = bound.outputs
         client = boto3.client("lambda", region_name=outputs.region)
@@ -152,7 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rollback: {error}", file=sys.stderr)
         return 2
     except (ClientError, BotoCoreError) as error:
-        print(f"rollback: AWS call failed: {error}", file=sys.stderr)
+        down = unreachable(error, os.environ.get("AWS_ENDPOINT_URL"))
+        print(f"rollback: {down or f'AWS call failed: {error}'}", file=sys.stderr)
         return 1
     if args.dry_run:
         print(f"dry run: would point {function}:{change.alias} from version {change.before} to {change.after}")

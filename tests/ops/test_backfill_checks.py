@@ -242,7 +242,8 @@ def test_a_fresh_pipeline_is_refused_for_five_minutes(local: LocalAws, capsys):
     created = datetime.now(UTC)
     assert backfill.main(["dev1"]) == 2
     lines = capsys.readouterr().err.splitlines()
-    assert len(lines) == 2, lines
+    assert len(lines) == 3, lines
+    assert lines[2].startswith("backfill: on the local AWS the 5 minutes can be shortened: make backfill STACK=dev1")
     assert "is less than 5 min after the streaming destination became ACTIVE" in lines[0]
     assert "the event source mapping starts AT_TIMESTAMP" in lines[1]
     _nothing_exported(local)

@@ -17,7 +17,7 @@ from botocore.stub import ANY, Stubber
 
 from ops import backfill
 from ops.backfill import manifest_files_key, run_deployed
-from ops.outputs import StackOutputs
+from ops.outputs import BoundStack, StackOutputs
 from tests.ops.conftest import outputs_values
 
 REGION = "us-east-1"
@@ -269,10 +269,9 @@ def test_main_takes_the_deployed_path_with_the_bound_stack(
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     bound: list[str] = []
 
-    class _Bound:
-        def __init__(self, stack: str) -> None:
-            bound.append(stack)
-            self.outputs = outputs
+    def _bind(stack: str, outputs_file: str | None = None) -> BoundStack:
+        bound.append(stack)
+        return BoundStack(stack, outputs, outputs.account_id)
 
     def fake_run(given: StackOutputs, **kwargs: Any) -> backfill.BackfillReport:
         assert given is outputs
@@ -280,7 +279,7 @@ def test_main_takes_the_deployed_path_with_the_bound_stack(
         report.files = [backfill.FileOutcome("k", 5, {"rows": 5, "quarantined": 0})]
         return report
 
-    monkeypatch.setattr(backfill, "bind_stack", lambda stack, outputs_file=None: _Bound(stack))
+    monkeypatch.setattr(backfill, "bind_stack", _bind)
     monkeypatch.setattr(backfill, "run_deployed", fake_run)
     assert backfill.main(["qa1"]) == 0
     assert bound == ["qa1"]
@@ -295,17 +294,13 @@ def test_main_takes_the_deployed_path_with_the_bound_stack(
 def test_an_aws_refusal_is_one_line_and_exit_1(monkeypatch: pytest.MonkeyPatch, outputs: StackOutputs, capsys):
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
 
-    class _Bound:
-        def __init__(self) -> None:
-            self.outputs = outputs
-
     def refused(given: StackOutputs, **kwargs: Any) -> backfill.BackfillReport:
         raise ClientError(
             {"Error": {"Code": "StateMachineDoesNotExist", "Message": f"State Machine Does Not Exist: '{MACHINE}'"}},
             "StartExecution",
         )
 
-    monkeypatch.setattr(backfill, "bind_stack", lambda stack, outputs_file=None: _Bound())
+    monkeypatch.setattr(backfill, "bind_stack", lambda stack, outputs_file=None: BoundStack(stack, outputs, None))
     monkeypatch.setattr(backfill, "run_deployed", refused)
     assert backfill.main(["qa1"]) == 1
     err = capsys.readouterr().err

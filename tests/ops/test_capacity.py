@@ -252,3 +252,22 @@ def test_command_without_a_stream_or_aws_says_what_to_pass(tmp_path, capsys, mon
 
     assert capacity.main(["qa1", "--records-per-second", "5000"]) == 2
     assert "pass --shards N or --on-demand" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("size", ["2000000", "1048577"])
+def test_an_impossible_record_size_is_one_line(size: str, capsys: pytest.CaptureFixture[str]):
+    with pytest.raises(SystemExit) as stopped:
+        capacity.main(["prod1", "--records-per-second", "5000", "--on-demand", "--record-bytes", size])
+
+    assert stopped.value.code == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"python -m ops.capacity: error: argument --record-bytes: {int(size):,} bytes is above ")
+    assert "the largest change record, 1,048,576 bytes" in line
+
+
+def test_the_largest_possible_record_size_is_estimated(capsys: pytest.CaptureFixture[str]):
+    argv = ["prod1", "--records-per-second", "1", "--on-demand", "--record-bytes", str(capacity.MAX_RECORD_BYTES)]
+
+    assert capacity.main(argv) == 0
+
+    assert "records/s per shard at 1048576 B" in capsys.readouterr().out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -112,12 +113,13 @@ RUN_ELSEWHERE = {
     "--peak-minutes 10 --on-demand": "tests/ops/test_capacity.py reads the bench figures",
 }
 # Commands that need a deployed stack, run here against the local AWS holding that stack (exit status expected
-# there: the local AWS publishes no Lambda metrics, creates no alarms and has no Lambda function; make exits 2
-# whenever the command fails).
+# there: the local AWS publishes no Lambda metrics, creates no alarms and has no Lambda function; make passes the
+# command's own status through: smoke's 1 is a failed check, rollback's 2 a refusal).
 RUN_LOCAL = {
     'make replay STACK=qa1 ARGS="quarantine --dry-run"': 0,
-    "python -m ops.replay quarantine prod1 --prefix demand/quarantine/dt=2026-11-29/ --dry-run": 0,
-    "make smoke STACK=qa1": 2,
+    # the example day holds nothing on a fresh local AWS: an empty prefix is refused (a typo'd day would be too)
+    "python -m ops.replay quarantine prod1 --prefix demand/quarantine/dt=2026-11-29/ --dry-run": 2,
+    "make smoke STACK=qa1": 1,
     "make rollback STACK=prod1": 2,
 }
 
@@ -210,8 +212,11 @@ def test_shown_command_needing_aws_runs_against_the_local_aws(command):
         assert aws.outputs.stack_name == stack
     assert done.returncode == RUN_LOCAL[command], done.stdout[-2000:] + done.stderr[-2000:]
     assert "Traceback" not in done.stdout + done.stderr
-    if "replay" in command:
+    if "replay" in command and RUN_LOCAL[command] == 0:
         assert "dry run: would replay 0 records from 0 sources; nothing changed" in done.stdout
+    if "replay" in command and RUN_LOCAL[command] == 2:
+        [line] = done.stderr.splitlines()
+        assert "--prefix 'demand/quarantine/dt=2026-11-29/' holds no quarantine objects" in line
     if "smoke" in command:
         assert "FAILED: invocations" in done.stdout
     if "rollback" in command:
@@ -236,3 +241,130 @@ def test_make_without_stack_stops_with_one_line_for_stack_bound_targets():
         assert re.fullmatch(
             rf"Makefile:\d+: \*\*\* STACK is required: make {target} STACK=<dev1\|qa1\|preprod1\|prod1>\.  Stop\.", line
         ), line
+
+
+_NUMBERS = {"four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
+
+
+def test_the_runbook_counts_the_alarms_the_program_declares():
+    """The alarm count comes from the program (its golden plans); smoke checks the stream alarms of ops.smoke."""
+    from ops.smoke import ALARM_ROLES  # noqa: PLC0415
+
+    declared = {
+        stack: (ROOT / "tests" / "infra" / "golden" / f"{stack}.txt")
+        .read_text(encoding="utf-8")
+        .count("aws:cloudwatch/metricAlarm:MetricAlarm ")
+        for stack in ("dev1", "qa1", "preprod1", "prod1")
+    }
+    runbook = (DOCS / "runbook.md").read_text(encoding="utf-8")
+    said = re.search(r"^(\w+) CloudWatch alarms per stack: (\w+) on the stream", runbook, re.MULTILINE)
+    assert said is not None
+    total, stream = (_NUMBERS[word.lower()] for word in said.groups())
+    section = runbook.split("## Read the alarms", 1)[1].split("\n## ", 1)[0]
+    alarm_rows = [line for line in section.splitlines() if line.startswith("| `")]
+
+    assert set(declared.values()) == {total}, declared
+    assert stream == len(ALARM_ROLES)
+    assert len(alarm_rows) == total
+    assert f"| alarms | the stack's {_spelled(len(ALARM_ROLES))} stream alarms" in runbook
+    assert not re.search(r"\b(four|Seven) alarms\b", runbook)
+
+
+def _spelled(number: int) -> str:
+    return next(word for word, value in _NUMBERS.items() if value == number)
+
+
+# -- every command the demo's --keep banner prints: run as printed on the kept local AWS, after a whole demo --------
+# The banner's commands by their program and first words -> the exit status each has on the kept local AWS.
+BANNER = {
+    "aws dynamodb scan": 0,
+    "aws s3 ls s3://{bucket}/demand/events/": 0,
+    "aws s3 ls s3://{bucket}/demand/quarantine/": 0,  # the demo's poison records, and its snapshot quarantine
+    "aws athena list-named-queries": 0,
+    "aws s3 ls s3://{failures}/": 0,  # no batch discarded: an empty listing of the bucket
+    "make preflight": 0,
+    ".venv/bin/python -m ops.replay": 0,
+}
+# Printed by the banner, not run here, and why.
+BANNER_NOT_RUN = {"duckdb": "the duckdb CLI and its httpfs extension are downloaded from the internet"}
+
+
+def _banner_key(words: list[str], bucket: str, failures: str) -> str:
+    if words[0] == "aws":
+        rest = [word for word in words[1:] if not word.startswith("--endpoint-url") and "://127.0.0.1" not in word]
+        key = " ".join(rest[:3] if rest[:2] == ["s3", "ls"] else rest[:2])
+        return "aws " + key.replace(bucket, "{bucket}").replace(failures, "{failures}")
+    return " ".join(words[:2] if words[0] == "make" else words[:3])
+
+
+def _split_assignments(line: str) -> tuple[dict[str, str], list[str]]:
+    import shlex  # noqa: PLC0415
+
+    words = shlex.split(line)
+    first = next(index for index, word in enumerate(words) if not re.match(r"^[A-Z_]+=", word))
+    return dict(word.split("=", 1) for word in words[:first]), words[first:]
+
+
+@pytest.mark.slow
+def test_every_command_of_the_demo_banner_runs_as_printed_after_a_demo(monkeypatch: pytest.MonkeyPatch):
+    import shutil  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from rich.console import Console  # noqa: PLC0415
+
+    from sandbox import demo  # noqa: PLC0415
+
+    results: dict[str, tuple[int, str]] = {}
+    printed: list[str] = []
+
+    class RunTheBanner:
+        """Stands in for the wait for Ctrl-C: runs every command the banner printed, then lets the demo end."""
+
+        def wait(self, timeout: float | None = None) -> bool:
+            from sandbox.local_aws import DEFAULT_STACK  # noqa: PLC0415
+
+            outputs = json.loads(Path(os.environ["STACK_OUTPUTS_FILE"]).read_text(encoding="utf-8"))
+            bucket, failures = outputs["bucket_name"], outputs["failure_bucket_name"]
+            assert outputs["stack_name"] == DEFAULT_STACK
+            text = console.export_text(clear=False)
+            lines = [line.strip() for line in text.split("local AWS left running", 1)[1].splitlines()]
+            commands = [
+                line
+                for line in lines
+                if re.match(r"^([A-Z_]+=\S+ )*(aws --|make [a-z]|duckdb -c|\.venv/bin/python -m)", line)
+            ]
+            printed.extend(commands)
+            shell = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+            shell = _outside_make_and_venv({key: value for key, value in shell.items() if key != "STACK_OUTPUTS_FILE"})
+            for line in commands:
+                assignments, words = _split_assignments(line)
+                if words[0] in BANNER_NOT_RUN or (words[0] == "aws" and shutil.which("aws") is None):
+                    continue
+                key = _banner_key(words, bucket, failures)
+                run = [sys.executable, *words[1:]] if words[0] == ".venv/bin/python" else words
+                done = subprocess.run(
+                    run, cwd=ROOT, env=shell | assignments, capture_output=True, text=True, timeout=240, check=False
+                )
+                results[key] = (done.returncode, done.stdout[-1500:] + done.stderr[-1500:])
+            return True
+
+    real_keep = demo._keep
+
+    def keep(console: Console, aws: object) -> None:
+        with monkeypatch.context() as patched:  # only the banner's wait, not the threads the demo runs
+            patched.setattr(demo, "threading", SimpleNamespace(Event=RunTheBanner))
+            real_keep(console, aws)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(demo, "_keep", keep)
+    console = Console(record=True, width=1000)
+    demo.run_demo(demo.parse_args(["--events", "300", "--seed", "3", "--keep"]), console)
+
+    assert len(printed) == len(BANNER) + len(BANNER_NOT_RUN)
+    expected = {key: status for key, status in BANNER.items() if shutil.which("aws") or not key.startswith("aws ")}
+    assert {key: status for key, (status, _) in results.items()} == expected, results
+    for key, (_, output) in results.items():
+        assert "Traceback" not in output, key
+    replayed = results[".venv/bin/python -m ops.replay"][1]
+    assert "skipped   1 backfill quarantine objects under demand/quarantine/snapshots/" in replayed
+    assert "dry run: would replay " in replayed

@@ -8,8 +8,10 @@ it; S3 failures come from the local server's fault rules.
 from __future__ import annotations
 
 import base64
+import io
 import itertools
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -135,9 +137,12 @@ def test_counts_rows_and_records_quarantined_again_and_removes_the_source(local,
 
     out, err = capsys.readouterr()
     assert status == 1, "two records are not rows"
-    assert "8 records: 6 rows written, 2 quarantined again (schema_violation 2), 0 failed" in out
+    assert (
+        "8 records: 6 rows written by this run, 0 already written, 2 quarantined again (schema_violation 2), "
+        "0 still failing"
+    ) in out
     assert "sources: 1 removed, 0 kept" in out
-    assert f"replayed  {source.key}" in out
+    assert f"replayed  {source.key}: 8 records: 6 rows written by this run" in out
     assert "account 123456789012, stack dev1, region us-east-1: 1 sources in s3://" in out
     assert "batch processed" not in out + err, "handler logs go to the file"
     assert '"RowsWritten":[6.0]' not in out + err
@@ -152,7 +157,8 @@ def test_every_record_a_row_exits_zero(local, tmp_path, capsys):
 
     assert replay.main(["quarantine", "dev1", "--key", source.key, "--log-file", str(tmp_path / "log")]) == 0
 
-    assert "5 records: 5 rows written, 0 quarantined again, 0 failed" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "5 records: 5 rows written by this run, 0 already written, 0 quarantined again, 0 still failing" in out
     _assert_done(local, source)
 
 
@@ -230,6 +236,9 @@ def test_s3_failing_loses_nothing_and_counts_right(local, failing, expected_kept
         assert (report.rows, sum(report.quarantined.values()), report.failed) == (6, 2, {})
     else:
         assert report.rows == 0, "a row that cannot be read back is not counted as a row"
+        assert set(report.failed.values()) == {
+            "sent to the function, but could not be read back from S3 (SlowDown on GetObject): run again"
+        }
     assert report.removed == []
     assert len(report.kept) == 1
     assert expected_kept in report.kept[0]
@@ -238,6 +247,9 @@ def test_s3_failing_loses_nothing_and_counts_right(local, failing, expected_kept
 
     again = _replay(local, source)
     assert (again.rows, sum(again.quarantined.values()), again.failed, again.removed) == (6, 2, {}, [source.key])
+    # the rows the first run wrote are found, not written again (and not counted as written by this run)
+    assert (again.written, again.already) == (0, 6)
+    assert again.invocations == 1, "only the two bad records were driven again"
     _assert_done(local, source)
 
 
@@ -281,8 +293,8 @@ def test_failures_replays_the_on_failure_bucket_and_removes_the_object(local, tm
     assert replay.main(argv) == 0
 
     out = capsys.readouterr().out
-    assert "4 records: 4 rows written, 0 quarantined again, 0 failed" in out
-    assert f"replayed  s3://{FAILURE_BUCKET}/{key}" in out
+    assert "4 records: 4 rows written by this run, 0 already written, 0 quarantined again, 0 still failing" in out
+    assert f"replayed  s3://{FAILURE_BUCKET}/{key}: 4 records: " in out
     assert sorted(_where(local, sequences)[0]) == sorted(sequences)
     assert not _exists(local, key, FAILURE_BUCKET)
 
@@ -293,7 +305,10 @@ def test_failures_with_a_bad_record_quarantines_it_and_removes_the_object(local,
 
     assert replay.main(argv) == 1, "one record is not a row"
 
-    assert "4 records: 3 rows written, 1 quarantined again (schema_violation 1), 0 failed" in capsys.readouterr().out
+    assert (
+        "4 records: 3 rows written by this run, 0 already written, 1 quarantined again (schema_violation 1), "
+        "0 still failing"
+    ) in capsys.readouterr().out
     rows, quarantined = _where(local, sequences)
     assert len(rows) == 3
     assert len(quarantined) == 1
@@ -328,7 +343,7 @@ def test_a_saved_on_failure_record_replays_and_stays(local, tmp_path, capsys):
     argv = ["failures", "dev1", "--message-file", str(saved), "--log-file", str(tmp_path / "log")]
     assert replay.main(argv) == 0
 
-    assert "2 records: 2 rows written" in capsys.readouterr().out
+    assert "2 records: 2 rows written by this run" in capsys.readouterr().out
     assert saved.exists()
 
 
@@ -371,3 +386,108 @@ def test_the_outputs_of_another_stack_are_refused(local, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "belong to stack 'dev1', not 'prod1'" in err
+
+
+# -- what a replay selects, and what it says while it runs ----------------------------------------------------------
+def _snapshot_quarantine(local: LocalAws) -> str:
+    """A line a backfill quarantined (the demo writes one every run): not a stream record."""
+    key = f"{local.outputs.quarantine_prefix}snapshots/export_id=0123-abcd/{uuid.uuid4().hex}.jsonl.gz"
+    line = {"export_id": "0123-abcd", "data_key": "demand/exports/x/data/f.json.gz", "line_number": 3}
+    local.client("s3").put_object(Bucket=local.outputs.bucket_name, Key=key, Body=encode_quarantine([line]))
+    return key
+
+
+def test_a_backfill_quarantine_object_is_skipped_and_said_so(local, capsys):
+    skipped = _snapshot_quarantine(local)
+    source = _quarantine(local, good=2, bad=0)
+
+    assert replay.main(["quarantine", "dev1", "--dry-run"]) == 0
+
+    out = capsys.readouterr().out
+    assert f"would replay  {source.key}" in out
+    assert skipped not in out.replace("skipped ", "")
+    assert re.search(
+        r"^skipped   \d+ backfill quarantine objects under demand/quarantine/snapshots/ \(lines of an export data "
+        r"file, not stream records: make replay does not re-drive them;",
+        out,
+        re.MULTILINE,
+    )
+    assert _exists(local, skipped)
+
+
+@pytest.mark.parametrize("option", ["--key", "--prefix"])
+def test_asking_for_a_backfill_quarantine_object_is_one_line(local, capsys, option):
+    key = _snapshot_quarantine(local)
+    value = key if option == "--key" else key.rsplit("/", 1)[0] + "/"
+
+    assert replay.main(["quarantine", "dev1", option, value, "--dry-run"]) == 2
+
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"python -m ops.replay: error: {option} {value!r} ")
+    assert "back-fill a new export (docs/backfill.md)" in line
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["quarantine", "dev1", "--prefix", "demand/quarantine/dt=1999-01-01/"],
+        ["quarantine", "dev1", "--prefix", "demand/quarantine/dt=2026-13", "--dry-run"],
+        ["failures", "dev1", "--bucket", FAILURE_BUCKET, "--prefix", "aws/lambda/no-such-mapping/"],
+    ],
+)
+def test_an_empty_or_mistyped_prefix_is_one_line(local, capsys, argv):
+    assert replay.main(argv) == 2
+
+    captured = capsys.readouterr()
+    [line] = captured.err.splitlines()
+    assert f"--prefix {argv[3 if argv[0] == 'quarantine' else 5]!r} holds no " in line
+    assert "leave --prefix out" in line
+    assert "records:" not in captured.out
+
+
+def test_a_broken_stack_file_is_one_line_before_anything(local, capsys, tmp_path, monkeypatch):
+    import shutil  # noqa: PLC0415
+
+    from components import settings as settings_module  # noqa: PLC0415
+
+    root = settings_module.PROJECT_ROOT
+    shutil.copy(root / "Pulumi.yaml", tmp_path / "Pulumi.yaml")
+    stack_file = (root / "Pulumi.dev1.yaml").read_text(encoding="utf-8")
+    (tmp_path / "Pulumi.dev1.yaml").write_text(stack_file + "  dmd-pipeline:batchSze: 100\n", encoding="utf-8")
+    monkeypatch.setattr(settings_module, "PROJECT_ROOT", tmp_path)
+    source = _quarantine(local, good=2, bad=0)
+
+    assert replay.main(["quarantine", "dev1", "--key", source.key]) == 2
+
+    [line] = capsys.readouterr().err.splitlines()
+    assert "unknown config key dmd-pipeline:batchSze" in line
+    assert _exists(local, source.key)
+    assert _where(local, source.sequences)[0] == []
+
+
+def test_the_progress_bar_is_drawn_before_the_first_invocation(local, tmp_path, monkeypatch):
+    from rich.console import Console  # noqa: PLC0415
+
+    screen = io.StringIO()
+    monkeypatch.setattr(replay, "progress_console", lambda: Console(file=screen, force_terminal=True, width=100))
+    seen_at_first_call: list[str] = []
+    real_invoker = replay.in_process_invoker
+
+    def invoker(*args: Any, **kwargs: Any) -> replay.Invoker:
+        invoke = real_invoker(*args, **kwargs)
+
+        def watched(event: dict[str, Any]) -> Any:
+            seen_at_first_call.append(screen.getvalue())
+            return invoke(event)
+
+        return watched
+
+    monkeypatch.setattr(replay, "in_process_invoker", invoker)
+    source = _quarantine(local, good=3, bad=0)
+
+    assert replay.main(["quarantine", "dev1", "--key", source.key, "--log-file", str(tmp_path / "log")]) == 0
+
+    assert len(seen_at_first_call) == 1
+    assert "replaying records" in seen_at_first_call[0]
+    assert "0/3" in seen_at_first_call[0]
+    assert "3/3" in screen.getvalue()
