@@ -33,6 +33,7 @@ class CiAccessArgs:
     workgroup_arn: pulumi.Input[str]
     database_arn: pulumi.Input[str]
     table_glue_arn: pulumi.Input[str]
+    snapshot_table_glue_arn: pulumi.Input[str]
     failure_bucket_arn: pulumi.Input[str]
     log_group_arn: pulumi.Input[str]
     alarm_arns: pulumi.Input[list[str]]
@@ -90,6 +91,7 @@ class CiAccess(pulumi.ComponentResource):
             workgroup_arn=args.workgroup_arn,
             database_arn=args.database_arn,
             table_glue_arn=args.table_glue_arn,
+            snapshot_table_glue_arn=args.snapshot_table_glue_arn,
             failure_bucket_arn=args.failure_bucket_arn,
             log_group_arn=args.log_group_arn,
             alarm_arns=args.alarm_arns,

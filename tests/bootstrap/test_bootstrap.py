@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from functools import cache
 from pathlib import Path
@@ -22,6 +23,7 @@ from bootstrap.settings import (
     parse_state_backend,
 )
 from components.account_bootstrap import READ_ONLY_POLICY, oidc_provider_options
+from components.naming import Naming, account_data_bucket_patterns
 from components.settings import PROJECT_ROOT, settings_from_stack_file
 from ops.mocks import ACCOUNT_ID
 from ops.program import ProgramRun, run_program
@@ -110,8 +112,22 @@ def test_preview_role_is_read_only_plus_state_and_secrets_and_denies_data_reads(
         "arn:aws:s3:::*/demand/quarantine/*",
         "arn:aws:s3:::*/demand/exports/*",
         "arn:aws:s3:::*/demand/snapshots/*",
+        # every object of the failure bucket (whole change images) and of the Athena results bucket is data
+        "arn:aws:s3:::prd3292-*-*-demand-processor-failures/*",
+        "arn:aws:s3:::prd3292-*-*-demand-athena-results/*",
     ]
     assert lint_identity_policy(policy) == []
+
+
+@pytest.mark.parametrize("stack", ["dev1", "qa1", "preprod1", "prod1"])
+def test_the_preview_deny_patterns_cover_each_stacks_failure_and_results_buckets(stack: str) -> None:
+    settings = settings_from_stack_file(stack)
+    names = Naming(settings.product_code, settings.environment_tag, settings.region).resources()
+    patterns = account_data_bucket_patterns(settings.product_code)
+
+    for bucket in (names.failure_bucket, names.results_bucket):
+        assert [pattern for pattern in patterns if fnmatch.fnmatchcase(bucket, pattern)], bucket
+    assert not any(fnmatch.fnmatchcase(settings.bucket_id, pattern) for pattern in patterns)
 
 
 def test_no_write_capable_policy_is_attached(run: ProgramRun) -> None:
