@@ -11,6 +11,7 @@ import pulumi
 import pytest
 
 from components.dashboard import DashboardMetric, PipelineDashboardArgs, dashboard_body
+from components.lambda_function import application_log_level
 from components.processor import mapping_options
 from components.settings import SettingsError, settings_from_stack_file
 from ops.mocks import ACCOUNT_ID, MOCK_CODE_SHA256, AwsMocks, Declared
@@ -379,3 +380,31 @@ def test_outputs_name_the_live_version_and_its_code(run: ProgramRun) -> None:
     outputs = StackOutputs.from_mapping(run.outputs, source=run.stack)
     assert outputs.function_alias_version == "1"
     assert outputs.as_dict()["function_code_sha256"] == expected
+
+
+# Metrics whatever the log level.
+
+
+def test_a_stack_logging_at_warning_keeps_lambdas_info_level_so_metrics_are_not_dropped() -> None:
+    """EMF metric lines carry no level (Lambda counts them as INFO): filtering at WARN would drop every metric."""
+    run = run_program("qa1", config={**stack_config("qa1"), "dmd-pipeline:logLevel": "WARNING"})
+    functions = run.of_type("aws:lambda/function:Function")
+
+    assert len(functions) == 3
+    for function in functions:
+        assert function.inputs["environment"]["variables"]["LOG_LEVEL"] == "WARNING", function.name
+        assert function.inputs["loggingConfig"]["applicationLogLevel"] == "INFO", function.name
+        assert function.inputs["loggingConfig"]["logFormat"] == "JSON", function.name
+
+
+@pytest.mark.parametrize(
+    ("log_level", "lambda_level"),
+    [("DEBUG", "DEBUG"), ("INFO", "INFO"), ("WARNING", "INFO"), ("ERROR", "INFO"), ("CRITICAL", "INFO")],
+)
+def test_lambda_filters_application_logs_at_info_at_most(log_level: str, lambda_level: str) -> None:
+    assert application_log_level(log_level) == lambda_level
+
+
+def test_an_unknown_log_level_is_named() -> None:
+    with pytest.raises(ValueError, match="'VERBOSE'"):
+        application_log_level("VERBOSE")
