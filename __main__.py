@@ -256,6 +256,7 @@ ci = CiAccess(
     CiAccessArgs(
         role_name=resource_names.ci_role,
         gitlab_url=settings.gitlab_url,
+        issuer_url=settings.oidc_issuer_url,
         project_path=settings.gitlab_project_path,
         main_branch_only=settings.ci_main_branch_only,
         table_arn=stream.table_arn,

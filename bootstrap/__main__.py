@@ -22,6 +22,8 @@ account = AccountBootstrap(
     "account",
     AccountBootstrapArgs(
         gitlab_url=settings.gitlab_url,
+        issuer_url=settings.oidc_issuer_url,
+        thumbprints=settings.oidc_thumbprints,
         project_path=settings.gitlab_project_path,
         preview_role_name=settings.preview_role_name,
         state_bucket=settings.state_bucket,

@@ -21,6 +21,7 @@ class CiAccessArgs:
 
     role_name: str
     gitlab_url: str
+    issuer_url: str
     project_path: str
     main_branch_only: bool
     table_arn: pulumi.Input[str]
@@ -59,7 +60,7 @@ class CiAccess(pulumi.ComponentResource):
     def _oidc_provider(self, args: CiAccessArgs) -> pulumi.Output[str]:
         # Account-wide (IAM allows one provider per URL): created and protected by bootstrap/, only looked up here.
         existing = aws.iam.get_open_id_connect_provider_output(
-            url=args.gitlab_url, opts=pulumi.InvokeOptions(parent=self)
+            url=args.issuer_url, opts=pulumi.InvokeOptions(parent=self)
         )
         return existing.arn
 
@@ -69,6 +70,7 @@ class CiAccess(pulumi.ComponentResource):
                 ci_trust_policy(
                     provider_arn=provider_arn,
                     gitlab_url=args.gitlab_url,
+                    issuer_url=args.issuer_url,
                     project_path=args.project_path,
                     main_branch_only=args.main_branch_only,
                 )

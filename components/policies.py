@@ -320,15 +320,22 @@ def ci_trust_policy(
     gitlab_url: str,
     project_path: str,
     main_branch_only: bool,
+    issuer_url: str | None = None,
 ) -> Document:
     """GitLab CI of one project (and, when ``main_branch_only``, only its main branch) may assume the role.
 
     GitLab ID tokens carry ``sub = project_path:<group>/<project>:ref_type:<branch|tag>:ref:<name>`` and
-    the audience configured in ``.gitlab-ci.yml`` (``id_tokens: ...: aud:``), here the GitLab URL.
+    the audience configured in ``.gitlab-ci.yml`` (``id_tokens: ...: aud:``), here the GitLab URL. IAM names the
+    condition keys after the provider, that is the tokens' issuer: ``issuer_url`` when GitLab issues them under
+    another URL (``ci_id_tokens`` ``issuer_url`` of a private GitLab), else the GitLab URL.
     """
-    host = urlparse(gitlab_url).netloc
-    if not host:
+    if not urlparse(gitlab_url).netloc:
         raise ValueError(f"gitlab_url must be an absolute URL, got {gitlab_url!r}")
+    issuer = issuer_url or gitlab_url
+    parsed = urlparse(issuer)
+    if not parsed.netloc:
+        raise ValueError(f"issuer_url must be an absolute URL, got {issuer!r}")
+    host = f"{parsed.netloc}{parsed.path.rstrip('/')}"
     subject = f"project_path:{project_path}:ref_type:branch:ref:main"
     subject_condition = (
         {"StringEquals": {f"{host}:aud": gitlab_url, f"{host}:sub": subject}}

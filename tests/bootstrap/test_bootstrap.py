@@ -168,6 +168,8 @@ def test_the_oidc_provider_is_protected_and_retained_on_delete() -> None:
     assert options.protect is True
     assert options.retain_on_delete is True
     assert options.parent is parent
+    # an imported account-wide provider keeps every team's audiences: ours are set on creation only
+    assert options.ignore_changes == ["clientIdLists"]
 
 
 def test_the_program_creates_the_provider_with_those_options(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -190,7 +192,32 @@ def test_the_program_creates_the_provider_with_those_options(monkeypatch: pytest
     assert options is not None
     assert options.protect is True
     assert options.retain_on_delete is True
+    assert options.ignore_changes == ["clientIdLists"]
     assert options.parent is not None, "a child of the AccountBootstrap component"
+
+
+def test_a_private_gitlab_names_its_issuer_and_thumbprints() -> None:
+    """GitLab's ci_id_tokens issuer_url is the provider's URL and the trust's key prefix; the audience stays."""
+    thumbprint = "9e99a48a9960b14926bb7f3b02e22da2b0ab7280"
+    config = {
+        **bootstrap_stack_config("tm-nonprod"),
+        f"{BOOTSTRAP_PROJECT}:oidcIssuerUrl": "https://oidc.tmaws.io",
+        f"{BOOTSTRAP_PROJECT}:oidcThumbprints": thumbprint.upper(),
+    }
+    run = run_program("tm-nonprod", root=BOOTSTRAP_ROOT, config=config, project=BOOTSTRAP_PROJECT)
+    provider = run.one(OIDC)
+    (statement,) = json.loads(run.one(ROLE).inputs["assumeRolePolicy"])["Statement"]
+
+    assert provider.inputs["url"] == "https://oidc.tmaws.io"
+    assert provider.inputs["clientIdLists"] == ["https://git.tmaws.io"]
+    assert provider.inputs["thumbprintLists"] == [thumbprint]
+    assert statement["Condition"]["StringEquals"] == {"oidc.tmaws.io:aud": "https://git.tmaws.io"}
+    assert set(statement["Condition"]["StringLike"]) == {"oidc.tmaws.io:sub"}
+
+
+def test_a_public_gitlab_gets_no_thumbprint(run: ProgramRun) -> None:
+    """IAM checks a JWKS endpoint whose certificate chains to a CA it trusts without thumbprints."""
+    assert "thumbprintLists" not in run.one(OIDC).inputs
 
 
 # ---------------------------------------------------------------- settings and stack files
@@ -262,6 +289,9 @@ def _write(tmp_path: Path, account: str = "tm-nonprod", **overrides: str | None)
         ({"stateBackendUrl": "file:///tmp/state"}, "not an S3 state backend URL"),
         ({"gitlabUrl": "http://git.example"}, "gitlabUrl must be an https URL, got 'http://git.example'"),
         ({"unknownKey": "x"}, "unknown config key dmd-pipeline-bootstrap:unknownKey"),
+        ({"oidcIssuerUrl": "http://oidc.example"}, "oidcIssuerUrl must be an https URL or empty"),
+        ({"oidcThumbprints": "abc"}, "oidcThumbprints must be up to 5 SHA-1 thumbprints"),
+        ({"oidcThumbprints": ",".join(["a" * 40] * 6)}, "oidcThumbprints must be up to 5 SHA-1 thumbprints"),
     ],
 )
 def test_bad_settings_name_the_key_and_the_value(tmp_path: Path, overrides: dict, message: str) -> None:

@@ -408,3 +408,15 @@ def test_lambda_filters_application_logs_at_info_at_most(log_level: str, lambda_
 def test_an_unknown_log_level_is_named() -> None:
     with pytest.raises(ValueError, match="'VERBOSE'"):
         application_log_level("VERBOSE")
+
+
+def test_a_private_gitlabs_issuer_names_the_provider_and_the_trust_keys() -> None:
+    run = run_program("qa1", config={**stack_config("qa1"), "dmd-pipeline:gitlabIssuerUrl": "https://oidc.tmaws.io"})
+    role = next(role for role in run.of_type("aws:iam/role:Role") if role.name == "ci-role")
+    (statement,) = json.loads(role.inputs["assumeRolePolicy"])["Statement"]
+
+    assert ("aws:iam/getOpenIdConnectProvider:getOpenIdConnectProvider", {"url": "https://oidc.tmaws.io"}) in [
+        (token, {key: value for key, value in args.items() if key == "url"}) for token, args in run.invokes
+    ]
+    assert statement["Condition"]["StringEquals"]["oidc.tmaws.io:aud"] == "https://git.tmaws.io"
+    assert not [key for key in json.dumps(statement["Condition"]).split('"') if key.startswith("git.tmaws.io:")]
