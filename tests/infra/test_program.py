@@ -487,7 +487,7 @@ def test_ci_role_trusts_only_this_project_and_main_in_prod(run: ProgramRun) -> N
     assert statement["Principal"] == {"Federated": f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/git.tmaws.io"}
     condition = statement["Condition"]
     assert condition["StringEquals"]["git.tmaws.io:aud"] == "https://git.tmaws.io"
-    if settings.is_prod_account:
+    if settings.ci_main_branch_only:  # every stack but qa1 (the one a branch pipeline deploys to)
         assert condition == {
             "StringEquals": {
                 "git.tmaws.io:aud": "https://git.tmaws.io",
