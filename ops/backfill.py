@@ -50,10 +50,12 @@ __all__ = [
     "PreconditionError",
     "backfill_environment",
     "check_counts",
+    "check_export_kind",
     "count_lines",
     "export_data_files",
     "main",
     "manifest_item_counts",
+    "quarantine_problem",
     "run_deployed",
     "run_export",
 ]
@@ -199,6 +201,40 @@ def _checks(session: Any, outputs: StackOutputs, *, local: bool, lead: timedelta
     return export_time
 
 
+#: The only export a snapshot can come from: every item of the table, in the format the handler decodes.
+SNAPSHOT_EXPORT_TYPE = "FULL_EXPORT"
+SNAPSHOT_EXPORT_FORMAT = "DYNAMODB_JSON"
+#: Above this share of quarantined lines the run does not recommend publishing (--max-quarantined-percent).
+DEFAULT_MAX_QUARANTINED_PERCENT = 0.1
+
+
+def check_export_kind(export: Mapping[str, Any]) -> None:
+    """Refuse an export a snapshot cannot come from: an incremental export holds only the changed items (publishing
+    it would drop every unchanged one), an ION export's every line would be quarantined while the counts "match".
+
+    DescribeExport reports ``ExportType`` and ``ExportFormat``; an absent value is the API's default (FULL_EXPORT,
+    DYNAMODB_JSON), which older responses and the local AWS leave out.
+    """
+    kind = export.get("ExportType") or SNAPSHOT_EXPORT_TYPE
+    export_format = export.get("ExportFormat") or SNAPSHOT_EXPORT_FORMAT
+    if (kind, export_format) != (SNAPSHOT_EXPORT_TYPE, SNAPSHOT_EXPORT_FORMAT):
+        raise PreconditionError(
+            f"--export-arn {export.get('ExportArn')!r} is a {kind} in {export_format}: a snapshot needs a "
+            f"{SNAPSHOT_EXPORT_TYPE} in {SNAPSHOT_EXPORT_FORMAT} (run make backfill without --export-arn for one)"
+        )
+
+
+def quarantine_problem(totals: Mapping[str, int], max_percent: float) -> str | None:
+    """Why the snapshot should not be published although the counts match: too many lines quarantined, or None."""
+    items, quarantined = totals["items"], totals["quarantined"]
+    if not items or quarantined * 100 <= max_percent * items:
+        return None
+    return (
+        f"{quarantined:,} of {items:,} items quarantined ({100 * quarantined / items:.3f} %), above "
+        f"--max-quarantined-percent {max_percent:g}: the snapshot would lack them; read the quarantine, fix, re-run"
+    )
+
+
 def _request_export(
     dynamodb: Any,
     outputs: StackOutputs,
@@ -222,6 +258,7 @@ def _request_export(
             export = dynamodb.describe_export(ExportArn=export_arn)["ExportDescription"]
         except Exception as error:
             raise PreconditionError(f"--export-arn {export_arn!r}: {error}") from None
+        check_export_kind(export)
         prefix = str(export.get("S3Prefix") or "")
         if export.get("S3Bucket") != outputs.bucket_name or not prefix.startswith(EXPORTS_PREFIX):
             raise PreconditionError(
@@ -487,6 +524,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"backfill: {message} (usage: python -m ops.backfill <stack> [--workers N])\n")
 
 
+def _percent(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a percentage between 0 and 100")
+    return value
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = _Parser(prog="python -m ops.backfill", description=__doc__.split("\n\n")[0])
     parser.add_argument("stack", help="stack whose table and bucket to use (dev1, qa1, preprod1, prod1)")
@@ -495,6 +542,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--outputs-file", help="stack outputs JSON (default: $STACK_OUTPUTS_FILE or Pulumi)")
     parser.add_argument("--export-arn", help="back-fill this completed export again instead of requesting one")
     parser.add_argument("--verbose", action="store_true", help="show the handler's log lines and EMF metrics")
+    parser.add_argument(
+        "--max-quarantined-percent",
+        type=_percent,
+        default=DEFAULT_MAX_QUARANTINED_PERCENT,
+        help=f"publish only if at most this share of lines was quarantined (default {DEFAULT_MAX_QUARANTINED_PERCENT})",
+    )
     parser.add_argument(
         "--lead-seconds",
         type=float,
@@ -574,6 +627,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     print("counts match: every item of the export is a row or quarantined")
+    too_many = quarantine_problem(report.totals(), args.max_quarantined_percent)
+    if too_many:
+        print(f"backfill: {too_many}", file=sys.stderr)
+        print("backfill: do not publish this snapshot: too many lines were quarantined (see above)")
+        return 1
     print(
         f"publish it: pulumi config set dmd-pipeline:snapshotExportId {report.export_id} --stack {args.stack} && "
         f"pulumi config set dmd-pipeline:snapshotExportTime {report.export_time} --stack {args.stack}"
