@@ -143,6 +143,8 @@ compaction = Compaction(
         function_name=resource_names.compaction_function,
         schedule_name=resource_names.compaction_schedule,
         scheduler_role_name=resource_names.compaction_scheduler_role,
+        schedule_group_name=resource_names.compaction_schedule_group,
+        dead_letter_queue_name=resource_names.compaction_dead_letter_queue,
         bucket_arn=layout.bucket_arn,
         events_prefix=layout_prefixes.events,
         layer_arn=layer.layer_arn,
@@ -197,8 +199,12 @@ flow_alarms = FlowAlarms(
     aws_opts,
 )
 all_alarm_arns = pulumi.Output.all(
-    alarms.alarm_arns, flow_alarms.alarm_arns, compaction.errors_alarm_arn, backfill.failed_executions_alarm_arn
-).apply(lambda groups: [*groups[0], *groups[1], groups[2], groups[3]])
+    alarms.alarm_arns,
+    flow_alarms.alarm_arns,
+    compaction.errors_alarm_arn,
+    compaction.schedule_alarm_arn,
+    backfill.failed_executions_alarm_arn,
+).apply(lambda groups: [*groups[0], *groups[1], *groups[2:]])
 PipelineDashboard(
     "dashboard",
     PipelineDashboardArgs(
@@ -250,18 +256,21 @@ ci = CiAccess(
     CiAccessArgs(
         role_name=resource_names.ci_role,
         gitlab_url=settings.gitlab_url,
+        issuer_url=settings.oidc_issuer_url,
         project_path=settings.gitlab_project_path,
         main_branch_only=settings.ci_main_branch_only,
         table_arn=stream.table_arn,
         stream_arn=stream.stream_arn,
         function_arn=processor.function_arn,
         bucket_arn=layout.bucket_arn,
-        read_prefixes=(layout_prefixes.events, layout_prefixes.quarantine),
+        # the snapshots too: once a snapshot is published, current_registrations reads its table
+        read_prefixes=(layout_prefixes.events, layout_prefixes.quarantine, layout_prefixes.snapshots),
         results_prefix=layout_prefixes.athena_results,
         results_bucket_arn=results.bucket_arn,
         workgroup_arn=athena.workgroup_arn,
         database_arn=athena.database_arn,
         table_glue_arn=athena.table_arn,
+        snapshot_table_glue_arn=athena.snapshot_table_arn,
         failure_bucket_arn=failures.bucket_arn,
         log_group_arn=processor.log_group_arn,
         alarm_arns=all_alarm_arns,

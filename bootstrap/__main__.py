@@ -13,7 +13,7 @@ import pulumi_aws as aws  # noqa: E402
 
 from bootstrap.settings import load_bootstrap_settings  # noqa: E402
 from components.account_bootstrap import AccountBootstrap, AccountBootstrapArgs  # noqa: E402
-from components.naming import prefixes  # noqa: E402
+from components.naming import account_data_bucket_patterns, prefixes  # noqa: E402
 
 settings = load_bootstrap_settings()
 layout = prefixes()
@@ -22,6 +22,8 @@ account = AccountBootstrap(
     "account",
     AccountBootstrapArgs(
         gitlab_url=settings.gitlab_url,
+        issuer_url=settings.oidc_issuer_url,
+        thumbprints=settings.oidc_thumbprints,
         project_path=settings.gitlab_project_path,
         preview_role_name=settings.preview_role_name,
         state_bucket=settings.state_bucket,
@@ -29,6 +31,8 @@ account = AccountBootstrap(
         secrets_key_alias=settings.secrets_key_alias,
         # the raw table (exports) and its back-filled snapshots are data too
         data_prefixes=(layout.events, layout.quarantine, layout.exports, layout.snapshots),
+        # every object of these is data: discarded batches' whole change images, and query results
+        data_bucket_patterns=account_data_bucket_patterns(settings.product_code),
     ),
     pulumi.ResourceOptions(providers=[provider]),
 )

@@ -28,6 +28,7 @@ __all__ = [
     "load_bootstrap_settings",
     "parse_secrets_provider",
     "parse_state_backend",
+    "parse_thumbprints",
 ]
 
 BOOTSTRAP_PROJECT = "dmd-pipeline-bootstrap"
@@ -38,6 +39,9 @@ _PROJECT_PATH = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+$")
 _ROLE_NAME = re.compile(r"^[A-Za-z0-9+=,.@_-]{1,64}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _ALIAS = re.compile(r"^alias/[A-Za-z0-9/_-]{1,250}$")
+_THUMBPRINT = re.compile(r"^[0-9a-f]{40}$")
+# IAM keeps at most five thumbprints per OIDC provider.
+MAX_THUMBPRINTS = 5
 
 # key (namespace:name) -> (default or None when required, description)
 BOOTSTRAP_CONFIG_KEYS: dict[str, tuple[str | None, str]] = {
@@ -47,6 +51,16 @@ BOOTSTRAP_CONFIG_KEYS: dict[str, tuple[str | None, str]] = {
     f"{BOOTSTRAP_PROJECT}:productCode": ("PRD3292", "Product code tag (ProductCode)."),
     f"{BOOTSTRAP_PROJECT}:inventoryCode": ("dmnd-pipeline", "Inventory code tag (InventoryCode)."),
     f"{BOOTSTRAP_PROJECT}:gitlabUrl": ("https://git.tmaws.io", "GitLab issuing CI ID tokens (the provider's URL)."),
+    f"{BOOTSTRAP_PROJECT}:oidcIssuerUrl": (
+        "",
+        "Issuer of GitLab's CI ID tokens (gitlab.rb ci_id_tokens issuer_url) when it is not gitlabUrl: the OIDC"
+        " provider's URL (empty: gitlabUrl).",
+    ),
+    f"{BOOTSTRAP_PROJECT}:oidcThumbprints": (
+        "",
+        "SHA-1 thumbprints (40 hex digits, comma-separated) of the CA of the issuer's JWKS endpoint, needed only"
+        " when its certificate does not chain to a CA AWS trusts (a private CA); empty otherwise.",
+    ),
     f"{BOOTSTRAP_PROJECT}:gitlabProjectPath": (
         "demand-capture/data-pipeline",
         "GitLab project whose merge request pipelines may assume the preview role.",
@@ -78,6 +92,8 @@ class BootstrapSettings:
     product_code: str
     inventory_code: str
     gitlab_url: str
+    oidc_issuer_url: str  # gitlab_url unless GitLab issues its ID tokens under another URL
+    oidc_thumbprints: tuple[str, ...]
     gitlab_project_path: str
     preview_role_name: str
     state_backend_url: str
@@ -116,13 +132,21 @@ def parse_secrets_provider(provider: str) -> tuple[str, str]:
     return alias, regions[0]
 
 
+def parse_thumbprints(text: str) -> tuple[str, ...] | None:
+    """``"ab12...,cd34..."`` -> lower-case thumbprints; None when one is not 40 hex digits or there are too many."""
+    thumbprints = tuple(part.strip().lower() for part in text.split(",") if part.strip())
+    if len(thumbprints) > MAX_THUMBPRINTS or not all(_THUMBPRINT.match(thumbprint) for thumbprint in thumbprints):
+        return None
+    return thumbprints
+
+
 def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
 
 
-def _build(stack: str, raw: Mapping[str, str], where: str) -> BootstrapSettings:
+def _build(stack: str, raw: Mapping[str, str], where: str) -> BootstrapSettings:  # noqa: PLR0912
     unknown = sorted(key for key in raw if key.startswith(f"{BOOTSTRAP_PROJECT}:") and key not in BOOTSTRAP_CONFIG_KEYS)
     if unknown:
         raise BootstrapSettingsError(f"{where}: unknown config key {unknown[0]}")
@@ -147,6 +171,11 @@ def _build(stack: str, raw: Mapping[str, str], where: str) -> BootstrapSettings:
         raise bad(f"{ns}:accountTag", f"the stack name {stack!r}")
     if not _URL.match(values["gitlabUrl"]):
         raise bad(f"{ns}:gitlabUrl", "an https URL")
+    if values["oidcIssuerUrl"] and not _URL.match(values["oidcIssuerUrl"]):
+        raise bad(f"{ns}:oidcIssuerUrl", "an https URL or empty")
+    thumbprints = parse_thumbprints(values["oidcThumbprints"])
+    if thumbprints is None:
+        raise bad(f"{ns}:oidcThumbprints", f"up to {MAX_THUMBPRINTS} SHA-1 thumbprints (40 hex digits) by commas")
     if not _PROJECT_PATH.match(values["gitlabProjectPath"]):
         raise bad(f"{ns}:gitlabProjectPath", "a GitLab project path group/project")
     if not _ROLE_NAME.match(values["previewRoleName"]):
@@ -166,6 +195,8 @@ def _build(stack: str, raw: Mapping[str, str], where: str) -> BootstrapSettings:
         product_code=values["productCode"],
         inventory_code=values["inventoryCode"],
         gitlab_url=values["gitlabUrl"],
+        oidc_issuer_url=values["oidcIssuerUrl"] or values["gitlabUrl"],
+        oidc_thumbprints=thumbprints,
         gitlab_project_path=values["gitlabProjectPath"],
         preview_role_name=values["previewRoleName"],
         state_backend_url=values["stateBackendUrl"],

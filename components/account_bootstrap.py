@@ -28,15 +28,21 @@ class AccountBootstrapArgs:
     state_prefix: str
     secrets_key_alias: str
     data_prefixes: tuple[str, ...]
+    data_bucket_patterns: tuple[str, ...] = ()
+    issuer_url: str = ""
+    thumbprints: tuple[str, ...] = ()
 
 
 def oidc_provider_options(parent: pulumi.Resource) -> pulumi.ResourceOptions:
     """The provider is the account's CI lifeline: `pulumi destroy` must neither delete it nor drop it silently.
 
     ``protect`` makes the engine refuse to delete it; ``retain_on_delete`` keeps it in AWS even when someone
-    unprotects it and removes it from the program (every stack's CI role trusts it).
+    unprotects it and removes it from the program (every stack's CI role trusts it). The provider is account-wide:
+    an imported one may list other teams' audiences, which an update would replace with ours (IAM's audience list
+    is one list), so its ``client_id_lists`` are set when it is created and never changed afterwards; the runbook
+    adds this project's audience to an imported provider that lacks it.
     """
-    return pulumi.ResourceOptions(parent=parent, protect=True, retain_on_delete=True)
+    return pulumi.ResourceOptions(parent=parent, protect=True, retain_on_delete=True, ignore_changes=["clientIdLists"])
 
 
 class AccountBootstrap(pulumi.ComponentResource):
@@ -67,12 +73,14 @@ class AccountBootstrap(pulumi.ComponentResource):
         )
 
     def _create_oidc_provider(self, args: AccountBootstrapArgs) -> aws.iam.OpenIdConnectProvider:
-        # No thumbprint: IAM verifies the issuer's certificate against its trusted CAs (pulumi-aws v7 makes
-        # thumbprintLists optional for that reason).
+        # Thumbprints only when given: IAM verifies the JWKS endpoint's certificate against its library of trusted
+        # CAs and uses thumbprints only for a certificate that does not chain to one (a private GitLab's own CA).
+        # The provider's URL is the tokens' issuer (ci_id_tokens issuer_url); their audience is the GitLab URL.
         return aws.iam.OpenIdConnectProvider(
             f"{self._name}-gitlab-oidc",
-            url=args.gitlab_url,
+            url=args.issuer_url or args.gitlab_url,
             client_id_lists=[args.gitlab_url],
+            thumbprint_lists=list(args.thumbprints) or None,
             opts=oidc_provider_options(self),
         )
 
@@ -84,6 +92,7 @@ class AccountBootstrap(pulumi.ComponentResource):
                 ci_trust_policy(
                     provider_arn=provider_arn,
                     gitlab_url=args.gitlab_url,
+                    issuer_url=args.issuer_url or None,
                     project_path=args.project_path,
                     main_branch_only=False,
                 )
@@ -110,6 +119,7 @@ class AccountBootstrap(pulumi.ComponentResource):
                     state_prefix=args.state_prefix,
                     secrets_key_arn=key_arn,
                     data_prefixes=args.data_prefixes,
+                    data_bucket_patterns=args.data_bucket_patterns,
                 )
             )
         )

@@ -103,6 +103,8 @@ class AthenaCatalog(pulumi.ComponentResource):
     """ARN of that table."""
     snapshot_table_name: pulumi.Output[str]
     """Glue table of the back-filled snapshots (``<table>_snapshots``)."""
+    snapshot_table_arn: pulumi.Output[str]
+    """ARN of that table (the CI role reads it once a snapshot is published)."""
     workgroup_name: pulumi.Output[str]
     """Athena workgroup to query with."""
     workgroup_arn: pulumi.Output[str]
@@ -165,6 +167,7 @@ class AthenaCatalog(pulumi.ComponentResource):
         self.table_name = table.name
         self.table_arn = table.arn
         self.snapshot_table_name = snapshots.name
+        self.snapshot_table_arn = snapshots.arn
         self.workgroup_name = workgroup.name
         self.workgroup_arn = workgroup.arn
         self.register_outputs(
@@ -174,6 +177,7 @@ class AthenaCatalog(pulumi.ComponentResource):
                 "table_name": self.table_name,
                 "table_arn": self.table_arn,
                 "snapshot_table_name": self.snapshot_table_name,
+                "snapshot_table_arn": self.snapshot_table_arn,
                 "workgroup_name": self.workgroup_name,
                 "workgroup_arn": self.workgroup_arn,
             }

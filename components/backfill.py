@@ -30,6 +30,7 @@ __all__ = [
     "BACKFILL_MEMORY_MB",
     "BACKFILL_TIMEOUT_SECONDS",
     "RESULTS_PREFIX",
+    "UNSUCCESSFUL_EXECUTION_METRICS",
     "Backfill",
     "BackfillArgs",
 ]
@@ -41,6 +42,12 @@ BACKFILL_TIMEOUT_SECONDS = 900
 #: Where the Distributed Map's ResultWriter puts each run's results (in the data bucket).
 RESULTS_PREFIX = "demand/backfill-results/"
 FAILED_EXECUTIONS_WINDOW = (300, 1)
+#: (metric query id, AWS/States metric) of the executions that ended without success.
+UNSUCCESSFUL_EXECUTION_METRICS = (
+    ("failed", "ExecutionsFailed"),
+    ("aborted", "ExecutionsAborted"),
+    ("timedout", "ExecutionsTimedOut"),
+)
 
 
 @dataclass(frozen=True)
@@ -214,16 +221,34 @@ class Backfill(pulumi.ComponentResource):
     ) -> aws.cloudwatch.MetricAlarm:
         period, periods = FAILED_EXECUTIONS_WINDOW
         actions = [args.topic_arn] if args.topic_arn else []
+        # Every way an execution ends without a complete snapshot: failed, aborted (stopped) or timed out.
+        queries: list[aws.cloudwatch.MetricAlarmMetricQueryArgs] = [
+            aws.cloudwatch.MetricAlarmMetricQueryArgs(
+                id=metric_id,
+                return_data=False,
+                metric=aws.cloudwatch.MetricAlarmMetricQueryMetricArgs(
+                    namespace="AWS/States",
+                    metric_name=metric,
+                    dimensions={"StateMachineArn": machine.arn},
+                    period=period,
+                    stat="Sum",
+                ),
+            )
+            for metric_id, metric in UNSUCCESSFUL_EXECUTION_METRICS
+        ]
+        expression = " + ".join(f"FILL({metric_id},0)" for metric_id, _ in UNSUCCESSFUL_EXECUTION_METRICS)
+        queries.insert(
+            0,
+            aws.cloudwatch.MetricAlarmMetricQueryArgs(
+                id="unsuccessful", expression=expression, label="Executions not succeeded", return_data=True
+            ),
+        )
         return aws.cloudwatch.MetricAlarm(
             f"{self._name}-failed-executions",
             name=alarm_name(args.state_machine_name, "failed-executions"),
             alarm_description="A backfill execution failed, timed out or was aborted: the snapshot is incomplete and"
             " must not be published.",
-            namespace="AWS/States",
-            metric_name="ExecutionsFailed",
-            dimensions={"StateMachineArn": machine.arn},
-            statistic="Sum",
-            period=period,
+            metric_queries=queries,
             evaluation_periods=periods,
             datapoints_to_alarm=periods,
             threshold=1,

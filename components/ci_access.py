@@ -21,6 +21,7 @@ class CiAccessArgs:
 
     role_name: str
     gitlab_url: str
+    issuer_url: str
     project_path: str
     main_branch_only: bool
     table_arn: pulumi.Input[str]
@@ -33,6 +34,7 @@ class CiAccessArgs:
     workgroup_arn: pulumi.Input[str]
     database_arn: pulumi.Input[str]
     table_glue_arn: pulumi.Input[str]
+    snapshot_table_glue_arn: pulumi.Input[str]
     failure_bucket_arn: pulumi.Input[str]
     log_group_arn: pulumi.Input[str]
     alarm_arns: pulumi.Input[list[str]]
@@ -58,7 +60,7 @@ class CiAccess(pulumi.ComponentResource):
     def _oidc_provider(self, args: CiAccessArgs) -> pulumi.Output[str]:
         # Account-wide (IAM allows one provider per URL): created and protected by bootstrap/, only looked up here.
         existing = aws.iam.get_open_id_connect_provider_output(
-            url=args.gitlab_url, opts=pulumi.InvokeOptions(parent=self)
+            url=args.issuer_url, opts=pulumi.InvokeOptions(parent=self)
         )
         return existing.arn
 
@@ -68,6 +70,7 @@ class CiAccess(pulumi.ComponentResource):
                 ci_trust_policy(
                     provider_arn=provider_arn,
                     gitlab_url=args.gitlab_url,
+                    issuer_url=args.issuer_url,
                     project_path=args.project_path,
                     main_branch_only=args.main_branch_only,
                 )
@@ -90,6 +93,7 @@ class CiAccess(pulumi.ComponentResource):
             workgroup_arn=args.workgroup_arn,
             database_arn=args.database_arn,
             table_glue_arn=args.table_glue_arn,
+            snapshot_table_glue_arn=args.snapshot_table_glue_arn,
             failure_bucket_arn=args.failure_bucket_arn,
             log_group_arn=args.log_group_arn,
             alarm_arns=args.alarm_arns,

@@ -2,6 +2,10 @@
 
 EventBridge Scheduler invokes it (asynchronously) through a role of its own that may invoke this one function:
 no resource-based policy on the function, a retry policy for delivery, and the schedule's time zone explicit.
+The schedule lives in the stack's own schedule group, which the role's trust names (Scheduler presents the group's
+ARN as ``aws:SourceArn``); an invocation Scheduler cannot deliver goes to a dead-letter queue, and an alarm watches
+that queue and the group's dropped and undeliverable invocations, so a schedule that never reaches the function is
+not silent.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from components.naming import alarm_name, log_group_name
 from components.policies import (
     compaction_policy,
     lambda_trust_policy,
-    schedule_arn,
+    schedule_group_arn,
     scheduler_invoke_policy,
     scheduler_trust_policy,
 )
@@ -33,6 +37,8 @@ SCHEDULED_EVENT: dict[str, str] = {}
 SCHEDULE_RETRY_MAX_AGE_SECONDS = 3600
 SCHEDULE_RETRY_ATTEMPTS = 3
 ERRORS_WINDOW = (300, 1)
+# Undelivered invocations are kept for the SQS maximum, 14 days: long enough to see what was missed.
+DEAD_LETTER_RETENTION_SECONDS = 14 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,8 @@ class CompactionArgs:
     function_name: str
     schedule_name: str
     scheduler_role_name: str
+    schedule_group_name: str
+    dead_letter_queue_name: str
     bucket_arn: pulumi.Input[str]
     events_prefix: str
     layer_arn: pulumi.Input[str]
@@ -69,6 +77,8 @@ class Compaction(pulumi.ComponentResource):
     """Name of the alarm on the function's errors."""
     errors_alarm_arn: pulumi.Output[str]
     """ARN of that alarm."""
+    schedule_alarm_arn: pulumi.Output[str]
+    """ARN of the alarm on invocations the schedule could not deliver."""
 
     def __init__(self, name: str, args: CompactionArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("dmd-pipeline:index:Compaction", name, None, opts)
@@ -83,12 +93,13 @@ class Compaction(pulumi.ComponentResource):
         role, role_policy = self._create_role(args, log_group)
         function = self._create_function(args, role, role_policy, log_group)
         alarm = self._create_errors_alarm(args, function)
-        self._create_schedule(args, function)
+        schedule_alarm = self._create_schedule(args, function)
         self.function_name = function.name
         self.function_arn = function.arn
         self.log_group_name = log_group.name
         self.errors_alarm_name = alarm.name
         self.errors_alarm_arn = alarm.arn
+        self.schedule_alarm_arn = schedule_alarm.arn
         self.register_outputs(
             {
                 "function_name": self.function_name,
@@ -96,6 +107,7 @@ class Compaction(pulumi.ComponentResource):
                 "log_group_name": self.log_group_name,
                 "errors_alarm_name": self.errors_alarm_name,
                 "errors_alarm_arn": self.errors_alarm_arn,
+                "schedule_alarm_arn": self.schedule_alarm_arn,
             }
         )
 
@@ -172,13 +184,25 @@ class Compaction(pulumi.ComponentResource):
             opts=self._child,
         )
 
-    def _create_schedule(self, args: CompactionArgs, function: aws.lambda_.Function) -> aws.scheduler.Schedule:
+    def _create_schedule(self, args: CompactionArgs, function: aws.lambda_.Function) -> aws.cloudwatch.MetricAlarm:
+        group = aws.scheduler.ScheduleGroup(
+            f"{self._name}-schedule-group", name=args.schedule_group_name, opts=self._child
+        )
+        queue = aws.sqs.Queue(
+            f"{self._name}-undelivered",
+            name=args.dead_letter_queue_name,
+            message_retention_seconds=DEAD_LETTER_RETENTION_SECONDS,
+            sqs_managed_sse_enabled=True,
+            opts=self._child,
+        )
         role = aws.iam.Role(
             f"{self._name}-scheduler-role",
             name=args.scheduler_role_name,
             description=f"EventBridge Scheduler: invoke {args.function_name} hourly.",
             assume_role_policy=function.arn.apply(
-                lambda arn: json.dumps(scheduler_trust_policy(source_arn=schedule_arn(arn, args.schedule_name)))
+                lambda arn: json.dumps(
+                    scheduler_trust_policy(source_arn=schedule_group_arn(arn, args.schedule_group_name))
+                )
             ),
             opts=self._child,
         )
@@ -186,12 +210,15 @@ class Compaction(pulumi.ComponentResource):
             f"{self._name}-scheduler-policy",
             name="invoke-compaction",
             role=role.id,
-            policy=function.arn.apply(lambda arn: json.dumps(scheduler_invoke_policy(function_arn=arn))),
+            policy=pulumi.Output.all(function.arn, queue.arn).apply(
+                lambda arns: json.dumps(scheduler_invoke_policy(function_arn=arns[0], dead_letter_queue_arn=arns[1]))
+            ),
             opts=self._child,
         )
-        return aws.scheduler.Schedule(
+        aws.scheduler.Schedule(
             f"{self._name}-schedule",
             name=args.schedule_name,
+            group_name=group.name,
             description="Compact the lake's hour partitions that are complete and hold more than one object a shard.",
             schedule_expression=SCHEDULE_EXPRESSION,
             schedule_expression_timezone="UTC",
@@ -204,6 +231,57 @@ class Compaction(pulumi.ComponentResource):
                     maximum_event_age_in_seconds=SCHEDULE_RETRY_MAX_AGE_SECONDS,
                     maximum_retry_attempts=SCHEDULE_RETRY_ATTEMPTS,
                 ),
+                dead_letter_config=aws.scheduler.ScheduleTargetDeadLetterConfigArgs(arn=queue.arn),
             ),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[role_policy]),
+        )
+        return self._create_schedule_alarm(args, group, queue)
+
+    def _create_schedule_alarm(
+        self, args: CompactionArgs, group: aws.scheduler.ScheduleGroup, queue: aws.sqs.Queue
+    ) -> aws.cloudwatch.MetricAlarm:
+        """Fires when the schedule's invocations do not reach the function (Scheduler's own metrics, AWS/Scheduler,
+        by schedule group; the dead-letter queue's depth): the function's Errors alarm cannot see those."""
+        period, periods = ERRORS_WINDOW
+        actions = [args.topic_arn] if args.topic_arn else []
+
+        def query(
+            query_id: str, namespace: str, metric: str, dimensions: dict[str, pulumi.Input[str]], stat: str
+        ) -> aws.cloudwatch.MetricAlarmMetricQueryArgs:
+            return aws.cloudwatch.MetricAlarmMetricQueryArgs(
+                id=query_id,
+                return_data=False,
+                metric=aws.cloudwatch.MetricAlarmMetricQueryMetricArgs(
+                    namespace=namespace, metric_name=metric, dimensions=dimensions, period=period, stat=stat
+                ),
+            )
+
+        in_group: dict[str, pulumi.Input[str]] = {"ScheduleGroup": group.name}
+        return aws.cloudwatch.MetricAlarm(
+            f"{self._name}-schedule-failures",
+            name=alarm_name(args.schedule_name, "failed-invocations"),
+            alarm_description="The compaction schedule could not invoke the function (dropped after retries, or not"
+            " even sent to its dead-letter queue): compaction is not running. Check the scheduler role's trust and"
+            " policy, then read the dead-letter queue.",
+            metric_queries=[
+                query("dropped", "AWS/Scheduler", "InvocationDroppedCount", in_group, "Sum"),
+                query("undeliverable", "AWS/Scheduler", "InvocationsFailedToBeSentToDeadLetterCount", in_group, "Sum"),
+                query(
+                    "deadletters", "AWS/SQS", "ApproximateNumberOfMessagesVisible", {"QueueName": queue.name}, "Maximum"
+                ),
+                aws.cloudwatch.MetricAlarmMetricQueryArgs(
+                    id="failed",
+                    label="Invocations not delivered",
+                    return_data=True,
+                    expression="FILL(dropped,0) + FILL(undeliverable,0) + FILL(deadletters,0)",
+                ),
+            ],
+            evaluation_periods=periods,
+            datapoints_to_alarm=periods,
+            threshold=1,
+            comparison_operator="GreaterThanOrEqualToThreshold",
+            treat_missing_data="notBreaching",
+            alarm_actions=actions,
+            ok_actions=actions,
+            opts=self._child,
         )

@@ -1,5 +1,5 @@
 """The one way the stack declares a function of the pipeline: the shared artifact and layer, JSON logs to its own
-log group at the handler's level, arm64 and the layer's Python."""
+log group (the handler filters at its level, Lambda never drops the metrics), arm64 and the layer's Python."""
 
 from __future__ import annotations
 
@@ -10,10 +10,23 @@ import pulumi_aws as aws
 
 from components.layer import ARCHITECTURE, RUNTIME
 
-__all__ = ["LAMBDA_LOG_LEVELS", "PipelineFunctionArgs", "pipeline_function"]
+__all__ = ["LAMBDA_LOG_LEVELS", "PipelineFunctionArgs", "application_log_level", "pipeline_function"]
 
 #: Python level names (LOG_LEVEL) -> Lambda advanced logging levels.
 LAMBDA_LOG_LEVELS = {"DEBUG": "DEBUG", "INFO": "INFO", "WARNING": "WARN", "ERROR": "ERROR", "CRITICAL": "FATAL"}
+
+
+def application_log_level(log_level: str) -> str:
+    """Lambda's application log level for a handler logging at ``log_level``: never above INFO.
+
+    The handlers' EMF metric lines (Powertools ``Metrics``) are JSON without a ``level`` key, which Lambda's
+    log-level filtering counts as INFO: filtering at WARN or above would drop every metric (the quarantine-rate
+    alarm and the dashboard would go blank). The handlers' own loggers filter their lines at ``LOG_LEVEL``, so
+    Lambda keeps INFO (DEBUG when the handler logs at DEBUG) and the metrics always reach CloudWatch.
+    """
+    if log_level not in LAMBDA_LOG_LEVELS:
+        raise ValueError(f"LOG_LEVEL must be one of {', '.join(LAMBDA_LOG_LEVELS)}, got {log_level!r}")
+    return "DEBUG" if log_level == "DEBUG" else "INFO"
 
 
 @dataclass(frozen=True)
@@ -60,11 +73,11 @@ def pipeline_function(
         layers=[args.layer_arn],
         publish=args.publish or None,
         environment={"variables": args.environment},
-        # JSON platform logs; Lambda filters application logs at the handler's own level (LOG_LEVEL).
+        # JSON platform logs; the handler filters its own lines at LOG_LEVEL, Lambda keeps INFO for the metrics.
         logging_config={
             "log_format": "JSON",
             "log_group": log_group.name,
-            "application_log_level": LAMBDA_LOG_LEVELS[args.environment.get("LOG_LEVEL", "INFO")],
+            "application_log_level": application_log_level(args.environment.get("LOG_LEVEL", "INFO")),
             "system_log_level": "INFO",
         },
         opts=pulumi.ResourceOptions(parent=parent, depends_on=depends_on),

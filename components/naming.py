@@ -11,6 +11,7 @@ __all__ = [
     "Naming",
     "Prefixes",
     "ResourceNames",
+    "account_data_bucket_patterns",
     "alarm_name",
     "log_group_name",
     "prefixes",
@@ -37,6 +38,8 @@ NAME_LIMITS = {
     "compaction_function": 64,
     "compaction_schedule": 64,
     "compaction_scheduler_role": 64,
+    "compaction_schedule_group": 64,
+    "compaction_dead_letter_queue": 80,
     "glue_snapshot_table": 255,
     "backfill_function": 64,
     "backfill_state_machine": 80,
@@ -104,6 +107,8 @@ class ResourceNames:
     compaction_function: str
     compaction_schedule: str
     compaction_scheduler_role: str
+    compaction_schedule_group: str
+    compaction_dead_letter_queue: str
     glue_snapshot_table: str
     backfill_function: str
     backfill_state_machine: str
@@ -148,6 +153,13 @@ class ResourceNames:
     def iterator_age_alarm(self) -> str:
         """The iterator-age alarm, the pipeline's main health signal."""
         return alarm_name(self.alarm_prefix, "iterator-age")
+
+
+def account_data_bucket_patterns(product_code: str) -> tuple[str, str]:
+    """Names (``*`` for environment and region) of the buckets whose every object is data, across an account's
+    stacks: the failure bucket and the Athena results bucket, as ``Naming.resources`` names them."""
+    prefix = f"{product_code.lower()}-*"
+    return f"{prefix}-*-demand-processor-failures", f"{prefix}-*-demand-athena-results"
 
 
 @dataclass(frozen=True)
@@ -197,6 +209,8 @@ class Naming:
             compaction_function=self.physical("demand-compactor"),
             compaction_schedule=self.physical("demand-compaction-hourly"),
             compaction_scheduler_role=self.physical("demand-compaction-scheduler"),
+            compaction_schedule_group=self.physical("demand-compaction"),
+            compaction_dead_letter_queue=self.physical("demand-compaction-undelivered"),
             glue_snapshot_table=f"{self.snake('demand-changes')}_snapshots",
             backfill_function=self.physical("demand-backfill"),
             backfill_state_machine=self.physical("demand-backfill"),

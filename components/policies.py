@@ -23,6 +23,7 @@ __all__ = [
     "preview_access_policy",
     "processor_policy",
     "schedule_arn",
+    "schedule_group_arn",
     "scheduler_invoke_policy",
     "scheduler_trust_policy",
     "state_machine_arn",
@@ -155,8 +156,10 @@ def backfill_function_policy(
     quarantine, and log.
 
     The function reads back what it wrote (the counts object, a Parquet footer on a re-run), so it may get what
-    it may put. ``s3:ListBucket``, narrowed to the snapshot prefix, makes S3 answer 404 rather than 403 for a
-    counts object that does not exist yet; ``s3:AbortMultipartUpload`` lets it abandon an upload it fails.
+    it may put. It also looks up objects that may not exist: the counts object of a data file not done yet, and on
+    a re-run the quarantine object of an earlier attempt. S3 answers a GET of a missing key with 403, not 404,
+    when the caller may not list that prefix, so ``s3:ListBucket`` is narrowed by ``s3:prefix`` to exactly the two
+    prefixes it reads from; ``s3:AbortMultipartUpload`` lets it abandon an upload it fails.
     """
     statements = [
         _statement("ReadExportDataFiles", ["s3:GetObject"], _objects(bucket_arn, exports_prefix)),
@@ -164,7 +167,7 @@ def backfill_function_policy(
             "ListSnapshots",
             ["s3:ListBucket"],
             [bucket_arn],
-            Condition={"StringLike": {"s3:prefix": [f"{snapshot_prefix}*"]}},
+            Condition={"StringLike": {"s3:prefix": [f"{snapshot_prefix}*", f"{quarantine_snapshots_prefix}*"]}},
         ),
         _statement(
             "WriteSnapshotsAndQuarantine",
@@ -216,7 +219,9 @@ def backfill_state_machine_policy(
 
     As the Step Functions guide lists for a Distributed Map ("IAM policies for using Distributed Map states"):
     ``states:StartExecution`` on the state machine itself (the map's child workflows), ``states:DescribeExecution``
-    and ``states:StopExecution`` on its executions; ``s3:GetObject`` on the manifest the ``ItemReader`` reads
+    and ``states:StopExecution`` on its executions (``execution:<name>:*``) and on the map runs' child executions
+    (``execution:<name>/*:*``), and ``states:RedriveExecution`` on those child executions so that redriving a
+    failed execution can redrive its map run; ``s3:GetObject`` on the manifest the ``ItemReader`` reads
     (under the exports prefix); and for the ``ResultWriter``, ``s3:PutObject``, ``s3:GetObject``,
     ``s3:ListMultipartUploadParts`` and ``s3:AbortMultipartUpload`` under the results prefix. Logging to CloudWatch
     Logs uses the log-delivery actions, which AWS only authorises on ``*`` (the guide says so).
@@ -226,8 +231,11 @@ def backfill_state_machine_policy(
         _statement("InvokeBackfillFunction", ["lambda:InvokeFunction"], [function_arn]),
         _statement("RunDistributedMap", ["states:StartExecution"], [state_machine_arn]),
         _statement(
-            "FollowChildExecutions", ["states:DescribeExecution", "states:StopExecution"], [f"{execution_arn}/*:*"]
+            "FollowChildExecutions",
+            ["states:DescribeExecution", "states:StopExecution"],
+            [f"{execution_arn}:*", f"{execution_arn}/*:*"],
         ),
+        _statement("RedriveMapRuns", ["states:RedriveExecution"], [f"{execution_arn}/*:*"]),
         _statement("ReadExportManifest", ["s3:GetObject"], _objects(bucket_arn, exports_prefix)),
         _statement(
             "WriteMapResults",
@@ -253,16 +261,35 @@ def backfill_state_machine_policy(
     return {"Version": VERSION, "Statement": statements}
 
 
-def schedule_arn(function_arn: str, schedule_name: str, group: str = "default") -> str:
-    """ARN of an EventBridge Scheduler schedule in the function's region and account."""
+def _function_arn_parts(function_arn: str) -> list[str]:
     parts = function_arn.split(":")
     if len(parts) < 7 or parts[2] != "lambda":
         raise ValueError(f"not a Lambda function ARN: {function_arn!r}")
+    return parts
+
+
+def schedule_arn(function_arn: str, schedule_name: str, group: str = "default") -> str:
+    """ARN of an EventBridge Scheduler schedule in the function's region and account."""
+    parts = _function_arn_parts(function_arn)
     return f"arn:{parts[1]}:scheduler:{parts[3]}:{parts[4]}:schedule/{group}/{schedule_name}"
 
 
+def schedule_group_arn(function_arn: str, group: str) -> str:
+    """ARN of an EventBridge Scheduler schedule group in the function's region and account."""
+    parts = _function_arn_parts(function_arn)
+    return f"arn:{parts[1]}:scheduler:{parts[3]}:{parts[4]}:schedule-group/{group}"
+
+
 def scheduler_trust_policy(*, source_arn: str) -> Document:
-    """Only EventBridge Scheduler, acting for this one schedule of this account, may assume the invoke role."""
+    """Only EventBridge Scheduler, acting for schedules of this one schedule group of this account, may assume the
+    role.
+
+    The Scheduler user guide (confused deputy prevention) requires ``aws:SourceArn`` to be the schedule **group**'s
+    ARN: Scheduler presents the group, so a condition on one schedule's ARN never matches and the role cannot be
+    assumed at all. A schedule's ARN is refused here for that reason; the stack's own group keeps the trust narrow.
+    """
+    if ":schedule-group/" not in source_arn:
+        raise ValueError(f"aws:SourceArn must be a schedule group ARN (...:schedule-group/<name>), got {source_arn!r}")
     account = source_arn.split(":")[4]
     return {
         "Version": VERSION,
@@ -278,12 +305,13 @@ def scheduler_trust_policy(*, source_arn: str) -> Document:
     }
 
 
-def scheduler_invoke_policy(*, function_arn: str) -> Document:
-    """The schedule's role may invoke the compaction function and nothing else."""
-    return {
-        "Version": VERSION,
-        "Statement": [_statement("InvokeCompaction", ["lambda:InvokeFunction"], [function_arn])],
-    }
+def scheduler_invoke_policy(*, function_arn: str, dead_letter_queue_arn: str | None = None) -> Document:
+    """The schedule's role may invoke the compaction function and, when the schedule has a dead-letter queue, send
+    to that queue (Scheduler delivers an event it could not deliver to the target with the schedule's role)."""
+    statements = [_statement("InvokeCompaction", ["lambda:InvokeFunction"], [function_arn])]
+    if dead_letter_queue_arn:
+        statements.append(_statement("SendUndeliveredInvocations", ["sqs:SendMessage"], [dead_letter_queue_arn]))
+    return {"Version": VERSION, "Statement": statements}
 
 
 def ci_trust_policy(
@@ -292,15 +320,22 @@ def ci_trust_policy(
     gitlab_url: str,
     project_path: str,
     main_branch_only: bool,
+    issuer_url: str | None = None,
 ) -> Document:
     """GitLab CI of one project (and, when ``main_branch_only``, only its main branch) may assume the role.
 
     GitLab ID tokens carry ``sub = project_path:<group>/<project>:ref_type:<branch|tag>:ref:<name>`` and
-    the audience configured in ``.gitlab-ci.yml`` (``id_tokens: ...: aud:``), here the GitLab URL.
+    the audience configured in ``.gitlab-ci.yml`` (``id_tokens: ...: aud:``), here the GitLab URL. IAM names the
+    condition keys after the provider, that is the tokens' issuer: ``issuer_url`` when GitLab issues them under
+    another URL (``ci_id_tokens`` ``issuer_url`` of a private GitLab), else the GitLab URL.
     """
-    host = urlparse(gitlab_url).netloc
-    if not host:
+    if not urlparse(gitlab_url).netloc:
         raise ValueError(f"gitlab_url must be an absolute URL, got {gitlab_url!r}")
+    issuer = issuer_url or gitlab_url
+    parsed = urlparse(issuer)
+    if not parsed.netloc:
+        raise ValueError(f"issuer_url must be an absolute URL, got {issuer!r}")
+    host = f"{parsed.netloc}{parsed.path.rstrip('/')}"
     subject = f"project_path:{project_path}:ref_type:branch:ref:main"
     subject_condition = (
         {"StringEquals": {f"{host}:aud": gitlab_url, f"{host}:sub": subject}}
@@ -337,6 +372,7 @@ def ci_access_policy(
     database_arn: str,
     table_glue_arn: str,
     failure_bucket_arn: str,
+    snapshot_table_glue_arn: str | None = None,
     log_group_arn: str,
     alarm_arns: Sequence[str],
     bucket_kms_key_arn: str | None = None,
@@ -344,7 +380,10 @@ def ci_access_policy(
     """What GitLab CI needs after a deploy: the e2e suite, the smoke check and the alias rollback.
 
     Deploying itself stays with the accounts' existing deployment role (the replaced system's GitRunner).
+    Once a snapshot is published, ``current_registrations`` reads the snapshot table (``<table>_snapshots``) and
+    its objects: the caller passes that table's ARN and the snapshots prefix among ``read_prefixes``.
     """
+    tables = [table_glue_arn, *([snapshot_table_glue_arn] if snapshot_table_glue_arn else [])]
     return {
         "Version": VERSION,
         "Statement": [
@@ -406,7 +445,7 @@ def ci_access_policy(
             _statement(
                 "ReadCatalog",
                 ["glue:GetDatabase", "glue:GetPartitions", "glue:GetTable"],
-                [glue_catalog_arn(database_arn), database_arn, table_glue_arn],
+                [glue_catalog_arn(database_arn), database_arn, *tables],
             ),
             _statement("ListFailedBatches", ["s3:ListBucket"], [failure_bucket_arn]),
             # CloudWatch Logs authorizes FilterLogEvents against the log group ARN with a trailing ":*"; the
@@ -430,14 +469,19 @@ def preview_access_policy(
     state_prefix: str,
     secrets_key_arn: str,
     data_prefixes: Sequence[str],
+    data_bucket_patterns: Sequence[str] = (),
 ) -> Document:
     """What a ``pulumi preview --refresh`` needs on top of AWS's ``ReadOnlyAccess``, and what it must not read.
 
     The preview reads the stack's state (a DIY S3 backend: it checks for a lock but takes none) and decrypts the
     stack's secrets with the secrets provider's KMS key. ``ReadOnlyAccess`` also reads data (objects, items,
     records, query results, log events) that a preview never needs: those reads are denied explicitly, so branch
-    code in a merge request pipeline cannot read the pipeline's data through this role.
+    code in a merge request pipeline cannot read the pipeline's data through this role. ``data_prefixes`` are key
+    prefixes of the data bucket (any bucket); ``data_bucket_patterns`` are bucket names (``*`` allowed) whose every
+    object is data: the failure bucket (whole change images of discarded batches) and the Athena results bucket.
     """
+    denied_objects = [f"arn:aws:s3:::*/{prefix}*" for prefix in data_prefixes]
+    denied_objects += [f"arn:aws:s3:::{bucket}/*" for bucket in data_bucket_patterns]
     state_objects = f"{state_bucket_arn}/{state_prefix}*" if state_prefix else f"{state_bucket_arn}/*"
     return {
         "Version": VERSION,
@@ -469,7 +513,7 @@ def preview_access_policy(
                 "Sid": "DenyDataObjectReads",
                 "Effect": "Deny",
                 "Action": ["s3:GetObject", "s3:GetObjectVersion"],
-                "Resource": [f"arn:aws:s3:::*/{prefix}*" for prefix in data_prefixes],
+                "Resource": denied_objects,
             },
         ],
     }

@@ -465,6 +465,15 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         _pattern(_URL, "an https URL"),
     ),
     _key(
+        "gitlabIssuerUrl",
+        "gitlab_issuer_url",
+        "string",
+        "",
+        "Issuer of GitLab's CI ID tokens (gitlab.rb ci_id_tokens issuer_url) when it is not gitlabUrl: the URL of"
+        " the account's OIDC provider (empty: gitlabUrl).",
+        lambda value: None if value == "" or _URL.match(value) else "an https URL or empty",
+    ),
+    _key(
         "gitlabProjectPath",
         "gitlab_project_path",
         "string",
@@ -539,9 +548,15 @@ class Settings:
     stream_kms_key_arn: str | None
     bucket_kms_key_arn: str | None
     gitlab_url: str
+    gitlab_issuer_url: str
     gitlab_project_path: str
     ci_main_branch_only: bool
     artifact_dir: str
+
+    @property
+    def oidc_issuer_url(self) -> str:
+        """The ID tokens' issuer: the URL of the account's OIDC provider and the prefix of its condition keys."""
+        return self.gitlab_issuer_url or self.gitlab_url
 
     @property
     def creates_stream(self) -> bool:

@@ -60,6 +60,7 @@ __all__ = [
     "PreconditionError",
     "backfill_environment",
     "check_counts",
+    "check_export_kind",
     "count_lines",
     "dry_run",
     "export_arn_text",
@@ -67,6 +68,7 @@ __all__ = [
     "find_export",
     "main",
     "manifest_item_counts",
+    "quarantine_problem",
     "run_deployed",
     "run_export",
 ]
@@ -214,6 +216,40 @@ def _checks(session: Any, outputs: StackOutputs, *, local: bool, lead: timedelta
     return export_time
 
 
+#: The only export a snapshot can come from: every item of the table, in the format the handler decodes.
+SNAPSHOT_EXPORT_TYPE = "FULL_EXPORT"
+SNAPSHOT_EXPORT_FORMAT = "DYNAMODB_JSON"
+#: Above this share of quarantined lines the run does not recommend publishing (--max-quarantined-percent).
+DEFAULT_MAX_QUARANTINED_PERCENT = 0.1
+
+
+def check_export_kind(export: Mapping[str, Any]) -> None:
+    """Refuse an export a snapshot cannot come from: an incremental export holds only the changed items (publishing
+    it would drop every unchanged one), an ION export's every line would be quarantined while the counts "match".
+
+    DescribeExport reports ``ExportType`` and ``ExportFormat``; an absent value is the API's default (FULL_EXPORT,
+    DYNAMODB_JSON), which older responses and the local AWS leave out.
+    """
+    kind = export.get("ExportType") or SNAPSHOT_EXPORT_TYPE
+    export_format = export.get("ExportFormat") or SNAPSHOT_EXPORT_FORMAT
+    if (kind, export_format) != (SNAPSHOT_EXPORT_TYPE, SNAPSHOT_EXPORT_FORMAT):
+        raise PreconditionError(
+            f"--export-arn {export.get('ExportArn')!r} is a {kind} in {export_format}: a snapshot needs a "
+            f"{SNAPSHOT_EXPORT_TYPE} in {SNAPSHOT_EXPORT_FORMAT} (run make backfill without --export-arn for one)"
+        )
+
+
+def quarantine_problem(totals: Mapping[str, int], max_percent: float) -> str | None:
+    """Why the snapshot should not be published although the counts match: too many lines quarantined, or None."""
+    items, quarantined = totals["items"], totals["quarantined"]
+    if not items or quarantined * 100 <= max_percent * items:
+        return None
+    return (
+        f"{quarantined:,} of {items:,} items quarantined ({100 * quarantined / items:.3f} %), above "
+        f"--max-quarantined-percent {max_percent:g}: the snapshot would lack them; read the quarantine, fix, re-run"
+    )
+
+
 def _request_export(
     dynamodb: Any,
     outputs: StackOutputs,
@@ -234,6 +270,7 @@ def _request_export(
         )["ExportDescription"]
     else:
         export = find_export(dynamodb, table_arn, export_arn)
+        check_export_kind(export)
         prefix = str(export.get("S3Prefix") or "")
         if export.get("S3Bucket") != outputs.bucket_name or not prefix.startswith(EXPORTS_PREFIX):
             raise PreconditionError(
@@ -529,6 +566,16 @@ def run_deployed(
 PROG = "python -m ops.backfill"
 
 
+def _percent(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a percentage between 0 and 100")
+    return value
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = CommandParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -544,6 +591,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--dry-run", action="store_true", help="run the checks and say what would be done; change nothing"
     )
     parser.add_argument("--verbose", action="store_true", help="show the handler's log lines and EMF metrics")
+    parser.add_argument(
+        "--max-quarantined-percent",
+        type=_percent,
+        default=DEFAULT_MAX_QUARANTINED_PERCENT,
+        help=f"publish only if at most this share of lines was quarantined (default {DEFAULT_MAX_QUARANTINED_PERCENT})",
+    )
     parser.add_argument(
         "--lead-seconds",
         type=number_at_least(0),
@@ -577,6 +630,7 @@ def dry_run(
     _check_point_in_time_recovery(dynamodb, outputs.table_name)
     table_arn = dynamodb.describe_table(TableName=outputs.table_name)["Table"]["TableArn"]
     export = find_export(dynamodb, table_arn, export_arn)
+    check_export_kind(export)
     return (
         f"dry run: would back-fill export {export_arn_text(export['ExportArn'])} ({export['ExportStatus']}, "
         f"{export.get('ItemCount', 'unknown')} items) into {target}; nothing changed"
@@ -666,10 +720,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if isinstance(result, str):
         print(result)
         return 0
-    return _conclude(result, args.stack, local=local)
+    return _conclude(result, args.stack, local=local, max_quarantined_percent=args.max_quarantined_percent)
 
 
-def _conclude(report: BackfillReport, stack: str, *, local: bool) -> int:
+def _conclude(report: BackfillReport, stack: str, *, local: bool, max_quarantined_percent: float) -> int:
     """Print the report and what to do next; the exit status (0 counts match, 1 incomplete)."""
     _print_report(report)
     for problem in report.problems:
@@ -679,6 +733,11 @@ def _conclude(report: BackfillReport, stack: str, *, local: bool) -> int:
         print(f"after a fix, finish this export: make backfill STACK={stack} ARGS='--export-arn {report.export_arn}'")
         return 1
     print("counts match: every item of the export is a row or quarantined")
+    too_many = quarantine_problem(report.totals(), max_quarantined_percent)
+    if too_many:
+        print(f"backfill: {too_many}", file=sys.stderr)
+        print("backfill: do not publish this snapshot: too many lines were quarantined (see above)")
+        return 1
     if local:  # a local export id means nothing to a deployed stack: no command for one
         print(
             f"local AWS: export {report.export_id} at {report.export_time} is the local lake's snapshot "

@@ -86,6 +86,8 @@ class AwsMocks(pulumi.runtime.Mocks):
         if typ == "aws:sqs/queue:Queue":
             url = f"https://sqs.{self.region}.amazonaws.com/{ACCOUNT_ID}/{name}"
             return url, {**state, "arn": self._arn("sqs", name), "url": url}
+        if typ == "aws:scheduler/scheduleGroup:ScheduleGroup":
+            return name, {**state, "arn": self._arn("scheduler", f"schedule-group/{name}")}
         if typ == "aws:iam/role:Role":
             return name, {**state, "arn": self._arn("iam", f"role/{name}", region=False), "uniqueId": "AROAMOCK"}
         if typ == "aws:iam/openIdConnectProvider:OpenIdConnectProvider":

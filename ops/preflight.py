@@ -10,9 +10,15 @@ Checks (each independent, each printed with the fix when it does not pass):
   streaming destination  the table streams to that stream, ACTIVE, with the precision the stack expects
                          (--local: the sandbox bridge, which forwards the table's DynamoDB stream)
   bucket                 the data bucket exists in the stack's region; if versioned, noncurrent versions expire
+  bucket encryption      the bucket's default encryption is one the roles can write with: SSE-S3, the AWS managed
+                         key, or the customer managed key the stack grants (dmd-pipeline:bucketKmsKeyArn)
+  secrets key            the stack file names its secrets provider and carries its encryptedkey (without it Pulumi
+                         mints a data key with kms:Encrypt on every run, which the read-only preview role may not)
   oidc provider          the account's GitLab OIDC provider exists (created by the bootstrap project)
   point-in-time recovery enabled on the table (the backfill needs it): a warning, not a failure
   names                  every name the stack will create is free, or tagged as this stack's
+    python -m ops.preflight qa1 --stack-file    # the stack file's checks only (secrets key), no AWS: CI's first job
+
 Exit status: 0 all pass (warnings allowed), 1 a check failed, 2 a usage mistake (unknown stack, no credentials).
 """
 
@@ -23,12 +29,14 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import boto3
+import yaml
 from botocore.exceptions import BotoCoreError, ClientError
 
-from components.settings import Settings, SettingsError, settings_from_stack_file
+from components.settings import PROJECT_ROOT, Settings, SettingsError, settings_from_stack_file
 
 __all__ = [
     "AwsDestinations",
@@ -37,8 +45,11 @@ __all__ = [
     "Destination",
     "DestinationSource",
     "Preflight",
+    "check_secrets_key",
     "main",
     "render",
+    "secrets_key_fix",
+    "secrets_key_problem",
 ]
 
 Outcome = Literal["PASS", "FAIL", "WARN"]
@@ -178,6 +189,8 @@ class Preflight:
         self._clients: dict[str, Any] = {}
         self._destinations = destinations
         self.account = ""
+        #: against the embedded local AWS, which no Pulumi deploy uses: the secrets key is only a warning there
+        self.local = isinstance(destinations, BridgeDestinations)
 
     def client(self, service: str) -> Any:
         if service not in self._clients:
@@ -199,9 +212,11 @@ class Preflight:
             "table": self.check_table,
             "streaming destination": self.check_destination,
             "bucket": self.check_bucket,
+            "bucket encryption": self.check_bucket_encryption,
             "oidc provider": self.check_oidc_provider,
             "point-in-time recovery": self.check_point_in_time_recovery,
             "names": self.check_names,
+            "secrets key": lambda: check_secrets_key(self.settings.stack, local=self.local),
         }
         results = []
         for name, check in checks.items():
@@ -344,8 +359,59 @@ class Preflight:
             )
         return CheckResult("bucket", "PASS", f"{detail}, noncurrent versions expire")
 
+    def check_bucket_encryption(self) -> CheckResult:  # noqa: PLR0911 - one outcome per encryption kind
+        """SSE-KMS with a customer managed key the roles are not granted fails every PUT of the pipeline."""
+        s3, bucket, stack = self.client("s3"), self.settings.bucket_id, self.settings.stack
+        try:
+            rules = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"].get("Rules", [])
+        except ClientError as error:
+            if _code(error) == "ServerSideEncryptionConfigurationNotFoundError":
+                rules = []
+            elif _absent(error):
+                if self.settings.create_bucket:
+                    return CheckResult("bucket encryption", "PASS", f"{bucket} is free: the stack creates it")
+                return CheckResult("bucket encryption", "FAIL", f"no S3 bucket {bucket}", "see bucket")
+            else:
+                raise
+        default = (rules[0].get("ApplyServerSideEncryptionByDefault") or {}) if rules else {}
+        algorithm = default.get("SSEAlgorithm", "AES256")
+        key_id = default.get("KMSMasterKeyID")
+        if not algorithm.startswith("aws:kms") or not key_id:
+            return CheckResult("bucket encryption", "PASS", f"{bucket}: {algorithm}, no customer key to grant")
+        key = self._key_metadata(key_id)
+        if key is None:
+            return CheckResult(
+                "bucket encryption",
+                "FAIL",
+                f"{bucket}: {algorithm} with key {key_id}, which this identity cannot describe",
+                "the key's owner lets the account use it (key policy), then set dmd-pipeline:bucketKmsKeyArn",
+            )
+        if key.get("KeyManager") == "AWS":
+            return CheckResult("bucket encryption", "PASS", f"{bucket}: {algorithm} with the AWS managed key")
+        granted = self.settings.bucket_kms_key_arn
+        granted_arn = (self._key_metadata(granted) or {}).get("Arn") if granted else None
+        if granted_arn == key["Arn"]:
+            return CheckResult("bucket encryption", "PASS", f"{bucket}: {algorithm} with {key['Arn']}, granted")
+        return CheckResult(
+            "bucket encryption",
+            "FAIL",
+            f"{bucket}: default encryption {algorithm} with customer key {key['Arn']}; the stack grants its roles "
+            f"{granted or 'no KMS key'}: every PUT of the stream, compaction and backfill functions would fail",
+            f"set dmd-pipeline:bucketKmsKeyArn: {key['Arn']} in Pulumi.{stack}.yaml (the key policy must let the "
+            "account's IAM policies grant it)",
+        )
+
+    def _key_metadata(self, key_id: str) -> dict[str, Any] | None:
+        try:
+            metadata: dict[str, Any] = self.client("kms").describe_key(KeyId=key_id)["KeyMetadata"]
+        except ClientError as error:
+            if _absent(error) or _code(error) in ("AccessDeniedException", "NotFoundException"):
+                return None
+            raise
+        return metadata
+
     def check_oidc_provider(self) -> CheckResult:
-        host = self.settings.gitlab_url.split("://", 1)[1]
+        host = self.settings.oidc_issuer_url.split("://", 1)[1]
         iam = self.client("iam")
         arns = [item["Arn"] for item in iam.list_open_id_connect_providers().get("OpenIDConnectProviderList", [])]
         found = [arn for arn in arns if arn.endswith(f":oidc-provider/{host}")]
@@ -484,6 +550,46 @@ class Preflight:
         return CheckResult("names", "PASS", f"{free} free, {len(taken)} already this stack's ({len(found)} checked)")
 
 
+def secrets_key_problem(stack: str, root: Path = PROJECT_ROOT) -> str | None:
+    """What is wrong with ``Pulumi.<stack>.yaml``'s secrets configuration, or None.
+
+    A stack file naming a KMS ``secretsprovider`` must also carry the ``encryptedkey`` Pulumi wrote when the stack
+    was initialised: without it Pulumi mints a new data key (``kms:Encrypt``) on every run and rewrites the file,
+    and the read-only preview role, which may only ``kms:Decrypt``, fails every merge request preview.
+    """
+    path = root / f"Pulumi.{stack}.yaml"
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        return f"no stack file {path.name}"
+    if not isinstance(document, dict):
+        return f"{path.name} is not a YAML mapping"
+    provider = document.get("secretsprovider")
+    if not provider:
+        return f"{path.name} names no secretsprovider"
+    if not str(document.get("encryptedkey") or "").strip():
+        return f"{path.name} has secretsprovider {provider} but no encryptedkey"
+    return None
+
+
+def secrets_key_fix(stack: str, provider: str = "<its secretsprovider>") -> str:
+    """The one-time step that writes the missing ``encryptedkey`` (docs/runbook.md, Bootstrap)."""
+    return (
+        f'an account administrator runs: pulumi stack change-secrets-provider "{provider}" -s {stack}, '
+        f"then commits the encryptedkey line it writes into Pulumi.{stack}.yaml (docs/runbook.md, Bootstrap)"
+    )
+
+
+def check_secrets_key(stack: str, *, local: bool = False, root: Path = PROJECT_ROOT) -> CheckResult:
+    """The stack file's ``encryptedkey`` (no AWS call): a failure, or a warning against the local AWS."""
+    problem = secrets_key_problem(stack, root)
+    if problem is None:
+        return CheckResult("secrets key", "PASS", f"Pulumi.{stack}.yaml has its encryptedkey")
+    document = yaml.safe_load((root / f"Pulumi.{stack}.yaml").read_text(encoding="utf-8")) or {}
+    fix = secrets_key_fix(stack, str(document.get("secretsprovider") or "<the account's secrets provider>"))
+    return CheckResult("secrets key", "WARN" if local else "FAIL", problem, fix)
+
+
 def render(stack: str, settings: Settings, account: str, results: Sequence[CheckResult]) -> str:
     """The report: one line per check, its fix under it, then the tally."""
     width = max(len(result.name) for result in results)
@@ -508,12 +614,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the embedded local AWS ($AWS_ENDPOINT_URL, environment credentials); the bridge is the destination",
     )
     parser.add_argument("--profile", help="AWS profile to use (default: the stack's aws:profile; not with --local)")
+    parser.add_argument(
+        "--stack-file",
+        action="store_true",
+        help="only the checks of the stack file itself (its encryptedkey), without AWS: CI runs it before any preview",
+    )
     args = parser.parse_args(argv)
     try:
         settings = settings_from_stack_file(args.stack)
     except SettingsError as error:
         print(f"preflight: {error}", file=sys.stderr)
         return 2
+    if args.stack_file:
+        result = check_secrets_key(args.stack)
+        print(render(args.stack, settings, "(not contacted)", [result]))
+        return 1 if result.failed else 0
     if args.local and not os.environ.get("AWS_ENDPOINT_URL"):
         print("preflight: --local needs AWS_ENDPOINT_URL (the local AWS of `make demo ARGS=--keep`)", file=sys.stderr)
         return 2

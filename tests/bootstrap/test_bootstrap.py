@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from functools import cache
 from pathlib import Path
@@ -22,6 +23,7 @@ from bootstrap.settings import (
     parse_state_backend,
 )
 from components.account_bootstrap import READ_ONLY_POLICY, oidc_provider_options
+from components.naming import Naming, account_data_bucket_patterns
 from components.settings import PROJECT_ROOT, settings_from_stack_file
 from ops.mocks import ACCOUNT_ID
 from ops.program import ProgramRun, run_program
@@ -110,8 +112,22 @@ def test_preview_role_is_read_only_plus_state_and_secrets_and_denies_data_reads(
         "arn:aws:s3:::*/demand/quarantine/*",
         "arn:aws:s3:::*/demand/exports/*",
         "arn:aws:s3:::*/demand/snapshots/*",
+        # every object of the failure bucket (whole change images) and of the Athena results bucket is data
+        "arn:aws:s3:::prd3292-*-*-demand-processor-failures/*",
+        "arn:aws:s3:::prd3292-*-*-demand-athena-results/*",
     ]
     assert lint_identity_policy(policy) == []
+
+
+@pytest.mark.parametrize("stack", ["dev1", "qa1", "preprod1", "prod1"])
+def test_the_preview_deny_patterns_cover_each_stacks_failure_and_results_buckets(stack: str) -> None:
+    settings = settings_from_stack_file(stack)
+    names = Naming(settings.product_code, settings.environment_tag, settings.region).resources()
+    patterns = account_data_bucket_patterns(settings.product_code)
+
+    for bucket in (names.failure_bucket, names.results_bucket):
+        assert [pattern for pattern in patterns if fnmatch.fnmatchcase(bucket, pattern)], bucket
+    assert not any(fnmatch.fnmatchcase(settings.bucket_id, pattern) for pattern in patterns)
 
 
 def test_no_write_capable_policy_is_attached(run: ProgramRun) -> None:
@@ -152,6 +168,8 @@ def test_the_oidc_provider_is_protected_and_retained_on_delete() -> None:
     assert options.protect is True
     assert options.retain_on_delete is True
     assert options.parent is parent
+    # an imported account-wide provider keeps every team's audiences: ours are set on creation only
+    assert options.ignore_changes == ["clientIdLists"]
 
 
 def test_the_program_creates_the_provider_with_those_options(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -174,7 +192,32 @@ def test_the_program_creates_the_provider_with_those_options(monkeypatch: pytest
     assert options is not None
     assert options.protect is True
     assert options.retain_on_delete is True
+    assert options.ignore_changes == ["clientIdLists"]
     assert options.parent is not None, "a child of the AccountBootstrap component"
+
+
+def test_a_private_gitlab_names_its_issuer_and_thumbprints() -> None:
+    """GitLab's ci_id_tokens issuer_url is the provider's URL and the trust's key prefix; the audience stays."""
+    thumbprint = "9e99a48a9960b14926bb7f3b02e22da2b0ab7280"
+    config = {
+        **bootstrap_stack_config("tm-nonprod"),
+        f"{BOOTSTRAP_PROJECT}:oidcIssuerUrl": "https://oidc.tmaws.io",
+        f"{BOOTSTRAP_PROJECT}:oidcThumbprints": thumbprint.upper(),
+    }
+    run = run_program("tm-nonprod", root=BOOTSTRAP_ROOT, config=config, project=BOOTSTRAP_PROJECT)
+    provider = run.one(OIDC)
+    (statement,) = json.loads(run.one(ROLE).inputs["assumeRolePolicy"])["Statement"]
+
+    assert provider.inputs["url"] == "https://oidc.tmaws.io"
+    assert provider.inputs["clientIdLists"] == ["https://git.tmaws.io"]
+    assert provider.inputs["thumbprintLists"] == [thumbprint]
+    assert statement["Condition"]["StringEquals"] == {"oidc.tmaws.io:aud": "https://git.tmaws.io"}
+    assert set(statement["Condition"]["StringLike"]) == {"oidc.tmaws.io:sub"}
+
+
+def test_a_public_gitlab_gets_no_thumbprint(run: ProgramRun) -> None:
+    """IAM checks a JWKS endpoint whose certificate chains to a CA it trusts without thumbprints."""
+    assert "thumbprintLists" not in run.one(OIDC).inputs
 
 
 # ---------------------------------------------------------------- settings and stack files
@@ -246,6 +289,9 @@ def _write(tmp_path: Path, account: str = "tm-nonprod", **overrides: str | None)
         ({"stateBackendUrl": "file:///tmp/state"}, "not an S3 state backend URL"),
         ({"gitlabUrl": "http://git.example"}, "gitlabUrl must be an https URL, got 'http://git.example'"),
         ({"unknownKey": "x"}, "unknown config key dmd-pipeline-bootstrap:unknownKey"),
+        ({"oidcIssuerUrl": "http://oidc.example"}, "oidcIssuerUrl must be an https URL or empty"),
+        ({"oidcThumbprints": "abc"}, "oidcThumbprints must be up to 5 SHA-1 thumbprints"),
+        ({"oidcThumbprints": ",".join(["a" * 40] * 6)}, "oidcThumbprints must be up to 5 SHA-1 thumbprints"),
     ],
 )
 def test_bad_settings_name_the_key_and_the_value(tmp_path: Path, overrides: dict, message: str) -> None:

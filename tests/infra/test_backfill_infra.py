@@ -100,7 +100,11 @@ def test_backfill_function_role_reads_exports_and_writes_snapshots_only(run: Pro
     assert by_sid["ReadExportDataFiles"]["Action"] == ["s3:GetObject"]
     assert by_sid["ReadExportDataFiles"]["Resource"] == [f"{bucket}/demand/exports/*"]
     assert by_sid["ListSnapshots"]["Resource"] == [bucket]
-    assert by_sid["ListSnapshots"]["Condition"] == {"StringLike": {"s3:prefix": ["demand/snapshots/*"]}}
+    # A re-run GETs the counts object and the earlier quarantine object, either of which may be missing: S3 answers
+    # 404 there only if the role may list that prefix (403 otherwise, and the re-run fails forever).
+    assert by_sid["ListSnapshots"]["Condition"] == {
+        "StringLike": {"s3:prefix": ["demand/snapshots/*", "demand/quarantine/snapshots/*"]}
+    }
     assert by_sid["WriteSnapshotsAndQuarantine"]["Action"] == [
         "s3:AbortMultipartUpload",
         "s3:GetObject",
@@ -192,7 +196,11 @@ def test_state_machine_role_invokes_this_function_and_runs_its_own_map_only(run:
     assert by_sid["RunDistributedMap"]["Action"] == ["states:StartExecution"]
     assert by_sid["RunDistributedMap"]["Resource"] == [machine_arn]
     executions = machine_arn.replace(":stateMachine:", ":execution:")
-    assert by_sid["FollowChildExecutions"]["Resource"] == [f"{executions}/*:*"]
+    # As "IAM policies for using Distributed Map states" lists: its own executions and the map runs' children.
+    assert by_sid["FollowChildExecutions"]["Action"] == ["states:DescribeExecution", "states:StopExecution"]
+    assert by_sid["FollowChildExecutions"]["Resource"] == [f"{executions}:*", f"{executions}/*:*"]
+    assert by_sid["RedriveMapRuns"]["Action"] == ["states:RedriveExecution"]
+    assert by_sid["RedriveMapRuns"]["Resource"] == [f"{executions}/*:*"]
     assert by_sid["ReadExportManifest"]["Resource"] == [f"{_bucket_arn(run)}/demand/exports/*"]
     assert by_sid["WriteMapResults"]["Resource"] == [f"{_bucket_arn(run)}/demand/backfill-results/*"]
     # only log delivery (which takes no narrower resource) is on "*"
@@ -203,8 +211,20 @@ def test_failed_executions_alarm_notifies_the_topic(run: ProgramRun) -> None:
     alarm = _logical(run, ALARM, "backfill-failed-executions").inputs
     topic = f"arn:aws:sns:us-east-1:{ACCOUNT_ID}:prd3292-{run.stack}-demand-alarms"
     assert alarm["name"] == f"prd3292-{run.stack}-demand-backfill-failed-executions"
-    assert (alarm["namespace"], alarm["metricName"], alarm["statistic"]) == ("AWS/States", "ExecutionsFailed", "Sum")
-    assert alarm["dimensions"] == {"StateMachineArn": run.outputs["backfill_state_machine_arn"]}
+    queries = {query["id"]: query for query in alarm["metricQueries"]}
+    # failed, aborted and timed out executions all leave the snapshot incomplete
+    assert queries["unsuccessful"]["expression"] == "FILL(failed,0) + FILL(aborted,0) + FILL(timedout,0)"
+    assert [query["id"] for query in alarm["metricQueries"] if query["returnData"]] == ["unsuccessful"]
+    metrics = {query_id: queries[query_id]["metric"] for query_id in ("failed", "aborted", "timedout")}
+    assert {query_id: metric["metricName"] for query_id, metric in metrics.items()} == {
+        "failed": "ExecutionsFailed",
+        "aborted": "ExecutionsAborted",
+        "timedout": "ExecutionsTimedOut",
+    }
+    for metric in metrics.values():
+        assert (metric["namespace"], metric["stat"], metric["period"]) == ("AWS/States", "Sum", 300)
+        assert metric["dimensions"] == {"StateMachineArn": run.outputs["backfill_state_machine_arn"]}
+    assert "metricName" not in alarm
     assert (alarm["threshold"], alarm["comparisonOperator"]) == (1, "GreaterThanOrEqualToThreshold")
     assert alarm["alarmActions"] == alarm["okActions"] == [topic]
 

@@ -10,7 +10,7 @@ import pytest
 from components.artifacts import artifact
 from components.function_environment import compaction_environment
 from components.naming import prefixes
-from components.policies import compaction_policy
+from components.policies import compaction_policy, schedule_arn, schedule_group_arn, scheduler_trust_policy
 from components.settings import SettingsError, settings_from_stack_file
 from ops.mocks import ACCOUNT_ID
 from ops.program import ProgramRun, run_program, stack_config
@@ -22,6 +22,8 @@ FUNCTION = "aws:lambda/function:Function"
 ROLE = "aws:iam/role:Role"
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
 SCHEDULE = "aws:scheduler/schedule:Schedule"
+SCHEDULE_GROUP = "aws:scheduler/scheduleGroup:ScheduleGroup"
+QUEUE = "aws:sqs/queue:Queue"
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 BUCKET = "aws:s3/bucket:Bucket"
 LIFECYCLE = "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration"
@@ -147,21 +149,67 @@ def test_hourly_schedule_invokes_only_the_compaction_function(run: ProgramRun) -
     trust = json.loads(scheduler_role["assumeRolePolicy"])
     (statement,) = trust["Statement"]
     assert statement["Principal"] == {"Service": "scheduler.amazonaws.com"}
+    # Scheduler presents the schedule GROUP's ARN as aws:SourceArn (a schedule's ARN never matches): the stack's
+    # own group, so the trust still covers this stack's schedules only.
+    group = _logical(run, SCHEDULE_GROUP, "compaction-schedule-group").inputs
+    assert group["name"] == f"prd3292-{run.stack}-demand-compaction"
+    assert schedule["groupName"] == group["name"]
     assert statement["Condition"] == {
         "StringEquals": {
             "aws:SourceAccount": ACCOUNT_ID,
-            "aws:SourceArn": f"arn:aws:scheduler:us-east-1:{ACCOUNT_ID}:schedule/default/{schedule['name']}",
+            "aws:SourceArn": f"arn:aws:scheduler:us-east-1:{ACCOUNT_ID}:schedule-group/{group['name']}",
         }
     }
     assert wildcards(trust) == []
+    queue = _logical(run, QUEUE, "compaction-undelivered").inputs
+    queue_arn = f"arn:aws:sqs:us-east-1:{ACCOUNT_ID}:{queue['name']}"
+    assert queue["name"] == f"prd3292-{run.stack}-demand-compaction-undelivered"
+    assert (queue["messageRetentionSeconds"], queue["sqsManagedSseEnabled"]) == (14 * 24 * 3600, True)
+    assert target["deadLetterConfig"] == {"arn": queue_arn}
     invoke = _policy(run, "compaction-scheduler-policy")
     assert invoke["Statement"] == [
-        {"Sid": "InvokeCompaction", "Effect": "Allow", "Action": ["lambda:InvokeFunction"], "Resource": [function_arn]}
+        {"Sid": "InvokeCompaction", "Effect": "Allow", "Action": ["lambda:InvokeFunction"], "Resource": [function_arn]},
+        {
+            "Sid": "SendUndeliveredInvocations",
+            "Effect": "Allow",
+            "Action": ["sqs:SendMessage"],
+            "Resource": [queue_arn],
+        },
     ]
     assert lint_identity_policy(invoke) == []
     assert unknown_inputs(SCHEDULE, schedule) == []
     # No resource-based policy on the function: the schedule's role is the only way in.
     assert run.of_type("aws:lambda/permission:Permission") == []
+
+
+def test_schedule_alarm_watches_undelivered_invocations(run: ProgramRun) -> None:
+    alarm = _logical(run, ALARM, "compaction-schedule-failures").inputs
+    group = f"prd3292-{run.stack}-demand-compaction"
+    assert alarm["name"] == f"prd3292-{run.stack}-demand-compaction-hourly-failed-invocations"
+    queries = {query["id"]: query for query in alarm["metricQueries"]}
+    assert queries["failed"]["expression"] == "FILL(dropped,0) + FILL(undeliverable,0) + FILL(deadletters,0)"
+    assert [query["id"] for query in alarm["metricQueries"] if query["returnData"]] == ["failed"]
+    metrics = {query_id: queries[query_id]["metric"] for query_id in ("dropped", "undeliverable", "deadletters")}
+    assert {query_id: (m["namespace"], m["metricName"], m["stat"]) for query_id, m in metrics.items()} == {
+        "dropped": ("AWS/Scheduler", "InvocationDroppedCount", "Sum"),
+        "undeliverable": ("AWS/Scheduler", "InvocationsFailedToBeSentToDeadLetterCount", "Sum"),
+        "deadletters": ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "Maximum"),
+    }
+    assert metrics["dropped"]["dimensions"] == metrics["undeliverable"]["dimensions"] == {"ScheduleGroup": group}
+    assert metrics["deadletters"]["dimensions"] == {"QueueName": f"prd3292-{run.stack}-demand-compaction-undelivered"}
+    assert (alarm["threshold"], alarm["comparisonOperator"]) == (1, "GreaterThanOrEqualToThreshold")
+    topic = f"arn:aws:sns:us-east-1:{ACCOUNT_ID}:prd3292-{run.stack}-demand-alarms"
+    assert alarm["alarmActions"] == alarm["okActions"] == [topic]
+    assert unknown_inputs(ALARM, alarm) == []
+
+
+def test_scheduler_trust_refuses_a_schedule_arn() -> None:
+    function_arn = "arn:aws:lambda:us-east-1:123456789012:function:f"
+    with pytest.raises(ValueError, match="schedule group ARN"):
+        scheduler_trust_policy(source_arn=schedule_arn(function_arn, "hourly"))
+    document = scheduler_trust_policy(source_arn=schedule_group_arn(function_arn, "g"))
+    condition = document["Statement"][0]["Condition"]["StringEquals"]
+    assert condition["aws:SourceArn"] == "arn:aws:scheduler:us-east-1:123456789012:schedule-group/g"
 
 
 def test_compaction_errors_alarm(run: ProgramRun) -> None:

@@ -11,6 +11,7 @@ import pulumi
 import pytest
 
 from components.dashboard import DashboardMetric, PipelineDashboardArgs, dashboard_body
+from components.lambda_function import application_log_level
 from components.processor import mapping_options
 from components.settings import SettingsError, settings_from_stack_file
 from ops.mocks import ACCOUNT_ID, MOCK_CODE_SHA256, AwsMocks, Declared
@@ -213,6 +214,7 @@ def test_every_alarm_notifies_the_topic_on_alarm_and_ok(run: ProgramRun) -> None
     alarms = run.of_type(ALARM)
     assert sorted(alarm.inputs["name"].removeprefix(f"prd3292-{run.stack}-demand-") for alarm in alarms) == [
         "backfill-failed-executions",
+        "compaction-hourly-failed-invocations",
         "compactor-errors",
         "processor-errors",
         "processor-failed-batches",
@@ -260,7 +262,7 @@ def test_an_existing_topic_is_used_as_is() -> None:
     assert run.of_type("aws:kms/key:Key") == []
     assert run.of_type("aws:sns/topicSubscription:TopicSubscription") == []
     alarms = run.of_type(ALARM)
-    assert len(alarms) == 8
+    assert len(alarms) == 9
     assert all(alarm.inputs["alarmActions"] == [topic] == alarm.inputs["okActions"] for alarm in alarms)
 
 
@@ -340,7 +342,7 @@ def test_each_stack_has_its_dashboard(run: ProgramRun) -> None:
         alarm_arns,
     )
     assert json.loads(dashboard.inputs["dashboardBody"]) == expected
-    assert len(expected["widgets"][0]["properties"]["alarms"]) == 8
+    assert len(expected["widgets"][0]["properties"]["alarms"]) == 9
 
 
 # Central logs.
@@ -378,3 +380,43 @@ def test_outputs_name_the_live_version_and_its_code(run: ProgramRun) -> None:
     outputs = StackOutputs.from_mapping(run.outputs, source=run.stack)
     assert outputs.function_alias_version == "1"
     assert outputs.as_dict()["function_code_sha256"] == expected
+
+
+# Metrics whatever the log level.
+
+
+def test_a_stack_logging_at_warning_keeps_lambdas_info_level_so_metrics_are_not_dropped() -> None:
+    """EMF metric lines carry no level (Lambda counts them as INFO): filtering at WARN would drop every metric."""
+    run = run_program("qa1", config={**stack_config("qa1"), "dmd-pipeline:logLevel": "WARNING"})
+    functions = run.of_type("aws:lambda/function:Function")
+
+    assert len(functions) == 3
+    for function in functions:
+        assert function.inputs["environment"]["variables"]["LOG_LEVEL"] == "WARNING", function.name
+        assert function.inputs["loggingConfig"]["applicationLogLevel"] == "INFO", function.name
+        assert function.inputs["loggingConfig"]["logFormat"] == "JSON", function.name
+
+
+@pytest.mark.parametrize(
+    ("log_level", "lambda_level"),
+    [("DEBUG", "DEBUG"), ("INFO", "INFO"), ("WARNING", "INFO"), ("ERROR", "INFO"), ("CRITICAL", "INFO")],
+)
+def test_lambda_filters_application_logs_at_info_at_most(log_level: str, lambda_level: str) -> None:
+    assert application_log_level(log_level) == lambda_level
+
+
+def test_an_unknown_log_level_is_named() -> None:
+    with pytest.raises(ValueError, match="'VERBOSE'"):
+        application_log_level("VERBOSE")
+
+
+def test_a_private_gitlabs_issuer_names_the_provider_and_the_trust_keys() -> None:
+    run = run_program("qa1", config={**stack_config("qa1"), "dmd-pipeline:gitlabIssuerUrl": "https://oidc.tmaws.io"})
+    role = next(role for role in run.of_type("aws:iam/role:Role") if role.name == "ci-role")
+    (statement,) = json.loads(role.inputs["assumeRolePolicy"])["Statement"]
+
+    assert ("aws:iam/getOpenIdConnectProvider:getOpenIdConnectProvider", {"url": "https://oidc.tmaws.io"}) in [
+        (token, {key: value for key, value in args.items() if key == "url"}) for token, args in run.invokes
+    ]
+    assert statement["Condition"]["StringEquals"]["oidc.tmaws.io:aud"] == "https://git.tmaws.io"
+    assert not [key for key in json.dumps(statement["Condition"]).split('"') if key.startswith("git.tmaws.io:")]

@@ -291,7 +291,8 @@ def test_event_source_mapping(run: ProgramRun) -> None:
     assert mapping["maximumRecordAgeInSeconds"] == settings.max_record_age_seconds
     assert 60 <= mapping["maximumRecordAgeInSeconds"] <= 604800
     assert mapping["destinationConfig"] == {"onFailure": {"destinationArn": bucket.outputs["arn"]}}
-    assert run.of_type("aws:sqs/queue:Queue") == []
+    # the only queue is the compaction schedule's dead-letter queue: the mapping's failures go to S3
+    assert [queue.name for queue in run.of_type("aws:sqs/queue:Queue")] == ["compaction-undelivered"]
 
 
 def test_log_group_has_finite_retention_and_no_subscription_by_default(run: ProgramRun) -> None:
@@ -486,7 +487,7 @@ def test_ci_role_trusts_only_this_project_and_main_in_prod(run: ProgramRun) -> N
     assert statement["Principal"] == {"Federated": f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/git.tmaws.io"}
     condition = statement["Condition"]
     assert condition["StringEquals"]["git.tmaws.io:aud"] == "https://git.tmaws.io"
-    if settings.is_prod_account:
+    if settings.ci_main_branch_only:  # every stack but qa1 (the one a branch pipeline deploys to)
         assert condition == {
             "StringEquals": {
                 "git.tmaws.io:aud": "https://git.tmaws.io",
@@ -523,7 +524,19 @@ def test_ci_policy_scopes_rollback_and_queries(run: ProgramRun) -> None:
         _arn("athena", f"workgroup/{run.outputs['athena_workgroup_name']}")
     ]
     assert by_sid["WriteAndReadTestChanges"]["Resource"] == [_arn("dynamodb", f"table/{run.outputs['table_name']}")]
-    assert len(by_sid["ReadAlarms"]["Resource"]) == 8
+    assert len(by_sid["ReadAlarms"]["Resource"]) == 9
+    assert (
+        _arn("cloudwatch", f"alarm:prd3292-{run.stack}-demand-compaction-hourly-failed-invocations")
+        in by_sid["ReadAlarms"]["Resource"]
+    )
+    # Once a snapshot is published, current_registrations reads the snapshot table and its objects.
+    database = run.outputs["athena_database_name"]
+    table = run.outputs["glue_table_name"]
+    assert by_sid["ReadCatalog"]["Resource"][-2:] == [
+        _arn("glue", f"table/{database}/{table}"),
+        _arn("glue", f"table/{database}/{table}_snapshots"),
+    ]
+    assert f"arn:aws:s3:::{run.outputs['bucket_name']}/demand/snapshots/*" in by_sid["ReadLake"]["Resource"]
     assert (
         _arn("cloudwatch", f"alarm:prd3292-{run.stack}-demand-backfill-failed-executions")
         in by_sid["ReadAlarms"]["Resource"]

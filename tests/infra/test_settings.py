@@ -68,10 +68,10 @@ def test_no_stack_file_claims_the_oidc_provider() -> None:
         assert "createOidcProvider" not in (PROJECT_ROOT / f"Pulumi.{stack}.yaml").read_text(), stack
 
 
-def test_prod_account_trusts_main_only() -> None:
-    for stack in STACKS:
-        settings = settings_from_stack_file(stack)
-        assert settings.ci_main_branch_only == settings.is_prod_account, stack
+def test_only_qa1_trusts_branches_other_than_main() -> None:
+    """qa1 is the one stack a branch pipeline deploys to and tests (.gitlab-ci.yml); the others run from main only."""
+    trusts_main_only = {stack: settings_from_stack_file(stack).ci_main_branch_only for stack in STACKS}
+    assert trusts_main_only == {"qa1": False, "dev1": True, "preprod1": True, "prod1": True}
 
 
 @pytest.mark.parametrize("stack", STACKS)

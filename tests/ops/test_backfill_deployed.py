@@ -316,3 +316,70 @@ def test_a_failed_cutover_check_requests_no_export(monkeypatch: pytest.MonkeyPat
         with pytest.raises(backfill.PreconditionError, match=problem):
             run_deployed(outputs, session=_Session({"dynamodb": dynamodb, "s3": None, "stepfunctions": None}))
         stubber.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize(
+    ("quarantined", "argv", "status"),
+    [
+        (0, [], 0),
+        (1, [], 0),
+        (2, [], 1),
+        (2, ["--max-quarantined-percent", "0.2"], 0),
+        (1, ["--max-quarantined-percent", "0"], 1),
+    ],
+)
+def test_publishing_is_recommended_only_below_the_quarantine_threshold(  # noqa: PLR0917 - fixtures + parameters
+    monkeypatch: pytest.MonkeyPatch, outputs: StackOutputs, capsys, quarantined: int, argv: list[str], status: int
+):
+    """1,000 items: the default 0.1 % allows one quarantined line; the counts match in every case."""
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+
+    class _Bound:
+        def __init__(self) -> None:
+            self.outputs = outputs
+
+    def fake_run(given: StackOutputs, **kwargs: Any) -> backfill.BackfillReport:
+        report = backfill.BackfillReport(EXPORT_ARN, EXPORT_ID, "2026-11-30T09:05:00.000Z", 1000)
+        report.files = [backfill.FileOutcome("k", 1000, {"rows": 1000 - quarantined, "quarantined": quarantined})]
+        return report
+
+    monkeypatch.setattr(backfill, "bind_stack", lambda stack, outputs_file=None: _Bound())
+    monkeypatch.setattr(backfill, "run_deployed", fake_run)
+    assert backfill.main(["qa1", *argv]) == status
+    captured = capsys.readouterr()
+    assert "counts match" in captured.out
+    assert ("publish it:" in captured.out) is (status == 0)
+    if status:
+        assert f"{quarantined:,} of 1,000 items quarantined" in captured.err
+        assert captured.out.splitlines()[-1].startswith("backfill: do not publish this snapshot")
+
+
+@pytest.mark.parametrize(
+    ("export", "refused"),
+    [
+        ({"ExportType": "FULL_EXPORT", "ExportFormat": "DYNAMODB_JSON"}, None),
+        ({}, None),  # the API's defaults, which the local AWS leaves out
+        ({"ExportType": "INCREMENTAL_EXPORT", "ExportFormat": "DYNAMODB_JSON"}, "INCREMENTAL_EXPORT in DYNAMODB_JSON"),
+        ({"ExportType": "FULL_EXPORT", "ExportFormat": "ION"}, "FULL_EXPORT in ION"),
+    ],
+)
+def test_only_a_full_dynamodb_json_export_can_become_a_snapshot(export: dict[str, str], refused: str | None):
+    described = {"ExportArn": EXPORT_ARN, **export}
+    if refused is None:
+        backfill.check_export_kind(described)
+        return
+    with pytest.raises(backfill.PreconditionError, match=f"is a {refused}: a snapshot needs a FULL_EXPORT"):
+        backfill.check_export_kind(described)
+
+
+def test_an_export_arn_of_an_ion_export_is_refused_before_anything_runs(outputs: StackOutputs):
+    class _Dynamodb:
+        def describe_table(self, TableName: str) -> dict[str, Any]:  # noqa: N803
+            return {"Table": {"TableArn": "arn:aws:dynamodb:us-east-1:123456789012:table/t"}}
+
+        def describe_export(self, ExportArn: str) -> dict[str, Any]:  # noqa: N803
+            description = {"ExportArn": ExportArn, "ExportType": "FULL_EXPORT", "ExportFormat": "ION"}
+            return {"ExportDescription": {**description, "ExportStatus": "COMPLETED"}}
+
+    with pytest.raises(backfill.PreconditionError, match="ION"):
+        backfill._request_export(_Dynamodb(), outputs, 1.0, EXPORT_ARN)

@@ -657,3 +657,22 @@ def test_stack_outputs_are_kept_30_days_and_reports_a_week(jobs):
     assert jobs["build"]["artifacts"]["expire_in"] == "30 days"
     for name in ("unit-tests", "lint", "e2e-test-qa1", "smoke-prod1", "preview-qa1"):
         assert jobs[name]["artifacts"]["expire_in"] == "1 week", name
+
+
+def test_every_preview_and_deploy_checks_the_stack_files_encryptedkey_before_any_pulumi_command(jobs):
+    """Without encryptedkey Pulumi mints a data key (kms:Encrypt) each run: the job fails first, naming the fix."""
+    check = 'python3 -m uv run --frozen python -m ops.preflight "$STACK" --stack-file'
+    pulumi_jobs = {
+        name: _steps(job, "before_script") + _steps(job, "script")
+        for name, job in jobs.items()
+        if any(
+            step.lstrip().startswith(("pulumi preview", "pulumi up")) or "pulumi preview" in step
+            for step in _steps(job, "script")
+        )
+    }
+
+    assert {f"preview-{stack}" for stack in STACKS} | {f"deploy-{stack}" for stack in STACKS} <= set(pulumi_jobs)
+    for name, steps in pulumi_jobs.items():
+        assert check in steps, name
+        first_pulumi = next(index for index, step in enumerate(steps) if "pulumi " in step and "ops." not in step)
+        assert steps.index(check) < first_pulumi, name

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
+from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
 from components.settings import PROJECT_ROOT, settings_from_stack_file
@@ -55,10 +58,16 @@ def test_make_preflight_passes_against_the_local_aws_the_demo_builds():
         "table",
         "streaming destination",
         "bucket",
+        "bucket encryption",
         "oidc provider",
         "point-in-time recovery",
         "names",
+        "secrets key",
     }
+    assert report["bucket encryption"].startswith("PASS")
+    # the committed stack files lack their encryptedkey (no KMS here): a warning against the local AWS only
+    assert report["secrets key"].startswith("WARN  secrets key")
+    assert "Pulumi.dev1.yaml has secretsprovider" in report["secrets key"]
     assert report["streaming destination"].startswith("PASS")
     assert "ACTIVE, MILLISECOND, via the sandbox bridge" in report["streaming destination"]
     assert report["stream"].startswith("PASS  stream")
@@ -118,7 +127,8 @@ def test_fails_naming_the_fix_without_a_destination_a_bucket_a_provider_or_a_fre
     assert report["table"].startswith("PASS")
     assert report["point-in-time recovery"].startswith("WARN"), "a warning, not a failure"
     assert "update-continuous-backups" in report["point-in-time recovery"]
-    assert output.splitlines()[-1] == "result: 4 failed, 1 warning(s), 2 passed"
+    assert report["bucket encryption"].startswith("FAIL"), "no bucket, no encryption to check"
+    assert output.splitlines()[-1] == "result: 5 failed, 2 warning(s), 2 passed"
 
 
 @pytest.mark.slow
@@ -315,3 +325,128 @@ def test_a_backfill_state_machine_of_another_stack_under_this_stacks_name_fails_
         "state machine prd3292-dev1-demand-backfill exists and is not this stack's "
         "(Environment=qa1, ProductCode=PRD3292)"
     ) in results["names"].detail
+
+
+# ---------------------------------------------------------------- bucket encryption against the roles' KMS rights
+
+CUSTOMER_KEY = "arn:aws:kms:us-east-1:123456789012:key/1111aaaa-2222-3333-4444-555566667777"
+OTHER_KEY = "arn:aws:kms:us-east-1:123456789012:key/9999aaaa-2222-3333-4444-555566667777"
+
+
+class _Encryption:
+    """A session whose S3 reports one default encryption and whose KMS describes the keys it knows."""
+
+    def __init__(self, default: dict | None, keys: dict[str, dict]) -> None:
+        self.default, self.keys = default, keys
+
+    def client(self, service, region_name=None):
+        return self
+
+    def get_bucket_encryption(self, Bucket):  # noqa: N803 - boto3's parameter name
+        if self.default is None:
+            error: Any = {"Error": {"Code": "ServerSideEncryptionConfigurationNotFoundError"}}
+            raise ClientError(error, "GetBucketEncryption")
+        return {"ServerSideEncryptionConfiguration": {"Rules": [{"ApplyServerSideEncryptionByDefault": self.default}]}}
+
+    def describe_key(self, KeyId):  # noqa: N803
+        if KeyId not in self.keys:
+            missing: Any = {"Error": {"Code": "NotFoundException"}}
+            raise ClientError(missing, "DescribeKey")
+        return {"KeyMetadata": self.keys[KeyId]}
+
+
+def _encryption_check(default: dict | None, keys: dict[str, dict], granted: str | None) -> CheckResult:
+    settings = dataclasses.replace(settings_from_stack_file("dev1"), bucket_kms_key_arn=granted)
+    return Preflight(settings, _Encryption(default, keys)).check_bucket_encryption()
+
+
+def test_a_customer_key_the_roles_are_not_granted_fails_naming_the_setting():
+    keys = {CUSTOMER_KEY: {"Arn": CUSTOMER_KEY, "KeyManager": "CUSTOMER"}}
+    result = _encryption_check({"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": CUSTOMER_KEY}, keys, None)
+
+    assert result.outcome == "FAIL"
+    assert f"customer key {CUSTOMER_KEY}; the stack grants its roles no KMS key" in result.detail
+    assert result.fix.startswith(f"set dmd-pipeline:bucketKmsKeyArn: {CUSTOMER_KEY} in Pulumi.dev1.yaml")
+
+
+def test_another_customer_key_than_the_granted_one_fails():
+    keys = {key: {"Arn": key, "KeyManager": "CUSTOMER"} for key in (CUSTOMER_KEY, OTHER_KEY)}
+    result = _encryption_check({"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": CUSTOMER_KEY}, keys, OTHER_KEY)
+
+    assert result.outcome == "FAIL"
+    assert f"the stack grants its roles {OTHER_KEY}" in result.detail
+
+
+@pytest.mark.parametrize(
+    ("default", "keys", "granted", "detail"),
+    [
+        (None, {}, None, "AES256, no customer key to grant"),
+        ({"SSEAlgorithm": "AES256"}, {}, None, "AES256, no customer key to grant"),
+        ({"SSEAlgorithm": "aws:kms"}, {}, None, "aws:kms, no customer key to grant"),
+        (
+            {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": "alias/aws/s3"},
+            {"alias/aws/s3": {"Arn": OTHER_KEY, "KeyManager": "AWS"}},
+            None,
+            "the AWS managed key",
+        ),
+        (
+            # the bucket names the key by alias, the stack by ARN: the same key
+            {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": "alias/lake"},
+            {
+                "alias/lake": {"Arn": CUSTOMER_KEY, "KeyManager": "CUSTOMER"},
+                CUSTOMER_KEY: {"Arn": CUSTOMER_KEY, "KeyManager": "CUSTOMER"},
+            },
+            CUSTOMER_KEY,
+            "granted",
+        ),
+    ],
+)
+def test_encryption_the_roles_can_write_with_passes(default, keys, granted, detail):
+    result = _encryption_check(default, keys, granted)
+
+    assert result.outcome == "PASS"
+    assert detail in result.detail
+
+
+def test_a_key_this_identity_cannot_describe_fails():
+    result = _encryption_check({"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": CUSTOMER_KEY}, {}, None)
+
+    assert result.outcome == "FAIL"
+    assert "cannot describe" in result.detail
+
+
+# ---------------------------------------------------------------- the stack file's encryptedkey
+
+
+def _stack_file(tmp_path, text: str):
+    (tmp_path / "Pulumi.qa1.yaml").write_text(text, encoding="utf-8")
+    return tmp_path
+
+
+def test_a_stack_file_without_encryptedkey_fails_naming_the_one_time_step(tmp_path):
+    root = _stack_file(tmp_path, "secretsprovider: awskms://alias/k?region=us-east-1\nconfig: {}\n")
+    result = preflight.check_secrets_key("qa1", root=root)
+
+    assert result.outcome == "FAIL"
+    assert result.detail == "Pulumi.qa1.yaml has secretsprovider awskms://alias/k?region=us-east-1 but no encryptedkey"
+    assert 'pulumi stack change-secrets-provider "awskms://alias/k?region=us-east-1" -s qa1' in result.fix
+    assert preflight.check_secrets_key("qa1", local=True, root=root).outcome == "WARN", "the local AWS deploys nothing"
+
+
+def test_a_stack_file_with_its_encryptedkey_passes(tmp_path):
+    text = "secretsprovider: awskms://alias/k?region=us-east-1\nencryptedkey: AQICAHh...\nconfig: {}\n"
+    assert preflight.check_secrets_key("qa1", root=_stack_file(tmp_path, text)).outcome == "PASS"
+    assert preflight.secrets_key_problem("qa1", _stack_file(tmp_path, "config: {}\n")) == (
+        "Pulumi.qa1.yaml names no secretsprovider"
+    )
+
+
+@pytest.mark.parametrize("stack", ["dev1", "qa1", "preprod1", "prod1"])
+def test_the_committed_stack_files_fail_until_an_operator_writes_their_key(stack, capsys):
+    """No KMS here to mint a key: the committed files lack it, and the CI step says what to run (docs/runbook.md)."""
+    status = preflight.main([stack, "--stack-file"])
+    output = capsys.readouterr().out
+
+    assert status == 1
+    assert f"FAIL  secrets key  Pulumi.{stack}.yaml has secretsprovider" in output, "alone: no column padding"
+    assert "pulumi stack change-secrets-provider" in output
