@@ -9,7 +9,8 @@ curator), written here once, as Python sort keys and as Athena SQL ``ORDER BY`` 
   number (compared as an integer); on a tie again, the larger ``change_id``. Kinesis Data Streams for DynamoDB
   may deliver an item's changes out of order, so delivery order is never the rule; the sequence number only
   decides between changes DynamoDB stamped with the same microsecond, where nothing better is known (one item's
-  changes go to one shard, in the order they were written to it), and ``change_id`` makes the rule total.
+  records share a partition key, whose sequence numbers generally increase over time), and ``change_id`` makes
+  the rule total.
 - **Which copy of a change is kept** (the same ``change_id`` delivered twice: same change, new sequence number):
   the lowest sequence number, then the lowest ``shard_id``, so the queries keep the copy compaction keeps
   whatever the order of files and rows.
