@@ -69,6 +69,7 @@ def _row(envelope: dict[str, Any], deserializer: TypeDeserializer) -> dict[str, 
         "table_name": record["tableName"],
         "extra_attributes": json.dumps(extra, sort_keys=True) if extra else None,
         "deleted_by_ttl": record["eventName"] == "REMOVE" and record.get("userIdentity") == _TTL_IDENTITY,
+        "change_time_us": body["ApproximateCreationDateTime"] * unit,
     }
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
+from pipeline.change_order import first_copy_sql, newest_first_sql
 from pipeline.schema import glue_columns
 
 if TYPE_CHECKING:
@@ -154,17 +155,18 @@ def workgroup_configuration(
     }
 
 
-# Kinesis sequence numbers are decimal strings of up to 129 digits: compare them left-padded, never as numbers.
-_NEWEST_FIRST = "change_time DESC, lpad(sequence_number, 129, '0') DESC"
+# The order of changes and the copy of a duplicated change kept: one rule, pipeline.change_order.
+_NEWEST_FIRST = newest_first_sql()
 
 
 def unique_changes_cte(source: str) -> str:
     """CTE ``unique_changes`` over ``source`` (a table or a parenthesised subquery): each change once, even when
-    Kinesis delivered it (and the handler wrote it) twice."""
+    Kinesis delivered it (and the handler wrote it) twice. The copy kept is the one compaction keeps (the lowest
+    sequence number, ``pipeline.change_order``), so the answer does not depend on the order of files or rows."""
     return f"""unique_changes AS (
   SELECT *
   FROM (
-    SELECT *, row_number() OVER (PARTITION BY change_id ORDER BY change_time) AS copy_number
+    SELECT *, row_number() OVER (PARTITION BY change_id ORDER BY {first_copy_sql()}) AS copy_number
     FROM {source}
   ) AS copies
   WHERE copy_number = 1

@@ -6,7 +6,7 @@ The current state of a registration is its latest row over:
 
 - the snapshot's row, ordered at T - ``lead`` (so any change from T - ``lead`` on wins over it: the snapshot
   may or may not already hold such a change, and applying it again gives the same state);
-- the change rows with ``change_time >= T - lead`` (older ones are in the snapshot already, and are ignored),
+- the change rows with ``change_time_us >= T - lead`` (older ones are in the snapshot already, and are ignored),
   each change once however often it was delivered.
 
 A registration whose latest row is a REMOVE is gone. Worked through: an item deleted long before T is in
@@ -22,17 +22,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from components.catalog import unique_changes_cte
+from pipeline.change_order import CHANGE_TIME_US, newest_first_sql
 from pipeline.normalize import EXTRA_COLUMN, item_specs
 
 __all__ = ["DEFAULT_LEAD", "PublishedSnapshot", "current_registrations_sql", "published_snapshot", "state_columns"]
 
 #: How long before the export time the stream is read from (the mapping's AT_TIMESTAMP is T - lead).
 DEFAULT_LEAD = timedelta(minutes=5)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TTL_COLUMN = "deleted_by_ttl"  # a change's flag, not a registration attribute
 _EXPORT_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 _IDENTIFIER = re.compile(r"^[a-z0-9_]{1,255}$")
-# Kinesis sequence numbers (and snapshot line numbers) are decimal text: compare them left-padded.
-_NEWEST_FIRST = "ordered_at DESC, source_rank DESC, lpad(sequence_number, 129, '0') DESC"
+# The order of changes (pipeline.change_order), with the snapshot's row placed at T - lead: a change at that very
+# microsecond wins over it (source_rank), and snapshot line numbers stand for sequence numbers.
+_NEWEST_FIRST = newest_first_sql("ordered_us", then=("source_rank DESC",))
 
 
 @dataclass(frozen=True)
@@ -69,8 +72,9 @@ def state_columns() -> list[str]:
     return [spec.name for spec in item_specs() if spec.name != _TTL_COLUMN] + [EXTRA_COLUMN]
 
 
-def _timestamp(moment: datetime) -> str:
-    return f"TIMESTAMP '{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f}'"
+def _micros(moment: datetime) -> str:
+    """``moment`` as a ``change_time_us`` literal: whole microseconds since the epoch."""
+    return str((moment - _EPOCH) // timedelta(microseconds=1))
 
 
 def current_registrations_sql(
@@ -97,7 +101,7 @@ def current_registrations_sql(
     # Identifiers and literals are validated above; nothing comes from user input.
     changes = (
         f'(SELECT * FROM "{database}"."{changes_table}" '  # noqa: S608
-        f"WHERE dt >= '{since.astimezone(UTC):%Y-%m-%d}' AND change_time >= {_timestamp(since)})"
+        f"WHERE dt >= '{since.astimezone(UTC):%Y-%m-%d}' AND {CHANGE_TIME_US} >= {_micros(since)})"
     )
     exported, ordered = (
         f"{export_time.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}",
@@ -107,11 +111,11 @@ def current_registrations_sql(
 -- then every change from then on, each once; registrations whose latest change removed them are gone.
 WITH {unique_changes_cte(changes)},
 candidates AS (
-  SELECT {columns}, op, change_time, sequence_number, {_timestamp(since)} AS ordered_at, 0 AS source_rank
+  SELECT {columns}, op, change_time, sequence_number, change_id, {_micros(since)} AS ordered_us, 0 AS source_rank
   FROM "{database}"."{snapshots_table}"
   WHERE export_id = '{export_id}'
   UNION ALL
-  SELECT {columns}, op, change_time, sequence_number, change_time AS ordered_at, 1 AS source_rank
+  SELECT {columns}, op, change_time, sequence_number, change_id, {CHANGE_TIME_US} AS ordered_us, 1 AS source_rank
   FROM unique_changes
 ),
 latest AS (

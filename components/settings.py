@@ -260,7 +260,7 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "changeTimePrecision",
         "change_time_precision",
         "string",
-        "MILLISECOND",
+        "MICROSECOND",
         "ApproximateCreationDateTime precision of the table's streaming destination; the handler is told the same.",
         _one_of(*PRECISIONS),
     ),

@@ -7,8 +7,9 @@ Checks (each independent, each printed with the fix when it does not pass):
   stream                 the stream the stack reads exists and is ACTIVE (its encryption is reported); a stack that
                          creates its stream: the name is free or already this stack's
   table                  the demand table exists
-  streaming destination  the table streams to that stream, ACTIVE, with the precision the stack expects
-                         (--local: the sandbox bridge, which forwards the table's DynamoDB stream)
+  streaming destination  the table streams to that stream, ACTIVE, at MICROSECOND precision, and the stack's
+                         changeTimePrecision says so (--local: the sandbox bridge, which forwards the table's
+                         DynamoDB stream)
   bucket                 the data bucket exists in the stack's region; if versioned, noncurrent versions expire
   bucket encryption      the bucket's default encryption is one the roles can write with: SSE-S3, the AWS managed
                          key, or the customer managed key the stack grants (dmd-pipeline:bucketKmsKeyArn)
@@ -39,6 +40,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from components.settings import PROJECT_ROOT, Settings, SettingsError, settings_from_stack_file
 
 __all__ = [
+    "REQUIRED_PRECISION",
     "AwsDestinations",
     "BridgeDestinations",
     "CheckResult",
@@ -54,6 +56,8 @@ __all__ = [
 
 Outcome = Literal["PASS", "FAIL", "WARN"]
 AWS_MANAGED_STREAM_KEY = "alias/aws/kinesis"
+#: ApproximateCreationDateTime precision every stack needs: changes are ordered by it (pipeline.change_order).
+REQUIRED_PRECISION = "MICROSECOND"
 _MISSING = (
     "ResourceNotFoundException",
     "NoSuchEntity",
@@ -125,7 +129,7 @@ class AwsDestinations:
         return (
             f"aws dynamodb enable-kinesis-streaming-destination --table-name {table_name} --stream-arn {stream_arn} "
             f"--enable-kinesis-streaming-configuration ApproximateCreationDateTimePrecision={precision} "
-            "(the table's owner; or set dmd-pipeline:changeTimePrecision to the destination's precision)"
+            "(the table's owner)"
         )
 
 
@@ -282,7 +286,16 @@ class Preflight:
         summary = self._stream_summary()
         stream_arn = summary["StreamARN"] if summary else f"<the stream {self.stream_name}>"
         source = self.destinations()
-        fix = source.fix(settings.table_name, stream_arn, settings.change_time_precision)
+        fix = source.fix(settings.table_name, stream_arn, REQUIRED_PRECISION)
+        if settings.change_time_precision != REQUIRED_PRECISION:
+            return CheckResult(
+                "streaming destination",
+                "FAIL",
+                f"the stack's changeTimePrecision is {settings.change_time_precision}: two changes of one item in the "
+                f"same millisecond cannot be ordered; every stack uses {REQUIRED_PRECISION}",
+                f"set dmd-pipeline:changeTimePrecision: {REQUIRED_PRECISION} in Pulumi.{settings.stack}.yaml, once the "
+                "table's destination is switched (docs/runbook.md, streaming destination precision)",
+            )
         try:
             found = source.destinations(settings.table_name)
         except ClientError as error:
@@ -304,15 +317,16 @@ class Preflight:
             )
         destination = active[0]
         detail = f"{settings.table_name} -> {self.stream_name} ACTIVE, {destination.precision}, via {destination.via}"
-        if destination.precision != settings.change_time_precision:
+        if destination.precision != REQUIRED_PRECISION:
             return CheckResult(
                 "streaming destination",
                 "FAIL",
-                f"{detail}; the stack expects {settings.change_time_precision}",
+                f"{detail}; the stack needs {REQUIRED_PRECISION} (the order of two changes of one item in the same "
+                "millisecond is lost otherwise)",
                 f"aws dynamodb update-kinesis-streaming-destination --table-name {settings.table_name} "
                 f"--stream-arn {stream_arn} --update-kinesis-streaming-configuration "
-                f"ApproximateCreationDateTimePrecision={settings.change_time_precision}, or set "
-                f"dmd-pipeline:changeTimePrecision: {destination.precision} in Pulumi.{settings.stack}.yaml",
+                f"ApproximateCreationDateTimePrecision={REQUIRED_PRECISION} (the table's owner; docs/runbook.md, "
+                "streaming destination precision)",
             )
         return CheckResult("streaming destination", "PASS", detail)
 

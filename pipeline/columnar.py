@@ -578,7 +578,8 @@ def _columns(
     in_range = _all(pc.greater_equal(created, low), pc.less(created, high))
     sure = _all(sure, in_range)
     safe = pc.if_else(in_range, created, 0)
-    change_time = pc.if_else(micros, safe, pc.multiply(safe, 1000)).cast(pa.timestamp("us", tz="UTC"))
+    change_time_us = pc.if_else(micros, safe, pc.multiply(safe, 1000))
+    change_time = change_time_us.cast(pa.timestamp("us", tz="UTC"))
     # keys: pk = EVENT#<event_id>, sk = FAN#<fan_id>
     keys = pc.struct_field(body, "Keys")
     columns: dict[str, Any] = {}
@@ -593,6 +594,7 @@ def _columns(
         op=op,
         change_id=change_id,
         change_time=change_time,
+        change_time_us=change_time_us,
         shard_id=pa.repeat(pa.scalar(shard_id, _STRING), length),
         sequence_number=pa.array(sequences, _STRING),
         table_name=table_name,

@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.change_order import CHANGE_TIME_US, change_time_us_of
 from pipeline.exceptions import PipelineError
 from pipeline.schema import arrow_schema
 from pipeline.writer import PARQUET_CONTENT_TYPE, parquet_writer, partition_prefix
@@ -71,7 +72,8 @@ COMPACTED_SUFFIX = "-compacted.parquet"
 #: Key of the Parquet footer entry that lists the inputs a compacted object covers (JSON: [[key, etag], ...]).
 INPUTS_METADATA_KEY = "dmd.compaction.inputs"
 ROW_GROUP_ROWS = 1_048_576
-SORT_KEYS = ("event_id", "fan_id", "change_time")
+#: Row order of a compacted object: each registration's changes together, oldest first (``pipeline.change_order``).
+SORT_KEYS = ("event_id", "fan_id", CHANGE_TIME_US)
 HOUR_FORMAT = "%Y-%m-%dT%H"
 _HOUR = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}$")
 # Object names of the stream handler (C1), parsed from the right because shard ids contain hyphens. The name
@@ -342,6 +344,9 @@ def _conform(table: pa.Table, schema: pa.Schema, source: str) -> pa.Table:
     for schema_field in schema:
         if schema_field.name in table.column_names:
             columns.append(table.column(schema_field.name).cast(schema_field.type))
+        elif schema_field.name == CHANGE_TIME_US and "change_time" in table.column_names:
+            # an object written before the column existed: its order column follows from its change time
+            columns.append(change_time_us_of(table.column("change_time")).cast(schema_field.type))
         else:
             columns.append(pa.nulls(table.num_rows, schema_field.type))
     return pa.Table.from_arrays(columns, schema=_relaxed(schema, columns))
@@ -369,7 +374,8 @@ def _combined(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
 
 
 def _first_of_each_change(rows: pa.Table) -> pa.Array | None:
-    """Positions of the rows to keep, one per ``change_id`` (the lowest sequence number); None if all are distinct.
+    """Positions of the rows to keep, one per ``change_id`` (the lowest sequence number: the copy rule of
+    ``pipeline.change_order``, all rows being of one shard); None if all are distinct.
 
     Duplicates are rare: they are found by hashing, and only their rows are sorted."""
     counts = rows.group_by("change_id", use_threads=False).aggregate([("change_id", "count")])

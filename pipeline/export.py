@@ -7,7 +7,7 @@ Each line goes through the same contract as a stream record: it is wrapped into 
 ``pipeline.normalize`` path for any row it is unsure about), so validation, conversion and quarantine reasons
 are the stream's. The rows then get the snapshot's own metadata:
 
-- ``op`` = ``SNAPSHOT``; ``change_time`` = the export time; ``table_name`` = the source table;
+- ``op`` = ``SNAPSHOT``; ``change_time`` and ``change_time_us`` = the export time; ``table_name`` = the source table;
 - ``change_id`` = ``<export id>:<data file name>:<line number>``; ``shard_id`` = the export id;
   ``sequence_number`` = the line number (1-based, decimal text);
 - ``deleted_by_ttl`` = false, when the contract has that column.

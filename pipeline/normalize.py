@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pipeline.change_order import CHANGE_TIME_US
 from pipeline.decode import ChangeRecord, EventName, KinesisRecord, deserialize_value, present_tags
 from pipeline.exceptions import NotChangeRecordError, SchemaViolationError
 from pipeline.schema import FieldSpec, field_specs
@@ -44,7 +45,16 @@ __all__ = [
 ]
 
 #: Columns filled from the change record and the Kinesis envelope rather than from the item.
-CHANGE_COLUMNS = ("op", "change_id", "change_time", "shard_id", "sequence_number", "table_name", "deleted_by_ttl")
+CHANGE_COLUMNS = (
+    "op",
+    "change_id",
+    "change_time",
+    CHANGE_TIME_US,
+    "shard_id",
+    "sequence_number",
+    "table_name",
+    "deleted_by_ttl",
+)
 #: Key-derived columns: column -> (key attribute, prefix of its value).
 KEY_COLUMNS = {"event_id": ("pk", "EVENT#"), "fan_id": ("sk", "FAN#")}
 EXTRA_COLUMN = "extra_attributes"
@@ -305,6 +315,7 @@ def normalize(envelope: KinesisRecord, change: ChangeRecord) -> dict[str, Any]:
         op=change.event_name.value,
         change_id=change.change_id,
         change_time=change_time,
+        change_time_us=change_time,
         shard_id=envelope.shard_id,
         sequence_number=envelope.sequence_number,
         table_name=change.table_name,

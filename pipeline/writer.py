@@ -62,7 +62,9 @@ PARQUET_OPTIONS: Mapping[str, Any] = {
 }
 # Columns that are (nearly) unique per row: dictionary pages would only cost time. Those whose min/max cannot
 # prune a query (opaque ids, JSON text) get no statistics either.
-_NO_DICTIONARY = frozenset({"fan_id", "change_id", "sequence_number", "change_time", "created_at", "updated_at"})
+_NO_DICTIONARY = frozenset(
+    {"fan_id", "change_id", "sequence_number", "change_time", "change_time_us", "created_at", "updated_at"}
+)
 _NO_STATISTICS = frozenset({"fan_id", "change_id", "sequence_number", "extra_attributes", "attributes"})
 
 

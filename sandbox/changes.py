@@ -209,7 +209,8 @@ def change_record(
     event_id: str | None = None,
 ) -> dict[str, Any]:
     """The JSON document that Kinesis Data Streams for DynamoDB puts on the stream for one change."""
-    epoch_us = int(change.time.timestamp() * 1_000_000)
+    # exact integer arithmetic: a float timestamp can land a microsecond early, and the microsecond is the order
+    epoch_us = (change.time - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
     approximate = epoch_us if precision == "MICROSECOND" else epoch_us // 1000
     body: dict[str, Any] = {"ApproximateCreationDateTime": approximate, "Keys": to_dynamodb_json(change.keys)}
     if change.new_image is not None:

@@ -28,7 +28,7 @@ from ops.outputs import StackOutputs
 from pipeline.schema import arrow_schema
 from pipeline.snapshot import DEFAULT_SNAPSHOT_PREFIX
 
-__all__ = ["Lake", "LakeCounts", "to_duckdb"]
+__all__ = ["Lake", "LakeCounts", "register_as_athena_reads", "to_duckdb"]
 
 
 def to_duckdb(athena_sql: str) -> str:
@@ -53,6 +53,20 @@ class LakeCounts:
     @property
     def objects(self) -> int:
         return self.parquet_objects + self.quarantine_objects
+
+
+def register_as_athena_reads(connection: duckdb.DuckDBPyConnection, view: str, rows: pa.Table) -> None:
+    """Make ``view`` (a quoted, possibly qualified name) show ``rows`` as Athena reads them from Parquet through a
+    Hive table: timestamps truncated to the millisecond (engine v3 reads them as ``timestamp(3)``)."""
+    source = "rows_of_" + "".join(character if character.isalnum() else "_" for character in view)
+    connection.register(source, rows)
+    truncated = [
+        f'date_trunc(\'millisecond\', "{field.name}") AS "{field.name}"'
+        for field in rows.schema
+        if pa.types.is_timestamp(field.type)
+    ]
+    replaced = f" REPLACE ({', '.join(truncated)})" if truncated else ""
+    connection.execute(f"CREATE VIEW {view} AS SELECT *{replaced} FROM {source}")  # noqa: S608 - names from the caller
 
 
 class Lake:
@@ -153,14 +167,15 @@ class Lake:
         )
 
     def connect(self, events: pa.Table | None = None) -> duckdb.DuckDBPyConnection:
-        """A DuckDB connection where ``"<glue database>"."<glue table>"`` is the events table."""
+        """A DuckDB connection where ``"<glue database>"."<glue table>"`` is the events table.
+
+        The views show every timestamp at millisecond precision, as Athena reads a Hive table's Parquet
+        timestamps: a query that ordered changes by ``change_time`` would be as wrong here as in Athena."""
         connection = duckdb.connect()
-        connection.register("lake_events", self.events() if events is None else events)
         database, table = self.outputs.athena_database_name, self.outputs.glue_table_name
         connection.execute(f'CREATE SCHEMA "{database}"')
-        connection.execute(f'CREATE VIEW "{database}"."{table}" AS SELECT * FROM lake_events')  # noqa: S608 - names from the stack outputs
-        connection.register("lake_snapshots", self.snapshots())
-        connection.execute(f'CREATE VIEW "{database}"."{self.snapshots_table}" AS SELECT * FROM lake_snapshots')  # noqa: S608
+        register_as_athena_reads(connection, f'"{database}"."{table}"', self.events() if events is None else events)
+        register_as_athena_reads(connection, f'"{database}"."{self.snapshots_table}"', self.snapshots())
         return connection
 
     def named_queries(self) -> list[NamedQuerySpec]:

@@ -402,6 +402,24 @@ def test_an_input_without_a_newer_column_gets_nulls_and_the_column_stays(lake: L
     assert pc.sum(compacted.column("deleted_by_later").is_null()).as_py() == 20
 
 
+def test_an_input_written_before_change_time_us_gets_it_from_its_change_time(lake: LocalLake) -> None:
+    rows = generated_rows(40)
+    older = rows.slice(0, 20).drop_columns(["change_time_us"])
+    lake.write(older)
+    lake.write(rows.slice(20, 20))
+
+    result = lake.compactor().run([HOUR], delete_grace=NO_GRACE)
+
+    assert not result.failures
+    compacted = lake.read(COMPACTED)
+    assert compacted.schema.field("change_time_us").type == pa.int64()
+    assert compacted.column("change_time_us").null_count == 0
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    for row in compacted.to_pylist():
+        assert row["change_time_us"] == (row["change_time"] - epoch) // timedelta(microseconds=1), row["change_id"]
+    assert sorted(compacted.column("change_time_us").to_pylist()) == sorted(rows.column("change_time_us").to_pylist())
+
+
 def test_an_input_with_a_column_the_contract_does_not_know_is_left_alone(lake: LocalLake) -> None:
     rows = generated_rows(40)
     lake.write(rows.slice(0, 20))

@@ -280,7 +280,7 @@ def test_a_published_snapshot_makes_current_registrations_snapshot_plus_changes(
     sql = _current_registrations(run)
     assert sql == expected
     assert "export_id = '01764201600000-a1b2c3d4'" in sql
-    assert "change_time >= TIMESTAMP '2026-11-30 09:00:00.000000'" in sql
+    assert "change_time_us >= 1796029200000000" in sql  # 2026-11-30T09:00:00Z, in microseconds
     queries = {query.inputs["name"]: query.inputs for query in run.of_type(QUERY)}
     assert set(queries) == {"current_registrations", "demand_per_event_per_day", "pipeline_freshness"}
     assert "01764201600000-a1b2c3d4" in queries["current_registrations"]["description"]

@@ -114,6 +114,7 @@ def _row(now: datetime, **values: Any) -> dict[str, Any]:
     }
     row.update(values)
     change_time = row["change_time"]
+    row["change_time_us"] = (change_time - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
     row["dt"] = change_time.strftime("%Y-%m-%d")
     row["hour"] = change_time.strftime("%H")
     return row

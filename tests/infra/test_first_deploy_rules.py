@@ -315,6 +315,7 @@ def test_the_window_drops_older_partitions_in_duckdb() -> None:
             op="INSERT",
             change_id=f"c-{fan}",
             change_time=change_time,
+            change_time_us=(change_time - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1),
             sequence_number=str(days_ago + 1),
             dt=f"{change_time:%Y-%m-%d}",
             hour=f"{change_time:%H}",

@@ -69,7 +69,7 @@ def test_make_preflight_passes_against_the_local_aws_the_demo_builds():
     assert report["secrets key"].startswith("WARN  secrets key")
     assert "Pulumi.dev1.yaml has secretsprovider" in report["secrets key"]
     assert report["streaming destination"].startswith("PASS")
-    assert "ACTIVE, MILLISECOND, via the sandbox bridge" in report["streaming destination"]
+    assert "ACTIVE, MICROSECOND, via the sandbox bridge" in report["streaming destination"]
     assert report["stream"].startswith("PASS  stream")
     assert "encryption NONE" in report["stream"]
     assert report["bucket"].startswith("PASS")
@@ -227,9 +227,9 @@ class _FixedDestinations:
 @pytest.mark.parametrize(
     ("found", "outcome", "expected"),
     [
-        ([Destination(STREAM_ARN, "ACTIVE", "MILLISECOND")], "PASS", "ACTIVE, MILLISECOND"),
-        ([Destination(STREAM_ARN, "ACTIVE", "MICROSECOND")], "FAIL", "the stack expects MILLISECOND"),
-        ([Destination(STREAM_ARN, "DISABLED", "MILLISECOND")], "FAIL", f"{STREAM_ARN} DISABLED"),
+        ([Destination(STREAM_ARN, "ACTIVE", "MICROSECOND")], "PASS", "ACTIVE, MICROSECOND"),
+        ([Destination(STREAM_ARN, "ACTIVE", "MILLISECOND")], "FAIL", "DynamoDB; the stack needs MICROSECOND"),
+        ([Destination(STREAM_ARN, "DISABLED", "MICROSECOND")], "FAIL", f"{STREAM_ARN} DISABLED"),
         ([], "FAIL", "(destinations: none)"),
     ],
 )
@@ -240,11 +240,30 @@ def test_destination_check_status_and_precision(found, outcome, expected):
 
     assert result.outcome == outcome
     assert expected in result.detail
-    if outcome == "FAIL" and "MICROSECOND" in expected + result.detail:
-        assert "update-kinesis-streaming-destination" in result.fix
-        assert "ApproximateCreationDateTimePrecision=MILLISECOND" in result.fix
+    if outcome == "FAIL" and "needs MICROSECOND" in result.detail:
+        assert result.fix.startswith(
+            f"aws dynamodb update-kinesis-streaming-destination --table-name {TABLE} --stream-arn {STREAM_ARN} "
+            "--update-kinesis-streaming-configuration ApproximateCreationDateTimePrecision=MICROSECOND"
+        )
     elif outcome == "FAIL":
         assert result.fix.startswith(f"aws dynamodb enable-kinesis-streaming-destination --table-name {TABLE}")
+        assert "ApproximateCreationDateTimePrecision=MICROSECOND" in result.fix
+
+
+def test_a_stack_configured_at_millisecond_precision_fails_even_with_a_matching_destination():
+    settings = dataclasses.replace(settings_from_stack_file("dev1"), change_time_precision="MILLISECOND")
+    check = Preflight(settings, _Summary(), _FixedDestinations(Destination(STREAM_ARN, "ACTIVE", "MILLISECOND")))
+
+    result = check.check_destination()
+
+    assert (result.outcome, result.name) == ("FAIL", "streaming destination")
+    assert "changeTimePrecision is MILLISECOND" in result.detail
+    assert result.fix.startswith("set dmd-pipeline:changeTimePrecision: MICROSECOND in Pulumi.dev1.yaml")
+
+
+@pytest.mark.parametrize("stack", ["dev1", "qa1", "preprod1", "prod1"])
+def test_every_stack_file_orders_changes_at_microsecond_precision(stack):
+    assert settings_from_stack_file(stack).change_time_precision == preflight.REQUIRED_PRECISION == "MICROSECOND"
 
 
 def test_render_shows_each_fix_under_its_check_and_the_tally():

@@ -64,7 +64,12 @@ def _entries(local: LocalAws, good: int, bad: int) -> tuple[list[KinesisEntry], 
     tag = f"replay{uuid.uuid4().hex[:8]}"
     changes = tagged_changes(tag, good) + [poison_change("unknown_status", event_id=tag) for _ in range(bad)]
     first = FIRST_SEQUENCE + next(_OFFSETS) * 10**12  # sequence numbers of their own, per test
-    entries = kinesis_entries(changes, table_name=local.outputs.table_name, first_sequence=first)
+    entries = kinesis_entries(
+        changes,
+        table_name=local.outputs.table_name,
+        precision=local.settings.change_time_precision,  # what the stack's destination stamps
+        first_sequence=first,
+    )
     numbers = [entry.sequence_number for entry in entries]
     return entries, set(numbers[:good]), set(numbers[good:])
 

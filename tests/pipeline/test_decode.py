@@ -235,6 +235,7 @@ def test_a_full_item_decodes_to_the_contract_row(decoder):
         "table_name": "demand",
         "extra_attributes": '{"marketing":{"opt_in":true,"wave":2}}',
         "deleted_by_ttl": False,
+        "change_time_us": 1795909800024000,
     }
 
 
@@ -272,6 +273,10 @@ def test_microsecond_precision_from_the_record_or_the_configuration(decoder):
     # a record that says MILLISECOND is read as milliseconds even where MICROSECOND is configured
     millis = record(item(), ApproximateCreationDateTimePrecision="MILLISECOND")
     assert rows_of(decoder, millis, precision="MICROSECOND")[0]["change_time"].microsecond == 24000
+    # the order column holds the same instant as an integer, whatever the precision it was read at
+    assert rows_of(decoder, own)[0]["change_time_us"] == micros
+    assert rows_of(decoder, configured, precision="MICROSECOND")[0]["change_time_us"] == micros
+    assert rows_of(decoder, millis, precision="MICROSECOND")[0]["change_time_us"] == 1795909800024000
 
 
 @pytest.mark.parametrize("decoder", DECODERS)

@@ -62,6 +62,7 @@ def expected_row(record: dict[str, Any], envelope: dict[str, Any]) -> dict[str, 
         "extra_attributes": extra or None,
         "deleted_by_ttl": record["eventName"] == "REMOVE"
         and record.get("userIdentity") == {"type": "Service", "principalId": "dynamodb.amazonaws.com"},
+        "change_time_us": body["ApproximateCreationDateTime"] * unit,
     }
 
 

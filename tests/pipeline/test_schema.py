@@ -9,7 +9,7 @@ from pipeline.schema import arrow_schema, field_specs, glue_columns, load_schema
 ANALYST_COLUMNS = [
     "event_id", "fan_id", "market_id", "status", "quantity", "price_levels", "channel", "presale_code",
     "created_at", "updated_at", "attributes", "op", "change_id", "change_time", "shard_id", "sequence_number",
-    "table_name", "extra_attributes", "deleted_by_ttl",
+    "table_name", "extra_attributes", "deleted_by_ttl", "change_time_us",
 ]  # fmt: skip
 
 
@@ -35,11 +35,20 @@ def test_nullability_follows_avro_unions():
     assert nullable == {"price_levels", "channel", "presale_code", "updated_at", "attributes", "extra_attributes"}
 
 
-def test_deleted_by_ttl_is_the_last_column_and_a_required_boolean():
+def test_columns_added_later_come_last_in_the_order_they_were_added():
+    assert arrow_schema().names[-2:] == ["deleted_by_ttl", "change_time_us"]
     field = arrow_schema().field("deleted_by_ttl")
-    assert arrow_schema().names[-1] == "deleted_by_ttl"
     assert (field.type, field.nullable) == (pa.bool_(), False)
-    assert glue_columns()[-1].type == "boolean"
+    assert [column.type for column in glue_columns()[-2:]] == ["boolean", "bigint"]
+
+
+def test_change_time_us_is_a_required_integer_in_every_view():
+    """The order column: an integer, so Athena (which reads Parquet timestamps at millisecond precision) still
+    tells apart two changes of one item in the same millisecond."""
+    field = arrow_schema().field("change_time_us")
+    assert (field.type, field.nullable) == (pa.int64(), False)
+    assert {column.name: column.type for column in glue_columns()}["change_time_us"] == "bigint"
+    assert "microseconds" in {spec.name: spec.doc for spec in field_specs()}["change_time_us"]
 
 
 def test_enums_keep_their_symbols():
