@@ -120,9 +120,14 @@ def _row(now: datetime, **values: Any) -> dict[str, Any]:
     return row
 
 
+# The queries' clock: each query reads CURRENT_TIMESTAMP, which _run pins to this moment (a fixture built from the
+# wall clock put the rows of one test on two days when it ran just after midnight).
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
 @pytest.fixture
 def lake() -> duckdb.DuckDBPyConnection:
-    now = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    now = NOW - timedelta(minutes=5)
     earlier = now - timedelta(minutes=10)
     long_sequence = "4" + "9" * 55  # 56 digits, larger than the short one numerically and when padded
     rows = [
@@ -149,7 +154,9 @@ def lake() -> duckdb.DuckDBPyConnection:
 def _run(connection: duckdb.DuckDBPyConnection, name: str) -> list[tuple[Any, ...]]:
     spec = {query.name: query for query in named_queries("demo_db", "demand_changes")}[name]
     (duck_sql,) = sqlglot.transpile(spec.sql, read="athena", write="duckdb")
-    return connection.execute(duck_sql).fetchall()
+    assert "CURRENT_TIMESTAMP" in duck_sql
+    pinned = duck_sql.replace("CURRENT_TIMESTAMP", f"TIMESTAMPTZ '{NOW.isoformat()}'")
+    return connection.execute(pinned).fetchall()
 
 
 def test_named_queries_are_the_three_analysts_need() -> None:
@@ -181,7 +188,7 @@ def test_demand_per_event_per_day(lake: duckdb.DuckDBPyConnection) -> None:
 def test_pipeline_freshness(lake: duckdb.DuckDBPyConnection) -> None:
     ((newest, lag_seconds, rows_last_hour, rows_scanned),) = _run(lake, "pipeline_freshness")
     assert newest is not None
-    assert 5 * 60 - 5 <= lag_seconds <= 5 * 60 + 120
+    assert lag_seconds == 5 * 60
     assert rows_last_hour == 6
     assert rows_scanned == 6
 

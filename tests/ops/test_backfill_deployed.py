@@ -334,16 +334,13 @@ def test_publishing_is_recommended_only_below_the_quarantine_threshold(  # noqa:
     """1,000 items: the default 0.1 % allows one quarantined line; the counts match in every case."""
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
 
-    class _Bound:
-        def __init__(self) -> None:
-            self.outputs = outputs
-
     def fake_run(given: StackOutputs, **kwargs: Any) -> backfill.BackfillReport:
         report = backfill.BackfillReport(EXPORT_ARN, EXPORT_ID, "2026-11-30T09:05:00.000Z", 1000)
         report.files = [backfill.FileOutcome("k", 1000, {"rows": 1000 - quarantined, "quarantined": quarantined})]
         return report
 
-    monkeypatch.setattr(backfill, "bind_stack", lambda stack, outputs_file=None: _Bound())
+    bound = BoundStack("qa1", outputs, "123456789012")
+    monkeypatch.setattr(backfill, "bind_stack", lambda stack, outputs_file=None, **_: bound)
     monkeypatch.setattr(backfill, "run_deployed", fake_run)
     assert backfill.main(["qa1", *argv]) == status
     captured = capsys.readouterr()
@@ -376,6 +373,9 @@ def test_an_export_arn_of_an_ion_export_is_refused_before_anything_runs(outputs:
     class _Dynamodb:
         def describe_table(self, TableName: str) -> dict[str, Any]:  # noqa: N803
             return {"Table": {"TableArn": "arn:aws:dynamodb:us-east-1:123456789012:table/t"}}
+
+        def list_exports(self, TableArn: str) -> dict[str, Any]:  # noqa: N803
+            return {"ExportSummaries": [{"ExportArn": EXPORT_ARN}]}
 
         def describe_export(self, ExportArn: str) -> dict[str, Any]:  # noqa: N803
             description = {"ExportArn": ExportArn, "ExportType": "FULL_EXPORT", "ExportFormat": "ION"}
