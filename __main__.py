@@ -256,7 +256,8 @@ ci = CiAccess(
         stream_arn=stream.stream_arn,
         function_arn=processor.function_arn,
         bucket_arn=layout.bucket_arn,
-        read_prefixes=(layout_prefixes.events, layout_prefixes.quarantine),
+        # the snapshots too: the e2e suite's current_registrations reads the published snapshot
+        read_prefixes=(layout_prefixes.events, layout_prefixes.quarantine, layout_prefixes.snapshots),
         results_prefix=layout_prefixes.athena_results,
         results_bucket_arn=results.bucket_arn,
         workgroup_arn=athena.workgroup_arn,

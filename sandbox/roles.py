@@ -192,7 +192,7 @@ def local_role_documents(
                     stream_arn=arns["stream"],
                     function_arn=arns["function"],
                     bucket_arn=arns["bucket"],
-                    read_prefixes=(layout.events, layout.quarantine),
+                    read_prefixes=(layout.events, layout.quarantine, layout.snapshots),
                     results_prefix=layout.athena_results,
                     results_bucket_arn=arns["results_bucket"],
                     workgroup_arn=arns["workgroup"],
