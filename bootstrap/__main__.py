@@ -13,7 +13,7 @@ import pulumi_aws as aws  # noqa: E402
 
 from bootstrap.settings import load_bootstrap_settings  # noqa: E402
 from components.account_bootstrap import AccountBootstrap, AccountBootstrapArgs  # noqa: E402
-from components.naming import prefixes  # noqa: E402
+from components.naming import data_bucket_patterns, prefixes  # noqa: E402
 
 settings = load_bootstrap_settings()
 layout = prefixes()
@@ -29,6 +29,8 @@ account = AccountBootstrap(
         secrets_key_alias=settings.secrets_key_alias,
         # the raw table (exports) and its back-filled snapshots are data too
         data_prefixes=(layout.events, layout.quarantine, layout.exports, layout.snapshots),
+        # every stack's failure records and query results are nothing but data
+        data_buckets=data_bucket_patterns(settings.product_code),
     ),
     pulumi.ResourceOptions(providers=[provider]),
 )

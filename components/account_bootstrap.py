@@ -28,6 +28,7 @@ class AccountBootstrapArgs:
     state_prefix: str
     secrets_key_alias: str
     data_prefixes: tuple[str, ...]
+    data_buckets: tuple[str, ...] = ()
 
 
 def oidc_provider_options(parent: pulumi.Resource) -> pulumi.ResourceOptions:
@@ -110,6 +111,7 @@ class AccountBootstrap(pulumi.ComponentResource):
                     state_prefix=args.state_prefix,
                     secrets_key_arn=key_arn,
                     data_prefixes=args.data_prefixes,
+                    data_buckets=args.data_buckets,
                 )
             )
         )

@@ -12,6 +12,7 @@ __all__ = [
     "Prefixes",
     "ResourceNames",
     "alarm_name",
+    "data_bucket_patterns",
     "log_group_name",
     "prefixes",
 ]
@@ -79,6 +80,13 @@ def prefixes(root: str = "demand/") -> Prefixes:
 def alarm_name(prefix: str, role: str) -> str:
     """``<prefix>-<role>``: one alarm of the processor, e.g. ``prd3292-qa1-demand-processor-iterator-age``."""
     return f"{prefix}-{role}"
+
+
+def data_bucket_patterns(product_code: str) -> tuple[str, ...]:
+    """Name patterns (any environment, any region) of the buckets that hold nothing but data: the processor's
+    failure records (whole change images) and Athena's query results; the account's preview role denies them."""
+    product = product_code.lower()
+    return (f"{product}-*-*-demand-processor-failures", f"{product}-*-*-demand-athena-results")
 
 
 def log_group_name(function_name: str) -> str:

@@ -164,7 +164,8 @@ def backfill_function_policy(
             "ListSnapshots",
             ["s3:ListBucket"],
             [bucket_arn],
-            Condition={"StringLike": {"s3:prefix": [f"{snapshot_prefix}*"]}},
+            # every prefix it reads back (maybe-missing) keys under: without the listing S3 answers 403, not 404
+            Condition={"StringLike": {"s3:prefix": [f"{snapshot_prefix}*", f"{quarantine_snapshots_prefix}*"]}},
         ),
         _statement(
             "WriteSnapshotsAndQuarantine",
@@ -430,13 +431,15 @@ def preview_access_policy(
     state_prefix: str,
     secrets_key_arn: str,
     data_prefixes: Sequence[str],
+    data_buckets: Sequence[str] = (),
 ) -> Document:
     """What a ``pulumi preview --refresh`` needs on top of AWS's ``ReadOnlyAccess``, and what it must not read.
 
     The preview reads the stack's state (a DIY S3 backend: it checks for a lock but takes none) and decrypts the
     stack's secrets with the secrets provider's KMS key. ``ReadOnlyAccess`` also reads data (objects, items,
     records, query results, log events) that a preview never needs: those reads are denied explicitly, so branch
-    code in a merge request pipeline cannot read the pipeline's data through this role.
+    code in a merge request pipeline cannot read the pipeline's data through this role. ``data_prefixes`` are data
+    in any bucket; ``data_buckets`` (name patterns) hold nothing but data (failure records, query results).
     """
     state_objects = f"{state_bucket_arn}/{state_prefix}*" if state_prefix else f"{state_bucket_arn}/*"
     return {
@@ -469,7 +472,8 @@ def preview_access_policy(
                 "Sid": "DenyDataObjectReads",
                 "Effect": "Deny",
                 "Action": ["s3:GetObject", "s3:GetObjectVersion"],
-                "Resource": [f"arn:aws:s3:::*/{prefix}*" for prefix in data_prefixes],
+                "Resource": [f"arn:aws:s3:::*/{prefix}*" for prefix in data_prefixes]
+                + [f"arn:aws:s3:::{bucket}/*" for bucket in data_buckets],
             },
         ],
     }

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.exceptions import ClientError
 
+from components.naming import data_bucket_patterns
 from components.policies import (
     backfill_function_policy,
     backfill_state_machine_policy,
@@ -214,6 +215,7 @@ def local_role_documents(
                     state_prefix="",
                     secrets_key_arn=LOCAL_SECRETS_KEY.format(region=settings.region, account=account),
                     data_prefixes=(layout.events, layout.quarantine, layout.exports, layout.snapshots),
+                    data_buckets=data_bucket_patterns(settings.product_code),
                 ),
             },
         ),

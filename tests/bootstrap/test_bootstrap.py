@@ -110,6 +110,9 @@ def test_preview_role_is_read_only_plus_state_and_secrets_and_denies_data_reads(
         "arn:aws:s3:::*/demand/quarantine/*",
         "arn:aws:s3:::*/demand/exports/*",
         "arn:aws:s3:::*/demand/snapshots/*",
+        # whole buckets of data: every stack's failure records and Athena results
+        "arn:aws:s3:::prd3292-*-*-demand-processor-failures/*",
+        "arn:aws:s3:::prd3292-*-*-demand-athena-results/*",
     ]
     assert lint_identity_policy(policy) == []
 

@@ -100,7 +100,9 @@ def test_backfill_function_role_reads_exports_and_writes_snapshots_only(run: Pro
     assert by_sid["ReadExportDataFiles"]["Action"] == ["s3:GetObject"]
     assert by_sid["ReadExportDataFiles"]["Resource"] == [f"{bucket}/demand/exports/*"]
     assert by_sid["ListSnapshots"]["Resource"] == [bucket]
-    assert by_sid["ListSnapshots"]["Condition"] == {"StringLike": {"s3:prefix": ["demand/snapshots/*"]}}
+    assert by_sid["ListSnapshots"]["Condition"] == {
+        "StringLike": {"s3:prefix": ["demand/snapshots/*", "demand/quarantine/snapshots/*"]}
+    }
     assert by_sid["WriteSnapshotsAndQuarantine"]["Action"] == [
         "s3:AbortMultipartUpload",
         "s3:GetObject",
