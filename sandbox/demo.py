@@ -43,7 +43,7 @@ from sandbox.bridge import StreamBridge
 from sandbox.changes import Change
 from sandbox.lake import Lake, LakeCounts
 from sandbox.local_aws import DEFAULT_STACK, LocalAws, local_aws, patched_environment
-from sandbox.roles import PolicyDeniedError
+from sandbox.roles import ROLES, PolicyDeniedError, UnknownStatementError
 from sandbox.runner import LocalPipeline, PolicyDeniedInPipelineError
 from sandbox.table_state import StateComparison, compare_states, lake_state, table_state
 from sandbox.workload import TableWriter, workload
@@ -498,6 +498,9 @@ def run_demo(args: argparse.Namespace, console: Console) -> DemoResult:
         with console.status("starting the local AWS and creating the stack's resources"):
             aws = exits.enter_context(local_aws(args.stack, outputs_file=outputs_file, shards=args.shards))
             exits.enter_context(patched_environment(quiet))
+            for role, sid in args.drop_statement:  # what happens when the program drops a statement a role needs
+                assert aws.roles is not None
+                exits.enter_context(aws.roles.without_statement(role, sid))
             exits.enter_context(_filtered(_WhileServerUp(aws)))
             bridge = aws.bridge()  # the streaming destination's stand-in: ACTIVE from now on (A)
         console.print(f"local AWS on {aws.endpoint_url}")
@@ -604,6 +607,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--outputs-file", help="write the local stack outputs JSON here (default: a temp file)")
     parser.add_argument("--keep", action="store_true", help="leave the local AWS running until Ctrl-C")
+    parser.add_argument(
+        "--drop-statement",
+        type=_role_statement,
+        action="append",
+        default=[],
+        metavar="ROLE:SID",
+        help=f"run with statement SID removed from a role's policy (roles: {', '.join(ROLES)}); repeatable",
+    )
     parser.add_argument("--verbose", action="store_true", help="show the handler's log lines and metrics")
     parser.add_argument("--debug", action="store_true", help="tracebacks for configuration errors")
     args = parser.parse_args(argv)
@@ -612,6 +623,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.before is not None and args.before > args.events:
         parser.error(f"argument --before: expected at most --events ({args.events}), got {args.before}")
     return args
+
+
+def _role_statement(text: str) -> tuple[str, str]:
+    role, _, sid = text.partition(":")
+    if role not in ROLES or not sid:
+        raise argparse.ArgumentTypeError(f"expected ROLE:SID with ROLE one of {', '.join(ROLES)}, got {text!r}")
+    return role, sid
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -626,7 +644,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         console = Console(width=_PIPE_WIDTH)
     try:
         result = run_demo(args, console)
-    except SettingsError as error:  # the stack file: unknown key, wrong type, invalid value, YAML syntax
+    except (SettingsError, UnknownStatementError) as error:  # the stack file, or a --drop-statement not in the role
         if args.debug:
             raise
         return user_error("python -m sandbox.demo", str(error))

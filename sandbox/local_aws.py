@@ -185,9 +185,7 @@ def _enforced_roles(setup: boto3.Session, aws: LocalAws) -> RoleSessions:
     admin = provision_roles(setup, documents)
     credentials = assume_roles(setup, documents, ACCOUNT_ID)
     enforce(aws.endpoint_url)
-    return RoleSessions(
-        aws.endpoint_url, aws.region, admin, credentials, {key: role.name for key, role in documents.items()}
-    )
+    return RoleSessions(aws.endpoint_url, aws.region, admin, credentials, documents)
 
 
 @contextlib.contextmanager

@@ -11,11 +11,12 @@ A denied call raises ``PolicyDeniedError`` naming the role, the action and the r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +46,9 @@ __all__ = [
     "ROLES",
     "Denial",
     "PolicyDeniedError",
+    "RoleDocuments",
     "RoleSessions",
+    "UnknownStatementError",
     "assume_roles",
     "enforce",
     "local_role_documents",
@@ -250,6 +253,10 @@ class Denial:
         return f"role {self.role} may not {self.action} on {self.resource} ({self.operation})"
 
 
+class UnknownStatementError(LookupError):
+    """A statement asked to be removed that the role's policy does not have."""
+
+
 class PolicyDeniedError(ClientError):
     """A call refused by the role's policy in the local AWS; the message names role, action and resource."""
 
@@ -272,10 +279,36 @@ class RoleSessions:
     region: str
     admin: Mapping[str, str]
     credentials: Mapping[str, Mapping[str, str]]
-    role_names: Mapping[str, str]
+    documents: Mapping[str, RoleDocuments]
     denials: list[Denial] = field(default_factory=list)
     _sessions: dict[str, boto3.Session] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def role_names(self) -> dict[str, str]:
+        return {key: role.name for key, role in self.documents.items()}
+
+    @contextlib.contextmanager
+    def without_statement(self, role: str, sid: str) -> Iterator[None]:
+        """Inside the block ``role``'s policy lacks the statement ``sid`` (as if the program had dropped it)."""
+        documents = self.documents[role]
+        iam = self.admin_session().client("iam", endpoint_url=self.endpoint_url)
+        changed = {
+            name: {**document, "Statement": [s for s in document["Statement"] if s.get("Sid") != sid]}
+            for name, document in documents.policies.items()
+            if any(statement.get("Sid") == sid for statement in document["Statement"])
+        }
+        if not changed:
+            sids = sorted(str(s.get("Sid")) for d in documents.policies.values() for s in d["Statement"])
+            raise UnknownStatementError(f"role {role} has no statement {sid!r} (it has: {', '.join(sids)})")
+        for name, document in changed.items():
+            iam.put_role_policy(RoleName=documents.name, PolicyName=name, PolicyDocument=json.dumps(document))
+        try:
+            yield
+        finally:
+            for name in changed:
+                original = json.dumps(documents.policies[name])
+                iam.put_role_policy(RoleName=documents.name, PolicyName=name, PolicyDocument=original)
 
     def environment(self, role: str) -> dict[str, str]:
         """The ``AWS_*`` credential variables of ``role`` (what Lambda puts in a function's environment)."""
