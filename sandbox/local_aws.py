@@ -61,6 +61,8 @@ def patched_environment(values: Mapping[str, str], cleared: tuple[str, ...] = ()
         for name in cleared:
             os.environ.pop(name, None)
         os.environ.update(values)
+        # boto3's default session keeps the credentials it first resolved (each local AWS has its own keys)
+        boto3.DEFAULT_SESSION = None
         yield
     finally:
         for name, value in saved.items():
@@ -68,6 +70,7 @@ def patched_environment(values: Mapping[str, str], cleared: tuple[str, ...] = ()
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+        boto3.DEFAULT_SESSION = None
 
 
 @dataclass
