@@ -105,6 +105,7 @@ class LocalPipeline:
             timestamp=config.starting_position_timestamp,
             created=datetime.now(UTC),
         )
+        self._denials_before = len(aws.denials())  # refusals before this pipeline existed are not its own
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.errors: list[BaseException] = []
@@ -181,7 +182,7 @@ class LocalPipeline:
         """Wait until ``done()``; after ``timeout`` s raise ``PipelineTimeoutError`` naming what is outstanding."""
         deadline = time.monotonic() + timeout
         while not done():
-            denials = self.aws.denials()
+            denials = self.aws.denials()[self._denials_before :]
             if denials:
                 raise PolicyDeniedInPipelineError(denials)
             if self.errors:
