@@ -185,7 +185,7 @@ def _session(region: str) -> boto3.Session:
 def _enforced_roles(setup: boto3.Session, aws: LocalAws) -> RoleSessions:
     """Create the administrator and the roles, assume each role once, then turn authorization on."""
     documents = local_role_documents(aws.settings, aws.names, aws.outputs, ACCOUNT_ID)
-    admin = provision_roles(setup, documents)
+    admin = provision_roles(setup, documents, aws.settings.tags)
     credentials = assume_roles(setup, documents, ACCOUNT_ID)
     enforce(aws.endpoint_url)
     return RoleSessions(aws.endpoint_url, aws.region, admin, credentials, documents)

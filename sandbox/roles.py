@@ -358,8 +358,12 @@ class RoleSessions:
         events.register("after-call.*.*", after_call)
 
 
-def provision_roles(session: Any, documents: Mapping[str, RoleDocuments]) -> dict[str, str]:
-    """Create the administrator user (returns its access key) and the roles, through ``session`` (no auth yet)."""
+def provision_roles(
+    session: Any, documents: Mapping[str, RoleDocuments], tags: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Create the administrator user (returns its access key) and the roles, through ``session`` (no auth yet).
+
+    The roles carry ``tags`` as the provider's default tags would (the preflight recognises them as the stack's)."""
     iam = session.client("iam")
     iam.create_user(UserName=ADMIN_USER)
     administrator = {
@@ -369,7 +373,8 @@ def provision_roles(session: Any, documents: Mapping[str, RoleDocuments]) -> dic
     iam.put_user_policy(UserName=ADMIN_USER, PolicyName="administrator", PolicyDocument=json.dumps(administrator))
     key = iam.create_access_key(UserName=ADMIN_USER)["AccessKey"]
     for role in documents.values():
-        iam.create_role(RoleName=role.name, AssumeRolePolicyDocument=json.dumps(role.trust))
+        tag_list = [{"Key": key, "Value": value} for key, value in (tags or {}).items()]
+        iam.create_role(RoleName=role.name, AssumeRolePolicyDocument=json.dumps(role.trust), Tags=tag_list)
         for policy_name, document in role.policies.items():
             iam.put_role_policy(RoleName=role.name, PolicyName=policy_name, PolicyDocument=json.dumps(document))
     return {"AccessKeyId": key["AccessKeyId"], "SecretAccessKey": key["SecretAccessKey"]}
