@@ -167,6 +167,7 @@ def backfill_function_policy(
             "ListSnapshots",
             ["s3:ListBucket"],
             [bucket_arn],
+            # every prefix it reads back (maybe-missing) keys under: without the listing S3 answers 403, not 404
             Condition={"StringLike": {"s3:prefix": [f"{snapshot_prefix}*", f"{quarantine_snapshots_prefix}*"]}},
         ),
         _statement(

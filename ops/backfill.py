@@ -367,8 +367,12 @@ def run_export(
     session: Any = None,
     export_arn: str | None = None,
     lead: timedelta = DEFAULT_LEAD,
+    function_credentials: Mapping[str, str] | None = None,
 ) -> BackfillReport:
-    """The local backfill: export, list, run the handler per data file in a process pool, check the counts."""
+    """The local backfill: export, list, run the handler per data file in a process pool, check the counts.
+
+    ``function_credentials``: the ``AWS_*`` credential variables the handler gets (its role's, as Lambda gives
+    them); by default it inherits this process's."""
     session = session or boto3.Session(region_name=os.environ.get("AWS_REGION") or outputs.region)
     dynamodb, s3 = session.client("dynamodb"), session.client("s3")
     if export_arn is None:
@@ -388,7 +392,9 @@ def run_export(
     )
     expected = {key: count_lines(s3.get_object(Bucket=outputs.bucket_name, Key=key)["Body"]) for key in keys}
     print(f"{len(keys)} data files under s3://{outputs.bucket_name}/{prefix}/: the handler runs in {workers} processes")
-    report.files = run_files(outputs, stack, expected, export_time, workers=workers, quiet=quiet)
+    report.files = run_files(
+        outputs, stack, expected, export_time, workers=workers, quiet=quiet, credentials=function_credentials
+    )
     report.problems = check_counts(report.files, report.item_count)
     return report
 
@@ -406,13 +412,15 @@ def run_files(
     *,
     workers: int = 2,
     quiet: bool = True,
+    credentials: Mapping[str, str] | None = None,
 ) -> list[FileOutcome]:
     """Run the backfill handler on each data file (key -> its item count) in a process pool."""
     outcomes = {key: FileOutcome(key, count) for key, count in expected.items()}
     if not outcomes:
         return []
     context = multiprocessing.get_context("spawn")  # a fresh interpreter per worker: a cold start, no forked state
-    environment = backfill_environment(outputs, stack)  # the AWS_* variables come with the inherited environment
+    # The AWS_* variables come with the inherited environment, unless the function's own are given.
+    environment = {**backfill_environment(outputs, stack), **(credentials or {})}
     with concurrent.futures.ProcessPoolExecutor(
         max_workers=max(1, min(workers, len(outcomes))),
         mp_context=context,

@@ -112,11 +112,16 @@ def deployed_invoker(function_name: str, client: Any) -> Invoker:
 
 @contextlib.contextmanager
 def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    import boto3  # noqa: PLC0415
+
     saved = {name: os.environ.get(name) for name in values}
     os.environ.update(values)
+    # boto3's default session keeps the credentials it first resolved: the function's own must be read afresh.
+    boto3.DEFAULT_SESSION = None
     try:
         yield
     finally:
+        boto3.DEFAULT_SESSION = None
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)

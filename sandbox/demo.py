@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+from botocore.exceptions import ClientError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -39,19 +40,23 @@ from rich.table import Table
 from components.settings import SettingsError
 from ops.backfill import BackfillError, BackfillReport, run_export
 from ops.cli import CommandParser, integer_at_least, number_above, number_at_least, stack_name, user_error
-from ops.compact import compaction_environment, local_invoker
+from ops.compact import CompactError, compaction_environment, local_invoker
 from sandbox.bridge import StreamBridge
 from sandbox.changes import Change
 from sandbox.lake import Lake, LakeCounts
 from sandbox.local_aws import DEFAULT_STACK, LocalAws, local_aws, patched_environment
 from sandbox.mapping import Function
-from sandbox.runner import LocalPipeline
+from sandbox.roles import ROLES, PolicyDeniedError, UnknownStatementError
+from sandbox.runner import LocalPipeline, PolicyDeniedInPipelineError
 from sandbox.table_state import StateComparison, compare_states, lake_state, table_state
 from sandbox.workload import TableWriter, workload
 
 __all__ = ["BootstrapFigures", "DemoResult", "main", "run_demo"]
 
 _WRITE_CHUNK = 200
+COMPACTION_ROLE = "compaction"
+BACKFILL_ROLE = "backfill"
+CI_ROLE = "ci"
 _SHOWN_ROWS = 8
 _CELL_WIDTH = 18
 _PIPE_WIDTH = 80  # output piped (CI logs): the width of a terminal the demo is written for
@@ -116,6 +121,12 @@ class BootstrapFigures:
     def complete(self) -> bool:
         """The backfill's counts add up and the lake's current state equals the table."""
         return not self.report.problems and self.state is not None and self.state.equal
+
+
+def ci_lake(aws: LocalAws) -> Lake:
+    """The lake as CI reads it (the named queries' and the checks' reads act as the CI role when IAM is enforced)."""
+    role = CI_ROLE if aws.roles else None
+    return Lake(aws.outputs, s3=aws.client("s3", role=role), filesystem=aws.filesystem(role))
 
 
 def _chunks(changes: Iterator[Change], size: int) -> Iterator[list[Change]]:
@@ -247,7 +258,16 @@ def _backfill(console: Console, aws: LocalAws, lead: timedelta, verbose: bool) -
     with _working(console, "exporting the table at T") as describe:
         capture = _FollowedOutput(describe, max(console.width - 20, 20))
         with contextlib.redirect_stdout(capture):  # its lines, indented below
-            report = run_export(aws.outputs, aws.settings.stack, workers=1, quiet=not verbose, lead=lead)
+            # The operator's part (checks, export) as the administrator; the function's as the backfill role.
+            report = run_export(
+                aws.outputs,
+                aws.settings.stack,
+                workers=1,
+                quiet=not verbose,
+                lead=lead,
+                session=aws.session(),
+                function_credentials=aws.credentials(BACKFILL_ROLE) if aws.roles else None,
+            )
     for line in capture.getvalue().splitlines():
         console.print(f"  {line}", highlight=False)
     totals = report.totals()
@@ -421,7 +441,8 @@ def _compaction(console: Console, aws: LocalAws, lake: Lake, before: LakeCounts)
     hours = sorted(
         {f"{dt}T{hour}" for dt, hour in zip(events["dt"].to_pylist(), events["hour"].to_pylist(), strict=True)}
     )
-    invoke = local_invoker(compaction_environment(aws.outputs, aws.settings.stack))
+    credentials = aws.credentials(COMPACTION_ROLE) if aws.roles else {}
+    invoke = local_invoker({**compaction_environment(aws.outputs, aws.settings.stack), **credentials})
     with _working(console, f"compacting {len(hours)} hour(s): {', '.join(hours)}"):
         summary = dict(invoke({"hours": hours, "delete_grace_minutes": 0}))
         after = lake.counts()
@@ -515,9 +536,12 @@ def _keep(console: Console, aws: LocalAws) -> None:
     outputs = aws.outputs
     endpoint = aws.endpoint_url
     host = endpoint.split("://", 1)[1]
-    # AWS_DEFAULT_REGION as well: AWS CLI v1 (and older boto3) do not read AWS_REGION.
+    # AWS_DEFAULT_REGION as well: AWS CLI v1 (and older boto3) do not read AWS_REGION. IAM is enforced: the
+    # commands act as the local administrator (the fake key "testing" is refused).
+    admin = aws.credentials()
+    key_id, secret = admin["AWS_ACCESS_KEY_ID"], admin["AWS_SECRET_ACCESS_KEY"]
     creds = (
-        f"AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION={aws.region} "
+        f"AWS_ACCESS_KEY_ID={key_id} AWS_SECRET_ACCESS_KEY={secret} AWS_REGION={aws.region} "
         f"AWS_DEFAULT_REGION={aws.region}"
     )
     bucket = outputs.bucket_name
@@ -538,7 +562,7 @@ def _keep(console: Console, aws: LocalAws) -> None:
     parquet = f"s3://{bucket}/{outputs.events_prefix}*/*/*.parquet"
     settings = (
         f"SET s3_endpoint='{host}'; SET s3_use_ssl=false; SET s3_url_style='path'; SET s3_region='{aws.region}'; "
-        "SET s3_access_key_id='testing'; SET s3_secret_access_key='testing';"
+        f"SET s3_access_key_id='{key_id}'; SET s3_secret_access_key='{secret}';"
     )
     select = "SELECT op, status, count(*) FROM read_parquet('{}', hive_partitioning=true) GROUP BY ALL ORDER BY ALL;"
     duckdb_sql = f"{settings} {select.format(parquet)}"
@@ -592,6 +616,9 @@ def run_demo(args: argparse.Namespace, console: Console) -> DemoResult:
         with _working(console, "starting the local AWS and creating the stack's resources"):
             aws = exits.enter_context(local_aws(args.stack, outputs_file=outputs_file, shards=args.shards))
             exits.enter_context(patched_environment(quiet))
+            for role, sid in args.drop_statement:  # what happens when the program drops a statement a role needs
+                assert aws.roles is not None
+                exits.enter_context(aws.roles.without_statement(role, sid))
             exits.enter_context(_filtered(_WhileServerUp(aws)))
             exits.enter_context(_filtered(_NotInjected()))
             bridge = aws.bridge()  # the streaming destination's stand-in: ACTIVE from now on (A)
@@ -615,7 +642,7 @@ def run_demo(args: argparse.Namespace, console: Console) -> DemoResult:
             time.sleep(args.lead)  # T >= the mapping's starting position + lead
             report = _backfill(console, aws, lead, args.verbose)
             written, seconds, function = _flow(console, aws, pipe, changes[before:], args)
-            lake = Lake(aws.outputs, s3=aws.client("s3"), filesystem=aws.filesystem())
+            lake = ci_lake(aws)
             with _working(console, "reading the lake"):
                 counts_before = lake.counts()
             _queries(console, lake)
@@ -700,6 +727,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--outputs-file", help="write the local stack outputs JSON here (default: a temp file)")
     parser.add_argument("--keep", action="store_true", help="leave the local AWS running until Ctrl-C")
+    parser.add_argument(
+        "--drop-statement",
+        type=_role_statement,
+        action="append",
+        default=[],
+        metavar="ROLE:SID",
+        help=f"run with statement SID removed from a role's policy (roles: {', '.join(ROLES)}); repeatable",
+    )
     parser.add_argument("--verbose", action="store_true", help="show the handler's log lines and metrics")
     parser.add_argument("--debug", action="store_true", help="tracebacks for configuration errors")
     args = parser.parse_args(argv)
@@ -708,6 +743,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.before is not None and args.before > args.events:
         parser.error(f"argument --before: expected at most --events ({args.events}), got {args.before}")
     return args
+
+
+def _role_statement(text: str) -> tuple[str, str]:
+    role, _, sid = text.partition(":")
+    if role not in ROLES or not sid:
+        raise argparse.ArgumentTypeError(f"expected ROLE:SID with ROLE one of {', '.join(ROLES)}, got {text!r}")
+    return role, sid
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -722,12 +764,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         console = Console(file=sys.stdout, width=_PIPE_WIDTH)
     try:
         result = run_demo(args, console)
-    except SettingsError as error:  # the stack file: unknown key, wrong type, invalid value, YAML syntax
+    except (SettingsError, UnknownStatementError) as error:  # the stack file, or a --drop-statement not in the role
         if args.debug:
             raise
         return user_error("python -m sandbox.demo", str(error))
-    except LocalServerLostError as error:
+    except (LocalServerLostError, PolicyDeniedError, PolicyDeniedInPipelineError) as error:
+        # the server died, or a role lacks what its code calls (the message names role, action and resource)
         console.print(f"[red]{error}[/]", highlight=False, soft_wrap=True)  # one line, for whoever greps the log
+        return 1
+    except (ClientError, CompactError, OSError) as error:  # the functions' own clients, pyarrow's reads
+        if "AccessDenied" not in str(error) and "ACCESS_DENIED" not in str(error):
+            raise
+        console.print(f"[red]IAM denied: {error}[/]", highlight=False)
         return 1
     except BackfillError as error:  # a cutover check failed, or the export did
         for line in str(error).splitlines():

@@ -8,7 +8,12 @@
             ...
 
 Inside the block the process environment points boto3 (and the handler, and pyarrow) at the local endpoint with
-fake credentials; on exit the environment is restored and the server stopped.
+the local administrator's credentials; on exit the environment is restored and the server stopped.
+
+IAM is enforced (``enforce_iam=True``, the default): the stack's roles are created from the program's policy
+builders (``sandbox/roles.py``) and every request is authorized. ``aws.client(service)`` is the administrator (set-up,
+inspection); ``aws.client(service, role="ci")`` and ``aws.roles.session(role)`` act as a role: the pipeline runs the
+handler and the event source mapping as the processor role, the demo and the e2e suite act as the CI role.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from botocore.config import Config
 from components.function_environment import lambda_environment
 from components.settings import Settings, settings_from_stack_file
 from ops.outputs import OUTPUTS_FILE_VARIABLE, StackOutputs
-from sandbox.provision import DEFAULT_SHARDS, LocalNames, local_names, provision
+from sandbox.provision import ACCOUNT_ID, DEFAULT_SHARDS, LocalNames, local_names, provision
+from sandbox.roles import RoleSessions, assume_roles, enforce, local_role_documents, provision_roles
 from sandbox.server import FaultRule, MotoProcess
 
 if TYPE_CHECKING:
@@ -55,6 +61,8 @@ def patched_environment(values: Mapping[str, str], cleared: tuple[str, ...] = ()
         for name in cleared:
             os.environ.pop(name, None)
         os.environ.update(values)
+        # boto3's default session keeps the credentials it first resolved (each local AWS has its own keys)
+        boto3.DEFAULT_SESSION = None
         yield
     finally:
         for name, value in saved.items():
@@ -62,6 +70,7 @@ def patched_environment(values: Mapping[str, str], cleared: tuple[str, ...] = ()
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+        boto3.DEFAULT_SESSION = None
 
 
 @dataclass
@@ -74,6 +83,8 @@ class LocalAws:
     outputs: StackOutputs
     outputs_file: Path
     server: MotoProcess
+    roles: RoleSessions | None = None
+    """The enforced roles' sessions (None when IAM is not enforced)."""
 
     @property
     def region(self) -> str:
@@ -84,26 +95,44 @@ class LocalAws:
         """The handler's environment variables (what the Pulumi program sets on the function)."""
         return lambda_environment(self.settings, self.outputs.bucket_name, self.names.prefixes)
 
-    def session(self) -> boto3.Session:
-        return _session(self.region)
+    def session(self, role: str | None = None) -> boto3.Session:
+        """The administrator's session, or ``role``'s (the same administrator when IAM is not enforced)."""
+        if self.roles is None:
+            return _session(self.region)
+        return self.roles.session(role) if role else self.roles.admin_session()
 
-    def client(self, service: str) -> Any:
-        """A boto3 client on the local endpoint."""
-        return self.session().client(service, endpoint_url=self.endpoint_url, config=_CLIENT_CONFIG)  # type: ignore[call-overload]
+    def client(self, service: str, role: str | None = None) -> Any:
+        """A boto3 client on the local endpoint, as the administrator or as ``role``."""
+        return self.session(role).client(service, endpoint_url=self.endpoint_url, config=_CLIENT_CONFIG)  # type: ignore[call-overload]
 
-    def filesystem(self) -> pafs.S3FileSystem:
-        """pyarrow's S3 filesystem on the local endpoint."""
+    def credentials(self, role: str | None = None) -> dict[str, str]:
+        """The ``AWS_*`` credential variables of the administrator or of ``role``."""
+        if self.roles is None:
+            return dict(FAKE_CREDENTIALS)
+        if role is None:
+            admin = self.roles.admin
+            return {"AWS_ACCESS_KEY_ID": admin["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": admin["SecretAccessKey"]}
+        return self.roles.environment(role)
+
+    def filesystem(self, role: str | None = None) -> pafs.S3FileSystem:
+        """pyarrow's S3 filesystem on the local endpoint, as the administrator or as ``role``."""
         import pyarrow.fs as pafs  # noqa: PLC0415 - pyarrow's S3 support initialises on first use
 
         scheme, _, address = self.endpoint_url.partition("://")
+        credentials = self.credentials(role)
         return pafs.S3FileSystem(
-            access_key=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            secret_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            access_key=credentials["AWS_ACCESS_KEY_ID"],
+            secret_key=credentials["AWS_SECRET_ACCESS_KEY"],
+            session_token=credentials.get("AWS_SESSION_TOKEN"),
             region=self.region,
             endpoint_override=address,
             scheme=scheme,
             allow_bucket_creation=False,
         )
+
+    def denials(self) -> list[str]:
+        """Calls the local AWS refused to a role so far, each naming role, action and resource."""
+        return [] if self.roles is None else [denial.describe() for denial in self.roles.denials]
 
     def faults(self, *rules: FaultRule) -> contextlib.AbstractContextManager[MotoProcess]:
         """Make the server fail requests by ``rules`` inside a ``with`` block."""
@@ -153,6 +182,15 @@ def _session(region: str) -> boto3.Session:
     )
 
 
+def _enforced_roles(setup: boto3.Session, aws: LocalAws) -> RoleSessions:
+    """Create the administrator and the roles, assume each role once, then turn authorization on."""
+    documents = local_role_documents(aws.settings, aws.names, aws.outputs, ACCOUNT_ID)
+    admin = provision_roles(setup, documents, aws.settings.tags)
+    credentials = assume_roles(setup, documents, ACCOUNT_ID)
+    enforce(aws.endpoint_url)
+    return RoleSessions(aws.endpoint_url, aws.region, admin, credentials, documents)
+
+
 @contextlib.contextmanager
 def local_aws(
     stack: str = DEFAULT_STACK,
@@ -160,8 +198,12 @@ def local_aws(
     outputs_file: Path | None = None,
     shards: int = DEFAULT_SHARDS,
     settings: Settings | None = None,
+    enforce_iam: bool = True,
 ) -> Iterator[LocalAws]:
-    """Start a moto server, create ``stack``'s resources in it, and point this process's environment at it."""
+    """Start a moto server, create ``stack``'s resources in it, and point this process's environment at it.
+
+    With ``enforce_iam`` the stack's roles are created and assumed, and from then on every request is authorized;
+    the environment then holds the administrator's credentials."""
     settings = settings or settings_from_stack_file(stack)
     with contextlib.ExitStack() as stack_of_exits:
         server = stack_of_exits.enter_context(MotoProcess())
@@ -177,8 +219,12 @@ def local_aws(
             "AWS_EC2_METADATA_DISABLED": "true",
         }
         stack_of_exits.enter_context(patched_environment(base, _CLEARED))
-        outputs = provision(_session(settings.region), settings, shards=shards)
+        setup = _session(settings.region)
+        outputs = provision(setup, settings, shards=shards)
         outputs_file.write_text(json.dumps(outputs.as_dict(), indent=2) + "\n", encoding="utf-8")
         aws = LocalAws(server.endpoint_url, settings, names, outputs, outputs_file, server)
+        if enforce_iam:
+            aws.roles = _enforced_roles(setup, aws)
+            stack_of_exits.enter_context(patched_environment(aws.credentials()))
         stack_of_exits.enter_context(patched_environment({OUTPUTS_FILE_VARIABLE: str(outputs_file), **aws.environment}))
         yield aws

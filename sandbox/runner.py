@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from botocore.config import Config
+
 from sandbox.bridge import StreamBridge
 from sandbox.mapping import Function, KinesisEventSourceMapping, MappingConfig
 from sandbox.standins import record_mapping
@@ -22,7 +24,7 @@ from sandbox.standins import record_mapping
 if TYPE_CHECKING:
     from sandbox.local_aws import LocalAws
 
-__all__ = ["LocalPipeline", "PipelineTimeoutError", "default_function"]
+__all__ = ["LocalPipeline", "PipelineTimeoutError", "PolicyDeniedInPipelineError", "default_function"]
 
 log = logging.getLogger(__name__)
 _IDLE_SECONDS = 0.05
@@ -32,20 +34,35 @@ class PipelineTimeoutError(TimeoutError):
     """The pipeline did not settle in time; the message says what was still outstanding."""
 
 
-def default_function() -> Function:
+class PolicyDeniedInPipelineError(RuntimeError):
+    """A role's policy refused a call the pipeline made (its handler would retry it forever)."""
+
+    def __init__(self, denials: list[str]) -> None:
+        super().__init__("IAM denied: " + "; ".join(dict.fromkeys(denials)))
+        self.denials = denials
+
+
+def default_function(s3: Any = None) -> Function:
     """A cold start of ``pipeline.handler`` of its own, with this process's current environment.
 
     Lambda gives every execution environment its own import of the handler module; so does this. The module is
     executed afresh and kept out of ``sys.modules``: its settings (read at import) and its cached S3 client are
-    this local AWS's, and no other test that reloads or patches ``pipeline.handler`` can change them.
+    this local AWS's, and no other test that reloads or patches ``pipeline.handler`` can change them. ``s3``: the
+    client its writes use (one acting as the function's role), instead of one from the process's credentials.
     """
     spec = importlib.util.find_spec("pipeline.handler")
     if spec is None or spec.loader is None:
         raise ImportError("pipeline.handler is not importable")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    if s3 is not None:
+        module.processor.store.client = s3
     function: Function = module.handler
     return function
+
+
+_FUNCTION_S3_CONFIG = Config(retries={"mode": "standard", "max_attempts": 4}, max_pool_connections=16)
+PROCESSOR_ROLE = "processor"
 
 
 class LocalPipeline:
@@ -60,13 +77,17 @@ class LocalPipeline:
         bridge: StreamBridge | None = None,
     ) -> None:
         self.aws = aws
-        self.handler: Function = default_function()
+        # As in AWS, the function and its event source mapping (reading the stream, writing discarded batches to
+        # the failure bucket) act as the function's role; the bridge stands in for DynamoDB itself.
+        role = PROCESSOR_ROLE if aws.roles is not None else None
+        function_s3 = aws.session(role).client("s3", endpoint_url=aws.endpoint_url, config=_FUNCTION_S3_CONFIG)
+        self.handler: Function = default_function(function_s3 if role else None)
         """This pipeline's own cold start of ``pipeline.handler.handler`` (what fault tests wrap)."""
         outputs = aws.outputs
         self.bridge = bridge or aws.bridge()
         self.mapping = KinesisEventSourceMapping(
-            kinesis=aws.client("kinesis"),
-            s3=aws.client("s3"),
+            kinesis=aws.client("kinesis", role=role),
+            s3=aws.client("s3", role=role),
             stream_name=outputs.stream_name,
             stream_arn=outputs.stream_arn,
             function=function or self.handler,
@@ -84,6 +105,7 @@ class LocalPipeline:
             timestamp=config.starting_position_timestamp,
             created=datetime.now(UTC),
         )
+        self._denials_before = len(aws.denials())  # refusals before this pipeline existed are not its own
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.errors: list[BaseException] = []
@@ -160,6 +182,9 @@ class LocalPipeline:
         """Wait until ``done()``; after ``timeout`` s raise ``PipelineTimeoutError`` naming what is outstanding."""
         deadline = time.monotonic() + timeout
         while not done():
+            denials = self.aws.denials()[self._denials_before :]
+            if denials:
+                raise PolicyDeniedInPipelineError(denials)
             if self.errors:
                 raise RuntimeError(f"the local pipeline failed: {self.errors[-1]!r}") from self.errors[-1]
             if time.monotonic() > deadline:

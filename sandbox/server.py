@@ -131,6 +131,8 @@ def serve(port: int = 0, announce: IO[str] | None = None) -> None:
     )
     from werkzeug.serving import make_server  # noqa: PLC0415
 
+    from sandbox.authorization import install as install_authorization  # noqa: PLC0415
+
     class QuietRequestHandler(MotoRequestHandler):
         def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
             """One line per request would drown the demo's output."""
@@ -138,6 +140,7 @@ def serve(port: int = 0, announce: IO[str] | None = None) -> None:
     # Ctrl-C in a terminal reaches the whole process group: the parent decides when this server stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    install_authorization()  # enforced once the local AWS turns authorization on (sandbox/roles.py)
     app = FaultInjector(DomainDispatcherApplication(create_backend_app))
     server = make_server(LOOPBACK, port, app, threaded=True, request_handler=QuietRequestHandler)
     out = announce or sys.stdout

@@ -155,6 +155,9 @@ def _text(value: Any) -> Any:
     return str(value)
 
 
+CI_ROLE = "ci"
+
+
 class LocalTarget:
     """The embedded local AWS with its pipeline running."""
 
@@ -167,10 +170,12 @@ class LocalTarget:
         self.name = "local"
         self.outputs = aws.outputs
         self.settings = aws.settings
-        self.lake = Lake(aws.outputs, s3=aws.client("s3"), filesystem=aws.filesystem())
+        # As on a deployed stack, the suite acts as the stack's CI role (when the local AWS enforces IAM).
+        self.role = CI_ROLE if aws.roles is not None else None
+        self.lake = Lake(aws.outputs, s3=aws.client("s3", role=self.role), filesystem=aws.filesystem(self.role))
 
     def client(self, service: str) -> Any:
-        return self.aws.client(service)
+        return self.aws.client(service, role=self.role)
 
     def write(self, changes: Iterable[Change]) -> int:
         return TableWriter(self.client("dynamodb"), self.outputs.table_name).apply(changes)

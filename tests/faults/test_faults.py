@@ -105,7 +105,7 @@ def test_a_record_that_always_fails_goes_to_the_failure_bucket_and_replays_after
     # The same record is an object in the failure bucket, holding the invocation event; after the fix (the real
     # handler), replay it from there: no read from the stream needed.
     outputs = local_target.outputs
-    s3 = local_target.client("s3")
+    s3 = local_target.aws.client("s3")  # the operator's replay: the CI role may only list the failure bucket
     [key] = pipe.mapping.failure_keys[messages_before:]
     assert key.startswith(f"aws/lambda/{pipe.mapping.uuid}/{info['shardId']}/")
     stored = json.loads(s3.get_object(Bucket=outputs.failure_bucket_name, Key=key)["Body"].read())
@@ -129,7 +129,7 @@ def test_a_record_that_always_fails_goes_to_the_failure_bucket_and_replays_after
 def test_quarantined_records_replay_through_the_fixed_handler(run: FaultRun, local_target: LocalTarget):
     """A faulty release quarantined every change of one market; after the fix, replay turns them into rows."""
     outputs = local_target.outputs
-    s3 = local_target.client("s3")
+    s3 = local_target.aws.client("s3")  # the faulty release's writes and the operator's replay
     written_keys: list[str] = []
 
     handler = local_target.pipeline.handler

@@ -97,6 +97,7 @@ RUN = {
 }
 # Commands that run without AWS but not from this test, and where they run instead.
 RUN_ELSEWHERE = {
+    'make demo ARGS="--drop-statement processor:WriteEventsAndQuarantine"': "tests/sandbox/test_iam_enforced.py",
     "make test": "what CI runs: this suite",
     "make unit PYTEST_ARGS=tests/pipeline": "a subset of this suite",
     "make e2e": "make test (tests/e2e on the local AWS)",

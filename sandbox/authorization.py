@@ -1,0 +1,158 @@
+"""IAM authorization in the local AWS's moto server: what moto checks, made closer to what IAM checks.
+
+moto authorizes a request signed with an assumed role's temporary credentials against that role's policies once
+its no-auth request count is used up (``/moto-api/reset-auth``). Out of the box it names a resource only for S3
+(bucket and object ARNs); every other service is checked against the resource ``*``, which no statement scoped to
+an exact ARN matches, so a role with ``kinesis:GetRecords`` on its stream would be refused. ``install()`` (run in
+the server process only) adds what this pipeline's calls need:
+
+- the ARN a request acts on, for DynamoDB (table), Kinesis (stream), Glue (database or table), Athena (workgroup),
+  CloudWatch (alarm) and CloudWatch Logs (log group); an action of those services that names none of them is
+  checked on its action alone;
+- Lambda calls are authorized without checking their signature (moto computes it over another encoding of the
+  path and would refuse every one); their access key is still checked;
+- AWS's own wording in a denial, ``User: <arn> is not authorized to perform: <action> on resource: <arn>``, as
+  ``AccessDenied`` (XML services, S3) or ``AccessDeniedException`` (JSON services), so callers can name all three.
+
+What stays more lenient than IAM (tests check the policy documents for these instead): condition keys other than
+``StringEquals`` on trust policies (``s3:prefix``, ``aws:SourceArn``...) are ignored; S3 answers 404 for a missing
+key whatever the caller may list; resource-based policies, KMS key policies and SCPs are not evaluated.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["denial_message", "install"]
+
+_JSON_TARGET_SERVICES = ("dynamodb", "kinesis", "glue", "athena", "logs")
+
+
+def denial_message(principal: str, action: str, resource: str) -> str:
+    """The message AWS gives an identity-based denial."""
+    return f"User: {principal} is not authorized to perform: {action} on resource: {resource}"
+
+
+def _arn(response: Any, service: str, suffix: str) -> str:
+    return f"arn:aws:{service}:{response.region}:{response.current_account}:{suffix}"
+
+
+def _param(response: Any, name: str) -> str | None:
+    try:
+        value = response._get_param(name)
+    except Exception:  # a body this parser cannot read names no resource
+        return None
+    return value if isinstance(value, str) and value else None
+
+
+def _dynamodb_resource(response: Any) -> str:
+    table = _param(response, "TableName")
+    if table is None:
+        items = response._get_param("RequestItems") if hasattr(response, "_get_param") else None
+        table = next(iter(items), None) if isinstance(items, dict) else None
+    if table is None:
+        return "*"
+    return table if table.startswith("arn:") else _arn(response, "dynamodb", f"table/{table}")
+
+
+def _kinesis_resource(response: Any) -> str:
+    arn = _param(response, "StreamARN")
+    if arn:
+        return arn
+    name = _param(response, "StreamName")
+    return _arn(response, "kinesis", f"stream/{name}") if name else "*"
+
+
+def _glue_resource(response: Any) -> str:
+    database = _param(response, "DatabaseName")
+    table = _param(response, "TableName") or (_param(response, "Name") if database else None)
+    if database and table:
+        return _arn(response, "glue", f"table/{database}/{table}")
+    database = database or _param(response, "Name")
+    return _arn(response, "glue", f"database/{database}") if database else _arn(response, "glue", "catalog")
+
+
+def _athena_resource(response: Any) -> str:
+    workgroup = _param(response, "WorkGroup")
+    return _arn(response, "athena", f"workgroup/{workgroup}") if workgroup else "*"
+
+
+def _cloudwatch_resource(response: Any) -> str:
+    alarm = _param(response, "AlarmNames.member.1") or _param(response, "AlarmName")
+    return _arn(response, "cloudwatch", f"alarm:{alarm}") if alarm else "*"
+
+
+def _logs_resource(response: Any) -> str:
+    group = _param(response, "logGroupName")
+    if not group:
+        return "*"
+    stream = _param(response, "logStreamName")
+    return _arn(response, "logs", f"log-group:{group}:" + (f"log-stream:{stream}" if stream else "*"))
+
+
+def install() -> None:
+    """Patch moto (in this process) as the module docstring says."""
+    from moto.athena.responses import AthenaResponse  # noqa: PLC0415 - moto is heavy; only the server needs it
+    from moto.cloudwatch.responses import CloudWatchResponse  # noqa: PLC0415
+    from moto.core.exceptions import AccessDeniedError, JsonRESTError  # noqa: PLC0415
+    from moto.dynamodb.responses import DynamoHandler  # noqa: PLC0415
+    from moto.glue.responses import GlueResponse  # noqa: PLC0415
+    from moto.iam import access_control  # noqa: PLC0415
+    from moto.kinesis.responses import KinesisResponse  # noqa: PLC0415
+    from moto.logs.responses import LogsResponse  # noqa: PLC0415
+    from moto.s3.exceptions import S3ClientError  # noqa: PLC0415
+
+    for response_class, resolve in (
+        (DynamoHandler, _dynamodb_resource),
+        (KinesisResponse, _kinesis_resource),
+        (GlueResponse, _glue_resource),
+        (AthenaResponse, _athena_resource),
+        (CloudWatchResponse, _cloudwatch_resource),
+        (LogsResponse, _logs_resource),
+    ):
+        setattr(response_class, "_determine_resource", resolve)  # noqa: B010 - moto looks it up by this name
+
+    base = access_control.IAMRequestBase
+    check = base.check_action_permitted
+
+    def check_action_permitted(self: Any, resource: str) -> None:
+        self._sandbox_resource = resource
+        check(self, resource)
+
+    base.check_action_permitted = check_action_permitted  # type: ignore[method-assign]
+
+    verify = base.check_signature
+
+    def check_signature(self: Any) -> None:
+        # moto recomputes Lambda's signature over a differently encoded path (``$LATEST``, ``:`` in ARNs) and
+        # refuses every Lambda call: the key is still checked (an unknown one is refused), the signature is not.
+        if self._service != "lambda":
+            verify(self)
+
+    base.check_signature = check_signature  # type: ignore[method-assign]
+
+    def message(self: Any) -> str:
+        return denial_message(self._access_key.arn, self._action, getattr(self, "_sandbox_resource", "*"))
+
+    def deny_s3(self: Any) -> None:
+        raise S3ClientError("AccessDenied", message(self))
+
+    def deny(self: Any) -> None:
+        if self._service in _JSON_TARGET_SERVICES:
+            raise JsonRESTError("AccessDeniedException", message(self))
+        resource = getattr(self, "_sandbox_resource", "*")
+        raise AccessDeniedError(user_arn=self._access_key.arn, action=f"{self._action} on resource: {resource}")
+
+    access_control.S3IAMRequest._raise_access_denied = deny_s3  # type: ignore[method-assign]
+    access_control.IAMRequest._raise_access_denied = deny  # type: ignore[method-assign]
+
+    statement = access_control.IAMPolicyStatement
+    matches = statement._check_element_matches
+
+    def check_element_matches(self: Any, element: str, value: str) -> bool:
+        # A request whose resource could not be named is checked on its action alone.
+        if element == "Resource" and value == "*":
+            return True
+        return bool(matches(self, element, value))
+
+    statement._check_element_matches = check_element_matches  # type: ignore[method-assign,assignment]

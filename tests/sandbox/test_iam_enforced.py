@@ -1,0 +1,265 @@
+"""IAM enforced on the local AWS: each role acts with the program's own policy documents, and nothing more.
+
+Real calls on the local server, signed with each role's temporary credentials: the preview role reads no data
+object; no function role writes outside its prefixes; and removing one statement a role's code needs makes the
+pipeline, compaction, the backfill and the e2e suite's calls fail naming the role, the action and the resource.
+Where moto is more lenient than IAM (it ignores conditions such as ``s3:prefix``; it answers 404 for a missing key
+whatever the caller may list), the policy documents are checked directly.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from components.naming import account_data_bucket_patterns
+from components.policies import backfill_function_policy, compaction_policy
+from ops.backfill import run_export
+from ops.compact import CompactError, compaction_environment, local_invoker
+from sandbox import demo
+from sandbox.local_aws import LocalAws, local_aws
+from sandbox.roles import ROLES, PolicyDeniedError, RoleSessions, UnknownStatementError
+from sandbox.runner import PolicyDeniedInPipelineError
+from sandbox.targets import LocalTarget
+from sandbox.workload import TableWriter, workload
+
+pytestmark = pytest.mark.slow
+
+BODY = b"{}"
+
+
+@pytest.fixture(scope="module")
+def aws() -> Iterator[LocalAws]:
+    with local_aws("dev1", shards=1) as local:
+        yield local
+
+
+def _roles(aws: LocalAws) -> RoleSessions:
+    assert aws.roles is not None, "the local AWS enforces IAM by default"
+    return aws.roles
+
+
+def _denied(aws: LocalAws, role: str, call: Any) -> PolicyDeniedError:
+    with pytest.raises(PolicyDeniedError) as caught:
+        call(aws.client("s3", role=role))
+    return caught.value
+
+
+def _data_objects(aws: LocalAws) -> dict[str, tuple[str, str]]:
+    """One object of each kind of data the stack holds, written by the administrator: kind -> (bucket, key)."""
+    outputs = aws.outputs
+    layout = aws.names.prefixes
+    objects = {
+        "events": (outputs.bucket_name, f"{layout.events}dt=2026-01-01/hour=00/a.parquet"),
+        "quarantine": (outputs.bucket_name, f"{layout.quarantine}dt=2026-01-01/a.jsonl.gz"),
+        "exports": (outputs.bucket_name, f"{layout.exports}20260101T000000Z/AWSDynamoDB/x/data/a.json.gz"),
+        "snapshots": (outputs.bucket_name, f"{layout.snapshots}export_id=x/a.parquet"),
+        "failure bucket": (outputs.failure_bucket_name, "aws/lambda/uuid/shardId-000000000000/2026/01/01/a"),
+        "athena results": (outputs.athena_results_bucket_name, f"{layout.athena_results}query-id.csv"),
+    }
+    admin = aws.client("s3")
+    for bucket, key in objects.values():
+        admin.put_object(Bucket=bucket, Key=key, Body=BODY)
+    return objects
+
+
+# -- the preview role reads no data ---------------------------------------------------------------------------
+def test_preview_role_reads_no_data_object(aws: LocalAws):
+    objects = _data_objects(aws)
+    for kind, (bucket, key) in objects.items():
+        error = _denied(aws, "preview", lambda s3, bucket=bucket, key=key: s3.get_object(Bucket=bucket, Key=key))
+        assert error.denial.action == "s3:GetObject", kind
+        assert error.denial.resource == f"arn:aws:s3:::{bucket}/{key}", kind
+        assert error.denial.role == "prd3292-pulumi-preview", kind
+    # ...while its read-only access reads what is not data: the deny, not a missing allow, keeps the data out
+    preview = aws.client("s3", role="preview")
+    artifact = f"{aws.names.prefixes.artifacts}function.zip"
+    aws.client("s3").put_object(Bucket=aws.outputs.bucket_name, Key=artifact, Body=BODY)
+    assert preview.get_object(Bucket=aws.outputs.bucket_name, Key=artifact)["Body"].read() == BODY
+    listed = preview.list_objects_v2(Bucket=aws.outputs.failure_bucket_name)["KeyCount"]
+    assert listed == 1, "listing is metadata, which a preview may read"
+
+
+def test_the_previews_bucket_patterns_cover_this_stacks_data_buckets(aws: LocalAws):
+    patterns = account_data_bucket_patterns(aws.settings.product_code)
+    for bucket in (aws.outputs.failure_bucket_name, aws.outputs.athena_results_bucket_name):
+        assert any(fnmatch.fnmatchcase(bucket, pattern) for pattern in patterns), bucket
+    assert not any(fnmatch.fnmatchcase(aws.outputs.bucket_name, pattern) for pattern in patterns)
+
+
+# -- no function role writes outside its prefixes -------------------------------------------------------------
+OUTSIDE = {
+    "processor": ["snapshots", "exports", "athena results", "artifacts"],
+    "compaction": ["quarantine", "snapshots", "exports", "failure bucket", "artifacts"],
+    "backfill": ["events", "quarantine", "exports", "failure bucket", "artifacts"],
+    "ci": ["events", "quarantine", "snapshots", "failure bucket"],
+}
+
+
+def _place(aws: LocalAws, kind: str) -> tuple[str, str]:
+    layout, outputs = aws.names.prefixes, aws.outputs
+    return {
+        "events": (outputs.bucket_name, f"{layout.events}dt=2026-01-01/hour=00/x.parquet"),
+        "quarantine": (outputs.bucket_name, f"{layout.quarantine}dt=2026-01-01/x.jsonl.gz"),
+        "snapshots": (outputs.bucket_name, f"{layout.snapshots}export_id=x/x.parquet"),
+        "exports": (outputs.bucket_name, f"{layout.exports}x/data/x.json.gz"),
+        "artifacts": (outputs.bucket_name, f"{layout.artifacts}function.zip"),
+        "failure bucket": (outputs.failure_bucket_name, "aws/lambda/x"),
+        "athena results": (outputs.athena_results_bucket_name, f"{layout.athena_results}x.csv"),
+    }[kind]
+
+
+@pytest.mark.parametrize("role", sorted(OUTSIDE))
+def test_a_role_writes_nowhere_outside_its_prefixes(aws: LocalAws, role: str):
+    for kind in OUTSIDE[role]:
+        bucket, key = _place(aws, kind)
+        error = _denied(aws, role, lambda s3, bucket=bucket, key=key: s3.put_object(Bucket=bucket, Key=key, Body=BODY))
+        assert (error.denial.action, error.denial.resource) == ("s3:PutObject", f"arn:aws:s3:::{bucket}/{key}"), kind
+
+
+INSIDE = {
+    "processor": ["events", "quarantine", "failure bucket"],
+    "compaction": ["events"],
+    "backfill": ["snapshots"],
+}
+
+
+@pytest.mark.parametrize("role", sorted(INSIDE))
+def test_a_function_role_writes_inside_its_prefixes(aws: LocalAws, role: str):
+    s3 = aws.client("s3", role=role)
+    for kind in INSIDE[role]:
+        bucket, key = _place(aws, kind)
+        s3.put_object(Bucket=bucket, Key=f"{key}.{role}", Body=BODY)
+        assert aws.client("s3").get_object(Bucket=bucket, Key=f"{key}.{role}")["Body"].read() == BODY, kind
+
+
+def test_compaction_deletes_only_under_the_events_prefix(aws: LocalAws):
+    bucket, key = _place(aws, "quarantine")
+    aws.client("s3").put_object(Bucket=bucket, Key=key, Body=BODY)
+    error = _denied(aws, "compaction", lambda s3: s3.delete_object(Bucket=bucket, Key=key))
+    assert error.denial.action == "s3:DeleteObject"
+    assert aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read() == BODY, "still there"
+
+
+def test_the_processor_role_cannot_touch_the_table(aws: LocalAws):
+    dynamodb = aws.client("dynamodb", role="processor")
+    with pytest.raises(PolicyDeniedError) as caught:
+        dynamodb.scan(TableName=aws.outputs.table_name)
+    assert caught.value.denial.action == "dynamodb:Scan"
+    assert caught.value.denial.resource.endswith(f":table/{aws.outputs.table_name}")
+
+
+# -- one statement less: the code fails naming the action ----------------------------------------------------
+def test_the_pipeline_fails_naming_the_action_when_the_processor_may_not_write(aws: LocalAws):
+    changes = list(workload(5, seed=3, poison=0))
+    with _roles(aws).without_statement("processor", "WriteEventsAndQuarantine"), aws.pipeline() as pipe:
+        written = TableWriter(aws.client("dynamodb"), aws.outputs.table_name).apply(changes)
+        with pytest.raises(PolicyDeniedInPipelineError) as caught:
+            pipe.wait_for_changes(written, timeout=60)
+    message = str(caught.value)
+    assert "role prd3292-dev1-demand-processor may not s3:PutObject" in message
+    assert f"arn:aws:s3:::{aws.outputs.bucket_name}/{aws.names.prefixes.events}" in message
+    _roles(aws).denials.clear()
+
+
+def test_the_mapping_fails_naming_the_action_when_the_processor_may_not_read_its_stream(aws: LocalAws):
+    with _roles(aws).without_statement("processor", "ReadChangeStream"), pytest.raises(PolicyDeniedError) as caught:
+        aws.pipeline()
+    assert caught.value.denial.action == "kinesis:ListShards"
+    assert caught.value.denial.resource == aws.outputs.stream_arn
+    _roles(aws).denials.clear()
+
+
+def test_compaction_fails_naming_the_action_without_its_listing(aws: LocalAws):
+    environment = {**compaction_environment(aws.outputs, "dev1"), **aws.credentials("compaction")}
+    with _roles(aws).without_statement("compaction", "ListEvents"), pytest.raises(CompactError) as caught:
+        local_invoker(environment)({"hours": ["2026-01-01T00"], "delete_grace_minutes": 0})
+    message = str(caught.value)
+    assert "assumed-role/prd3292-dev1-demand-compactor/local is not authorized to perform: s3:ListBucket" in message
+    assert f"on resource: arn:aws:s3:::{aws.outputs.bucket_name}" in message
+
+
+def test_the_backfill_fails_naming_the_action_without_its_snapshot_writes(aws: LocalAws):
+    TableWriter(aws.client("dynamodb"), aws.outputs.table_name).apply(list(workload(4, seed=5, poison=0)))
+    dropped = _roles(aws).without_statement("backfill", "WriteSnapshotsAndQuarantine")
+    with aws.pipeline(), dropped:  # the cutover checks want the streaming destination and the mapping
+        report = run_export(
+            aws.outputs,
+            "dev1",
+            workers=1,
+            session=aws.session(),
+            function_credentials=aws.credentials("backfill"),
+            lead=timedelta(0),
+        )
+    errors = " ".join(str(outcome.error) for outcome in report.files)
+    assert report.problems, "an incomplete backfill"
+    # its first call reads back the data file's counts object (a re-run's check), under the snapshot prefix
+    assert "assumed-role/prd3292-dev1-demand-backfill/local is not authorized to perform: s3:GetObject" in errors
+    assert f"on resource: arn:aws:s3:::{aws.outputs.bucket_name}/{aws.names.prefixes.snapshots}" in errors
+
+
+def test_the_e2e_suite_fails_naming_the_action_when_ci_may_not_write_test_changes(aws: LocalAws):
+    with aws.pipeline() as pipe:
+        target = LocalTarget(aws, pipe)
+        dropped = _roles(aws).without_statement("ci", "WriteAndReadTestChanges")
+        with dropped, pytest.raises(PolicyDeniedError) as caught:
+            target.write(list(workload(2, seed=1, poison=0)))
+    assert caught.value.denial.role == "prd3292-dev1-gitlab-ci"
+    assert caught.value.denial.action == "dynamodb:BatchWriteItem"
+    assert str(caught.value).startswith("AccessDenied: role prd3292-dev1-gitlab-ci may not dynamodb:BatchWriteItem on")
+    _roles(aws).denials.clear()
+
+
+def test_the_demo_fails_naming_role_action_and_resource_without_a_statement(capsys: pytest.CaptureFixture[str]):
+    status = demo.main(["--events", "30", "--poison", "0", "--drop-statement", "processor:WriteEventsAndQuarantine"])
+    printed = " ".join(capsys.readouterr().out.split())
+    assert status == 1
+    assert "role prd3292-dev1-demand-processor may not s3:PutObject on arn:aws:s3:::" in printed
+    assert "Summary" not in printed
+
+
+def test_removing_an_unknown_statement_names_the_roles_statements(aws: LocalAws):
+    expected = r"role ci has no statement 'Nope' \(it has: .*ReadLake"
+    with pytest.raises(UnknownStatementError, match=expected), _roles(aws).without_statement("ci", "Nope"):
+        pass
+
+
+def test_every_role_is_provisioned_and_assumed(aws: LocalAws):
+    assert set(_roles(aws).credentials) == set(ROLES)
+    identity = aws.client("sts", role="ci").get_caller_identity()
+    assert identity["Arn"] == "arn:aws:sts::123456789012:assumed-role/prd3292-dev1-gitlab-ci/local"
+
+
+# -- where moto is more lenient than IAM: the documents themselves --------------------------------------------
+def _by_sid(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {statement["Sid"]: statement for statement in document["Statement"]}
+
+
+def test_compaction_lists_only_the_events_prefix():
+    """moto ignores ``s3:prefix``: the condition that keeps compaction's listing to its prefix is checked here."""
+    statements = _by_sid(
+        compaction_policy(bucket_arn="arn:aws:s3:::b", events_prefix="demand/events/", log_group_arn="g")
+    )
+    assert statements["ListEvents"]["Condition"] == {"StringLike": {"s3:prefix": ["demand/events/*"]}}
+
+
+def test_the_backfill_may_list_every_prefix_it_reads_its_own_writes_back_from():
+    """moto answers 404 for a missing key either way; S3 answers 403 unless the caller may list the prefix, and the
+    backfill reads back (maybe missing) counts and quarantine objects on a re-run."""
+    statements = _by_sid(
+        backfill_function_policy(
+            bucket_arn="arn:aws:s3:::b",
+            exports_prefix="demand/exports/",
+            snapshot_prefix="demand/snapshots/",
+            quarantine_snapshots_prefix="demand/quarantine/snapshots/",
+            log_group_arn="g",
+        )
+    )
+    listable = statements["ListSnapshots"]["Condition"]["StringLike"]["s3:prefix"]
+    read_back = [arn.removeprefix("arn:aws:s3:::b/") for arn in statements["WriteSnapshotsAndQuarantine"]["Resource"]]
+    assert "s3:GetObject" in statements["WriteSnapshotsAndQuarantine"]["Action"]
+    assert sorted(read_back) == sorted(listable) == ["demand/quarantine/snapshots/*", "demand/snapshots/*"]
