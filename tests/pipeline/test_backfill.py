@@ -372,6 +372,9 @@ def backfill_module(s3: Any, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     module._clients[:] = [s3]
+    # Powertools keeps metrics in a store shared by every Metrics instance of the process: drop what an earlier
+    # test's handler added without flushing, so this module's flush holds its own invocation's values only.
+    module.metrics.clear_metrics()
     return module
 
 
