@@ -232,7 +232,7 @@ class Curator:
         staged = _Staged(table)
         try:
             removed, added = self._rewrite_hours(table, incoming, result, staged)
-            ledger_path = f"{table.location()}/metadata/curator-ledger-{uuid.uuid4()}.json.gz"
+            ledger_path = f"{table.location()}/metadata/curator-ledger-{uuid.uuid4()}.json"
             write_ledger(table.io, ledger_path, ledger)
             staged.written.append(ledger_path)
             properties = {
@@ -402,7 +402,9 @@ class Curator:
         remove_keys = _key_text(latest_removes)
         # A key whose latest REMOVE orders after the chosen change: compare through a table join on the key.
         joined = pa.table({"key": keys, "row": pa.array(range(chosen.num_rows), pa.int64())}).join(
-            pa.table({"key": remove_keys}).append_column("remove_rank", _rank_table(latest_removes)), "key"
+            pa.table({"key": remove_keys}).append_column("remove_rank", _rank_table(latest_removes)),
+            "key",
+            join_type="inner",
         )
         chosen_rank = _rank_table(chosen)
         pairs = zip(joined.column("row").to_pylist(), joined.column("remove_rank").to_pylist(), strict=True)
@@ -428,14 +430,16 @@ class Curator:
 
 def _key_text(rows: pa.Table) -> pa.Array:
     """``event_id`` and ``fan_id`` joined into one text per row (a unit separator between them)."""
-    return pc.binary_join_element_wise(rows.column("event_id"), rows.column("fan_id"), "\x1f")
+    return pc.binary_join_element_wise(
+        rows.column("event_id").cast(pa.string()), rows.column("fan_id").cast(pa.string()), "\x1f"
+    )
 
 
 def _rank_table(rows: pa.Table) -> pa.Array:
     """The ordering keys of ``rows`` joined into one comparable text per row (time, then padded sequence)."""
     keys = ordering_keys(rows)
     micros = pc.utf8_lpad(keys.column(ORDER_COLUMNS[0]).cast(pa.int64()).cast(pa.string()), width=20, padding="0")
-    return pc.binary_join_element_wise(micros, keys.column(ORDER_COLUMNS[1]), "/")
+    return pc.binary_join_element_wise(micros, keys.column(ORDER_COLUMNS[1]).cast(pa.string()), "/")
 
 
 def _latest_per_key(rows: pa.Table) -> pa.Table:

@@ -1,6 +1,6 @@
 """The raw layer as the curator sees it: the stream handler's objects, and the ledger of those consumed.
 
-The ledger is a gzipped JSON object written next to the table's metadata before a commit, and named in the
+The ledger is a JSON object written next to the table's metadata before a commit, and named in the
 snapshot's summary: it becomes true exactly when the snapshot commits (a ledger of a failed commit is an
 unreferenced file, removed by the orphan cleanup). It lists every raw object the table's rows cover (key ->
 ETag and the time it was first consumed) that still existed when the run listed the raw layer, so it stays as
@@ -9,7 +9,6 @@ small as the raw layer itself.
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -55,7 +54,7 @@ def read_ledger(io: FileIO, location: str | None) -> dict[str, LedgerEntry]:
     if not location:
         return {}
     with io.new_input(location).open() as stream:
-        entries = json.loads(gzip.decompress(stream.read()))
+        entries = json.loads(stream.read())
     return {
         key: LedgerEntry(etag, datetime.fromtimestamp(millis / 1000, UTC)) for key, (etag, millis) in entries.items()
     }
@@ -64,6 +63,6 @@ def read_ledger(io: FileIO, location: str | None) -> dict[str, LedgerEntry]:
 def write_ledger(io: FileIO, location: str, ledger: Mapping[str, LedgerEntry]) -> None:
     """Write the ledger once at ``location`` (a new name per commit)."""
     entries = {key: [entry.etag, int(entry.consumed_at.timestamp() * 1000)] for key, entry in sorted(ledger.items())}
-    body = gzip.compress(json.dumps(entries, separators=(",", ":")).encode(), mtime=0)
+    body = json.dumps(entries, separators=(",", ":")).encode()
     with io.new_output(location).create(overwrite=False) as stream:
         stream.write(body)
