@@ -373,8 +373,10 @@ class Curator:
         if watermark is None:
             return None
         stored_keys, keys = _key_text(current), _key_text(chosen)
+        # A stored row (op null) is never a suspect: nulls are filled, or Arrow's and_ would make the row null.
+        operations = pc.fill_null(chosen.column("op"), "")
         suspect = pc.and_(
-            pc.and_(pc.is_valid(chosen.column("op")), pc.not_equal(chosen.column("op"), "REMOVE")),
+            pc.and_(pc.not_equal(operations, ""), pc.not_equal(operations, "REMOVE")),
             pc.and_(
                 pc.less_equal(chosen.column("change_time").cast(pa.int64()), watermark),
                 pc.invert(pc.is_in(keys, value_set=stored_keys)),

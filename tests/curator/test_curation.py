@@ -182,12 +182,15 @@ def test_removes_and_late_changes_follow_the_latest_change(lake: CuratedLake):
         sequence_number=str(int(insert["sequence_number"]) + 200),
     )
     # Run 1 sees only the REMOVE (the earlier changes are late); run 2 gets the INSERT and MODIFY.
-    lake.write(rows_from([remove]))
+    # Another fan of the same event, stored by run 1: it must survive run 2's late-change check.
+    keeper = dict(base[1], event_id=insert["event_id"], op="INSERT", change_id="k1")
+    lake.write(rows_from([remove, keeper]))
     curator = lake.curator()
     curator.run()
     assert key["fan_id"] not in registrations_of(lake).column("fan_id").to_pylist()
     lake.write(rows_from([insert, modify]))
     curator.run()
+    assert state_of(registrations_of(lake)) == latest_state(changes_of(lake))
     assert key["fan_id"] not in registrations_of(lake).column("fan_id").to_pylist(), (
         "a late change revived a removed key"
     )
