@@ -37,6 +37,7 @@ from pyiceberg.expressions import And, BooleanExpression, EqualTo, GreaterThanOr
 from curator.files import conform_to, files_matching, read_files, snapshot_changes, write_files
 from curator.ordering import ORDER_COLUMNS, ordering_keys
 from curator.raw import LEDGER_PROPERTY, LedgerEntry, raw_objects, read_ledger, write_ledger
+from curator.retention import RetentionResult, apply_retention
 from curator.tables import changes_spec, ensure_table, registrations_spec
 from pipeline.compactor import CompactionError, CompactionStore, StoredObject, _conform, merge_tables
 from pipeline.exceptions import PipelineError
@@ -103,11 +104,14 @@ class CurationResult:
     raw_deleted: int = 0
     raw_pending_deletion: int = 0
     unreadable: list[str] = field(default_factory=list)
+    retention: list[RetentionResult] = field(default_factory=list)
     conflict: str | None = None
     seconds: float = 0.0
 
     def summary(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+        summary = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        summary["retention"] = [vars(item) for item in self.retention]
+        return summary
 
 
 @dataclass
@@ -191,8 +195,30 @@ class Curator:
             result.seconds = time.perf_counter() - started
             return result
         self._delete_covered(ledger, result)
+        self._retain(result)
         result.seconds = time.perf_counter() - started
         return result
+
+    def _retain(self, result: CurationResult) -> None:
+        """Expire snapshots past the time-travel window and delete the files no kept snapshot needs."""
+        changes_table, registrations_table = self.tables()
+        state_snapshot = registrations_table.current_snapshot()
+        summary = state_snapshot.summary if state_snapshot is not None else None
+        applied = summary.get(APPLIED_PROPERTY) if summary is not None else None
+        now = self.clock()
+        for table, protected in ((changes_table, [int(applied)] if applied else []), (registrations_table, [])):
+            result.retention.append(
+                apply_retention(
+                    table,
+                    self.store,
+                    self.settings.bucket,
+                    now=now,
+                    keep_for=self.settings.time_travel,
+                    grace=self.settings.delete_grace,
+                    protected=protected,
+                )
+            )
+        self.checkpoint("retention applied")
 
     # -- registration_changes -------------------------------------------------------------------------------
     def _read_raw(self, item: StoredObject) -> pa.Table | None:
