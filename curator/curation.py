@@ -146,6 +146,23 @@ def _predicate(kind: Any, *arguments: Any) -> BooleanExpression:
     return expression
 
 
+@dataclass
+class _HourFiles:
+    """One hour partition during a run: its committed files, and its files now (this run's once rewritten)."""
+
+    committed: list[DataFile]
+    files: list[DataFile]
+    rewritten: bool = False
+
+
+def _by_partition(objects: Sequence[StoredObject]) -> list[list[StoredObject]]:
+    """Raw objects grouped by their hour partition (the key's folder), oldest partition first."""
+    groups: dict[str, list[StoredObject]] = {}
+    for item in objects:
+        groups.setdefault(item.key.rpartition("/")[0], []).append(item)
+    return [groups[folder] for folder in sorted(groups)]
+
+
 def _hour_of(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H")
 
@@ -239,25 +256,17 @@ class Curator:
         ledger = {key: entry for key, entry in ledger.items() if key in still_there}
         if not pending:
             return table, ledger
-        with ThreadPoolExecutor(max_workers=self.io_threads) as pool:
-            reads = list(pool.map(self._read_raw, pending))
-        now = self.clock()
-        tables: list[pa.Table] = []
-        for item, rows in zip(pending, reads, strict=True):
-            if rows is None:
-                result.unreadable.append(item.key)  # left unconsumed (never deleted); the run goes on
-                continue
-            tables.append(rows)
-            ledger[item.key] = LedgerEntry(item.etag, now)
-        del reads
-        result.raw_objects_read = len(tables)
-        target = changes_spec().arrow_schema
-        incoming = conform_to(pa.concat_tables(tables), target) if tables else target.empty_table()
-        tables.clear()
-        result.rows_read = incoming.num_rows
         staged = _Staged(table)
+        hours: dict[datetime, _HourFiles] = {}
         try:
-            removed, added = self._rewrite_hours(table, incoming, result, staged)
+            # One raw hour partition at a time: memory holds one partition's objects and the hours they touch,
+            # not the whole backlog.
+            for group in _by_partition(pending):
+                incoming = self._read_group(group, ledger, result)
+                self._rewrite_hours(table, incoming, result, staged, hours)
+                del incoming
+            removed = [data_file for hour in hours.values() if hour.rewritten for data_file in hour.committed]
+            added = [data_file for hour in hours.values() if hour.rewritten for data_file in hour.files]
             ledger_path = f"{table.location()}/metadata/curator-ledger-{uuid.uuid4()}.json"
             write_ledger(table.io, ledger_path, ledger)
             staged.written.append(ledger_path)
@@ -275,36 +284,65 @@ class Curator:
         result.changes_snapshot = committed.snapshot_id if committed else None
         return table, ledger
 
+    def _read_group(
+        self, group: Sequence[StoredObject], ledger: dict[str, LedgerEntry], result: CurationResult
+    ) -> pa.Table:
+        """The rows of one partition's new raw objects, in the table's schema; the ledger gains the objects read."""
+        with ThreadPoolExecutor(max_workers=self.io_threads) as pool:
+            reads = list(pool.map(self._read_raw, group))
+        now = self.clock()
+        tables: list[pa.Table] = []
+        for item, rows in zip(group, reads, strict=True):
+            if rows is None:
+                result.unreadable.append(item.key)  # left unconsumed (never deleted); the run goes on
+                continue
+            tables.append(rows)
+            ledger[item.key] = LedgerEntry(item.etag, now)
+        del reads
+        result.raw_objects_read += len(tables)
+        target = changes_spec().arrow_schema
+        incoming = conform_to(pa.concat_tables(tables), target) if tables else target.empty_table()
+        result.rows_read += incoming.num_rows
+        return incoming
+
     def _rewrite_hours(
-        self, table: Table, incoming: pa.Table, result: CurationResult, staged: _Staged
-    ) -> tuple[list[DataFile], list[DataFile]]:
-        """Per hour of change time the run touches: committed rows + new rows, deduplicated, sorted, written."""
-        hours = pc.floor_temporal(incoming.column("change_time"), unit="hour")
-        removed: list[DataFile] = []
-        added: list[DataFile] = []
+        self,
+        table: Table,
+        incoming: pa.Table,
+        result: CurationResult,
+        staged: _Staged,
+        hours: dict[datetime, _HourFiles],
+    ) -> None:
+        """Per hour of change time ``incoming`` touches: the hour's rows so far (committed, or written earlier in
+        this run) + the new rows, deduplicated, sorted, written; ``hours`` keeps each hour's files."""
+        hour_of_row = pc.floor_temporal(incoming.column("change_time"), unit="hour")
         schema = changes_spec().arrow_schema
-        for hour in pc.unique(hours).to_pylist():
-            new_rows = incoming.filter(pc.equal(hours, pa.scalar(hour, hours.type)))
-            end = hour + timedelta(hours=1)
-            within = And(
-                _predicate(GreaterThanOrEqual, "change_time", hour.isoformat()),
-                _predicate(LessThan, "change_time", end.isoformat()),
-            )
-            old_files = files_matching(table, within)
-            old_rows = read_files(table, old_files)
+        for hour in pc.unique(hour_of_row).to_pylist():
+            new_rows = incoming.filter(pc.equal(hour_of_row, pa.scalar(hour, hour_of_row.type)))
+            state = hours.get(hour)
+            if state is None:
+                end = hour + timedelta(hours=1)
+                within = And(
+                    _predicate(GreaterThanOrEqual, "change_time", hour.isoformat()),
+                    _predicate(LessThan, "change_time", end.isoformat()),
+                )
+                committed = files_matching(table, within)
+                state = hours[hour] = _HourFiles(committed, list(committed))
+            old_rows = read_files(table, state.files)
             merged, order = merge_tables([old_rows, new_rows], schema)
             added_here = len(order) - old_rows.num_rows
             if added_here == 0:
-                continue  # every row of the run is already in the hour: nothing to rewrite
+                continue  # every new row is already in the hour: nothing to rewrite
             rows = conform_to(merged.take(order), schema)
-            del merged, order
+            del merged, order, old_rows
             files = write_files(table, rows)
             staged.written.extend(data_file.file_path for data_file in files)
-            removed.extend(old_files)
-            added.extend(files)
+            if state.rewritten:  # files this run wrote for the hour a moment ago: never committed, replaced now
+                _Staged(table, [data_file.file_path for data_file in state.files]).discard()
+            state.files, state.rewritten = files, True
             result.changes_added += added_here
-            result.hours_written.append(_hour_of(hour))
-        return removed, added
+            if _hour_of(hour) not in result.hours_written:
+                result.hours_written.append(_hour_of(hour))
 
     # -- registrations --------------------------------------------------------------------------------------
     def _advance_registrations(self, changes: Table, state: Table, result: CurationResult) -> None:

@@ -61,7 +61,10 @@ def write_files(table: Table, rows: pa.Table) -> list[DataFile]:
     the files are not part of the table until a snapshot adds them."""
     if rows.num_rows == 0:
         return []
-    return list(_dataframe_to_data_files(table_metadata=table.metadata, df=rows, io=table.io, write_uuid=uuid.uuid4()))
+    files = list(_dataframe_to_data_files(table_metadata=table.metadata, df=rows, io=table.io, write_uuid=uuid.uuid4()))
+    for data_file in files:
+        data_file.spec_id = table.metadata.default_spec_id  # as a manifest would record it: the file is readable now
+    return files
 
 
 class SnapshotChanges:

@@ -235,3 +235,28 @@ def test_duckdb_reads_the_tables_through_scans(lake: CuratedLake):
     for event_id, _ in latest_state(rows):
         expected[event_id] = expected.get(event_id, 0) + 1
     assert per_event == expected
+
+
+def test_a_backlog_is_curated_partition_by_partition_into_one_snapshot(lake: CuratedLake):
+    this_hour = generated_rows(120, seed=21)
+    next_hour = generated_rows(80, hour=NEXT_HOUR, seed=22)
+    # A raw partition holding a change of the next hour: that hour is rewritten twice in the run, committed once.
+    lake.write(pa.concat_tables([this_hour, next_hour.slice(0, 10)]))
+    lake.write(next_hour.slice(10), hour=NEXT_HOUR)
+
+    result = lake.curator().run()
+
+    assert result.changes_added == 200
+    assert sorted(result.hours_written) == ["2026-03-31T23", "2026-04-01T00"]
+    changes_table = lake.table(CHANGES_TABLE)
+    assert len(changes_table.metadata.snapshots) == 1
+    changes = changes_table.scan().to_arrow()
+    everything = pa.concat_tables([this_hour, next_hour])
+    assert sorted(changes.column("change_id").to_pylist()) == sorted(everything.column("change_id").to_pylist())
+    listed = {
+        f"s3://{lake.bucket}/{key}" for key in lake.keys(f"curated/{CHANGES_TABLE}/data/") if not key.endswith("/")
+    }
+    assert listed == {task.file.file_path for task in changes_table.scan().plan_files()}, (
+        "the hour's first rewrite in the run was deleted, not left behind"
+    )
+    assert state_of(registrations_of(lake)) == latest_state(everything)
