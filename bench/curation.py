@@ -5,21 +5,24 @@
 The raw objects are built as the stream handler writes them (rows from its decoder, names per the object-key
 contract) and written to the local moto server before the measured run; the run then lists, reads, deduplicates,
 sorts and writes ``registration_changes``, advances ``registrations`` and commits both through the Glue catalog.
-The figure includes the local server's S3 and Glue (same machine), so it is a floor on what the run does, not
-the Lambda's time. Peak RSS is the process's high-water mark (``VmHWM``) minus its size before the run's data
-existed. Not yet the issue's benchmark: no pinned core, no backlog of hours, no targets.
+The run's time includes the local server's S3 and Glue (same machine): it is not the Lambda's time. The run
+happens in a fresh process that does nothing else: peak RSS is its high-water mark (``VmHWM``), and the growth
+above its size before the run. Not yet the issue's benchmark: no pinned core, no backlog of hours, no targets.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 _PREFIX = "demand/events/"
+_BUCKET = "bench-curation"
 _HOUR = datetime(2026, 3, 31, 23, tzinfo=UTC)
 _STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/prd3292-dev1-dmnd-table-stream"
 _SHARD = "shardId-000000000000"
@@ -53,63 +56,89 @@ def _status_kib(field: str) -> int:
     return 0
 
 
-def measure(rows: int, objects: int, duplicates: float, seed: int) -> dict[str, Any]:
-    """Build the raw objects, run the curator once, return rows/s and memory."""
-    import boto3  # noqa: PLC0415 - imported in the measuring process only
+def _build_lake(endpoint_url: str, rows: int, objects: int, duplicates: float, seed: int) -> int:
+    """Write the raw objects of one shard-hour to the local AWS; the number of rows written."""
+    import boto3  # noqa: PLC0415 - imported in the building process only
     import pyarrow as pa  # noqa: PLC0415
+
+    from pipeline.writer import encode_parquet  # noqa: PLC0415
+
+    s3 = boto3.client("s3", **_client_options(endpoint_url))
+    s3.create_bucket(Bucket=_BUCKET)
+    table = _rows(rows, seed)
+    per_object = -(-rows // objects)
+    written = 0
+    for start in range(0, rows, per_object):
+        part = table.slice(start, per_object)
+        redelivered = part.slice(0, int(part.num_rows * duplicates))
+        if redelivered.num_rows:
+            part = pa.concat_tables([part, redelivered])
+        s3.put_object(Bucket=_BUCKET, Key=_object_key(part), Body=encode_parquet(part))
+        written += part.num_rows
+    return written
+
+
+def _client_options(endpoint_url: str) -> dict[str, Any]:
+    from sandbox.local_aws import FAKE_CREDENTIALS  # noqa: PLC0415
+
+    return {
+        "endpoint_url": endpoint_url,
+        "region_name": "us-east-1",
+        "aws_access_key_id": FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    }
+
+
+def run_once(endpoint_url: str) -> dict[str, Any]:
+    """One curation run (in this process, which should be fresh): its counts, time and memory."""
+    import boto3  # noqa: PLC0415
 
     from curator.catalog import glue_catalog  # noqa: PLC0415
     from curator.curation import Curator, CuratorSettings  # noqa: PLC0415
     from pipeline.compactor import S3CompactionStore  # noqa: PLC0415
-    from pipeline.writer import encode_parquet  # noqa: PLC0415
-    from sandbox.local_aws import FAKE_CREDENTIALS  # noqa: PLC0415
-    from sandbox.server import MotoProcess  # noqa: PLC0415
 
-    with MotoProcess() as server:
-        options: dict[str, Any] = {
-            "endpoint_url": server.endpoint_url,
-            "region_name": "us-east-1",
-            "aws_access_key_id": FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            "aws_secret_access_key": FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        }
-        s3 = boto3.client("s3", **options)
-        s3.create_bucket(Bucket="bench-curation")
-        catalog = glue_catalog(
-            "us-east-1",
-            endpoint_url=server.endpoint_url,
-            access_key_id=options["aws_access_key_id"],
-            secret_access_key=options["aws_secret_access_key"],
-        )
-        settings = CuratorSettings(bucket="bench-curation", raw_prefix=_PREFIX, database="bench_curation")
-        curator = Curator(catalog=catalog, store=S3CompactionStore("bench-curation", client=s3), settings=settings)
-        curator.tables()
-        baseline = _status_kib("VmRSS")
-        table = _rows(rows, seed)
-        per_object = -(-rows // objects)
-        written = 0
-        for start in range(0, rows, per_object):
-            part = table.slice(start, per_object)
-            redelivered = part.slice(0, int(part.num_rows * duplicates))
-            if redelivered.num_rows:
-                part = pa.concat_tables([part, redelivered])
-            key = _object_key(part)
-            s3.put_object(Bucket="bench-curation", Key=key, Body=encode_parquet(part))
-            written += part.num_rows
-        del table
-        started, cpu = time.perf_counter(), time.process_time()
-        result = curator.run()
-        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
+    options = _client_options(endpoint_url)
+    catalog = glue_catalog(
+        "us-east-1",
+        endpoint_url=endpoint_url,
+        access_key_id=options["aws_access_key_id"],
+        secret_access_key=options["aws_secret_access_key"],
+    )
+    settings = CuratorSettings(bucket=_BUCKET, raw_prefix=_PREFIX, database="bench_curation")
+    store = S3CompactionStore(_BUCKET, client=boto3.client("s3", **options))
+    curator = Curator(catalog=catalog, store=store, settings=settings)
+    curator.tables()
+    baseline = _status_kib("VmRSS")
+    started, cpu = time.perf_counter(), time.process_time()
+    result = curator.run()
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
     return {
         "rows_read": result.rows_read,
-        "rows_written": written,
         "changes_added": result.changes_added,
         "state_changes_applied": result.state_changes_applied,
         "seconds": round(seconds, 2),
         "cpu_seconds": round(cpu_seconds, 2),
         "rows_per_second": round(result.rows_read / seconds),
+        "rss_before_run_mb": round(baseline / 1024),
         "peak_rss_mb": round(_status_kib("VmHWM") / 1024),
         "peak_above_start_mb": round((_status_kib("VmHWM") - baseline) / 1024),
     }
+
+
+def measure(rows: int, objects: int, duplicates: float, seed: int) -> dict[str, Any]:
+    """Build the raw objects, then run the curator once in a fresh process; its figures."""
+    from sandbox.server import MotoProcess  # noqa: PLC0415
+
+    with MotoProcess() as server:
+        written = _build_lake(server.endpoint_url, rows, objects, duplicates, seed)
+        output = subprocess.run(
+            [sys.executable, "-m", "bench.curation", "--run-once", server.endpoint_url],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    figures: dict[str, Any] = json.loads(output)
+    return {"rows_written": written, **figures}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,7 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--objects", type=int, default=40)
     parser.add_argument("--duplicates", type=float, default=0.01)
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--run-once", metavar="ENDPOINT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.run_once:
+        print(json.dumps(run_once(args.run_once)))
+        return 0
     print(json.dumps(measure(args.rows, args.objects, args.duplicates, args.seed), indent=2))
     return 0
 
