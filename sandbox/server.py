@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
-__all__ = ["FAULTS_PATH", "FaultRule", "MotoProcess", "serve"]
+__all__ = ["FAULTS_PATH", "FaultRule", "MotoProcess", "refuse_stale_glue_table_versions", "serve"]
 
 FAULTS_PATH = "/_sandbox/faults"
 LOOPBACK = "127.0.0.1"
@@ -122,6 +122,44 @@ class FaultInjector:
         return [body]
 
 
+def refuse_stale_glue_table_versions() -> None:
+    """Make moto's Glue ``UpdateTable`` check ``VersionId`` as Glue does (moto ignores it).
+
+    Iceberg's Glue catalog commits a table by ``UpdateTable`` with the version it read: a stale version must be
+    refused with ``ConcurrentModificationException``, or two concurrent commits both "succeed" and one is lost.
+    The check and the update run under one lock, so two requests cannot both pass the check.
+    """
+    from moto.glue.exceptions import GlueClientError  # noqa: PLC0415 - moto's server is heavy; only this process
+    from moto.glue.responses import GlueResponse  # noqa: PLC0415
+
+    class ConcurrentModificationError(GlueClientError):
+        def __init__(self, message: str) -> None:
+            super().__init__("ConcurrentModificationException", message)
+
+    original = GlueResponse.update_table
+    if getattr(original, "checks_version", False):
+        return
+    lock = threading.Lock()
+
+    def update_table(self: Any) -> Any:
+        version = self.parameters.get("VersionId")
+        with lock:
+            if version is not None:
+                database = self.parameters.get("DatabaseName")
+                name = (self.parameters.get("TableInput") or {}).get("Name")
+                table = self.glue_backend.get_table(database, name)
+                current = str(table._current_version)
+                if str(version) != current:
+                    raise ConcurrentModificationError(
+                        f"Update table failed due to concurrent modifications: version {version} is not the "
+                        f"table's current version {current}"
+                    )
+            return original(self)
+
+    update_table.checks_version = True  # type: ignore[attr-defined]
+    GlueResponse.update_table = update_table  # type: ignore[method-assign]
+
+
 def serve(port: int = 0, announce: IO[str] | None = None) -> None:
     """Serve moto with fault injection on 127.0.0.1 until stdin closes; announce the bound port as JSON."""
     from moto.moto_server.werkzeug_app import (  # noqa: PLC0415 - moto's server is heavy; only this process needs it
@@ -137,6 +175,7 @@ def serve(port: int = 0, announce: IO[str] | None = None) -> None:
         def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
             """One line per request would drown the demo's output."""
 
+    refuse_stale_glue_table_versions()
     # Ctrl-C in a terminal reaches the whole process group: the parent decides when this server stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)

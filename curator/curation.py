@@ -1,0 +1,543 @@
+"""One curation run: raw objects -> ``registration_changes`` -> ``registrations``, one snapshot per table.
+
+Why no change is lost or duplicated (what the tests check):
+
+1. ``registration_changes`` is rewritten an hour partition at a time: the hour's committed rows plus the run's
+   new rows, deduplicated by ``change_id`` (lowest sequence number kept), sorted, written as new files, and
+   swapped for the hour's old files in the same overwrite snapshot as every other hour of the run.
+2. That snapshot's summary names a ledger of the raw objects its rows cover (key and ETag). The ledger is
+   written before the commit and becomes true with it, so "covered" is never claimed for rows not committed.
+   A raw object is read again until a committed ledger lists it with the ETag listed now.
+3. ``registrations`` records the ``registration_changes`` snapshot it reflects. Each run applies the changes
+   between that snapshot and the current one (files added minus the change ids of files removed), so a run
+   that committed the changes but crashed before the state is caught up by the next, exactly once.
+4. Commits never retry: a commit that meets another writer (the table moved on, or Glue refused a stale
+   version) raises, the run deletes the files it wrote and changes nothing; the next run starts afresh.
+5. Raw objects are deleted only once a committed ledger lists them with their current ETag, the grace period
+   after they were first consumed, with a conditional delete (``If-Match``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.expressions import And, BooleanExpression, EqualTo, GreaterThanOrEqual, In, LessThan
+
+from curator.files import conform_to, files_matching, read_files, snapshot_changes, write_files
+from curator.ordering import ORDER_COLUMNS, ordering_keys
+from curator.raw import LEDGER_PROPERTY, LedgerEntry, raw_objects, read_ledger, write_ledger
+from curator.retention import RetentionResult, apply_retention
+from curator.tables import changes_spec, ensure_table, registrations_spec
+from pipeline.compactor import CompactionError, CompactionStore, StoredObject, _conform, merge_tables
+from pipeline.exceptions import PipelineError
+from pipeline.schema import arrow_schema
+
+if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
+    from pyiceberg.manifest import DataFile
+    from pyiceberg.table import Table
+
+__all__ = [
+    "APPLIED_PROPERTY",
+    "WATERMARK_PROPERTY",
+    "CurationError",
+    "CurationResult",
+    "Curator",
+    "CuratorSettings",
+]
+
+#: Summary property of a ``registrations`` snapshot: the ``registration_changes`` snapshot it reflects.
+APPLIED_PROPERTY = "curator.changes-snapshot-id"
+#: Summary property of a ``registrations`` snapshot: the latest change time (microseconds) applied so far.
+WATERMARK_PROPERTY = "curator.applied-change-time-us"
+_IO_THREADS = 16
+
+Clock = Callable[[], datetime]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class CurationError(PipelineError):
+    """The curated tables are not in a state a run can continue from (the message says which and why)."""
+
+
+@dataclass(frozen=True)
+class CuratorSettings:
+    """Where the raw layer and the tables are, and how long raw objects and snapshots are kept."""
+
+    bucket: str
+    raw_prefix: str
+    database: str
+    tables_prefix: str = "curated/"
+    time_travel: timedelta = timedelta(days=7)
+    delete_grace: timedelta = timedelta(minutes=15)
+
+    def location(self, table: str) -> str:
+        return f"s3://{self.bucket}/{self.tables_prefix}{table}"
+
+
+@dataclass
+class CurationResult:
+    """What one run did."""
+
+    raw_objects_read: int = 0
+    rows_read: int = 0
+    changes_added: int = 0
+    hours_written: list[str] = field(default_factory=list)
+    changes_snapshot: int | None = None
+    registrations_snapshot: int | None = None
+    state_changes_applied: int = 0
+    events_written: int = 0
+    raw_deleted: int = 0
+    raw_pending_deletion: int = 0
+    unreadable: list[str] = field(default_factory=list)
+    retention: list[RetentionResult] = field(default_factory=list)
+    conflict: str | None = None
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        summary = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        summary["retention"] = [vars(item) for item in self.retention]
+        return summary
+
+
+@dataclass
+class _Staged:
+    """Files written for one commit, deleted again if the commit does not happen."""
+
+    table: Table
+    written: list[str] = field(default_factory=list)
+
+    def discard(self) -> None:
+        for path in self.written:
+            with contextlib.suppress(Exception):  # best effort: an unreferenced file is removed by the cleanup
+                self.table.io.delete(path)
+
+
+def _commit_overwrite(
+    table: Table, removed: Sequence[DataFile], added: Sequence[DataFile], properties: dict[str, str]
+) -> Table:
+    """One overwrite snapshot swapping ``removed`` for ``added``; ``CommitFailedException`` on any conflict."""
+    transaction = table.transaction()
+    with transaction.update_snapshot(snapshot_properties=properties).overwrite() as overwrite:
+        for data_file in removed:
+            overwrite.delete_data_file(data_file)
+        for data_file in added:
+            overwrite.append_data_file(data_file)
+    return transaction.commit_transaction()
+
+
+def _predicate(kind: Any, *arguments: Any) -> BooleanExpression:
+    """A pyiceberg predicate (its pydantic constructors are not typed positionally)."""
+    expression: BooleanExpression = kind(*arguments)
+    return expression
+
+
+@dataclass
+class _HourFiles:
+    """One hour partition during a run: its committed files, and its files now (this run's once rewritten)."""
+
+    committed: list[DataFile]
+    files: list[DataFile]
+    rewritten: bool = False
+
+
+def _by_partition(objects: Sequence[StoredObject]) -> list[list[StoredObject]]:
+    """Raw objects grouped by their hour partition (the key's folder), oldest partition first."""
+    groups: dict[str, list[StoredObject]] = {}
+    for item in objects:
+        groups.setdefault(item.key.rpartition("/")[0], []).append(item)
+    return [groups[folder] for folder in sorted(groups)]
+
+
+def _hour_of(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H")
+
+
+@dataclass
+class Curator:
+    """Curates one raw prefix into the two tables of one Glue database."""
+
+    catalog: Catalog
+    store: CompactionStore
+    settings: CuratorSettings
+    clock: Clock = _utc_now
+    io_threads: int = _IO_THREADS
+    #: Called after each step that changed something durable (tests crash the run there).
+    checkpoint: Callable[[str], None] = lambda step: None
+
+    # -- tables -------------------------------------------------------------------------------------------------
+    def tables(self) -> tuple[Table, Table]:
+        """``registration_changes`` and ``registrations``, created on first use."""
+        changes_table = ensure_table(
+            self.catalog,
+            self.settings.database,
+            self.settings.location(changes_spec().name),
+            changes_spec(),
+            self.settings.time_travel,
+        )
+        registrations_table = ensure_table(
+            self.catalog,
+            self.settings.database,
+            self.settings.location(registrations_spec().name),
+            registrations_spec(),
+            self.settings.time_travel,
+        )
+        return changes_table, registrations_table
+
+    # -- a run ----------------------------------------------------------------------------------------------
+    def run(self) -> CurationResult:
+        """Curate what is new, advance the state, delete covered raw objects; a conflict abandons the run."""
+        started = time.perf_counter()
+        result = CurationResult()
+        changes_table, registrations_table = self.tables()
+        try:
+            changes_table, ledger = self._curate_changes(changes_table, result)
+            self._advance_registrations(changes_table, registrations_table, result)
+        except CommitFailedException as error:
+            result.conflict = str(error)
+            result.seconds = time.perf_counter() - started
+            return result
+        self._delete_covered(ledger, result)
+        self._retain(result)
+        result.seconds = time.perf_counter() - started
+        return result
+
+    def _retain(self, result: CurationResult) -> None:
+        """Expire snapshots past the time-travel window and delete the files no kept snapshot needs."""
+        changes_table, registrations_table = self.tables()
+        state_snapshot = registrations_table.current_snapshot()
+        summary = state_snapshot.summary if state_snapshot is not None else None
+        applied = summary.get(APPLIED_PROPERTY) if summary is not None else None
+        now = self.clock()
+        for table, protected in ((changes_table, [int(applied)] if applied else []), (registrations_table, [])):
+            result.retention.append(
+                apply_retention(
+                    table,
+                    self.store,
+                    self.settings.bucket,
+                    now=now,
+                    keep_for=self.settings.time_travel,
+                    grace=self.settings.delete_grace,
+                    protected=protected,
+                )
+            )
+        self.checkpoint("retention applied")
+
+    # -- registration_changes -------------------------------------------------------------------------------
+    def _read_raw(self, item: StoredObject) -> pa.Table | None:
+        try:
+            body, _ = self.store.get(item.key)
+            rows = pq.read_table(pa.BufferReader(body))
+            return _conform(rows, arrow_schema(), item.key)
+        except (CompactionError, pa.ArrowInvalid, OSError):
+            return None
+
+    def _curate_changes(self, table: Table, result: CurationResult) -> tuple[Table, dict[str, LedgerEntry]]:
+        snapshot = table.current_snapshot()
+        ledger = read_ledger(table.io, snapshot.summary.get(LEDGER_PROPERTY) if snapshot and snapshot.summary else None)
+        prefix = self.settings.raw_prefix
+        listed = raw_objects(prefix, self.store.list(prefix))
+        pending = [item for item in listed if (entry := ledger.get(item.key)) is None or entry.etag != item.etag]
+        still_there = {item.key for item in listed}
+        ledger = {key: entry for key, entry in ledger.items() if key in still_there}
+        if not pending:
+            return table, ledger
+        staged = _Staged(table)
+        hours: dict[datetime, _HourFiles] = {}
+        try:
+            # One raw hour partition at a time: memory holds one partition's objects and the hours they touch,
+            # not the whole backlog.
+            for group in _by_partition(pending):
+                incoming = self._read_group(group, ledger, result)
+                self._rewrite_hours(table, incoming, result, staged, hours)
+                del incoming
+            removed = [data_file for hour in hours.values() if hour.rewritten for data_file in hour.committed]
+            added = [data_file for hour in hours.values() if hour.rewritten for data_file in hour.files]
+            ledger_path = f"{table.location()}/metadata/curator-ledger-{uuid.uuid4()}.json"
+            write_ledger(table.io, ledger_path, ledger)
+            staged.written.append(ledger_path)
+            properties = {
+                LEDGER_PROPERTY: ledger_path,
+                "curator.raw-objects": str(result.raw_objects_read),
+                "curator.changes-added": str(result.changes_added),
+            }
+            table = _commit_overwrite(table, removed, added, properties)
+        except CommitFailedException:
+            staged.discard()
+            raise
+        self.checkpoint("changes committed")
+        committed = table.current_snapshot()
+        result.changes_snapshot = committed.snapshot_id if committed else None
+        return table, ledger
+
+    def _read_group(
+        self, group: Sequence[StoredObject], ledger: dict[str, LedgerEntry], result: CurationResult
+    ) -> pa.Table:
+        """The rows of one partition's new raw objects, in the table's schema; the ledger gains the objects read."""
+        with ThreadPoolExecutor(max_workers=self.io_threads) as pool:
+            reads = list(pool.map(self._read_raw, group))
+        now = self.clock()
+        tables: list[pa.Table] = []
+        for item, rows in zip(group, reads, strict=True):
+            if rows is None:
+                result.unreadable.append(item.key)  # left unconsumed (never deleted); the run goes on
+                continue
+            tables.append(rows)
+            ledger[item.key] = LedgerEntry(item.etag, now)
+        del reads
+        result.raw_objects_read += len(tables)
+        target = changes_spec().arrow_schema
+        incoming = conform_to(pa.concat_tables(tables), target) if tables else target.empty_table()
+        result.rows_read += incoming.num_rows
+        return incoming
+
+    def _rewrite_hours(
+        self,
+        table: Table,
+        incoming: pa.Table,
+        result: CurationResult,
+        staged: _Staged,
+        hours: dict[datetime, _HourFiles],
+    ) -> None:
+        """Per hour of change time ``incoming`` touches: the hour's rows so far (committed, or written earlier in
+        this run) + the new rows, deduplicated, sorted, written; ``hours`` keeps each hour's files."""
+        hour_of_row = pc.floor_temporal(incoming.column("change_time"), unit="hour")
+        schema = changes_spec().arrow_schema
+        for hour in pc.unique(hour_of_row).to_pylist():
+            new_rows = incoming.filter(pc.equal(hour_of_row, pa.scalar(hour, hour_of_row.type)))
+            state = hours.get(hour)
+            if state is None:
+                end = hour + timedelta(hours=1)
+                within = And(
+                    _predicate(GreaterThanOrEqual, "change_time", hour.isoformat()),
+                    _predicate(LessThan, "change_time", end.isoformat()),
+                )
+                committed = files_matching(table, within)
+                state = hours[hour] = _HourFiles(committed, list(committed))
+            old_rows = read_files(table, state.files)
+            merged, order = merge_tables([old_rows, new_rows], schema)
+            added_here = len(order) - old_rows.num_rows
+            if added_here == 0:
+                continue  # every new row is already in the hour: nothing to rewrite
+            rows = conform_to(merged.take(order), schema)
+            del merged, order, old_rows
+            files = write_files(table, rows)
+            staged.written.extend(data_file.file_path for data_file in files)
+            if state.rewritten:  # files this run wrote for the hour a moment ago: never committed, replaced now
+                _Staged(table, [data_file.file_path for data_file in state.files]).discard()
+            state.files, state.rewritten = files, True
+            result.changes_added += added_here
+            if _hour_of(hour) not in result.hours_written:
+                result.hours_written.append(_hour_of(hour))
+
+    # -- registrations --------------------------------------------------------------------------------------
+    def _advance_registrations(self, changes: Table, state: Table, result: CurationResult) -> None:
+        target = changes.current_snapshot()
+        if target is None:
+            return
+        snapshot = state.current_snapshot()
+        summary = snapshot.summary if snapshot is not None and snapshot.summary is not None else None
+        applied_text = summary.get(APPLIED_PROPERTY) if summary is not None else None
+        applied = int(applied_text) if applied_text else None
+        if applied == target.snapshot_id:
+            return
+        delta = snapshot_changes(changes, applied, target.snapshot_id)
+        if delta is None:
+            raise CurationError(
+                f"registrations reflects registration_changes snapshot {applied}, which is no longer an ancestor of "
+                f"snapshot {target.snapshot_id}: the state cannot be advanced incrementally"
+            )
+        added_rows = read_files(changes, list(delta.added.values()))
+        removed_ids = read_files(changes, list(delta.removed.values()), columns=["change_id"]).column("change_id")
+        new_changes = added_rows.filter(pc.invert(pc.is_in(added_rows.column("change_id"), value_set=removed_ids)))
+        del added_rows, removed_ids
+        watermark_text = summary.get(WATERMARK_PROPERTY) if summary is not None else None
+        watermark = int(watermark_text) if watermark_text else None
+        staged = _Staged(state)
+        try:
+            removed, added, applied_count = self._merge_state(
+                changes=changes,
+                changes_snapshot=target.snapshot_id,
+                state=state,
+                new_changes=new_changes,
+                watermark=watermark,
+                result=result,
+            )
+            staged.written.extend(data_file.file_path for data_file in added)
+            newest = pc.max(new_changes.column("change_time").cast(pa.int64())).as_py()
+            properties = {
+                APPLIED_PROPERTY: str(target.snapshot_id),
+                WATERMARK_PROPERTY: str(max(watermark or 0, newest or 0)),
+                "curator.changes-applied": str(applied_count),
+            }
+            state = _commit_overwrite(state, removed, added, properties)
+        except CommitFailedException:
+            staged.discard()
+            raise
+        self.checkpoint("registrations committed")
+        result.state_changes_applied = applied_count
+        committed = state.current_snapshot()
+        result.registrations_snapshot = committed.snapshot_id if committed else None
+
+    def _merge_state(
+        self,
+        *,
+        changes: Table,
+        changes_snapshot: int,
+        state: Table,
+        new_changes: pa.Table,
+        watermark: int | None,
+        result: CurationResult,
+    ) -> tuple[list[DataFile], list[DataFile], int]:
+        """The touched events' partitions of ``state`` merged with the latest of ``new_changes`` per key."""
+        if new_changes.num_rows == 0:
+            return [], [], 0
+        winners = _latest_per_key(new_changes)
+        events = pc.unique(winners.column("event_id")).to_pylist()
+        old_files = files_matching(state, _predicate(In, "event_id", events))
+        current = read_files(state, old_files)
+        schema = registrations_spec().arrow_schema
+        # Candidates per key: the stored row (op null) and the run's latest change; the later one wins.
+        stored = current.append_column("op", pa.nulls(current.num_rows, pa.large_string()))
+        incoming = conform_to(winners.select([*schema.names, "op"]), stored.schema)
+        candidates = pa.concat_tables([stored, incoming])
+        chosen = _latest_per_key(candidates)
+        removed_keys = self._removed_later(changes, changes_snapshot, chosen, current, watermark)
+        keep = pc.not_equal(pc.fill_null(chosen.column("op"), ""), "REMOVE")
+        if removed_keys is not None:
+            keep = pc.and_(keep, pc.invert(removed_keys))
+        rows = chosen.filter(keep).select(schema.names)
+        order = pc.sort_indices(rows, sort_keys=[("event_id", "ascending"), ("fan_id", "ascending")])
+        rows = conform_to(rows.take(order), schema)
+        files = write_files(state, rows)
+        result.events_written = len(events)
+        return old_files, files, winners.num_rows
+
+    def _removed_later(
+        self, changes: Table, snapshot_id: int, chosen: pa.Table, current: pa.Table, watermark: int | None
+    ) -> pa.Array | None:
+        """For each chosen row: whether an already-applied REMOVE of its key is later than it.
+
+        Only a late change (no later than what was applied before) of a key with no stored row can be one: its
+        key may have been removed by a change applied in an earlier run, which the state no longer shows."""
+        if watermark is None:
+            return None
+        stored_keys, keys = _key_text(current), _key_text(chosen)
+        # A stored row (op null) is never a suspect: nulls are filled, or Arrow's and_ would make the row null.
+        operations = pc.fill_null(chosen.column("op"), "")
+        suspect = pc.and_(
+            pc.and_(pc.not_equal(operations, ""), pc.not_equal(operations, "REMOVE")),
+            pc.and_(
+                pc.less_equal(chosen.column("change_time").cast(pa.int64()), watermark),
+                pc.invert(pc.is_in(keys, value_set=stored_keys)),
+            ),
+        )
+        if not pc.any(suspect).as_py():
+            return None
+        suspects = chosen.filter(suspect)
+        since = pc.min(suspects.column("change_time")).as_py()
+        row_filter = And(
+            And(
+                _predicate(EqualTo, "op", "REMOVE"),
+                _predicate(GreaterThanOrEqual, "change_time", since.isoformat()),
+            ),
+            _predicate(In, "event_id", pc.unique(suspects.column("event_id")).to_pylist()),
+        )
+        removes = changes.scan(
+            row_filter=row_filter,
+            snapshot_id=snapshot_id,
+            selected_fields=("event_id", "fan_id", "change_time", "sequence_number"),
+        ).to_arrow()
+        if removes.num_rows == 0:
+            return None
+        latest_removes = _latest_per_key(removes)
+        remove_keys = _key_text(latest_removes)
+        # A key whose latest REMOVE orders after the chosen change: compare through a table join on the key.
+        joined = pa.table({"key": keys, "row": pa.array(range(chosen.num_rows), pa.int64())}).join(
+            pa.table({"key": remove_keys}).append_column("remove_rank", _rank_table(latest_removes)),
+            "key",
+            join_type="inner",
+        )
+        chosen_rank = _rank_table(chosen)
+        pairs = zip(joined.column("row").to_pylist(), joined.column("remove_rank").to_pylist(), strict=True)
+        later = [row for row, rank in pairs if rank > chosen_rank[row].as_py()]
+        flags = [False] * chosen.num_rows
+        for row in later:
+            flags[row] = True
+        return pc.and_(suspect, pa.array(flags))
+
+    # -- raw objects ----------------------------------------------------------------------------------------
+    def _delete_covered(self, ledger: dict[str, LedgerEntry], result: CurationResult) -> None:
+        """Delete raw objects the committed ledger covers, the grace period after they were consumed."""
+        now = self.clock()
+        due = [(key, entry) for key, entry in ledger.items() if now - entry.consumed_at >= self.settings.delete_grace]
+        result.raw_pending_deletion = len(ledger) - len(due)
+        if not due:
+            return
+        with ThreadPoolExecutor(max_workers=self.io_threads) as pool:
+            deleted = list(pool.map(lambda item: self.store.delete(item[0], item[1].etag), due))
+        result.raw_deleted = sum(deleted)
+        self.checkpoint("raw deleted")
+
+
+def _key_text(rows: pa.Table) -> pa.Array:
+    """``event_id`` and ``fan_id`` joined into one text per row (a unit separator between them)."""
+    return pc.binary_join_element_wise(
+        rows.column("event_id").cast(pa.string()), rows.column("fan_id").cast(pa.string()), "\x1f"
+    )
+
+
+def _rank_table(rows: pa.Table) -> pa.Array:
+    """The ordering keys of ``rows`` joined into one comparable text per row (time, then padded sequence)."""
+    keys = ordering_keys(rows)
+    micros = pc.utf8_lpad(keys.column(ORDER_COLUMNS[0]).cast(pa.int64()).cast(pa.string()), width=20, padding="0")
+    return pc.binary_join_element_wise(micros, keys.column(ORDER_COLUMNS[1]).cast(pa.string()), "/")
+
+
+def _latest_per_key(rows: pa.Table) -> pa.Table:
+    """The latest row (by the ordering rule) of each (event_id, fan_id), in key order."""
+    if rows.num_rows == 0:
+        return rows
+    keys = ordering_keys(rows)
+    index = pa.table(
+        {
+            "event_id": rows.column("event_id"),
+            "fan_id": rows.column("fan_id"),
+            ORDER_COLUMNS[0]: keys.column(ORDER_COLUMNS[0]),
+            ORDER_COLUMNS[1]: keys.column(ORDER_COLUMNS[1]),
+        }
+    )
+    order = pc.sort_indices(
+        index,
+        sort_keys=[
+            ("event_id", "ascending"),
+            ("fan_id", "ascending"),
+            (ORDER_COLUMNS[0], "descending"),
+            (ORDER_COLUMNS[1], "descending"),
+        ],
+    )
+    sorted_keys = index.select(["event_id", "fan_id"]).take(order)
+    events, fans = sorted_keys.column("event_id").combine_chunks(), sorted_keys.column("fan_id").combine_chunks()
+    if len(order) == 1:
+        first = pa.array([True])
+    else:
+        differs = pc.or_(
+            pc.not_equal(events.slice(1), events.slice(0, len(events) - 1)),
+            pc.not_equal(fans.slice(1), fans.slice(0, len(fans) - 1)),
+        )
+        first = pa.concat_arrays([pa.array([True]), differs])
+    return rows.take(pc.filter(order, first))

@@ -1,0 +1,159 @@
+"""Lambda entry point of the curator: one curation run per invocation (schedule, ``make compact``, any path).
+
+Importing this module reads no setting; the first invocation reads and validates them (``ConfigError`` names the
+variable and its value). The run's guarantees are in ``curator.curation``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from aws_lambda_powertools.logging import Logger
+from aws_lambda_powertools.metrics import Metrics, MetricUnit
+
+from curator.curation import CurationResult, Curator, CuratorSettings
+from pipeline.compactor import S3CompactionStore
+from pipeline.config import (
+    DEFAULT_METRICS_NAMESPACE,
+    DEFAULT_OUTPUT_PREFIX,
+    DEFAULT_SERVICE_NAME,
+    OUTPUT_BUCKET,
+    OUTPUT_PREFIX,
+    POWERTOOLS_METRICS_NAMESPACE,
+    POWERTOOLS_SERVICE_NAME,
+)
+from pipeline.exceptions import ConfigError, PipelineError
+
+__all__ = [
+    "CURATED_PREFIX",
+    "CURATION_DELETE_GRACE_MINUTES",
+    "ENVIRONMENT_VARIABLES",
+    "GLUE_DATABASE",
+    "TIME_TRAVEL_DAYS",
+    "CurationFailedError",
+    "handler",
+    "load_curator_settings",
+]
+
+GLUE_DATABASE = "GLUE_DATABASE"
+CURATED_PREFIX = "CURATED_PREFIX"
+TIME_TRAVEL_DAYS = "TIME_TRAVEL_DAYS"
+CURATION_DELETE_GRACE_MINUTES = "CURATION_DELETE_GRACE_MINUTES"
+AWS_REGION = "AWS_REGION"
+#: Every variable the curator reads, in the order the infrastructure should set them.
+ENVIRONMENT_VARIABLES = (
+    OUTPUT_BUCKET,
+    OUTPUT_PREFIX,
+    GLUE_DATABASE,
+    CURATED_PREFIX,
+    TIME_TRAVEL_DAYS,
+    CURATION_DELETE_GRACE_MINUTES,
+    POWERTOOLS_SERVICE_NAME,
+    POWERTOOLS_METRICS_NAMESPACE,
+)
+DEFAULT_CURATED_PREFIX = "curated/"
+DEFAULT_TIME_TRAVEL_DAYS = 7
+DEFAULT_DELETE_GRACE_MINUTES = 15
+_DATABASE = re.compile(r"^[a-z0-9_]{1,255}$")
+_PREFIX = re.compile(r"^(?:[A-Za-z0-9!_.*'()=-]+/)+$")
+
+
+class CurationFailedError(PipelineError):
+    """Some raw objects could not be read (they are left in place, never deleted); the message names them."""
+
+
+def _whole_number(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise ConfigError(f"{name}={text!r} is not a whole number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} must be {minimum} or more")
+    return value
+
+
+def load_curator_settings(environ: Mapping[str, str] | None = None) -> CuratorSettings:
+    """Read the settings from ``environ`` (the process environment by default); raise ``ConfigError`` if invalid."""
+    env = os.environ if environ is None else environ
+    bucket = env.get(OUTPUT_BUCKET, "").strip()
+    if not bucket:
+        raise ConfigError(f"{OUTPUT_BUCKET} is required: the bucket of the raw objects and the curated tables")
+    database = env.get(GLUE_DATABASE, "").strip()
+    if not _DATABASE.match(database):
+        raise ConfigError(f"{GLUE_DATABASE}={database!r} must be a Glue database name (lowercase, digits, '_')")
+    raw_prefix = env.get(OUTPUT_PREFIX, "").strip() or DEFAULT_OUTPUT_PREFIX
+    tables_prefix = env.get(CURATED_PREFIX, "").strip() or DEFAULT_CURATED_PREFIX
+    for name, prefix in ((OUTPUT_PREFIX, raw_prefix), (CURATED_PREFIX, tables_prefix)):
+        if not _PREFIX.match(prefix):
+            raise ConfigError(f"{name}={prefix!r} is not a key prefix like 'curated/' (ending with '/')")
+    if raw_prefix.startswith(tables_prefix) or tables_prefix.startswith(raw_prefix):
+        raise ConfigError(f"{CURATED_PREFIX}={tables_prefix!r} and {OUTPUT_PREFIX}={raw_prefix!r} must not overlap")
+    return CuratorSettings(
+        bucket=bucket,
+        raw_prefix=raw_prefix,
+        database=database,
+        tables_prefix=tables_prefix,
+        time_travel=timedelta(days=_whole_number(env, TIME_TRAVEL_DAYS, DEFAULT_TIME_TRAVEL_DAYS, 1)),
+        delete_grace=timedelta(
+            minutes=_whole_number(env, CURATION_DELETE_GRACE_MINUTES, DEFAULT_DELETE_GRACE_MINUTES, 0)
+        ),
+    )
+
+
+logger = Logger(service=os.environ.get(POWERTOOLS_SERVICE_NAME) or DEFAULT_SERVICE_NAME)
+metrics = Metrics(
+    namespace=os.environ.get(POWERTOOLS_METRICS_NAMESPACE) or DEFAULT_METRICS_NAMESPACE,
+    service=os.environ.get(POWERTOOLS_SERVICE_NAME) or DEFAULT_SERVICE_NAME,
+)
+_state: dict[str, Any] = {}
+
+
+def _curator() -> Curator:
+    """The curator of this execution environment, made on the first invocation."""
+    if not _state:
+        from curator.catalog import glue_catalog  # noqa: PLC0415 - pyiceberg's import is slow: pay it once
+
+        settings = load_curator_settings()
+        region = os.environ.get(AWS_REGION) or "us-east-1"
+        catalog = glue_catalog(region, endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+        _state["curator"] = Curator(catalog=catalog, store=S3CompactionStore(settings.bucket), settings=settings)
+    curator: Curator = _state["curator"]
+    return curator
+
+
+def _publish(result: CurationResult) -> None:
+    for name, value in (
+        ("RawObjectsCurated", result.raw_objects_read),
+        ("ChangesAdded", result.changes_added),
+        ("StateChangesApplied", result.state_changes_applied),
+        ("RawObjectsDeleted", result.raw_deleted),
+        ("RawObjectsUnreadable", len(result.unreadable)),
+        ("CommitConflicts", int(result.conflict is not None)),
+    ):
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+
+
+@metrics.log_metrics(raise_on_empty_metrics=False)
+def handler(event: Any, context: Any) -> dict[str, Any]:
+    """Run one curation; return and log its counts. A conflict is reported (the next run retries); unreadable raw
+    objects fail the invocation so the alarm fires."""
+    try:
+        curator = _curator()
+    except ConfigError:
+        metrics.add_metric(name="InvalidSettings", unit=MetricUnit.Count, value=1)
+        logger.exception("invalid curator settings")
+        raise
+    result = curator.run()
+    _publish(result)
+    summary = result.summary()
+    logger.info("curation done", extra=summary)
+    if result.unreadable:
+        raise CurationFailedError(f"{len(result.unreadable)} raw object(s) unreadable: {', '.join(result.unreadable)}")
+    return summary

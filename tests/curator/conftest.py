@@ -1,0 +1,137 @@
+"""Fixtures of the curator tests: the local AWS server (with Glue refusing stale table versions), a bucket and a
+Glue database per test, raw objects written as the stream handler writes them, and a settable clock."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import boto3
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from botocore.config import Config
+
+from curator.catalog import glue_catalog
+from curator.curation import Curator, CuratorSettings
+from pipeline.compactor import S3CompactionStore
+from pipeline.writer import encode_parquet, partition_prefix
+from sandbox.server import MotoProcess
+from tests.compaction.conftest import HOUR, PREFIX, generated_rows, object_name
+
+__all__ = ["HOUR", "PREFIX", "Clock", "CuratedLake", "generated_rows", "latest_state"]
+
+REGION = "us-east-1"
+
+
+@dataclass
+class Clock:
+    """A clock the test moves."""
+
+    now: datetime = field(default_factory=lambda: HOUR + timedelta(hours=2))
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@dataclass
+class CuratedLake:
+    """One bucket and one Glue database on the local AWS."""
+
+    endpoint_url: str
+    s3: Any
+    glue: Any
+    bucket: str
+    database: str
+    clock: Clock
+
+    @property
+    def settings(self) -> CuratorSettings:
+        return CuratorSettings(bucket=self.bucket, raw_prefix=PREFIX, database=self.database)
+
+    def catalog(self) -> Any:
+        return glue_catalog(
+            REGION, endpoint_url=self.endpoint_url, access_key_id="testing", secret_access_key="testing"
+        )
+
+    def store(self) -> S3CompactionStore:
+        return S3CompactionStore(self.bucket, client=self.s3)
+
+    def curator(self, **overrides: Any) -> Curator:
+        return Curator(
+            catalog=self.catalog(), store=self.store(), settings=self.settings, clock=self.clock, **overrides
+        )
+
+    def write(self, rows: pa.Table, hour: datetime = HOUR) -> str:
+        """One stream-handler object, created write-once."""
+        key = partition_prefix(PREFIX, hour) + object_name(rows)
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=encode_parquet(rows), IfNoneMatch="*")
+        return key
+
+    def raw_keys(self) -> list[str]:
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=PREFIX)
+        return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+
+    def keys(self, prefix: str) -> list[str]:
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+
+    def table(self, name: str) -> Any:
+        return self.catalog().load_table((self.database, name))
+
+
+def latest_state(changes: pa.Table) -> dict[tuple[str, str], tuple[Any, ...]]:
+    """Brute force: per (event, fan), the latest change by (change time, sequence number as an integer); keys whose
+    latest change is a REMOVE are absent. Values: (change_id, status, quantity)."""
+    best: dict[tuple[str, str], tuple[Any, int, dict[str, Any]]] = {}
+    for row in changes.to_pylist():
+        key = (row["event_id"], row["fan_id"])
+        rank = (row["change_time"], int(row["sequence_number"]))
+        if key not in best or rank > best[key][:2]:
+            best[key] = (rank[0], rank[1], row)
+    return {
+        key: (row["change_id"], row["status"], row["quantity"])
+        for key, (_, _, row) in best.items()
+        if row["op"] != "REMOVE"
+    }
+
+
+def state_of(registrations: pa.Table) -> dict[tuple[str, str], tuple[Any, ...]]:
+    rows = registrations.to_pylist()
+    state = {(row["event_id"], row["fan_id"]): (row["change_id"], row["status"], row["quantity"]) for row in rows}
+    assert len(state) == len(rows), "registrations holds a key twice"
+    return state
+
+
+def is_sorted(table: pa.Table, keys: tuple[str, ...]) -> bool:
+    order = pc.sort_indices(table, sort_keys=[(name, "ascending") for name in keys])
+    return order.to_pylist() == list(range(table.num_rows))
+
+
+@pytest.fixture(scope="session")
+def aws_server() -> Iterator[MotoProcess]:
+    with MotoProcess() as server:
+        yield server
+
+
+@pytest.fixture
+def lake(aws_server: MotoProcess) -> CuratedLake:
+    config = Config(retries={"mode": "standard", "max_attempts": 2}, max_pool_connections=32)
+    options: dict[str, Any] = {
+        "endpoint_url": aws_server.endpoint_url,
+        "region_name": REGION,
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+        "config": config,
+    }
+    s3, glue = boto3.client("s3", **options), boto3.client("glue", **options)
+    suffix = uuid.uuid4().hex[:12]
+    bucket = f"curated-{suffix}"
+    s3.create_bucket(Bucket=bucket)
+    return CuratedLake(aws_server.endpoint_url, s3, glue, bucket, f"curated_{suffix}", Clock())

@@ -1,0 +1,65 @@
+"""The curator's entry point: settings from the environment (errors name the variable), and one run per
+invocation against the local AWS."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from curator import handler as entry
+from curator.tables import CHANGES_TABLE
+from pipeline.exceptions import ConfigError
+from tests.curator.conftest import PREFIX, CuratedLake, generated_rows
+
+VALID = {"OUTPUT_BUCKET": "demand-bucket", "GLUE_DATABASE": "prd3292_dev1_demand"}
+
+
+def test_settings_defaults():
+    settings = entry.load_curator_settings(VALID)
+    assert settings.bucket == "demand-bucket"
+    assert settings.raw_prefix == "demand/events/"
+    assert settings.tables_prefix == "curated/"
+    assert settings.time_travel == timedelta(days=7)
+    assert settings.delete_grace == timedelta(minutes=15)
+    assert settings.location(CHANGES_TABLE) == "s3://demand-bucket/curated/registration_changes"
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ({"OUTPUT_BUCKET": ""}, "OUTPUT_BUCKET"),
+        ({"GLUE_DATABASE": "Bad-Name"}, "GLUE_DATABASE"),
+        ({"TIME_TRAVEL_DAYS": "0"}, "TIME_TRAVEL_DAYS"),
+        ({"TIME_TRAVEL_DAYS": "week"}, "TIME_TRAVEL_DAYS"),
+        ({"CURATION_DELETE_GRACE_MINUTES": "-1"}, "CURATION_DELETE_GRACE_MINUTES"),
+        ({"CURATED_PREFIX": "/curated"}, "CURATED_PREFIX"),
+        ({"CURATED_PREFIX": "demand/"}, "CURATED_PREFIX"),
+    ],
+)
+def test_invalid_settings_name_the_variable(override, named):
+    with pytest.raises(ConfigError, match=named):
+        entry.load_curator_settings({**VALID, **override})
+
+
+def test_an_invocation_runs_one_curation(lake: CuratedLake, monkeypatch: pytest.MonkeyPatch):
+    for name, value in {
+        "OUTPUT_BUCKET": lake.bucket,
+        "OUTPUT_PREFIX": PREFIX,
+        "GLUE_DATABASE": lake.database,
+        "AWS_ENDPOINT_URL": lake.endpoint_url,
+        "AWS_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(entry, "_state", {})
+    lake.write(generated_rows(40))
+
+    summary = entry.handler({}, None)
+
+    assert summary["changes_added"] == 40
+    assert summary["conflict"] is None
+    assert lake.table(CHANGES_TABLE).scan().to_arrow().num_rows == 40
+    again = entry.handler({}, None)
+    assert again["raw_objects_read"] == 0
