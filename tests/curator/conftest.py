@@ -18,6 +18,7 @@ from botocore.config import Config
 
 from curator.catalog import glue_catalog
 from curator.curation import Curator, CuratorSettings
+from pipeline.change_order import newer_order_key
 from pipeline.compactor import S3CompactionStore
 from pipeline.writer import encode_parquet, partition_prefix
 from sandbox.server import MotoProcess
@@ -102,18 +103,15 @@ class CuratedLake:
 
 
 def latest_state(changes: pa.Table) -> dict[tuple[str, str], tuple[Any, ...]]:
-    """Brute force: per (event, fan), the latest change by (change time, sequence number as an integer); keys whose
-    latest change is a REMOVE are absent. Values: (change_id, status, quantity)."""
-    best: dict[tuple[str, str], tuple[Any, int, dict[str, Any]]] = {}
+    """Brute force: per (event, fan), the newest change by the contract's order (``newer_order_key``); keys whose
+    newest change is a REMOVE are absent. Values: (change_id, status, quantity)."""
+    best: dict[tuple[str, str], dict[str, Any]] = {}
     for row in changes.to_pylist():
         key = (row["event_id"], row["fan_id"])
-        rank = (row["change_time"], int(row["sequence_number"]))
-        if key not in best or rank > best[key][:2]:
-            best[key] = (rank[0], rank[1], row)
+        if key not in best or newer_order_key(row) > newer_order_key(best[key]):
+            best[key] = row
     return {
-        key: (row["change_id"], row["status"], row["quantity"])
-        for key, (_, _, row) in best.items()
-        if row["op"] != "REMOVE"
+        key: (row["change_id"], row["status"], row["quantity"]) for key, row in best.items() if row["op"] != "REMOVE"
     }
 
 
