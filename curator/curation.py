@@ -35,10 +35,10 @@ from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import And, BooleanExpression, EqualTo, GreaterThanOrEqual, In, LessThan
 
 from curator.files import conform_to, files_matching, read_files, snapshot_changes, write_files
-from curator.ordering import ORDER_COLUMNS, ordering_keys
 from curator.raw import LEDGER_PROPERTY, LedgerEntry, raw_objects, read_ledger, write_ledger
 from curator.retention import RetentionResult, apply_retention
 from curator.tables import changes_spec, ensure_table, registrations_spec
+from pipeline.change_order import CHANGE_TIME_US, NEWER_ORDER_COLUMNS, newer_order_columns
 from pipeline.compactor import CompactionError, CompactionStore, StoredObject, _conform, merge_tables
 from pipeline.exceptions import PipelineError
 from pipeline.schema import arrow_schema
@@ -59,7 +59,7 @@ __all__ = [
 
 #: Summary property of a ``registrations`` snapshot: the ``registration_changes`` snapshot it reflects.
 APPLIED_PROPERTY = "curator.changes-snapshot-id"
-#: Summary property of a ``registrations`` snapshot: the latest change time (microseconds) applied so far.
+#: Summary property of a ``registrations`` snapshot: the latest ``change_time_us`` applied so far.
 WATERMARK_PROPERTY = "curator.applied-change-time-us"
 _IO_THREADS = 16
 
@@ -331,8 +331,8 @@ class Curator:
             old_rows = read_files(table, state.files)
             merged, order = merge_tables([old_rows, new_rows], schema)
             added_here = len(order) - old_rows.num_rows
-            if added_here == 0:
-                continue  # every new row is already in the hour: nothing to rewrite
+            if not pc.any(pc.greater_equal(order, old_rows.num_rows)).as_py():
+                continue  # every new row is already in the hour (as the copy kept): nothing to rewrite
             rows = conform_to(merged.take(order), schema)
             del merged, order, old_rows
             files = write_files(table, rows)
@@ -378,7 +378,7 @@ class Curator:
                 result=result,
             )
             staged.written.extend(data_file.file_path for data_file in added)
-            newest = pc.max(new_changes.column("change_time").cast(pa.int64())).as_py()
+            newest = pc.max(new_changes.column(CHANGE_TIME_US)).as_py()
             properties = {
                 APPLIED_PROPERTY: str(target.snapshot_id),
                 WATERMARK_PROPERTY: str(max(watermark or 0, newest or 0)),
@@ -442,7 +442,7 @@ class Curator:
         suspect = pc.and_(
             pc.and_(pc.not_equal(operations, ""), pc.not_equal(operations, "REMOVE")),
             pc.and_(
-                pc.less_equal(chosen.column("change_time").cast(pa.int64()), watermark),
+                pc.less_equal(chosen.column(CHANGE_TIME_US), watermark),
                 pc.invert(pc.is_in(keys, value_set=stored_keys)),
             ),
         )
@@ -460,7 +460,7 @@ class Curator:
         removes = changes.scan(
             row_filter=row_filter,
             snapshot_id=snapshot_id,
-            selected_fields=("event_id", "fan_id", "change_time", "sequence_number"),
+            selected_fields=("event_id", "fan_id", "change_time", CHANGE_TIME_US, "sequence_number", "change_id"),
         ).to_arrow()
         if removes.num_rows == 0:
             return None
@@ -502,23 +502,25 @@ def _key_text(rows: pa.Table) -> pa.Array:
 
 
 def _rank_table(rows: pa.Table) -> pa.Array:
-    """The ordering keys of ``rows`` joined into one comparable text per row (time, then padded sequence)."""
-    keys = ordering_keys(rows)
-    micros = pc.utf8_lpad(keys.column(ORDER_COLUMNS[0]).cast(pa.int64()).cast(pa.string()), width=20, padding="0")
-    return pc.binary_join_element_wise(micros, keys.column(ORDER_COLUMNS[1]).cast(pa.string()), "/")
+    """The order of changes (``pipeline.change_order``) as one comparable text per row."""
+    keys = newer_order_columns(rows)
+    micros = pc.utf8_lpad(keys.column(NEWER_ORDER_COLUMNS[0]).cast(pa.string()), width=20, padding="0")
+    return pc.binary_join_element_wise(
+        micros, keys.column(NEWER_ORDER_COLUMNS[1]), keys.column(NEWER_ORDER_COLUMNS[2]), "/"
+    )
 
 
 def _latest_per_key(rows: pa.Table) -> pa.Table:
-    """The latest row (by the ordering rule) of each (event_id, fan_id), in key order."""
+    """The newest row (by the order of changes, ``pipeline.change_order``) of each (event_id, fan_id), in key
+    order."""
     if rows.num_rows == 0:
         return rows
-    keys = ordering_keys(rows)
+    keys = newer_order_columns(rows)
     index = pa.table(
         {
             "event_id": rows.column("event_id"),
             "fan_id": rows.column("fan_id"),
-            ORDER_COLUMNS[0]: keys.column(ORDER_COLUMNS[0]),
-            ORDER_COLUMNS[1]: keys.column(ORDER_COLUMNS[1]),
+            **{name: keys.column(name) for name in NEWER_ORDER_COLUMNS},
         }
     )
     order = pc.sort_indices(
@@ -526,8 +528,7 @@ def _latest_per_key(rows: pa.Table) -> pa.Table:
         sort_keys=[
             ("event_id", "ascending"),
             ("fan_id", "ascending"),
-            (ORDER_COLUMNS[0], "descending"),
-            (ORDER_COLUMNS[1], "descending"),
+            *((name, "descending") for name in NEWER_ORDER_COLUMNS),
         ],
     )
     sorted_keys = index.select(["event_id", "fan_id"]).take(order)

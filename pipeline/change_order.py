@@ -28,10 +28,12 @@ from pipeline.decode import sequence_key as sequence_order_key
 
 __all__ = [
     "CHANGE_TIME_US",
+    "NEWER_ORDER_COLUMNS",
     "SEQUENCE_SQL_DIGITS",
     "change_time_us_of",
     "copy_order_key",
     "first_copy_sql",
+    "newer_order_columns",
     "newer_order_key",
     "newest_first_sql",
     "sequence_order_key",
@@ -41,11 +43,27 @@ __all__ = [
 CHANGE_TIME_US = "change_time_us"
 #: Kinesis sequence numbers are decimal text of at most 128 digits: SQL compares them left-padded to this width.
 SEQUENCE_SQL_DIGITS = 129
+#: The columns ``newer_order_columns`` returns, most significant first; ascending order = oldest first.
+NEWER_ORDER_COLUMNS = ("_order_time_us", "_order_sequence", "_order_change_id")
 
 
 def newer_order_key(row: Mapping[str, Any]) -> tuple[int, tuple[int, str], str]:
     """Sort key of a change row: of two changes of one registration, the newer has the larger key."""
     return (int(row[CHANGE_TIME_US]), sequence_order_key(str(row["sequence_number"])), str(row["change_id"]))
+
+
+def newer_order_columns(rows: pa.Table) -> pa.Table:
+    """The order of ``rows``' changes as Arrow columns (``NEWER_ORDER_COLUMNS``), for sorting whole tables:
+    sorted ascending by all three, of two changes of one registration the newer comes last (as ``newer_order_key``:
+    the sequence number left-padded, as in the SQL)."""
+    sequences = rows.column("sequence_number").cast(pa.string())
+    return pa.table(
+        {
+            NEWER_ORDER_COLUMNS[0]: change_time_us_of(rows.column(CHANGE_TIME_US)),
+            NEWER_ORDER_COLUMNS[1]: pc.utf8_lpad(sequences, width=SEQUENCE_SQL_DIGITS, padding="0"),
+            NEWER_ORDER_COLUMNS[2]: rows.column("change_id").cast(pa.string()),
+        }
+    )
 
 
 def copy_order_key(row: Mapping[str, Any]) -> tuple[tuple[int, str], str]:

@@ -374,8 +374,8 @@ def _combined(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
 
 
 def _first_of_each_change(rows: pa.Table) -> pa.Array | None:
-    """Positions of the rows to keep, one per ``change_id`` (the lowest sequence number: the copy rule of
-    ``pipeline.change_order``, all rows being of one shard); None if all are distinct.
+    """Positions of the rows to keep, one per ``change_id`` (the lowest sequence number, then the lowest
+    ``shard_id``: the copy rule of ``pipeline.change_order``); None if all are distinct.
 
     Duplicates are rare: they are found by hashing, and only their rows are sorted."""
     counts = rows.group_by("change_id", use_threads=False).aggregate([("change_id", "count")])
@@ -393,9 +393,12 @@ def _first_of_each_change(rows: pa.Table) -> pa.Array | None:
         {
             "change_id": pc.take(rows["change_id"], positions),
             "sequence": pc.utf8_lpad(sequences, width=_SEQUENCE_DIGITS, padding="0"),
+            "shard_id": pc.take(rows["shard_id"], positions),
         }
     )
-    by_change = pc.sort_indices(keys, sort_keys=[("change_id", "ascending"), ("sequence", "ascending")])
+    by_change = pc.sort_indices(
+        keys, sort_keys=[("change_id", "ascending"), ("sequence", "ascending"), ("shard_id", "ascending")]
+    )
     ordered = pc.take(keys["change_id"], by_change)
     first = pc.not_equal(ordered.slice(1), ordered.slice(0, len(ordered) - 1))
     winners = pc.take(positions, pc.filter(by_change, pa.concat_arrays([pa.array([True]), first.combine_chunks()])))

@@ -1,5 +1,6 @@
-"""Fixtures of the curator tests: the local AWS server (with Glue refusing stale table versions), a bucket and a
-Glue database per test, raw objects written as the stream handler writes them, and a settable clock."""
+"""Fixtures of the curator tests: the local AWS server (with Glue refusing stale table versions) and one Glue
+catalog, both shared by the session; a bucket and a Glue database per test (state never leaks between tests), raw
+objects written as the stream handler writes them, and a settable clock."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from botocore.config import Config
 
 from curator.catalog import glue_catalog
 from curator.curation import Curator, CuratorSettings
+from pipeline.change_order import newer_order_key
 from pipeline.compactor import S3CompactionStore
 from pipeline.writer import encode_parquet, partition_prefix
 from sandbox.server import MotoProcess
@@ -50,23 +52,37 @@ class CuratedLake:
     bucket: str
     database: str
     clock: Clock
+    #: The session's catalog (building one costs a quarter of a second): tables are named with the database.
+    shared_catalog: Any = None
 
     @property
     def settings(self) -> CuratorSettings:
         return CuratorSettings(bucket=self.bucket, raw_prefix=PREFIX, database=self.database)
 
     def catalog(self) -> Any:
-        return glue_catalog(
-            REGION, endpoint_url=self.endpoint_url, access_key_id="testing", secret_access_key="testing"
+        if self.shared_catalog is None:
+            self.shared_catalog = self.new_catalog()
+        return self.shared_catalog
+
+    def new_catalog(self) -> Any:
+        """A catalog of its own (for a test that patches or instruments one)."""
+        return new_catalog(self.endpoint_url)
+
+    def with_fresh_names(self, clock: Clock | None = None) -> CuratedLake:
+        """Another bucket and Glue database on the same server, sharing clients and catalog."""
+        suffix = uuid.uuid4().hex[:12]
+        bucket = f"curated-{suffix}"
+        self.s3.create_bucket(Bucket=bucket)
+        return CuratedLake(
+            self.endpoint_url, self.s3, self.glue, bucket, f"curated_{suffix}", clock or Clock(), self.catalog()
         )
 
     def store(self) -> S3CompactionStore:
         return S3CompactionStore(self.bucket, client=self.s3)
 
     def curator(self, **overrides: Any) -> Curator:
-        return Curator(
-            catalog=self.catalog(), store=self.store(), settings=self.settings, clock=self.clock, **overrides
-        )
+        catalog = overrides.pop("catalog", None) or self.catalog()
+        return Curator(catalog=catalog, store=self.store(), settings=self.settings, clock=self.clock, **overrides)
 
     def write(self, rows: pa.Table, hour: datetime = HOUR) -> str:
         """One stream-handler object, created write-once."""
@@ -87,18 +103,15 @@ class CuratedLake:
 
 
 def latest_state(changes: pa.Table) -> dict[tuple[str, str], tuple[Any, ...]]:
-    """Brute force: per (event, fan), the latest change by (change time, sequence number as an integer); keys whose
-    latest change is a REMOVE are absent. Values: (change_id, status, quantity)."""
-    best: dict[tuple[str, str], tuple[Any, int, dict[str, Any]]] = {}
+    """Brute force: per (event, fan), the newest change by the contract's order (``newer_order_key``); keys whose
+    newest change is a REMOVE are absent. Values: (change_id, status, quantity)."""
+    best: dict[tuple[str, str], dict[str, Any]] = {}
     for row in changes.to_pylist():
         key = (row["event_id"], row["fan_id"])
-        rank = (row["change_time"], int(row["sequence_number"]))
-        if key not in best or rank > best[key][:2]:
-            best[key] = (rank[0], rank[1], row)
+        if key not in best or newer_order_key(row) > newer_order_key(best[key]):
+            best[key] = row
     return {
-        key: (row["change_id"], row["status"], row["quantity"])
-        for key, (_, _, row) in best.items()
-        if row["op"] != "REMOVE"
+        key: (row["change_id"], row["status"], row["quantity"]) for key, row in best.items() if row["op"] != "REMOVE"
     }
 
 
@@ -114,14 +127,23 @@ def is_sorted(table: pa.Table, keys: tuple[str, ...]) -> bool:
     return order.to_pylist() == list(range(table.num_rows))
 
 
+def new_catalog(endpoint_url: str) -> Any:
+    return glue_catalog(REGION, endpoint_url=endpoint_url, access_key_id="testing", secret_access_key="testing")
+
+
 @pytest.fixture(scope="session")
 def aws_server() -> Iterator[MotoProcess]:
     with MotoProcess() as server:
         yield server
 
 
-@pytest.fixture
-def lake(aws_server: MotoProcess) -> CuratedLake:
+@pytest.fixture(scope="session")
+def session_catalog(aws_server: MotoProcess) -> Any:
+    return new_catalog(aws_server.endpoint_url)
+
+
+@pytest.fixture(scope="session")
+def session_clients(aws_server: MotoProcess) -> tuple[Any, Any]:
     config = Config(retries={"mode": "standard", "max_attempts": 2}, max_pool_connections=32)
     options: dict[str, Any] = {
         "endpoint_url": aws_server.endpoint_url,
@@ -130,8 +152,18 @@ def lake(aws_server: MotoProcess) -> CuratedLake:
         "aws_secret_access_key": "testing",
         "config": config,
     }
-    s3, glue = boto3.client("s3", **options), boto3.client("glue", **options)
+    return boto3.client("s3", **options), boto3.client("glue", **options)
+
+
+def new_lake(aws_server: MotoProcess, clients: tuple[Any, Any], catalog: Any) -> CuratedLake:
+    """A fresh bucket and Glue database (names unique to the caller) on the session's server."""
+    s3, glue = clients
     suffix = uuid.uuid4().hex[:12]
     bucket = f"curated-{suffix}"
     s3.create_bucket(Bucket=bucket)
-    return CuratedLake(aws_server.endpoint_url, s3, glue, bucket, f"curated_{suffix}", Clock())
+    return CuratedLake(aws_server.endpoint_url, s3, glue, bucket, f"curated_{suffix}", Clock(), catalog)
+
+
+@pytest.fixture
+def lake(aws_server: MotoProcess, session_clients: tuple[Any, Any], session_catalog: Any) -> CuratedLake:
+    return new_lake(aws_server, session_clients, session_catalog)

@@ -48,7 +48,7 @@ def test_two_concurrent_runs_lose_nothing_when_glue_sees_the_race(lake: CuratedL
     lake.write(first)
     lake.curator().tables()
     second = generated_rows(150, shard_id=OTHER_SHARD, seed=2)
-    runner_a, runner_b = lake.curator(), lake.curator()
+    runner_a, runner_b = lake.curator(), lake.curator(catalog=lake.new_catalog())  # two processes
     results: dict[str, Any] = {}
     catalog_b = runner_b.catalog
     original = catalog_b._update_glue_table  # type: ignore[attr-defined]
@@ -86,7 +86,7 @@ def test_a_run_whose_table_moved_on_abandons_and_the_next_run_completes(
     """B has staged its commit on the snapshot it read; A commits first; B's commit fails its requirement."""
     first = generated_rows(120, seed=4)
     lake.write(first)
-    runner_a, runner_b = lake.curator(), lake.curator()
+    runner_a, runner_b = lake.curator(), lake.curator(catalog=lake.new_catalog())
     runner_b.tables()
     results: dict[str, Any] = {}
     real_commit = curation._commit_overwrite

@@ -3,7 +3,8 @@ to the brute-force latest state, and raw objects deleted only once covered."""
 
 from __future__ import annotations
 
-import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -17,8 +18,9 @@ from pyiceberg.io.pyarrow import PyArrowFile, PyArrowFileIO
 from curator.curation import Curator
 from curator.tables import CHANGES_TABLE, REGISTRATIONS_TABLE
 from pipeline.compactor import S3CompactionStore
+from sandbox.server import MotoProcess
 from tests.compaction.conftest import OTHER_SHARD
-from tests.curator.conftest import HOUR, Clock, CuratedLake, generated_rows, latest_state, state_of
+from tests.curator.conftest import HOUR, CuratedLake, generated_rows, latest_state, new_catalog, new_lake, state_of
 
 NEXT_HOUR = HOUR + timedelta(hours=1)
 
@@ -50,9 +52,19 @@ class CrashPlan:
             raise Crash(name)
 
 
-@pytest.fixture
-def crash_plan(monkeypatch: pytest.MonkeyPatch) -> CrashPlan:
-    plan = CrashPlan()
+@dataclass
+class Instrumented:
+    """A catalog and an S3 client whose changing calls report to ``plan`` (built once per module: a catalog
+    costs a quarter of a second), and the plan of the test in progress."""
+
+    catalog: Any
+    s3: Any
+    plan: CrashPlan = field(default_factory=CrashPlan)
+
+
+@contextmanager
+def file_writes_reporting(instrumented: Instrumented) -> Iterator[None]:
+    """Every table file written or deleted (through pyiceberg's file IO) reports to the current plan."""
     real_create, real_delete = PyArrowFile.create, PyArrowFileIO.delete
 
     def create(self: PyArrowFile, overwrite: bool = False) -> Any:
@@ -71,18 +83,43 @@ def crash_plan(monkeypatch: pytest.MonkeyPatch) -> CrashPlan:
 
             def close(self) -> None:
                 real_close()
-                plan.tick(f"s3 put {kind_of(self_location)}")
+                instrumented.plan.tick(f"s3 put {kind_of(self_location)}")
 
         self_location = self.location
         return Closing()
 
     def delete(self: PyArrowFileIO, location: Any) -> None:
         real_delete(self, location)
-        plan.tick(f"s3 delete {kind_of(str(location))}")
+        instrumented.plan.tick(f"s3 delete {kind_of(str(location))}")
 
-    monkeypatch.setattr(PyArrowFile, "create", create)
-    monkeypatch.setattr(PyArrowFileIO, "delete", delete)
-    return plan
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(PyArrowFile, "create", create)
+        patch.setattr(PyArrowFileIO, "delete", delete)
+        yield
+
+
+@pytest.fixture(scope="module")
+def instrumented(aws_server: MotoProcess) -> Instrumented:
+    catalog = new_catalog(aws_server.endpoint_url)
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=aws_server.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    result = Instrumented(catalog, s3)
+    s3.meta.events.register("after-call.s3", lambda **kw: tick_if_changing(result.plan, "s3", kw))
+    catalog.glue.meta.events.register("after-call.glue", lambda **kw: tick_if_changing(result.plan, "glue", kw))
+    return result
+
+
+@pytest.fixture
+def crash_plan(instrumented: Instrumented) -> Iterator[CrashPlan]:
+    instrumented.plan = CrashPlan()
+    with file_writes_reporting(instrumented):
+        yield instrumented.plan
+    instrumented.plan = CrashPlan()
 
 
 def kind_of(location: str) -> str:
@@ -102,33 +139,22 @@ def kind_of(location: str) -> str:
     return f"{table} {kind}"
 
 
-def tick_if_changing(plan: CrashPlan, service: str, operation: str) -> None:
-    if operation in _CHANGING:
-        plan.tick(f"{service} {operation}")
+def tick_if_changing(plan: CrashPlan, service: str, call: dict[str, Any]) -> None:
+    """A changing call that succeeded is a crash point. One that failed (``CreateDatabase`` of a database that
+    exists) changed nothing: a crash after it leaves what a crash after the call before it leaves."""
+    status = call["http_response"].status_code
+    if call["model"].name in _CHANGING and status < 300:
+        plan.tick(f"{service} {call['model'].name}")
 
 
-def crashable(lake: CuratedLake, plan: CrashPlan) -> Curator:
-    """A curator whose S3 client, Glue client and file writes all report to ``plan``."""
-    curator = lake.curator()
-    own = boto3.client(
-        "s3",
-        endpoint_url=lake.endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
+def crashable(lake: CuratedLake, instrumented: Instrumented) -> Curator:
+    """A curator whose S3 client, Glue client and file writes all report to the current plan."""
+    return Curator(
+        catalog=instrumented.catalog,
+        store=S3CompactionStore(lake.bucket, client=instrumented.s3),
+        settings=lake.settings,
+        clock=lake.clock,
     )
-    own.meta.events.register("after-call.s3", lambda **kw: tick_if_changing(plan, "s3", kw["model"].name))
-    curator.store = S3CompactionStore(lake.bucket, client=own)
-    glue = curator.catalog.glue  # type: ignore[attr-defined]
-    glue.meta.events.register("after-call.glue", lambda **kw: tick_if_changing(plan, "glue", kw["model"].name))
-    return curator
-
-
-def fresh_lake(lake: CuratedLake) -> CuratedLake:
-    suffix = uuid.uuid4().hex[:12]
-    bucket = f"crash-{suffix}"
-    lake.s3.create_bucket(Bucket=bucket)
-    return CuratedLake(lake.endpoint_url, lake.s3, lake.glue, bucket, f"crash_{suffix}", Clock())
 
 
 def two_events(rows: pa.Table) -> pa.Table:
@@ -138,22 +164,28 @@ def two_events(rows: pa.Table) -> pa.Table:
     return rows.set_column(index, rows.schema.field(index), folded)
 
 
-FIRST = two_events(generated_rows(150, seed=1))
-LATE = two_events(generated_rows(100, shard_id=OTHER_SHARD, seed=2))
-FRESH = two_events(generated_rows(60, hour=NEXT_HOUR, seed=3))
+# The smallest data reaching every crash point: two events, two hours, INSERTs, MODIFYs and REMOVEs, late rows
+# of another shard in an hour already committed, and a re-delivered slice (duplicates).
+FIRST = two_events(generated_rows(24, seed=1))
+LATE = two_events(generated_rows(16, shard_id=OTHER_SHARD, seed=2))
+FRESH = two_events(generated_rows(12, hour=NEXT_HOUR, seed=3))
+REDELIVERED = FIRST.slice(0, 6)
 EVERYTHING = pa.concat_tables([FIRST, LATE, FRESH])
+#: Crash points are shared out among this many tests (so that parallel workers share them).
+PARTS = 4
 
 
-def crash_then_rerun(lake: CuratedLake, plan: CrashPlan) -> str | None:
-    """Curate FIRST; then write late, fresh and re-delivered rows and run with ``plan`` armed; then rerun."""
+def crash_then_rerun(lake: CuratedLake, instrumented: Instrumented) -> str | None:
+    """Curate FIRST; then write late, fresh and re-delivered rows and run with the plan armed; then rerun."""
+    plan = instrumented.plan
     lake.write(FIRST)
     lake.curator().run()
     lake.clock.advance(minutes=20)  # FIRST's raw object is past the grace period: this run deletes it
     lake.write(LATE)
     lake.write(FRESH, hour=NEXT_HOUR)
-    lake.write(FIRST.slice(0, 30))
+    lake.write(REDELIVERED)
     crashed: str | None = None
-    curator = crashable(lake, plan)
+    curator = crashable(lake, instrumented)
     plan.armed = True
     try:
         curator.run()
@@ -173,20 +205,58 @@ def assert_exactly_once(lake: CuratedLake, where: str) -> None:
     assert state == latest_state(EVERYTHING), f"the state is wrong after a crash at {where}"
 
 
+def test_the_data_reaches_every_kind_of_change():
+    for rows in (FIRST, LATE, FRESH):
+        assert set(rows.column("event_id").to_pylist()) == {"event-a", "event-b"}
+    assert set(EVERYTHING.column("op").to_pylist()) == {"INSERT", "MODIFY", "REMOVE"}
+    assert set(REDELIVERED.column("change_id").to_pylist()) <= set(FIRST.column("change_id").to_pylist())
+    assert {value.hour for value in EVERYTHING.column("change_time").to_pylist()} == {HOUR.hour, NEXT_HOUR.hour}
+    # LATE's rows are of the hour FIRST fills, from another shard, written after that hour is committed.
+    assert {value.hour for value in LATE.column("change_time").to_pylist()} == {HOUR.hour}
+    assert set(LATE.column("shard_id").to_pylist()).isdisjoint(FIRST.column("shard_id").to_pylist())
+
+
+@pytest.fixture(scope="module")
+def counted_calls(
+    aws_server: MotoProcess, session_clients: tuple[Any, Any], session_catalog: Any, instrumented: Instrumented
+) -> list[str]:
+    """The changing calls of the run when nothing crashes (the same in every fresh lake): counted once."""
+    lake = new_lake(aws_server, session_clients, session_catalog)
+    instrumented.plan = plan = CrashPlan()
+    with file_writes_reporting(instrumented):
+        assert crash_then_rerun(lake, instrumented) is None
+    instrumented.plan = CrashPlan()
+    assert_exactly_once(lake, "nowhere")
+    return list(plan.calls)
+
+
+def test_a_run_without_a_crash_makes_every_kind_of_changing_call(counted_calls: list[str]):
+    assert len(counted_calls) >= 10, counted_calls
+    for expected in (
+        "glue UpdateTable",
+        "s3 DeleteObject",
+        f"s3 put {CHANGES_TABLE} data file",
+        f"s3 put {CHANGES_TABLE} ledger",
+        f"s3 put {CHANGES_TABLE} metadata",
+        f"s3 put {REGISTRATIONS_TABLE} data file",
+        f"s3 put {REGISTRATIONS_TABLE} metadata",
+    ):
+        assert expected in counted_calls, (expected, counted_calls)
+
+
 @pytest.mark.slow
-def test_a_crash_after_any_call_then_a_rerun_loses_and_duplicates_nothing(lake: CuratedLake, crash_plan: CrashPlan):
-    counting = fresh_lake(lake)
-    assert crash_then_rerun(counting, crash_plan) is None
-    calls = list(crash_plan.calls)
-    assert len(calls) >= 10, calls
-    assert any(name.startswith("glue UpdateTable") for name in calls)
-    assert any(name == "s3 DeleteObject" for name in calls)
-    assert_exactly_once(counting, "nowhere")
-    for at in range(1, len(calls) + 1):
+@pytest.mark.parametrize("part", range(PARTS))
+def test_a_crash_after_any_call_then_a_rerun_loses_and_duplicates_nothing(
+    part: int, lake: CuratedLake, instrumented: Instrumented, crash_plan: CrashPlan, counted_calls: list[str]
+):
+    """Crash points ``part + 1``, ``part + 1 + PARTS``, ...: together the parts crash after every call."""
+    points = range(part + 1, len(counted_calls) + 1, PARTS)
+    assert len(points) > 0
+    for at in points:
         crash_plan.at, crash_plan.calls = at, []
-        crashed_lake = fresh_lake(lake)
-        crashed = crash_then_rerun(crashed_lake, crash_plan)
-        assert crashed == calls[at - 1]
+        crashed_lake = lake.with_fresh_names()
+        crashed = crash_then_rerun(crashed_lake, instrumented)
+        assert crashed == counted_calls[at - 1]
         assert_exactly_once(crashed_lake, f"call {at} ({crashed})")
         # Later runs past the grace period delete every covered raw object and change no row.
         crashed_lake.clock.advance(minutes=20)
