@@ -6,6 +6,7 @@ its no-auth request count is used up (``/moto-api/reset-auth``). Out of the box 
 an exact ARN matches, so a role with ``kinesis:GetRecords`` on its stream would be refused. ``install()`` (run in
 the server process only) adds what this pipeline's calls need:
 
+- CloudWatch's actions named as IAM names them (``cloudwatch:``, not its signing name ``monitoring:``);
 - the ARN a request acts on, for DynamoDB (table), Kinesis (stream), Glue (database or table), Athena (workgroup),
   CloudWatch (alarm) and CloudWatch Logs (log group); an action of those services that names none of them is
   checked on its action alone;
@@ -26,6 +27,13 @@ from typing import Any
 __all__ = ["denial_message", "install"]
 
 _JSON_TARGET_SERVICES = ("dynamodb", "kinesis", "glue", "athena", "logs")
+# IAM's action prefix where it differs from the signing name moto takes it from.
+_ACTION_PREFIXES = {"monitoring": "cloudwatch"}
+
+
+def _is_json(headers: Any) -> bool:
+    content_type = next((str(value) for name, value in headers.items() if name.lower() == "content-type"), "")
+    return "json" in content_type
 
 
 def denial_message(principal: str, action: str, resource: str) -> str:
@@ -78,7 +86,13 @@ def _athena_resource(response: Any) -> str:
 
 
 def _cloudwatch_resource(response: Any) -> str:
-    alarm = _param(response, "AlarmNames.member.1") or _param(response, "AlarmName")
+    # botocore sends CloudWatch's calls as JSON (AlarmNames a list); the AWS CLI v1 as a query (AlarmNames.member.1)
+    try:
+        names = response._get_param("AlarmNames")
+    except Exception:  # a body this parser cannot read names no resource
+        names = None
+    listed = names[0] if isinstance(names, list) and names and isinstance(names[0], str) else None
+    alarm = listed or _param(response, "AlarmNames.member.1") or _param(response, "AlarmName")
     return _arn(response, "cloudwatch", f"alarm:{alarm}") if alarm else "*"
 
 
@@ -113,6 +127,14 @@ def install() -> None:
         setattr(response_class, "_determine_resource", resolve)  # noqa: B010 - moto looks it up by this name
 
     base = access_control.IAMRequestBase
+    initialise = base.__init__
+
+    def initialise_with_iam_prefix(self: Any, *args: Any, **kwargs: Any) -> None:
+        initialise(self, *args, **kwargs)
+        prefix, _, name = self._action.partition(":")
+        self._action = f"{_ACTION_PREFIXES.get(prefix, prefix)}:{name}"
+
+    base.__init__ = initialise_with_iam_prefix  # type: ignore[method-assign]
     check = base.check_action_permitted
 
     def check_action_permitted(self: Any, resource: str) -> None:
@@ -138,7 +160,7 @@ def install() -> None:
         raise S3ClientError("AccessDenied", message(self))
 
     def deny(self: Any) -> None:
-        if self._service in _JSON_TARGET_SERVICES:
+        if self._service in _JSON_TARGET_SERVICES or _is_json(self._headers):  # CloudWatch: JSON or a query
             raise JsonRESTError("AccessDeniedException", message(self))
         resource = getattr(self, "_sandbox_resource", "*")
         raise AccessDeniedError(user_arn=self._access_key.arn, action=f"{self._action} on resource: {resource}")

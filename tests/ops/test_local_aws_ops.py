@@ -50,10 +50,12 @@ def test_rollback_moves_the_local_alias(local, capsys):
     )
 
 
-def test_smoke_reads_the_local_stack(local):
+@pytest.fixture(scope="module")
+def healthy(local) -> datetime:
+    """The local stack as a healthy one looks to the smoke check (metrics, alarms, a new object); returns "now"."""
     outputs = local.outputs
     now = datetime.now(UTC)
-    cloudwatch = boto3.client("cloudwatch", region_name=local.outputs.region)
+    cloudwatch = local.client("cloudwatch")
     dimensions: list[Any] = [
         {"Name": "FunctionName", "Value": outputs.function_name},
         {"Name": "Resource", "Value": f"{outputs.function_name}:{outputs.function_alias_name}"},
@@ -76,10 +78,41 @@ def test_smoke_reads_the_local_stack(local):
             ComparisonOperator="GreaterThanThreshold",
         )
     key = f"{outputs.events_prefix}dt={now:%Y-%m-%d}/hour={now:%H}/local.parquet"
-    boto3.client("s3", region_name=local.outputs.region).put_object(Bucket=outputs.bucket_name, Key=key, Body=b"PAR1")
+    local.client("s3").put_object(Bucket=outputs.bucket_name, Key=key, Body=b"PAR1")
+    return now
 
-    results = smoke.run_checks(outputs, smoke.SmokeClients.for_region(outputs.region), now=now)
+
+def test_smoke_reads_the_local_stack(local, healthy):
+    outputs = local.outputs
+
+    results = smoke.run_checks(outputs, smoke.SmokeClients.acting_as(local.session("ci")), now=healthy)
 
     assert {result.name: result.passed for result in results} == dict.fromkeys(
         ["invocations", "errors", "iterator age", "alarms", "new objects", "athena"], True
     ), smoke.render_table(results)
+
+
+def test_smoke_acts_as_the_local_ci_role_and_passes(local, healthy, capsys):
+    # The environment holds the administrator's key; the command assumes the CI role with it, as CI's OIDC would.
+    assert smoke.main(["dev1"], now=healthy) == 0
+
+    out = capsys.readouterr().out
+    assert "acting as the local CI role prd3292-dev1-gitlab-ci" in out
+    assert "all 6 checks passed" in out
+
+
+def test_smoke_without_the_ci_roles_alarm_reads_fails_naming_role_action_and_resource(local, healthy, capsys):
+    assert local.roles is not None
+    with local.roles.without_statement("ci", "ReadAlarms"):
+        status = smoke.main(["dev1"], now=healthy)
+
+    out = capsys.readouterr().out
+    assert status == 1
+    alarm = f"arn:aws:cloudwatch:{local.region}:123456789012:alarm:{local.outputs.iterator_age_alarm_name}"
+    denied = [line for line in out.splitlines() if line.split()[:1] == ["FAIL"]]
+    assert [line.split()[1] for line in denied] == ["iterator", "alarms"], out  # the two checks reading alarms
+    assert all(
+        f"AccessDenied: role prd3292-dev1-gitlab-ci may not cloudwatch:DescribeAlarms on {alarm}" in line
+        for line in denied
+    ), out
+    assert "FAILED: iterator age, alarms" in out
