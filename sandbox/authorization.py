@@ -12,6 +12,8 @@ the server process only) adds what this pipeline's calls need:
   checked on its action alone;
 - Lambda calls are authorized without checking their signature (moto computes it over another encoding of the
   path and would refuse every one); their access key is still checked;
+- the local administrator may assume a role whose trust names only service principals (moto cannot evaluate
+  one): it stands in for Lambda handing a function its role;
 - AWS's own wording in a denial, ``User: <arn> is not authorized to perform: <action> on resource: <arn>``, as
   ``AccessDenied`` (XML services, S3) or ``AccessDeniedException`` (JSON services), so callers can name all three.
 
@@ -22,9 +24,13 @@ key whatever the caller may list; resource-based policies, KMS key policies and 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-__all__ = ["denial_message", "install"]
+__all__ = ["ADMIN_USER", "denial_message", "install", "trusts_services_only"]
+
+ADMIN_USER = "local-admin"
+"""The set-up identity (``sandbox/roles.py``); it also stands in for the services that hand a function its role."""
 
 _JSON_TARGET_SERVICES = ("dynamodb", "kinesis", "glue", "athena", "logs")
 # IAM's action prefix where it differs from the signing name moto takes it from.
@@ -104,6 +110,13 @@ def _logs_resource(response: Any) -> str:
     return _arn(response, "logs", f"log-group:{group}:" + (f"log-stream:{stream}" if stream else "*"))
 
 
+def trusts_services_only(document: Any) -> bool:
+    """True when every principal a trust policy names is a service (Lambda, Step Functions, Scheduler)."""
+    trust = json.loads(document) if isinstance(document, str) else document
+    principals = [statement.get("Principal") for statement in trust.get("Statement", [])]
+    return bool(principals) and all(isinstance(p, dict) and set(p) == {"Service"} for p in principals)
+
+
 def install() -> None:
     """Patch moto (in this process) as the module docstring says."""
     from moto.athena.responses import AthenaResponse  # noqa: PLC0415 - moto is heavy; only the server needs it
@@ -142,6 +155,19 @@ def install() -> None:
         check(self, resource)
 
     base.check_action_permitted = check_action_permitted  # type: ignore[method-assign]
+
+    trusted = base._check_role_trust_relationship
+
+    def check_role_trust_relationship(self: Any, role_arn: str) -> bool:
+        # moto cannot evaluate a service principal in a trust policy (it fails on one). Lambda hands a function its
+        # role; locally the administrator stands in for it, and for Step Functions and the Scheduler, on those
+        # roles only: a command that runs a function's code acts as the function's role, as Lambda would.
+        document = self.backend.get_role_by_arn(role_arn).assume_role_policy_document
+        if self._access_key.arn.endswith(f":user/{ADMIN_USER}") and trusts_services_only(document):
+            return True
+        return bool(trusted(self, role_arn))
+
+    base._check_role_trust_relationship = check_role_trust_relationship  # type: ignore[method-assign]
 
     verify = base.check_signature
 

@@ -37,6 +37,7 @@ from components.policies import (
 )
 from components.settings import Settings
 from ops.outputs import StackOutputs
+from sandbox.authorization import ADMIN_USER
 
 if TYPE_CHECKING:
     from sandbox.provision import LocalNames
@@ -55,7 +56,6 @@ __all__ = [
     "provision_roles",
 ]
 
-ADMIN_USER = "local-admin"
 ROLE_SESSION = "local"
 # The local stand-in for AWS's managed ReadOnlyAccess (moto does not load managed policies by default): the
 # Get/List/Describe of the services this pipeline uses, which the preview role's explicit denies must override.

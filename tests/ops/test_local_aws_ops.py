@@ -9,8 +9,9 @@ from typing import Any
 import boto3
 import pytest
 
-from ops import rollback, smoke
+from ops import compact, rollback, smoke
 from sandbox.local_aws import local_aws
+from tests.compaction.conftest import HOUR, SHARD, TAG, LocalLake, generated_rows
 from tests.ops.conftest import lambda_zip
 
 pytestmark = pytest.mark.slow
@@ -116,3 +117,35 @@ def test_smoke_without_the_ci_roles_alarm_reads_fails_naming_role_action_and_res
         for line in denied
     ), out
     assert "FAILED: iterator age, alarms" in out
+
+
+# -- compaction acts as its function's role ---------------------------------------------------------------------
+COMPACT_HOUR = ["dev1", "--hour", HOUR.strftime("%Y-%m-%dT%H"), "--delete-grace-minutes", "0"]
+
+
+def test_compact_runs_the_handler_as_the_local_compaction_role(local, capsys):
+    lake = LocalLake(local.client("s3"), local.outputs.bucket_name)  # the stream handler's objects, as set-up
+    rows = generated_rows(60)
+    for start in range(0, 60, 20):
+        lake.write(rows.slice(start, 20))
+
+    assert compact.main(COMPACT_HOUR) == 0
+
+    out = capsys.readouterr().out
+    assert "acting as the local compaction role prd3292-dev1-demand-compactor" in out
+    assert "objects 3 in -> 1 out; rows 60 in -> 60 out" in out
+    assert "inputs deleted 3" in out  # listed, read, written and deleted with that role's rights
+    assert lake.names() == [f"{TAG}-{SHARD}-compacted.parquet"]
+
+
+def test_compact_without_the_compaction_roles_listing_fails_in_one_line_naming_it(local, capsys):
+    assert local.roles is not None
+    with local.roles.without_statement("compaction", "ListEvents"):
+        status = compact.main(COMPACT_HOUR)
+
+    err = capsys.readouterr().err
+    assert status == 1
+    assert err.count("\n") == 1, err
+    assert err.startswith("compact: 1 shard-hour(s) failed: "), err
+    assert "assumed-role/prd3292-dev1-demand-compactor/local is not authorized to perform: s3:ListBucket" in err
+    assert f"on resource: arn:aws:s3:::{local.outputs.bucket_name}" in err
