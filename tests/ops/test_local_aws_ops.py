@@ -93,6 +93,22 @@ def test_smoke_reads_the_local_stack(local, healthy):
     ), smoke.render_table(results)
 
 
+def test_the_local_ci_role_may_describe_every_alarm_smoke_reads(local):
+    # moto checks DescribeAlarms against the first alarm named only: the document is checked for the others
+    assert local.roles is not None
+    [read_alarms] = [
+        statement
+        for statement in local.roles.documents["ci"].policies["gitlab-ci"]["Statement"]
+        if statement["Sid"] == "ReadAlarms"
+    ]
+    expected = [
+        f"arn:aws:cloudwatch:{local.region}:123456789012:alarm:{name}"
+        for name in smoke.stack_alarm_names(local.outputs)
+    ]
+    assert sorted(read_alarms["Resource"]) == sorted(expected)
+    assert len(expected) == 6
+
+
 def test_smoke_acts_as_the_local_ci_role_and_passes(local, healthy, capsys):
     # The environment holds the administrator's key; the command assumes the CI role with it, as CI's OIDC would.
     assert smoke.main(["dev1"], now=healthy) == 0
