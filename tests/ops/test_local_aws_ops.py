@@ -9,7 +9,10 @@ from typing import Any
 import boto3
 import pytest
 
+from components.policies import lambda_trust_policy
 from ops import compact, rollback, smoke
+from sandbox.authorization import trusts_services_only
+from sandbox.command_roles import local_endpoint
 from sandbox.local_aws import local_aws
 from tests.compaction.conftest import HOUR, SHARD, TAG, LocalLake, generated_rows
 from tests.ops.conftest import lambda_zip
@@ -165,3 +168,21 @@ def test_compact_without_the_compaction_roles_listing_fails_in_one_line_naming_i
     assert err.startswith("compact: 1 shard-hour(s) failed: "), err
     assert "assumed-role/prd3292-dev1-demand-compactor/local is not authorized to perform: s3:ListBucket" in err
     assert f"on resource: arn:aws:s3:::{local.outputs.bucket_name}" in err
+
+
+# -- which roles the administrator may assume for a command ------------------------------------------------------
+def test_the_administrator_stands_in_only_for_a_trust_naming_services_alone():
+    assert trusts_services_only(lambda_trust_policy())
+    assert trusts_services_only(json.dumps(lambda_trust_policy()))  # moto keeps the document as text
+    mixed = lambda_trust_policy()
+    mixed["Statement"].append({"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::1:root"}, "Action": "sts:X"})
+    assert not trusts_services_only(mixed)
+    assert not trusts_services_only({"Version": "2012-10-17", "Statement": []})
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "local"),
+    [("http://127.0.0.1:4566", True), ("http://localhost:4566", True), ("https://s3.example.com", False), ("", False)],
+)
+def test_only_a_loopback_endpoint_is_the_local_aws(endpoint, local):
+    assert (local_endpoint({"AWS_ENDPOINT_URL": endpoint}) is not None) is local
