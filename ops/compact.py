@@ -6,7 +6,8 @@
 Against a deployed stack this invokes the stack's compaction function (output ``compaction_function_name``)
 synchronously: the function's own role lists, reads, writes and deletes, never the operator's credentials.
 When ``AWS_ENDPOINT_URL`` points at the local AWS (``make demo ARGS=--keep`` prints it), it runs
-``pipeline.compaction.handler`` in this process with the stack's function settings, against that local S3 only.
+``pipeline.compaction.handler`` in this process with the stack's function settings, against that local S3 only,
+acting as the local compaction role (assumed with the administrator's key, as Lambda gives the function its role).
 Stack outputs come from ``ops.outputs.bind_stack`` (``$STACK_OUTPUTS_FILE`` or the Pulumi CLI).
 Exit status: 0 done, 1 some shard-hours failed (nothing of theirs was deleted), 2 a wrong argument or stack.
 """
@@ -23,6 +24,8 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NoReturn
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from ops.cli import stack_file_problem, stack_name
 from ops.outputs import OutputsError, StackOutputs, bind_stack
 from pipeline.compactor import format_hour, parse_hour
@@ -31,6 +34,7 @@ __all__ = ["CompactError", "build_event", "deployed_invoker", "local_invoker", "
 
 Invoker = Callable[[dict[str, Any]], Mapping[str, Any]]
 _LOCAL_HOSTS = ("127.0.0.1", "localhost")
+COMPACTION_ROLE = "compaction"  # sandbox.roles.ROLES
 # A synchronous invocation waits for the function: up to Lambda's 15-minute limit, and is never retried by the SDK
 # (a second, concurrent compaction would be safe, but only wasteful).
 _INVOKE_READ_TIMEOUT = 16 * 60
@@ -193,6 +197,14 @@ def _report(summary: Mapping[str, Any], where: str) -> None:
         print(f"  left for the next run (time ran short): {', '.join(summary['deferred_hours'])}")
 
 
+def _local_role(stack: str, outputs: StackOutputs) -> tuple[dict[str, str], str]:
+    """The local compaction role's ``AWS_*`` variables (what Lambda gives the function) and how to name it."""
+    from sandbox.command_roles import assume_local_role  # noqa: PLC0415 - the local AWS only
+
+    roles = assume_local_role(COMPACTION_ROLE, stack, outputs)
+    return roles.environment(COMPACTION_ROLE), f"the local compaction role {roles.role_names[COMPACTION_ROLE]}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -205,12 +217,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     outputs = bound.outputs
     event = build_event(args.hour, args.delete_grace_minutes)
+    acting_as = None
     if is_local_endpoint():
         try:
-            invoke = local_invoker(compaction_environment(outputs, args.stack))
+            environment = compaction_environment(outputs, args.stack)
         except Exception as error:  # an unknown stack file, a settings error: nothing was touched
             print(f"compact: cannot read the settings of stack {args.stack!r}: {error}", file=sys.stderr)
             return 2
+        try:
+            credentials, acting_as = _local_role(args.stack, outputs)
+        except (ClientError, BotoCoreError) as error:
+            print(f"compact: cannot act as the local compaction role of {args.stack}: {error}", file=sys.stderr)
+            return 1
+        invoke = local_invoker({**environment, **credentials})
         where = f"in-process on the local AWS ({os.environ['AWS_ENDPOINT_URL']})"
     else:
         function_name = outputs.compaction_function_name
@@ -221,6 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dry run: would compact {hours} {where} with the event {json.dumps(event)}; nothing changed")
         return 0
     print(bound.describe(f"compact {hours} under s3://{outputs.bucket_name}/{outputs.events_prefix} {where}"))
+    if acting_as:
+        print(f"acting as {acting_as}")
     try:
         summary = invoke(event)
     except CompactError as error:

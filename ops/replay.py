@@ -13,7 +13,10 @@ holds the whole invocation event in ``payload``, so a replay does not depend on 
 The events go to the function: ``--via lambda`` invokes the stack's ``live`` alias (the deployed fix; the default
 for a deployed stack), ``--via in-process`` calls ``pipeline.handler.handler`` here with the stack's function
 environment (the default when ``AWS_ENDPOINT_URL`` points at the local AWS). Handler logs go to a file
-(``--log-file``) unless ``--verbose``.
+(``--log-file``) unless ``--verbose``. On the local AWS the handler acts as the local processor role (assumed with
+the administrator's key, as Lambda gives the function its role) and a call that role may not make stops the replay
+with one line naming role, action and resource; the replay's own reads and removals of its sources stay with the
+operator's credentials.
 
 Never loses a record: nothing is deleted before the records are durable again. For each source, the function is
 invoked first; then every record is looked up where the handler writes it: a Parquet row (the object's
@@ -48,7 +51,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
@@ -57,11 +60,15 @@ from ops.cli import CommandParser, integer_at_least, stack_file_problem, stack_n
 from ops.outputs import BoundStack, OutputsError, StackOutputs, bind_stack
 from sandbox.changes import KinesisEntry, lambda_event
 
+if TYPE_CHECKING:
+    from sandbox.roles import RoleSessions
+
 __all__ = [
     "FAILURE_PREFIX",
     "Invoker",
     "ReplayError",
     "ReplayReport",
+    "RoleDeniedError",
     "Source",
     "SourceOutcome",
     "failure_object_source",
@@ -87,10 +94,15 @@ DEFAULT_BATCH = 500
 FAILURE_PREFIX = "aws/lambda/"  # where Lambda's S3 on-failure destination writes
 _LOCAL_HOSTS = ("127.0.0.1", "localhost")
 PROG = "python -m ops.replay"
+PROCESSOR_ROLE = "processor"  # sandbox.roles.ROLES
 
 
 class ReplayError(RuntimeError):
     """A replay cannot start: a wrong argument or a source that cannot be read (nothing was changed)."""
+
+
+class RoleDeniedError(RuntimeError):
+    """The function's role may not make a call its code made (the local AWS); names role, action and resource."""
 
 
 # -- what a replay did ------------------------------------------------------------------------------------------
@@ -213,8 +225,14 @@ def _output_to(handle: Any) -> Iterator[None]:
         os.close(saved[1])
 
 
-def in_process_invoker(outputs: StackOutputs, stack: str, log_file: Path | None = None) -> Invoker:
-    """Call ``pipeline.handler.handler`` in this process with the stack's function environment."""
+def in_process_invoker(
+    outputs: StackOutputs, stack: str, log_file: Path | None = None, acting_as: RoleSessions | None = None
+) -> Invoker:
+    """Call ``pipeline.handler.handler`` in this process with the stack's function environment.
+
+    ``acting_as``: the local AWS's sessions holding the processor role; the handler then acts as that role, and
+    an invocation during which the role was refused a call raises ``RoleDeniedError``.
+    """
     from components.function_environment import lambda_environment  # noqa: PLC0415 - only this mode needs them
     from components.naming import prefixes  # noqa: PLC0415
     from components.settings import settings_from_stack_file  # noqa: PLC0415
@@ -225,6 +243,10 @@ def in_process_invoker(outputs: StackOutputs, stack: str, log_file: Path | None 
     layout = prefixes()
     environment = lambda_environment(settings_from_stack_file(stack), outputs.bucket_name, layout)
     environment.update(OUTPUT_PREFIX=outputs.events_prefix, QUARANTINE_PREFIX=outputs.quarantine_prefix)
+    s3 = None
+    if acting_as is not None:  # as Lambda does: the role's credentials in the function's environment
+        environment.update(acting_as.environment(PROCESSOR_ROLE))
+        s3 = acting_as.session(PROCESSOR_ROLE).client("s3")  # its refusals are recorded, named
 
     functions: list[Any] = []
     handles: list[Any] = []
@@ -232,11 +254,15 @@ def in_process_invoker(outputs: StackOutputs, stack: str, log_file: Path | None 
     def invoke(event: dict[str, Any]) -> Mapping[str, Any]:
         if log_file is not None and not handles:
             handles.append(log_file.open("a", encoding="utf-8"))  # open for the replay's life: the logger keeps it
+        refused = len(acting_as.denials) if acting_as is not None else 0
         with patched_environment(environment), _output_to(handles[0] if handles else None):
             if not functions:  # one cold start, in the stack's environment
-                functions.append(default_function())
+                functions.append(default_function(s3))
             context = LocalLambdaContext(outputs.function_name, outputs.function_alias_arn)
             response = functions[0](event, context)
+        if acting_as is not None and len(acting_as.denials) > refused:
+            # The handler turns a refused write into a retry; the role would be refused again on every one.
+            raise RoleDeniedError(f"IAM denied: {acting_as.denials[refused].describe()}")
         return response if isinstance(response, Mapping) else {}
 
     return invoke
@@ -265,6 +291,8 @@ def _drive(
             sequences = [record["kinesis"]["sequenceNumber"] for record in event["Records"]]
             try:
                 response = invoke(event)
+            except RoleDeniedError:  # every invocation would be refused the same: stop, nothing is removed
+                raise
             except Exception as error:  # the function failed: every record of the batch is still to do
                 failed.update(dict.fromkeys(sequences, f"the invocation failed: {error}"))
                 continue
@@ -752,18 +780,28 @@ def _progress(total: int) -> Iterator[Advance]:
         yield lambda records: progress.advance(task, records)
 
 
+def _local_processor_role(stack: str, outputs: StackOutputs) -> RoleSessions | None:
+    """On the local AWS, the processor role assumed with the operator's (administrator's) key; else None."""
+    from sandbox.command_roles import assume_local_role, local_endpoint  # noqa: PLC0415 - the local AWS only
+
+    return assume_local_role(PROCESSOR_ROLE, stack, outputs) if local_endpoint() else None
+
+
 def _run(args: Any, bound: BoundStack, log_file: Path | None) -> ReplayReport:
     outputs, stack = bound.outputs, bound.stack
     region = os.environ.get("AWS_REGION") or outputs.region
     session = boto3.Session(region_name=region)
     s3 = session.client("s3")
     via = args.via or _default_via()
+    acting_as = _local_processor_role(stack, outputs) if via == "in-process" else None
     invoke = (
-        in_process_invoker(outputs, stack, log_file)
+        in_process_invoker(outputs, stack, log_file, acting_as)
         if via == "in-process"
         else lambda_invoker(outputs.function_alias_arn, session.client("lambda"), log_file)
     )
     handler = "pipeline.handler in this process" if via == "in-process" else outputs.function_alias_arn
+    if acting_as is not None:
+        handler += f" as the local processor role {acting_as.role_names[PROCESSOR_ROLE]}"
     skipped: list[str] = []
     if args.command == "quarantine":
         keys = args.key
@@ -825,6 +863,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         return user_error(PROG, str(error))
+    except RoleDeniedError as error:  # stopped before removing the source it was replaying
+        if args.debug:
+            traceback.print_exc()
+        print(f"{PROG}: {error}; nothing of that source was removed", file=sys.stderr)
+        return 1
     except (ClientError, BotoCoreError) as error:
         if args.debug:
             traceback.print_exc()

@@ -11,6 +11,10 @@ Checks (each independent; one failing does not hide the others):
   new objects   at least one object was written under the events prefix in the last hour
   athena        a query over the last two days of partitions succeeds in the stack's workgroup
 Exit status 0 when all pass, 1 when any fails (a table names what failed), 2 when the stack cannot be read.
+
+CI runs it as the stack's CI role (``.gitlab-ci.yml``). On the local AWS (``AWS_ENDPOINT_URL`` on 127.0.0.1) it
+assumes the local CI role with the administrator's key, as CI's OIDC exchange would: a call that role may not
+make fails its check naming role, action and resource.
 """
 
 from __future__ import annotations
@@ -81,6 +85,15 @@ class SmokeClients:
             cloudwatch=boto3.client("cloudwatch", region_name=region),
             s3=boto3.client("s3", region_name=region),
             athena=boto3.client("athena", region_name=region),
+        )
+
+    @classmethod
+    def acting_as(cls, session: boto3.Session) -> SmokeClients:
+        """Clients of ``session`` (a role's), in its region."""
+        return cls(
+            cloudwatch=session.client("cloudwatch"),
+            s3=session.client("s3"),
+            athena=session.client("athena"),
         )
 
 
@@ -351,6 +364,16 @@ def junit_xml(stack: str, results: Sequence[CheckResult]) -> str:
     return ElementTree.tostring(root, encoding="unicode")
 
 
+def _clients(stack: str, outputs: StackOutputs) -> tuple[SmokeClients, str | None]:
+    """The environment's credentials (CI's role on AWS); on the local AWS, the local CI role's, and its name."""
+    from sandbox.command_roles import assume_local_role, local_endpoint  # noqa: PLC0415 - the local AWS only
+
+    if local_endpoint() is None:
+        return SmokeClients.for_region(outputs.region), None
+    roles = assume_local_role("ci", stack, outputs)
+    return SmokeClients.acting_as(roles.session("ci")), f"the local CI role {roles.role_names['ci']}"
+
+
 def main(argv: Sequence[str] | None = None, *, now: datetime | None = None) -> int:
     """The command; ``now`` is the end of the windows checked (default: the clock, read once)."""
     parser = CommandParser(
@@ -374,9 +397,18 @@ def main(argv: Sequence[str] | None = None, *, now: datetime | None = None) -> i
             traceback.print_exc()
         print(f"smoke: {error}", file=sys.stderr)
         return 2
+    try:
+        clients, acting_as = _clients(args.stack, outputs)
+    except (ClientError, BotoCoreError) as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f"smoke: cannot act as the local CI role of {args.stack}: {error}", file=sys.stderr)
+        return 2
+    if acting_as:
+        print(f"acting as {acting_as}")
     results = run_checks(
         outputs,
-        SmokeClients.for_region(outputs.region),
+        clients,
         now=now or datetime.now(UTC),
         minutes=args.minutes,
         min_invocations=args.min_invocations,

@@ -6,11 +6,14 @@ its no-auth request count is used up (``/moto-api/reset-auth``). Out of the box 
 an exact ARN matches, so a role with ``kinesis:GetRecords`` on its stream would be refused. ``install()`` (run in
 the server process only) adds what this pipeline's calls need:
 
+- CloudWatch's actions named as IAM names them (``cloudwatch:``, not its signing name ``monitoring:``);
 - the ARN a request acts on, for DynamoDB (table), Kinesis (stream), Glue (database or table), Athena (workgroup),
   CloudWatch (alarm) and CloudWatch Logs (log group); an action of those services that names none of them is
   checked on its action alone;
 - Lambda calls are authorized without checking their signature (moto computes it over another encoding of the
   path and would refuse every one); their access key is still checked;
+- the local administrator may assume a role whose trust names only service principals (moto cannot evaluate
+  one): it stands in for Lambda handing a function its role;
 - AWS's own wording in a denial, ``User: <arn> is not authorized to perform: <action> on resource: <arn>``, as
   ``AccessDenied`` (XML services, S3) or ``AccessDeniedException`` (JSON services), so callers can name all three.
 
@@ -21,11 +24,22 @@ key whatever the caller may list; resource-based policies, KMS key policies and 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-__all__ = ["denial_message", "install"]
+__all__ = ["ADMIN_USER", "denial_message", "install", "trusts_services_only"]
+
+ADMIN_USER = "local-admin"
+"""The set-up identity (``sandbox/roles.py``); it also stands in for the services that hand a function its role."""
 
 _JSON_TARGET_SERVICES = ("dynamodb", "kinesis", "glue", "athena", "logs")
+# IAM's action prefix where it differs from the signing name moto takes it from.
+_ACTION_PREFIXES = {"monitoring": "cloudwatch"}
+
+
+def _is_json(headers: Any) -> bool:
+    content_type = next((str(value) for name, value in headers.items() if name.lower() == "content-type"), "")
+    return "json" in content_type
 
 
 def denial_message(principal: str, action: str, resource: str) -> str:
@@ -78,7 +92,13 @@ def _athena_resource(response: Any) -> str:
 
 
 def _cloudwatch_resource(response: Any) -> str:
-    alarm = _param(response, "AlarmNames.member.1") or _param(response, "AlarmName")
+    # botocore sends CloudWatch's calls as JSON (AlarmNames a list); the AWS CLI v1 as a query (AlarmNames.member.1)
+    try:
+        names = response._get_param("AlarmNames")
+    except Exception:  # a body this parser cannot read names no resource
+        names = None
+    listed = names[0] if isinstance(names, list) and names and isinstance(names[0], str) else None
+    alarm = listed or _param(response, "AlarmNames.member.1") or _param(response, "AlarmName")
     return _arn(response, "cloudwatch", f"alarm:{alarm}") if alarm else "*"
 
 
@@ -88,6 +108,13 @@ def _logs_resource(response: Any) -> str:
         return "*"
     stream = _param(response, "logStreamName")
     return _arn(response, "logs", f"log-group:{group}:" + (f"log-stream:{stream}" if stream else "*"))
+
+
+def trusts_services_only(document: Any) -> bool:
+    """True when every principal a trust policy names is a service (Lambda, Step Functions, Scheduler)."""
+    trust = json.loads(document) if isinstance(document, str) else document
+    principals = [statement.get("Principal") for statement in trust.get("Statement", [])]
+    return bool(principals) and all(isinstance(p, dict) and set(p) == {"Service"} for p in principals)
 
 
 def install() -> None:
@@ -113,6 +140,14 @@ def install() -> None:
         setattr(response_class, "_determine_resource", resolve)  # noqa: B010 - moto looks it up by this name
 
     base = access_control.IAMRequestBase
+    initialise = base.__init__
+
+    def initialise_with_iam_prefix(self: Any, *args: Any, **kwargs: Any) -> None:
+        initialise(self, *args, **kwargs)
+        prefix, _, name = self._action.partition(":")
+        self._action = f"{_ACTION_PREFIXES.get(prefix, prefix)}:{name}"
+
+    base.__init__ = initialise_with_iam_prefix  # type: ignore[method-assign]
     check = base.check_action_permitted
 
     def check_action_permitted(self: Any, resource: str) -> None:
@@ -120,6 +155,19 @@ def install() -> None:
         check(self, resource)
 
     base.check_action_permitted = check_action_permitted  # type: ignore[method-assign]
+
+    trusted = base._check_role_trust_relationship
+
+    def check_role_trust_relationship(self: Any, role_arn: str) -> bool:
+        # moto cannot evaluate a service principal in a trust policy (it fails on one). Lambda hands a function its
+        # role; locally the administrator stands in for it, and for Step Functions and the Scheduler, on those
+        # roles only: a command that runs a function's code acts as the function's role, as Lambda would.
+        document = self.backend.get_role_by_arn(role_arn).assume_role_policy_document
+        if self._access_key.arn.endswith(f":user/{ADMIN_USER}") and trusts_services_only(document):
+            return True
+        return bool(trusted(self, role_arn))
+
+    base._check_role_trust_relationship = check_role_trust_relationship  # type: ignore[method-assign]
 
     verify = base.check_signature
 
@@ -138,7 +186,7 @@ def install() -> None:
         raise S3ClientError("AccessDenied", message(self))
 
     def deny(self: Any) -> None:
-        if self._service in _JSON_TARGET_SERVICES:
+        if self._service in _JSON_TARGET_SERVICES or _is_json(self._headers):  # CloudWatch: JSON or a query
             raise JsonRESTError("AccessDeniedException", message(self))
         resource = getattr(self, "_sandbox_resource", "*")
         raise AccessDeniedError(user_arn=self._access_key.arn, action=f"{self._action} on resource: {resource}")

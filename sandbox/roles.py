@@ -37,6 +37,7 @@ from components.policies import (
 )
 from components.settings import Settings
 from ops.outputs import StackOutputs
+from sandbox.authorization import ADMIN_USER
 
 if TYPE_CHECKING:
     from sandbox.provision import LocalNames
@@ -55,7 +56,6 @@ __all__ = [
     "provision_roles",
 ]
 
-ADMIN_USER = "local-admin"
 ROLE_SESSION = "local"
 # The local stand-in for AWS's managed ReadOnlyAccess (moto does not load managed policies by default): the
 # Get/List/Describe of the services this pipeline uses, which the preview role's explicit denies must override.
@@ -122,7 +122,6 @@ def _local_arns(settings: Settings, names: LocalNames, outputs: StackOutputs, ac
         "workgroup": f"arn:aws:athena:{region}:{account}:workgroup/{names.workgroup}",
         "database": f"arn:aws:glue:{region}:{account}:database/{names.glue_database}",
         "glue_table": f"arn:aws:glue:{region}:{account}:table/{names.glue_database}/{names.glue_table}",
-        "alarm": f"arn:aws:cloudwatch:{region}:{account}:alarm:{names.iterator_age_alarm}",
     }
 
 
@@ -204,7 +203,7 @@ def local_role_documents(
                     table_glue_arn=arns["glue_table"],
                     failure_bucket_arn=arns["failure_bucket"],
                     log_group_arn=arns["log_group"],
-                    alarm_arns=[arns["alarm"]],
+                    alarm_arns=_stack_alarm_arns(settings, account),
                 )
             },
         ),
@@ -223,6 +222,15 @@ def local_role_documents(
             },
         ),
     }
+
+
+def _stack_alarm_arns(settings: Settings, account: str) -> list[str]:
+    """The six stream and flow alarms ``__main__.py`` gives the CI role (the ones the smoke check describes)."""
+    from components.naming import alarm_name  # noqa: PLC0415
+    from ops.smoke import ALARM_ROLES  # noqa: PLC0415 - the roles of components.alarms and components.flow_alarms
+
+    prefix = settings.naming.resources().alarm_prefix
+    return [f"arn:aws:cloudwatch:{settings.region}:{account}:alarm:{alarm_name(prefix, role)}" for role in ALARM_ROLES]
 
 
 def _assumable_by_admin(account: str) -> dict[str, Any]:

@@ -9,8 +9,12 @@ from typing import Any
 import boto3
 import pytest
 
-from ops import rollback, smoke
+from components.policies import lambda_trust_policy
+from ops import compact, rollback, smoke
+from sandbox.authorization import trusts_services_only
+from sandbox.command_roles import local_endpoint
 from sandbox.local_aws import local_aws
+from tests.compaction.conftest import HOUR, SHARD, TAG, LocalLake, generated_rows
 from tests.ops.conftest import lambda_zip
 
 pytestmark = pytest.mark.slow
@@ -50,10 +54,12 @@ def test_rollback_moves_the_local_alias(local, capsys):
     )
 
 
-def test_smoke_reads_the_local_stack(local):
+@pytest.fixture(scope="module")
+def healthy(local) -> datetime:
+    """The local stack as a healthy one looks to the smoke check (metrics, alarms, a new object); returns "now"."""
     outputs = local.outputs
     now = datetime.now(UTC)
-    cloudwatch = boto3.client("cloudwatch", region_name=local.outputs.region)
+    cloudwatch = local.client("cloudwatch")
     dimensions: list[Any] = [
         {"Name": "FunctionName", "Value": outputs.function_name},
         {"Name": "Resource", "Value": f"{outputs.function_name}:{outputs.function_alias_name}"},
@@ -76,10 +82,107 @@ def test_smoke_reads_the_local_stack(local):
             ComparisonOperator="GreaterThanThreshold",
         )
     key = f"{outputs.events_prefix}dt={now:%Y-%m-%d}/hour={now:%H}/local.parquet"
-    boto3.client("s3", region_name=local.outputs.region).put_object(Bucket=outputs.bucket_name, Key=key, Body=b"PAR1")
+    local.client("s3").put_object(Bucket=outputs.bucket_name, Key=key, Body=b"PAR1")
+    return now
 
-    results = smoke.run_checks(outputs, smoke.SmokeClients.for_region(outputs.region), now=now)
+
+def test_smoke_reads_the_local_stack(local, healthy):
+    outputs = local.outputs
+
+    results = smoke.run_checks(outputs, smoke.SmokeClients.acting_as(local.session("ci")), now=healthy)
 
     assert {result.name: result.passed for result in results} == dict.fromkeys(
         ["invocations", "errors", "iterator age", "alarms", "new objects", "athena"], True
     ), smoke.render_table(results)
+
+
+def test_the_local_ci_role_may_describe_every_alarm_smoke_reads(local):
+    # moto checks DescribeAlarms against the first alarm named only: the document is checked for the others
+    assert local.roles is not None
+    [read_alarms] = [
+        statement
+        for statement in local.roles.documents["ci"].policies["gitlab-ci"]["Statement"]
+        if statement["Sid"] == "ReadAlarms"
+    ]
+    expected = [
+        f"arn:aws:cloudwatch:{local.region}:123456789012:alarm:{name}"
+        for name in smoke.stack_alarm_names(local.outputs)
+    ]
+    assert sorted(read_alarms["Resource"]) == sorted(expected)
+    assert len(expected) == 6
+
+
+def test_smoke_acts_as_the_local_ci_role_and_passes(local, healthy, capsys):
+    # The environment holds the administrator's key; the command assumes the CI role with it, as CI's OIDC would.
+    assert smoke.main(["dev1"], now=healthy) == 0
+
+    out = capsys.readouterr().out
+    assert "acting as the local CI role prd3292-dev1-gitlab-ci" in out
+    assert "all 6 checks passed" in out
+
+
+def test_smoke_without_the_ci_roles_alarm_reads_fails_naming_role_action_and_resource(local, healthy, capsys):
+    assert local.roles is not None
+    with local.roles.without_statement("ci", "ReadAlarms"):
+        status = smoke.main(["dev1"], now=healthy)
+
+    out = capsys.readouterr().out
+    assert status == 1
+    alarm = f"arn:aws:cloudwatch:{local.region}:123456789012:alarm:{local.outputs.iterator_age_alarm_name}"
+    denied = [line for line in out.splitlines() if line.split()[:1] == ["FAIL"]]
+    assert [line.split()[1] for line in denied] == ["iterator", "alarms"], out  # the two checks reading alarms
+    assert all(
+        f"AccessDenied: role prd3292-dev1-gitlab-ci may not cloudwatch:DescribeAlarms on {alarm}" in line
+        for line in denied
+    ), out
+    assert "FAILED: iterator age, alarms" in out
+
+
+# -- compaction acts as its function's role ---------------------------------------------------------------------
+COMPACT_HOUR = ["dev1", "--hour", HOUR.strftime("%Y-%m-%dT%H"), "--delete-grace-minutes", "0"]
+
+
+def test_compact_runs_the_handler_as_the_local_compaction_role(local, capsys):
+    lake = LocalLake(local.client("s3"), local.outputs.bucket_name)  # the stream handler's objects, as set-up
+    rows = generated_rows(60)
+    for start in range(0, 60, 20):
+        lake.write(rows.slice(start, 20))
+
+    assert compact.main(COMPACT_HOUR) == 0
+
+    out = capsys.readouterr().out
+    assert "acting as the local compaction role prd3292-dev1-demand-compactor" in out
+    assert "objects 3 in -> 1 out; rows 60 in -> 60 out" in out
+    assert "inputs deleted 3" in out  # listed, read, written and deleted with that role's rights
+    assert lake.names() == [f"{TAG}-{SHARD}-compacted.parquet"]
+
+
+def test_compact_without_the_compaction_roles_listing_fails_in_one_line_naming_it(local, capsys):
+    assert local.roles is not None
+    with local.roles.without_statement("compaction", "ListEvents"):
+        status = compact.main(COMPACT_HOUR)
+
+    err = capsys.readouterr().err
+    assert status == 1
+    assert err.count("\n") == 1, err
+    assert err.startswith("compact: 1 shard-hour(s) failed: "), err
+    assert "assumed-role/prd3292-dev1-demand-compactor/local is not authorized to perform: s3:ListBucket" in err
+    assert f"on resource: arn:aws:s3:::{local.outputs.bucket_name}" in err
+
+
+# -- which roles the administrator may assume for a command ------------------------------------------------------
+def test_the_administrator_stands_in_only_for_a_trust_naming_services_alone():
+    assert trusts_services_only(lambda_trust_policy())
+    assert trusts_services_only(json.dumps(lambda_trust_policy()))  # moto keeps the document as text
+    mixed = lambda_trust_policy()
+    mixed["Statement"].append({"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::1:root"}, "Action": "sts:X"})
+    assert not trusts_services_only(mixed)
+    assert not trusts_services_only({"Version": "2012-10-17", "Statement": []})
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "local"),
+    [("http://127.0.0.1:4566", True), ("http://localhost:4566", True), ("https://s3.example.com", False), ("", False)],
+)
+def test_only_a_loopback_endpoint_is_the_local_aws(endpoint, local):
+    assert (local_endpoint({"AWS_ENDPOINT_URL": endpoint}) is not None) is local

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from aws_lambda_powertools.metrics import Metrics
 
 from ops import replay
 from pipeline.writer import encode_quarantine, object_name, quarantine_partition_prefix, sequence_digest
@@ -135,6 +136,9 @@ def _assert_done(local: LocalAws, source: Quarantined) -> None:
 
 
 def test_counts_rows_and_records_quarantined_again_and_removes_the_source(local, tmp_path, capsys):
+    # Powertools keeps metrics in a store shared by every Metrics instance of the process: drop what another test's
+    # handler (in this worker, e.g. one refused a write in tests/sandbox) added without flushing.
+    Metrics(namespace="unflushed").clear_metrics()
     source = _quarantine(local, good=6, bad=2)
     log = tmp_path / "handler.log"
 
@@ -496,3 +500,31 @@ def test_the_progress_bar_is_drawn_before_the_first_invocation(local, tmp_path, 
     assert "replaying records" in seen_at_first_call[0]
     assert "0/3" in seen_at_first_call[0]
     assert "3/3" in screen.getvalue()
+
+
+# -- the handler acts as the function's role ---------------------------------------------------------------------
+def test_the_handler_acts_as_the_local_processor_role(local, tmp_path, capsys):
+    source = _quarantine(local, good=3, bad=0)
+
+    assert replay.main(["quarantine", "dev1", "--key", source.key, "--log-file", str(tmp_path / "log")]) == 0
+
+    out = capsys.readouterr().out
+    assert "via pipeline.handler in this process as the local processor role prd3292-dev1-demand-processor" in out
+    _assert_done(local, source)
+
+
+def test_without_the_processor_roles_writes_the_replay_stops_in_one_line_naming_it(local, tmp_path, capsys):
+    source = _quarantine(local, good=3, bad=0)
+    assert local.roles is not None
+
+    with local.roles.without_statement("processor", "WriteEventsAndQuarantine"):
+        status = replay.main(["quarantine", "dev1", "--key", source.key, "--log-file", str(tmp_path / "log")])
+
+    [line] = [line for line in capsys.readouterr().err.splitlines() if line]  # (the progress bar ends a line)
+    assert status == 1
+    events = f"arn:aws:s3:::{local.outputs.bucket_name}/{local.outputs.events_prefix}dt="
+    assert line.startswith(
+        f"python -m ops.replay: IAM denied: role prd3292-dev1-demand-processor may not s3:PutObject on {events}"
+    ), line
+    assert line.endswith("(PutObject); nothing of that source was removed"), line
+    assert _exists(local, source.key), "the source is kept: none of its records was written"
