@@ -81,6 +81,9 @@ _LEAD_REFUSAL = re.compile(r"is less than \d+ min after|, after T - ")
 _DATA_FILE = re.compile(r"/AWSDynamoDB/(?P<export_id>[A-Za-z0-9-]+)/data/[^/]+\.gz$")
 
 
+BACKFILL_ROLE = "backfill"  # sandbox.roles.ROLES: the role the backfill function's code acts as
+
+
 class BackfillError(RuntimeError):
     """A step that cannot go on (the export failed or timed out); the message names what and why."""
 
@@ -679,6 +682,17 @@ def _refusal_lines(error: BackfillError, *, local: bool, lead_given: bool, stack
     return lines
 
 
+def _local_function_role(stack: str, outputs: StackOutputs) -> tuple[dict[str, str], str]:
+    """The local backfill role's ``AWS_*`` variables (what Lambda gives the function) and its name."""
+    from sandbox.command_roles import assume_local_role  # noqa: PLC0415 - the local AWS only
+
+    try:
+        roles = assume_local_role(BACKFILL_ROLE, stack, outputs)
+    except (ClientError, BotoCoreError) as error:
+        raise BackfillError(f"cannot act as the local backfill role of {stack}: {error}") from None
+    return roles.environment(BACKFILL_ROLE), roles.role_names[BACKFILL_ROLE]
+
+
 def _run(args: argparse.Namespace, bound: BoundStack, local: bool) -> BackfillReport | str:
     lead = DEFAULT_LEAD if args.lead_seconds is None else timedelta(seconds=args.lead_seconds)
     outputs = bound.outputs
@@ -687,6 +701,8 @@ def _run(args: argparse.Namespace, bound: BoundStack, local: bool) -> BackfillRe
     what = f"export {args.export_arn}" if args.export_arn else f"a new export of table {outputs.table_name}"
     print(bound.describe(f"back-fill {what} into s3://{outputs.bucket_name}/demand/snapshots/"))
     if local:
+        credentials, role_name = _local_function_role(args.stack, outputs)
+        print(f"acting as the local backfill role {role_name} for the function's part (the export as the operator)")
         return run_export(
             outputs,
             args.stack,
@@ -695,6 +711,7 @@ def _run(args: argparse.Namespace, bound: BoundStack, local: bool) -> BackfillRe
             quiet=not args.verbose,
             export_arn=args.export_arn,
             lead=lead,
+            function_credentials=credentials,
         )
     return run_deployed(outputs, timeout=args.timeout, export_arn=args.export_arn)
 

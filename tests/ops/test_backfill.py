@@ -264,3 +264,17 @@ def test_count_lines_counts_a_last_line_without_newline():
 
 def test_boto3_is_pointed_at_the_local_aws(local: LocalAws):
     assert boto3.client("s3").meta.endpoint_url == local.endpoint_url
+
+
+def test_the_function_part_acts_as_the_local_backfill_role(local: LocalAws, first_run: dict[str, Any], capsys):
+    assert "acting as the local backfill role prd3292-dev1-demand-backfill" in first_run["output"]
+    assert local.roles is not None
+    arn = _export_arn(first_run["output"])
+    # the same export again, with the role lacking its snapshot statement: the function's reads are refused
+    with local.roles.without_statement("backfill", "WriteSnapshotsAndQuarantine"):
+        status = backfill.main(["dev1", "--export-arn", arn, *NO_LEAD, "--max-quarantined-percent", "100"])
+    local.roles.denials.clear()
+    captured = capsys.readouterr()
+    assert status == 1
+    assert "INCOMPLETE" in captured.out
+    assert "prd3292-dev1-demand-backfill/local is not authorized to perform: s3:GetObject" in captured.err
