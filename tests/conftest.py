@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, settings
 
 from sandbox.local_aws import LocalAws, local_aws
 from sandbox.models import share_loaded_models
+from sandbox.server import reuse_servers
 from sandbox.targets import LocalTarget, Target, TargetUnavailableError, deployed_target, selected_environment
 
 # Hypothesis judges a test by how long its examples take (a deadline per example, a health check on slow input
@@ -22,6 +23,8 @@ settings.load_profile("suite")
 
 # Thousands of boto3 clients are created across the suite: parse botocore's models once per worker, not per client.
 share_loaded_models()
+# Each worker boots moto once and empties it between local AWS instead of booting one per local AWS.
+reuse_servers()
 
 # The stacks' batching window (seconds) only delays delivery; locally a shorter one keeps the suites quick.
 LOCAL_BATCHING_WINDOW_SECONDS = 0.3
