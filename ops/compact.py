@@ -3,7 +3,7 @@
     python -m ops.compact qa1 --hour 2026-03-31T23 [--hour ...] [--delete-grace-minutes 0]
     python -m ops.compact qa1                # what the schedule does: every due hour of the lookback window
 
-Against a deployed stack this invokes the stack's compaction function (output ``compaction_function_name``)
+Against a deployed stack this invokes the stack's compaction function (output ``curator_function_name``)
 synchronously: the function's own role lists, reads, writes and deletes, never the operator's credentials.
 When ``AWS_ENDPOINT_URL`` points at the local AWS (``make demo ARGS=--keep`` prints it), it runs
 ``pipeline.compaction.handler`` in this process with the stack's function settings, against that local S3 only,
@@ -34,7 +34,7 @@ __all__ = ["CompactError", "build_event", "deployed_invoker", "local_invoker", "
 
 Invoker = Callable[[dict[str, Any]], Mapping[str, Any]]
 _LOCAL_HOSTS = ("127.0.0.1", "localhost")
-COMPACTION_ROLE = "compaction"  # sandbox.roles.ROLES
+COMPACTION_ROLE = "curator"  # sandbox.roles.ROLES: the one role that may consume raw objects
 # A synchronous invocation waits for the function: up to Lambda's 15-minute limit, and is never retried by the SDK
 # (a second, concurrent compaction would be safe, but only wasteful).
 _INVOKE_READ_TIMEOUT = 16 * 60
@@ -232,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         invoke = local_invoker({**environment, **credentials})
         where = f"in-process on the local AWS ({os.environ['AWS_ENDPOINT_URL']})"
     else:
-        function_name = outputs.compaction_function_name
+        function_name = outputs.curator_function_name
         invoke = deployed_invoker(function_name, _lambda_client(os.environ.get("AWS_REGION") or outputs.region))
         where = f"by {function_name}"
     hours = ", ".join(args.hour) or "every hour the schedule would pick"

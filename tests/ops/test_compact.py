@@ -85,7 +85,7 @@ def _deployed(monkeypatch: pytest.MonkeyPatch, client: _Lambda, **extra: str) ->
     monkeypatch.setattr("pipeline.compactor.S3CompactionStore._client", no_s3)
 
 
-def test_deployed_stack_invokes_its_compaction_function(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+def test_deployed_stack_invokes_its_curator_function(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     summary = {
         "hours": ["2026-03-31T23"],
         "objects_in": 721,
@@ -100,7 +100,7 @@ def test_deployed_stack_invokes_its_compaction_function(monkeypatch: pytest.Monk
         "deferred_hours": [],
     }
     client = _Lambda(summary)
-    _deployed(monkeypatch, client, compaction_function_name=FUNCTION)
+    _deployed(monkeypatch, client, curator_function_name=FUNCTION)
 
     code = compact.main(["qa1", "--hour", "2026-03-31T23", "--delete-grace-minutes", "0"])
 
@@ -120,18 +120,18 @@ def test_deployed_stack_invokes_its_compaction_function(monkeypatch: pytest.Monk
 
 def test_deployed_function_error_exits_1(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     client = _Lambda({"errorMessage": "1 shard-hour(s) failed: ...", "errorType": "CompactionFailedError"}, "Unhandled")
-    _deployed(monkeypatch, client, compaction_function_name=FUNCTION)
+    _deployed(monkeypatch, client, curator_function_name=FUNCTION)
 
     assert compact.main(["qa1"]) == 1
     assert client.calls[0]["Payload"] == "{}"
     assert capsys.readouterr().err == f"compact: {FUNCTION} failed: 1 shard-hour(s) failed: ...\n"
 
 
-def test_a_stack_without_the_compaction_function_is_refused(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+def test_a_stack_without_the_curator_function_is_refused(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     client = _Lambda({})
     _deployed(monkeypatch, client)
     values = outputs_values()
-    del values["compaction_function_name"]  # a stack deployed before compaction existed
+    del values["curator_function_name"]  # a stack deployed before compaction existed
     outputs = StackOutputs.from_mapping
 
     monkeypatch.setattr(
@@ -140,12 +140,12 @@ def test_a_stack_without_the_compaction_function_is_refused(monkeypatch: pytest.
 
     assert compact.main(["qa1", "--hour", "2026-03-31T23"]) == 2
     assert client.calls == []
-    assert capsys.readouterr().err == "compact: qa1: missing stack output(s) compaction_function_name\n"
+    assert capsys.readouterr().err == "compact: qa1: missing stack output(s) curator_function_name\n"
 
 
 def test_a_dry_run_says_what_and_where_and_invokes_nothing(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     client = _Lambda({})
-    _deployed(monkeypatch, client, compaction_function_name=FUNCTION)
+    _deployed(monkeypatch, client, curator_function_name=FUNCTION)
 
     assert compact.main(["qa1", "--hour", "2026-03-31T23", "--delete-grace-minutes", "0", "--dry-run"]) == 0
 
