@@ -134,13 +134,14 @@ def _environment(values: Mapping[str, str]) -> Iterator[None]:
 
 
 def compaction_environment(outputs: StackOutputs, stack: str) -> dict[str, str]:
-    """The compaction function's environment for ``stack``, as the program sets it (the stack file's delay, lookback
-    and grace), with the outputs' bucket and prefix, and quieter logs for a terminal."""
-    from components.function_environment import compaction_environment as program_environment  # noqa: PLC0415
+    """The curator function's environment for ``stack``, as the program sets it (the stack file's time travel and
+    grace), with the outputs' bucket, prefix and Glue database, and quieter logs for a terminal."""
+    from components.function_environment import curator_environment  # noqa: PLC0415
     from components.naming import prefixes  # noqa: PLC0415 - only the local mode needs these
     from components.settings import settings_from_stack_file  # noqa: PLC0415
 
-    environment = program_environment(settings_from_stack_file(stack), outputs.bucket_name, prefixes())
+    settings = settings_from_stack_file(stack)
+    environment = curator_environment(settings, outputs.bucket_name, prefixes(), outputs.athena_database_name)
     environment.update(
         OUTPUT_PREFIX=outputs.events_prefix,
         LOG_LEVEL="WARNING",  # the command prints the summary; the handler's own line would repeat it

@@ -25,6 +25,7 @@ from botocore.exceptions import ClientError
 
 from components.naming import account_data_bucket_patterns
 from components.policies import (
+    CURATED_TABLES,
     backfill_function_policy,
     backfill_state_machine_policy,
     ci_access_policy,
@@ -200,7 +201,8 @@ def local_role_documents(
                     stream_arn=arns["stream"],
                     function_arn=arns["function"],
                     bucket_arn=arns["bucket"],
-                    read_prefixes=(layout.events, layout.quarantine, layout.snapshots),
+                    read_prefixes=(layout.events, layout.quarantine, layout.snapshots, layout.curated),
+                    curated_tables=CURATED_TABLES,
                     results_prefix=layout.athena_results,
                     results_bucket_arn=arns["results_bucket"],
                     workgroup_arn=arns["workgroup"],
@@ -221,7 +223,7 @@ def local_role_documents(
                     state_bucket_arn=f"arn:aws:s3:::{LOCAL_STATE_BUCKET}",
                     state_prefix="",
                     secrets_key_arn=LOCAL_SECRETS_KEY.format(region=settings.region, account=account),
-                    data_prefixes=(layout.events, layout.quarantine, layout.exports, layout.snapshots),
+                    data_prefixes=(layout.events, layout.quarantine, layout.exports, layout.snapshots, layout.curated),
                     data_bucket_patterns=account_data_bucket_patterns(settings.product_code),
                 ),
             },

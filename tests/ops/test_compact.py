@@ -204,12 +204,13 @@ def test_local_aws_runs_the_handler_in_process(local_s3: MotoProcess, tmp_path: 
 
 
 def test_the_local_environment_is_the_programs_with_quieter_logs() -> None:
-    from components.function_environment import compaction_environment as program_environment  # noqa: PLC0415
+    from components.function_environment import curator_environment as program_environment  # noqa: PLC0415
     from components.naming import prefixes  # noqa: PLC0415
     from components.settings import settings_from_stack_file  # noqa: PLC0415
 
     outputs = StackOutputs.from_mapping(outputs_values(events_prefix="lake/events/"), source="test")
-    program = program_environment(settings_from_stack_file("qa1"), outputs.bucket_name, prefixes())
+    settings = settings_from_stack_file("qa1")
+    program = program_environment(settings, outputs.bucket_name, prefixes(), outputs.athena_database_name)
 
     local = compact.compaction_environment(outputs, "qa1")
 
@@ -218,4 +219,5 @@ def test_the_local_environment_is_the_programs_with_quieter_logs() -> None:
         "LOG_LEVEL": "WARNING",
         "POWERTOOLS_METRICS_DISABLED": "true",
     }
-    assert local["COMPACTION_DELAY_MINUTES"] == "120"  # the stack file's settings, not the handler's defaults
+    assert local["CURATION_DELETE_GRACE_MINUTES"] == "15"  # the stack file's settings, not the handler's defaults
+    assert local["GLUE_DATABASE"] == outputs.athena_database_name
