@@ -329,3 +329,26 @@ def test_removed_compaction_keys_are_refused_by_name() -> None:
     config = {**stack_config("qa1"), "dmd-pipeline:compactionMemoryMb": "2048"}
     with pytest.raises(SettingsError, match=r"unknown config key dmd-pipeline:compactionMemoryMb"):
         run_program("qa1", config=config)
+
+
+def test_curator_resources_sit_in_the_curation_component_with_the_tagged_provider(run: ProgramRun) -> None:
+    """The resource options: every curator resource is a child of ``Curation`` and uses the stack's provider."""
+    children = sorted(urn.rsplit("::", 1)[1] for urn in run.urns if "dmd-pipeline:index:Curation$" in urn)
+    assert children == [
+        "curation-async",
+        "curation-errors",
+        "curation-function",
+        "curation-logs",
+        "curation-policy",
+        "curation-role",
+        "curation-schedule",
+        "curation-schedule-failures",
+        "curation-schedule-group",
+        "curation-scheduler-policy",
+        "curation-scheduler-role",
+        "curation-undelivered",
+    ]
+    for resource in run.declared:
+        if resource.name in children:
+            assert resource.provider is not None, resource.name
+            assert "pulumi:providers:aws::aws::" in resource.provider, resource.name
