@@ -76,7 +76,7 @@ RUNTIME_PROVIDED = frozenset({"boto3"})
 # needs (pygments, markdown-it-py, mdurl) goes with it.
 CURATOR_CLI_ONLY = frozenset({"click", "rich"})
 # zstandard ships a C and a cffi backend; it loads the C one, and the cffi one would need cffi (not in the layer).
-_CURATOR_LAYER_DROPPED_FILES = ("zstandard/_cffi",)
+_CURATOR_LAYER_DROPPED_FILES = ("zstandard/backend_cffi",)
 # Lambda's limit on a function's unzipped code plus layers: 250 MiB.
 LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024
 # Each deployed function: (its code zip, its layer zip), as the program declares them.
