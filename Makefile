@@ -81,7 +81,7 @@ bench: .venv/.synced  ## benchmark the handler's hot path against a naive refere
 	$(RUN) python -m bench $(ARGS)
 	$(RUN) python -m bench.compaction
 
-package: .venv/.synced  ## build dist/function.zip and dist/layer.zip (deterministic)
+package: .venv/.synced  ## build dist/function.zip, layer.zip, curator.zip and curator-layer.zip (deterministic)
 	$(call run_command,package)
 
 plan: .venv/.synced  ## offline preview: resources the program declares for STACK (make plan STACK=qa1; default dev1)

@@ -3,7 +3,7 @@
     python -m ops.compact qa1 --hour 2026-03-31T23 [--hour ...] [--delete-grace-minutes 0]
     python -m ops.compact qa1                # what the schedule does: every due hour of the lookback window
 
-Against a deployed stack this invokes the stack's compaction function (output ``compaction_function_name``)
+Against a deployed stack this invokes the stack's compaction function (output ``curator_function_name``)
 synchronously: the function's own role lists, reads, writes and deletes, never the operator's credentials.
 When ``AWS_ENDPOINT_URL`` points at the local AWS (``make demo ARGS=--keep`` prints it), it runs
 ``pipeline.compaction.handler`` in this process with the stack's function settings, against that local S3 only,
@@ -34,7 +34,7 @@ __all__ = ["CompactError", "build_event", "deployed_invoker", "local_invoker", "
 
 Invoker = Callable[[dict[str, Any]], Mapping[str, Any]]
 _LOCAL_HOSTS = ("127.0.0.1", "localhost")
-COMPACTION_ROLE = "compaction"  # sandbox.roles.ROLES
+COMPACTION_ROLE = "curator"  # sandbox.roles.ROLES: the one role that may consume raw objects
 # A synchronous invocation waits for the function: up to Lambda's 15-minute limit, and is never retried by the SDK
 # (a second, concurrent compaction would be safe, but only wasteful).
 _INVOKE_READ_TIMEOUT = 16 * 60
@@ -134,13 +134,14 @@ def _environment(values: Mapping[str, str]) -> Iterator[None]:
 
 
 def compaction_environment(outputs: StackOutputs, stack: str) -> dict[str, str]:
-    """The compaction function's environment for ``stack``, as the program sets it (the stack file's delay, lookback
-    and grace), with the outputs' bucket and prefix, and quieter logs for a terminal."""
-    from components.function_environment import compaction_environment as program_environment  # noqa: PLC0415
+    """The curator function's environment for ``stack``, as the program sets it (the stack file's time travel and
+    grace), with the outputs' bucket, prefix and Glue database, and quieter logs for a terminal."""
+    from components.function_environment import curator_environment  # noqa: PLC0415
     from components.naming import prefixes  # noqa: PLC0415 - only the local mode needs these
     from components.settings import settings_from_stack_file  # noqa: PLC0415
 
-    environment = program_environment(settings_from_stack_file(stack), outputs.bucket_name, prefixes())
+    settings = settings_from_stack_file(stack)
+    environment = curator_environment(settings, outputs.bucket_name, prefixes(), outputs.athena_database_name)
     environment.update(
         OUTPUT_PREFIX=outputs.events_prefix,
         LOG_LEVEL="WARNING",  # the command prints the summary; the handler's own line would repeat it
@@ -232,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         invoke = local_invoker({**environment, **credentials})
         where = f"in-process on the local AWS ({os.environ['AWS_ENDPOINT_URL']})"
     else:
-        function_name = outputs.compaction_function_name
+        function_name = outputs.curator_function_name
         invoke = deployed_invoker(function_name, _lambda_client(os.environ.get("AWS_REGION") or outputs.region))
         where = f"by {function_name}"
     hours = ", ".join(args.hour) or "every hour the schedule would pick"

@@ -1,6 +1,11 @@
-"""Build the Lambda artifact once, deterministically: ``dist/function.zip`` and ``dist/layer.zip``.
+"""Build the Lambda artifact once, deterministically: ``dist/function.zip`` and ``dist/layer.zip`` (the stream
+handler and the backfill), ``dist/curator.zip`` and ``dist/curator-layer.zip`` (the curator).
 
 - ``function.zip`` holds ``pipeline/`` only (sources and schemas, no bytecode).
+- ``curator.zip`` holds ``curator/`` and the ``pipeline/`` contract it shares (schema, Parquet writer, config).
+- ``curator-layer.zip`` holds the runtime dependencies plus the ``curator`` dependency group (pyiceberg,
+  pyiceberg-core), without pyiceberg's command-line-only dependencies (``CURATOR_CLI_ONLY``: click, rich and what
+  only rich needs) and zstandard's cffi backend (its C backend is the one that loads), built the same way.
 - ``layer.zip`` holds the locked runtime dependencies under ``python/``, installed for the Lambda platform
   (Python 3.12, arm64, binary wheels only: manylinux_2_28, or manylinux2014 for packages such as pybase64 that
   publish nothing newer; the versions are pinned by the lock, so an older tag can never bring an older release,
@@ -14,6 +19,9 @@ Both zips have sorted entries, fixed timestamps and fixed permissions, so the sa
 ``function.zip`` is built from the files git tracks under ``pipeline/``: an untracked scratch file never ships,
 and uncommitted changes to tracked files are refused unless ``--allow-dirty`` (so the same commit always gives
 the same bytes).
+
+Every function's unzipped size, its code plus its layer, is checked under Lambda's 250 MiB
+(``check_function_sizes``); the build fails naming the function otherwise.
 
 Usage: ``python -m ops.package [--out dist] [--skip-layer] [--allow-dirty] [--dry-run]`` (``make package``).
 An unknown option is refused (exit 2) before anything is written; ``--dry-run`` writes nothing, in ``dist/`` neither.
@@ -34,18 +42,24 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.artifacts import FUNCTION_ZIP, LAYER_ZIP
+from components.artifacts import CURATOR_LAYER_ZIP, CURATOR_ZIP, FUNCTION_ZIP, LAYER_ZIP
 from components.settings import PROJECT_ROOT
 from ops.cli import CommandParser, user_error
 
 __all__ = [
+    "CURATOR_CLI_ONLY",
+    "FUNCTION_LAYERS",
     "LAMBDA_PLATFORMS",
     "LAMBDA_PYTHON",
+    "LAMBDA_UNZIPPED_LIMIT",
     "RUNTIME_PROVIDED",
     "PackageError",
+    "build_curator_zip",
     "build_function_zip",
     "build_layer_zip",
     "check_extensions",
+    "check_function_sizes",
+    "curator_layer_requirements",
     "deterministic_zip",
     "layer_requirements",
     "main",
@@ -58,6 +72,19 @@ LAMBDA_PYTHON = ("3.12", "cp")
 _EXTENSION = re.compile(r"\.cpython-(\d+)-([a-z0-9_]+)-linux-gnu\.so$")
 # Installed in the Lambda Python runtime already; dropped with everything only they need.
 RUNTIME_PROVIDED = frozenset({"boto3"})
+# pyiceberg's command line (``pyiceberg.cli``) and only it needs these; the curator never imports it. What only rich
+# needs (pygments, markdown-it-py, mdurl) goes with it.
+CURATOR_CLI_ONLY = frozenset({"click", "rich"})
+# zstandard ships a C and a cffi backend; it loads the C one, and the cffi one would need cffi (not in the layer).
+_CURATOR_LAYER_DROPPED_FILES = ("zstandard/backend_cffi",)
+# Lambda's limit on a function's unzipped code plus layers: 250 MiB.
+LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024
+# Each deployed function: (its code zip, its layer zip), as the program declares them.
+FUNCTION_LAYERS = {
+    "stream processor": (FUNCTION_ZIP, LAYER_ZIP),
+    "backfill": (FUNCTION_ZIP, LAYER_ZIP),
+    "curator": (CURATOR_ZIP, CURATOR_LAYER_ZIP),
+}
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 _SKIPPED_PARTS = frozenset({"__pycache__"})
 _SKIPPED_SUFFIXES = (".pyc", ".pyo")
@@ -151,6 +178,29 @@ def build_function_zip(destination: Path, root: Path = PROJECT_ROOT, *, allow_di
     return deterministic_zip(entries, destination)
 
 
+def build_curator_zip(destination: Path, root: Path = PROJECT_ROOT, *, allow_dirty: bool = False) -> Built:
+    """``curator/`` and ``pipeline/`` (the contract it shares), as the curator's code: the files git tracks."""
+    files = [
+        *tracked_files(root, "curator", allow_dirty=allow_dirty),
+        *tracked_files(root, "pipeline", allow_dirty=allow_dirty),
+    ]
+    return deterministic_zip([(path.relative_to(root).as_posix(), path) for path in files], destination)
+
+
+def check_function_sizes(unzipped: dict[str, int], functions: dict[str, tuple[str, str]] = FUNCTION_LAYERS) -> None:
+    """Raise ``PackageError`` naming every function whose code plus layer, unzipped, exceeds 250 MiB.
+
+    ``unzipped`` maps zip names to their unzipped size; a zip not built (``--skip-layer``) is not checked."""
+    over = []
+    for function, parts in functions.items():
+        if all(part in unzipped for part in parts):
+            total = sum(unzipped[part] for part in parts)
+            if total > LAMBDA_UNZIPPED_LIMIT:
+                over.append(f"{function} {total / 2**20:.1f} MiB ({' + '.join(parts)})")
+    if over:
+        raise PackageError(f"unzipped above Lambda's 250 MiB: {', '.join(over)}")
+
+
 def _uv() -> list[str]:
     """How to call uv: the binary ``uv run`` exported, one on PATH, or the module of the system Python."""
     if os.environ.get("UV"):
@@ -191,10 +241,18 @@ def layer_requirements(export_text: str, runtime_provided: Iterable[str] = RUNTI
     return sorted(requirement for name, (requirement, _) in packages.items() if name not in dropped)
 
 
-def export_runtime_requirements(root: Path = PROJECT_ROOT) -> str:
-    """The locked runtime dependencies (``uv export --no-dev --no-hashes --no-emit-project``)."""
-    command = [*_uv(), "export", "--frozen", "--no-dev", "--no-hashes", "--no-emit-project"]
+def export_runtime_requirements(root: Path = PROJECT_ROOT, *, groups: Sequence[str] = ()) -> str:
+    """The locked runtime dependencies (``uv export --no-dev --no-hashes --no-emit-project``), with ``groups``
+    (dependency groups, e.g. ``curator``) added."""
+    selection = ["--no-default-groups", *(f"--group={group}" for group in groups)] if groups else ["--no-dev"]
+    command = [*_uv(), "export", "--frozen", *selection, "--no-hashes", "--no-emit-project"]
     return subprocess.run(command, cwd=root, check=True, capture_output=True, text=True).stdout
+
+
+def curator_layer_requirements(export_text: str) -> list[str]:
+    """The curator layer's pins: the export of the runtime and ``curator`` groups, minus what the runtime provides,
+    pyiceberg's command-line-only dependencies, and what only those need."""
+    return layer_requirements(export_text, RUNTIME_PROVIDED | CURATOR_CLI_ONLY)
 
 
 def _trim(site: Path) -> None:
@@ -213,6 +271,7 @@ def build_layer_zip(
     *,
     work_dir: Path,
     pip_args: Sequence[str] = (),
+    dropped_files: Sequence[str] = (),
 ) -> Built:
     """Install ``requirements`` for the Lambda platform into ``python/`` and zip it deterministically."""
     python_version, implementation = LAMBDA_PYTHON
@@ -245,7 +304,11 @@ def build_layer_zip(
     subprocess.run(command, check=True)
     check_extensions(site)
     _trim(site)
-    entries = [(path.relative_to(work_dir).as_posix(), path) for path in _files(site)]
+    entries = [
+        (path.relative_to(work_dir).as_posix(), path)
+        for path in _files(site)
+        if not path.relative_to(site).as_posix().startswith(tuple(dropped_files))
+    ]
     return deterministic_zip(entries, destination)
 
 
@@ -274,12 +337,19 @@ def _unzipped_size(path: Path) -> int:
 PROG = "python -m ops.package"
 
 
+def _build_layer(out: Path, name: str, requirements: list[str], work: str, dropped: Sequence[str] = ()) -> Built:
+    """One layer, installed under ``build/<work>``."""
+    return build_layer_zip(out / name, requirements, work_dir=PROJECT_ROOT / "build" / work, dropped_files=dropped)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = CommandParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "dist", help="output directory (default dist/)")
-    parser.add_argument("--skip-layer", action="store_true", help="build function.zip only")
+    parser.add_argument("--skip-layer", action="store_true", help="build the code zips only")
     parser.add_argument(
-        "--allow-dirty", action="store_true", help="build even with uncommitted changes to pipeline/ (never deploy it)"
+        "--allow-dirty",
+        action="store_true",
+        help="build even with uncommitted changes to pipeline/ or curator/ (never deploy it)",
     )
     parser.add_argument(
         "--dry-run", action="store_true", help="check what would be packaged and say so; write nothing (dist/ neither)"
@@ -288,36 +358,61 @@ def main(argv: Sequence[str] | None = None) -> int:
     out: Path = args.out
     try:
         files = tracked_files(PROJECT_ROOT, "pipeline", allow_dirty=args.allow_dirty)
+        curator_files = tracked_files(PROJECT_ROOT, "curator", allow_dirty=args.allow_dirty)
         if args.dry_run:
-            layer = "" if args.skip_layer else f" and {out / LAYER_ZIP} (the locked runtime dependencies, arm64)"
+            described = (
+                ""
+                if args.skip_layer
+                else f" and {out / LAYER_ZIP} (the locked runtime dependencies, arm64) and {out / CURATOR_LAYER_ZIP}"
+                " (the curator's: pyiceberg without its command line)"
+            )
             print(
-                f"dry run: would write {out / FUNCTION_ZIP} ({len(files)} git-tracked files of pipeline/){layer} "
+                f"dry run: would write {out / FUNCTION_ZIP} ({len(files)} git-tracked files of pipeline/), "
+                f"{out / CURATOR_ZIP} ({len(curator_files)} of curator/ and pipeline/'s){described} "
                 f"and {out / 'manifest.json'}; nothing written"
             )
             return 0
         function = build_function_zip(out / FUNCTION_ZIP, allow_dirty=args.allow_dirty)
+        curator = build_curator_zip(out / CURATOR_ZIP, allow_dirty=args.allow_dirty)
     except PackageError as error:
         return user_error(PROG, str(error))
-    print(_report(function))
-    manifest: dict[str, object] = {FUNCTION_ZIP: {"sha256": function.sha256, "size": function.size}}
+    manifest: dict[str, object] = {}
+    unzipped: dict[str, int] = {}
+    for name, built in ((FUNCTION_ZIP, function), (CURATOR_ZIP, curator)):
+        print(_report(built))
+        manifest[name] = {"sha256": built.sha256, "size": built.size}
+        unzipped[name] = _unzipped_size(built.path)
     if not args.skip_layer:
         try:
-            requirements = layer_requirements(export_runtime_requirements())
-            layer_zip = build_layer_zip(out / LAYER_ZIP, requirements, work_dir=PROJECT_ROOT / "build" / "layer")
+            runtime = layer_requirements(export_runtime_requirements())
+            curator_runtime = curator_layer_requirements(export_runtime_requirements(groups=("curator",)))
+            dropped = _CURATOR_LAYER_DROPPED_FILES
+            layers: list[tuple[str, list[str], Built]] = [
+                (LAYER_ZIP, runtime, _build_layer(out, LAYER_ZIP, runtime, "layer")),
+                (
+                    CURATOR_LAYER_ZIP,
+                    curator_runtime,
+                    _build_layer(out, CURATOR_LAYER_ZIP, curator_runtime, "curator-layer", dropped),
+                ),
+            ]
         except subprocess.CalledProcessError as error:  # uv or pip failed (no package index): their lines are above
-            print(
-                f"{PROG}: {' '.join(error.cmd[:4])} ... exited {error.returncode}: layer.zip not built", file=sys.stderr
-            )
+            print(f"{PROG}: {' '.join(error.cmd[:4])} ... exited {error.returncode}: layers not built", file=sys.stderr)
             return 1
-        unzipped = _unzipped_size(layer_zip.path)
-        print(_report(layer_zip, unzipped))
-        print("layer requirements: " + ", ".join(requirements))
-        manifest[LAYER_ZIP] = {
-            "sha256": layer_zip.sha256,
-            "size": layer_zip.size,
-            "unzipped_size": unzipped,
-            "requirements": requirements,
-        }
+        for name, requirements, layer_zip in layers:
+            unzipped[name] = _unzipped_size(layer_zip.path)
+            print(_report(layer_zip, unzipped[name]))
+            print(f"{name} requirements: " + ", ".join(requirements))
+            manifest[name] = {
+                "sha256": layer_zip.sha256,
+                "size": layer_zip.size,
+                "unzipped_size": unzipped[name],
+                "requirements": requirements,
+            }
+    try:
+        check_function_sizes(unzipped)
+    except PackageError as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return 1
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return 0
 

@@ -55,7 +55,7 @@ from sandbox.workload import TableWriter, workload
 __all__ = ["BootstrapFigures", "DemoResult", "main", "run_demo"]
 
 _WRITE_CHUNK = 200
-COMPACTION_ROLE = "compaction"
+COMPACTION_ROLE = "curator"  # sandbox.roles.ROLES
 BACKFILL_ROLE = "backfill"
 CI_ROLE = "ci"
 _SHOWN_ROWS = 8

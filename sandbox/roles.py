@@ -25,10 +25,11 @@ from botocore.exceptions import ClientError
 
 from components.naming import account_data_bucket_patterns
 from components.policies import (
+    CURATED_TABLES,
     backfill_function_policy,
     backfill_state_machine_policy,
     ci_access_policy,
-    compaction_policy,
+    curator_policy,
     lambda_trust_policy,
     preview_access_policy,
     processor_policy,
@@ -104,7 +105,7 @@ class RoleDocuments:
     policies: dict[str, dict[str, Any]]
 
 
-ROLES = ("processor", "compaction", "backfill", "backfill_states", "ci", "preview")
+ROLES = ("processor", "curator", "backfill", "backfill_states", "ci", "preview")
 """The roles the local AWS provisions and enforces (keys of ``local_role_documents``)."""
 
 
@@ -118,7 +119,7 @@ def _local_arns(settings: Settings, names: LocalNames, outputs: StackOutputs, ac
         "table": f"arn:aws:dynamodb:{region}:{account}:table/{names.table}",
         "function": f"arn:aws:lambda:{region}:{account}:function:{names.function}",
         "log_group": f"arn:aws:logs:{region}:{account}:log-group:{names.log_group}",
-        "compaction_log_group": f"arn:aws:logs:{region}:{account}:log-group:{names.compaction_log_group}",
+        "curator_log_group": f"arn:aws:logs:{region}:{account}:log-group:{names.curator_log_group}",
         "workgroup": f"arn:aws:athena:{region}:{account}:workgroup/{names.workgroup}",
         "database": f"arn:aws:glue:{region}:{account}:database/{names.glue_database}",
         "glue_table": f"arn:aws:glue:{region}:{account}:table/{names.glue_database}/{names.glue_table}",
@@ -150,12 +151,17 @@ def local_role_documents(
                 )
             },
         ),
-        "compaction": RoleDocuments(
-            created.compaction_function,
+        "curator": RoleDocuments(
+            created.curator_function,
             lambda_trust,
             {
-                "compaction": compaction_policy(
-                    bucket_arn=arns["bucket"], events_prefix=layout.events, log_group_arn=arns["compaction_log_group"]
+                "curator": curator_policy(
+                    bucket_arn=arns["bucket"],
+                    events_prefix=layout.events,
+                    curated_prefix=layout.curated,
+                    snapshot_prefix=layout.snapshots,
+                    database_arn=arns["database"],
+                    log_group_arn=arns["curator_log_group"],
                 )
             },
         ),
@@ -195,7 +201,8 @@ def local_role_documents(
                     stream_arn=arns["stream"],
                     function_arn=arns["function"],
                     bucket_arn=arns["bucket"],
-                    read_prefixes=(layout.events, layout.quarantine, layout.snapshots),
+                    read_prefixes=(layout.events, layout.quarantine, layout.snapshots, layout.curated),
+                    curated_tables=CURATED_TABLES,
                     results_prefix=layout.athena_results,
                     results_bucket_arn=arns["results_bucket"],
                     workgroup_arn=arns["workgroup"],
@@ -216,7 +223,7 @@ def local_role_documents(
                     state_bucket_arn=f"arn:aws:s3:::{LOCAL_STATE_BUCKET}",
                     state_prefix="",
                     secrets_key_arn=LOCAL_SECRETS_KEY.format(region=settings.region, account=account),
-                    data_prefixes=(layout.events, layout.quarantine, layout.exports, layout.snapshots),
+                    data_prefixes=(layout.events, layout.quarantine, layout.exports, layout.snapshots, layout.curated),
                     data_bucket_patterns=account_data_bucket_patterns(settings.product_code),
                 ),
             },

@@ -112,6 +112,7 @@ def test_preview_role_is_read_only_plus_state_and_secrets_and_denies_data_reads(
         "arn:aws:s3:::*/demand/quarantine/*",
         "arn:aws:s3:::*/demand/exports/*",
         "arn:aws:s3:::*/demand/snapshots/*",
+        "arn:aws:s3:::*/curated/*",  # the curated Iceberg tables' data and metadata
         # every object of the failure bucket (whole change images) and of the Athena results bucket is data
         "arn:aws:s3:::prd3292-*-*-demand-processor-failures/*",
         "arn:aws:s3:::prd3292-*-*-demand-athena-results/*",

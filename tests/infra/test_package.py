@@ -14,10 +14,16 @@ import pytest
 from components.artifacts import artifact, file_digest
 from components.settings import PROJECT_ROOT
 from ops.package import (
+    CURATOR_CLI_ONLY,
     FIXED_TIME,
+    FUNCTION_LAYERS,
+    PackageError,
+    build_curator_zip,
     build_function_zip,
     build_layer_zip,
     check_extensions,
+    check_function_sizes,
+    curator_layer_requirements,
     export_runtime_requirements,
     layer_requirements,
     main,
@@ -182,8 +188,13 @@ def test_package_command_writes_the_function_zip_and_a_manifest(tmp_path: Path) 
     assert main(["--out", str(tmp_path), "--skip-layer", "--allow-dirty"]) == 0  # any checkout, committed or not
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     data = (tmp_path / "function.zip").read_bytes()
-    assert manifest == {"function.zip": {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}}
+    curator = (tmp_path / "curator.zip").read_bytes()
+    assert manifest == {
+        "function.zip": {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)},
+        "curator.zip": {"sha256": hashlib.sha256(curator).hexdigest(), "size": len(curator)},
+    }
     assert not (tmp_path / "layer.zip").exists()
+    assert not (tmp_path / "curator-layer.zip").exists()
 
 
 # -- the artifact is what the commit holds ----------------------------------------------------------------------
@@ -247,3 +258,105 @@ def test_a_dirty_pipeline_is_one_line_from_the_command(tmp_path: Path, monkeypat
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "pass --allow-dirty" in err
+
+
+# -- the curator's code and layer -------------------------------------------------------------------------------
+CURATOR_EXPORT = (
+    EXPORT
+    + """\
+click==8.5.1
+    # via pyiceberg
+markdown-it-py==4.3.0
+    # via rich
+mdurl==0.1.2
+    # via markdown-it-py
+pygments==2.21.0
+    # via rich
+pyiceberg==0.12.0
+    # via dmd-pipeline
+pyiceberg-core==0.11.0
+    # via dmd-pipeline
+rich==15.0.0
+    # via pyiceberg
+strictyaml==1.7.3
+    # via pyiceberg
+zstandard==0.25.0
+    # via pyiceberg
+"""
+)
+
+
+def test_curator_layer_drops_the_command_line_only_dependencies() -> None:
+    requirements = curator_layer_requirements(CURATOR_EXPORT)
+    names = {requirement.split("==")[0] for requirement in requirements}
+    assert {"pyiceberg", "pyiceberg-core", "pyarrow", "aws-lambda-powertools", "strictyaml", "zstandard"} <= names
+    assert not names & {"click", "rich", "pygments", "markdown-it-py", "mdurl", "boto3", "botocore", "s3transfer"}
+    assert {"click", "rich"} == CURATOR_CLI_ONLY
+
+
+def test_curator_layer_requirements_from_the_lock_hold_pyiceberg_without_its_command_line() -> None:
+    requirements = curator_layer_requirements(export_runtime_requirements(groups=("curator",)))
+    names = {requirement.split("==")[0].lower() for requirement in requirements}
+    assert {"pyiceberg", "pyiceberg-core", "pyarrow", "aws-lambda-powertools", "pybase64"} <= names
+    assert not names & {"click", "rich", "pygments", "markdown-it-py", "mdurl", "boto3", "botocore", "s3transfer"}
+    # the stream handler's layer is not touched by the curator's group
+    assert not {r.split("==")[0].lower() for r in layer_requirements(export_runtime_requirements())} & {"pyiceberg"}
+
+
+def test_every_distribution_the_curator_imports_is_in_its_layer_or_the_runtime() -> None:
+    """The handler and pyiceberg's Glue catalog (imported on the first invocation), imported in a fresh interpreter:
+    each third-party distribution they load is in the curator layer or is boto3's (the Lambda runtime's)."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    script = (
+        "import json, sys, importlib.metadata as m\n"
+        "import curator.handler, curator.catalog, curator.curation, pyiceberg.catalog.glue, pyiceberg.io.pyarrow\n"
+        "from pyiceberg.transforms import HourTransform\n"
+        "owners = m.packages_distributions()\n"
+        # modules with a file: a namespace package a .pth file creates at start-up is nothing the curator imports
+        "loaded = [n for n, mod in list(sys.modules.items()) if getattr(mod, '__file__', None)]\n"
+        "print(json.dumps(sorted({d for name in loaded for d in owners.get(name.split('.')[0], [])})))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
+    imported = {name.lower().replace("_", "-") for name in json.loads(done.stdout.strip().splitlines()[-1])}
+    layer = {
+        r.split("==")[0].lower() for r in curator_layer_requirements(export_runtime_requirements(groups=("curator",)))
+    }
+    runtime = {"boto3", "botocore", "s3transfer", "jmespath", "urllib3", "python-dateutil", "six"}
+    assert {"pyiceberg", "pyarrow", "aws-lambda-powertools"} <= imported
+    assert imported - layer - runtime == set(), "imported but neither in the curator layer nor in the runtime"
+    assert not imported & {"click", "rich", "pygments"}, "the curator imports a command-line-only dependency"
+
+
+def test_curator_zip_holds_curator_and_the_shared_pipeline_contract(tmp_path: Path) -> None:
+    built = build_curator_zip(tmp_path / "curator.zip", allow_dirty=True)
+    names = _names(built.path)
+    assert names == sorted(names)
+    assert {"curator/handler.py", "curator/catalog.py", "pipeline/schema.py", "pipeline/writer.py"} <= set(names)
+    assert {name.split("/")[0] for name in names} == {"curator", "pipeline"}
+    again = build_curator_zip(tmp_path / "again.zip", allow_dirty=True)
+    assert again.sha256 == built.sha256
+
+
+def test_every_functions_code_and_layer_must_fit_lambdas_250_mib() -> None:
+    mib = 2**20
+    check_function_sizes({"function.zip": 1 * mib, "layer.zip": 160 * mib, "curator.zip": 1 * mib})  # no layer yet
+    check_function_sizes({"curator.zip": 1 * mib, "curator-layer.zip": 249 * mib})
+    with pytest.raises(PackageError, match=r"^unzipped above Lambda's 250 MiB: curator 251\.0 MiB"):
+        check_function_sizes({"curator.zip": 2 * mib, "curator-layer.zip": 249 * mib, "layer.zip": 100 * mib})
+    assert FUNCTION_LAYERS["curator"] == ("curator.zip", "curator-layer.zip")
+    assert FUNCTION_LAYERS["stream processor"] == ("function.zip", "layer.zip")
+
+
+def test_a_dropped_file_prefix_stays_out_of_a_layer(tmp_path: Path) -> None:
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    _tiny_wheel(wheels, "tinyone", "1.0")
+    offline = ("--no-index", "--find-links", str(wheels))
+    kept = build_layer_zip(tmp_path / "a.zip", ["tinyone==1.0"], work_dir=tmp_path / "wa", pip_args=offline)
+    dropped = build_layer_zip(
+        tmp_path / "b.zip", ["tinyone==1.0"], work_dir=tmp_path / "wb", pip_args=offline, dropped_files=("tinyone",)
+    )
+    assert any(name.startswith("python/tinyone") for name in _names(kept.path))
+    assert not any(name.startswith("python/tinyone") for name in _names(dropped.path))

@@ -85,7 +85,7 @@ def _deployed(monkeypatch: pytest.MonkeyPatch, client: _Lambda, **extra: str) ->
     monkeypatch.setattr("pipeline.compactor.S3CompactionStore._client", no_s3)
 
 
-def test_deployed_stack_invokes_its_compaction_function(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+def test_deployed_stack_invokes_its_curator_function(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     summary = {
         "hours": ["2026-03-31T23"],
         "objects_in": 721,
@@ -100,7 +100,7 @@ def test_deployed_stack_invokes_its_compaction_function(monkeypatch: pytest.Monk
         "deferred_hours": [],
     }
     client = _Lambda(summary)
-    _deployed(monkeypatch, client, compaction_function_name=FUNCTION)
+    _deployed(monkeypatch, client, curator_function_name=FUNCTION)
 
     code = compact.main(["qa1", "--hour", "2026-03-31T23", "--delete-grace-minutes", "0"])
 
@@ -120,18 +120,18 @@ def test_deployed_stack_invokes_its_compaction_function(monkeypatch: pytest.Monk
 
 def test_deployed_function_error_exits_1(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     client = _Lambda({"errorMessage": "1 shard-hour(s) failed: ...", "errorType": "CompactionFailedError"}, "Unhandled")
-    _deployed(monkeypatch, client, compaction_function_name=FUNCTION)
+    _deployed(monkeypatch, client, curator_function_name=FUNCTION)
 
     assert compact.main(["qa1"]) == 1
     assert client.calls[0]["Payload"] == "{}"
     assert capsys.readouterr().err == f"compact: {FUNCTION} failed: 1 shard-hour(s) failed: ...\n"
 
 
-def test_a_stack_without_the_compaction_function_is_refused(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+def test_a_stack_without_the_curator_function_is_refused(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     client = _Lambda({})
     _deployed(monkeypatch, client)
     values = outputs_values()
-    del values["compaction_function_name"]  # a stack deployed before compaction existed
+    del values["curator_function_name"]  # a stack deployed before compaction existed
     outputs = StackOutputs.from_mapping
 
     monkeypatch.setattr(
@@ -140,12 +140,12 @@ def test_a_stack_without_the_compaction_function_is_refused(monkeypatch: pytest.
 
     assert compact.main(["qa1", "--hour", "2026-03-31T23"]) == 2
     assert client.calls == []
-    assert capsys.readouterr().err == "compact: qa1: missing stack output(s) compaction_function_name\n"
+    assert capsys.readouterr().err == "compact: qa1: missing stack output(s) curator_function_name\n"
 
 
 def test_a_dry_run_says_what_and_where_and_invokes_nothing(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     client = _Lambda({})
-    _deployed(monkeypatch, client, compaction_function_name=FUNCTION)
+    _deployed(monkeypatch, client, curator_function_name=FUNCTION)
 
     assert compact.main(["qa1", "--hour", "2026-03-31T23", "--delete-grace-minutes", "0", "--dry-run"]) == 0
 
@@ -204,12 +204,13 @@ def test_local_aws_runs_the_handler_in_process(local_s3: MotoProcess, tmp_path: 
 
 
 def test_the_local_environment_is_the_programs_with_quieter_logs() -> None:
-    from components.function_environment import compaction_environment as program_environment  # noqa: PLC0415
+    from components.function_environment import curator_environment as program_environment  # noqa: PLC0415
     from components.naming import prefixes  # noqa: PLC0415
     from components.settings import settings_from_stack_file  # noqa: PLC0415
 
     outputs = StackOutputs.from_mapping(outputs_values(events_prefix="lake/events/"), source="test")
-    program = program_environment(settings_from_stack_file("qa1"), outputs.bucket_name, prefixes())
+    settings = settings_from_stack_file("qa1")
+    program = program_environment(settings, outputs.bucket_name, prefixes(), outputs.athena_database_name)
 
     local = compact.compaction_environment(outputs, "qa1")
 
@@ -218,4 +219,5 @@ def test_the_local_environment_is_the_programs_with_quieter_logs() -> None:
         "LOG_LEVEL": "WARNING",
         "POWERTOOLS_METRICS_DISABLED": "true",
     }
-    assert local["COMPACTION_DELAY_MINUTES"] == "120"  # the stack file's settings, not the handler's defaults
+    assert local["CURATION_DELETE_GRACE_MINUTES"] == "15"  # the stack file's settings, not the handler's defaults
+    assert local["GLUE_DATABASE"] == outputs.athena_database_name
