@@ -5,13 +5,15 @@
 Starts the local AWS with the stack's resources and bootstraps the lake as the runbook does: writes part of the
 changes (``--before``, a third by default) before the event source mapping exists, so they are only in the table;
 starts the mapping AT_TIMESTAMP T - lead; exports the table at T and back-fills the snapshot (``make backfill``'s
-checks and code). Then writes the rest of the realistic demand changes (and a few poison items), shows them flowing
-(table -> bridge -> Kinesis -> mapping -> handler -> S3; the first batch on each shard is delivered twice), waits
-until every change is accounted for, runs the workgroup's named queries on the Parquet through DuckDB, compacts
-the hours it wrote (one object per shard and hour, duplicates removed, inputs deleted at once), checks that the
-lake's current state (snapshot plus changes) equals a scan of the table, says why the change table's
-``current_registrations`` counts fewer, and prints a summary. Output fits 80 columns; on a terminal the long
-steps show progress from their start. Everything it starts it stops, also on Ctrl-C.
+checks and code). Then writes most of the rest of the realistic demand changes (and a few poison items), shows
+them flowing (table -> bridge -> Kinesis -> mapping -> handler -> S3; the first batch on each shard is delivered
+twice), waits until every change is accounted for, runs the workgroup's named queries on the Parquet through
+DuckDB, runs the curator (``make compact``'s local path), writes the last fifth of the changes and runs it again.
+It reads the curated tables as the CI role (pyiceberg scans into DuckDB): each change once against the raw rows,
+``registrations`` as of the first run against now (time travel), and ``registrations`` against the brute-force
+latest state; checks that the lake's current state (snapshot plus changes) equals a scan of the table, says why
+the change table's ``current_registrations`` counts fewer, and prints a summary. Output fits 80 columns; on a
+terminal the long steps show progress from their start. Everything it starts it stops, also on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -207,9 +209,9 @@ class RedeliverFirstBatches:
     """The function, except that its first invocation on each shard fails after the function returned.
 
     In AWS a function that times out (or crashes) after its Parquet object is written is invoked again with the
-    same records: the lake then holds them twice, and compaction removes the copies. The demo makes that happen
-    once per shard, so its compaction step has duplicates and several objects per shard and hour to merge (the
-    mapping bisects the failed batch and delivers both halves again)."""
+    same records: the raw layer then holds them twice, and ``registration_changes`` once. The demo makes that
+    happen once per shard, so its curator runs have duplicates and several objects per shard and hour to merge
+    (the mapping bisects the failed batch and delivers both halves again)."""
 
     def __init__(self, function: Function) -> None:
         self.function = function
@@ -321,7 +323,7 @@ def _flow(
     function = RedeliverFirstBatches(pipe.handler)
     console.print(
         "the first batch on each shard is written, then its invocation fails (as after a Lambda timeout): "
-        "the mapping delivers those records again, so the lake holds duplicates for the compaction step",
+        "the mapping delivers those records again, so the raw layer holds duplicates for the curator",
         highlight=False,
     )
     with pipe.using(function=function), Progress(*_COLUMNS, console=console, transient=False) as progress:
@@ -715,6 +717,13 @@ def _keep(console: Console, aws: LocalAws) -> None:
         highlight=False,
         soft_wrap=True,
     )
+    console.print("\n[bold]curator[/] (one run now, as the local curator role)", highlight=False)
+    console.print(
+        f"  STACK_OUTPUTS_FILE={aws.outputs_file} {creds} AWS_ENDPOINT_URL={endpoint} "
+        f"make compact STACK={aws.settings.stack}",
+        highlight=False,
+        soft_wrap=True,
+    )
     console.print("\n[bold]replay[/]", highlight=False)
     console.print(
         f"  STACK_OUTPUTS_FILE={aws.outputs_file} {creds} AWS_ENDPOINT_URL={endpoint} "
@@ -785,18 +794,16 @@ def run_demo(args: argparse.Namespace, console: Console) -> DemoResult:
             report = _backfill(console, aws, lead, args.verbose)
             later = before + (len(changes) - before) * 4 // 5  # the last fifth: after the first curator run
             written, seconds, function = _flow(console, aws, pipe, changes[before:later], args)
-            lake = ci_lake(aws)
-            with _working(console, "reading the lake"):
-                lake.counts()
-            _queries(console, lake)
-            _quarantine(console, lake)
             first = _curate(console, aws, "run 1")
             written += _later_changes(
                 console, aws, pipe, changes[later:], streamed_so_far=written, timeout=args.timeout
             )
             second = _curate(console, aws, "run 2")
-            with _working(console, "reading the raw layer"):
+            lake = ci_lake(aws)
+            with _working(console, "reading the lake"):
                 counts = lake.counts()
+            _queries(console, lake)
+            _quarantine(console, lake)
             curation = _curated(console, aws, counts, first, second)
             bootstrap = BootstrapFigures(
                 written_before,

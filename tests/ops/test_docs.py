@@ -284,6 +284,7 @@ BANNER = {
     "aws athena list-named-queries": 0,
     "aws s3 ls s3://{failures}/": 0,  # no batch discarded: an empty listing of the bucket
     "make preflight": 0,
+    "make compact": 0,
     ".venv/bin/python -m ops.replay": 0,
 }
 # Printed by the banner, not run here, and why.
@@ -366,6 +367,9 @@ def test_every_command_of_the_demo_banner_runs_as_printed_after_a_demo(monkeypat
     assert {key: status for key, (status, _) in results.items()} == expected, results
     for key, (_, output) in results.items():
         assert "Traceback" not in output, key
+    curated = results["make compact"][1]
+    assert "acting as the local curator role " in curated
+    assert "raw objects read 0 (0 rows); changes added 0" in curated  # the demo's second run curated everything
     replayed = results[".venv/bin/python -m ops.replay"][1]
     assert "skipped   1 backfill quarantine objects under demand/quarantine/snapshots/" in replayed
     assert "dry run: would replay " in replayed

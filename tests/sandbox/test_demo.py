@@ -107,6 +107,36 @@ def test_keep_prints_a_preflight_that_passes_as_pasted(monkeypatch: pytest.Monke
     assert "via the sandbox bridge" in done.stdout
 
 
+def test_keep_prints_a_curator_run_that_works_as_pasted(monkeypatch: pytest.MonkeyPatch, kept: LocalAws):
+    with contextlib.nullcontext(kept) as aws:
+        lines = _printed_lines(monkeypatch, aws)
+        [compact] = [line for line in lines if "make compact" in line]
+        words = shlex.split(compact)
+        first = next(index for index, word in enumerate(words) if "=" not in word)
+        assignments = dict(word.split("=", 1) for word in words[:first])
+        command = words[first:]
+        assert command == ["make", "compact", "STACK=dev1"]
+        assert assignments["STACK_OUTPUTS_FILE"] == str(aws.outputs_file)
+        environment = {
+            name: value
+            for name, value in os.environ.items()
+            if not name.startswith("AWS_") and name != "STACK_OUTPUTS_FILE"
+        }
+        done = subprocess.run(
+            [*command[:1], "--no-print-directory", *command[1:]],
+            cwd=ROOT,
+            env=outside_project_venv(environment | assignments),
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout.splitlines()
+    assert out[1].startswith("acting as the local curator role ")
+    assert out[3] == "  raw objects read 0 (0 rows); changes added 0; hours written 0"  # nothing written yet
+
+
 # -- the bootstrap: snapshot + changes, compared with the table (the whole run: tests/sandbox/test_demo_output.py)
 def test_a_difference_between_the_lake_and_the_table_is_named():
     row = {"event_id": "e1", "fan_id": "f1", "status": "SELECTED", "quantity": 2}

@@ -224,18 +224,17 @@ def test_each_long_step_starts_its_progress_before_its_result_is_printed(run: Ru
     assert descriptions[0] == "starting the local AWS and creating the stack's resources"
     assert descriptions[1:] == [
         "exporting the table at T",
-        "reading the lake",
-        "running the workgroup's named queries in DuckDB",
         "curator run 1: raw objects -> the curated tables",
         "curator run 2: raw objects -> the curated tables",
-        "reading the raw layer",
+        "reading the lake",
+        "running the workgroup's named queries in DuckDB",
         "reading the curated tables (pyiceberg scans into DuckDB)",
         "current state: snapshot + changes, then a scan of the table",
     ]
     printed_before = dict(run.steps)
     assert "items exported" not in printed_before["exporting the table at T"]
     assert "curated run 1" not in printed_before["curator run 1: raw objects -> the curated tables"]
-    assert "curated tables (each change once)" not in printed_before[descriptions[7]]
+    assert "curated tables (each change once)" not in printed_before[descriptions[6]]
     assert "why " not in printed_before["current state: snapshot + changes, then a scan of the table"]
 
 
