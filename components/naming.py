@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 __all__ = [
+    "CURATED_PREFIX",
     "FUNCTION_ALIAS",
     "NAME_LIMITS",
     "Naming",
@@ -20,6 +21,9 @@ __all__ = [
 # The alias the event source mapping invokes; rollback points it at an earlier published version.
 FUNCTION_ALIAS = "live"
 
+# The curated Iceberg tables' data and metadata (``curated/<table>/``): the analysts' product, beside the raw layout
+# under ``demand/`` rather than inside it, so no rule or grant on the raw prefixes reaches the tables by accident.
+CURATED_PREFIX = "curated/"
 _ROLE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 # AWS length limits of the names a stack creates (Lambda function and IAM role 64, S3 bucket 63, Lambda layer 140,
 # CloudWatch alarm 255, Glue database/table and Athena workgroup 255/128, EventBridge Scheduler schedule 64).
@@ -35,11 +39,11 @@ NAME_LIMITS = {
     "results_bucket": 63,
     "alarm_topic": 256,
     "dashboard": 255,
-    "compaction_function": 64,
-    "compaction_schedule": 64,
-    "compaction_scheduler_role": 64,
-    "compaction_schedule_group": 64,
-    "compaction_dead_letter_queue": 80,
+    "curator_function": 64,
+    "curator_schedule": 64,
+    "curator_scheduler_role": 64,
+    "curator_schedule_group": 64,
+    "curator_dead_letter_queue": 80,
     "glue_snapshot_table": 255,
     "backfill_function": 64,
     "backfill_state_machine": 80,
@@ -62,6 +66,7 @@ class Prefixes:
     artifacts: str
     exports: str = "demand/exports/"
     snapshots: str = "demand/snapshots/"
+    curated: str = CURATED_PREFIX
 
 
 def prefixes(root: str = "demand/") -> Prefixes:
@@ -76,6 +81,7 @@ def prefixes(root: str = "demand/") -> Prefixes:
         artifacts=f"{root}artifacts/",
         exports=f"{root}exports/",
         snapshots=f"{root}snapshots/",
+        curated=CURATED_PREFIX,
     )
 
 
@@ -104,11 +110,11 @@ class ResourceNames:
     results_bucket: str
     alarm_topic: str
     dashboard: str
-    compaction_function: str
-    compaction_schedule: str
-    compaction_scheduler_role: str
-    compaction_schedule_group: str
-    compaction_dead_letter_queue: str
+    curator_function: str
+    curator_schedule: str
+    curator_scheduler_role: str
+    curator_schedule_group: str
+    curator_dead_letter_queue: str
     glue_snapshot_table: str
     backfill_function: str
     backfill_state_machine: str
@@ -135,9 +141,9 @@ class ResourceNames:
         return log_group_name(self.function)
 
     @property
-    def compaction_log_group(self) -> str:
-        """The compaction function's log group."""
-        return log_group_name(self.compaction_function)
+    def curator_log_group(self) -> str:
+        """The curator function's log group."""
+        return log_group_name(self.curator_function)
 
     @property
     def backfill_log_group(self) -> str:
@@ -206,11 +212,11 @@ class Naming:
             results_bucket=f"{self.prefix}-{self.region}-demand-athena-results",
             alarm_topic=self.physical("demand-alarms"),
             dashboard=self.physical("demand-pipeline"),
-            compaction_function=self.physical("demand-compactor"),
-            compaction_schedule=self.physical("demand-compaction-hourly"),
-            compaction_scheduler_role=self.physical("demand-compaction-scheduler"),
-            compaction_schedule_group=self.physical("demand-compaction"),
-            compaction_dead_letter_queue=self.physical("demand-compaction-undelivered"),
+            curator_function=self.physical("demand-curator"),
+            curator_schedule=self.physical("demand-curation"),
+            curator_scheduler_role=self.physical("demand-curation-scheduler"),
+            curator_schedule_group=self.physical("demand-curation"),
+            curator_dead_letter_queue=self.physical("demand-curation-undelivered"),
             glue_snapshot_table=f"{self.snake('demand-changes')}_snapshots",
             backfill_function=self.physical("demand-backfill"),
             backfill_state_machine=self.physical("demand-backfill"),

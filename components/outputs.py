@@ -27,8 +27,8 @@ OUTPUT_KEYS: tuple[str, ...] = (
     "function_alias_version",
     "function_code_sha256",
     "athena_results_bucket_name",
-    "compaction_function_name",
-    "compaction_log_group_name",
+    "curator_function_name",
+    "curator_log_group_name",
     "backfill_state_machine_arn",
     "stack_name",
 )

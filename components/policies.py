@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 __all__ = [
+    "CURATED_TABLES",
     "alarm_topic_key_policy",
     "alarm_topic_policy",
     "backfill_function_policy",
@@ -18,7 +19,9 @@ __all__ = [
     "ci_access_policy",
     "ci_trust_policy",
     "compaction_policy",
+    "curator_policy",
     "glue_catalog_arn",
+    "glue_table_arn",
     "lambda_trust_policy",
     "preview_access_policy",
     "processor_policy",
@@ -112,6 +115,66 @@ def processor_policy(
         _statement("WriteOwnLogs", ["logs:CreateLogStream", "logs:PutLogEvents"], [f"{log_group_arn}:log-stream:*"]),
         *_kms("DecryptChangeStream", ["kms:Decrypt"], [stream_kms_key_arn]),
         *_kms("EncryptOutput", ["kms:Encrypt", "kms:GenerateDataKey"], [bucket_kms_key_arn]),
+    ]
+    return {"Version": VERSION, "Statement": statements}
+
+
+CURATED_TABLES = ("registration_changes", "registrations")
+"""The Iceberg tables the curator writes (``curator.tables``), the only tables its role may create or update."""
+
+
+def glue_table_arn(database_arn: str, table: str) -> str:
+    """ARN of a Glue table from its database's ARN."""
+    glue_catalog_arn(database_arn)  # validates the database ARN
+    return f"{database_arn.replace(':database/', ':table/', 1)}/{table}"
+
+
+def curator_policy(
+    *,
+    bucket_arn: str,
+    events_prefix: str,
+    curated_prefix: str,
+    snapshot_prefix: str,
+    database_arn: str,
+    log_group_arn: str,
+    tables: Sequence[str] = CURATED_TABLES,
+    bucket_kms_key_arn: str | None = None,
+) -> Document:
+    """What the curator may do: read and delete raw objects, read the published snapshots, write the curated tables'
+    files and their two Glue tables, and log.
+
+    Raw objects are only read and (once a committed snapshot covers them) deleted: the curator writes nothing under
+    the events prefix. Under the curated prefix pyiceberg writes data, manifests and metadata (large files as
+    multipart uploads, abandoned on a failed write) and the curator removes files no kept snapshot references.
+    ``s3:ListBucket`` is narrowed by ``s3:prefix`` to the three prefixes it reads: S3 answers a GET or HEAD of a
+    missing key with 403 unless the caller may list it, and pyiceberg checks a new metadata file's absence.
+    Glue: the tables are created on the first run and committed through ``UpdateTable`` (Glue checks the
+    ``VersionId``); no ``DeleteTable``, no ``CreateDatabase`` (the program declares the database), and only the
+    curated tables of the stack's database. Glue authorizes a table action on the catalog, the database and the
+    table, so all three are named.
+    """
+    tables_arns = [glue_table_arn(database_arn, table) for table in tables]
+    statements = [
+        _statement(
+            "ListRawCuratedAndSnapshots",
+            ["s3:ListBucket"],
+            [bucket_arn],
+            Condition={"StringLike": {"s3:prefix": [f"{events_prefix}*", f"{curated_prefix}*", f"{snapshot_prefix}*"]}},
+        ),
+        _statement("ReadAndDeleteRawEvents", ["s3:DeleteObject", "s3:GetObject"], _objects(bucket_arn, events_prefix)),
+        _statement("ReadPublishedSnapshots", ["s3:GetObject"], _objects(bucket_arn, snapshot_prefix)),
+        _statement(
+            "WriteCuratedTables",
+            ["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject", "s3:PutObject"],
+            _objects(bucket_arn, curated_prefix),
+        ),
+        _statement(
+            "CommitCuratedTables",
+            ["glue:CreateTable", "glue:GetDatabase", "glue:GetTable", "glue:GetTables", "glue:UpdateTable"],
+            [glue_catalog_arn(database_arn), database_arn, *tables_arns],
+        ),
+        _statement("WriteOwnLogs", ["logs:CreateLogStream", "logs:PutLogEvents"], [f"{log_group_arn}:log-stream:*"]),
+        *_kms("ReadAndWriteEncryptedObjects", ["kms:Decrypt", "kms:GenerateDataKey"], [bucket_kms_key_arn]),
     ]
     return {"Version": VERSION, "Statement": statements}
 
@@ -307,9 +370,9 @@ def scheduler_trust_policy(*, source_arn: str) -> Document:
 
 
 def scheduler_invoke_policy(*, function_arn: str, dead_letter_queue_arn: str | None = None) -> Document:
-    """The schedule's role may invoke the compaction function and, when the schedule has a dead-letter queue, send
+    """The schedule's role may invoke the curator function and, when the schedule has a dead-letter queue, send
     to that queue (Scheduler delivers an event it could not deliver to the target with the schedule's role)."""
-    statements = [_statement("InvokeCompaction", ["lambda:InvokeFunction"], [function_arn])]
+    statements = [_statement("InvokeCurator", ["lambda:InvokeFunction"], [function_arn])]
     if dead_letter_queue_arn:
         statements.append(_statement("SendUndeliveredInvocations", ["sqs:SendMessage"], [dead_letter_queue_arn]))
     return {"Version": VERSION, "Statement": statements}

@@ -16,10 +16,12 @@ def glue_catalog(
     endpoint_url: str | None = None,
     access_key_id: str | None = None,
     secret_access_key: str | None = None,
+    session_token: str | None = None,
 ) -> GlueCatalog:
     """A Glue catalog whose tables' files go through pyarrow's S3 filesystem in ``region``.
 
-    ``endpoint_url`` (the local AWS) sends both Glue and S3 there; credentials default to the environment's.
+    ``endpoint_url`` (the local AWS) sends both Glue and S3 there; credentials default to the environment's (a role's
+    temporary credentials come with their ``session_token``).
     """
     from pyiceberg.catalog.glue import GlueCatalog  # noqa: PLC0415 - a 1.5-2 s import: only the curator pays it
 
@@ -41,5 +43,7 @@ def glue_catalog(
                 "s3.secret-access-key": secret_access_key,
             }
         )
+        if session_token:
+            properties.update({"glue.session-token": session_token, "s3.session-token": session_token})
     catalog: GlueCatalog = GlueCatalog("curated", None, **properties)
     return catalog

@@ -182,23 +182,30 @@ def table_properties(time_travel: timedelta) -> dict[str, str]:
     }
 
 
+def _create_table(catalog: Catalog, database: str, location: str, spec: TableSpec, time_travel: timedelta) -> Table:
+    """Create the table; the database too, only when it is missing (``GetDatabase`` first: the deployed stack
+    declares it, and the curator's role may not create databases)."""
+    if not catalog.namespace_exists(database):
+        with contextlib.suppress(NamespaceAlreadyExistsError):
+            catalog.create_namespace(database)
+    return catalog.create_table(
+        (database, spec.name),
+        schema=spec.schema,
+        location=location,
+        partition_spec=spec.partition_spec,
+        sort_order=spec.sort_order,
+        properties=table_properties(time_travel),
+    )
+
+
 def ensure_table(catalog: Catalog, database: str, location: str, spec: TableSpec, time_travel: timedelta) -> Table:
     """The table, created if missing (a concurrent creation is fine), its missing columns added as optional."""
     identifier = (database, spec.name)
-    with contextlib.suppress(NamespaceAlreadyExistsError):
-        catalog.create_namespace(database)
     try:
         table = catalog.load_table(identifier)
     except NoSuchTableError:
         try:
-            return catalog.create_table(
-                identifier,
-                schema=spec.schema,
-                location=location,
-                partition_spec=spec.partition_spec,
-                sort_order=spec.sort_order,
-                properties=table_properties(time_travel),
-            )
+            return _create_table(catalog, database, location, spec, time_travel)
         except TableAlreadyExistsError:
             table = catalog.load_table(identifier)
     present = set(table.schema().column_names)

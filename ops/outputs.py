@@ -62,8 +62,8 @@ class StackOutputs:
     function_alias_version: str  # the version the live alias runs: what promotion compares
     function_code_sha256: str  # Lambda's CodeSha256 of that code: base64 SHA-256 of the deployed function.zip
     athena_results_bucket_name: str
-    compaction_function_name: str
-    compaction_log_group_name: str
+    curator_function_name: str
+    curator_log_group_name: str
     backfill_state_machine_arn: str  # the Step Functions state machine make backfill starts
     stack_name: str
 

@@ -530,7 +530,7 @@ class Preflight:
 
         found: list[tuple[str, dict[str, str] | None]] = [
             (f"function {names.function}", lookup(function_tags(names.function))),
-            (f"function {names.compaction_function}", lookup(function_tags(names.compaction_function))),
+            (f"function {names.curator_function}", lookup(function_tags(names.curator_function))),
             (f"bucket {names.failure_bucket}", lookup(bucket_tags(names.failure_bucket))),
             (f"bucket {names.results_bucket}", lookup(bucket_tags(names.results_bucket))),
             (f"log group {names.log_group}", lookup(log_group_tags)),

@@ -7,7 +7,8 @@ an exact ARN matches, so a role with ``kinesis:GetRecords`` on its stream would 
 the server process only) adds what this pipeline's calls need:
 
 - CloudWatch's actions named as IAM names them (``cloudwatch:``, not its signing name ``monitoring:``);
-- the ARN a request acts on, for DynamoDB (table), Kinesis (stream), Glue (database or table), Athena (workgroup),
+- the ARN a request acts on, for DynamoDB (table), Kinesis (stream), Glue (database, or table: ``CreateTable`` and
+  ``UpdateTable`` name it in their ``TableInput``), Athena (workgroup),
   CloudWatch (alarm) and CloudWatch Logs (log group); an action of those services that names none of them is
   checked on its action alone;
 - Lambda calls are authorized without checking their signature (moto computes it over another encoding of the
@@ -77,9 +78,21 @@ def _kinesis_resource(response: Any) -> str:
     return _arn(response, "kinesis", f"stream/{name}") if name else "*"
 
 
+def _table_input_name(response: Any) -> str | None:
+    """``TableInput.Name`` of CreateTable and UpdateTable: the table they act on (IAM checks that table's ARN)."""
+    try:
+        table_input = response._get_param("TableInput")
+    except Exception:  # a body this parser cannot read names no resource
+        return None
+    name = table_input.get("Name") if isinstance(table_input, dict) else None
+    return name if isinstance(name, str) and name else None
+
+
 def _glue_resource(response: Any) -> str:
     database = _param(response, "DatabaseName")
-    table = _param(response, "TableName") or (_param(response, "Name") if database else None)
+    table = _param(response, "TableName") or (
+        (_param(response, "Name") or _table_input_name(response)) if database else None
+    )
     if database and table:
         return _arn(response, "glue", f"table/{database}/{table}")
     database = database or _param(response, "Name")

@@ -8,7 +8,7 @@ documents, and a refused call raises ``sandbox.roles.PolicyDeniedError`` naming 
 
     roles = assume_local_role("ci", "dev1", outputs)
     roles.session("ci").client("cloudwatch")     # acts as the stack's CI role
-    roles.environment("compaction")              # AWS_* variables, as Lambda gives a function (another role)
+    roles.environment("curator")                 # AWS_* variables, as Lambda gives a function (another role)
 """
 
 from __future__ import annotations

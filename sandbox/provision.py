@@ -36,8 +36,8 @@ class LocalNames:
     results_bucket: str
     function: str
     failure_bucket: str
-    compaction_function: str
-    compaction_log_group: str
+    curator_function: str
+    curator_log_group: str
     backfill_state_machine: str
     glue_snapshot_table: str
     glue_database: str
@@ -59,8 +59,8 @@ def local_names(settings: Settings) -> LocalNames:
         results_bucket=created.results_bucket,
         function=created.function,
         failure_bucket=created.failure_bucket,
-        compaction_function=created.compaction_function,
-        compaction_log_group=created.compaction_log_group,
+        curator_function=created.curator_function,
+        curator_log_group=created.curator_log_group,
         backfill_state_machine=created.backfill_state_machine,
         glue_snapshot_table=created.glue_snapshot_table,
         glue_database=created.glue_database,
@@ -187,8 +187,8 @@ def provision(session: Any, settings: Settings, *, shards: int = DEFAULT_SHARDS)
         function_alias_version=LOCAL_FUNCTION_VERSION,
         function_code_sha256=artifact(settings.artifact_dir).function_digest or UNPACKAGED_CODE_SHA256,
         athena_results_bucket_name=names.results_bucket,
-        compaction_function_name=names.compaction_function,
-        compaction_log_group_name=names.compaction_log_group,
+        curator_function_name=names.curator_function,
+        curator_log_group_name=names.curator_log_group,
         # moto runs no Distributed Map: make backfill runs the handler per file locally (ops/backfill.py).
         backfill_state_machine_arn=f"arn:aws:states:{region}:{ACCOUNT_ID}:stateMachine:{names.backfill_state_machine}",
         stack_name=settings.stack,

@@ -28,7 +28,7 @@ from components.policies import (
     backfill_function_policy,
     backfill_state_machine_policy,
     ci_access_policy,
-    compaction_policy,
+    curator_policy,
     lambda_trust_policy,
     preview_access_policy,
     processor_policy,
@@ -104,7 +104,7 @@ class RoleDocuments:
     policies: dict[str, dict[str, Any]]
 
 
-ROLES = ("processor", "compaction", "backfill", "backfill_states", "ci", "preview")
+ROLES = ("processor", "curator", "backfill", "backfill_states", "ci", "preview")
 """The roles the local AWS provisions and enforces (keys of ``local_role_documents``)."""
 
 
@@ -118,7 +118,7 @@ def _local_arns(settings: Settings, names: LocalNames, outputs: StackOutputs, ac
         "table": f"arn:aws:dynamodb:{region}:{account}:table/{names.table}",
         "function": f"arn:aws:lambda:{region}:{account}:function:{names.function}",
         "log_group": f"arn:aws:logs:{region}:{account}:log-group:{names.log_group}",
-        "compaction_log_group": f"arn:aws:logs:{region}:{account}:log-group:{names.compaction_log_group}",
+        "curator_log_group": f"arn:aws:logs:{region}:{account}:log-group:{names.curator_log_group}",
         "workgroup": f"arn:aws:athena:{region}:{account}:workgroup/{names.workgroup}",
         "database": f"arn:aws:glue:{region}:{account}:database/{names.glue_database}",
         "glue_table": f"arn:aws:glue:{region}:{account}:table/{names.glue_database}/{names.glue_table}",
@@ -150,12 +150,17 @@ def local_role_documents(
                 )
             },
         ),
-        "compaction": RoleDocuments(
-            created.compaction_function,
+        "curator": RoleDocuments(
+            created.curator_function,
             lambda_trust,
             {
-                "compaction": compaction_policy(
-                    bucket_arn=arns["bucket"], events_prefix=layout.events, log_group_arn=arns["compaction_log_group"]
+                "curator": curator_policy(
+                    bucket_arn=arns["bucket"],
+                    events_prefix=layout.events,
+                    curated_prefix=layout.curated,
+                    snapshot_prefix=layout.snapshots,
+                    database_arn=arns["database"],
+                    log_group_arn=arns["curator_log_group"],
                 )
             },
         ),

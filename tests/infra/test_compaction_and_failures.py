@@ -62,11 +62,11 @@ def _lambda_arn(name: str) -> str:
 
 
 # -- compaction ---------------------------------------------------------------------------------------------------
-def test_compaction_function_shares_the_artifact_and_layer(run: ProgramRun) -> None:
+def test_curator_function_shares_the_artifact_and_layer(run: ProgramRun) -> None:
     settings = settings_from_stack_file(run.stack)
     compaction = _logical(run, FUNCTION, "compaction-function").inputs
     processor = _logical(run, FUNCTION, "processor-function").inputs
-    assert compaction["name"] == run.outputs["compaction_function_name"] == f"prd3292-{run.stack}-demand-compactor"
+    assert compaction["name"] == run.outputs["curator_function_name"] == f"prd3292-{run.stack}-demand-compactor"
     assert compaction["handler"] == "pipeline.compaction.handler"
     assert compaction["code"].path == processor["code"].path == "dist/function.zip"
     assert compaction.get("sourceCodeHash") == artifact(settings.artifact_dir).function_digest
@@ -76,7 +76,7 @@ def test_compaction_function_shares_the_artifact_and_layer(run: ProgramRun) -> N
     assert compaction["memorySize"] == settings.compaction_memory_mb == 2048
     assert compaction["timeout"] == settings.compaction_timeout_seconds == 900
     assert compaction["role"] == f"arn:aws:iam::{ACCOUNT_ID}:role/prd3292-{run.stack}-demand-compactor"
-    assert compaction["loggingConfig"]["logGroup"] == run.outputs["compaction_log_group_name"]
+    assert compaction["loggingConfig"]["logGroup"] == run.outputs["curator_log_group_name"]
     assert compaction["loggingConfig"]["logFormat"] == "JSON"
     assert "publish" not in compaction  # the schedule invokes $LATEST; no alias to roll back
 
@@ -99,7 +99,7 @@ def test_compaction_environment_is_contract_c3(run: ProgramRun) -> None:
 
 def test_compaction_role_lists_reads_writes_and_deletes_under_the_events_prefix_only(run: ProgramRun) -> None:
     bucket_arn = f"arn:aws:s3:::{run.outputs['bucket_name']}"
-    log_group_arn = f"arn:aws:logs:us-east-1:{ACCOUNT_ID}:log-group:{run.outputs['compaction_log_group_name']}"
+    log_group_arn = f"arn:aws:logs:us-east-1:{ACCOUNT_ID}:log-group:{run.outputs['curator_log_group_name']}"
     role = _logical(run, ROLE, "compaction-role").inputs
     assert json.loads(role["assumeRolePolicy"])["Statement"][0]["Principal"] == {"Service": "lambda.amazonaws.com"}
     document = _policy(run, "compaction-policy")
@@ -133,8 +133,8 @@ def test_compaction_policy_without_a_listing_condition_would_fail_the_test() -> 
     }
 
 
-def test_hourly_schedule_invokes_only_the_compaction_function(run: ProgramRun) -> None:
-    function_arn = _lambda_arn(run.outputs["compaction_function_name"])
+def test_hourly_schedule_invokes_only_the_curator_function(run: ProgramRun) -> None:
+    function_arn = _lambda_arn(run.outputs["curator_function_name"])
     schedule = _logical(run, SCHEDULE, "compaction-schedule").inputs
     assert schedule["name"] == f"prd3292-{run.stack}-demand-compaction-hourly"
     assert schedule["scheduleExpression"] == "cron(15 * * * ? *)"
@@ -217,7 +217,7 @@ def test_compaction_errors_alarm(run: ProgramRun) -> None:
     alarm = _logical(run, ALARM, "compaction-errors").inputs
     assert alarm["name"] == f"prd3292-{run.stack}-demand-compactor-errors"
     assert (alarm["namespace"], alarm["metricName"], alarm["statistic"]) == ("AWS/Lambda", "Errors", "Sum")
-    assert alarm["dimensions"] == {"FunctionName": run.outputs["compaction_function_name"]}
+    assert alarm["dimensions"] == {"FunctionName": run.outputs["curator_function_name"]}
     assert alarm["threshold"] == settings.errors_alarm_threshold
     assert alarm["treatMissingData"] == "notBreaching"
     topic = f"arn:aws:sns:us-east-1:{ACCOUNT_ID}:prd3292-{run.stack}-demand-alarms"

@@ -20,10 +20,12 @@ def test_resource_names_of_a_stack() -> None:
     created = Naming("PRD3292", "prod1", "us-east-1").resources()
     assert created.function == "prd3292-prod1-demand-processor"
     assert created.failure_bucket == "prd3292-prod1-us-east-1-demand-processor-failures"
-    assert created.compaction_function == "prd3292-prod1-demand-compactor"
-    assert created.compaction_log_group == "/aws/lambda/prd3292-prod1-demand-compactor"
-    assert created.compaction_schedule == "prd3292-prod1-demand-compaction-hourly"
-    assert created.compaction_scheduler_role == "prd3292-prod1-demand-compaction-scheduler"
+    assert created.curator_function == "prd3292-prod1-demand-curator"
+    assert created.curator_log_group == "/aws/lambda/prd3292-prod1-demand-curator"
+    assert created.curator_schedule == "prd3292-prod1-demand-curation"
+    assert created.curator_schedule_group == "prd3292-prod1-demand-curation"
+    assert created.curator_scheduler_role == "prd3292-prod1-demand-curation-scheduler"
+    assert created.curator_dead_letter_queue == "prd3292-prod1-demand-curation-undelivered"
     assert created.layer == "prd3292-prod1-demand-dependencies"
     assert created.log_group == "/aws/lambda/prd3292-prod1-demand-processor"
     assert created.iterator_age_alarm == "prd3292-prod1-demand-processor-iterator-age"
@@ -44,6 +46,8 @@ def test_prefixes() -> None:
     assert layout.quarantine == "demand/quarantine/"
     assert layout.athena_results == "demand/athena-results/"
     assert layout.artifacts == "demand/artifacts/"
+    # the curator's default (curator.handler), outside the raw layout whatever its root
+    assert layout.curated == prefixes("other/").curated == "curated/"
     with pytest.raises(ValueError, match="must end with"):
         prefixes("/demand")
 

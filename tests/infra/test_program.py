@@ -105,8 +105,8 @@ def test_outputs_carry_the_seed_names(run: ProgramRun) -> None:
     assert run.outputs["log_group_name"] == f"/aws/lambda/prd3292-{env}-demand-processor"
     assert run.outputs["iterator_age_alarm_name"] == f"prd3292-{env}-demand-processor-iterator-age"
     assert run.outputs["failure_bucket_name"] == f"prd3292-{env}-us-east-1-demand-processor-failures"
-    assert run.outputs["compaction_function_name"] == f"prd3292-{env}-demand-compactor"
-    assert run.outputs["compaction_log_group_name"] == f"/aws/lambda/prd3292-{env}-demand-compactor"
+    assert run.outputs["curator_function_name"] == f"prd3292-{env}-demand-compactor"
+    assert run.outputs["curator_log_group_name"] == f"/aws/lambda/prd3292-{env}-demand-compactor"
     assert run.outputs["region"] == "us-east-1"
     assert run.outputs["athena_results_bucket_name"] == f"prd3292-{env}-us-east-1-demand-athena-results"
 
@@ -297,7 +297,7 @@ def test_event_source_mapping(run: ProgramRun) -> None:
 
 def test_log_group_has_finite_retention_and_no_subscription_by_default(run: ProgramRun) -> None:
     settings = _settings(run.stack)
-    for name in (run.outputs["log_group_name"], run.outputs["compaction_log_group_name"]):
+    for name in (run.outputs["log_group_name"], run.outputs["curator_log_group_name"]):
         log_group = _named(run, LOG_GROUP, name)
         assert log_group.inputs["retentionInDays"] == settings.log_retention_days
     for name in (

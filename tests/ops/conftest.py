@@ -43,8 +43,8 @@ def outputs_values(**overrides: str) -> dict[str, str]:
         "function_alias_version": "2",
         "function_code_sha256": "n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=",
         "athena_results_bucket_name": "prd3292-qa1-us-east-1-demand-athena-results",
-        "compaction_function_name": "prd3292-qa1-demand-compactor",
-        "compaction_log_group_name": "/aws/lambda/prd3292-qa1-demand-compactor",
+        "curator_function_name": "prd3292-qa1-demand-compactor",
+        "curator_log_group_name": "/aws/lambda/prd3292-qa1-demand-compactor",
         "backfill_state_machine_arn": "arn:aws:states:us-east-1:123456789012:stateMachine:prd3292-qa1-demand-backfill",
         "stack_name": "qa1",
     }

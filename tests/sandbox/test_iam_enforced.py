@@ -2,7 +2,7 @@
 
 Real calls on the local server, signed with each role's temporary credentials: the preview role reads no data
 object; no function role writes outside its prefixes; and removing one statement a role's code needs makes the
-pipeline, compaction, the backfill and the e2e suite's calls fail naming the role, the action and the resource.
+pipeline, the curator, the backfill and the e2e suite's calls fail naming the role, the action and the resource.
 Where moto is more lenient than IAM (it ignores conditions such as ``s3:prefix``; it answers 404 for a missing key
 whatever the caller may list), the policy documents are checked directly.
 """
@@ -15,17 +15,21 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from components.naming import account_data_bucket_patterns
-from components.policies import backfill_function_policy, compaction_policy
+from components.policies import backfill_function_policy, curator_policy
+from curator.catalog import glue_catalog
+from curator.curation import Curator, CuratorSettings
 from ops.backfill import run_export
-from ops.compact import CompactError, compaction_environment, local_invoker
+from pipeline.compactor import S3CompactionStore
+from pipeline.writer import encode_parquet, partition_prefix
 from sandbox import demo
 from sandbox.local_aws import LocalAws, local_aws
 from sandbox.roles import ROLES, PolicyDeniedError, RoleSessions, UnknownStatementError
-from sandbox.runner import PolicyDeniedInPipelineError
 from sandbox.targets import LocalTarget
 from sandbox.workload import TableWriter, workload
+from tests.compaction.conftest import HOUR, generated_rows, object_name
 
 pytestmark = pytest.mark.slow
 
@@ -94,7 +98,7 @@ def test_the_previews_bucket_patterns_cover_this_stacks_data_buckets(aws: LocalA
 # -- no function role writes outside its prefixes -------------------------------------------------------------
 OUTSIDE = {
     "processor": ["snapshots", "exports", "athena results", "artifacts"],
-    "compaction": ["quarantine", "snapshots", "exports", "failure bucket", "artifacts"],
+    "curator": ["events", "quarantine", "snapshots", "exports", "failure bucket", "artifacts"],
     "backfill": ["events", "quarantine", "exports", "failure bucket", "artifacts"],
     "ci": ["events", "quarantine", "snapshots", "failure bucket"],
 }
@@ -108,6 +112,7 @@ def _place(aws: LocalAws, kind: str) -> tuple[str, str]:
         "snapshots": (outputs.bucket_name, f"{layout.snapshots}export_id=x/x.parquet"),
         "exports": (outputs.bucket_name, f"{layout.exports}x/data/x.json.gz"),
         "artifacts": (outputs.bucket_name, f"{layout.artifacts}function.zip"),
+        "curated": (outputs.bucket_name, f"{layout.curated}registrations/data/x.parquet"),
         "failure bucket": (outputs.failure_bucket_name, "aws/lambda/x"),
         "athena results": (outputs.athena_results_bucket_name, f"{layout.athena_results}x.csv"),
     }[kind]
@@ -123,7 +128,7 @@ def test_a_role_writes_nowhere_outside_its_prefixes(aws: LocalAws, role: str):
 
 INSIDE = {
     "processor": ["events", "quarantine", "failure bucket"],
-    "compaction": ["events"],
+    "curator": ["curated"],
     "backfill": ["snapshots"],
 }
 
@@ -137,36 +142,15 @@ def test_a_function_role_writes_inside_its_prefixes(aws: LocalAws, role: str):
         assert aws.client("s3").get_object(Bucket=bucket, Key=f"{key}.{role}")["Body"].read() == BODY, kind
 
 
-def test_compaction_deletes_only_under_the_events_prefix(aws: LocalAws):
+def test_the_curator_deletes_only_under_the_events_and_curated_prefixes(aws: LocalAws):
     bucket, key = _place(aws, "quarantine")
     aws.client("s3").put_object(Bucket=bucket, Key=key, Body=BODY)
-    error = _denied(aws, "compaction", lambda s3: s3.delete_object(Bucket=bucket, Key=key))
+    error = _denied(aws, "curator", lambda s3: s3.delete_object(Bucket=bucket, Key=key))
     assert error.denial.action == "s3:DeleteObject"
     assert aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read() == BODY, "still there"
 
 
-def test_the_processor_role_cannot_touch_the_table(aws: LocalAws):
-    dynamodb = aws.client("dynamodb", role="processor")
-    with pytest.raises(PolicyDeniedError) as caught:
-        dynamodb.scan(TableName=aws.outputs.table_name)
-    assert caught.value.denial.action == "dynamodb:Scan"
-    assert caught.value.denial.resource.endswith(f":table/{aws.outputs.table_name}")
-
-
-# -- one statement less: the code fails naming the action ----------------------------------------------------
-def test_the_pipeline_fails_naming_the_action_when_the_processor_may_not_write(aws: LocalAws):
-    changes = list(workload(5, seed=3, poison=0))
-    with _roles(aws).without_statement("processor", "WriteEventsAndQuarantine"), aws.pipeline() as pipe:
-        written = TableWriter(aws.client("dynamodb"), aws.outputs.table_name).apply(changes)
-        with pytest.raises(PolicyDeniedInPipelineError) as caught:
-            pipe.wait_for_changes(written, timeout=60)
-    message = str(caught.value)
-    assert "role prd3292-dev1-demand-processor may not s3:PutObject" in message
-    assert f"arn:aws:s3:::{aws.outputs.bucket_name}/{aws.names.prefixes.events}" in message
-    _roles(aws).denials.clear()
-
-
-def test_the_mapping_fails_naming_the_action_when_the_processor_may_not_read_its_stream(aws: LocalAws):
+def test_the_mapping_fails_naming_the_action_without_its_stream_reads(aws: LocalAws):
     with _roles(aws).without_statement("processor", "ReadChangeStream"), pytest.raises(PolicyDeniedError) as caught:
         aws.pipeline()
     assert caught.value.denial.action == "kinesis:ListShards"
@@ -174,13 +158,65 @@ def test_the_mapping_fails_naming_the_action_when_the_processor_may_not_read_its
     _roles(aws).denials.clear()
 
 
-def test_compaction_fails_naming_the_action_without_its_listing(aws: LocalAws):
-    environment = {**compaction_environment(aws.outputs, "dev1"), **aws.credentials("compaction")}
-    with _roles(aws).without_statement("compaction", "ListEvents"), pytest.raises(CompactError) as caught:
-        local_invoker(environment)({"hours": ["2026-01-01T00"], "delete_grace_minutes": 0})
+def _curator_as_its_role(aws: LocalAws) -> Curator:
+    """The curator over the stack's raw prefix and Glue database, acting as the local curator role (as Lambda
+    gives the function its role): pyiceberg's Glue and S3 clients and the raw store all use its credentials."""
+    credentials = _roles(aws).credentials["curator"]
+    catalog = glue_catalog(
+        aws.region,
+        endpoint_url=aws.endpoint_url,
+        access_key_id=credentials["AccessKeyId"],
+        secret_access_key=credentials["SecretAccessKey"],
+        session_token=credentials["SessionToken"],
+    )
+    layout = aws.names.prefixes
+    settings = CuratorSettings(
+        bucket=aws.outputs.bucket_name,
+        raw_prefix=layout.events,
+        database=aws.names.glue_database,
+        tables_prefix=layout.curated,
+        delete_grace=timedelta(0),
+    )
+    store = S3CompactionStore(aws.outputs.bucket_name, client=aws.client("s3", role="curator"))
+    return Curator(catalog=catalog, store=store, settings=settings, clock=lambda: HOUR + timedelta(hours=2))
+
+
+def _raw_object(aws: LocalAws, rows: Any) -> str:
+    key = partition_prefix(aws.names.prefixes.events, HOUR) + object_name(rows)
+    aws.client("s3").put_object(Bucket=aws.outputs.bucket_name, Key=key, Body=encode_parquet(rows))
+    return key
+
+
+def test_the_curator_runs_as_its_role_with_nothing_denied(aws: LocalAws):
+    """Everything one run does (create both tables in the declared database, write and commit their files, delete
+    the raw object, clean up), with the program's curator policy enforced: no action is missing from it."""
+    rows = generated_rows(40)
+    key = _raw_object(aws, rows)
+    _roles(aws).denials.clear()
+
+    result = _curator_as_its_role(aws).run()
+
+    assert _roles(aws).denials == []
+    assert (result.raw_objects_read, result.changes_added, result.raw_deleted) == (1, 40, 1)
+    assert result.conflict is None
+    assert result.unreadable == []
+    glue = aws.client("glue")
+    tables = glue.get_tables(DatabaseName=aws.names.glue_database)["TableList"]
+    iceberg = sorted(t["Name"] for t in tables if t.get("Parameters", {}).get("table_type", "").upper() == "ICEBERG")
+    assert iceberg == ["registration_changes", "registrations"]
+    curated = aws.client("s3").list_objects_v2(Bucket=aws.outputs.bucket_name, Prefix=aws.names.prefixes.curated)
+    assert curated["KeyCount"] > 0
+    assert all(item["Key"].startswith(aws.names.prefixes.curated) for item in curated["Contents"])
+    assert "Contents" not in aws.client("s3").list_objects_v2(Bucket=aws.outputs.bucket_name, Prefix=key)
+
+
+def test_the_curator_fails_naming_the_action_without_its_table_commits(aws: LocalAws):
+    _raw_object(aws, generated_rows(10, seed=8))
+    with _roles(aws).without_statement("curator", "CommitCuratedTables"), pytest.raises(ClientError) as caught:
+        _curator_as_its_role(aws).run()
     message = str(caught.value)
-    assert "assumed-role/prd3292-dev1-demand-compactor/local is not authorized to perform: s3:ListBucket" in message
-    assert f"on resource: arn:aws:s3:::{aws.outputs.bucket_name}" in message
+    assert "assumed-role/prd3292-dev1-demand-curator/local is not authorized to perform: glue:GetTable" in message
+    assert f"table/{aws.names.glue_database}/registration_changes" in message
 
 
 def test_the_backfill_fails_naming_the_action_without_its_snapshot_writes(aws: LocalAws):
@@ -239,12 +275,20 @@ def _by_sid(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {statement["Sid"]: statement for statement in document["Statement"]}
 
 
-def test_compaction_lists_only_the_events_prefix():
-    """moto ignores ``s3:prefix``: the condition that keeps compaction's listing to its prefix is checked here."""
+def test_the_curator_lists_only_the_prefixes_it_reads():
+    """moto ignores ``s3:prefix``: the condition that keeps the curator's listing to its prefixes is checked here."""
     statements = _by_sid(
-        compaction_policy(bucket_arn="arn:aws:s3:::b", events_prefix="demand/events/", log_group_arn="g")
+        curator_policy(
+            bucket_arn="arn:aws:s3:::b",
+            events_prefix="demand/events/",
+            curated_prefix="curated/",
+            snapshot_prefix="demand/snapshots/",
+            database_arn="arn:aws:glue:us-east-1:123456789012:database/d",
+            log_group_arn="g",
+        )
     )
-    assert statements["ListEvents"]["Condition"] == {"StringLike": {"s3:prefix": ["demand/events/*"]}}
+    condition = statements["ListRawCuratedAndSnapshots"]["Condition"]
+    assert condition == {"StringLike": {"s3:prefix": ["demand/events/*", "curated/*", "demand/snapshots/*"]}}
 
 
 def test_the_backfill_may_list_every_prefix_it_reads_its_own_writes_back_from():

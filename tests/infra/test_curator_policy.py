@@ -1,0 +1,100 @@
+"""The curator's IAM policy document: least privilege, checked on the document itself (moto ignores conditions)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from components.policies import CURATED_TABLES, curator_policy, glue_table_arn
+from tests.infra.iam_lint import lint_identity_policy
+
+BUCKET = "arn:aws:s3:::prd3292.qa1.us-east-1.demand-capture.tmaws"
+DATABASE = "arn:aws:glue:us-east-1:123456789012:database/prd3292_qa1_demand"
+LOG_GROUP = "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/prd3292-qa1-demand-curator"
+
+
+def _document(**extra: Any) -> dict[str, Any]:
+    return curator_policy(
+        bucket_arn=BUCKET,
+        events_prefix="demand/events/",
+        curated_prefix="curated/",
+        snapshot_prefix="demand/snapshots/",
+        database_arn=DATABASE,
+        log_group_arn=LOG_GROUP,
+        **extra,
+    )
+
+
+def _by_sid(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {statement["Sid"]: statement for statement in document["Statement"]}
+
+
+def test_the_curator_policy_passes_the_lint() -> None:
+    assert lint_identity_policy(_document()) == []
+    assert lint_identity_policy(_document(bucket_kms_key_arn="arn:aws:kms:us-east-1:123456789012:key/k")) == []
+
+
+def test_raw_objects_are_read_and_deleted_never_written() -> None:
+    statements = _by_sid(_document())
+    assert statements["ReadAndDeleteRawEvents"]["Action"] == ["s3:DeleteObject", "s3:GetObject"]
+    assert statements["ReadAndDeleteRawEvents"]["Resource"] == [f"{BUCKET}/demand/events/*"]
+    writes = [s for s in statements.values() if "s3:PutObject" in s["Action"]]
+    assert [s["Resource"] for s in writes] == [[f"{BUCKET}/curated/*"]]
+
+
+def test_the_curated_prefix_is_written_and_cleaned_and_the_snapshots_only_read() -> None:
+    statements = _by_sid(_document())
+    assert statements["WriteCuratedTables"]["Action"] == [
+        "s3:AbortMultipartUpload",
+        "s3:DeleteObject",
+        "s3:GetObject",
+        "s3:PutObject",
+    ]
+    assert statements["ReadPublishedSnapshots"] == {
+        "Sid": "ReadPublishedSnapshots",
+        "Effect": "Allow",
+        "Action": ["s3:GetObject"],
+        "Resource": [f"{BUCKET}/demand/snapshots/*"],
+    }
+
+
+def test_listing_is_narrowed_to_the_three_prefixes_it_reads() -> None:
+    listing = _by_sid(_document())["ListRawCuratedAndSnapshots"]
+    assert listing["Action"] == ["s3:ListBucket"]
+    assert listing["Resource"] == [BUCKET]
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["demand/events/*", "curated/*", "demand/snapshots/*"]}}
+
+
+def test_glue_reaches_the_two_curated_tables_only_and_never_deletes() -> None:
+    glue = _by_sid(_document())["CommitCuratedTables"]
+    assert glue["Action"] == [
+        "glue:CreateTable",
+        "glue:GetDatabase",
+        "glue:GetTable",
+        "glue:GetTables",
+        "glue:UpdateTable",
+    ]
+    assert glue["Resource"] == [
+        "arn:aws:glue:us-east-1:123456789012:catalog",
+        DATABASE,
+        "arn:aws:glue:us-east-1:123456789012:table/prd3292_qa1_demand/registration_changes",
+        "arn:aws:glue:us-east-1:123456789012:table/prd3292_qa1_demand/registrations",
+    ]
+    actions = {action for statement in _document()["Statement"] for action in statement["Action"]}
+    assert not actions & {"glue:DeleteTable", "glue:CreateDatabase", "glue:DeleteDatabase", "s3:PutObjectAcl"}
+
+
+def test_logs_and_the_bucket_key_as_the_other_functions_have_them() -> None:
+    statements = _by_sid(_document(bucket_kms_key_arn="arn:aws:kms:us-east-1:123456789012:key/k"))
+    assert statements["WriteOwnLogs"]["Resource"] == [f"{LOG_GROUP}:log-stream:*"]
+    assert statements["ReadAndWriteEncryptedObjects"]["Action"] == ["kms:Decrypt", "kms:GenerateDataKey"]
+    assert "ReadAndWriteEncryptedObjects" not in _by_sid(_document())
+
+
+def test_curated_tables_are_the_curators_two() -> None:
+    from curator.tables import CHANGES_TABLE, REGISTRATIONS_TABLE  # noqa: PLC0415 - pyiceberg only for this check
+
+    assert CURATED_TABLES == (CHANGES_TABLE, REGISTRATIONS_TABLE) == ("registration_changes", "registrations")
+    with pytest.raises(ValueError, match="not a Glue database ARN"):
+        glue_table_arn("arn:aws:glue:us-east-1:123456789012:catalog", "registrations")
