@@ -437,6 +437,7 @@ def ci_access_policy(
     table_glue_arn: str,
     failure_bucket_arn: str,
     snapshot_table_glue_arn: str | None = None,
+    curated_table_glue_arns: Sequence[str] = (),
     log_group_arn: str,
     alarm_arns: Sequence[str],
     bucket_kms_key_arn: str | None = None,
@@ -445,9 +446,11 @@ def ci_access_policy(
 
     Deploying itself stays with the accounts' existing deployment role (the replaced system's GitRunner).
     Once a snapshot is published, ``current_registrations`` reads the snapshot table (``<table>_snapshots``) and
-    its objects: the caller passes that table's ARN and the snapshots prefix among ``read_prefixes``.
+    its objects: the caller passes that table's ARN and the snapshots prefix among ``read_prefixes``. Reading the
+    curated Iceberg tables takes their ARNs (``curated_table_glue_arns``) and the curated prefix among
+    ``read_prefixes``.
     """
-    tables = [table_glue_arn, *([snapshot_table_glue_arn] if snapshot_table_glue_arn else [])]
+    tables = [table_glue_arn, *([snapshot_table_glue_arn] if snapshot_table_glue_arn else []), *curated_table_glue_arns]
     return {
         "Version": VERSION,
         "Statement": [

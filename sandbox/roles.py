@@ -25,10 +25,12 @@ from botocore.exceptions import ClientError
 
 from components.naming import account_data_bucket_patterns
 from components.policies import (
+    CURATED_TABLES,
     backfill_function_policy,
     backfill_state_machine_policy,
     ci_access_policy,
     curator_policy,
+    glue_table_arn,
     lambda_trust_policy,
     preview_access_policy,
     processor_policy,
@@ -200,12 +202,14 @@ def local_role_documents(
                     stream_arn=arns["stream"],
                     function_arn=arns["function"],
                     bucket_arn=arns["bucket"],
-                    read_prefixes=(layout.events, layout.quarantine, layout.snapshots),
+                    read_prefixes=(layout.events, layout.quarantine, layout.snapshots, layout.curated),
                     results_prefix=layout.athena_results,
                     results_bucket_arn=arns["results_bucket"],
                     workgroup_arn=arns["workgroup"],
                     database_arn=arns["database"],
                     table_glue_arn=arns["glue_table"],
+                    # the demo reads the curated tables as the CI role (pyiceberg scans)
+                    curated_table_glue_arns=[glue_table_arn(arns["database"], table) for table in CURATED_TABLES],
                     failure_bucket_arn=arns["failure_bucket"],
                     log_group_arn=arns["log_group"],
                     alarm_arns=_stack_alarm_arns(settings, account),
