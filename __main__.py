@@ -8,7 +8,7 @@ from components.artifacts import artifact
 from components.athena import AthenaCatalog, AthenaCatalogArgs
 from components.backfill import Backfill, BackfillArgs
 from components.ci_access import CiAccess, CiAccessArgs
-from components.compaction import Compaction, CompactionArgs
+from components.curation import Curation, CurationArgs
 from components.current_state import published_snapshot
 from components.dashboard import DashboardMetric, PipelineDashboard, PipelineDashboardArgs
 from components.failure_destination import METRIC_FILTER_ID, FailureDestination, FailureDestinationArgs
@@ -16,12 +16,13 @@ from components.flow_alarms import FlowAlarms, FlowAlarmsArgs
 from components.function_environment import (
     METRICS_NAMESPACE,
     backfill_environment,
-    compaction_environment,
+    curator_environment,
     lambda_environment,
 )
 from components.layer import DependencyLayer, DependencyLayerArgs
 from components.naming import FUNCTION_ALIAS, prefixes
 from components.outputs import OUTPUT_KEYS
+from components.policies import CURATED_TABLES
 from components.processor import StreamProcessor, StreamProcessorArgs
 from components.provider import aws_provider
 from components.query_results import QueryResults, QueryResultsArgs
@@ -116,7 +117,7 @@ alarm_topic = AlarmTopic(
         existing_topic_arn=settings.alarm_topic_arn,
         subscriptions=settings.alarm_subscriptions,
         region=settings.region,
-        # Every alarm: prd3292-<env>-demand-processor-*, -demand-compactor-* and -demand-backfill-*.
+        # Every alarm: prd3292-<env>-demand-processor-*, -demand-curator-*, -demand-curation-* and -demand-backfill-*.
         alarm_name_prefix=names.physical("demand"),
     ),
     aws_opts,
@@ -133,29 +134,6 @@ alarms = ProcessorAlarms(
         errors_threshold=settings.errors_alarm_threshold,
         throttles_threshold=settings.throttles_alarm_threshold,
         failed_batches_threshold=settings.failed_batches_alarm_threshold,
-        topic_arn=alarm_topic.topic_arn,
-    ),
-    aws_opts,
-)
-compaction = Compaction(
-    "compaction",
-    CompactionArgs(
-        function_name=resource_names.curator_function,
-        schedule_name=resource_names.curator_schedule,
-        scheduler_role_name=resource_names.curator_scheduler_role,
-        schedule_group_name=resource_names.curator_schedule_group,
-        dead_letter_queue_name=resource_names.curator_dead_letter_queue,
-        bucket_arn=layout.bucket_arn,
-        events_prefix=layout_prefixes.events,
-        layer_arn=layer.layer_arn,
-        environment=compaction_environment(settings, settings.bucket_id, layout_prefixes),
-        memory_mb=settings.compaction_memory_mb,
-        timeout_seconds=settings.compaction_timeout_seconds,
-        log_retention_days=settings.log_retention_days,
-        function_zip=build.function_zip,
-        errors_threshold=settings.errors_alarm_threshold,
-        function_digest=build.function_digest,
-        bucket_kms_key_arn=settings.bucket_kms_key_arn,
         topic_arn=alarm_topic.topic_arn,
     ),
     aws_opts,
@@ -198,34 +176,6 @@ flow_alarms = FlowAlarms(
     ),
     aws_opts,
 )
-all_alarm_arns = pulumi.Output.all(
-    alarms.alarm_arns,
-    flow_alarms.alarm_arns,
-    compaction.errors_alarm_arn,
-    compaction.schedule_alarm_arn,
-    backfill.failed_executions_alarm_arn,
-).apply(lambda groups: [*groups[0], *groups[1], *groups[2:]])
-PipelineDashboard(
-    "dashboard",
-    PipelineDashboardArgs(
-        dashboard_name=resource_names.dashboard,
-        region=settings.region,
-        stream_name=settings.stream_name or names.seed_stream_name(),
-        function_name=resource_names.function,
-        metrics_namespace=METRICS_NAMESPACE,
-        service_name=resource_names.function,
-        # Discarded batches: the failure bucket's PUTs under Lambda's on-failure key prefix.
-        failure_arrivals=DashboardMetric(
-            "AWS/S3",
-            "PutRequests",
-            {"BucketName": resource_names.failure_bucket, "FilterId": METRIC_FILTER_ID},
-            "Sum",
-            "Batches given up",
-        ),
-        alarm_arns=all_alarm_arns,
-    ),
-    aws_opts,
-)
 results = QueryResults(
     "athena-results",
     QueryResultsArgs(
@@ -251,6 +201,73 @@ athena = AthenaCatalog(
     ),
     pulumi.ResourceOptions.merge(aws_opts, pulumi.ResourceOptions(depends_on=[results])),
 )
+curator_layer = DependencyLayer(
+    "curator-layer",
+    DependencyLayerArgs(
+        resource_names.curator_layer,
+        layout.bucket_name,
+        layout_prefixes.artifacts,
+        build.curator_layer_zip,
+        build.curator_layer_digest,
+        description="Runtime dependencies of the curator (pyiceberg, pyiceberg-core, pyarrow, aws-lambda-powertools).",
+    ),
+    aws_opts,
+)
+curation = Curation(
+    "curation",
+    CurationArgs(
+        function_name=resource_names.curator_function,
+        schedule_name=resource_names.curator_schedule,
+        scheduler_role_name=resource_names.curator_scheduler_role,
+        schedule_group_name=resource_names.curator_schedule_group,
+        dead_letter_queue_name=resource_names.curator_dead_letter_queue,
+        bucket_arn=layout.bucket_arn,
+        events_prefix=layout_prefixes.events,
+        curated_prefix=layout_prefixes.curated,
+        snapshot_prefix=layout_prefixes.snapshots,
+        database_arn=athena.database_arn,
+        layer_arn=curator_layer.layer_arn,
+        environment=curator_environment(settings, settings.bucket_id, layout_prefixes, resource_names.glue_database),
+        memory_mb=settings.curation_memory_mb,
+        timeout_seconds=settings.curation_timeout_seconds,
+        interval_minutes=settings.curation_interval_minutes,
+        log_retention_days=settings.log_retention_days,
+        function_zip=build.curator_zip,
+        errors_threshold=settings.errors_alarm_threshold,
+        function_digest=build.curator_digest,
+        bucket_kms_key_arn=settings.bucket_kms_key_arn,
+        topic_arn=alarm_topic.topic_arn,
+    ),
+    aws_opts,
+)
+all_alarm_arns = pulumi.Output.all(
+    alarms.alarm_arns,
+    flow_alarms.alarm_arns,
+    curation.errors_alarm_arn,
+    curation.schedule_alarm_arn,
+    backfill.failed_executions_alarm_arn,
+).apply(lambda groups: [*groups[0], *groups[1], *groups[2:]])
+PipelineDashboard(
+    "dashboard",
+    PipelineDashboardArgs(
+        dashboard_name=resource_names.dashboard,
+        region=settings.region,
+        stream_name=settings.stream_name or names.seed_stream_name(),
+        function_name=resource_names.function,
+        metrics_namespace=METRICS_NAMESPACE,
+        service_name=resource_names.function,
+        # Discarded batches: the failure bucket's PUTs under Lambda's on-failure key prefix.
+        failure_arrivals=DashboardMetric(
+            "AWS/S3",
+            "PutRequests",
+            {"BucketName": resource_names.failure_bucket, "FilterId": METRIC_FILTER_ID},
+            "Sum",
+            "Batches given up",
+        ),
+        alarm_arns=all_alarm_arns,
+    ),
+    aws_opts,
+)
 ci = CiAccess(
     "ci",
     CiAccessArgs(
@@ -263,8 +280,14 @@ ci = CiAccess(
         stream_arn=stream.stream_arn,
         function_arn=processor.function_arn,
         bucket_arn=layout.bucket_arn,
-        # the snapshots too: once a snapshot is published, current_registrations reads its table
-        read_prefixes=(layout_prefixes.events, layout_prefixes.quarantine, layout_prefixes.snapshots),
+        # the snapshots too: once a snapshot is published, current_registrations reads its table; and the curated
+        # tables' data and metadata
+        read_prefixes=(
+            layout_prefixes.events,
+            layout_prefixes.quarantine,
+            layout_prefixes.snapshots,
+            layout_prefixes.curated,
+        ),
         results_prefix=layout_prefixes.athena_results,
         results_bucket_arn=results.bucket_arn,
         workgroup_arn=athena.workgroup_arn,
@@ -275,6 +298,7 @@ ci = CiAccess(
         log_group_arn=processor.log_group_arn,
         alarm_arns=all_alarm_arns,
         bucket_kms_key_arn=settings.bucket_kms_key_arn,
+        curated_tables=CURATED_TABLES,
     ),
     aws_opts,
 )
@@ -294,8 +318,8 @@ outputs: dict[str, pulumi.Input[str]] = {
     "quarantine_prefix": layout.quarantine_prefix,
     "athena_results_prefix": layout.athena_results_prefix,
     "failure_bucket_name": failures.bucket_name,
-    "curator_function_name": compaction.function_name,
-    "curator_log_group_name": compaction.log_group_name,
+    "curator_function_name": curation.function_name,
+    "curator_log_group_name": curation.log_group_name,
     "backfill_state_machine_arn": backfill.state_machine_arn,
     "glue_table_name": athena.table_name,
     "log_group_name": processor.log_group_name,

@@ -30,7 +30,7 @@ account = AccountBootstrap(
         state_prefix=settings.state_prefix,
         secrets_key_alias=settings.secrets_key_alias,
         # the raw table (exports) and its back-filled snapshots are data too
-        data_prefixes=(layout.events, layout.quarantine, layout.exports, layout.snapshots),
+        data_prefixes=(layout.events, layout.quarantine, layout.exports, layout.snapshots, layout.curated),
         # every object of these is data: discarded batches' whole change images, and query results
         data_bucket_patterns=account_data_bucket_patterns(settings.product_code),
     ),

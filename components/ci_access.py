@@ -39,6 +39,8 @@ class CiAccessArgs:
     log_group_arn: pulumi.Input[str]
     alarm_arns: pulumi.Input[list[str]]
     bucket_kms_key_arn: str | None = None
+    #: The curated Iceberg tables of the same database (the curator creates them): read like the others.
+    curated_tables: tuple[str, ...] = ()
 
 
 class CiAccess(pulumi.ComponentResource):
@@ -102,6 +104,7 @@ class CiAccess(pulumi.ComponentResource):
                 ci_access_policy(
                     **arns,
                     read_prefixes=args.read_prefixes,
+                    curated_tables=args.curated_tables,
                     results_prefix=args.results_prefix,
                     bucket_kms_key_arn=args.bucket_kms_key_arn,
                 )

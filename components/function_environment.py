@@ -5,7 +5,7 @@ from __future__ import annotations
 from components.naming import Prefixes
 from components.settings import Settings
 
-__all__ = ["METRICS_NAMESPACE", "backfill_environment", "compaction_environment", "lambda_environment"]
+__all__ = ["METRICS_NAMESPACE", "backfill_environment", "curator_environment", "lambda_environment"]
 
 METRICS_NAMESPACE = "DmdPipeline"
 
@@ -28,17 +28,22 @@ def lambda_environment(settings: Settings, bucket: str, prefixes: Prefixes) -> d
     }
 
 
-def compaction_environment(settings: Settings, bucket: str, prefixes: Prefixes) -> dict[str, str]:
-    """Environment of the compaction function ``pipeline.compaction.handler`` (contract C3)."""
+def curator_environment(settings: Settings, bucket: str, prefixes: Prefixes, database: str) -> dict[str, str]:
+    """Environment of the curator ``curator.handler.handler``: ``curator.handler.ENVIRONMENT_VARIABLES`` in that
+    order (a test holds them equal; the program does not import the curator and its pyiceberg), then ``LOG_LEVEL``.
+
+    ``database`` is the stack's Glue database, which the program declares and the curator's role may not create.
+    """
     return {
         "OUTPUT_BUCKET": bucket,
         "OUTPUT_PREFIX": prefixes.events,
-        "COMPACTION_DELAY_MINUTES": str(settings.compaction_delay_minutes),
-        "COMPACTION_LOOKBACK_HOURS": str(settings.compaction_lookback_hours),
-        "COMPACTION_DELETE_GRACE_MINUTES": str(settings.compaction_delete_grace_minutes),
-        "LOG_LEVEL": settings.log_level,
-        "POWERTOOLS_SERVICE_NAME": settings.naming.physical("demand-compactor"),
+        "GLUE_DATABASE": database,
+        "CURATED_PREFIX": prefixes.curated,
+        "TIME_TRAVEL_DAYS": str(settings.time_travel_days),
+        "CURATION_DELETE_GRACE_MINUTES": str(settings.curation_delete_grace_minutes),
+        "POWERTOOLS_SERVICE_NAME": settings.naming.physical("demand-curator"),
         "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+        "LOG_LEVEL": settings.log_level,
     }
 
 

@@ -43,6 +43,8 @@ class PipelineFunctionArgs:
     function_digest: str | None
     layer_arn: pulumi.Input[str]
     publish: bool = False
+    #: Executions reserved (and the most that run at once); None leaves the function on the account's pool.
+    reserved_concurrency: int | None = None
 
 
 def pipeline_function(
@@ -72,6 +74,7 @@ def pipeline_function(
         source_code_hash=args.function_digest,
         layers=[args.layer_arn],
         publish=args.publish or None,
+        reserved_concurrent_executions=args.reserved_concurrency,
         environment={"variables": args.environment},
         # JSON platform logs; the handler filters its own lines at LOG_LEVEL, Lambda keeps INFO for the metrics.
         logging_config={

@@ -22,10 +22,11 @@ class DependencyLayerArgs:
     key_prefix: str
     layer_zip: str
     layer_digest: str | None
+    description: str = "Runtime dependencies of the stream processor (aws-lambda-powertools, pyarrow)."
 
 
 class DependencyLayer(pulumi.ComponentResource):
-    """The runtime dependencies (aws-lambda-powertools, pyarrow) as a Lambda layer for Python 3.12 on arm64."""
+    """Runtime dependencies as a Lambda layer for Python 3.12 on arm64 (the stream processor's, or the curator's)."""
 
     layer_arn: pulumi.Output[str]
     """ARN of the published layer version."""
@@ -50,7 +51,7 @@ class DependencyLayer(pulumi.ComponentResource):
             source_code_hash=args.layer_digest,
             compatible_runtimes=[RUNTIME],
             compatible_architectures=[ARCHITECTURE],
-            description="Runtime dependencies of the stream processor (aws-lambda-powertools, pyarrow).",
+            description=args.description,
             # Earlier versions stay, so rolling the alias back to an earlier function version keeps its layer.
             skip_destroy=True,
             opts=pulumi.ResourceOptions(parent=self),

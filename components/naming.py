@@ -31,6 +31,7 @@ NAME_LIMITS = {
     "function": 64,
     "failure_bucket": 63,
     "layer": 140,
+    "curator_layer": 140,
     "alarm_prefix": 255 - len("-quarantine-rate"),  # the longest alarm role
     "glue_database": 255,
     "glue_table": 255,
@@ -102,6 +103,7 @@ class ResourceNames:
     function: str
     failure_bucket: str
     layer: str
+    curator_layer: str
     alarm_prefix: str
     glue_database: str
     glue_table: str
@@ -203,6 +205,7 @@ class Naming:
             # S3 bucket names are global: the region keeps two regions' stacks of one environment apart.
             failure_bucket=f"{self.prefix}-{self.region}-demand-processor-failures",
             layer=self.physical("demand-dependencies"),
+            curator_layer=self.physical("demand-curator-dependencies"),
             alarm_prefix=function,
             glue_database=self.snake("demand"),
             glue_table=self.snake("demand-changes"),

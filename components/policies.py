@@ -18,7 +18,6 @@ __all__ = [
     "backfill_state_machine_policy",
     "ci_access_policy",
     "ci_trust_policy",
-    "compaction_policy",
     "curator_policy",
     "glue_catalog_arn",
     "glue_table_arn",
@@ -175,33 +174,6 @@ def curator_policy(
         ),
         _statement("WriteOwnLogs", ["logs:CreateLogStream", "logs:PutLogEvents"], [f"{log_group_arn}:log-stream:*"]),
         *_kms("ReadAndWriteEncryptedObjects", ["kms:Decrypt", "kms:GenerateDataKey"], [bucket_kms_key_arn]),
-    ]
-    return {"Version": VERSION, "Statement": statements}
-
-
-def compaction_policy(
-    *,
-    bucket_arn: str,
-    events_prefix: str,
-    log_group_arn: str,
-    bucket_kms_key_arn: str | None = None,
-) -> Document:
-    """What the compaction function may do: list, read, write and delete under the events prefix only, and log.
-
-    ``s3:ListBucket`` acts on the bucket, so it is narrowed to listings under the events prefix by ``s3:prefix``.
-    """
-    statements = [
-        _statement(
-            "ListEvents",
-            ["s3:ListBucket"],
-            [bucket_arn],
-            Condition={"StringLike": {"s3:prefix": [f"{events_prefix}*"]}},
-        ),
-        _statement(
-            "CompactEvents", ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"], _objects(bucket_arn, events_prefix)
-        ),
-        _statement("WriteOwnLogs", ["logs:CreateLogStream", "logs:PutLogEvents"], [f"{log_group_arn}:log-stream:*"]),
-        *_kms("ReadAndWriteEncryptedEvents", ["kms:Decrypt", "kms:GenerateDataKey"], [bucket_kms_key_arn]),
     ]
     return {"Version": VERSION, "Statement": statements}
 
@@ -437,7 +409,7 @@ def ci_access_policy(
     table_glue_arn: str,
     failure_bucket_arn: str,
     snapshot_table_glue_arn: str | None = None,
-    curated_table_glue_arns: Sequence[str] = (),
+    curated_tables: Sequence[str] = (),
     log_group_arn: str,
     alarm_arns: Sequence[str],
     bucket_kms_key_arn: str | None = None,
@@ -446,11 +418,15 @@ def ci_access_policy(
 
     Deploying itself stays with the accounts' existing deployment role (the replaced system's GitRunner).
     Once a snapshot is published, ``current_registrations`` reads the snapshot table (``<table>_snapshots``) and
-    its objects: the caller passes that table's ARN and the snapshots prefix among ``read_prefixes``. Reading the
-    curated Iceberg tables takes their ARNs (``curated_table_glue_arns``) and the curated prefix among
-    ``read_prefixes``.
+    its objects: the caller passes that table's ARN and the snapshots prefix among ``read_prefixes``. The curated
+    Iceberg tables (``curated_tables``, created by the curator in the same database) are read the same way: their
+    Glue tables, and their data and metadata under the curated prefix the caller passes among ``read_prefixes``.
     """
-    tables = [table_glue_arn, *([snapshot_table_glue_arn] if snapshot_table_glue_arn else []), *curated_table_glue_arns]
+    tables = [
+        table_glue_arn,
+        *([snapshot_table_glue_arn] if snapshot_table_glue_arn else []),
+        *(glue_table_arn(database_arn, table) for table in curated_tables),
+    ]
     return {
         "Version": VERSION,
         "Statement": [

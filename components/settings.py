@@ -75,7 +75,8 @@ PRECISIONS = ("MILLISECOND", "MICROSECOND")
 # theirs while a backfill runs, and the compactor one; the backfill gets at most the rest.
 ACCOUNT_CONCURRENCY = 1000
 STREAM_SHARD_ALLOWANCE = 64
-COMPACTION_CONCURRENCY = 1
+# The curator's reserved concurrency: one run at a time, the single writer of the curated tables by construction.
+CURATOR_CONCURRENCY = 1
 # 10 MB: the Athena API accepts 10,000,000, but the AWS provider rejects anything below 10 MiB at preview.
 ATHENA_MIN_BYTES_SCANNED_CUTOFF = 10 * 1024**2
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -340,43 +341,43 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "Keep earlier versions in the failure bucket (a replayed and deleted record stays 7 more days).",
     ),
     _key(
-        "compactionMemoryMb",
-        "compaction_memory_mb",
+        "curationIntervalMinutes",
+        "curation_interval_minutes",
         "integer",
-        2048,
-        "Compaction function memory in MB (measured: a shard-hour of 3.6 million rows peaks at 1.3 GB).",
+        15,
+        "The curator runs every this many minutes (the curated tables' freshness); its timeout must be shorter.",
+        _between(2, 1440),
+    ),
+    _key(
+        "timeTravelDays",
+        "time_travel_days",
+        "integer",
+        7,
+        "Days the curated tables keep their snapshots (FOR TIMESTAMP AS OF reaches this far back), then expire them.",
+        _between(1, 3650),
+    ),
+    _key(
+        "curationMemoryMb",
+        "curation_memory_mb",
+        "integer",
+        4096,
+        "Curator function memory in MB (a run's peak RSS stays within 75 % of it).",
         _between(128, 10240),
     ),
     _key(
-        "compactionTimeoutSeconds",
-        "compaction_timeout_seconds",
+        "curationTimeoutSeconds",
+        "curation_timeout_seconds",
         "integer",
-        900,
-        "Compaction function timeout.",
+        600,
+        "Curator function timeout; below curationIntervalMinutes, so a run ends before the next is due.",
         _between(60, 900),
     ),
     _key(
-        "compactionDelayMinutes",
-        "compaction_delay_minutes",
-        "integer",
-        120,
-        "A scheduled compaction leaves hour partitions younger than this alone (late records still arrive).",
-        _between(60, 10080),
-    ),
-    _key(
-        "compactionLookbackHours",
-        "compaction_lookback_hours",
-        "integer",
-        192,
-        "A scheduled compaction looks back this many hours (stream retention plus margin); longer than the delay.",
-        _between(2, 8760),
-    ),
-    _key(
-        "compactionDeleteGraceMinutes",
-        "compaction_delete_grace_minutes",
+        "curationDeleteGraceMinutes",
+        "curation_delete_grace_minutes",
         "integer",
         15,
-        "Compacted inputs are deleted this long after the commit, by a later run (queries that listed them finish).",
+        "Raw objects a committed snapshot covers are deleted this long after it (queries that listed them finish).",
         _between(0, 1440),
     ),
     _key(
@@ -385,7 +386,7 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "integer",
         100,
         "Backfill function invocations at once (the Distributed Map's MaxConcurrency); at most the account's 1,000"
-        " concurrent executions minus the stream function's 64 shards x parallelizationFactor and the compactor's 1.",
+        " concurrent executions minus the stream function's 64 shards x parallelizationFactor and the curator's 1.",
         _between(1, ACCOUNT_CONCURRENCY),
     ),
     _key(
@@ -533,11 +534,11 @@ class Settings:
     failed_batches_alarm_threshold: int
     failure_retention_days: int
     failure_bucket_versioning: bool
-    compaction_memory_mb: int
-    compaction_timeout_seconds: int
-    compaction_delay_minutes: int
-    compaction_lookback_hours: int
-    compaction_delete_grace_minutes: int
+    curation_interval_minutes: int
+    time_travel_days: int
+    curation_memory_mb: int
+    curation_timeout_seconds: int
+    curation_delete_grace_minutes: int
     backfill_max_concurrency: int
     snapshot_export_id: str | None  # with snapshot_export_time: the published snapshot
     snapshot_export_time: str | None
@@ -667,10 +668,11 @@ def _build(stack: str, raw: Mapping[str, str], where: str) -> Settings:
         settings.naming.resources()
     except ValueError as error:
         raise SettingsError(f"{where}: {PROJECT}:environmentTag {settings.environment_tag!r}: {error}") from None
-    if settings.compaction_lookback_hours * 60 <= settings.compaction_delay_minutes:
+    if settings.curation_timeout_seconds >= settings.curation_interval_minutes * 60:
         raise SettingsError(
-            f"{where}: {PROJECT}:compactionLookbackHours must reach further back than compactionDelayMinutes "
-            f"({settings.compaction_delay_minutes} min), got {settings.compaction_lookback_hours} h"
+            f"{where}: {PROJECT}:curationTimeoutSeconds must be below curationIntervalMinutes"
+            f" ({settings.curation_interval_minutes} min = {settings.curation_interval_minutes * 60} s),"
+            f" got {settings.curation_timeout_seconds}"
         )
     _check_backfill(settings, where)
     if not _TABLE.match(settings.table_name):
@@ -702,7 +704,7 @@ def _starting_position(values: Mapping[str, Any], where: str) -> str:
 
 def backfill_concurrency_ceiling(parallelization_factor: int) -> int:
     """The most backfill invocations at once that leave the stream function and the compactor their capacity."""
-    return ACCOUNT_CONCURRENCY - STREAM_SHARD_ALLOWANCE * parallelization_factor - COMPACTION_CONCURRENCY
+    return ACCOUNT_CONCURRENCY - STREAM_SHARD_ALLOWANCE * parallelization_factor - CURATOR_CONCURRENCY
 
 
 def _check_backfill(settings: Settings, where: str) -> None:
@@ -713,7 +715,7 @@ def _check_backfill(settings: Settings, where: str) -> None:
             f"{where}: {PROJECT}:backfillMaxConcurrency {settings.backfill_max_concurrency} leaves the stream function"
             f" too little of the account's {ACCOUNT_CONCURRENCY} concurrent executions: at most {ceiling}"
             f" ({ACCOUNT_CONCURRENCY} - {STREAM_SHARD_ALLOWANCE} shards x parallelizationFactor"
-            f" {settings.parallelization_factor} - {COMPACTION_CONCURRENCY} for the compactor)"
+            f" {settings.parallelization_factor} - {CURATOR_CONCURRENCY} for the curator)"
         )
     id_key, time_key = f"{PROJECT}:snapshotExportId", f"{PROJECT}:snapshotExportTime"
     if settings.snapshot_export_id and not settings.snapshot_export_time:

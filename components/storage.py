@@ -103,6 +103,15 @@ class DataLayout(pulumi.ComponentResource):
                     "filter": {"prefix": args.prefixes.root},
                     "abort_incomplete_multipart_upload": {"days_after_initiation": 1},
                 },
+                {
+                    # The curated tables (outside the raw root): the curator deletes files no kept snapshot
+                    # references, and pyiceberg writes large files as multipart uploads.
+                    "id": "curated-noncurrent-versions-and-uploads",
+                    "status": "Enabled",
+                    "filter": {"prefix": args.prefixes.curated},
+                    "noncurrent_version_expiration": {"noncurrent_days": NONCURRENT_VERSION_DAYS},
+                    "abort_incomplete_multipart_upload": {"days_after_initiation": 1},
+                },
             ],
             opts=pulumi.ResourceOptions(parent=self, depends_on=depends),
         )

@@ -7,7 +7,7 @@
 Inputs: the handler's measured records per second per invocation (``python -m bench``), the stream's shards
 (provisioned, or on-demand's current shards), the mapping's batch size, batching window and parallelization
 factor plus the function's memory from the stack file (``components.settings``), and compaction's rows per second
-(measured on one core) with its memory (``compactionMemoryMb``).
+(measured on one core) with its memory (``curationMemoryMb``).
 Model, assumptions and prices: docs/architecture.md, "Capacity and cost".
 """
 
@@ -565,7 +565,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             record_bytes=args.record_bytes,
             invocation_overhead_seconds=args.overhead_ms / 1000,
             compaction_rows_per_second=args.compaction_rows_per_second,
-            compaction_memory_mb=settings.compaction_memory_mb,
+            compaction_memory_mb=settings.curation_memory_mb,
         )
     except (SettingsError, OutputsError, ValueError, OSError) as error:
         if args.debug:

@@ -113,18 +113,14 @@ def _environment(values: Mapping[str, str]) -> Iterator[None]:
 
 
 def curator_environment(outputs: StackOutputs, stack: str) -> dict[str, str]:
-    """The curator function's environment for ``stack``, as the program sets it (the stack file's settings), with
-    the outputs' bucket, raw prefix and Glue database, and quieter logs for a terminal."""
+    """The curator function's environment for ``stack``, as the program sets it (the stack file's time travel and
+    grace), with the outputs' bucket, raw prefix and Glue database, and quieter logs for a terminal."""
+    from components.function_environment import curator_environment as program_environment  # noqa: PLC0415
     from components.naming import prefixes  # noqa: PLC0415 - only the local mode needs these
     from components.settings import settings_from_stack_file  # noqa: PLC0415
 
     settings = settings_from_stack_file(stack)
-    environment = {
-        "OUTPUT_BUCKET": outputs.bucket_name,
-        "GLUE_DATABASE": outputs.athena_database_name,
-        "CURATED_PREFIX": prefixes().curated,
-        "POWERTOOLS_SERVICE_NAME": settings.naming.physical("demand-curator"),
-    }
+    environment = program_environment(settings, outputs.bucket_name, prefixes(), outputs.athena_database_name)
     environment.update(
         OUTPUT_PREFIX=outputs.events_prefix,
         LOG_LEVEL="WARNING",  # the command prints the result; the handler's own line would repeat it

@@ -92,6 +92,11 @@ def test_a_created_data_bucket_expires_noncurrent_versions() -> None:
     assert lifecycles["data-lifecycle"].inputs["bucket"] == "prd3292.qa1.us-east-1.demand-capture.tmaws"
     assert rules["expire-noncurrent-versions"]["noncurrentVersionExpiration"] == {"noncurrentDays": 30}
     assert rules["abort-incomplete-uploads"]["abortIncompleteMultipartUpload"] == {"daysAfterInitiation": 1}
+    curated = rules["curated-noncurrent-versions-and-uploads"]
+    assert curated["filter"] == {"prefix": "curated/"}  # the curated tables live outside the raw root demand/
+    assert curated["noncurrentVersionExpiration"] == {"noncurrentDays": 30}
+    assert curated["abortIncompleteMultipartUpload"] == {"daysAfterInitiation": 1}
+    assert {rule["filter"]["prefix"] for rule in rules.values()} == {"demand/", "curated/"}
 
 
 # Named queries in the workgroup are bounded by dt.
@@ -214,8 +219,8 @@ def test_every_alarm_notifies_the_topic_on_alarm_and_ok(run: ProgramRun) -> None
     alarms = run.of_type(ALARM)
     assert sorted(alarm.inputs["name"].removeprefix(f"prd3292-{run.stack}-demand-") for alarm in alarms) == [
         "backfill-failed-executions",
-        "compaction-hourly-failed-invocations",
-        "compactor-errors",
+        "curation-failed-invocations",
+        "curator-errors",
         "processor-errors",
         "processor-failed-batches",
         "processor-iterator-age",

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from components.artifacts import artifact
-from components.function_environment import compaction_environment, lambda_environment
+from components.function_environment import lambda_environment
 from components.naming import prefixes
 from components.outputs import OUTPUT_KEYS
 from components.settings import Settings, SettingsError, settings_from_stack_file
@@ -105,8 +105,8 @@ def test_outputs_carry_the_seed_names(run: ProgramRun) -> None:
     assert run.outputs["log_group_name"] == f"/aws/lambda/prd3292-{env}-demand-processor"
     assert run.outputs["iterator_age_alarm_name"] == f"prd3292-{env}-demand-processor-iterator-age"
     assert run.outputs["failure_bucket_name"] == f"prd3292-{env}-us-east-1-demand-processor-failures"
-    assert run.outputs["curator_function_name"] == f"prd3292-{env}-demand-compactor"
-    assert run.outputs["curator_log_group_name"] == f"/aws/lambda/prd3292-{env}-demand-compactor"
+    assert run.outputs["curator_function_name"] == f"prd3292-{env}-demand-curator"
+    assert run.outputs["curator_log_group_name"] == f"/aws/lambda/prd3292-{env}-demand-curator"
     assert run.outputs["region"] == "us-east-1"
     assert run.outputs["athena_results_bucket_name"] == f"prd3292-{env}-us-east-1-demand-athena-results"
 
@@ -157,7 +157,7 @@ def test_every_resource_uses_the_tagged_provider_and_sits_in_a_component(run: Pr
         "dmd-pipeline:index:FlowAlarms",
         "dmd-pipeline:index:PipelineDashboard",
         "dmd-pipeline:index:QueryResults",
-        "dmd-pipeline:index:Compaction",
+        "dmd-pipeline:index:Curation",
         "dmd-pipeline:index:FailureDestination",
         "dmd-pipeline:index:Backfill",
     }
@@ -241,11 +241,14 @@ def test_function_version_alias_and_environment(run: ProgramRun) -> None:
     assert inputs["environment"]["variables"]["CHANGE_TIME_PRECISION"] == settings.change_time_precision
     assert inputs["environment"]["variables"]["SOURCE_TABLE_NAME"] == run.outputs["table_name"]
     assert inputs["loggingConfig"]["logGroup"] == f"/aws/lambda/prd3292-{run.stack}-demand-processor"
-    layer = run.one("aws:lambda/layerVersion:LayerVersion")
+    layers = {layer.name: layer for layer in run.of_type("aws:lambda/layerVersion:LayerVersion")}
+    assert sorted(layers) == ["curator-layer-version", "layer-version"]  # the stream handler's and the curator's
+    layer = layers["layer-version"]
+    assert layer.inputs["layerName"] == f"prd3292-{run.stack}-demand-dependencies"
     assert inputs["layers"] == [layer.outputs["arn"]]
     assert layer.inputs["compatibleRuntimes"] == ["python3.12"]
     assert layer.inputs["compatibleArchitectures"] == ["arm64"]
-    layer_zip = run.one("aws:s3/bucketObjectv2:BucketObjectv2")
+    (layer_zip,) = [zip_ for zip_ in run.of_type("aws:s3/bucketObjectv2:BucketObjectv2") if zip_.name == "layer-zip"]
     assert layer.inputs["s3Bucket"] == settings.bucket_id
     assert layer.inputs["s3Key"] == layer_zip.inputs["key"]
     assert layer_zip.inputs["key"].startswith("demand/artifacts/")
@@ -260,17 +263,6 @@ def test_lambda_environment_names_match_the_handler() -> None:
     environment = lambda_environment(_settings("qa1"), "bucket", prefixes())
     # SOURCE_TABLE_NAME (issue 8) is optional for the handler: the program always sets it.
     assert set(environment) == {*config.ENVIRONMENT_VARIABLES, "SOURCE_TABLE_NAME"}
-
-
-def test_compaction_environment_names_match_the_compaction_handler() -> None:
-    from pipeline.compaction import ENVIRONMENT_VARIABLES, load_compaction_settings  # noqa: PLC0415
-
-    environment = compaction_environment(_settings("qa1"), "prd3292.qa1.us-east-1.demand-capture.tmaws", prefixes())
-    assert tuple(environment) == ENVIRONMENT_VARIABLES
-    settings = load_compaction_settings(environment)  # the values the program sets are ones the function accepts
-    assert settings.delay_minutes == 120
-    assert settings.lookback_hours == 192
-    assert settings.delete_grace_minutes == 15
 
 
 def test_event_source_mapping(run: ProgramRun) -> None:
@@ -291,8 +283,8 @@ def test_event_source_mapping(run: ProgramRun) -> None:
     assert mapping["maximumRecordAgeInSeconds"] == settings.max_record_age_seconds
     assert 60 <= mapping["maximumRecordAgeInSeconds"] <= 604800
     assert mapping["destinationConfig"] == {"onFailure": {"destinationArn": bucket.outputs["arn"]}}
-    # the only queue is the compaction schedule's dead-letter queue: the mapping's failures go to S3
-    assert [queue.name for queue in run.of_type("aws:sqs/queue:Queue")] == ["compaction-undelivered"]
+    # the only queue is the curation schedule's dead-letter queue: the mapping's failures go to S3
+    assert [queue.name for queue in run.of_type("aws:sqs/queue:Queue")] == ["curation-undelivered"]
 
 
 def test_log_group_has_finite_retention_and_no_subscription_by_default(run: ProgramRun) -> None:
@@ -393,8 +385,8 @@ def _policies(run: ProgramRun) -> dict[str, dict[str, Any]]:
     assert set(policies) == {
         "processor-policy",
         "ci-policy",
-        "compaction-policy",
-        "compaction-scheduler-policy",
+        "curation-policy",
+        "curation-scheduler-policy",
         "backfill-policy",
         "backfill-states-policy",
     }
@@ -526,22 +518,27 @@ def test_ci_policy_scopes_rollback_and_queries(run: ProgramRun) -> None:
     assert by_sid["WriteAndReadTestChanges"]["Resource"] == [_arn("dynamodb", f"table/{run.outputs['table_name']}")]
     assert len(by_sid["ReadAlarms"]["Resource"]) == 9
     assert (
-        _arn("cloudwatch", f"alarm:prd3292-{run.stack}-demand-compaction-hourly-failed-invocations")
+        _arn("cloudwatch", f"alarm:prd3292-{run.stack}-demand-curation-failed-invocations")
         in by_sid["ReadAlarms"]["Resource"]
     )
     # Once a snapshot is published, current_registrations reads the snapshot table and its objects.
     database = run.outputs["athena_database_name"]
     table = run.outputs["glue_table_name"]
-    assert by_sid["ReadCatalog"]["Resource"][-2:] == [
+    assert by_sid["ReadCatalog"]["Resource"][-4:] == [
         _arn("glue", f"table/{database}/{table}"),
         _arn("glue", f"table/{database}/{table}_snapshots"),
+        # the curated Iceberg tables the curator creates in the same database, and their files
+        _arn("glue", f"table/{database}/registration_changes"),
+        _arn("glue", f"table/{database}/registrations"),
     ]
     assert f"arn:aws:s3:::{run.outputs['bucket_name']}/demand/snapshots/*" in by_sid["ReadLake"]["Resource"]
+    assert f"arn:aws:s3:::{run.outputs['bucket_name']}/curated/*" in by_sid["ReadLake"]["Resource"]
+    assert not {"s3:PutObject", "s3:DeleteObject"} & set(by_sid["ReadLake"]["Action"])
     assert (
         _arn("cloudwatch", f"alarm:prd3292-{run.stack}-demand-backfill-failed-executions")
         in by_sid["ReadAlarms"]["Resource"]
     )
-    assert _arn("cloudwatch", f"alarm:prd3292-{run.stack}-demand-compactor-errors") in by_sid["ReadAlarms"]["Resource"]
+    assert _arn("cloudwatch", f"alarm:prd3292-{run.stack}-demand-curator-errors") in by_sid["ReadAlarms"]["Resource"]
     assert by_sid["ListFailedBatches"]["Resource"] == [f"arn:aws:s3:::{run.outputs['failure_bucket_name']}"]
     results_bucket = f"arn:aws:s3:::{run.outputs['athena_results_bucket_name']}"
     assert by_sid["AthenaResults"]["Resource"] == [f"{results_bucket}/demand/athena-results/*"]
@@ -599,12 +596,12 @@ def test_create_bucket_with_a_kms_key_uses_sse_kms_and_a_bucket_key() -> None:
         (rule,) = encryption.inputs["rules"]
         assert rule["applyServerSideEncryptionByDefault"] == {"sseAlgorithm": "aws:kms", "kmsMasterKeyId": key}
         assert rule["bucketKeyEnabled"] is True
-    # Both functions may use the key: the processor writes events, compaction reads and rewrites them.
-    compaction = json.loads(_logical(run, ROLE_POLICY, "compaction-policy").inputs["policy"])
-    by_sid = {statement["Sid"]: statement for statement in compaction["Statement"]}
-    assert by_sid["ReadAndWriteEncryptedEvents"]["Resource"] == [key]
-    assert by_sid["ReadAndWriteEncryptedEvents"]["Action"] == ["kms:Decrypt", "kms:GenerateDataKey"]
-    assert lint_identity_policy(compaction) == []
+    # Both functions may use the key: the processor writes events, the curator reads them and writes the tables.
+    curator = json.loads(_logical(run, ROLE_POLICY, "curation-policy").inputs["policy"])
+    by_sid = {statement["Sid"]: statement for statement in curator["Statement"]}
+    assert by_sid["ReadAndWriteEncryptedObjects"]["Resource"] == [key]
+    assert by_sid["ReadAndWriteEncryptedObjects"]["Action"] == ["kms:Decrypt", "kms:GenerateDataKey"]
+    assert lint_identity_policy(curator) == []
     for resource in run.declared:
         if resource.custom:
             assert unknown_inputs(resource.type, resource.inputs) == [], resource.name

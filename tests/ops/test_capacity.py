@@ -241,7 +241,7 @@ def test_command_reads_the_stack_settings_and_prints_the_report(capsys):
     assert "sustained           4,000 records/s = 240,000/min (limited by stream writes (shards))" in out
     assert "needs               9 shards x parallelization 1 = 9 concurrent invocations" in out
     assert "light traffic       a change reaches S3 within ~5.8 s (batching window + one batch)" in out
-    assert "compaction Lambda     0.00011   (248,000 rows/s, 2048 MB;" in out
+    assert "compaction Lambda     0.00022   (248,000 rows/s, 4096 MB;" in out  # curationMemoryMb
     assert "Firehose + Parquet    0.22411" in out
     assert "Firehose costs 43x this pipeline (MISSES the 50x target)" in out  # a slow handler: 5,000 records/s
 

@@ -240,3 +240,23 @@ def test_local_aws_runs_the_curator_in_process(local_s3: MotoProcess, tmp_path: 
     assert change_ids(changes) == change_ids(rows)  # each change once
     assert len(lake.names()) == 4  # covered, and kept for the grace period
     assert os.environ.get("OUTPUT_BUCKET") != bucket  # the function environment was restored
+
+
+def test_the_local_environment_is_the_programs_with_quieter_logs() -> None:
+    from components.function_environment import curator_environment as program_environment  # noqa: PLC0415
+    from components.naming import prefixes  # noqa: PLC0415
+    from components.settings import settings_from_stack_file  # noqa: PLC0415
+
+    outputs = StackOutputs.from_mapping(outputs_values(events_prefix="lake/events/"), source="test")
+    settings = settings_from_stack_file("qa1")
+    program = program_environment(settings, outputs.bucket_name, prefixes(), outputs.athena_database_name)
+
+    local = compact.curator_environment(outputs, "qa1")
+
+    assert local == program | {
+        "OUTPUT_PREFIX": "lake/events/",
+        "LOG_LEVEL": "WARNING",
+        "POWERTOOLS_METRICS_DISABLED": "true",
+    }
+    assert local["CURATION_DELETE_GRACE_MINUTES"] == "15"  # the stack file's settings, not the handler's defaults
+    assert local["GLUE_DATABASE"] == outputs.athena_database_name

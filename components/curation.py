@@ -1,4 +1,9 @@
-"""Compaction: a Lambda function that rewrites each shard-hour into one sorted, deduplicated object, run hourly.
+"""Curation: the curator function, the only writer of the curated Iceberg tables, run every few minutes.
+
+One writer by construction: the function's reserved concurrency is 1 (a second invocation waits, it never runs
+beside the first), its timeout is below the schedule's interval (settings refuse anything else), and every path
+that writes (the schedule, ``make compact``) invokes this one function. A run that meets a conflict anyway
+abandons and changes nothing; the next run retries.
 
 EventBridge Scheduler invokes it (asynchronously) through a role of its own that may invoke this one function:
 no resource-based policy on the function, a retry policy for delivery, and the schedule's time zone explicit.
@@ -19,31 +24,44 @@ import pulumi_aws as aws
 from components.lambda_function import PipelineFunctionArgs, pipeline_function
 from components.naming import alarm_name, log_group_name
 from components.policies import (
-    compaction_policy,
+    curator_policy,
     lambda_trust_policy,
     schedule_group_arn,
     scheduler_invoke_policy,
     scheduler_trust_policy,
 )
+from components.settings import CURATOR_CONCURRENCY
 
-__all__ = ["COMPACTION_HANDLER", "SCHEDULED_EVENT", "SCHEDULE_EXPRESSION", "Compaction", "CompactionArgs"]
+__all__ = [
+    "CURATOR_HANDLER",
+    "RESERVED_CONCURRENCY",
+    "SCHEDULED_EVENT",
+    "Curation",
+    "CurationArgs",
+    "schedule_expression",
+]
 
-COMPACTION_HANDLER = "pipeline.compaction.handler"
-# A quarter past every hour, UTC: hour partitions become eligible COMPACTION_DELAY_MINUTES after they end.
-SCHEDULE_EXPRESSION = "cron(15 * * * ? *)"
-# The scheduled event: no "hours" key, so the function compacts every eligible hour partition.
+CURATOR_HANDLER = "curator.handler.handler"
+# One run at a time: the single writer of the curated tables (components.settings.CURATOR_CONCURRENCY).
+RESERVED_CONCURRENCY = CURATOR_CONCURRENCY
+# The scheduled event: the curator takes no input, each run curates whatever raw objects are new.
 SCHEDULED_EVENT: dict[str, str] = {}
-# A missed delivery is retried for up to an hour; after that the next run covers the same hours.
-SCHEDULE_RETRY_MAX_AGE_SECONDS = 3600
 SCHEDULE_RETRY_ATTEMPTS = 3
 ERRORS_WINDOW = (300, 1)
 # Undelivered invocations are kept for the SQS maximum, 14 days: long enough to see what was missed.
 DEAD_LETTER_RETENTION_SECONDS = 14 * 24 * 3600
 
 
+def schedule_expression(interval_minutes: int) -> str:
+    """``rate(<n> minutes)``: Scheduler wants the unit singular for 1 only, and settings allow 2 or more."""
+    if interval_minutes < 2:
+        raise ValueError(f"curationIntervalMinutes must be 2 or more, got {interval_minutes}")
+    return f"rate({interval_minutes} minutes)"
+
+
 @dataclass(frozen=True)
-class CompactionArgs:
-    """Names, sizing, the code and layer, the events prefix it may rewrite, and the errors alarm."""
+class CurationArgs:
+    """Names, sizing and interval, the curator's code and layer, what it may read and write, and the alarms."""
 
     function_name: str
     schedule_name: str
@@ -52,10 +70,14 @@ class CompactionArgs:
     dead_letter_queue_name: str
     bucket_arn: pulumi.Input[str]
     events_prefix: str
+    curated_prefix: str
+    snapshot_prefix: str
+    database_arn: pulumi.Input[str]
     layer_arn: pulumi.Input[str]
     environment: dict[str, str]
     memory_mb: int
     timeout_seconds: int
+    interval_minutes: int
     log_retention_days: int
     function_zip: str
     errors_threshold: int
@@ -64,15 +86,15 @@ class CompactionArgs:
     topic_arn: pulumi.Input[str] | None = None
 
 
-class Compaction(pulumi.ComponentResource):
-    """The compaction function, its role, logs, errors alarm and hourly schedule."""
+class Curation(pulumi.ComponentResource):
+    """The curator function (reserved concurrency 1), its role, logs, alarms and schedule."""
 
     function_name: pulumi.Output[str]
-    """Name of the compaction function (``make compact`` invokes it)."""
+    """Name of the curator function (``make compact`` invokes it)."""
     function_arn: pulumi.Output[str]
-    """ARN of the compaction function."""
+    """ARN of the curator function."""
     log_group_name: pulumi.Output[str]
-    """The compaction function's log group."""
+    """The curator function's log group."""
     errors_alarm_name: pulumi.Output[str]
     """Name of the alarm on the function's errors."""
     errors_alarm_arn: pulumi.Output[str]
@@ -80,8 +102,12 @@ class Compaction(pulumi.ComponentResource):
     schedule_alarm_arn: pulumi.Output[str]
     """ARN of the alarm on invocations the schedule could not deliver."""
 
-    def __init__(self, name: str, args: CompactionArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("dmd-pipeline:index:Compaction", name, None, opts)
+    def __init__(self, name: str, args: CurationArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        if args.timeout_seconds >= args.interval_minutes * 60:
+            raise ValueError(
+                f"curator timeout {args.timeout_seconds} s must be below its interval ({args.interval_minutes} min)"
+            )
+        super().__init__("dmd-pipeline:index:Curation", name, None, opts)
         self._name = name
         self._child = pulumi.ResourceOptions(parent=self)
         log_group = aws.cloudwatch.LogGroup(
@@ -92,6 +118,7 @@ class Compaction(pulumi.ComponentResource):
         )
         role, role_policy = self._create_role(args, log_group)
         function = self._create_function(args, role, role_policy, log_group)
+        self._limit_queued_invocations(args, function)
         alarm = self._create_errors_alarm(args, function)
         schedule_alarm = self._create_schedule(args, function)
         self.function_name = function.name
@@ -112,7 +139,7 @@ class Compaction(pulumi.ComponentResource):
         )
 
     def _create_role(
-        self, args: CompactionArgs, log_group: aws.cloudwatch.LogGroup
+        self, args: CurationArgs, log_group: aws.cloudwatch.LogGroup
     ) -> tuple[aws.iam.Role, aws.iam.RolePolicy]:
         role = aws.iam.Role(
             f"{self._name}-role",
@@ -120,24 +147,29 @@ class Compaction(pulumi.ComponentResource):
             assume_role_policy=json.dumps(lambda_trust_policy()),
             opts=self._child,
         )
-        policy = pulumi.Output.all(bucket_arn=args.bucket_arn, log_group_arn=log_group.arn).apply(
+        policy = pulumi.Output.all(
+            bucket_arn=args.bucket_arn, database_arn=args.database_arn, log_group_arn=log_group.arn
+        ).apply(
             lambda arns: json.dumps(
-                compaction_policy(
+                curator_policy(
                     bucket_arn=arns["bucket_arn"],
                     events_prefix=args.events_prefix,
+                    curated_prefix=args.curated_prefix,
+                    snapshot_prefix=args.snapshot_prefix,
+                    database_arn=arns["database_arn"],
                     log_group_arn=arns["log_group_arn"],
                     bucket_kms_key_arn=args.bucket_kms_key_arn,
                 )
             )
         )
         role_policy = aws.iam.RolePolicy(
-            f"{self._name}-policy", name="compaction", role=role.id, policy=policy, opts=self._child
+            f"{self._name}-policy", name="curator", role=role.id, policy=policy, opts=self._child
         )
         return role, role_policy
 
     def _create_function(
         self,
-        args: CompactionArgs,
+        args: CurationArgs,
         role: aws.iam.Role,
         role_policy: aws.iam.RolePolicy,
         log_group: aws.cloudwatch.LogGroup,
@@ -147,14 +179,15 @@ class Compaction(pulumi.ComponentResource):
             self,
             PipelineFunctionArgs(
                 function_name=args.function_name,
-                description="Rewrites each shard-hour of the lake into one deduplicated, sorted Parquet object.",
-                handler=COMPACTION_HANDLER,
+                description="The only writer of the curated Iceberg tables registration_changes and registrations.",
+                handler=CURATOR_HANDLER,
                 memory_mb=args.memory_mb,
                 timeout_seconds=args.timeout_seconds,
                 environment=args.environment,
                 function_zip=args.function_zip,
                 function_digest=args.function_digest,
                 layer_arn=args.layer_arn,
+                reserved_concurrency=RESERVED_CONCURRENCY,
             ),
             role=role,
             log_group=log_group,
@@ -162,13 +195,25 @@ class Compaction(pulumi.ComponentResource):
             depends_on=[log_group, role_policy],
         )
 
-    def _create_errors_alarm(self, args: CompactionArgs, function: aws.lambda_.Function) -> aws.cloudwatch.MetricAlarm:
+    def _limit_queued_invocations(self, args: CurationArgs, function: aws.lambda_.Function) -> None:
+        """A scheduled invocation that waits for the running one (reserved concurrency 1) is dropped once the next
+        is due, and a failed run is not retried by Lambda: the next scheduled run starts from what is committed."""
+        aws.lambda_.FunctionEventInvokeConfig(
+            f"{self._name}-async",
+            function_name=function.name,
+            maximum_event_age_in_seconds=args.interval_minutes * 60,
+            maximum_retry_attempts=0,
+            opts=self._child,
+        )
+
+    def _create_errors_alarm(self, args: CurationArgs, function: aws.lambda_.Function) -> aws.cloudwatch.MetricAlarm:
         period, periods = ERRORS_WINDOW
         actions = [args.topic_arn] if args.topic_arn else []
         return aws.cloudwatch.MetricAlarm(
             f"{self._name}-errors",
             name=alarm_name(args.function_name, "errors"),
-            alarm_description="A compaction run failed; its hours keep their objects (duplicates, never a gap).",
+            alarm_description="A curator run failed (unreadable raw objects, memory, timeout): nothing it had not"
+            " committed changed, and the next run retries. See docs/runbook.md.",
             namespace="AWS/Lambda",
             metric_name="Errors",
             dimensions={"FunctionName": function.name},
@@ -184,7 +229,7 @@ class Compaction(pulumi.ComponentResource):
             opts=self._child,
         )
 
-    def _create_schedule(self, args: CompactionArgs, function: aws.lambda_.Function) -> aws.cloudwatch.MetricAlarm:
+    def _create_schedule(self, args: CurationArgs, function: aws.lambda_.Function) -> aws.cloudwatch.MetricAlarm:
         group = aws.scheduler.ScheduleGroup(
             f"{self._name}-schedule-group", name=args.schedule_group_name, opts=self._child
         )
@@ -198,7 +243,7 @@ class Compaction(pulumi.ComponentResource):
         role = aws.iam.Role(
             f"{self._name}-scheduler-role",
             name=args.scheduler_role_name,
-            description=f"EventBridge Scheduler: invoke {args.function_name} hourly.",
+            description=f"EventBridge Scheduler: invoke {args.function_name} every {args.interval_minutes} minutes.",
             assume_role_policy=function.arn.apply(
                 lambda arn: json.dumps(
                     scheduler_trust_policy(source_arn=schedule_group_arn(arn, args.schedule_group_name))
@@ -208,7 +253,7 @@ class Compaction(pulumi.ComponentResource):
         )
         role_policy = aws.iam.RolePolicy(
             f"{self._name}-scheduler-policy",
-            name="invoke-compaction",
+            name="invoke-curator",
             role=role.id,
             policy=pulumi.Output.all(function.arn, queue.arn).apply(
                 lambda arns: json.dumps(scheduler_invoke_policy(function_arn=arns[0], dead_letter_queue_arn=arns[1]))
@@ -219,8 +264,8 @@ class Compaction(pulumi.ComponentResource):
             f"{self._name}-schedule",
             name=args.schedule_name,
             group_name=group.name,
-            description="Compact the lake's hour partitions that are complete and hold more than one object a shard.",
-            schedule_expression=SCHEDULE_EXPRESSION,
+            description="Curate the raw objects into the Iceberg tables (one run at a time).",
+            schedule_expression=schedule_expression(args.interval_minutes),
             schedule_expression_timezone="UTC",
             flexible_time_window=aws.scheduler.ScheduleFlexibleTimeWindowArgs(mode="OFF"),
             target=aws.scheduler.ScheduleTargetArgs(
@@ -228,7 +273,8 @@ class Compaction(pulumi.ComponentResource):
                 role_arn=role.arn,
                 input=json.dumps(SCHEDULED_EVENT),
                 retry_policy=aws.scheduler.ScheduleTargetRetryPolicyArgs(
-                    maximum_event_age_in_seconds=SCHEDULE_RETRY_MAX_AGE_SECONDS,
+                    # a delivery later than the next run is useless: that run covers the same raw objects
+                    maximum_event_age_in_seconds=args.interval_minutes * 60,
                     maximum_retry_attempts=SCHEDULE_RETRY_ATTEMPTS,
                 ),
                 dead_letter_config=aws.scheduler.ScheduleTargetDeadLetterConfigArgs(arn=queue.arn),
@@ -238,7 +284,7 @@ class Compaction(pulumi.ComponentResource):
         return self._create_schedule_alarm(args, group, queue)
 
     def _create_schedule_alarm(
-        self, args: CompactionArgs, group: aws.scheduler.ScheduleGroup, queue: aws.sqs.Queue
+        self, args: CurationArgs, group: aws.scheduler.ScheduleGroup, queue: aws.sqs.Queue
     ) -> aws.cloudwatch.MetricAlarm:
         """Fires when the schedule's invocations do not reach the function (Scheduler's own metrics, AWS/Scheduler,
         by schedule group; the dead-letter queue's depth): the function's Errors alarm cannot see those."""
@@ -260,9 +306,9 @@ class Compaction(pulumi.ComponentResource):
         return aws.cloudwatch.MetricAlarm(
             f"{self._name}-schedule-failures",
             name=alarm_name(args.schedule_name, "failed-invocations"),
-            alarm_description="The compaction schedule could not invoke the function (dropped after retries, or not"
-            " even sent to its dead-letter queue): compaction is not running. Check the scheduler role's trust and"
-            " policy, then read the dead-letter queue.",
+            alarm_description="The curation schedule could not invoke the curator (dropped after retries, or not"
+            " even sent to its dead-letter queue): the curated tables are not advancing. Check the scheduler role's"
+            " trust and policy, then read the dead-letter queue.",
             metric_queries=[
                 query("dropped", "AWS/Scheduler", "InvocationDroppedCount", in_group, "Sum"),
                 query("undeliverable", "AWS/Scheduler", "InvocationsFailedToBeSentToDeadLetterCount", in_group, "Sum"),

@@ -1,4 +1,4 @@
-"""Compaction (function, role, schedule, alarm) and the failure bucket, for each stack's real config, under mocks."""
+"""The curator (function, role, schedule, alarms) and the failure bucket, for each stack's real config, under mocks."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from components.artifacts import artifact
-from components.function_environment import compaction_environment
+from components.function_environment import curator_environment
 from components.naming import prefixes
-from components.policies import compaction_policy, schedule_arn, schedule_group_arn, scheduler_trust_policy
+from components.policies import schedule_arn, schedule_group_arn, scheduler_trust_policy
 from components.settings import SettingsError, settings_from_stack_file
 from ops.mocks import ACCOUNT_ID
 from ops.program import ProgramRun, run_program, stack_config
@@ -28,17 +28,7 @@ ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 BUCKET = "aws:s3/bucket:Bucket"
 LIFECYCLE = "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration"
 VERSIONING = "aws:s3/bucketVersioning:BucketVersioning"
-# Contract C3: the compaction function's environment.
-COMPACTION_VARIABLES = {
-    "OUTPUT_BUCKET",
-    "OUTPUT_PREFIX",
-    "COMPACTION_DELAY_MINUTES",
-    "COMPACTION_LOOKBACK_HOURS",
-    "COMPACTION_DELETE_GRACE_MINUTES",
-    "LOG_LEVEL",
-    "POWERTOOLS_SERVICE_NAME",
-    "POWERTOOLS_METRICS_NAMESPACE",
-}
+ASYNC_CONFIG = "aws:lambda/functionEventInvokeConfig:FunctionEventInvokeConfig"
 
 
 @pytest.fixture(params=STACKS)
@@ -61,98 +51,123 @@ def _lambda_arn(name: str) -> str:
     return f"arn:aws:lambda:us-east-1:{ACCOUNT_ID}:function:{name}"
 
 
-# -- compaction ---------------------------------------------------------------------------------------------------
-def test_curator_function_shares_the_artifact_and_layer(run: ProgramRun) -> None:
+# -- the curator ----------------------------------------------------------------------------------------------------
+def test_curator_function_has_its_own_code_and_layer_and_one_execution_at_a_time(run: ProgramRun) -> None:
     settings = settings_from_stack_file(run.stack)
-    compaction = _logical(run, FUNCTION, "compaction-function").inputs
+    built = artifact(settings.artifact_dir)
+    curator = _logical(run, FUNCTION, "curation-function").inputs
     processor = _logical(run, FUNCTION, "processor-function").inputs
-    assert compaction["name"] == run.outputs["curator_function_name"] == f"prd3292-{run.stack}-demand-compactor"
-    assert compaction["handler"] == "pipeline.compaction.handler"
-    assert compaction["code"].path == processor["code"].path == "dist/function.zip"
-    assert compaction.get("sourceCodeHash") == artifact(settings.artifact_dir).function_digest
-    assert compaction["layers"] == processor["layers"]
-    assert len(compaction["layers"]) == 1
-    assert (compaction["runtime"], compaction["architectures"]) == ("python3.12", ["arm64"])
-    assert compaction["memorySize"] == settings.compaction_memory_mb == 2048
-    assert compaction["timeout"] == settings.compaction_timeout_seconds == 900
-    assert compaction["role"] == f"arn:aws:iam::{ACCOUNT_ID}:role/prd3292-{run.stack}-demand-compactor"
-    assert compaction["loggingConfig"]["logGroup"] == run.outputs["curator_log_group_name"]
-    assert compaction["loggingConfig"]["logFormat"] == "JSON"
-    assert "publish" not in compaction  # the schedule invokes $LATEST; no alias to roll back
+    assert curator["name"] == run.outputs["curator_function_name"] == f"prd3292-{run.stack}-demand-curator"
+    assert curator["handler"] == "curator.handler.handler"
+    assert curator["reservedConcurrentExecutions"] == 1  # the single writer of the curated tables
+    assert "reservedConcurrentExecutions" not in processor
+    assert curator["code"].path == "dist/curator.zip"
+    assert processor["code"].path == "dist/function.zip"  # the stream handler's artifact is unchanged
+    assert curator.get("sourceCodeHash") == built.curator_digest
+    layer = _logical(run, "aws:lambda/layerVersion:LayerVersion", "curator-layer-version").inputs
+    assert layer["layerName"] == f"prd3292-{run.stack}-demand-curator-dependencies"
+    assert layer["s3Key"] == f"demand/artifacts/prd3292-{run.stack}-demand-curator-dependencies.zip"
+    assert curator["layers"] == [f"arn:aws:lambda:us-east-1:{ACCOUNT_ID}:layer:{layer['layerName']}:1"]
+    assert curator["layers"] != processor["layers"]
+    assert (curator["runtime"], curator["architectures"]) == ("python3.12", ["arm64"])
+    assert curator["memorySize"] == settings.curation_memory_mb == 4096
+    assert curator["timeout"] == settings.curation_timeout_seconds == 600
+    assert curator["timeout"] < settings.curation_interval_minutes * 60
+    assert curator["role"] == f"arn:aws:iam::{ACCOUNT_ID}:role/prd3292-{run.stack}-demand-curator"
+    assert curator["loggingConfig"]["logGroup"] == run.outputs["curator_log_group_name"]
+    assert curator["loggingConfig"]["logFormat"] == "JSON"
+    assert "publish" not in curator  # the schedule invokes $LATEST; no alias to roll back
+    assert unknown_inputs(FUNCTION, curator) == []
 
 
-def test_compaction_environment_is_contract_c3(run: ProgramRun) -> None:
+def test_no_compaction_function_schedule_or_role_is_left(run: ProgramRun) -> None:
+    names = [resource.name for resource in run.declared] + [
+        str(resource.inputs.get("name")) for resource in run.declared
+    ]
+    assert [name for name in names if "compaction" in name or "compactor" in name] == []
+    assert [urn for urn in run.urns if "Compaction" in urn] == []
+    assert {resource.inputs["name"] for resource in run.of_type(FUNCTION)} == {
+        f"prd3292-{run.stack}-demand-processor",
+        f"prd3292-{run.stack}-demand-curator",
+        f"prd3292-{run.stack}-demand-backfill",
+    }
+
+
+def test_curator_environment_is_what_the_handler_reads(run: ProgramRun) -> None:
+    from curator.handler import ENVIRONMENT_VARIABLES, load_curator_settings  # noqa: PLC0415 - pyiceberg: this test
+
     settings = settings_from_stack_file(run.stack)
-    variables = _logical(run, FUNCTION, "compaction-function").inputs["environment"]["variables"]
-    assert variables == compaction_environment(settings, settings.bucket_id, prefixes())
-    assert set(variables) == COMPACTION_VARIABLES
+    variables = _logical(run, FUNCTION, "curation-function").inputs["environment"]["variables"]
+    database = f"prd3292_{run.stack}_demand"
+    assert variables == curator_environment(settings, settings.bucket_id, prefixes(), database)
+    program = curator_environment(settings, settings.bucket_id, prefixes(), database)
+    assert list(program) == [*ENVIRONMENT_VARIABLES, "LOG_LEVEL"]  # the handler's names, in its order
     assert variables["OUTPUT_BUCKET"] == run.outputs["bucket_name"]
     assert variables["OUTPUT_PREFIX"] == run.outputs["events_prefix"]
-    assert (
-        variables["COMPACTION_DELAY_MINUTES"],
-        variables["COMPACTION_LOOKBACK_HOURS"],
-        variables["COMPACTION_DELETE_GRACE_MINUTES"],
-    ) == ("120", "192", "15")
-    assert variables["POWERTOOLS_SERVICE_NAME"] == f"prd3292-{run.stack}-demand-compactor"
+    assert variables["GLUE_DATABASE"] == run.outputs["athena_database_name"] == database
+    assert (variables["CURATED_PREFIX"], variables["TIME_TRAVEL_DAYS"], variables["CURATION_DELETE_GRACE_MINUTES"]) == (
+        "curated/",
+        "7",
+        "15",
+    )
+    assert variables["POWERTOOLS_SERVICE_NAME"] == f"prd3292-{run.stack}-demand-curator"
     assert variables["POWERTOOLS_METRICS_NAMESPACE"] == "DmdPipeline"
+    loaded = load_curator_settings(variables)  # the values the program sets are ones the function accepts
+    assert (loaded.database, loaded.tables_prefix, loaded.time_travel.days) == (database, "curated/", 7)
 
 
-def test_compaction_role_lists_reads_writes_and_deletes_under_the_events_prefix_only(run: ProgramRun) -> None:
+def test_curator_role_is_the_curator_policy_of_the_stacks_arns(run: ProgramRun) -> None:
     bucket_arn = f"arn:aws:s3:::{run.outputs['bucket_name']}"
-    log_group_arn = f"arn:aws:logs:us-east-1:{ACCOUNT_ID}:log-group:{run.outputs['curator_log_group_name']}"
-    role = _logical(run, ROLE, "compaction-role").inputs
+    database = run.outputs["athena_database_name"]
+    role = _logical(run, ROLE, "curation-role").inputs
     assert json.loads(role["assumeRolePolicy"])["Statement"][0]["Principal"] == {"Service": "lambda.amazonaws.com"}
-    document = _policy(run, "compaction-policy")
-    assert _logical(run, ROLE_POLICY, "compaction-policy").inputs["role"] == role["name"]
+    assert _logical(run, ROLE_POLICY, "curation-policy").inputs["role"] == role["name"]
+    document = _policy(run, "curation-policy")
     assert lint_identity_policy(document) == []
     by_sid = {statement["Sid"]: statement for statement in document["Statement"]}
-    assert set(by_sid) == {"ListEvents", "CompactEvents", "WriteOwnLogs"}
-    assert by_sid["ListEvents"]["Action"] == ["s3:ListBucket"]
-    assert by_sid["ListEvents"]["Resource"] == [bucket_arn]
-    assert by_sid["ListEvents"]["Condition"] == {"StringLike": {"s3:prefix": ["demand/events/*"]}}
-    assert by_sid["CompactEvents"]["Action"] == ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"]
-    assert by_sid["CompactEvents"]["Resource"] == [f"{bucket_arn}/demand/events/*"]
+    assert by_sid["ReadAndDeleteRawEvents"]["Resource"] == [f"{bucket_arn}/demand/events/*"]
+    assert by_sid["WriteCuratedTables"]["Resource"] == [f"{bucket_arn}/curated/*"]
+    assert by_sid["ReadPublishedSnapshots"]["Resource"] == [f"{bucket_arn}/demand/snapshots/*"]
+    glue = f"arn:aws:glue:us-east-1:{ACCOUNT_ID}"
+    assert by_sid["CommitCuratedTables"]["Resource"] == [
+        f"{glue}:catalog",
+        f"{glue}:database/{database}",
+        f"{glue}:table/{database}/registration_changes",
+        f"{glue}:table/{database}/registrations",
+    ]
+    log_group_arn = f"arn:aws:logs:us-east-1:{ACCOUNT_ID}:log-group:{run.outputs['curator_log_group_name']}"
     assert by_sid["WriteOwnLogs"]["Resource"] == [f"{log_group_arn}:log-stream:*"]
     everything = [resource for statement in document["Statement"] for resource in statement["Resource"]]
     assert not any("quarantine" in resource or "failures" in resource for resource in everything)
 
 
-def test_compaction_policy_without_a_listing_condition_would_fail_the_test() -> None:
-    """The prefix condition is what scopes ListBucket: a document without it differs from what the test asserts."""
-    document = compaction_policy(
-        bucket_arn="arn:aws:s3:::b", events_prefix="demand/events/", log_group_arn="arn:aws:logs:r:1:log-group:g"
-    )
-    listing = document["Statement"][0]
-    assert listing["Condition"]["StringLike"]["s3:prefix"] == ["demand/events/*"]
-    listing.pop("Condition")
-    assert listing == {
-        "Sid": "ListEvents",
-        "Effect": "Allow",
-        "Action": ["s3:ListBucket"],
-        "Resource": ["arn:aws:s3:::b"],
-    }
+def test_a_queued_invocation_is_dropped_once_the_next_run_is_due(run: ProgramRun) -> None:
+    config = _logical(run, ASYNC_CONFIG, "curation-async").inputs
+    assert config["functionName"] == run.outputs["curator_function_name"]
+    assert (config["maximumEventAgeInSeconds"], config["maximumRetryAttempts"]) == (15 * 60, 0)
+    assert unknown_inputs(ASYNC_CONFIG, config) == []
 
 
-def test_hourly_schedule_invokes_only_the_curator_function(run: ProgramRun) -> None:
+def test_schedule_runs_the_curator_every_interval_in_the_stacks_group(run: ProgramRun) -> None:
     function_arn = _lambda_arn(run.outputs["curator_function_name"])
-    schedule = _logical(run, SCHEDULE, "compaction-schedule").inputs
-    assert schedule["name"] == f"prd3292-{run.stack}-demand-compaction-hourly"
-    assert schedule["scheduleExpression"] == "cron(15 * * * ? *)"
+    schedule = _logical(run, SCHEDULE, "curation-schedule").inputs
+    assert schedule["name"] == f"prd3292-{run.stack}-demand-curation"
+    assert schedule["scheduleExpression"] == "rate(15 minutes)"
     assert schedule["scheduleExpressionTimezone"] == "UTC"
     assert schedule["flexibleTimeWindow"] == {"mode": "OFF"}
     target = schedule["target"]
     assert target["arn"] == function_arn
-    assert json.loads(target["input"]) == {}  # no "hours": every eligible hour
-    assert target["retryPolicy"] == {"maximumEventAgeInSeconds": 3600, "maximumRetryAttempts": 3}
-    scheduler_role = _logical(run, ROLE, "compaction-scheduler-role").inputs
+    assert json.loads(target["input"]) == {}
+    assert target["retryPolicy"] == {"maximumEventAgeInSeconds": 15 * 60, "maximumRetryAttempts": 3}
+    scheduler_role = _logical(run, ROLE, "curation-scheduler-role").inputs
     assert target["roleArn"] == f"arn:aws:iam::{ACCOUNT_ID}:role/{scheduler_role['name']}"
     trust = json.loads(scheduler_role["assumeRolePolicy"])
     (statement,) = trust["Statement"]
     assert statement["Principal"] == {"Service": "scheduler.amazonaws.com"}
     # Scheduler presents the schedule GROUP's ARN as aws:SourceArn (a schedule's ARN never matches): the stack's
     # own group, so the trust still covers this stack's schedules only.
-    group = _logical(run, SCHEDULE_GROUP, "compaction-schedule-group").inputs
-    assert group["name"] == f"prd3292-{run.stack}-demand-compaction"
+    group = _logical(run, SCHEDULE_GROUP, "curation-schedule-group").inputs
+    assert group["name"] == f"prd3292-{run.stack}-demand-curation"
     assert schedule["groupName"] == group["name"]
     assert statement["Condition"] == {
         "StringEquals": {
@@ -161,14 +176,14 @@ def test_hourly_schedule_invokes_only_the_curator_function(run: ProgramRun) -> N
         }
     }
     assert wildcards(trust) == []
-    queue = _logical(run, QUEUE, "compaction-undelivered").inputs
+    queue = _logical(run, QUEUE, "curation-undelivered").inputs
     queue_arn = f"arn:aws:sqs:us-east-1:{ACCOUNT_ID}:{queue['name']}"
-    assert queue["name"] == f"prd3292-{run.stack}-demand-compaction-undelivered"
+    assert queue["name"] == f"prd3292-{run.stack}-demand-curation-undelivered"
     assert (queue["messageRetentionSeconds"], queue["sqsManagedSseEnabled"]) == (14 * 24 * 3600, True)
     assert target["deadLetterConfig"] == {"arn": queue_arn}
-    invoke = _policy(run, "compaction-scheduler-policy")
+    invoke = _policy(run, "curation-scheduler-policy")
     assert invoke["Statement"] == [
-        {"Sid": "InvokeCompaction", "Effect": "Allow", "Action": ["lambda:InvokeFunction"], "Resource": [function_arn]},
+        {"Sid": "InvokeCurator", "Effect": "Allow", "Action": ["lambda:InvokeFunction"], "Resource": [function_arn]},
         {
             "Sid": "SendUndeliveredInvocations",
             "Effect": "Allow",
@@ -182,10 +197,17 @@ def test_hourly_schedule_invokes_only_the_curator_function(run: ProgramRun) -> N
     assert run.of_type("aws:lambda/permission:Permission") == []
 
 
+def test_the_interval_sets_the_schedule_and_the_timeout_must_stay_below_it() -> None:
+    config = {**stack_config("qa1"), "dmd-pipeline:curationIntervalMinutes": "30"}
+    run = run_program("qa1", config=config)
+    assert _logical(run, SCHEDULE, "curation-schedule").inputs["scheduleExpression"] == "rate(30 minutes)"
+    assert _logical(run, ASYNC_CONFIG, "curation-async").inputs["maximumEventAgeInSeconds"] == 1800
+
+
 def test_schedule_alarm_watches_undelivered_invocations(run: ProgramRun) -> None:
-    alarm = _logical(run, ALARM, "compaction-schedule-failures").inputs
-    group = f"prd3292-{run.stack}-demand-compaction"
-    assert alarm["name"] == f"prd3292-{run.stack}-demand-compaction-hourly-failed-invocations"
+    alarm = _logical(run, ALARM, "curation-schedule-failures").inputs
+    group = f"prd3292-{run.stack}-demand-curation"
+    assert alarm["name"] == f"prd3292-{run.stack}-demand-curation-failed-invocations"
     queries = {query["id"]: query for query in alarm["metricQueries"]}
     assert queries["failed"]["expression"] == "FILL(dropped,0) + FILL(undeliverable,0) + FILL(deadletters,0)"
     assert [query["id"] for query in alarm["metricQueries"] if query["returnData"]] == ["failed"]
@@ -196,7 +218,7 @@ def test_schedule_alarm_watches_undelivered_invocations(run: ProgramRun) -> None
         "deadletters": ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "Maximum"),
     }
     assert metrics["dropped"]["dimensions"] == metrics["undeliverable"]["dimensions"] == {"ScheduleGroup": group}
-    assert metrics["deadletters"]["dimensions"] == {"QueueName": f"prd3292-{run.stack}-demand-compaction-undelivered"}
+    assert metrics["deadletters"]["dimensions"] == {"QueueName": f"prd3292-{run.stack}-demand-curation-undelivered"}
     assert (alarm["threshold"], alarm["comparisonOperator"]) == (1, "GreaterThanOrEqualToThreshold")
     topic = f"arn:aws:sns:us-east-1:{ACCOUNT_ID}:prd3292-{run.stack}-demand-alarms"
     assert alarm["alarmActions"] == alarm["okActions"] == [topic]
@@ -212,10 +234,10 @@ def test_scheduler_trust_refuses_a_schedule_arn() -> None:
     assert condition["aws:SourceArn"] == "arn:aws:scheduler:us-east-1:123456789012:schedule-group/g"
 
 
-def test_compaction_errors_alarm(run: ProgramRun) -> None:
+def test_curator_errors_alarm(run: ProgramRun) -> None:
     settings = settings_from_stack_file(run.stack)
-    alarm = _logical(run, ALARM, "compaction-errors").inputs
-    assert alarm["name"] == f"prd3292-{run.stack}-demand-compactor-errors"
+    alarm = _logical(run, ALARM, "curation-errors").inputs
+    assert alarm["name"] == f"prd3292-{run.stack}-demand-curator-errors"
     assert (alarm["namespace"], alarm["metricName"], alarm["statistic"]) == ("AWS/Lambda", "Errors", "Sum")
     assert alarm["dimensions"] == {"FunctionName": run.outputs["curator_function_name"]}
     assert alarm["threshold"] == settings.errors_alarm_threshold
@@ -225,10 +247,10 @@ def test_compaction_errors_alarm(run: ProgramRun) -> None:
     assert alarm["okActions"] == [topic]
 
 
-def test_an_alarm_topic_reaches_the_compaction_and_failed_batch_alarms() -> None:
+def test_an_alarm_topic_reaches_the_curator_and_failed_batch_alarms() -> None:
     topic = f"arn:aws:sns:us-east-1:{ACCOUNT_ID}:demand-alarms"
     run = run_program("qa1", config={**stack_config("qa1"), "dmd-pipeline:alarmTopicArn": topic})
-    for logical_name in ("compaction-errors", "alarms-failed-batches"):
+    for logical_name in ("curation-errors", "curation-schedule-failures", "alarms-failed-batches"):
         alarm = _logical(run, ALARM, logical_name).inputs
         assert alarm["alarmActions"] == [topic], logical_name
         assert alarm["okActions"] == [topic], logical_name
@@ -282,17 +304,28 @@ def test_failure_bucket_retention_and_versioning_come_from_config() -> None:
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("compactionMemoryMb", "64", r"dmd-pipeline:compactionMemoryMb must be an integer between 128 and 10240"),
-        ("compactionTimeoutSeconds", "901", r"dmd-pipeline:compactionTimeoutSeconds must be an integer between 60"),
+        ("curationMemoryMb", "64", r"dmd-pipeline:curationMemoryMb must be an integer between 128 and 10240"),
+        ("curationTimeoutSeconds", "901", r"dmd-pipeline:curationTimeoutSeconds must be an integer between 60"),
+        ("curationIntervalMinutes", "1", r"dmd-pipeline:curationIntervalMinutes must be an integer between 2"),
+        ("timeTravelDays", "0", r"dmd-pipeline:timeTravelDays must be an integer between 1 and 3650"),
+        ("curationDeleteGraceMinutes", "-1", r"dmd-pipeline:curationDeleteGraceMinutes must be an integer between 0"),
+        (
+            "curationIntervalMinutes",
+            "10",
+            r"dmd-pipeline:curationTimeoutSeconds must be below curationIntervalMinutes \(10 min = 600 s\), got 600$",
+        ),
         ("failureRetentionDays", "0", r"dmd-pipeline:failureRetentionDays must be an integer between 1 and 3650"),
         ("failureBucketVersioning", "maybe", r"dmd-pipeline:failureBucketVersioning must be true or false"),
-        ("compactionDelayMinutes", "30", r"dmd-pipeline:compactionDelayMinutes must be an integer between 60"),
-        ("compactionLookbackHours", "2", r"dmd-pipeline:compactionLookbackHours must reach further back than"),
     ],
 )
-def test_bad_compaction_or_failure_config_names_the_key(key: str, value: str, message: str) -> None:
+def test_bad_curation_or_failure_config_names_the_key(key: str, value: str, message: str) -> None:
     config = {**stack_config("qa1"), f"dmd-pipeline:{key}": value}
-    if key == "compactionLookbackHours":
-        config["dmd-pipeline:compactionDelayMinutes"] = "180"  # 2 h back is not beyond a 3 h delay
-    with pytest.raises(SettingsError, match=rf"^Pulumi\.qa1\.yaml: {message}"):
+    with pytest.raises(SettingsError, match=rf"^Pulumi\.qa1\.yaml: {message}") as caught:
+        run_program("qa1", config=config)
+    assert "\n" not in str(caught.value)
+
+
+def test_removed_compaction_keys_are_refused_by_name() -> None:
+    config = {**stack_config("qa1"), "dmd-pipeline:compactionMemoryMb": "2048"}
+    with pytest.raises(SettingsError, match=r"unknown config key dmd-pipeline:compactionMemoryMb"):
         run_program("qa1", config=config)
