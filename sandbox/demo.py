@@ -58,6 +58,7 @@ from sandbox.curated import (
 from sandbox.lake import Lake, LakeCounts
 from sandbox.local_aws import DEFAULT_STACK, LocalAws, local_aws, patched_environment
 from sandbox.mapping import Function
+from sandbox.models import share_loaded_models
 from sandbox.roles import ROLES, PolicyDeniedError, UnknownStatementError
 from sandbox.runner import LocalPipeline, PolicyDeniedInPipelineError
 from sandbox.table_state import StateComparison, compare_states, lake_state, table_state
@@ -914,6 +915,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    share_loaded_models()  # dozens of clients, one parse of botocore's models
     signal.signal(signal.SIGTERM, _interrupt)  # a terminated demo cleans up like an interrupted one
     console = Console(file=sys.stdout)  # bound now: the backfill step captures sys.stdout while its spinner turns
     if not console.is_terminal:

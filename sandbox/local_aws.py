@@ -35,7 +35,7 @@ from components.settings import Settings, settings_from_stack_file
 from ops.outputs import OUTPUTS_FILE_VARIABLE, StackOutputs
 from sandbox.provision import ACCOUNT_ID, DEFAULT_SHARDS, LocalNames, local_names, provision
 from sandbox.roles import RoleSessions, assume_roles, enforce, local_role_documents, provision_roles
-from sandbox.server import FaultRule, MotoProcess
+from sandbox.server import FaultRule, MotoProcess, moto_server
 
 if TYPE_CHECKING:
     import pyarrow.fs as pafs
@@ -206,7 +206,7 @@ def local_aws(
     the environment then holds the administrator's credentials."""
     settings = settings or settings_from_stack_file(stack)
     with contextlib.ExitStack() as stack_of_exits:
-        server = stack_of_exits.enter_context(MotoProcess())
+        server = stack_of_exits.enter_context(moto_server())
         if outputs_file is None:
             folder = Path(stack_of_exits.enter_context(tempfile.TemporaryDirectory(prefix="dmd-local-aws-")))
             outputs_file = folder / f"outputs-{settings.stack}.json"

@@ -27,7 +27,15 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
-__all__ = ["FAULTS_PATH", "FaultRule", "MotoProcess", "refuse_stale_glue_table_versions", "serve"]
+__all__ = [
+    "FAULTS_PATH",
+    "FaultRule",
+    "MotoProcess",
+    "moto_server",
+    "refuse_stale_glue_table_versions",
+    "reuse_servers",
+    "serve",
+]
 
 FAULTS_PATH = "/_sandbox/faults"
 LOOPBACK = "127.0.0.1"
@@ -263,6 +271,16 @@ class MotoProcess:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def reset(self) -> None:
+        """Back to an empty server: no resources, no fault rules, requests no longer authorized."""
+        self.clear_faults()
+        for path, body in (("/moto-api/reset", b""), ("/moto-api/reset-auth", b"inf")):
+            request = urllib.request.Request(  # noqa: S310 - our own loopback server
+                self.endpoint_url + path, data=body, method="POST", headers={"Content-Type": "text/plain"}
+            )
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - our own loopback server
+                response.read()
+
     def _control(self, method: str, payload: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         data = json.dumps(payload).encode() if payload is not None else None
         request = urllib.request.Request(self.endpoint_url + FAULTS_PATH, data=data, method=method)  # noqa: S310
@@ -290,6 +308,47 @@ class MotoProcess:
             yield self
         finally:
             self.clear_faults()
+
+
+_idle: list[MotoProcess] = []
+_idle_lock = threading.Lock()
+_reuse = False
+
+
+def reuse_servers() -> None:
+    """From now on a server this process is done with is reset and kept for the next ``moto_server()``.
+
+    For the test suite, where booting moto (about 2 s of CPU) for every local AWS adds up; a server's state never
+    outlives its user: ``reset`` empties every backend before the server is kept.
+    """
+    global _reuse  # noqa: PLW0603 - one switch for the whole process
+    _reuse = True
+
+
+@contextlib.contextmanager
+def moto_server() -> Iterator[MotoProcess]:
+    """A started, empty moto server: a kept one (after ``reuse_servers()``), or a new one; stopped or kept after."""
+    with _idle_lock:
+        server = _idle.pop() if _idle else None
+    if server is None or not server.alive():
+        server = MotoProcess().start()
+    try:
+        yield server
+    finally:
+        _release(server)
+
+
+def _release(server: MotoProcess) -> None:
+    if _reuse and server.alive():
+        try:
+            server.reset()
+        except OSError:
+            pass
+        else:
+            with _idle_lock:
+                _idle.append(server)
+            return
+    server.stop()
 
 
 if __name__ == "__main__":

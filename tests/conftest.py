@@ -12,12 +12,19 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from sandbox.local_aws import LocalAws, local_aws
+from sandbox.models import share_loaded_models
+from sandbox.server import reuse_servers
 from sandbox.targets import LocalTarget, Target, TargetUnavailableError, deployed_target, selected_environment
 
 # Hypothesis judges a test by how long its examples take (a deadline per example, a health check on slow input
 # generation): wall-clock limits that fail on a loaded machine. The suite's properties are about values only.
 settings.register_profile("suite", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("suite")
+
+# Thousands of boto3 clients are created across the suite: parse botocore's models once per worker, not per client.
+share_loaded_models()
+# Each worker boots moto once and empties it between local AWS instead of booting one per local AWS.
+reuse_servers()
 
 # The stacks' batching window (seconds) only delays delivery; locally a shorter one keeps the suites quick.
 LOCAL_BATCHING_WINDOW_SECONDS = 0.3

@@ -1,143 +1,16 @@
-"""What `make demo` shows: the bootstrap (snapshot + changes against the table) in the summary, and the commands
-`make demo ARGS="--keep"` prints to paste, which work as printed."""
+"""What `make demo` decides from its figures: a difference between the lake and the table is named, and a mismatch
+or an incomplete backfill fails the demo. (The whole run: tests/sandbox/test_demo_output.py; the commands
+`make demo ARGS="--keep"` prints, run as pasted: tests/ops/test_docs.py.)"""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
-import shlex
-import subprocess
-import sys
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-from rich.console import Console
-
 from sandbox import demo
-from sandbox.local_aws import LocalAws, local_aws
 from sandbox.table_state import TableState, compare_states
-from tests.ops.conftest import outside_project_venv
-
-ROOT = Path(__file__).resolve().parents[2]
-
-pytestmark = pytest.mark.slow
 
 
-class _NoWait:
-    def wait(self, timeout: float | None = None) -> bool:
-        return True
-
-
-def _printed_lines(monkeypatch: pytest.MonkeyPatch, aws: object) -> list[str]:
-    monkeypatch.setattr(demo.threading, "Event", _NoWait)  # _keep waits for Ctrl-C
-    console = Console(record=True, width=1000)
-    demo._keep(console, aws)  # type: ignore[arg-type]
-    return [line.strip() for line in console.export_text().splitlines()]
-
-
-@pytest.fixture(scope="module")
-def kept() -> Iterator[LocalAws]:
-    """One local AWS for the commands --keep prints (they only read it: a dry-run replay, the preflight)."""
-    with local_aws("dev1") as aws:
-        yield aws
-
-
-def test_keep_prints_commands_that_run_as_pasted(monkeypatch: pytest.MonkeyPatch, kept: LocalAws):
-    with contextlib.nullcontext(kept) as aws:
-        lines = _printed_lines(monkeypatch, aws)
-        aws_cli = [line for line in lines if " aws --endpoint-url " in line]
-        assert len(aws_cli) == 5
-        # AWS CLI v1 reads only AWS_DEFAULT_REGION, v2 and boto3 also AWS_REGION: both are set.
-        assert all("AWS_DEFAULT_REGION=us-east-1" in line and "AWS_REGION=us-east-1" in line for line in aws_cli)
-
-        [replay] = [line for line in lines if "-m ops.replay" in line]
-        words = shlex.split(replay)
-        assignments = dict(word.split("=", 1) for word in words if "=" in word and not word.startswith("-"))
-        command = [word for word in words if word.split("=", 1)[0] not in assignments]
-        assert command[:3] == [".venv/bin/python", "-m", "ops.replay"], "the project's environment, not any python"
-        environment = {
-            name: value
-            for name, value in os.environ.items()
-            if not name.startswith("AWS_") and name != "STACK_OUTPUTS_FILE"
-        }
-        done = subprocess.run(
-            [sys.executable, *command[1:]],  # this interpreter is the project's environment
-            cwd=ROOT,
-            env=outside_project_venv(environment | assignments),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-    assert done.returncode == 0, done.stderr
-    assert "dry run: would replay 0 records from 0 sources; nothing changed" in done.stdout
-
-
-def test_keep_prints_a_preflight_that_passes_as_pasted(monkeypatch: pytest.MonkeyPatch, kept: LocalAws):
-    with contextlib.nullcontext(kept) as aws:
-        lines = _printed_lines(monkeypatch, aws)
-        [preflight] = [line for line in lines if "make preflight" in line]
-        words = shlex.split(preflight)
-        first = next(index for index, word in enumerate(words) if "=" not in word)
-        assignments = dict(word.split("=", 1) for word in words[:first])  # the leading VAR=value words
-        command = words[first:]
-        assert command == ["make", "preflight", "STACK=dev1", "ARGS=--local"]
-        assert assignments["AWS_ENDPOINT_URL"] == aws.endpoint_url
-        environment = {
-            name: value
-            for name, value in os.environ.items()
-            if not name.startswith("AWS_") and name != "STACK_OUTPUTS_FILE"
-        }
-        done = subprocess.run(
-            [*command[:1], "--no-print-directory", *command[1:]],
-            cwd=ROOT,
-            env=outside_project_venv(environment | assignments),
-            capture_output=True,
-            text=True,
-            timeout=240,
-            check=False,
-        )
-    assert done.returncode == 0, done.stdout + done.stderr
-    # the one warning: the committed stack file has no encryptedkey yet (a deployed preflight fails on it)
-    assert "result: 0 failed, 1 warning(s), 8 passed" in done.stdout
-    assert "encryptedkey" in done.stdout
-    assert "via the sandbox bridge" in done.stdout
-
-
-def test_keep_prints_a_curator_run_that_works_as_pasted(monkeypatch: pytest.MonkeyPatch, kept: LocalAws):
-    with contextlib.nullcontext(kept) as aws:
-        lines = _printed_lines(monkeypatch, aws)
-        [compact] = [line for line in lines if "make compact" in line]
-        words = shlex.split(compact)
-        first = next(index for index, word in enumerate(words) if "=" not in word)
-        assignments = dict(word.split("=", 1) for word in words[:first])
-        command = words[first:]
-        assert command == ["make", "compact", "STACK=dev1"]
-        assert assignments["STACK_OUTPUTS_FILE"] == str(aws.outputs_file)
-        environment = {
-            name: value
-            for name, value in os.environ.items()
-            if not name.startswith("AWS_") and name != "STACK_OUTPUTS_FILE"
-        }
-        done = subprocess.run(
-            [*command[:1], "--no-print-directory", *command[1:]],
-            cwd=ROOT,
-            env=outside_project_venv(environment | assignments),
-            capture_output=True,
-            text=True,
-            timeout=240,
-            check=False,
-        )
-    assert done.returncode == 0, done.stdout + done.stderr
-    out = done.stdout.splitlines()
-    assert out[1].startswith("acting as the local curator role ")
-    assert out[3] == "  raw objects read 0 (0 rows); changes added 0; hours written 0"  # nothing written yet
-
-
-# -- the bootstrap: snapshot + changes, compared with the table (the whole run: tests/sandbox/test_demo_output.py)
 def test_a_difference_between_the_lake_and_the_table_is_named():
     row = {"event_id": "e1", "fan_id": "f1", "status": "SELECTED", "quantity": 2}
     table = table_state_of({("e1", "f1"): row, ("e1", "f2"): dict(row, fan_id="f2")})
