@@ -578,8 +578,7 @@ def _curated(
     table.add_row("duplicate rows", f"{raw.duplicate_rows:,}", f"{figures.changes_rows - figures.distinct_changes:,}")
     console.print(table)
     console.print(
-        f"registrations: {registrations.num_rows:,} rows, one per live (event_id, fan_id) changed since the "
-        "mapping started",
+        f"registrations: {registrations.num_rows:,} rows, one per live (event_id, fan_id), with its last change",
         highlight=False,
     )
     console.print()
