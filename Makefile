@@ -77,9 +77,8 @@ unit: .venv/.synced  ## pytest only, then its 15 slowest tests (PYTEST_ARGS="-k 
 
 test: lint typecheck unit  ## lint, types, then the whole suite (what CI runs)
 
-bench: .venv/.synced  ## benchmark the handler's hot path against a naive reference, then compaction on one core
+bench: .venv/.synced  ## benchmark the handler's hot path against a naive reference, each target with PASS/FAIL
 	$(RUN) python -m bench $(ARGS)
-	$(RUN) python -m bench.compaction
 
 package: .venv/.synced  ## build dist/function.zip, layer.zip, curator.zip and curator-layer.zip (deterministic)
 	$(call run_command,package)
@@ -107,7 +106,7 @@ capacity: .venv/.synced  ## sustained change rate, peak headroom, cost per milli
 	$(call run_command,capacity)
 
 .PHONY: compact
-compact: .venv/.synced  ## compact hours of STACK now, via its function (make compact STACK=qa1 ARGS="--hour 2026-03-31T23")
+compact: .venv/.synced  ## one curation of STACK now, via its curator function (make compact STACK=qa1 ARGS=--dry-run)
 	$(call run_command,compact)
 
 # The end-to-end and per-component suites: the embedded local AWS by default, a deployed stack with TEST_ENV

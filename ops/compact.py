@@ -1,15 +1,17 @@
-"""Run compaction of a stack's hours now: the deployed compaction function, or the handler against the local AWS.
+"""Run one curation of a stack now: the deployed curator function, or the curator's handler against the local AWS.
 
-    python -m ops.compact qa1 --hour 2026-03-31T23 [--hour ...] [--delete-grace-minutes 0]
-    python -m ops.compact qa1                # what the schedule does: every due hour of the lookback window
+    python -m ops.compact qa1             # one run, as the schedule's: raw objects -> the curated tables
+    python -m ops.compact qa1 --dry-run   # what would be curated, and by which function; nothing changes
 
-Against a deployed stack this invokes the stack's compaction function (output ``curator_function_name``)
-synchronously: the function's own role lists, reads, writes and deletes, never the operator's credentials.
-When ``AWS_ENDPOINT_URL`` points at the local AWS (``make demo ARGS=--keep`` prints it), it runs
-``pipeline.compaction.handler`` in this process with the stack's function settings, against that local S3 only,
-acting as the local compaction role (assumed with the administrator's key, as Lambda gives the function its role).
-Stack outputs come from ``ops.outputs.bind_stack`` (``$STACK_OUTPUTS_FILE`` or the Pulumi CLI).
-Exit status: 0 done, 1 some shard-hours failed (nothing of theirs was deleted), 2 a wrong argument or stack.
+Against a deployed stack this invokes the stack's curator function (output ``curator_function_name``)
+synchronously: the function's own role reads the raw objects, commits the tables and deletes what a committed
+snapshot covers, never the operator's credentials. When ``AWS_ENDPOINT_URL`` points at the local AWS
+(``make demo ARGS=--keep`` prints it), it runs ``curator.handler.handler`` in this process with the stack's
+curator settings, against that local AWS only, acting as the local curator role (assumed with the administrator's
+key, as Lambda gives the function its role). Stack outputs come from ``ops.outputs.bind_stack``
+(``$STACK_OUTPUTS_FILE`` or the Pulumi CLI).
+Exit status: 0 done (a commit conflict is reported: nothing changed, the next run retries), 1 the run failed
+(unreadable raw objects, left in place), 2 a wrong argument or stack.
 """
 
 from __future__ import annotations
@@ -22,74 +24,51 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ops.cli import stack_file_problem, stack_name
 from ops.outputs import OutputsError, StackOutputs, bind_stack
-from pipeline.compactor import format_hour, parse_hour
 
-__all__ = ["CompactError", "build_event", "deployed_invoker", "local_invoker", "main", "parse_args"]
+__all__ = [
+    "CURATOR_ROLE",
+    "CompactError",
+    "curator_environment",
+    "deployed_invoker",
+    "describe_result",
+    "local_invoker",
+    "main",
+    "parse_args",
+]
 
 Invoker = Callable[[dict[str, Any]], Mapping[str, Any]]
+PROG = "compact"
 _LOCAL_HOSTS = ("127.0.0.1", "localhost")
-COMPACTION_ROLE = "curator"  # sandbox.roles.ROLES: the one role that may consume raw objects
+CURATOR_ROLE = "curator"  # sandbox.roles.ROLES
+_HANDLER_MODULE = "curator.handler"
 # A synchronous invocation waits for the function: up to Lambda's 15-minute limit, and is never retried by the SDK
-# (a second, concurrent compaction would be safe, but only wasteful).
+# (a second, concurrent run would wait: the function's reserved concurrency is 1).
 _INVOKE_READ_TIMEOUT = 16 * 60
 
 
 class CompactError(RuntimeError):
-    """The compaction could not be run or failed; the message says why."""
+    """The curation could not be run or failed; the message says why."""
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """One line on stderr and exit 2, not argparse's usage block."""
-        self.exit(2, f"compact: {message} (see python -m ops.compact --help)\n")
-
-
-def _hour(text: str) -> str:
-    try:
-        return format_hour(parse_hour(text))
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def _grace(text: str) -> int:
-    try:
-        value = int(text, 10)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of minutes, 0 or more")
-    return value
+        self.exit(2, f"{PROG}: {message} (see python -m ops.compact --help)\n")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = _Parser(prog="python -m ops.compact", description=__doc__.split("\n\n")[0])
-    parser.add_argument("stack", type=stack_name, help="stack whose hours to compact (dev1, qa1, preprod1, prod1)")
-    parser.add_argument(
-        "--hour", action="append", type=_hour, default=[], help="an hour to compact, YYYY-MM-DDTHH UTC (repeatable)"
-    )
-    parser.add_argument(
-        "--delete-grace-minutes",
-        type=_grace,
-        default=None,
-        help="delete the compacted inputs after this many minutes (default: the function's setting; 0: at once)",
-    )
+    parser.add_argument("stack", type=stack_name, help="stack to curate (dev1, qa1, preprod1, prod1)")
     parser.add_argument("--outputs-file", help="stack outputs JSON (default: $STACK_OUTPUTS_FILE or Pulumi)")
-    parser.add_argument("--dry-run", action="store_true", help="say what would be compacted, and by which function")
+    parser.add_argument("--dry-run", action="store_true", help="say what would be curated, and by which function")
     return parser.parse_args(argv)
-
-
-def build_event(hours: Sequence[str], delete_grace_minutes: int | None) -> dict[str, Any]:
-    """The compaction function's event: explicit hours, or the scheduled selection when there are none."""
-    event: dict[str, Any] = {"hours": list(hours)} if hours else {}
-    if delete_grace_minutes is not None:
-        event["delete_grace_minutes"] = delete_grace_minutes
-    return event
 
 
 def is_local_endpoint() -> bool:
@@ -99,7 +78,7 @@ def is_local_endpoint() -> bool:
 
 
 def deployed_invoker(function_name: str, client: Any) -> Invoker:
-    """Invoke the deployed compaction function synchronously; a function error raises ``CompactError``."""
+    """Invoke the deployed curator function synchronously; a function error raises ``CompactError``."""
 
     def invoke(event: dict[str, Any]) -> Mapping[str, Any]:
         response = client.invoke(
@@ -133,42 +112,44 @@ def _environment(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def compaction_environment(outputs: StackOutputs, stack: str) -> dict[str, str]:
+def curator_environment(outputs: StackOutputs, stack: str) -> dict[str, str]:
     """The curator function's environment for ``stack``, as the program sets it (the stack file's time travel and
-    grace), with the outputs' bucket, prefix and Glue database, and quieter logs for a terminal."""
-    from components.function_environment import curator_environment  # noqa: PLC0415
+    grace), with the outputs' bucket, raw prefix and Glue database, and quieter logs for a terminal."""
+    from components.function_environment import curator_environment as program_environment  # noqa: PLC0415
     from components.naming import prefixes  # noqa: PLC0415 - only the local mode needs these
     from components.settings import settings_from_stack_file  # noqa: PLC0415
 
     settings = settings_from_stack_file(stack)
-    environment = curator_environment(settings, outputs.bucket_name, prefixes(), outputs.athena_database_name)
+    environment = program_environment(settings, outputs.bucket_name, prefixes(), outputs.athena_database_name)
     environment.update(
         OUTPUT_PREFIX=outputs.events_prefix,
-        LOG_LEVEL="WARNING",  # the command prints the summary; the handler's own line would repeat it
+        LOG_LEVEL="WARNING",  # the command prints the result; the handler's own line would repeat it
         POWERTOOLS_METRICS_DISABLED="true",  # no CloudWatch here: EMF lines would only clutter the output
     )
     return environment
 
 
 def local_invoker(environment: Mapping[str, str]) -> Invoker:
-    """Call ``pipeline.compaction.handler`` here, freshly imported, with ``environment`` (the local AWS only)."""
+    """Call ``curator.handler.handler`` here, freshly imported, with ``environment`` (the local AWS only)."""
 
     def invoke(event: dict[str, Any]) -> Mapping[str, Any]:
         if not is_local_endpoint():
-            raise CompactError("the in-process compaction only runs against the local AWS (AWS_ENDPOINT_URL)")
-        # A cold start of its own, as Lambda gives each execution environment: settings are read afresh. The
-        # module stays imported under its name too (its dataclasses resolve their annotations through it).
-        importlib.import_module("pipeline.compaction")
-        spec = importlib.util.find_spec("pipeline.compaction")
+            raise CompactError("the in-process curator only runs against the local AWS (AWS_ENDPOINT_URL)")
+        # A cold start of its own, as Lambda gives each execution environment: settings are read afresh and no
+        # catalog or client of an earlier run is reused. The module stays imported under its name too.
+        importlib.import_module(_HANDLER_MODULE)
+        spec = importlib.util.find_spec(_HANDLER_MODULE)
         if spec is None or spec.loader is None:
-            raise CompactError("pipeline.compaction is not importable")
+            raise CompactError(f"{_HANDLER_MODULE} is not importable")
         with _environment(environment):
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
             try:
                 result = module.handler(event, None)
-            except module.CompactionFailedError as error:
+            except module.CurationFailedError as error:
                 raise CompactError(str(error)) from error
+            except (ClientError, BotoCoreError, OSError) as error:  # as Lambda would report the function's error
+                raise CompactError(f"the curator failed: {' '.join(str(error).split())}") from error
         return result if isinstance(result, Mapping) else {}
 
     return invoke
@@ -182,28 +163,76 @@ def _lambda_client(region: str) -> Any:
     return boto3.Session(region_name=region).client("lambda", config=config)
 
 
-def _report(summary: Mapping[str, Any], where: str) -> None:
-    hours = summary.get("hours") or []
-    print(f"compacted {len(hours)} hour(s) {where}: {', '.join(hours) or 'none due'}")
-    print(
-        f"  objects {summary.get('objects_in', 0)} in -> {summary.get('objects_out', 0)} out; "
-        f"rows {summary.get('rows_in', 0):,} in -> {summary.get('rows_out', 0):,} out "
-        f"({summary.get('duplicates_removed', 0):,} duplicates removed)"
-    )
-    print(
-        f"  inputs deleted {summary.get('objects_deleted', 0)}, waiting for the grace period "
-        f"{summary.get('objects_pending_deletion', 0)}; conflicts {summary.get('conflicts', 0)}"
-    )
-    if summary.get("deferred_hours"):
-        print(f"  left for the next run (time ran short): {', '.join(summary['deferred_hours'])}")
+def _snapshot(value: Any) -> str:
+    return str(value) if value is not None else "none (nothing new)"
+
+
+def describe_result(summary: Mapping[str, Any], where: str) -> list[str]:
+    """A few lines for a run's ``CurationResult.summary()``: what was read, added, committed and deleted."""
+    hours = list(summary.get("hours_written") or [])
+    shown = ", ".join(hours[:4]) + (f" and {len(hours) - 4} more" if len(hours) > 4 else "")
+    lines = [
+        f"curated {where} in {float(summary.get('seconds') or 0):.1f} s",
+        f"  raw objects read {summary.get('raw_objects_read', 0):,} ({summary.get('rows_read', 0):,} rows); "
+        f"changes added {summary.get('changes_added', 0):,}; hours written {len(hours)}"
+        + (f": {shown}" if hours else ""),
+        f"  snapshots: registration_changes {_snapshot(summary.get('changes_snapshot'))}, registrations "
+        f"{_snapshot(summary.get('registrations_snapshot'))} ({summary.get('state_changes_applied', 0):,} changes "
+        "applied)",
+        f"  raw deleted {summary.get('raw_deleted', 0):,}, waiting for the grace period "
+        f"{summary.get('raw_pending_deletion', 0):,}",
+    ]
+    conflict = summary.get("conflict")
+    if conflict:
+        lines.append(f"  conflict: {conflict}; nothing changed, the next run retries")
+    unreadable = list(summary.get("unreadable") or [])
+    if unreadable:
+        lines.append(f"  unreadable raw objects (left in place): {', '.join(unreadable)}")
+    return lines
 
 
 def _local_role(stack: str, outputs: StackOutputs) -> tuple[dict[str, str], str]:
-    """The local compaction role's ``AWS_*`` variables (what Lambda gives the function) and how to name it."""
+    """The local curator role's ``AWS_*`` variables (what Lambda gives the function) and how to name it."""
     from sandbox.command_roles import assume_local_role  # noqa: PLC0415 - the local AWS only
 
-    roles = assume_local_role(COMPACTION_ROLE, stack, outputs)
-    return roles.environment(COMPACTION_ROLE), f"the local compaction role {roles.role_names[COMPACTION_ROLE]}"
+    roles = assume_local_role(CURATOR_ROLE, stack, outputs)
+    return roles.environment(CURATOR_ROLE), f"the local curator role {roles.role_names[CURATOR_ROLE]}"
+
+
+class _UserError(Exception):
+    """A mistake of the caller's (stack, outputs, settings): one line, exit status 2."""
+
+
+@dataclass(frozen=True)
+class _Run:
+    """How this command runs the curator for the stack: where, as whom, and the call."""
+
+    where: str
+    invoke: Invoker | None  # None: a dry run (nothing to call)
+    acting_as: str | None = None
+
+
+def _local_run(args: argparse.Namespace, outputs: StackOutputs) -> _Run:
+    try:
+        environment = curator_environment(outputs, args.stack)
+    except Exception as error:  # an unknown stack file, a settings error: nothing was touched
+        raise _UserError(f"cannot read the settings of stack {args.stack!r}: {error}") from error
+    where = f"in-process on the local AWS ({os.environ['AWS_ENDPOINT_URL']})"
+    if args.dry_run:
+        return _Run(where, None)
+    try:
+        credentials, acting_as = _local_role(args.stack, outputs)
+    except (ClientError, BotoCoreError) as error:
+        raise CompactError(f"cannot act as the local curator role of {args.stack}: {error}") from error
+    return _Run(where, local_invoker({**environment, **credentials}), acting_as)
+
+
+def _deployed_run(args: argparse.Namespace, outputs: StackOutputs) -> _Run:
+    function_name = outputs.curator_function_name
+    if args.dry_run:
+        return _Run(f"by {function_name}", None)
+    client = _lambda_client(os.environ.get("AWS_REGION") or outputs.region)
+    return _Run(f"by {function_name}", deployed_invoker(function_name, client))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -213,42 +242,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         if problem is not None:
             raise OutputsError(problem)
         bound = bind_stack(args.stack, outputs_file=args.outputs_file)
-    except OutputsError as error:
-        print(f"compact: {error}", file=sys.stderr)
+        outputs = bound.outputs
+        run = _local_run(args, outputs) if is_local_endpoint() else _deployed_run(args, outputs)
+    except (OutputsError, _UserError) as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
         return 2
-    outputs = bound.outputs
-    event = build_event(args.hour, args.delete_grace_minutes)
-    acting_as = None
-    if is_local_endpoint():
-        try:
-            environment = compaction_environment(outputs, args.stack)
-        except Exception as error:  # an unknown stack file, a settings error: nothing was touched
-            print(f"compact: cannot read the settings of stack {args.stack!r}: {error}", file=sys.stderr)
-            return 2
-        try:
-            credentials, acting_as = _local_role(args.stack, outputs)
-        except (ClientError, BotoCoreError) as error:
-            print(f"compact: cannot act as the local compaction role of {args.stack}: {error}", file=sys.stderr)
-            return 1
-        invoke = local_invoker({**environment, **credentials})
-        where = f"in-process on the local AWS ({os.environ['AWS_ENDPOINT_URL']})"
-    else:
-        function_name = outputs.curator_function_name
-        invoke = deployed_invoker(function_name, _lambda_client(os.environ.get("AWS_REGION") or outputs.region))
-        where = f"by {function_name}"
-    hours = ", ".join(args.hour) or "every hour the schedule would pick"
-    if args.dry_run:
-        print(f"dry run: would compact {hours} {where} with the event {json.dumps(event)}; nothing changed")
-        return 0
-    print(bound.describe(f"compact {hours} under s3://{outputs.bucket_name}/{outputs.events_prefix} {where}"))
-    if acting_as:
-        print(f"acting as {acting_as}")
-    try:
-        summary = invoke(event)
     except CompactError as error:
-        print(f"compact: {error}", file=sys.stderr)
+        print(f"{PROG}: {error}", file=sys.stderr)
         return 1
-    _report(summary, where)
+    source = f"s3://{outputs.bucket_name}/{outputs.events_prefix}"
+    tables = f"registration_changes and registrations of Glue database {outputs.athena_database_name}"
+    if run.invoke is None:
+        print(
+            f"dry run: would curate the raw objects under {source} that no committed snapshot covers into {tables}, "
+            f"{run.where}; nothing changed"
+        )
+        return 0
+    print(bound.describe(f"curate {source} into {tables} {run.where}"))
+    if run.acting_as:
+        print(f"acting as {run.acting_as}")
+    try:
+        summary = run.invoke({})
+    except CompactError as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return 1
+    for line in describe_result(summary, run.where):
+        print(line)
     return 0
 
 

@@ -5,13 +5,15 @@
 Starts the local AWS with the stack's resources and bootstraps the lake as the runbook does: writes part of the
 changes (``--before``, a third by default) before the event source mapping exists, so they are only in the table;
 starts the mapping AT_TIMESTAMP T - lead; exports the table at T and back-fills the snapshot (``make backfill``'s
-checks and code). Then writes the rest of the realistic demand changes (and a few poison items), shows them flowing
-(table -> bridge -> Kinesis -> mapping -> handler -> S3; the first batch on each shard is delivered twice), waits
-until every change is accounted for, runs the workgroup's named queries on the Parquet through DuckDB, compacts
-the hours it wrote (one object per shard and hour, duplicates removed, inputs deleted at once), checks that the
-lake's current state (snapshot plus changes) equals a scan of the table, says why the change table's
-``current_registrations`` counts fewer, and prints a summary. Output fits 80 columns; on a terminal the long
-steps show progress from their start. Everything it starts it stops, also on Ctrl-C.
+checks and code). Then writes most of the rest of the realistic demand changes (and a few poison items), shows
+them flowing (table -> bridge -> Kinesis -> mapping -> handler -> S3; the first batch on each shard is delivered
+twice), waits until every change is accounted for, runs the workgroup's named queries on the Parquet through
+DuckDB, runs the curator (``make compact``'s local path), writes the last fifth of the changes and runs it again.
+It reads the curated tables as the CI role (pyiceberg scans into DuckDB): each change once against the raw rows,
+``registrations`` as of the first run against now (time travel), and ``registrations`` against the brute-force
+latest state; checks that the lake's current state (snapshot plus changes) equals a scan of the table, says why
+the change table's ``current_registrations`` counts fewer, and prints a summary. Output fits 80 columns; on a
+terminal the long steps show progress from their start. Everything it starts it stops, also on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 from botocore.exceptions import ClientError
 from rich.console import Console
@@ -40,9 +43,18 @@ from rich.table import Table
 from components.settings import SettingsError
 from ops.backfill import BackfillError, BackfillReport, run_export
 from ops.cli import CommandParser, integer_at_least, number_above, number_at_least, stack_name, user_error
-from ops.compact import CompactError, compaction_environment, local_invoker
+from ops.compact import CURATOR_ROLE, CompactError, curator_environment, describe_result, local_invoker
 from sandbox.bridge import StreamBridge
 from sandbox.changes import Change
+from sandbox.curated import (
+    CHANGES_TABLE,
+    REGISTRATIONS_TABLE,
+    CuratedTables,
+    StateAgreement,
+    agreement,
+    keyed_state,
+    local_catalog,
+)
 from sandbox.lake import Lake, LakeCounts
 from sandbox.local_aws import DEFAULT_STACK, LocalAws, local_aws, patched_environment
 from sandbox.mapping import Function
@@ -55,7 +67,6 @@ from sandbox.workload import TableWriter, workload
 __all__ = ["BootstrapFigures", "DemoResult", "main", "run_demo"]
 
 _WRITE_CHUNK = 200
-COMPACTION_ROLE = "curator"  # sandbox.roles.ROLES
 BACKFILL_ROLE = "backfill"
 CI_ROLE = "ci"
 _SHOWN_ROWS = 8
@@ -73,25 +84,22 @@ class DemoResult:
     counts: LakeCounts
     failed: int
     seconds: float
-    compaction: CompactionFigures | None = None
+    curation: CurationFigures | None = None
     bootstrap: BootstrapFigures | None = None
     redelivered: int = 0  # records the demo had delivered twice (their first invocation failed after writing)
 
     @property
     def accounted(self) -> bool:
-        """Every change streamed is a row, a quarantined record or a reported failure, each exactly once; and the
-        bootstrap (when there was one) is complete, with the lake's current state equal to the table."""
+        """Every change streamed is a change in the raw layer, a quarantined record or a reported failure, each
+        exactly once; ``registration_changes`` holds each of them once and ``registrations`` agrees with the
+        brute-force latest state; and the bootstrap (when there was one) is complete, with the lake's current
+        state equal to the table."""
         landed = self.counts.distinct_changes + self.counts.quarantined + self.failed
-        compacted = self.compaction is None or (
-            self.compaction.same_changes and self.compaction.before.distinct_changes == self.counts.distinct_changes
+        curated = self.curation is None or (
+            self.curation.each_change_once(self.counts.distinct_changes) and self.curation.state_agrees
         )
         bootstrapped = self.bootstrap is None or self.bootstrap.complete
-        return (
-            self.items_written == self.changes_streamed == landed
-            and self.counts.duplicate_rows == 0
-            and compacted
-            and bootstrapped
-        )
+        return self.items_written == self.changes_streamed == landed and curated and bootstrapped
 
     @property
     def records_per_second(self) -> float:
@@ -99,13 +107,37 @@ class DemoResult:
 
 
 @dataclass(frozen=True)
-class CompactionFigures:
-    """The lake before compacting the hours the demo wrote, and what the compaction did."""
+class StateFigures:
+    """A few figures of one read of ``registrations``."""
 
-    before: LakeCounts
-    summary: dict[str, Any]
-    same_changes: bool
-    after: LakeCounts | None = None  # the set of change_ids is the same after compaction
+    registrations: int
+    events: int
+    tickets: int  # the sum of ``quantity``
+
+
+@dataclass
+class CurationFigures:
+    """The two curator runs, the curated tables after them, and ``registrations`` as of the first run."""
+
+    first: dict[str, Any]  # each run's CurationResult.summary()
+    second: dict[str, Any]
+    raw: LakeCounts  # the raw layer after both runs (duplicates included)
+    changes_rows: int
+    distinct_changes: int
+    data_files: int
+    registrations: pa.Table
+    as_of_first: StateFigures
+    now: StateFigures
+    first_snapshot: int | None
+    state: StateAgreement | None = None  # registrations against the brute-force latest state
+
+    def each_change_once(self, distinct_raw_changes: int) -> bool:
+        """``registration_changes`` holds every change of the raw layer, each once."""
+        return self.changes_rows == self.distinct_changes == distinct_raw_changes
+
+    @property
+    def state_agrees(self) -> bool:
+        return self.state is not None and self.state.equal
 
 
 @dataclass(frozen=True)
@@ -178,9 +210,9 @@ class RedeliverFirstBatches:
     """The function, except that its first invocation on each shard fails after the function returned.
 
     In AWS a function that times out (or crashes) after its Parquet object is written is invoked again with the
-    same records: the lake then holds them twice, and compaction removes the copies. The demo makes that happen
-    once per shard, so its compaction step has duplicates and several objects per shard and hour to merge (the
-    mapping bisects the failed batch and delivers both halves again)."""
+    same records: the raw layer then holds them twice, and ``registration_changes`` once. The demo makes that
+    happen once per shard, so its curator runs have duplicates and several objects per shard and hour to merge
+    (the mapping bisects the failed batch and delivers both halves again)."""
 
     def __init__(self, function: Function) -> None:
         self.function = function
@@ -292,7 +324,7 @@ def _flow(
     function = RedeliverFirstBatches(pipe.handler)
     console.print(
         "the first batch on each shard is written, then its invocation fails (as after a Lambda timeout): "
-        "the mapping delivers those records again, so the lake holds duplicates for the compaction step",
+        "the mapping delivers those records again, so the raw layer holds duplicates for the curator",
         highlight=False,
     )
     with pipe.using(function=function), Progress(*_COLUMNS, console=console, transient=False) as progress:
@@ -334,18 +366,28 @@ def _changed_after(changes: list[Change], snapshot_keys: set[tuple[str, str]]) -
 
 
 def _current_state(
-    console: Console, aws: LocalAws, lake: Lake, report: BackfillReport, lead: timedelta
+    console: Console,
+    aws: LocalAws,
+    lake: Lake,
+    report: BackfillReport,
+    lead: timedelta,
+    *,
+    curation: CurationFigures | None = None,
 ) -> StateComparison:
     """The lake's current state (snapshot + changes, the current-state query in DuckDB) against a scan of the table,
-    and why the change table's ``current_registrations`` counts fewer registrations."""
+    why the change table's ``current_registrations`` counts fewer registrations, and ``registrations`` (a table
+    scan) against that brute-force latest state (``curation.state``)."""
     export_time = datetime.fromisoformat(report.export_time.replace("Z", "+00:00"))
     with _working(console, "current state: snapshot + changes, then a scan of the table"):
         connection = lake.connect()
         current = lake.current_state(report.export_id, export_time, lead=lead, connection=connection)
         [named] = [query for query in lake.named_queries() if query.name == "current_registrations"]
         changed = lake.query(named.sql, connection).num_rows
-        unchanged = lake.unchanged_snapshot_rows(report.export_id, connection)
+        unchanged_keys = lake.unchanged_snapshot_keys(report.export_id, connection)
+        unchanged = len(unchanged_keys)
         comparison = compare_states(table_state(aws.client("dynamodb"), aws.outputs.table_name), lake_state(current))
+        if curation is not None:
+            curation.state = agreement(keyed_state(curation.registrations), lake_state(current), unchanged_keys)
     console.print(
         _arrow_table(f"current state: snapshot {report.export_id} + changes from T - lead", current, console.width)
     )
@@ -359,8 +401,31 @@ def _current_state(
     )
     for line in comparison.describe():
         console.print(f"  [red]{line}[/]", highlight=False)
+    if curation is not None and curation.state is not None:
+        _print_agreement(console, curation.state)
     console.print()
     return comparison
+
+
+def _print_agreement(console: Console, state: StateAgreement) -> None:
+    """``registrations`` (a table scan) against the brute-force latest state, in a few lines."""
+    verdict = "[green]equal[/]" if state.equal else f"[red]{state.mismatches:,} mismatches[/]"
+    console.print(
+        f"registrations (a table scan) against the latest state computed above: {state.registrations:,} rows, "
+        f"every column compared: {verdict}",
+        highlight=False,
+    )
+    if state.not_seeded:
+        console.print(
+            f"the other {state.not_seeded:,} registrations are snapshot items with no change since: "
+            "registrations is not yet seeded from the backfill snapshot "
+            f"({state.registrations:,} + {state.not_seeded:,} = {state.registrations + state.not_seeded:,})",
+            highlight=False,
+        )
+    for key in [*state.missing, *state.unexpected][:3]:
+        console.print(f"  [red]{key} differs in presence[/]", highlight=False)
+    for key, names in list(state.different.items())[:3]:
+        console.print(f"  [red]{key} differs in {', '.join(names)}[/]", highlight=False)
 
 
 def _why_counts_differ(changed: int, unchanged: int, current: int) -> str:
@@ -436,37 +501,102 @@ def _queries(console: Console, lake: Lake) -> None:
         console.print()
 
 
-def _compaction(console: Console, aws: LocalAws, lake: Lake, before: LakeCounts) -> CompactionFigures:
-    """Compact every hour the demo wrote (inputs deleted at once); the lake's objects, rows and duplicates around it."""
-    events = lake.events()
-    hours = sorted(
-        {f"{dt}T{hour}" for dt, hour in zip(events["dt"].to_pylist(), events["hour"].to_pylist(), strict=True)}
+def _curate(console: Console, aws: LocalAws, label: str) -> dict[str, Any]:
+    """One curator run, as ``make compact`` runs it locally: the handler in-process as the local curator role."""
+    credentials = aws.credentials(CURATOR_ROLE) if aws.roles else {}
+    invoke = local_invoker({**curator_environment(aws.outputs, aws.settings.stack), **credentials})
+    with _working(console, f"curator {label}: raw objects -> the curated tables"):
+        summary = dict(invoke({}))
+    for line in describe_result(summary, label):
+        console.print(line, highlight=False)
+    console.print()
+    return summary
+
+
+def _later_changes(
+    console: Console, aws: LocalAws, pipe: LocalPipeline, changes: list[Change], *, streamed_so_far: int, timeout: float
+) -> int:
+    """Write ``changes`` after the first curator run and wait until they are settled; return how many."""
+    writer = TableWriter(aws.client("dynamodb"), aws.outputs.table_name)
+    unread = pipe.bridge.forwarded - streamed_so_far  # streamed before the mapping's starting position
+    with Progress(*_COLUMNS, console=console, transient=False) as progress:
+        task = progress.add_task("written after curator run 1", total=len(changes))
+        for chunk in _chunks(iter(changes), _WRITE_CHUNK):
+            writer.apply(chunk)
+            progress.update(task, completed=writer.written)
+        pipe.wait_for_changes(streamed_so_far + writer.written, timeout=timeout, unread=unread)
+    console.print()
+    return writer.written
+
+
+def _state_figures(connection: Any, rows: pa.Table) -> StateFigures:
+    """Registrations, events and tickets of a ``registrations`` read, counted in DuckDB."""
+    connection.register("state_read", rows)
+    [(registrations, events, tickets)] = connection.execute(
+        "SELECT count(*), count(DISTINCT event_id), coalesce(sum(quantity), 0) FROM state_read"
+    ).fetchall()
+    connection.unregister("state_read")
+    return StateFigures(int(registrations), int(events), int(tickets))
+
+
+def _curated(
+    console: Console, aws: LocalAws, raw: LakeCounts, first: dict[str, Any], second: dict[str, Any]
+) -> CurationFigures:
+    """The curated tables after both runs (as the CI role reads them: pyiceberg scans into DuckDB), and
+    ``registrations`` as of the first run's snapshot against now."""
+    role = CI_ROLE if aws.roles else None
+    with _working(console, "reading the curated tables (pyiceberg scans into DuckDB)"):
+        tables = CuratedTables(local_catalog(aws, role), aws.outputs.athena_database_name)
+        changes = tables.read(CHANGES_TABLE)
+        registrations = tables.read(REGISTRATIONS_TABLE)
+        connection = duckdb.connect()
+        connection.register("registration_changes", changes)
+        [(distinct,)] = connection.execute("SELECT count(DISTINCT change_id) FROM registration_changes").fetchall()
+        data_files = tables.data_files(CHANGES_TABLE)
+        first_snapshot = first.get("registrations_snapshot")
+        past = tables.read(REGISTRATIONS_TABLE, int(first_snapshot)) if first_snapshot else registrations.slice(0, 0)
+        as_of, now = _state_figures(connection, past), _state_figures(connection, registrations)
+        committed = {item.snapshot_id: item.committed_at for item in tables.snapshots(REGISTRATIONS_TABLE)}
+    figures = CurationFigures(
+        first=first,
+        second=second,
+        raw=raw,
+        changes_rows=changes.num_rows,
+        distinct_changes=int(distinct),
+        data_files=data_files,
+        registrations=registrations,
+        as_of_first=as_of,
+        now=now,
+        first_snapshot=int(first_snapshot) if first_snapshot else None,
     )
-    credentials = aws.credentials(COMPACTION_ROLE) if aws.roles else {}
-    invoke = local_invoker({**compaction_environment(aws.outputs, aws.settings.stack), **credentials})
-    with _working(console, f"compacting {len(hours)} hour(s): {', '.join(hours)}"):
-        summary = dict(invoke({"hours": hours, "delete_grace_minutes": 0}))
-        after = lake.counts()
-        figures = CompactionFigures(
-            before=before,
-            summary=summary,
-            same_changes=set(events["change_id"].to_pylist()) == set(lake.events()["change_id"].to_pylist()),
-            after=after,
-        )
-    table = Table(title="compaction (delete_grace_minutes 0)", title_justify="left")
-    for name, justify in (("", "left"), ("before", "right"), ("after", "right")):
+    table = Table(title="curated tables (each change once)", title_justify="left")
+    for name, justify in (("", "left"), ("raw layer", "right"), ("registration_changes", "right")):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    table.add_row("Parquet objects", f"{before.parquet_objects:,}", f"{after.parquet_objects:,}")
-    table.add_row("rows", f"{before.rows:,}", f"{after.rows:,}")
-    table.add_row("distinct changes", f"{before.distinct_changes:,}", f"{after.distinct_changes:,}")
-    table.add_row("duplicate rows", f"{before.duplicate_rows:,}", f"{after.duplicate_rows:,}")
+    table.add_row("Parquet files", f"{raw.parquet_objects:,}", f"{data_files:,}")
+    table.add_row("rows", f"{raw.rows:,}", f"{figures.changes_rows:,}")
+    table.add_row("distinct changes", f"{raw.distinct_changes:,}", f"{figures.distinct_changes:,}")
+    table.add_row("duplicate rows", f"{raw.duplicate_rows:,}", f"{figures.changes_rows - figures.distinct_changes:,}")
     console.print(table)
     console.print(
-        f"hours {', '.join(summary.get('hours', []))}: {summary.get('objects_in', 0)} objects in, "
-        f"{summary.get('objects_out', 0)} out, {summary.get('duplicates_removed', 0):,} duplicates removed, "
-        f"{summary.get('objects_deleted', 0)} inputs deleted; the changes in the lake are "
-        + ("[green]the same[/]" if figures.same_changes else "[red]not the same[/]")
+        f"registrations: {registrations.num_rows:,} rows, one per live (event_id, fan_id), with its last change",
+        highlight=False,
     )
+    console.print()
+    moment = committed.get(figures.first_snapshot) if figures.first_snapshot else None
+    travel = Table(title="time travel: registrations", title_justify="left")
+    for name, justify in (("", "left"), ("as of run 1", "right"), ("now", "right")):
+        travel.add_column(name, justify=justify)  # type: ignore[arg-type]
+    travel.add_row("registrations", f"{as_of.registrations:,}", f"{now.registrations:,}")
+    travel.add_row("events", f"{as_of.events:,}", f"{now.events:,}")
+    travel.add_row("tickets requested", f"{as_of.tickets:,}", f"{now.tickets:,}")
+    console.print(travel)
+    if moment is not None:
+        at = f"{moment:%Y-%m-%d %H:%M:%S.%f}"[:-3]
+        console.print(
+            f"as of run 1: snapshot {figures.first_snapshot}, committed {at} UTC; in Athena: "
+            f"FOR TIMESTAMP AS OF TIMESTAMP '{at} UTC' after the table name",
+            highlight=False,
+        )
     console.print()
     return figures
 
@@ -481,15 +611,12 @@ def _summary(console: Console, result: DemoResult) -> None:
         ("items written", f"{result.items_written:,}"),
         ("changes streamed", f"{result.changes_streamed:,}"),
         ("rows in Parquet", f"{counts.rows:,}"),
+        ("distinct changes in Parquet", f"{counts.distinct_changes:,}"),
         ("quarantined", f"{counts.quarantined:,}"),
         ("failed (kept in the failure bucket)", f"{result.failed:,}"),
         ("duplicate rows", f"{counts.duplicate_rows:,}"),
         ("records delivered twice", f"{result.redelivered:,}"),
-        *(
-            [("duplicates removed by compaction", f"{result.compaction.summary.get('duplicates_removed', 0):,}")]
-            if result.compaction is not None
-            else []
-        ),
+        *_curation_rows(result.curation),
         ("objects", f"{counts.objects:,} ({counts.parquet_objects} Parquet, {counts.quarantine_objects} quarantine)"),
         ("seconds", f"{result.seconds:.1f}"),
         ("records per second", f"{result.records_per_second:,.0f}"),
@@ -504,8 +631,24 @@ def _summary(console: Console, result: DemoResult) -> None:
         )
     verdict = "[green]every change accounted for[/]" if result.accounted else "[red]changes unaccounted for[/]"
     console.print(
-        f"rows + quarantined + failed = {counts.distinct_changes + counts.quarantined + result.failed:,}: {verdict}"
+        f"distinct changes + quarantined + failed = {counts.distinct_changes + counts.quarantined + result.failed:,}: "
+        + verdict
     )
+
+
+def _curation_rows(curation: CurationFigures | None) -> list[tuple[str, str]]:
+    if curation is None:
+        return []
+    rows = [
+        ("rows in registration_changes", f"{curation.changes_rows:,}"),
+        ("rows in registrations", f"{curation.registrations.num_rows:,}"),
+    ]
+    if curation.state is not None:
+        state = curation.state
+        rows.append(
+            ("registrations = latest state", "equal" if state.equal else f"{state.mismatches:,} mismatches"),
+        )
+    return rows
 
 
 def _bootstrap_rows(bootstrap: BootstrapFigures | None) -> list[tuple[str, str]]:
@@ -571,6 +714,13 @@ def _keep(console: Console, aws: LocalAws) -> None:
     console.print("\n[bold]preflight[/] (the bridge stands in for the table's streaming destination)", highlight=False)
     console.print(
         f"  {creds} AWS_ENDPOINT_URL={endpoint} make preflight STACK={aws.settings.stack} ARGS=--local",
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print("\n[bold]curator[/] (one run now, as the local curator role)", highlight=False)
+    console.print(
+        f"  STACK_OUTPUTS_FILE={aws.outputs_file} {creds} AWS_ENDPOINT_URL={endpoint} "
+        f"make compact STACK={aws.settings.stack}",
         highlight=False,
         soft_wrap=True,
     )
@@ -642,20 +792,25 @@ def run_demo(args: argparse.Namespace, console: Console) -> DemoResult:
             )
             time.sleep(args.lead)  # T >= the mapping's starting position + lead
             report = _backfill(console, aws, lead, args.verbose)
-            written, seconds, function = _flow(console, aws, pipe, changes[before:], args)
+            later = before + (len(changes) - before) * 4 // 5  # the last fifth: after the first curator run
+            written, seconds, function = _flow(console, aws, pipe, changes[before:later], args)
+            first = _curate(console, aws, "run 1")
+            written += _later_changes(
+                console, aws, pipe, changes[later:], streamed_so_far=written, timeout=args.timeout
+            )
+            second = _curate(console, aws, "run 2")
             lake = ci_lake(aws)
             with _working(console, "reading the lake"):
-                counts_before = lake.counts()
+                counts = lake.counts()
             _queries(console, lake)
             _quarantine(console, lake)
-            compaction = _compaction(console, aws, lake, counts_before)
-            counts = compaction.after or lake.counts()
+            curation = _curated(console, aws, counts, first, second)
             bootstrap = BootstrapFigures(
                 written_before,
                 args.lead,
                 report,
                 _changed_after(changes[before:], snapshot_keys),
-                _current_state(console, aws, lake, report, lead),
+                _current_state(console, aws, lake, report, lead, curation=curation),
             )
             result = DemoResult(
                 written,
@@ -663,7 +818,7 @@ def run_demo(args: argparse.Namespace, console: Console) -> DemoResult:
                 counts,
                 pipe.mapping.stats.records_discarded,
                 seconds,
-                compaction,
+                curation,
                 bootstrap,
                 function.redelivered,
             )

@@ -216,12 +216,18 @@ class Lake:
     def unchanged_snapshot_rows(self, export_id: str, connection: duckdb.DuckDBPyConnection | None = None) -> int:
         """Rows of snapshot ``export_id`` whose registration has no change row: the items the current state takes
         from the snapshot alone, which a query over the change table cannot see."""
+        return len(self.unchanged_snapshot_keys(export_id, connection))
+
+    def unchanged_snapshot_keys(
+        self, export_id: str, connection: duckdb.DuckDBPyConnection | None = None
+    ) -> set[tuple[str, str]]:
+        """The (event_id, fan_id) of the rows ``unchanged_snapshot_rows`` counts."""
         connection = connection or self.connect()
         database = self.outputs.athena_database_name
-        sql = f"""SELECT count(*) FROM "{database}"."{self.snapshots_table}" AS snapshot
+        sql = f"""SELECT event_id, fan_id FROM "{database}"."{self.snapshots_table}" AS snapshot
 WHERE export_id = $export_id AND NOT EXISTS (
   SELECT 1 FROM "{database}"."{self.outputs.glue_table_name}" AS change
   WHERE change.event_id = snapshot.event_id AND change.fan_id = snapshot.fan_id
 )"""  # noqa: S608 - names from the stack outputs, the export id bound
-        row = connection.execute(sql, {"export_id": export_id}).fetchone()
-        return int(row[0]) if row else 0
+        rows = connection.execute(sql, {"export_id": export_id}).fetchall()
+        return {(str(event_id), str(fan_id)) for event_id, fan_id in rows}

@@ -284,6 +284,7 @@ BANNER = {
     "aws athena list-named-queries": 0,
     "aws s3 ls s3://{failures}/": 0,  # no batch discarded: an empty listing of the bucket
     "make preflight": 0,
+    "make compact": 0,
     ".venv/bin/python -m ops.replay": 0,
 }
 # Printed by the banner, not run here, and why.
@@ -377,6 +378,12 @@ def test_every_command_of_the_demo_banner_runs_as_printed_after_a_demo(monkeypat
     assert "result: 0 failed, 1 warning(s), 8 passed" in preflight
     assert "encryptedkey" in preflight
     assert "via the sandbox bridge" in preflight
+    [compact_line] = [line for line in printed if "make compact" in line]
+    assert compact_line.endswith(" make compact STACK=dev1")
+    assert "STACK_OUTPUTS_FILE=" in compact_line
+    curated = results["make compact"][1]
+    assert "acting as the local curator role " in curated
+    assert "raw objects read 0 (0 rows); changes added 0" in curated  # the demo's second run curated everything
     replayed = results[".venv/bin/python -m ops.replay"][1]
     assert "skipped   1 backfill quarantine objects under demand/quarantine/snapshots/" in replayed
     assert "dry run: would replay " in replayed

@@ -14,7 +14,7 @@ from ops import compact, rollback, smoke
 from sandbox.authorization import trusts_services_only
 from sandbox.command_roles import local_endpoint
 from sandbox.local_aws import local_aws
-from tests.compaction.conftest import HOUR, SHARD, TAG, LocalLake, generated_rows
+from tests.compaction.conftest import LocalLake, generated_rows
 from tests.ops.conftest import lambda_zip
 
 pytestmark = pytest.mark.slow
@@ -138,36 +138,34 @@ def test_smoke_without_the_ci_roles_alarm_reads_fails_naming_role_action_and_res
     assert "FAILED: iterator age, alarms" in out
 
 
-# -- compaction acts as its function's role ---------------------------------------------------------------------
-COMPACT_HOUR = ["dev1", "--hour", HOUR.strftime("%Y-%m-%dT%H"), "--delete-grace-minutes", "0"]
-
-
-def test_compact_runs_the_handler_as_the_local_compaction_role(local, capsys):
+# -- the curator acts as its function's role ------------------------------------------------------------------
+def test_compact_runs_the_curator_as_the_local_curator_role(local, capsys):
     lake = LocalLake(local.client("s3"), local.outputs.bucket_name)  # the stream handler's objects, as set-up
     rows = generated_rows(60)
     for start in range(0, 60, 20):
         lake.write(rows.slice(start, 20))
+    lake.write(rows.slice(10, 20))  # a batch delivered again, overlapping two others
 
-    assert compact.main(COMPACT_HOUR) == 0
+    assert compact.main(["dev1"]) == 0
 
-    out = capsys.readouterr().out
-    assert "acting as the local compaction role prd3292-dev1-demand-compactor" in out
-    assert "objects 3 in -> 1 out; rows 60 in -> 60 out" in out
-    assert "inputs deleted 3" in out  # listed, read, written and deleted with that role's rights
-    assert lake.names() == [f"{TAG}-{SHARD}-compacted.parquet"]
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == "acting as the local curator role prd3292-dev1-demand-curator"
+    # listed, read and committed with that role's rights; kept for the stack's grace period
+    assert out[3] == "  raw objects read 4 (80 rows); changes added 60; hours written 1: 2026-03-31T23"
+    assert out[5] == "  raw deleted 0, waiting for the grace period 4"
+    assert len(lake.names()) == 4
 
 
-def test_compact_without_the_compaction_roles_listing_fails_in_one_line_naming_it(local, capsys):
+def test_compact_without_the_curator_roles_table_commits_fails_in_one_line_naming_it(local, capsys):
     assert local.roles is not None
-    with local.roles.without_statement("compaction", "ListEvents"):
-        status = compact.main(COMPACT_HOUR)
+    with local.roles.without_statement("curator", "CommitCuratedTables"):
+        status = compact.main(["dev1"])
 
     err = capsys.readouterr().err
     assert status == 1
     assert err.count("\n") == 1, err
-    assert err.startswith("compact: 1 shard-hour(s) failed: "), err
-    assert "assumed-role/prd3292-dev1-demand-compactor/local is not authorized to perform: s3:ListBucket" in err
-    assert f"on resource: arn:aws:s3:::{local.outputs.bucket_name}" in err
+    assert err.startswith("compact: the curator failed: "), err
+    assert "assumed-role/prd3292-dev1-demand-curator/local is not authorized to perform: glue:" in err
 
 
 # -- which roles the administrator may assume for a command ------------------------------------------------------

@@ -11,7 +11,6 @@ from sandbox import demo
 from sandbox.table_state import TableState, compare_states
 
 
-# -- the bootstrap: snapshot + changes, compared with the table (the whole run: tests/sandbox/test_demo_output.py)
 def test_a_difference_between_the_lake_and_the_table_is_named():
     row = {"event_id": "e1", "fan_id": "f1", "status": "SELECTED", "quantity": 2}
     table = table_state_of({("e1", "f1"): row, ("e1", "f2"): dict(row, fan_id="f2")})

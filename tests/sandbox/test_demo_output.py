@@ -1,6 +1,7 @@
-"""What `make demo` prints, on an 80-column log: the bootstrap against the table, a compaction with duplicates and
-several objects to merge, why current_registrations counts fewer than the current state, and progress on the long
-steps. The demo runs once for the module; each test reads its result and its output."""
+"""What `make demo` prints, on an 80-column log: the bootstrap against the table, two curator runs over a raw layer
+with duplicates, the curated tables, a time-travel read, registrations against the brute-force latest state, why
+current_registrations counts fewer than the current state, and progress on the long steps. The demo runs once for
+the module; each test reads its result and its output."""
 
 from __future__ import annotations
 
@@ -79,9 +80,7 @@ def test_the_demo_bootstraps_the_lake_and_its_current_state_equals_the_table(run
     assert state.refused == 4  # the poison items: in the table, refused by the contract, never rows
     assert state.lake_registrations == state.table_items - state.refused
     landed = result.counts.distinct_changes + result.counts.quarantined + result.failed
-    assert landed == result.changes_streamed  # every streamed change once, after compaction too
-    assert result.compaction is not None
-    assert result.compaction.same_changes
+    assert landed == result.changes_streamed  # every streamed change once
     assert result.accounted
     summary = {label: values[0] for label, values in _rows(text).items() if len(values) == 1}
     assert summary["written before the mapping"] == "300"
@@ -97,7 +96,7 @@ def test_the_demo_bootstraps_the_lake_and_its_current_state_equals_the_table(run
     assert summary["changes streamed"] == "600"
     assert summary["records delivered twice"] == f"{result.redelivered:,}"
     assert f"current state = table: {state.lake_registrations:,} registrations, equal" in text
-    assert "rows + quarantined + failed = 600: every change accounted for" in text
+    assert "distinct changes + quarantined + failed = 600: every change accounted for" in " ".join(text.split())
 
 
 # -- 80 columns -----------------------------------------------------------------------------------------------------
@@ -109,7 +108,7 @@ def test_every_line_fits_80_columns(run: Run) -> None:
 
 def test_each_shown_row_of_a_query_table_is_one_line(run: Run) -> None:
     tables = re.findall(r"┡[━╇]+┩\n(.*?)\n└[─┴]+┘\n([^\n]*)", run.text, flags=re.DOTALL)
-    assert len(tables) == 5  # the three named queries, the compaction and the current state
+    assert len(tables) == 6  # the three named queries, the curated tables, the time travel and the current state
     for body, caption in tables:
         rows = body.splitlines()
         shown = re.match(r"(\d+) of ([\d,]+) rows", caption)
@@ -120,25 +119,83 @@ def test_each_shown_row_of_a_query_table_is_one_line(run: Run) -> None:
     assert "not shown: price_levels, channel" in current_state  # the columns that did not fit are named
 
 
-# -- compaction -----------------------------------------------------------------------------------------------------
-def test_the_compaction_merges_several_objects_and_removes_the_duplicates(run: Run) -> None:
-    result = run.result
-    figures = result.compaction
-    assert figures is not None
-    before, after = figures.before, result.counts
-    assert result.redelivered >= 1  # records whose first delivery was written, then failed and was delivered again
-    assert before.duplicate_rows >= 1
-    assert after.duplicate_rows == 0
-    assert before.parquet_objects > after.parquet_objects
-    assert before.parquet_objects >= 3 * len(figures.summary["hours"])  # each shard's failed batch: 1 + 2 halves
-    assert before.distinct_changes == after.distinct_changes
-    assert figures.summary["duplicates_removed"] == before.duplicate_rows
-    rows = _rows(run.text.split("compaction (delete_grace_minutes 0)", 1)[1].split("hours ", 1)[0])
-    assert rows["Parquet objects"] == [f"{before.parquet_objects:,}", f"{after.parquet_objects:,}"]
-    assert rows["rows"] == [f"{before.rows:,}", f"{after.rows:,}"]
-    assert rows["duplicate rows"] == [f"{before.duplicate_rows:,}", "0"]
+# -- curation -------------------------------------------------------------------------------------------------------
+def test_two_curator_runs_are_reported_as_make_compact_reports_them(run: Run) -> None:
+    curation = run.result.curation
+    assert curation is not None
+    first, second = curation.first, curation.second
     flat = " ".join(run.text.split())
-    assert f"{result.redelivered:,} records delivered twice: 3 invocations failed after writing" in flat
+    for label, summary in (("run 1", first), ("run 2", second)):
+        assert summary["conflict"] is None
+        assert summary["unreadable"] == []
+        assert isinstance(summary["changes_snapshot"], int)
+        assert isinstance(summary["registrations_snapshot"], int)
+        assert (
+            f"curated {label} in {summary['seconds']:.1f} s raw objects read {summary['raw_objects_read']:,} "
+            f"({summary['rows_read']:,} rows); changes added {summary['changes_added']:,}"
+        ) in flat
+    raw = curation.raw
+    # every raw object read once over the two runs, every distinct change added once
+    assert first["raw_objects_read"] + second["raw_objects_read"] == raw.parquet_objects
+    assert first["rows_read"] + second["rows_read"] == raw.rows
+    assert first["changes_added"] + second["changes_added"] == raw.distinct_changes
+    assert second["changes_added"] > 0  # the last fifth of the changes came after run 1
+    assert first["raw_deleted"] == second["raw_deleted"] == 0  # the stack's grace period: 15 minutes
+
+
+def test_the_curated_tables_hold_each_change_once_against_the_raw_layer_with_duplicates(run: Run) -> None:
+    curation = run.result.curation
+    assert curation is not None
+    raw = curation.raw
+    assert run.result.redelivered >= 1
+    assert raw.duplicate_rows >= 1  # re-delivered records: in the raw layer twice
+    assert curation.changes_rows == curation.distinct_changes == raw.distinct_changes
+    rows = _rows(run.text.split("curated tables (each change once)", 1)[1].split("registrations: ", 1)[0])
+    assert rows["Parquet files"] == [f"{raw.parquet_objects:,}", f"{curation.data_files:,}"]
+    assert rows["rows"] == [f"{raw.rows:,}", f"{curation.changes_rows:,}"]
+    assert rows["distinct changes"] == [f"{raw.distinct_changes:,}", f"{curation.distinct_changes:,}"]
+    assert rows["duplicate rows"] == [f"{raw.duplicate_rows:,}", "0"]
+    flat = " ".join(run.text.split())
+    assert f"registrations: {curation.registrations.num_rows:,} rows, one per live (event_id, fan_id)" in flat
+    assert f"{run.result.redelivered:,} records delivered twice: 3 invocations failed after writing" in flat
+
+
+def test_time_travel_shows_registrations_as_of_the_first_run_against_now(run: Run) -> None:
+    curation = run.result.curation
+    assert curation is not None
+    past, now = curation.as_of_first, curation.now
+    assert curation.first_snapshot == curation.first["registrations_snapshot"]
+    assert now.registrations == curation.registrations.num_rows
+    assert now.tickets == sum(curation.registrations.column("quantity").to_pylist())
+    assert past != now  # the last fifth of the changes moved the state
+    section = run.text.split("time travel: registrations", 1)[1]
+    rows = _rows(section.split("as of run 1: snapshot", 1)[0])
+    assert rows["registrations"] == [f"{past.registrations:,}", f"{now.registrations:,}"]
+    assert rows["events"] == [f"{past.events:,}", f"{now.events:,}"]
+    assert rows["tickets requested"] == [f"{past.tickets:,}", f"{now.tickets:,}"]
+    assert f"as of run 1: snapshot {curation.first_snapshot}, committed " in " ".join(section.split())
+
+
+def test_registrations_read_by_a_table_scan_equals_the_brute_force_latest_state(run: Run) -> None:
+    curation, bootstrap = run.result.curation, run.result.bootstrap
+    assert curation is not None
+    assert bootstrap is not None
+    assert bootstrap.state is not None
+    state = curation.state
+    assert state is not None
+    assert state.equal
+    assert state.registrations == curation.registrations.num_rows
+    assert state.expected == bootstrap.state.lake_registrations  # the brute force: snapshot + changes
+    assert state.registrations + state.not_seeded == state.expected
+    flat = " ".join(run.text.split())
+    assert (
+        f"registrations (a table scan) against the latest state computed above: {state.registrations:,} rows, "
+        "every column compared: equal"
+    ) in flat
+    summary = {label: values[0] for label, values in _rows(run.text).items() if len(values) == 1}
+    assert summary["rows in registration_changes"] == f"{curation.changes_rows:,}"
+    assert summary["rows in registrations"] == f"{state.registrations:,}"
+    assert summary["registrations = latest state"] == "equal"
 
 
 # -- why the change table's query and the current state count differently ------------------------------------------
@@ -167,15 +224,17 @@ def test_each_long_step_starts_its_progress_before_its_result_is_printed(run: Ru
     assert descriptions[0] == "starting the local AWS and creating the stack's resources"
     assert descriptions[1:] == [
         "exporting the table at T",
+        "curator run 1: raw objects -> the curated tables",
+        "curator run 2: raw objects -> the curated tables",
         "reading the lake",
         "running the workgroup's named queries in DuckDB",
-        descriptions[4],
+        "reading the curated tables (pyiceberg scans into DuckDB)",
         "current state: snapshot + changes, then a scan of the table",
     ]
-    assert descriptions[4].startswith("compacting 1 hour(s): ") or descriptions[4].startswith("compacting 2 hour(s)")
     printed_before = dict(run.steps)
     assert "items exported" not in printed_before["exporting the table at T"]
-    assert "compaction (delete_grace_minutes 0)" not in printed_before[descriptions[4]]
+    assert "curated run 1" not in printed_before["curator run 1: raw objects -> the curated tables"]
+    assert "curated tables (each change once)" not in printed_before[descriptions[6]]
     assert "why " not in printed_before["current state: snapshot + changes, then a scan of the table"]
 
 
