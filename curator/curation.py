@@ -40,6 +40,7 @@ from curator.commits import predicate as _predicate
 from curator.files import conform_to, files_matching, read_files, write_files
 from curator.raw import LEDGER_PROPERTY, LedgerEntry, raw_objects, read_ledger, write_ledger
 from curator.retention import RetentionResult, apply_retention
+from curator.seed import PublishedSnapshot
 from curator.state import APPLIED_PROPERTY, WATERMARK_PROPERTY, advance_registrations
 from curator.tables import changes_spec, ensure_table, registrations_spec
 from pipeline.compactor import CompactionError, CompactionStore, StoredObject, _conform, merge_tables
@@ -78,6 +79,8 @@ class CuratorSettings:
     tables_prefix: str = "curated/"
     time_travel: timedelta = timedelta(days=7)
     delete_grace: timedelta = timedelta(minutes=15)
+    #: The published backfill snapshot ``registrations`` is seeded from (``curator.seed``), if any.
+    snapshot: PublishedSnapshot | None = None
 
     def location(self, table: str) -> str:
         return f"s3://{self.bucket}/{self.tables_prefix}{table}"
@@ -168,7 +171,14 @@ class Curator:
         changes_table, registrations_table = self.tables()
         try:
             changes_table, ledger = self._curate_changes(changes_table, result)
-            advance_registrations(changes_table, registrations_table, result, self.checkpoint)
+            advance_registrations(
+                changes_table,
+                registrations_table,
+                result,
+                self.checkpoint,
+                published=self.settings.snapshot,
+                store=self.store,
+            )
         except CommitFailedException as error:
             result.conflict = str(error)
             result.seconds = time.perf_counter() - started

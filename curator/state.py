@@ -4,176 +4,455 @@
 Each run applies the changes between that snapshot and the current one (files added minus the change ids of files
 removed), so a run that committed the changes but crashed before the state is caught up by the next, exactly once.
 Per key the newest change wins by the contract's order of changes (``pipeline.change_order``); a REMOVE deletes
-the row. Only the partitions (events) the changes touch are read and rewritten, in one overwrite snapshot.
+the row; a late change older than a REMOVE applied before does not revive the key.
+
+**Seed.** With a published backfill snapshot (``curator.seed``), the state is the latest row per key over the
+snapshot's rows (placed at T - lead) and the changes from T - lead on, the order the ``current_registrations``
+query gives. The run that first sees a published export id (``curator.seed-export-id`` names another, or none)
+rebuilds the state from the snapshot and every change from T - lead on, and commits it as one snapshot: a crash
+before that commit leaves the state as it was, and the next run seeds again. A new export id published later is
+seeded the same way (the state is rebuilt from it). A snapshot no longer published leaves the seed in effect.
+
+**Cost.** Within an event's partition the files hold disjoint ``fan_id`` ranges (sorted, at most
+``STATE_FILE_ROWS`` rows each, ranges read from the files' column bounds). A run reads and rewrites only the files
+whose range holds a key it changes, one range at a time, so its work and memory follow the keys and partitions it
+touches and one file's rows, not the table's size. Changes are merged ``BATCH_ROWS`` at a time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+import bisect
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from pyiceberg.conversions import from_bytes
 from pyiceberg.exceptions import CommitFailedException
-from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, In
+from pyiceberg.expressions import AlwaysTrue, And, EqualTo, GreaterThanOrEqual, In
+from pyiceberg.types import StringType
 
 from curator.commits import CurationError, Staged, commit_overwrite, predicate
 from curator.files import conform_to, files_matching, read_files, snapshot_changes, write_files
+from curator.seed import PublishedSnapshot, snapshot_batches
 from curator.tables import registrations_spec
-from pipeline.change_order import CHANGE_TIME_US, NEWER_ORDER_COLUMNS, newer_order_columns
+from pipeline.change_order import CHANGE_TIME_US, newer_order_columns
 
 if TYPE_CHECKING:
     from pyiceberg.manifest import DataFile
     from pyiceberg.table import Table
 
     from curator.curation import CurationResult
+    from pipeline.compactor import CompactionStore
 
-__all__ = ["APPLIED_PROPERTY", "WATERMARK_PROPERTY", "advance_registrations"]
+__all__ = [
+    "APPLIED_PROPERTY",
+    "BATCH_ROWS",
+    "SEED_EXPORT_PROPERTY",
+    "SEED_EXPORT_TIME_PROPERTY",
+    "SEED_SINCE_PROPERTY",
+    "STATE_FILE_ROWS",
+    "WATERMARK_PROPERTY",
+    "StateAdvance",
+    "advance_registrations",
+]
 
 #: Summary property of a ``registrations`` snapshot: the ``registration_changes`` snapshot it reflects.
 APPLIED_PROPERTY = "curator.changes-snapshot-id"
 #: Summary property of a ``registrations`` snapshot: the latest ``change_time_us`` applied so far.
 WATERMARK_PROPERTY = "curator.applied-change-time-us"
+#: Summary properties of a ``registrations`` snapshot: the export id of the snapshot the state was seeded from,
+#: its export time and T - lead (epoch microseconds). Every later snapshot carries them on.
+SEED_EXPORT_PROPERTY = "curator.seed-export-id"
+SEED_EXPORT_TIME_PROPERTY = "curator.seed-export-time-us"
+SEED_SINCE_PROPERTY = "curator.seed-since-us"
+_SEED_PROPERTIES = (SEED_EXPORT_PROPERTY, SEED_EXPORT_TIME_PROPERTY, SEED_SINCE_PROPERTY)
+#: Rows per data file of ``registrations`` (and so the rows one range merge holds).
+STATE_FILE_ROWS = 250_000
+#: Changes (or snapshot rows) merged into the state at once.
+BATCH_ROWS = 1_000_000
+_REMOVE_FIELDS = ("event_id", "fan_id", "shard_id", "change_time", CHANGE_TIME_US, "sequence_number", "change_id")
+_ORDER_COLUMNS = ("_order_time_us", "_order_rank", "_order_sequence", "_order_change_id")
+
+
+@dataclass(frozen=True)
+class _Order:
+    """The order of changes (``pipeline.change_order``), with the seed's snapshot rows (``shard_id`` = the export
+    id) placed at T - lead, below a change of that very microsecond (as ``current_registrations`` orders them)."""
+
+    export_id: str | None = None
+    since_us: int | None = None
+
+    def columns(self, rows: pa.Table) -> pa.Table:
+        """Sort columns, ascending = oldest first."""
+        base = newer_order_columns(rows)
+        time = base.column(0)
+        if self.export_id is not None and self.since_us is not None:
+            seeded = pc.fill_null(pc.equal(rows.column("shard_id").cast(pa.string()), self.export_id), False)
+            time = pc.if_else(seeded, pa.scalar(self.since_us, pa.int64()), time)
+            rank = pc.if_else(seeded, pa.scalar(0, pa.int8()), pa.scalar(1, pa.int8()))
+        else:
+            rank = pa.array([1] * rows.num_rows, pa.int8())
+        return pa.table(
+            {
+                _ORDER_COLUMNS[0]: time,
+                _ORDER_COLUMNS[1]: rank,
+                _ORDER_COLUMNS[2]: base.column(1),
+                _ORDER_COLUMNS[3]: base.column(2),
+            }
+        )
+
+
+def _summary_of(table: Table) -> dict[str, str]:
+    snapshot = table.current_snapshot()
+    if snapshot is None or snapshot.summary is None:
+        return {}
+    names = (APPLIED_PROPERTY, WATERMARK_PROPERTY, *_SEED_PROPERTIES)
+    return {name: str(value) for name in names if (value := snapshot.summary.get(name)) is not None}
+
+
+def _whole(text: str | None) -> int | None:
+    return int(text) if text else None
+
+
+def _file_range(data_file: DataFile, field_id: int) -> tuple[str | None, str | None]:
+    """A file's ``fan_id`` bounds (None: unknown, so the file may hold any key)."""
+    lower = (data_file.lower_bounds or {}).get(field_id)
+    upper = (data_file.upper_bounds or {}).get(field_id)
+    if lower is None or upper is None:
+        return None, None
+    return str(from_bytes(StringType(), lower)), str(from_bytes(StringType(), upper))
+
+
+def _range_groups(files: list[DataFile], field_id: int) -> list[tuple[str | None, list[DataFile]]]:
+    """The partition's files as groups with disjoint ``fan_id`` ranges, in key order, each with its lowest key
+    (files whose ranges overlap, or whose bounds are unknown, share a group). A key belongs to the last group
+    whose lowest key is not above it (keys below every group belong to the first)."""
+    if not files:
+        return [(None, [])]
+    ranged = sorted(((*_file_range(item, field_id), item) for item in files), key=lambda entry: entry[0] or "")
+    groups: list[tuple[str | None, list[DataFile]]] = []
+    highest: str | None = None
+    for lower, upper, data_file in ranged:
+        open_ended = lower is None or upper is None
+        if groups and (highest is None or open_ended or (lower is not None and lower <= highest)):
+            groups[-1][1].append(data_file)
+            highest = None if open_ended or highest is None else max(highest, str(upper))
+            continue
+        groups.append((lower, [data_file]))
+        highest = upper
+    return groups
+
+
+def _batched(tables: Iterable[pa.Table], rows: int) -> Iterator[pa.Table]:
+    """``tables`` concatenated into batches of at least ``rows`` rows (the last may be smaller)."""
+    pending: list[pa.Table] = []
+    count = 0
+    for table in tables:
+        pending.append(table)
+        count += table.num_rows
+        if count >= rows:
+            yield pa.concat_tables(pending)
+            pending, count = [], 0
+    if pending:
+        yield pa.concat_tables(pending)
+
+
+@dataclass
+class _StateFiles:
+    """The state's files during a run, per event partition: what is committed, and what the run has made of it."""
+
+    table: Table
+    order: _Order
+    staged: Staged
+    file_rows: int
+    committed: dict[Any, list[DataFile]] = field(default_factory=dict)
+    current: dict[Any, list[DataFile]] = field(default_factory=dict)
+    #: A rebuild: every committed file is replaced, every partition starts empty.
+    replacing: list[DataFile] | None = None
+    events_written: set[Any] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.schema = registrations_spec().arrow_schema
+        self.fan_field = self.table.schema().find_field("fan_id").field_id
+
+    def rebuild(self) -> None:
+        self.replacing = files_matching(self.table, AlwaysTrue())
+
+    def _load(self, events: list[Any]) -> None:
+        missing = [event for event in events if event not in self.current]
+        if not missing:
+            return
+        if self.replacing is None:
+            for data_file in files_matching(self.table, predicate(In, "event_id", missing)):
+                self.committed.setdefault(data_file.partition[0], []).append(data_file)
+        for event in missing:
+            self.current[event] = list(self.committed.get(event, []))
+
+    def removed_and_added(self) -> tuple[list[DataFile], list[DataFile]]:
+        now = {data_file.file_path for files in self.current.values() for data_file in files}
+        before = [data_file for files in self.committed.values() for data_file in files] + (self.replacing or [])
+        paths = {data_file.file_path for data_file in before}
+        removed = [data_file for data_file in before if data_file.file_path not in now]
+        added = [
+            data_file for files in self.current.values() for data_file in files if data_file.file_path not in paths
+        ]
+        return removed, added
+
+    def apply(self, winners: pa.Table, late_removed: pa.Array | None) -> None:
+        """Merge ``winners`` (one change per key, in key order, with ``op``) into the files of their events."""
+        if winners.num_rows == 0:
+            return
+        events = winners.column("event_id").combine_chunks()
+        starts = [0]
+        if len(events) > 1:
+            differs = pc.not_equal(events.slice(1), events.slice(0, len(events) - 1))
+            starts += [index + 1 for index in pc.indices_nonzero(differs).to_pylist()]
+        starts.append(winners.num_rows)
+        names = [events[start].as_py() for start in starts[:-1]]
+        self._load(names)
+        for event, start, end in zip(names, starts[:-1], starts[1:], strict=True):
+            self._apply_event(event, winners.slice(start, end - start), late_removed)
+
+    def _apply_event(self, event: Any, rows: pa.Table, late_removed: pa.Array | None) -> None:
+        groups = _range_groups(self.current[event], self.fan_field)
+        fans = rows.column("fan_id").to_pylist()
+        starts = [0] + [bisect.bisect_left(fans, lower) for lower, _ in groups[1:]] + [len(fans)]
+        files: list[DataFile] = []
+        committed = {data_file.file_path for data_file in self.committed.get(event, [])}
+        for (_, group), start, end in zip(groups, starts[:-1], starts[1:], strict=True):
+            written = self._merge(group, rows.slice(start, end - start), late_removed) if end > start else None
+            if written is None:
+                files.extend(group)
+                continue
+            files.extend(written)
+            self.events_written.add(event)
+            # Files this run wrote a moment ago and replaces now were never committed: delete them at once.
+            Staged(self.table, [item.file_path for item in group if item.file_path not in committed]).discard()
+        self.current[event] = files
+
+    def _merge(self, group: list[DataFile], incoming: pa.Table, late_removed: pa.Array | None) -> list[DataFile] | None:
+        """The group's rows merged with ``incoming``, written as new files; None when nothing would change."""
+        stored = read_files(self.table, group)
+        stored = stored.append_column("op", pa.nulls(stored.num_rows, pa.large_string()))
+        candidates = pa.concat_tables([stored, conform_to(incoming.select(stored.column_names), stored.schema)])
+        chosen = _latest_per_key(candidates, self.order)
+        keys = _key_text(chosen)
+        was_stored = pc.is_in(keys, value_set=_key_text(stored))
+        del candidates, stored
+        operations = chosen.column("op")
+        from_incoming = pc.is_valid(operations)
+        removing = pc.equal(pc.fill_null(operations, ""), "REMOVE")
+        drop = removing
+        if late_removed is not None and len(late_removed):
+            revived = pc.and_(pc.and_(from_incoming, pc.invert(was_stored)), pc.is_in(keys, value_set=late_removed))
+            drop = pc.or_(drop, revived)
+        # A change that sets a row, or a REMOVE of a stored row, changes the files; anything else leaves them.
+        effective = pc.and_(from_incoming, pc.or_(pc.invert(drop), pc.and_(removing, was_stored)))
+        if not pc.any(effective).as_py():
+            return None
+        rows = conform_to(chosen.filter(pc.invert(drop)).select(self.schema.names), self.schema)
+        del chosen
+        written: list[DataFile] = []
+        for offset in range(0, rows.num_rows, self.file_rows):
+            files = write_files(self.table, rows.slice(offset, self.file_rows))
+            self.staged.written.extend(data_file.file_path for data_file in files)
+            written.extend(files)
+        return written
+
+
+@dataclass
+class StateAdvance:
+    """One run's advance of ``registrations`` to the current ``registration_changes`` snapshot."""
+
+    changes: Table
+    state: Table
+    result: CurationResult
+    checkpoint: Callable[[str], None] = lambda step: None
+    published: PublishedSnapshot | None = None
+    store: CompactionStore | None = None
+    batch_rows: int = BATCH_ROWS
+    file_rows: int = STATE_FILE_ROWS
+
+    def run(self) -> None:
+        target = self.changes.current_snapshot()
+        summary = _summary_of(self.state)
+        published = self.published
+        if published is not None and summary.get(SEED_EXPORT_PROPERTY) != published.export_id:
+            self._seed(published, target.snapshot_id if target is not None else None)
+            return
+        applied = _whole(summary.get(APPLIED_PROPERTY))
+        if target is None or applied == target.snapshot_id:
+            return
+        delta = snapshot_changes(self.changes, applied, target.snapshot_id)
+        if delta is None:
+            raise CurationError(
+                f"registrations reflects registration_changes snapshot {applied}, which is no longer an ancestor of "
+                f"snapshot {target.snapshot_id}: the state cannot be advanced incrementally"
+            )
+        order = _Order(summary.get(SEED_EXPORT_PROPERTY), _whole(summary.get(SEED_SINCE_PROPERTY)))
+        removed_ids = read_files(self.changes, list(delta.removed.values()), columns=["change_id"]).column("change_id")
+        watermark = _whole(summary.get(WATERMARK_PROPERTY))
+        state_files = _StateFiles(self.state, order, Staged(self.state), self.file_rows)
+        seed = {name: summary[name] for name in _SEED_PROPERTIES if name in summary}
+
+        def batches() -> Iterator[pa.Table]:
+            for files in _file_batches(list(delta.added.values()), self.batch_rows):
+                rows = read_files(self.changes, files)
+                yield rows.filter(pc.invert(pc.is_in(rows.column("change_id"), value_set=removed_ids)))
+
+        self._apply_and_commit(state_files, batches(), target.snapshot_id, watermark, seed)
+
+    def _seed(self, published: PublishedSnapshot, target: int | None) -> None:
+        """Rebuild the state from the snapshot's rows and every change from T - lead on, in one snapshot."""
+        store = self.store
+        if store is None:
+            raise CurationError("seeding registrations needs the store the snapshot's objects are read from")
+        order = _Order(published.export_id, published.since_us)
+        state_files = _StateFiles(self.state, order, Staged(self.state), self.file_rows)
+        state_files.rebuild()
+        columns = [*registrations_spec().arrow_schema.names, "op"]
+        seed = {
+            SEED_EXPORT_PROPERTY: published.export_id,
+            SEED_EXPORT_TIME_PROPERTY: str(published.export_time_us),
+            SEED_SINCE_PROPERTY: str(published.since_us),
+        }
+        since = And(
+            predicate(GreaterThanOrEqual, "change_time", (published.export_time - published.lead).isoformat()),
+            predicate(GreaterThanOrEqual, CHANGE_TIME_US, published.since_us),
+        )
+
+        def batches() -> Iterator[pa.Table]:
+            yield from _batched(snapshot_batches(store, published, columns, self.batch_rows), self.batch_rows)
+            if target is None:
+                return
+            # Oldest hour first, so a batch's changes are mostly newer than the ones applied before it.
+            files = sorted(files_matching(self.changes, since, snapshot_id=target), key=_hour_then_path)
+            for group in _file_batches(files, self.batch_rows):
+                yield read_files(self.changes, group)
+
+        self._apply_and_commit(state_files, batches(), target, None, seed)
+
+    def _apply_and_commit(
+        self,
+        state_files: _StateFiles,
+        batches: Iterator[pa.Table],
+        target: int | None,
+        watermark: int | None,
+        seed: dict[str, str],
+    ) -> None:
+        applied = 0
+        try:
+            since = _whole(seed.get(SEED_SINCE_PROPERTY))
+            for batch in batches:
+                # Changes older than T - lead are in the seed's snapshot already: ignored, as the query ignores them.
+                rows = batch if since is None else batch.filter(pc.greater_equal(batch.column(CHANGE_TIME_US), since))
+                winners = _latest_per_key(rows, state_files.order)
+                del batch, rows
+                if target is not None:
+                    late = _late_removed_keys(self.changes, target, winners, watermark, state_files.order)
+                else:
+                    late = None
+                state_files.apply(winners, late)
+                applied += winners.num_rows
+                changes_only = winners.filter(pc.not_equal(pc.fill_null(winners.column("op"), ""), "SNAPSHOT"))
+                newest = pc.max(changes_only.column(CHANGE_TIME_US)).as_py() if changes_only.num_rows else None
+                if newest is not None:
+                    watermark = max(watermark or 0, newest)
+                del winners, changes_only
+            removed, added = state_files.removed_and_added()
+            properties = {**seed, "curator.changes-applied": str(applied)}
+            if target is not None:
+                properties[APPLIED_PROPERTY] = str(target)
+            if watermark is not None:
+                properties[WATERMARK_PROPERTY] = str(watermark)
+            state = commit_overwrite(self.state, removed, added, properties)
+        except CommitFailedException:
+            state_files.staged.discard()
+            raise
+        self.checkpoint("registrations committed")
+        self.result.state_changes_applied = applied
+        self.result.events_written = len(state_files.events_written)
+        committed = state.current_snapshot()
+        self.result.registrations_snapshot = committed.snapshot_id if committed else None
 
 
 def advance_registrations(
-    changes: Table, state: Table, result: CurationResult, checkpoint: Callable[[str], None]
-) -> None:
-    """Apply the ``registration_changes`` snapshots ``state`` does not reflect yet, in one overwrite snapshot."""
-    target = changes.current_snapshot()
-    if target is None:
-        return
-    snapshot = state.current_snapshot()
-    summary = snapshot.summary if snapshot is not None and snapshot.summary is not None else None
-    applied_text = summary.get(APPLIED_PROPERTY) if summary is not None else None
-    applied = int(applied_text) if applied_text else None
-    if applied == target.snapshot_id:
-        return
-    delta = snapshot_changes(changes, applied, target.snapshot_id)
-    if delta is None:
-        raise CurationError(
-            f"registrations reflects registration_changes snapshot {applied}, which is no longer an ancestor of "
-            f"snapshot {target.snapshot_id}: the state cannot be advanced incrementally"
-        )
-    added_rows = read_files(changes, list(delta.added.values()))
-    removed_ids = read_files(changes, list(delta.removed.values()), columns=["change_id"]).column("change_id")
-    new_changes = added_rows.filter(pc.invert(pc.is_in(added_rows.column("change_id"), value_set=removed_ids)))
-    del added_rows, removed_ids
-    watermark_text = summary.get(WATERMARK_PROPERTY) if summary is not None else None
-    watermark = int(watermark_text) if watermark_text else None
-    staged = Staged(state)
-    try:
-        removed, added, applied_count = _merge_state(
-            changes=changes,
-            changes_snapshot=target.snapshot_id,
-            state=state,
-            new_changes=new_changes,
-            watermark=watermark,
-            result=result,
-        )
-        staged.written.extend(data_file.file_path for data_file in added)
-        newest = pc.max(new_changes.column(CHANGE_TIME_US)).as_py()
-        properties = {
-            APPLIED_PROPERTY: str(target.snapshot_id),
-            WATERMARK_PROPERTY: str(max(watermark or 0, newest or 0)),
-            "curator.changes-applied": str(applied_count),
-        }
-        state = commit_overwrite(state, removed, added, properties)
-    except CommitFailedException:
-        staged.discard()
-        raise
-    checkpoint("registrations committed")
-    result.state_changes_applied = applied_count
-    committed = state.current_snapshot()
-    result.registrations_snapshot = committed.snapshot_id if committed else None
-
-
-def _merge_state(
-    *,
     changes: Table,
-    changes_snapshot: int,
     state: Table,
-    new_changes: pa.Table,
-    watermark: int | None,
     result: CurationResult,
-) -> tuple[list[DataFile], list[DataFile], int]:
-    """The touched events' partitions of ``state`` merged with the latest of ``new_changes`` per key."""
-    if new_changes.num_rows == 0:
-        return [], [], 0
-    winners = _latest_per_key(new_changes)
-    events = pc.unique(winners.column("event_id")).to_pylist()
-    old_files = files_matching(state, predicate(In, "event_id", events))
-    current = read_files(state, old_files)
-    schema = registrations_spec().arrow_schema
-    # Candidates per key: the stored row (op null) and the run's latest change; the later one wins.
-    stored = current.append_column("op", pa.nulls(current.num_rows, pa.large_string()))
-    incoming = conform_to(winners.select([*schema.names, "op"]), stored.schema)
-    candidates = pa.concat_tables([stored, incoming])
-    chosen = _latest_per_key(candidates)
-    removed_keys = _removed_later(changes, changes_snapshot, chosen, current, watermark)
-    keep = pc.not_equal(pc.fill_null(chosen.column("op"), ""), "REMOVE")
-    if removed_keys is not None:
-        keep = pc.and_(keep, pc.invert(removed_keys))
-    rows = chosen.filter(keep).select(schema.names)
-    order = pc.sort_indices(rows, sort_keys=[("event_id", "ascending"), ("fan_id", "ascending")])
-    rows = conform_to(rows.take(order), schema)
-    files = write_files(state, rows)
-    result.events_written = len(events)
-    return old_files, files, winners.num_rows
+    checkpoint: Callable[[str], None],
+    *,
+    published: PublishedSnapshot | None = None,
+    store: CompactionStore | None = None,
+) -> None:
+    """Apply the ``registration_changes`` snapshots ``state`` does not reflect yet (seeding it first from a newly
+    published snapshot), in one overwrite snapshot."""
+    StateAdvance(changes, state, result, checkpoint, published, store).run()
 
 
-def _removed_later(
-    changes: Table, snapshot_id: int, chosen: pa.Table, current: pa.Table, watermark: int | None
+def _hour_then_path(data_file: DataFile) -> tuple[int, str]:
+    return int(data_file.partition[0]), data_file.file_path
+
+
+def _file_batches(files: list[DataFile], rows: int) -> Iterator[list[DataFile]]:
+    """``files`` in groups of about ``rows`` rows (by their record counts), in the given order."""
+    group: list[DataFile] = []
+    count = 0
+    for data_file in files:
+        group.append(data_file)
+        count += data_file.record_count
+        if count >= rows:
+            yield group
+            group, count = [], 0
+    if group:
+        yield group
+
+
+def _late_removed_keys(
+    changes: Table, snapshot_id: int, winners: pa.Table, watermark: int | None, order: _Order
 ) -> pa.Array | None:
-    """For each chosen row: whether an already-applied REMOVE of its key is later than it.
-
-    Only a late change (no later than what was applied before) of a key with no stored row can be one: its
-    key may have been removed by a change applied in an earlier run, which the state no longer shows."""
-    if watermark is None:
+    """The keys of ``winners``' late changes (no later than ``watermark``, the newest change applied before) that
+    a REMOVE in ``changes`` orders after: such a change must not revive a key that REMOVE deleted."""
+    if watermark is None or winners.num_rows == 0:
         return None
-    stored_keys, keys = _key_text(current), _key_text(chosen)
-    # A stored row (op null) is never a suspect: nulls are filled, or Arrow's and_ would make the row null.
-    operations = pc.fill_null(chosen.column("op"), "")
+    operations = pc.fill_null(winners.column("op"), "")
     suspect = pc.and_(
-        pc.and_(pc.not_equal(operations, ""), pc.not_equal(operations, "REMOVE")),
-        pc.and_(
-            pc.less_equal(chosen.column(CHANGE_TIME_US), watermark),
-            pc.invert(pc.is_in(keys, value_set=stored_keys)),
-        ),
+        pc.and_(pc.not_equal(operations, "REMOVE"), pc.not_equal(operations, "SNAPSHOT")),
+        pc.less_equal(winners.column(CHANGE_TIME_US), watermark),
     )
     if not pc.any(suspect).as_py():
         return None
-    suspects = chosen.filter(suspect)
+    suspects = winners.filter(suspect)
     since = pc.min(suspects.column("change_time")).as_py()
     row_filter = And(
-        And(
-            predicate(EqualTo, "op", "REMOVE"),
-            predicate(GreaterThanOrEqual, "change_time", since.isoformat()),
-        ),
+        And(predicate(EqualTo, "op", "REMOVE"), predicate(GreaterThanOrEqual, "change_time", since.isoformat())),
         predicate(In, "event_id", pc.unique(suspects.column("event_id")).to_pylist()),
     )
     removes = changes.scan(
         row_filter=row_filter,
         snapshot_id=snapshot_id,
-        selected_fields=("event_id", "fan_id", "change_time", CHANGE_TIME_US, "sequence_number", "change_id"),
+        selected_fields=(
+            "event_id",
+            "fan_id",
+            "shard_id",
+            "change_time",
+            CHANGE_TIME_US,
+            "sequence_number",
+            "change_id",
+        ),
     ).to_arrow()
     if removes.num_rows == 0:
         return None
-    latest_removes = _latest_per_key(removes)
-    remove_keys = _key_text(latest_removes)
-    # A key whose latest REMOVE orders after the chosen change: compare through a table join on the key.
-    joined = pa.table({"key": keys, "row": pa.array(range(chosen.num_rows), pa.int64())}).join(
-        pa.table({"key": remove_keys}).append_column("remove_rank", _rank_table(latest_removes)),
+    latest_removes = _latest_per_key(removes, order)
+    joined = pa.table({"key": _key_text(suspects), "rank": _rank_text(suspects, order)}).join(
+        pa.table({"key": _key_text(latest_removes), "remove_rank": _rank_text(latest_removes, order)}),
         "key",
         join_type="inner",
     )
-    chosen_rank = _rank_table(chosen)
-    pairs = zip(joined.column("row").to_pylist(), joined.column("remove_rank").to_pylist(), strict=True)
-    later = [row for row, rank in pairs if rank > chosen_rank[row].as_py()]
-    flags = [False] * chosen.num_rows
-    for row in later:
-        flags[row] = True
-    return pc.and_(suspect, pa.array(flags))
+    later = joined.filter(pc.greater(joined.column("remove_rank"), joined.column("rank")))
+    return later.column("key").combine_chunks()
 
 
 def _key_text(rows: pa.Table) -> pa.Array:
@@ -183,39 +462,42 @@ def _key_text(rows: pa.Table) -> pa.Array:
     )
 
 
-def _rank_table(rows: pa.Table) -> pa.Array:
-    """The order of changes (``pipeline.change_order``) as one comparable text per row."""
-    keys = newer_order_columns(rows)
-    micros = pc.utf8_lpad(keys.column(NEWER_ORDER_COLUMNS[0]).cast(pa.string()), width=20, padding="0")
+def _rank_text(rows: pa.Table, order: _Order) -> pa.Array:
+    """The order of changes (``_Order``) as one comparable text per row."""
+    keys = order.columns(rows)
+    micros = pc.utf8_lpad(keys.column(_ORDER_COLUMNS[0]).cast(pa.string()), width=20, padding="0")
     return pc.binary_join_element_wise(
-        micros, keys.column(NEWER_ORDER_COLUMNS[1]), keys.column(NEWER_ORDER_COLUMNS[2]), "/"
+        micros,
+        keys.column(_ORDER_COLUMNS[1]).cast(pa.string()),
+        keys.column(_ORDER_COLUMNS[2]),
+        keys.column(_ORDER_COLUMNS[3]),
+        "/",
     )
 
 
-def _latest_per_key(rows: pa.Table) -> pa.Table:
-    """The newest row (by the order of changes, ``pipeline.change_order``) of each (event_id, fan_id), in key
-    order."""
+def _latest_per_key(rows: pa.Table, order: _Order) -> pa.Table:
+    """The newest row (by ``order``) of each (event_id, fan_id), in key order."""
     if rows.num_rows == 0:
         return rows
-    keys = newer_order_columns(rows)
+    keys = order.columns(rows)
     index = pa.table(
         {
             "event_id": rows.column("event_id"),
             "fan_id": rows.column("fan_id"),
-            **{name: keys.column(name) for name in NEWER_ORDER_COLUMNS},
+            **{name: keys.column(name) for name in _ORDER_COLUMNS},
         }
     )
-    order = pc.sort_indices(
+    sorted_order = pc.sort_indices(
         index,
         sort_keys=[
             ("event_id", "ascending"),
             ("fan_id", "ascending"),
-            *((name, "descending") for name in NEWER_ORDER_COLUMNS),
+            *((name, "descending") for name in _ORDER_COLUMNS),
         ],
     )
-    sorted_keys = index.select(["event_id", "fan_id"]).take(order)
+    sorted_keys = index.select(["event_id", "fan_id"]).take(sorted_order)
     events, fans = sorted_keys.column("event_id").combine_chunks(), sorted_keys.column("fan_id").combine_chunks()
-    if len(order) == 1:
+    if len(sorted_order) == 1:
         first = pa.array([True])
     else:
         differs = pc.or_(
@@ -223,4 +505,4 @@ def _latest_per_key(rows: pa.Table) -> pa.Table:
             pc.not_equal(fans.slice(1), fans.slice(0, len(fans) - 1)),
         )
         first = pa.concat_arrays([pa.array([True]), differs])
-    return rows.take(pc.filter(order, first))
+    return rows.take(pc.filter(sorted_order, first))
