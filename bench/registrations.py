@@ -273,8 +273,8 @@ def _commit_changes(changes: Any, draw: _Rows, end_us: int, existing: Any, keys:
     # Within 50 minutes after the state's last change, in no particular order of key.
     times = pc.add(draw.integers(0, 3_000_000_000, keys), end_us + 60_000_000)
     rows = draw.table(event_index, fans, times, ops, schema)
-    # One key in ten changes again a second later (a status change).
-    again = rows.filter(draw.chance(0.1, keys))
+    # One key in ten (not removed) changes again a second later (a status change).
+    again = rows.filter(pc.and_(draw.chance(0.1, keys), pc.not_equal(rows.column("op"), "REMOVE")))
     later = pc.add(again.column("change_time_us"), 1_000_000)
     again = _replaced(again, "op", pa.array(["MODIFY"] * again.num_rows, pa.large_string()))
     again = _replaced(again, "change_time_us", later)

@@ -389,7 +389,7 @@ def advance_registrations(
 ) -> None:
     """Apply the ``registration_changes`` snapshots ``state`` does not reflect yet (seeding it first from a newly
     published snapshot), in one overwrite snapshot."""
-    StateAdvance(changes, state, result, checkpoint, published, store).run()
+    StateAdvance(changes, state, result, checkpoint, published, store, BATCH_ROWS, STATE_FILE_ROWS).run()
 
 
 def _hour_then_path(data_file: DataFile) -> tuple[int, str]:
