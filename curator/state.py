@@ -22,6 +22,7 @@ touches and one file's rows, not the table's size. Changes are merged ``BATCH_RO
 from __future__ import annotations
 
 import bisect
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -31,10 +32,13 @@ import pyarrow.compute as pc
 from pyiceberg.conversions import from_bytes
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import AlwaysTrue, And, EqualTo, GreaterThanOrEqual, In
+from pyiceberg.io.pyarrow import pyarrow_to_schema, write_file
+from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
+from pyiceberg.table import WriteTask
 from pyiceberg.types import StringType
 
 from curator.commits import CurationError, Staged, commit_overwrite, predicate
-from curator.files import conform_to, files_matching, read_files, snapshot_changes, write_files
+from curator.files import conform_to, files_matching, read_files, snapshot_changes
 from curator.seed import PublishedSnapshot, snapshot_batches
 from curator.tables import registrations_spec
 from pipeline.change_order import CHANGE_TIME_US, newer_order_columns
@@ -185,8 +189,12 @@ class _StateFiles:
         if not missing:
             return
         if self.replacing is None:
-            for data_file in files_matching(self.table, predicate(In, "event_id", missing)):
-                self.committed.setdefault(data_file.partition[0], []).append(data_file)
+            # The files of the touched partitions, by their partition value: evaluating an ``In`` of hundreds of
+            # events against every file costs more than reading the manifests whole.
+            wanted = set(missing)
+            for data_file in files_matching(self.table, AlwaysTrue()):
+                if data_file.partition[0] in wanted:
+                    self.committed.setdefault(data_file.partition[0], []).append(data_file)
         for event in missing:
             self.current[event] = list(self.committed.get(event, []))
 
@@ -212,54 +220,98 @@ class _StateFiles:
         starts.append(winners.num_rows)
         names = [events[start].as_py() for start in starts[:-1]]
         self._load(names)
+        plans: dict[Any, list[tuple[str | None, list[DataFile]]]] = {}
+        work: list[tuple[Any, int, list[DataFile], pa.Table]] = []
         for event, start, end in zip(names, starts[:-1], starts[1:], strict=True):
-            self._apply_event(event, winners.slice(start, end - start), late_removed)
+            rows = winners.slice(start, end - start)
+            groups = plans[event] = _range_groups(self.current[event], self.fan_field)
+            fans = rows.column("fan_id").to_pylist()
+            bounds = [0] + [bisect.bisect_left(fans, lower) for lower, _ in groups[1:]] + [len(fans)]
+            for index, (_, group) in enumerate(groups):
+                if bounds[index + 1] > bounds[index]:
+                    work.append((event, index, group, rows.slice(bounds[index], bounds[index + 1] - bounds[index])))
+        # One range at a time: memory holds one file's rows and its changes, whatever the table's size.
+        merged = [self._merge(event, group, incoming, late_removed) for event, _, group, incoming in work]
+        written = {(event, index): files for (event, index, _, _), files in zip(work, merged, strict=True)}
+        for event, groups in plans.items():
+            committed = {data_file.file_path for data_file in self.committed.get(event, [])}
+            files: list[DataFile] = []
+            for index, (_, group) in enumerate(groups):
+                new = written.get((event, index))
+                if new is None:
+                    files.extend(group)
+                    continue
+                files.extend(new)
+                self.events_written.add(event)
+                # Files this run wrote a moment ago and replaces now were never committed: delete them at once.
+                Staged(self.table, [item.file_path for item in group if item.file_path not in committed]).discard()
+            self.current[event] = files
 
-    def _apply_event(self, event: Any, rows: pa.Table, late_removed: pa.Array | None) -> None:
-        groups = _range_groups(self.current[event], self.fan_field)
-        fans = rows.column("fan_id").to_pylist()
-        starts = [0] + [bisect.bisect_left(fans, lower) for lower, _ in groups[1:]] + [len(fans)]
-        files: list[DataFile] = []
-        committed = {data_file.file_path for data_file in self.committed.get(event, [])}
-        for (_, group), start, end in zip(groups, starts[:-1], starts[1:], strict=True):
-            written = self._merge(group, rows.slice(start, end - start), late_removed) if end > start else None
-            if written is None:
-                files.extend(group)
-                continue
-            files.extend(written)
-            self.events_written.add(event)
-            # Files this run wrote a moment ago and replaces now were never committed: delete them at once.
-            Staged(self.table, [item.file_path for item in group if item.file_path not in committed]).discard()
-        self.current[event] = files
-
-    def _merge(self, group: list[DataFile], incoming: pa.Table, late_removed: pa.Array | None) -> list[DataFile] | None:
-        """The group's rows merged with ``incoming``, written as new files; None when nothing would change."""
+    def _merge(
+        self, event: Any, group: list[DataFile], incoming: pa.Table, late_removed: pa.Array | None
+    ) -> list[DataFile] | None:
+        """The group's rows (one event's, one key each, in fan order) merged with ``incoming`` (the same event's
+        changes, one per key, in fan order), written as new files; None when nothing would change. Only the keys
+        in both are put in order of changes; the stored rows are never sorted again, only filtered and, when keys
+        are added, put in fan order with them."""
         stored = read_files(self.table, group)
-        stored = stored.append_column("op", pa.nulls(stored.num_rows, pa.large_string()))
-        candidates = pa.concat_tables([stored, conform_to(incoming.select(stored.column_names), stored.schema)])
-        chosen = _latest_per_key(candidates, self.order)
-        keys = _key_text(chosen)
-        was_stored = pc.is_in(keys, value_set=_key_text(stored))
-        del candidates, stored
-        operations = chosen.column("op")
-        from_incoming = pc.is_valid(operations)
-        removing = pc.equal(pc.fill_null(operations, ""), "REMOVE")
-        drop = removing
+        if len(group) > 1:  # files whose ranges overlap (or are unknown): their rows together in fan order
+            stored = stored.take(pc.sort_indices(stored.column("fan_id")))
+        stored_fans, incoming_fans = stored.column("fan_id"), incoming.column("fan_id")
+        operations = pc.fill_null(incoming.column("op"), "")
+        removing = pc.equal(operations, "REMOVE")
+        matched = pc.is_in(incoming_fans, value_set=stored_fans).combine_chunks()
+        wins = pc.invert(matched)  # a key not stored: the change applies (unless it is a REMOVE, see below)
+        if pc.any(matched).as_py():
+            # Both sides are in fan order with one row per key, so the matched rows line up one to one.
+            theirs = incoming.filter(matched)
+            ours = stored.filter(pc.is_in(stored_fans, value_set=theirs.column("fan_id")))
+            newer = pc.greater(_rank_text(theirs, self.order), _rank_text(ours, self.order))
+            wins = pc.replace_with_mask(wins, matched, pa.chunked_array(newer).combine_chunks())
         if late_removed is not None and len(late_removed):
-            revived = pc.and_(pc.and_(from_incoming, pc.invert(was_stored)), pc.is_in(keys, value_set=late_removed))
-            drop = pc.or_(drop, revived)
-        # A change that sets a row, or a REMOVE of a stored row, changes the files; anything else leaves them.
-        effective = pc.and_(from_incoming, pc.or_(pc.invert(drop), pc.and_(removing, was_stored)))
-        if not pc.any(effective).as_py():
+            revived = pc.and_(pc.invert(matched), pc.is_in(_key_text(incoming), value_set=late_removed))
+            wins = pc.and_(wins, pc.invert(revived))
+        replaced = incoming.filter(pc.and_(wins, matched)).column("fan_id")
+        added = incoming.filter(pc.and_(wins, pc.invert(removing)))
+        if len(replaced) == 0 and added.num_rows == 0:
             return None
-        rows = conform_to(chosen.filter(pc.invert(drop)).select(self.schema.names), self.schema)
-        del chosen
+        kept = stored.filter(pc.invert(pc.is_in(stored_fans, value_set=replaced))) if len(replaced) else stored
+        del stored
+        rows = conform_to(kept, self.schema)
+        if added.num_rows:
+            rows = pa.concat_tables([rows, conform_to(added.select(self.schema.names), self.schema)])
+            rows = rows.take(pc.sort_indices(rows.column("fan_id")))
+        del kept, added
         written: list[DataFile] = []
         for offset in range(0, rows.num_rows, self.file_rows):
-            files = write_files(self.table, rows.slice(offset, self.file_rows))
+            files = _write_partition(self.table, event, rows.slice(offset, self.file_rows))
             self.staged.written.extend(data_file.file_path for data_file in files)
             written.extend(files)
         return written
+
+
+def _write_partition(table: Table, event: Any, rows: pa.Table) -> list[DataFile]:
+    """``rows`` (all of event partition ``event``, in order) as data files of ``table``: the partition is known,
+    so the rows are not grouped by partition again (``curator.files.write_files`` does that for any rows)."""
+    if rows.num_rows == 0:
+        return []
+    spec = table.metadata.spec()
+    key = PartitionKey(
+        field_values=[PartitionFieldValue(field=spec.fields[0], value=event)],
+        partition_spec=spec,
+        schema=table.schema(),
+    )
+    task = WriteTask(
+        write_uuid=uuid.uuid4(),
+        task_id=0,
+        record_batches=rows.to_batches(),
+        partition_key=key,
+        schema=pyarrow_to_schema(rows.schema, name_mapping=table.metadata.schema().name_mapping, format_version=2),
+    )
+    files = list(write_file(io=table.io, table_metadata=table.metadata, tasks=iter([task])))
+    for data_file in files:
+        data_file.spec_id = table.metadata.default_spec_id
+    return files
 
 
 @dataclass

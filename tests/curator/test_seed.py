@@ -28,7 +28,14 @@ from pipeline.writer import encode_parquet
 from sandbox.lake import to_duckdb
 from sandbox.server import MotoProcess
 from tests.curator.conftest import CuratedLake, generated_rows, new_catalog, new_lake
-from tests.curator.test_crashes import Crash, CrashPlan, Instrumented, file_writes_reporting, tick_if_changing
+from tests.curator.test_crashes import (
+    Crash,
+    CrashPlan,
+    Instrumented,
+    file_writes_reporting,
+    tick_if_changing,
+    two_events,
+)
 
 EXPORT_ID = "01774998000000-a1b2c3d4"
 OTHER_EXPORT_ID = "01774999000000-e5f6a7b8"
@@ -48,10 +55,10 @@ def published(export_id: str = EXPORT_ID, since: datetime = SINCE) -> PublishedS
     return PublishedSnapshot(export_id, since + SNAPSHOT_LEAD, SNAPSHOT_PREFIX)
 
 
-def snapshot_rows(snapshot: PublishedSnapshot, upto: int) -> list[dict[str, Any]]:
+def snapshot_rows(snapshot: PublishedSnapshot, upto: int, changes: pa.Table = ROWS) -> list[dict[str, Any]]:
     """The export's rows: the live items after the first ``upto`` changes, as the backfill writes them."""
     live: dict[tuple[str, str], dict[str, Any]] = {}
-    for row in ORDERED[:upto]:
+    for row in sorted(changes.to_pylist(), key=newer_order_key)[:upto]:
         key = (row["event_id"], row["fan_id"])
         if row["op"] == "REMOVE":
             live.pop(key, None)
@@ -259,11 +266,18 @@ def seeding_plan(instrumented_clients: Instrumented) -> Iterator[CrashPlan]:
     instrumented_clients.plan = CrashPlan()
 
 
+#: Two events (fewer files, fewer calls to crash after); the keys stay distinct.
+FOLDED = two_events(BEFORE)
+#: Crash points are shared out among this many tests (so that parallel workers share them).
+PARTS = 3
+
+
 def crash_while_seeding(lake: CuratedLake, instrumented: Instrumented) -> str | None:
+    """Curate FOLDED, publish the snapshot, seed with the plan armed, then seed again."""
     snapshot = published()
-    lake.write(BEFORE)
+    lake.write(FOLDED)
     lake.curator().run()
-    write_snapshot(lake, snapshot, snapshot_rows(snapshot, 200))
+    write_snapshot(lake, snapshot, snapshot_rows(snapshot, 200, FOLDED))
     plan = instrumented.plan
     curator = seeding_curator(
         lake, snapshot, catalog=instrumented.catalog, store=type(lake.store())(lake.bucket, client=instrumented.s3)
@@ -280,25 +294,38 @@ def crash_while_seeding(lake: CuratedLake, instrumented: Instrumented) -> str | 
 
 
 @pytest.fixture(scope="module")
-def seeding_calls(aws_server: Any, session_clients: Any, session_catalog: Any, instrumented: Instrumented) -> list[str]:
-
+def seeding_calls(
+    aws_server: MotoProcess, session_clients: Any, session_catalog: Any, instrumented_clients: Instrumented
+) -> list[str]:
+    """The changing calls of the seeding run when nothing crashes (the same in every fresh lake): counted once."""
     lake = new_lake(aws_server, session_clients, session_catalog)
-    instrumented.plan = plan = CrashPlan()
-    with file_writes_reporting(instrumented):
-        assert crash_while_seeding(lake, instrumented) is None
-    instrumented.plan = CrashPlan()
+    instrumented_clients.plan = plan = CrashPlan()
+    with file_writes_reporting(instrumented_clients):
+        assert crash_while_seeding(lake, instrumented_clients) is None
+    instrumented_clients.plan = CrashPlan()
     return list(plan.calls)
 
 
+def test_the_seeding_run_makes_every_kind_of_changing_call(seeding_calls: list[str]):
+    for expected in (
+        f"s3 put {REGISTRATIONS_TABLE} data file",
+        f"s3 put {REGISTRATIONS_TABLE} metadata",
+        "glue UpdateTable",
+    ):
+        assert expected in seeding_calls, (expected, seeding_calls)
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("part", range(PARTS))
 def test_a_crash_after_any_call_while_seeding_then_a_rerun_gives_the_same_state(
-    lake: CuratedLake, instrumented_clients: Instrumented, seeding_plan: CrashPlan, seeding_calls: list[str]
+    part: int, lake: CuratedLake, instrumented_clients: Instrumented, seeding_plan: CrashPlan, seeding_calls: list[str]
 ):
+    """Crash points ``part + 1``, ``part + 1 + PARTS``, ...: together the parts crash after every call."""
     snapshot = published()
-    expected = query_state(snapshot, snapshot_rows(snapshot, 200), BEFORE)
-    assert f"s3 put {REGISTRATIONS_TABLE} data file" in seeding_calls
-    assert "glue UpdateTable" in seeding_calls
-    for at in range(1, len(seeding_calls) + 1):
+    expected = query_state(snapshot, snapshot_rows(snapshot, 200, FOLDED), FOLDED)
+    points = range(part + 1, len(seeding_calls) + 1, PARTS)
+    assert len(points) > 0
+    for at in points:
         seeding_plan.at, seeding_plan.calls = at, []
         crashed_lake = lake.with_fresh_names()
         crashed = crash_while_seeding(crashed_lake, instrumented_clients)
