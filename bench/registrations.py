@@ -327,8 +327,10 @@ def _advance_in_fresh_process(endpoint_url: str, cpu: int | None) -> dict[str, A
     command = [sys.executable, "-m", "bench.registrations", "--run-once", endpoint_url]
     if cpu is not None and shutil.which("taskset"):
         command = ["taskset", "-c", str(cpu), *command]
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    figures: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
+    done = subprocess.run(command, check=False, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the measured run failed ({done.returncode}):\n{done.stderr}")
+    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return figures
 
 

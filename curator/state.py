@@ -257,17 +257,24 @@ class _StateFiles:
         stored = read_files(self.table, group)
         if len(group) > 1:  # files whose ranges overlap (or are unknown): their rows together in fan order
             stored = stored.take(pc.sort_indices(stored.column("fan_id")))
-        stored_fans, incoming_fans = stored.column("fan_id"), incoming.column("fan_id")
+        stored_fans, incoming_fans = stored.column("fan_id"), incoming.column("fan_id").combine_chunks()
         operations = pc.fill_null(incoming.column("op"), "")
         removing = pc.equal(operations, "REMOVE")
-        matched = pc.is_in(incoming_fans, value_set=stored_fans).combine_chunks()
+        # For each stored row, the incoming row of its key (hashing the few incoming keys, not the many stored).
+        positions = pc.index_in(stored_fans, value_set=incoming_fans)
+        if isinstance(positions, pa.ChunkedArray):
+            positions = positions.combine_chunks()
+        hit = pc.is_valid(positions)
+        found = pc.filter(positions, hit)
+        matched = pc.is_in(pa.array(range(incoming.num_rows), pa.int32()), value_set=found)
         wins = pc.invert(matched)  # a key not stored: the change applies (unless it is a REMOVE, see below)
-        if pc.any(matched).as_py():
-            # Both sides are in fan order with one row per key, so the matched rows line up one to one.
-            theirs = incoming.filter(matched)
-            ours = stored.filter(pc.is_in(stored_fans, value_set=theirs.column("fan_id")))
-            newer = pc.greater(_rank_text(theirs, self.order), _rank_text(ours, self.order))
-            wins = pc.replace_with_mask(wins, matched, pa.chunked_array(newer).combine_chunks())
+        if len(found):
+            theirs = incoming.take(found)
+            ours = stored.filter(hit)
+            newer = pa.chunked_array([pc.greater(_rank_text(theirs, self.order), _rank_text(ours, self.order))])
+            # Back to incoming's row order: ``found`` names the incoming row of each stored hit.
+            by_row = pa.table({"row": found, "newer": newer}).sort_by("row").column("newer").combine_chunks()
+            wins = pc.replace_with_mask(wins, matched, by_row)
         if late_removed is not None and len(late_removed):
             revived = pc.and_(pc.invert(matched), pc.is_in(_key_text(incoming), value_set=late_removed))
             wins = pc.and_(wins, pc.invert(revived))
