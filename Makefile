@@ -77,8 +77,9 @@ unit: .venv/.synced  ## pytest only, then its 15 slowest tests (PYTEST_ARGS="-k 
 
 test: lint typecheck unit  ## lint, types, then the whole suite (what CI runs)
 
-bench: .venv/.synced  ## benchmark the handler's hot path against a naive reference, each target with PASS/FAIL
+bench: .venv/.synced  ## benchmark the handler's hot path against a naive reference, then curation and registrations on one core
 	$(RUN) python -m bench $(ARGS)
+	$(RUN) python -m bench.registrations
 
 package: .venv/.synced  ## build dist/function.zip, layer.zip, curator.zip and curator-layer.zip (deterministic)
 	$(call run_command,package)

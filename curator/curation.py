@@ -19,7 +19,6 @@ Why no change is lost or duplicated (what the tests check):
 
 from __future__ import annotations
 
-import contextlib
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -32,15 +31,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyiceberg.exceptions import CommitFailedException
-from pyiceberg.expressions import And, BooleanExpression, EqualTo, GreaterThanOrEqual, In, LessThan
+from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
 
-from curator.files import conform_to, files_matching, read_files, snapshot_changes, write_files
+from curator.commits import CurationError
+from curator.commits import Staged as _Staged
+from curator.commits import commit_overwrite as _commit_overwrite
+from curator.commits import predicate as _predicate
+from curator.files import conform_to, files_matching, read_files, write_files
 from curator.raw import LEDGER_PROPERTY, LedgerEntry, raw_objects, read_ledger, write_ledger
 from curator.retention import RetentionResult, apply_retention
+from curator.seed import PublishedSnapshot
+from curator.state import APPLIED_PROPERTY, WATERMARK_PROPERTY, advance_registrations
 from curator.tables import changes_spec, ensure_table, registrations_spec
-from pipeline.change_order import CHANGE_TIME_US, NEWER_ORDER_COLUMNS, newer_order_columns
 from pipeline.compactor import CompactionError, CompactionStore, StoredObject, _conform, merge_tables
-from pipeline.exceptions import PipelineError
 from pipeline.schema import arrow_schema
 
 if TYPE_CHECKING:
@@ -57,10 +60,6 @@ __all__ = [
     "CuratorSettings",
 ]
 
-#: Summary property of a ``registrations`` snapshot: the ``registration_changes`` snapshot it reflects.
-APPLIED_PROPERTY = "curator.changes-snapshot-id"
-#: Summary property of a ``registrations`` snapshot: the latest ``change_time_us`` applied so far.
-WATERMARK_PROPERTY = "curator.applied-change-time-us"
 _IO_THREADS = 16
 
 Clock = Callable[[], datetime]
@@ -68,10 +67,6 @@ Clock = Callable[[], datetime]
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-class CurationError(PipelineError):
-    """The curated tables are not in a state a run can continue from (the message says which and why)."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +79,8 @@ class CuratorSettings:
     tables_prefix: str = "curated/"
     time_travel: timedelta = timedelta(days=7)
     delete_grace: timedelta = timedelta(minutes=15)
+    #: The published backfill snapshot ``registrations`` is seeded from (``curator.seed``), if any.
+    snapshot: PublishedSnapshot | None = None
 
     def location(self, table: str) -> str:
         return f"s3://{self.bucket}/{self.tables_prefix}{table}"
@@ -112,38 +109,6 @@ class CurationResult:
         summary = {name: getattr(self, name) for name in self.__dataclass_fields__}
         summary["retention"] = [vars(item) for item in self.retention]
         return summary
-
-
-@dataclass
-class _Staged:
-    """Files written for one commit, deleted again if the commit does not happen."""
-
-    table: Table
-    written: list[str] = field(default_factory=list)
-
-    def discard(self) -> None:
-        for path in self.written:
-            with contextlib.suppress(Exception):  # best effort: an unreferenced file is removed by the cleanup
-                self.table.io.delete(path)
-
-
-def _commit_overwrite(
-    table: Table, removed: Sequence[DataFile], added: Sequence[DataFile], properties: dict[str, str]
-) -> Table:
-    """One overwrite snapshot swapping ``removed`` for ``added``; ``CommitFailedException`` on any conflict."""
-    transaction = table.transaction()
-    with transaction.update_snapshot(snapshot_properties=properties).overwrite() as overwrite:
-        for data_file in removed:
-            overwrite.delete_data_file(data_file)
-        for data_file in added:
-            overwrite.append_data_file(data_file)
-    return transaction.commit_transaction()
-
-
-def _predicate(kind: Any, *arguments: Any) -> BooleanExpression:
-    """A pyiceberg predicate (its pydantic constructors are not typed positionally)."""
-    expression: BooleanExpression = kind(*arguments)
-    return expression
 
 
 @dataclass
@@ -206,7 +171,14 @@ class Curator:
         changes_table, registrations_table = self.tables()
         try:
             changes_table, ledger = self._curate_changes(changes_table, result)
-            self._advance_registrations(changes_table, registrations_table, result)
+            advance_registrations(
+                changes_table,
+                registrations_table,
+                result,
+                self.checkpoint,
+                published=self.settings.snapshot,
+                store=self.store,
+            )
         except CommitFailedException as error:
             result.conflict = str(error)
             result.seconds = time.perf_counter() - started
@@ -344,142 +316,6 @@ class Curator:
             if _hour_of(hour) not in result.hours_written:
                 result.hours_written.append(_hour_of(hour))
 
-    # -- registrations --------------------------------------------------------------------------------------
-    def _advance_registrations(self, changes: Table, state: Table, result: CurationResult) -> None:
-        target = changes.current_snapshot()
-        if target is None:
-            return
-        snapshot = state.current_snapshot()
-        summary = snapshot.summary if snapshot is not None and snapshot.summary is not None else None
-        applied_text = summary.get(APPLIED_PROPERTY) if summary is not None else None
-        applied = int(applied_text) if applied_text else None
-        if applied == target.snapshot_id:
-            return
-        delta = snapshot_changes(changes, applied, target.snapshot_id)
-        if delta is None:
-            raise CurationError(
-                f"registrations reflects registration_changes snapshot {applied}, which is no longer an ancestor of "
-                f"snapshot {target.snapshot_id}: the state cannot be advanced incrementally"
-            )
-        added_rows = read_files(changes, list(delta.added.values()))
-        removed_ids = read_files(changes, list(delta.removed.values()), columns=["change_id"]).column("change_id")
-        new_changes = added_rows.filter(pc.invert(pc.is_in(added_rows.column("change_id"), value_set=removed_ids)))
-        del added_rows, removed_ids
-        watermark_text = summary.get(WATERMARK_PROPERTY) if summary is not None else None
-        watermark = int(watermark_text) if watermark_text else None
-        staged = _Staged(state)
-        try:
-            removed, added, applied_count = self._merge_state(
-                changes=changes,
-                changes_snapshot=target.snapshot_id,
-                state=state,
-                new_changes=new_changes,
-                watermark=watermark,
-                result=result,
-            )
-            staged.written.extend(data_file.file_path for data_file in added)
-            newest = pc.max(new_changes.column(CHANGE_TIME_US)).as_py()
-            properties = {
-                APPLIED_PROPERTY: str(target.snapshot_id),
-                WATERMARK_PROPERTY: str(max(watermark or 0, newest or 0)),
-                "curator.changes-applied": str(applied_count),
-            }
-            state = _commit_overwrite(state, removed, added, properties)
-        except CommitFailedException:
-            staged.discard()
-            raise
-        self.checkpoint("registrations committed")
-        result.state_changes_applied = applied_count
-        committed = state.current_snapshot()
-        result.registrations_snapshot = committed.snapshot_id if committed else None
-
-    def _merge_state(
-        self,
-        *,
-        changes: Table,
-        changes_snapshot: int,
-        state: Table,
-        new_changes: pa.Table,
-        watermark: int | None,
-        result: CurationResult,
-    ) -> tuple[list[DataFile], list[DataFile], int]:
-        """The touched events' partitions of ``state`` merged with the latest of ``new_changes`` per key."""
-        if new_changes.num_rows == 0:
-            return [], [], 0
-        winners = _latest_per_key(new_changes)
-        events = pc.unique(winners.column("event_id")).to_pylist()
-        old_files = files_matching(state, _predicate(In, "event_id", events))
-        current = read_files(state, old_files)
-        schema = registrations_spec().arrow_schema
-        # Candidates per key: the stored row (op null) and the run's latest change; the later one wins.
-        stored = current.append_column("op", pa.nulls(current.num_rows, pa.large_string()))
-        incoming = conform_to(winners.select([*schema.names, "op"]), stored.schema)
-        candidates = pa.concat_tables([stored, incoming])
-        chosen = _latest_per_key(candidates)
-        removed_keys = self._removed_later(changes, changes_snapshot, chosen, current, watermark)
-        keep = pc.not_equal(pc.fill_null(chosen.column("op"), ""), "REMOVE")
-        if removed_keys is not None:
-            keep = pc.and_(keep, pc.invert(removed_keys))
-        rows = chosen.filter(keep).select(schema.names)
-        order = pc.sort_indices(rows, sort_keys=[("event_id", "ascending"), ("fan_id", "ascending")])
-        rows = conform_to(rows.take(order), schema)
-        files = write_files(state, rows)
-        result.events_written = len(events)
-        return old_files, files, winners.num_rows
-
-    def _removed_later(
-        self, changes: Table, snapshot_id: int, chosen: pa.Table, current: pa.Table, watermark: int | None
-    ) -> pa.Array | None:
-        """For each chosen row: whether an already-applied REMOVE of its key is later than it.
-
-        Only a late change (no later than what was applied before) of a key with no stored row can be one: its
-        key may have been removed by a change applied in an earlier run, which the state no longer shows."""
-        if watermark is None:
-            return None
-        stored_keys, keys = _key_text(current), _key_text(chosen)
-        # A stored row (op null) is never a suspect: nulls are filled, or Arrow's and_ would make the row null.
-        operations = pc.fill_null(chosen.column("op"), "")
-        suspect = pc.and_(
-            pc.and_(pc.not_equal(operations, ""), pc.not_equal(operations, "REMOVE")),
-            pc.and_(
-                pc.less_equal(chosen.column(CHANGE_TIME_US), watermark),
-                pc.invert(pc.is_in(keys, value_set=stored_keys)),
-            ),
-        )
-        if not pc.any(suspect).as_py():
-            return None
-        suspects = chosen.filter(suspect)
-        since = pc.min(suspects.column("change_time")).as_py()
-        row_filter = And(
-            And(
-                _predicate(EqualTo, "op", "REMOVE"),
-                _predicate(GreaterThanOrEqual, "change_time", since.isoformat()),
-            ),
-            _predicate(In, "event_id", pc.unique(suspects.column("event_id")).to_pylist()),
-        )
-        removes = changes.scan(
-            row_filter=row_filter,
-            snapshot_id=snapshot_id,
-            selected_fields=("event_id", "fan_id", "change_time", CHANGE_TIME_US, "sequence_number", "change_id"),
-        ).to_arrow()
-        if removes.num_rows == 0:
-            return None
-        latest_removes = _latest_per_key(removes)
-        remove_keys = _key_text(latest_removes)
-        # A key whose latest REMOVE orders after the chosen change: compare through a table join on the key.
-        joined = pa.table({"key": keys, "row": pa.array(range(chosen.num_rows), pa.int64())}).join(
-            pa.table({"key": remove_keys}).append_column("remove_rank", _rank_table(latest_removes)),
-            "key",
-            join_type="inner",
-        )
-        chosen_rank = _rank_table(chosen)
-        pairs = zip(joined.column("row").to_pylist(), joined.column("remove_rank").to_pylist(), strict=True)
-        later = [row for row, rank in pairs if rank > chosen_rank[row].as_py()]
-        flags = [False] * chosen.num_rows
-        for row in later:
-            flags[row] = True
-        return pc.and_(suspect, pa.array(flags))
-
     # -- raw objects ----------------------------------------------------------------------------------------
     def _delete_covered(self, ledger: dict[str, LedgerEntry], result: CurationResult) -> None:
         """Delete raw objects the committed ledger covers, the grace period after they were consumed."""
@@ -492,53 +328,3 @@ class Curator:
             deleted = list(pool.map(lambda item: self.store.delete(item[0], item[1].etag), due))
         result.raw_deleted = sum(deleted)
         self.checkpoint("raw deleted")
-
-
-def _key_text(rows: pa.Table) -> pa.Array:
-    """``event_id`` and ``fan_id`` joined into one text per row (a unit separator between them)."""
-    return pc.binary_join_element_wise(
-        rows.column("event_id").cast(pa.string()), rows.column("fan_id").cast(pa.string()), "\x1f"
-    )
-
-
-def _rank_table(rows: pa.Table) -> pa.Array:
-    """The order of changes (``pipeline.change_order``) as one comparable text per row."""
-    keys = newer_order_columns(rows)
-    micros = pc.utf8_lpad(keys.column(NEWER_ORDER_COLUMNS[0]).cast(pa.string()), width=20, padding="0")
-    return pc.binary_join_element_wise(
-        micros, keys.column(NEWER_ORDER_COLUMNS[1]), keys.column(NEWER_ORDER_COLUMNS[2]), "/"
-    )
-
-
-def _latest_per_key(rows: pa.Table) -> pa.Table:
-    """The newest row (by the order of changes, ``pipeline.change_order``) of each (event_id, fan_id), in key
-    order."""
-    if rows.num_rows == 0:
-        return rows
-    keys = newer_order_columns(rows)
-    index = pa.table(
-        {
-            "event_id": rows.column("event_id"),
-            "fan_id": rows.column("fan_id"),
-            **{name: keys.column(name) for name in NEWER_ORDER_COLUMNS},
-        }
-    )
-    order = pc.sort_indices(
-        index,
-        sort_keys=[
-            ("event_id", "ascending"),
-            ("fan_id", "ascending"),
-            *((name, "descending") for name in NEWER_ORDER_COLUMNS),
-        ],
-    )
-    sorted_keys = index.select(["event_id", "fan_id"]).take(order)
-    events, fans = sorted_keys.column("event_id").combine_chunks(), sorted_keys.column("fan_id").combine_chunks()
-    if len(order) == 1:
-        first = pa.array([True])
-    else:
-        differs = pc.or_(
-            pc.not_equal(events.slice(1), events.slice(0, len(events) - 1)),
-            pc.not_equal(fans.slice(1), fans.slice(0, len(fans) - 1)),
-        )
-        first = pa.concat_arrays([pa.array([True]), differs])
-    return rows.take(pc.filter(order, first))

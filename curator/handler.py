@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aws_lambda_powertools.logging import Logger
 from aws_lambda_powertools.metrics import Metrics, MetricUnit
 
 from curator.curation import CurationResult, Curator, CuratorSettings
+from curator.seed import PublishedSnapshot
 from pipeline.compactor import S3CompactionStore
 from pipeline.config import (
     DEFAULT_METRICS_NAMESPACE,
@@ -33,6 +34,9 @@ __all__ = [
     "CURATION_DELETE_GRACE_MINUTES",
     "ENVIRONMENT_VARIABLES",
     "GLUE_DATABASE",
+    "SNAPSHOT_EXPORT_ID",
+    "SNAPSHOT_EXPORT_TIME",
+    "SNAPSHOT_PREFIX",
     "TIME_TRAVEL_DAYS",
     "CurationFailedError",
     "handler",
@@ -43,6 +47,11 @@ GLUE_DATABASE = "GLUE_DATABASE"
 CURATED_PREFIX = "CURATED_PREFIX"
 TIME_TRAVEL_DAYS = "TIME_TRAVEL_DAYS"
 CURATION_DELETE_GRACE_MINUTES = "CURATION_DELETE_GRACE_MINUTES"
+#: The published backfill snapshot (stack config ``snapshotExportId`` / ``snapshotExportTime``): both or neither.
+SNAPSHOT_EXPORT_ID = "SNAPSHOT_EXPORT_ID"
+SNAPSHOT_EXPORT_TIME = "SNAPSHOT_EXPORT_TIME"
+#: Where the backfill writes snapshots (the backfill function's ``SNAPSHOT_PREFIX``).
+SNAPSHOT_PREFIX = "SNAPSHOT_PREFIX"
 AWS_REGION = "AWS_REGION"
 #: Every variable the curator reads, in the order the infrastructure should set them.
 ENVIRONMENT_VARIABLES = (
@@ -52,12 +61,17 @@ ENVIRONMENT_VARIABLES = (
     CURATED_PREFIX,
     TIME_TRAVEL_DAYS,
     CURATION_DELETE_GRACE_MINUTES,
+    SNAPSHOT_PREFIX,
+    SNAPSHOT_EXPORT_ID,
+    SNAPSHOT_EXPORT_TIME,
     POWERTOOLS_SERVICE_NAME,
     POWERTOOLS_METRICS_NAMESPACE,
 )
 DEFAULT_CURATED_PREFIX = "curated/"
 DEFAULT_TIME_TRAVEL_DAYS = 7
 DEFAULT_DELETE_GRACE_MINUTES = 15
+DEFAULT_SNAPSHOT_PREFIX = "demand/snapshots/"
+_EXPORT_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 _DATABASE = re.compile(r"^[a-z0-9_]{1,255}$")
 _PREFIX = re.compile(r"^(?:[A-Za-z0-9!_.*'()=-]+/)+$")
 
@@ -77,6 +91,39 @@ def _whole_number(env: Mapping[str, str], name: str, default: int, minimum: int)
     if value < minimum:
         raise ConfigError(f"{name}={value} must be {minimum} or more")
     return value
+
+
+def _published_snapshot(env: Mapping[str, str], raw_prefix: str, tables_prefix: str) -> PublishedSnapshot | None:
+    """The published snapshot ``registrations`` is seeded from, or None when neither variable is set."""
+    export_id = env.get(SNAPSHOT_EXPORT_ID, "").strip()
+    export_time = env.get(SNAPSHOT_EXPORT_TIME, "").strip()
+    if not export_id and not export_time:
+        return None
+    if not export_id or not export_time:
+        if export_id:
+            missing, given = SNAPSHOT_EXPORT_TIME, f"{SNAPSHOT_EXPORT_ID}={export_id!r}"
+        else:
+            missing, given = SNAPSHOT_EXPORT_ID, f"{SNAPSHOT_EXPORT_TIME}={export_time!r}"
+        raise ConfigError(f"{missing} is required with {given}: a published snapshot names both")
+    if not _EXPORT_ID.match(export_id):
+        raise ConfigError(f"{SNAPSHOT_EXPORT_ID}={export_id!r} is not a DynamoDB export id (letters, digits, '-')")
+    try:
+        moment = datetime.fromisoformat(export_time.replace("Z", "+00:00"))
+    except ValueError:
+        moment = None
+    if moment is None or moment.utcoffset() is None or not 2000 <= moment.year < 2100:
+        raise ConfigError(
+            f"{SNAPSHOT_EXPORT_TIME}={export_time!r} is not an ISO-8601 time with its offset, like 2026-12-01T09:05:00Z"
+        )
+    prefix = env.get(SNAPSHOT_PREFIX, "").strip() or DEFAULT_SNAPSHOT_PREFIX
+    if not _PREFIX.match(prefix):
+        raise ConfigError(
+            f"{SNAPSHOT_PREFIX}={prefix!r} is not a key prefix like 'demand/snapshots/' (ending with '/')"
+        )
+    for name, other in ((OUTPUT_PREFIX, raw_prefix), (CURATED_PREFIX, tables_prefix)):
+        if prefix.startswith(other) or other.startswith(prefix):
+            raise ConfigError(f"{SNAPSHOT_PREFIX}={prefix!r} and {name}={other!r} must not overlap")
+    return PublishedSnapshot(export_id, moment.astimezone(UTC), prefix)
 
 
 def load_curator_settings(environ: Mapping[str, str] | None = None) -> CuratorSettings:
@@ -104,6 +151,7 @@ def load_curator_settings(environ: Mapping[str, str] | None = None) -> CuratorSe
         delete_grace=timedelta(
             minutes=_whole_number(env, CURATION_DELETE_GRACE_MINUTES, DEFAULT_DELETE_GRACE_MINUTES, 0)
         ),
+        snapshot=_published_snapshot(env, raw_prefix, tables_prefix),
     )
 
 

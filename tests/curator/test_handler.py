@@ -3,13 +3,14 @@ invocation against the local AWS."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from curator import handler as entry
 from curator.tables import CHANGES_TABLE
 from pipeline.exceptions import ConfigError
+from pipeline.snapshot import DEFAULT_SNAPSHOT_PREFIX
 from tests.curator.conftest import PREFIX, CuratedLake, generated_rows
 
 VALID = {"OUTPUT_BUCKET": "demand-bucket", "GLUE_DATABASE": "prd3292_dev1_demand"}
@@ -25,6 +26,18 @@ def test_settings_defaults():
     assert settings.location(CHANGES_TABLE) == "s3://demand-bucket/curated/registration_changes"
 
 
+def test_a_published_snapshot_is_read_from_its_variables():
+    settings = entry.load_curator_settings(
+        {**VALID, "SNAPSHOT_EXPORT_ID": "01774998000000-a1b2c3d4", "SNAPSHOT_EXPORT_TIME": "2026-12-01T10:05:00+01:00"}
+    )
+    assert settings.snapshot is not None
+    assert settings.snapshot.export_id == "01774998000000-a1b2c3d4"
+    assert settings.snapshot.export_time == datetime(2026, 12, 1, 9, 5, tzinfo=UTC)
+    assert settings.snapshot.objects_prefix == f"{DEFAULT_SNAPSHOT_PREFIX}export_id=01774998000000-a1b2c3d4/"
+    assert entry.load_curator_settings(VALID).snapshot is None
+    assert {"SNAPSHOT_EXPORT_ID", "SNAPSHOT_EXPORT_TIME", "SNAPSHOT_PREFIX"} <= set(entry.ENVIRONMENT_VARIABLES)
+
+
 @pytest.mark.parametrize(
     ("override", "named"),
     [
@@ -35,6 +48,28 @@ def test_settings_defaults():
         ({"CURATION_DELETE_GRACE_MINUTES": "-1"}, "CURATION_DELETE_GRACE_MINUTES"),
         ({"CURATED_PREFIX": "/curated"}, "CURATED_PREFIX"),
         ({"CURATED_PREFIX": "demand/"}, "CURATED_PREFIX"),
+        ({"SNAPSHOT_EXPORT_ID": "01774998000000-a1b2c3d4"}, "SNAPSHOT_EXPORT_TIME is required"),
+        ({"SNAPSHOT_EXPORT_TIME": "2026-12-01T09:05:00Z"}, "SNAPSHOT_EXPORT_ID is required"),
+        (
+            {"SNAPSHOT_EXPORT_ID": "export/1", "SNAPSHOT_EXPORT_TIME": "2026-12-01T09:05:00Z"},
+            "SNAPSHOT_EXPORT_ID='export/1'",
+        ),
+        (
+            {"SNAPSHOT_EXPORT_ID": "01774998000000-a1b2c3d4", "SNAPSHOT_EXPORT_TIME": "2026-12-01T09:05:00"},
+            "SNAPSHOT_EXPORT_TIME='2026-12-01T09:05:00'",
+        ),
+        (
+            {"SNAPSHOT_EXPORT_ID": "01774998000000-a1b2c3d4", "SNAPSHOT_EXPORT_TIME": "yesterday"},
+            "SNAPSHOT_EXPORT_TIME='yesterday'",
+        ),
+        (
+            {
+                "SNAPSHOT_EXPORT_ID": "01774998000000-a1b2c3d4",
+                "SNAPSHOT_EXPORT_TIME": "2026-12-01T09:05:00Z",
+                "SNAPSHOT_PREFIX": "demand/events/snapshots/",
+            },
+            "SNAPSHOT_PREFIX='demand/events/snapshots/' and OUTPUT_PREFIX",
+        ),
     ],
 )
 def test_invalid_settings_name_the_variable(override, named):
