@@ -14,8 +14,16 @@ from curator.curation import APPLIED_PROPERTY
 from curator.raw import LEDGER_PROPERTY, read_ledger
 from curator.tables import CHANGES_TABLE, REGISTRATIONS_TABLE
 from pipeline.schema import arrow_schema
-from tests.compaction.conftest import OTHER_SHARD, with_sequences
-from tests.curator.conftest import HOUR, CuratedLake, generated_rows, is_sorted, latest_state, state_of
+from tests.curator.conftest import (
+    HOUR,
+    OTHER_SHARD,
+    CuratedLake,
+    generated_rows,
+    is_sorted,
+    latest_state,
+    state_of,
+    with_sequences,
+)
 
 NEXT_HOUR = HOUR + timedelta(hours=1)
 
