@@ -80,6 +80,7 @@ test: lint typecheck unit  ## lint, types, then the whole suite (what CI runs)
 bench: .venv/.synced  ## benchmark the handler's hot path against a naive reference, then compaction on one core
 	$(RUN) python -m bench $(ARGS)
 	$(RUN) python -m bench.compaction
+	$(RUN) python -m bench.curation
 
 package: .venv/.synced  ## build dist/function.zip and dist/layer.zip (deterministic)
 	$(call run_command,package)
