@@ -23,7 +23,7 @@ from curator.rows import slice_of
 
 __all__ = ["SpilledHours"]
 
-_COMPRESSION = pa.ipc.IpcWriteOptions(compression="lz4")
+_COMPRESSION = pa.ipc.IpcWriteOptions(compression="zstd")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
