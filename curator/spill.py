@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,7 +25,9 @@ from curator.rows import slice_of
 __all__ = ["SpilledHours"]
 
 _COMPRESSION = pa.ipc.IpcWriteOptions(compression="zstd")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_PREFIX = "curator-spill-"
+#: A spill folder untouched this long is a run that died (a Lambda timeout keeps /tmp for the next invocation).
+STALE_SECONDS = 2 * 3600
 
 
 @dataclass
@@ -41,7 +44,11 @@ class SpilledHours:
     def __init__(self, partitions: int = 64, flush_rows: int = 262_144, folder: str | None = None) -> None:
         self.partitions = partitions
         self.flush_rows = flush_rows
-        self._folder = Path(tempfile.mkdtemp(prefix="curator-spill-", dir=folder))
+        parent = Path(folder or tempfile.gettempdir())
+        for stale in parent.glob(f"{_PREFIX}*"):
+            if time.time() - stale.stat().st_mtime > STALE_SECONDS:
+                shutil.rmtree(stale, ignore_errors=True)
+        self._folder = Path(tempfile.mkdtemp(prefix=_PREFIX, dir=parent))
         self._slices: dict[tuple[datetime, int], _Slice] = {}
         self._buffered_rows = 0
         self._files = 0

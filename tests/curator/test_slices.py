@@ -4,8 +4,10 @@ order within a slice, and the raw objects' names (no local AWS needed)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
@@ -79,6 +81,18 @@ def test_the_spill_gives_back_each_row_once_by_hour_and_slice_groups(tmp_path):
         assert spilled.hours() == [HOUR + timedelta(hours=1)]
         assert list(tmp_path.iterdir()), "the spill folder exists while in use"
     assert not list(tmp_path.iterdir()), "the spill folder is removed afterwards"
+
+
+def test_a_spill_folder_left_by_a_run_that_died_is_removed_and_a_recent_one_is_not(tmp_path):
+    dead, running = tmp_path / "curator-spill-dead", tmp_path / "curator-spill-running"
+    for folder in (dead, running):
+        folder.mkdir()
+        (folder / "rows.arrow").write_bytes(b"x")
+    hours_ago = time.time() - 3 * 3600
+    os.utime(dead, (hours_ago, hours_ago))
+    with SpilledHours(folder=str(tmp_path)):
+        assert not dead.exists()
+        assert running.exists()
 
 
 def test_one_row_per_change_lowest_sequence_then_shard():
