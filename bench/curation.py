@@ -104,8 +104,11 @@ def _upload(endpoint_url: str, streams: list[ShardStream]) -> int:
         return sum(pool.map(put, files))
 
 
+_PEAKS: dict[str, int] = {}
+
+
 def _timed(owner: Any, name: str, timings: dict[str, float], label: str) -> None:
-    """Wrap ``owner.name`` so its wall time adds up under ``label``."""
+    """Wrap ``owner.name`` so its wall time adds up under ``label``, and the process's peak RSS after it is kept."""
     real = getattr(owner, name)
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -114,6 +117,7 @@ def _timed(owner: Any, name: str, timings: dict[str, float], label: str) -> None
             return real(*args, **kwargs)
         finally:
             timings[label] = timings.get(label, 0.0) + time.perf_counter() - started
+            _PEAKS[label] = round(_status_kib("VmHWM") / 1024)
 
     setattr(owner, name, wrapper)
 
@@ -168,6 +172,7 @@ def run_once(endpoint_url: str) -> dict[str, Any]:
         "rss_before_run_mb": round(baseline / 1024),
         "peak_rss_mb": round(_status_kib("VmHWM") / 1024),
         "timings": {label: round(value, 2) for label, value in timings.items()},
+        "peak_rss_mb_after": dict(_PEAKS),
     }
 
 
@@ -232,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
             f"hours {', '.join(figures['hours_written'])}"
         )
         for label, seconds in figures["timings"].items():
-            print(f"    {seconds:8.2f} s  {label}")
+            peak = figures["peak_rss_mb_after"].get(label, 0)
+            print(f"    {seconds:8.2f} s  {label} (peak RSS after it: {peak:,} MB)")
         for name, figure, ok in checks(target, figures):
             met = met and ok
             print(f"  {'PASS' if ok else 'FAIL'}  {target}: {name}: {figure}")

@@ -65,7 +65,7 @@ APPLIED_PROPERTY = "curator.changes-snapshot-id"
 #: Summary property of a ``registrations`` snapshot: the latest ``change_time_us`` applied so far.
 WATERMARK_PROPERTY = "curator.applied-change-time-us"
 #: Rows of one slice of an hour (one data file) at most, as far as the hash spreads them: the run's memory.
-SLICE_ROWS = 1_000_000
+SLICE_ROWS = 500_000
 #: Slices an hour is hashed into on local disk before they are grouped into files of ``SLICE_ROWS``.
 SPILL_PARTITIONS = 64
 #: Rows of a raw object decoded at once; a bigger object (an old compacted hour) is checked whole first.
