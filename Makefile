@@ -79,6 +79,7 @@ test: lint typecheck unit  ## lint, types, then the whole suite (what CI runs)
 
 bench: .venv/.synced  ## benchmark the handler's hot path against a naive reference, then curation and registrations on one core
 	$(RUN) python -m bench $(ARGS)
+	$(RUN) python -m bench.curation
 	$(RUN) python -m bench.registrations
 
 package: .venv/.synced  ## build dist/function.zip, layer.zip, curator.zip and curator-layer.zip (deterministic)

@@ -1,52 +1,64 @@
-"""First measurement of the curator: one run over a shard-hour of raw objects on the local AWS, in a fresh process.
+"""Curation benchmark: realistic raw objects on the local AWS, curated by one run in a fresh process on one core.
 
-    python -m bench.curation [--rows 200000] [--objects 40] [--duplicates 0.01] [--seed 3]
+    python -m bench.curation [--targets shard-hour nine-shards backlog] [--cpu 0] [--json] [--check]
 
-The raw objects are built as the stream handler writes them (rows from its decoder, names per the object-key
-contract) and written to the local moto server before the measured run; the run then lists, reads, deduplicates,
-sorts and writes ``registration_changes``, advances ``registrations`` and commits both through the Glue catalog.
-The run's time includes the local server's S3 and Glue (same machine): it is not the Lambda's time. The run
-happens in a fresh process that does nothing else: peak RSS is its high-water mark (``VmHWM``), and the growth
-above its size before the run. Not yet the issue's benchmark: no pinned core, no backlog of hours, no targets.
+Targets (issue 15), each printed with its figure and PASS/FAIL:
+
+- ``shard-hour``: one shard's hour at 1,000 records/s with 1 % re-delivered (3.6M changes, built through the
+  stream handler by ``bench.curation_data``, nothing tiled), curated by one run: >= 250,000 rows/s, and peak RSS
+  <= 75 % of the function's 4,096 MB.
+- ``nine-shards``: nine shards' 15-minute backlog at 1,000 records/s each (8.1M changes) in one run: it must end
+  within the run's timeout (600 s) and the same memory.
+- ``backlog``: every object of both above in one run (two hours, ten shards, 11.7M changes): the same memory.
+
+The raw objects are uploaded to a local moto server first; the run (``Curator.run``: list, read, deduplicate,
+sort, write ``registration_changes``, advance ``registrations``, commit both through Glue) happens in a fresh
+process pinned with ``taskset -c CPU``, with the curator's default memory settings. Its peak RSS is the process's
+high-water mark (``VmHWM``). The moto server runs on the same machine, unpinned: every S3 and Glue call's time,
+on the server's side too, is in the run's time; it is not the Lambda's time against S3. The run reports where its
+time went (wall seconds per step, summed over threads for the S3 reads).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-_PREFIX = "demand/events/"
+from bench.curation_data import RAW_PREFIX, ShardStream, cached_objects, segments
+
+MEMORY_MB = 4_096
+MEMORY_LIMIT_MB = MEMORY_MB * 0.75
+ROWS_PER_SECOND = 250_000
+TIMEOUT_SECONDS = 600
 _BUCKET = "bench-curation"
-_HOUR = datetime(2026, 3, 31, 23, tzinfo=UTC)
-_STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/prd3292-dev1-dmnd-table-stream"
-_SHARD = "shardId-000000000000"
+_DATABASE = "bench_curation"
+SHARD_HOUR = datetime(2026, 3, 31, 23, tzinfo=UTC)
+NINE_SHARDS_START = datetime(2026, 4, 1, 1, tzinfo=UTC)
 
 
-def _rows(count: int, seed: int) -> Any:
-    """``count`` rows of one shard through the handler's decoder, in sequence order, within the hour."""
-    from pipeline.columnar import decode_batch  # noqa: PLC0415 - imported in the measuring process only
-    from pipeline.decode import parse_kinesis_records  # noqa: PLC0415
-    from sandbox.changes import DemandGenerator, changes_event  # noqa: PLC0415
-
-    changes = list(DemandGenerator(seed=seed, events=40, start=_HOUR + timedelta(seconds=1)).changes(count))
-    event = changes_event(changes, shard_id=_SHARD, stream_arn=_STREAM_ARN)
-    return decode_batch(parse_kinesis_records(event), "MILLISECOND").rows
+def shard_hour_streams() -> list[ShardStream]:
+    return segments(0, SHARD_HOUR, 3_600)
 
 
-def _object_key(rows: Any) -> str:
-    from pipeline.writer import object_name, partition_prefix, sequence_digest  # noqa: PLC0415
+def nine_shard_streams() -> list[ShardStream]:
+    return [ShardStream(shard, NINE_SHARDS_START, 900) for shard in range(1, 10)]
 
-    sequences = rows.column("sequence_number").to_pylist()
-    first = min(sequences, key=int)
-    return partition_prefix(_PREFIX, _HOUR) + object_name(
-        _STREAM_ARN, _SHARD, first, sequence_digest(sequences), ".parquet"
-    )
+
+TARGET_STREAMS: dict[str, Callable[[], list[ShardStream]]] = {
+    "shard-hour": shard_hour_streams,
+    "nine-shards": nine_shard_streams,
+    "backlog": lambda: shard_hour_streams() + nine_shard_streams(),
+}
 
 
 def _status_kib(field: str) -> int:
@@ -54,28 +66,6 @@ def _status_kib(field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     return 0
-
-
-def _build_lake(endpoint_url: str, rows: int, objects: int, duplicates: float, seed: int) -> int:
-    """Write the raw objects of one shard-hour to the local AWS; the number of rows written."""
-    import boto3  # noqa: PLC0415 - imported in the building process only
-    import pyarrow as pa  # noqa: PLC0415
-
-    from pipeline.writer import encode_parquet  # noqa: PLC0415
-
-    s3 = boto3.client("s3", **_client_options(endpoint_url))
-    s3.create_bucket(Bucket=_BUCKET)
-    table = _rows(rows, seed)
-    per_object = -(-rows // objects)
-    written = 0
-    for start in range(0, rows, per_object):
-        part = table.slice(start, per_object)
-        redelivered = part.slice(0, int(part.num_rows * duplicates))
-        if redelivered.num_rows:
-            part = pa.concat_tables([part, redelivered])
-        s3.put_object(Bucket=_BUCKET, Key=_object_key(part), Body=encode_parquet(part))
-        written += part.num_rows
-    return written
 
 
 def _client_options(endpoint_url: str) -> dict[str, Any]:
@@ -89,13 +79,57 @@ def _client_options(endpoint_url: str) -> dict[str, Any]:
     }
 
 
-def run_once(endpoint_url: str) -> dict[str, Any]:
-    """One curation run (in this process, which should be fresh): its counts, time and memory."""
+def _upload(endpoint_url: str, streams: list[ShardStream]) -> int:
+    """Put the streams' cached raw objects into the bucket; the rows they hold (re-deliveries included)."""
     import boto3  # noqa: PLC0415
+    import pyarrow.parquet as pq  # noqa: PLC0415
+    from botocore.config import Config  # noqa: PLC0415
 
+    s3 = boto3.client("s3", config=Config(max_pool_connections=16), **_client_options(endpoint_url))
+    s3.create_bucket(Bucket=_BUCKET)
+    files = [
+        (folder, path)
+        for stream in streams
+        for folder in [cached_objects(stream)[0]]
+        for path in folder.rglob("*.parquet")
+    ]
+
+    def put(item: tuple[Path, Path]) -> int:
+        folder, path = item
+        body = path.read_bytes()
+        s3.put_object(Bucket=_BUCKET, Key=str(path.relative_to(folder)), Body=body)
+        return int(pq.ParquetFile(path).metadata.num_rows)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return sum(pool.map(put, files))
+
+
+_PEAKS: dict[str, int] = {}
+
+
+def _timed(owner: Any, name: str, timings: dict[str, float], label: str) -> None:
+    """Wrap ``owner.name`` so its wall time adds up under ``label``, and the process's peak RSS after it is kept."""
+    real = getattr(owner, name)
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return real(*args, **kwargs)
+        finally:
+            timings[label] = timings.get(label, 0.0) + time.perf_counter() - started
+            _PEAKS[label] = round(_status_kib("VmHWM") / 1024)
+
+    setattr(owner, name, wrapper)
+
+
+def run_once(endpoint_url: str) -> dict[str, Any]:
+    """One curation run in this (fresh) process: counts, time, where the time went, and memory."""
+    import boto3  # noqa: PLC0415
+    from botocore.config import Config  # noqa: PLC0415
+
+    from curator import curation  # noqa: PLC0415
     from curator.catalog import glue_catalog  # noqa: PLC0415
-    from curator.curation import Curator, CuratorSettings  # noqa: PLC0415
-    from pipeline.compactor import S3CompactionStore  # noqa: PLC0415
+    from curator.store import S3Store  # noqa: PLC0415
 
     options = _client_options(endpoint_url)
     catalog = glue_catalog(
@@ -104,56 +138,113 @@ def run_once(endpoint_url: str) -> dict[str, Any]:
         access_key_id=options["aws_access_key_id"],
         secret_access_key=options["aws_secret_access_key"],
     )
-    settings = CuratorSettings(bucket=_BUCKET, raw_prefix=_PREFIX, database="bench_curation")
-    store = S3CompactionStore(_BUCKET, client=boto3.client("s3", **options))
-    curator = Curator(catalog=catalog, store=store, settings=settings)
+    settings = curation.CuratorSettings(bucket=_BUCKET, raw_prefix=RAW_PREFIX, database=_DATABASE)
+    client = boto3.client("s3", config=Config(max_pool_connections=20), **options)
+    curator = curation.Curator(catalog=catalog, store=S3Store(_BUCKET, client=client), settings=settings)
     curator.tables()
+    timings: dict[str, float] = {}
+    for name, label in (
+        ("_fetch", "s3 get raw objects (summed over threads)"),
+        ("_consume", "decode raw objects, spill to disk"),
+        ("_spill_committed", "read committed files of touched hours"),
+        ("_write_hour", "deduplicate, sort, write data files"),
+        ("_advance_registrations", "advance registrations"),
+        ("_delete_covered", "delete covered raw objects"),
+        ("_retain", "expire snapshots, remove orphans"),
+    ):
+        _timed(curation.Curator, name, timings, label)
+    _timed(curation, "write_files", timings, "(within the above) parquet encode + s3 put of data files, both tables")
+    _timed(curation, "_commit_overwrite", timings, "iceberg commits (manifests, glue)")
     baseline = _status_kib("VmRSS")
     started, cpu = time.perf_counter(), time.process_time()
     result = curator.run()
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
+    if result.conflict or result.unreadable:
+        raise RuntimeError(f"the run did not complete: {result.summary()}")
     return {
         "rows_read": result.rows_read,
         "changes_added": result.changes_added,
+        "hours_written": result.hours_written,
         "state_changes_applied": result.state_changes_applied,
         "seconds": round(seconds, 2),
         "cpu_seconds": round(cpu_seconds, 2),
         "rows_per_second": round(result.rows_read / seconds),
         "rss_before_run_mb": round(baseline / 1024),
         "peak_rss_mb": round(_status_kib("VmHWM") / 1024),
-        "peak_above_start_mb": round((_status_kib("VmHWM") - baseline) / 1024),
+        "timings": {label: round(value, 2) for label, value in timings.items()},
+        "peak_rss_mb_after": dict(_PEAKS),
     }
 
 
-def measure(rows: int, objects: int, duplicates: float, seed: int) -> dict[str, Any]:
-    """Build the raw objects, then run the curator once in a fresh process; its figures."""
+def measure(target: str, cpu: int) -> dict[str, Any]:
+    """Upload the target's raw objects to a fresh local AWS, then curate them in a fresh pinned process."""
     from sandbox.server import MotoProcess  # noqa: PLC0415
 
+    streams = TARGET_STREAMS[target]()
     with MotoProcess() as server:
-        written = _build_lake(server.endpoint_url, rows, objects, duplicates, seed)
-        output = subprocess.run(
-            [sys.executable, "-m", "bench.curation", "--run-once", server.endpoint_url],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-    figures: dict[str, Any] = json.loads(output)
-    return {"rows_written": written, **figures}
+        uploaded = _upload(server.endpoint_url, streams)
+        command = [sys.executable, "-m", "bench.curation", "--run-once", server.endpoint_url]
+        if shutil.which("taskset"):
+            command = ["taskset", "-c", str(cpu), *command]
+        done = subprocess.run(command, check=True, capture_output=True, text=True, env=dict(os.environ))
+    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"target": target, "rows_uploaded": uploaded, "changes": sum(s.records for s in streams), **figures}
+
+
+def checks(target: str, figures: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """(target, measured figure, met) for one measured run."""
+    memory = (
+        f"peak RSS <= {MEMORY_LIMIT_MB:,.0f} MB (75 % of {MEMORY_MB:,} MB)",
+        f"{figures['peak_rss_mb']:,} MB",
+        figures["peak_rss_mb"] <= MEMORY_LIMIT_MB,
+    )
+    if target == "shard-hour":
+        rate = (
+            f"rows/s >= {ROWS_PER_SECOND:,}",
+            f"{figures['rows_per_second']:,}",
+            figures["rows_per_second"] >= ROWS_PER_SECOND,
+        )
+        return [rate, memory]
+    if target == "nine-shards":
+        timeout = (
+            f"run <= {TIMEOUT_SECONDS} s (the timeout)",
+            f"{figures['seconds']:.0f} s",
+            figures["seconds"] <= TIMEOUT_SECONDS,
+        )
+        return [timeout, memory]
+    return [memory]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=200_000)
-    parser.add_argument("--objects", type=int, default=40)
-    parser.add_argument("--duplicates", type=float, default=0.01)
-    parser.add_argument("--seed", type=int, default=3)
+    parser = argparse.ArgumentParser(prog="python -m bench.curation", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--targets", nargs="+", choices=sorted(TARGET_STREAMS), default=["shard-hour", "nine-shards", "backlog"]
+    )
+    parser.add_argument("--cpu", type=int, default=0, help="the CPU the run is pinned to (taskset -c)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    parser.add_argument("--check", action="store_true", help="exit non-zero when a target is missed")
     parser.add_argument("--run-once", metavar="ENDPOINT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.run_once:
         print(json.dumps(run_once(args.run_once)))
         return 0
-    print(json.dumps(measure(args.rows, args.objects, args.duplicates, args.seed), indent=2))
-    return 0
+    met = True
+    for target in args.targets:
+        figures = measure(target, args.cpu)
+        print(
+            f"{target}: {figures['changes']:,} changes, {figures['rows_read']:,} rows read, "
+            f"{figures['changes_added']:,} added, {figures['seconds']:.1f} s ({figures['cpu_seconds']:.1f} s CPU), "
+            f"hours {', '.join(figures['hours_written'])}"
+        )
+        for label, seconds in figures["timings"].items():
+            peak = figures["peak_rss_mb_after"].get(label, 0)
+            print(f"    {seconds:8.2f} s  {label} (peak RSS after it: {peak:,} MB)")
+        for name, figure, ok in checks(target, figures):
+            met = met and ok
+            print(f"  {'PASS' if ok else 'FAIL'}  {target}: {name}: {figure}")
+        if args.json:
+            print(json.dumps(figures, indent=2))
+    return 1 if args.check and not met else 0
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ def _curator(endpoint_url: str) -> Any:
 
     from curator.catalog import glue_catalog  # noqa: PLC0415
     from curator.curation import Curator, CuratorSettings  # noqa: PLC0415
-    from pipeline.compactor import S3CompactionStore  # noqa: PLC0415
+    from curator.store import S3Store  # noqa: PLC0415
 
     options = _client_options(endpoint_url)
     catalog = glue_catalog(
@@ -62,9 +62,7 @@ def _curator(endpoint_url: str) -> Any:
         secret_access_key=options["aws_secret_access_key"],
     )
     settings = CuratorSettings(bucket=_BUCKET, raw_prefix="demand/events/", database=_DATABASE)
-    return Curator(
-        catalog=catalog, store=S3CompactionStore(_BUCKET, client=boto3.client("s3", **options)), settings=settings
-    )
+    return Curator(catalog=catalog, store=S3Store(_BUCKET, client=boto3.client("s3", **options)), settings=settings)
 
 
 class _Rows:

@@ -34,6 +34,7 @@ from components.settings import CURATOR_CONCURRENCY
 
 __all__ = [
     "CURATOR_HANDLER",
+    "EPHEMERAL_STORAGE_MB",
     "RESERVED_CONCURRENCY",
     "SCHEDULED_EVENT",
     "Curation",
@@ -44,6 +45,9 @@ __all__ = [
 CURATOR_HANDLER = "curator.handler.handler"
 # One run at a time: the single writer of the curated tables (components.settings.CURATOR_CONCURRENCY).
 RESERVED_CONCURRENCY = CURATOR_CONCURRENCY
+# /tmp holds a run's rows spilled by hour slice (docs/curation.md "Memory, by design": about 0.4 GB a shard-hour,
+# 0.9 GB for nine shards' quarter-hour), above Lambda's default 512 MB.
+EPHEMERAL_STORAGE_MB = 2048
 # The scheduled event: the curator takes no input, each run curates whatever raw objects are new.
 SCHEDULED_EVENT: dict[str, str] = {}
 SCHEDULE_RETRY_ATTEMPTS = 3
@@ -188,6 +192,7 @@ class Curation(pulumi.ComponentResource):
                 function_digest=args.function_digest,
                 layer_arn=args.layer_arn,
                 reserved_concurrency=RESERVED_CONCURRENCY,
+                ephemeral_storage_mb=EPHEMERAL_STORAGE_MB,
             ),
             role=role,
             log_group=log_group,

@@ -41,6 +41,10 @@ def curator_environment(settings: Settings, bucket: str, prefixes: Prefixes, dat
         "CURATED_PREFIX": prefixes.curated,
         "TIME_TRAVEL_DAYS": str(settings.time_travel_days),
         "CURATION_DELETE_GRACE_MINUTES": str(settings.curation_delete_grace_minutes),
+        # The published backfill snapshot registrations is seeded from (both empty until one is published).
+        "SNAPSHOT_PREFIX": prefixes.snapshots,
+        "SNAPSHOT_EXPORT_ID": settings.snapshot_export_id or "",
+        "SNAPSHOT_EXPORT_TIME": settings.snapshot_export_time or "",
         "POWERTOOLS_SERVICE_NAME": settings.naming.physical("demand-curator"),
         "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
         "LOG_LEVEL": settings.log_level,

@@ -45,6 +45,8 @@ class PipelineFunctionArgs:
     publish: bool = False
     #: Executions reserved (and the most that run at once); None leaves the function on the account's pool.
     reserved_concurrency: int | None = None
+    #: Size of /tmp in MB (Lambda: 512 to 10,240); None keeps Lambda's 512 MB.
+    ephemeral_storage_mb: int | None = None
 
 
 def pipeline_function(
@@ -75,6 +77,7 @@ def pipeline_function(
         layers=[args.layer_arn],
         publish=args.publish or None,
         reserved_concurrent_executions=args.reserved_concurrency,
+        ephemeral_storage={"size": args.ephemeral_storage_mb} if args.ephemeral_storage_mb else None,
         environment={"variables": args.environment},
         # JSON platform logs; the handler filters its own lines at LOG_LEVEL, Lambda keeps INFO for the metrics.
         logging_config={

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -37,13 +38,15 @@ from curator.commits import CurationError
 from curator.commits import Staged as _Staged
 from curator.commits import commit_overwrite as _commit_overwrite
 from curator.commits import predicate as _predicate
-from curator.files import conform_to, files_matching, read_files, write_files
+from curator.files import conform_to, files_matching, write_files
 from curator.raw import LEDGER_PROPERTY, LedgerEntry, raw_objects, read_ledger, write_ledger
 from curator.retention import RetentionResult, apply_retention
+from curator.rows import SORT_KEYS, ContractError, conform_to_contract, first_of_each_change, sort_order
 from curator.seed import PublishedSnapshot
+from curator.spill import SpilledHours
 from curator.state import APPLIED_PROPERTY, WATERMARK_PROPERTY, advance_registrations
+from curator.store import IO_THREADS, ObjectGoneError, ObjectStore, StoredObject
 from curator.tables import changes_spec, ensure_table, registrations_spec
-from pipeline.compactor import CompactionError, CompactionStore, StoredObject, _conform, merge_tables
 from pipeline.schema import arrow_schema
 
 if TYPE_CHECKING:
@@ -60,7 +63,13 @@ __all__ = [
     "CuratorSettings",
 ]
 
-_IO_THREADS = 16
+#: Rows of one slice of an hour (one data file) at most, as far as the hash spreads them: the run's memory.
+SLICE_ROWS = 500_000
+#: Slices an hour is hashed into on local disk before they are grouped into files of ``SLICE_ROWS``.
+SPILL_PARTITIONS = 64
+#: Rows of a raw object decoded at once; a bigger object (an old compacted hour) is checked whole first.
+_BATCH_ROWS = 65_536
+_WHOLE_OBJECT_ROWS = 262_144
 
 Clock = Callable[[], datetime]
 
@@ -111,23 +120,6 @@ class CurationResult:
         return summary
 
 
-@dataclass
-class _HourFiles:
-    """One hour partition during a run: its committed files, and its files now (this run's once rewritten)."""
-
-    committed: list[DataFile]
-    files: list[DataFile]
-    rewritten: bool = False
-
-
-def _by_partition(objects: Sequence[StoredObject]) -> list[list[StoredObject]]:
-    """Raw objects grouped by their hour partition (the key's folder), oldest partition first."""
-    groups: dict[str, list[StoredObject]] = {}
-    for item in objects:
-        groups.setdefault(item.key.rpartition("/")[0], []).append(item)
-    return [groups[folder] for folder in sorted(groups)]
-
-
 def _hour_of(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H")
 
@@ -137,10 +129,13 @@ class Curator:
     """Curates one raw prefix into the two tables of one Glue database."""
 
     catalog: Catalog
-    store: CompactionStore
+    store: ObjectStore
     settings: CuratorSettings
     clock: Clock = _utc_now
-    io_threads: int = _IO_THREADS
+    io_threads: int = IO_THREADS
+    #: Rows per data file (one slice of an hour in memory at a time) and hash slices per hour on local disk.
+    slice_rows: int = SLICE_ROWS
+    spill_partitions: int = SPILL_PARTITIONS
     #: Called after each step that changed something durable (tests crash the run there).
     checkpoint: Callable[[str], None] = lambda step: None
 
@@ -210,14 +205,6 @@ class Curator:
         self.checkpoint("retention applied")
 
     # -- registration_changes -------------------------------------------------------------------------------
-    def _read_raw(self, item: StoredObject) -> pa.Table | None:
-        try:
-            body, _ = self.store.get(item.key)
-            rows = pq.read_table(pa.BufferReader(body))
-            return _conform(rows, arrow_schema(), item.key)
-        except (CompactionError, pa.ArrowInvalid, OSError):
-            return None
-
     def _curate_changes(self, table: Table, result: CurationResult) -> tuple[Table, dict[str, LedgerEntry]]:
         snapshot = table.current_snapshot()
         ledger = read_ledger(table.io, snapshot.summary.get(LEDGER_PROPERTY) if snapshot and snapshot.summary else None)
@@ -229,16 +216,21 @@ class Curator:
         if not pending:
             return table, ledger
         staged = _Staged(table)
-        hours: dict[datetime, _HourFiles] = {}
         try:
-            # One raw hour partition at a time: memory holds one partition's objects and the hours they touch,
-            # not the whole backlog.
-            for group in _by_partition(pending):
-                incoming = self._read_group(group, ledger, result)
-                self._rewrite_hours(table, incoming, result, staged, hours)
-                del incoming
-            removed = [data_file for hour in hours.values() if hour.rewritten for data_file in hour.committed]
-            added = [data_file for hour in hours.values() if hour.rewritten for data_file in hour.files]
+            with SpilledHours(self.spill_partitions) as spilled:
+                # 1. Every new raw row, a record batch at a time, into its hour's slices on local disk.
+                self._spill_raw(pending, spilled, ledger, result)
+                # 2. Each touched hour: its committed rows into the same slices, then one slice group at a time
+                #    deduplicated, sorted and written as one data file.
+                removed: list[DataFile] = []
+                added: list[DataFile] = []
+                for hour in spilled.hours():
+                    committed = self._spill_committed(table, hour, spilled)
+                    files = self._write_hour(table, hour, spilled, result, staged)
+                    spilled.drop(hour)
+                    if files is not None:
+                        removed.extend(committed)
+                        added.extend(files)
             ledger_path = f"{table.location()}/metadata/curator-ledger-{uuid.uuid4()}.json"
             write_ledger(table.io, ledger_path, ledger)
             staged.written.append(ledger_path)
@@ -252,69 +244,135 @@ class Curator:
             staged.discard()
             raise
         self.checkpoint("changes committed")
-        committed = table.current_snapshot()
-        result.changes_snapshot = committed.snapshot_id if committed else None
+        committed_snapshot = table.current_snapshot()
+        result.changes_snapshot = committed_snapshot.snapshot_id if committed_snapshot else None
         return table, ledger
 
-    def _read_group(
-        self, group: Sequence[StoredObject], ledger: dict[str, LedgerEntry], result: CurationResult
-    ) -> pa.Table:
-        """The rows of one partition's new raw objects, in the table's schema; the ledger gains the objects read."""
-        with ThreadPoolExecutor(max_workers=self.io_threads) as pool:
-            reads = list(pool.map(self._read_raw, group))
-        now = self.clock()
-        tables: list[pa.Table] = []
-        for item, rows in zip(group, reads, strict=True):
-            if rows is None:
-                result.unreadable.append(item.key)  # left unconsumed (never deleted); the run goes on
-                continue
-            tables.append(rows)
-            ledger[item.key] = LedgerEntry(item.etag, now)
-        del reads
-        result.raw_objects_read += len(tables)
-        target = changes_spec().arrow_schema
-        incoming = conform_to(pa.concat_tables(tables), target) if tables else target.empty_table()
-        result.rows_read += incoming.num_rows
-        return incoming
+    def _fetch(self, item: StoredObject) -> bytes | None:
+        try:
+            body, _ = self.store.get(item.key)
+        except ObjectGoneError:
+            return None
+        return body
 
-    def _rewrite_hours(
+    def _spill_raw(
         self,
-        table: Table,
-        incoming: pa.Table,
+        pending: Sequence[StoredObject],
+        spilled: SpilledHours,
+        ledger: dict[str, LedgerEntry],
         result: CurationResult,
-        staged: _Staged,
-        hours: dict[datetime, _HourFiles],
     ) -> None:
-        """Per hour of change time ``incoming`` touches: the hour's rows so far (committed, or written earlier in
-        this run) + the new rows, deduplicated, sorted, written; ``hours`` keeps each hour's files."""
-        hour_of_row = pc.floor_temporal(incoming.column("change_time"), unit="hour")
+        """Read the pending raw objects (at most ``2 * io_threads`` fetched ahead) into ``spilled``; the ledger
+        gains each object read whole. An object that cannot be read is left unconsumed (never deleted)."""
+        now = self.clock()
+        with ThreadPoolExecutor(max_workers=self.io_threads) as pool:
+            ahead: deque[tuple[StoredObject, Future[bytes | None]]] = deque()
+            queue = iter(pending)
+            for item in queue:
+                ahead.append((item, pool.submit(self._fetch, item)))
+                if len(ahead) < 2 * self.io_threads:
+                    continue
+                self._consume(*self._next(ahead), spilled=spilled, ledger=ledger, result=result, now=now)
+            while ahead:
+                self._consume(*self._next(ahead), spilled=spilled, ledger=ledger, result=result, now=now)
+
+    @staticmethod
+    def _next(ahead: deque[tuple[StoredObject, Future[bytes | None]]]) -> tuple[StoredObject, bytes | None]:
+        item, future = ahead.popleft()
+        return item, future.result()
+
+    def _consume(
+        self,
+        item: StoredObject,
+        body: bytes | None,
+        *,
+        spilled: SpilledHours,
+        ledger: dict[str, LedgerEntry],
+        result: CurationResult,
+        now: datetime,
+    ) -> None:
+        contract, target = arrow_schema(), changes_spec().arrow_schema
+        try:
+            if body is None:
+                raise ObjectGoneError(item.key)
+            parquet = pq.ParquetFile(pa.BufferReader(body))
+            conform_to_contract(parquet.schema_arrow.empty_table(), contract, item.key)
+            if parquet.metadata.num_rows > _WHOLE_OBJECT_ROWS:
+                for batch in parquet.iter_batches(batch_size=_BATCH_ROWS):  # decodable whole before any row is kept
+                    del batch
+            batches: Iterable[pa.RecordBatch] = (
+                parquet.iter_batches(batch_size=_BATCH_ROWS)
+                if parquet.metadata.num_rows > _WHOLE_OBJECT_ROWS
+                else parquet.read().to_batches()
+            )
+            rows_read = 0
+            for batch in batches:
+                rows = conform_to(conform_to_contract(pa.Table.from_batches([batch]), contract, item.key), target)
+                spilled.add(rows, committed=False)
+                rows_read += rows.num_rows
+        except (ContractError, ObjectGoneError, pa.ArrowInvalid, OSError):
+            result.unreadable.append(item.key)  # left unconsumed (never deleted); the run goes on
+            return
+        ledger[item.key] = LedgerEntry(item.etag, now)
+        result.raw_objects_read += 1
+        result.rows_read += rows_read
+
+    def _spill_committed(self, table: Table, hour: datetime, spilled: SpilledHours) -> list[DataFile]:
+        """The hour's committed data files, their rows streamed into ``spilled`` a record batch at a time."""
+        end = hour + timedelta(hours=1)
+        within = And(
+            _predicate(GreaterThanOrEqual, "change_time", hour.isoformat()),
+            _predicate(LessThan, "change_time", end.isoformat()),
+        )
+        committed = files_matching(table, within)
+        target = changes_spec().arrow_schema
+        for data_file in committed:
+            with table.io.new_input(data_file.file_path).open() as stream:
+                parquet = pq.ParquetFile(stream)
+                for batch in parquet.iter_batches(batch_size=_BATCH_ROWS):
+                    rows = conform_to_contract(pa.Table.from_batches([batch]), target, data_file.file_path)
+                    spilled.add(conform_to(rows, target), committed=True)
+        spilled.flush()
+        return committed
+
+    def _write_hour(
+        self, table: Table, hour: datetime, spilled: SpilledHours, result: CurationResult, staged: _Staged
+    ) -> list[DataFile] | None:
+        """The hour's rows, one group of slices at a time: deduplicated (lowest sequence number), sorted by
+        ``SORT_KEYS``, written as a data file. None (and nothing left written) when no new row is kept."""
         schema = changes_spec().arrow_schema
-        for hour in pc.unique(hour_of_row).to_pylist():
-            new_rows = incoming.filter(pc.equal(hour_of_row, pa.scalar(hour, hour_of_row.type)))
-            state = hours.get(hour)
-            if state is None:
-                end = hour + timedelta(hours=1)
-                within = And(
-                    _predicate(GreaterThanOrEqual, "change_time", hour.isoformat()),
-                    _predicate(LessThan, "change_time", end.isoformat()),
-                )
-                committed = files_matching(table, within)
-                state = hours[hour] = _HourFiles(committed, list(committed))
-            old_rows = read_files(table, state.files)
-            merged, order = merge_tables([old_rows, new_rows], schema)
-            added_here = len(order) - old_rows.num_rows
-            if not pc.any(pc.greater_equal(order, old_rows.num_rows)).as_py():
-                continue  # every new row is already in the hour (as the copy kept): nothing to rewrite
-            rows = conform_to(merged.take(order), schema)
-            del merged, order, old_rows
-            files = write_files(table, rows)
-            staged.written.extend(data_file.file_path for data_file in files)
-            if state.rewritten:  # files this run wrote for the hour a moment ago: never committed, replaced now
-                _Staged(table, [data_file.file_path for data_file in state.files]).discard()
-            state.files, state.rewritten = files, True
-            result.changes_added += added_here
-            if _hour_of(hour) not in result.hours_written:
-                result.hours_written.append(_hour_of(hour))
+        files: list[DataFile] = []
+        added = 0
+        new_kept = False  # a new row kept: a new change, or a copy with a lower sequence number than the committed
+        for group in spilled.groups(hour, self.slice_rows):
+            old = spilled.read(hour, group, committed=True, schema=schema)
+            new = spilled.read(hour, group, committed=False, schema=schema)
+            old_rows = old.num_rows
+            rows = pa.concat_tables([old, new]).combine_chunks()
+            del old, new
+            keep = first_of_each_change(rows)
+            if keep is None:
+                order = sort_order(rows.select(list(SORT_KEYS)))
+                added += rows.num_rows - old_rows
+                new_kept = new_kept or rows.num_rows > old_rows
+            else:
+                order = pc.take(keep, sort_order(rows.select(list(SORT_KEYS)).take(keep)))
+                added += len(keep) - old_rows
+                new_kept = new_kept or bool(pc.any(pc.greater_equal(keep, old_rows)).as_py())
+            sorted_rows = conform_to(rows.take(order), schema)
+            del rows, order, keep
+            written = write_files(table, sorted_rows)
+            del sorted_rows
+            staged.written.extend(data_file.file_path for data_file in written)
+            files.extend(written)
+        if not new_kept:  # every new row is already in the hour (as the copy kept): nothing to rewrite
+            paths = {data_file.file_path for data_file in files}
+            _Staged(table, sorted(paths)).discard()
+            staged.written = [path for path in staged.written if path not in paths]
+            return None
+        result.changes_added += added
+        result.hours_written.append(_hour_of(hour))
+        return files
 
     # -- raw objects ----------------------------------------------------------------------------------------
     def _delete_covered(self, ledger: dict[str, LedgerEntry], result: CurationResult) -> None:

@@ -17,7 +17,7 @@ from aws_lambda_powertools.metrics import Metrics, MetricUnit
 
 from curator.curation import CurationResult, Curator, CuratorSettings
 from curator.seed import PublishedSnapshot
-from pipeline.compactor import S3CompactionStore
+from curator.store import S3Store
 from pipeline.config import (
     DEFAULT_METRICS_NAMESPACE,
     DEFAULT_OUTPUT_PREFIX,
@@ -171,7 +171,7 @@ def _curator() -> Curator:
         settings = load_curator_settings()
         region = os.environ.get(AWS_REGION) or "us-east-1"
         catalog = glue_catalog(region, endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
-        _state["curator"] = Curator(catalog=catalog, store=S3CompactionStore(settings.bucket), settings=settings)
+        _state["curator"] = Curator(catalog=catalog, store=S3Store(settings.bucket), settings=settings)
     curator: Curator = _state["curator"]
     return curator
 

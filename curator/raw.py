@@ -16,16 +16,29 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from pipeline.compactor import StoredObject, parse_object_name
+from curator.store import StoredObject
 
 if TYPE_CHECKING:
     from pyiceberg.io import FileIO
 
-__all__ = ["LEDGER_PROPERTY", "LedgerEntry", "is_raw_key", "raw_objects", "read_ledger", "write_ledger"]
+__all__ = [
+    "LEDGER_PROPERTY",
+    "LedgerEntry",
+    "is_raw_key",
+    "parse_object_name",
+    "raw_objects",
+    "read_ledger",
+    "write_ledger",
+]
 
 #: Snapshot summary property naming the ledger file the snapshot committed.
 LEDGER_PROPERTY = "curator.ledger"
 _PARTITION = re.compile(r"^dt=\d{4}-\d{2}-\d{2}/hour=\d{2}/$")
+# Object names of the stream handler (contract C1), parsed from the right because shard ids contain hyphens; the
+# name without a digest is the layout before write-once objects, and ``-compacted`` the raw compaction's output.
+_COMPACTED = re.compile(r"^(?P<tag>[0-9a-f]{8})-(?P<shard>.+)-compacted\.parquet$")
+_RAW = re.compile(r"^(?P<tag>[0-9a-f]{8})-(?P<shard>.+)-\d+-[0-9a-f]{12}\.parquet$")
+_RAW_BEFORE_DIGEST = re.compile(r"^(?P<tag>[0-9a-f]{8})-(?P<shard>.+)-\d+\.parquet$")
 
 
 @dataclass(frozen=True)
@@ -34,6 +47,15 @@ class LedgerEntry:
 
     etag: str
     consumed_at: datetime
+
+
+def parse_object_name(name: str) -> tuple[str, str, bool] | None:
+    """``(stream tag, shard id, is compacted)`` of a raw object's name, or None for anything else."""
+    for pattern, compacted in ((_COMPACTED, True), (_RAW, False), (_RAW_BEFORE_DIGEST, False)):
+        match = pattern.match(name)
+        if match:
+            return match["tag"], match["shard"], compacted
+    return None
 
 
 def is_raw_key(prefix: str, key: str) -> bool:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from pyiceberg.exceptions import CommitFailedException
 
 from curator.raw import LEDGER_PROPERTY
-from pipeline.compactor import CompactionStore
+from curator.store import ObjectStore
 
 if TYPE_CHECKING:
     from pyiceberg.manifest import ManifestFile
@@ -77,9 +77,7 @@ def referenced_files(table: Table) -> set[str]:
     return needed
 
 
-def remove_unreferenced_files(
-    table: Table, store: CompactionStore, bucket: str, now: datetime, grace: timedelta
-) -> int:
+def remove_unreferenced_files(table: Table, store: ObjectStore, bucket: str, now: datetime, grace: timedelta) -> int:
     """Delete the objects under the table's location that its metadata does not reference and that are older
     than ``grace``; how many were deleted."""
     location = table.location().rstrip("/") + "/"
@@ -101,7 +99,7 @@ def remove_unreferenced_files(
 
 def apply_retention(
     table: Table,
-    store: CompactionStore,
+    store: ObjectStore,
     bucket: str,
     *,
     now: datetime,

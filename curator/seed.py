@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from curator.commits import CurationError
 
 if TYPE_CHECKING:
-    from pipeline.compactor import CompactionStore
+    from curator.store import ObjectStore
 
 __all__ = ["SNAPSHOT_LEAD", "PublishedSnapshot", "snapshot_batches", "snapshot_objects"]
 
@@ -63,7 +63,7 @@ class PublishedSnapshot:
         return (self.export_time - self.lead - _EPOCH) // timedelta(microseconds=1)
 
 
-def snapshot_objects(store: CompactionStore, snapshot: PublishedSnapshot) -> list[str]:
+def snapshot_objects(store: ObjectStore, snapshot: PublishedSnapshot) -> list[str]:
     """The snapshot's Parquet keys, each completed by its counts object; ``CurationError`` when there is none, or
     when one is not complete (the backfill has not finished: the snapshot must not be published yet)."""
     listed = {item.key for item in store.list(snapshot.objects_prefix)}
@@ -87,7 +87,7 @@ def snapshot_objects(store: CompactionStore, snapshot: PublishedSnapshot) -> lis
 
 
 def snapshot_batches(
-    store: CompactionStore, snapshot: PublishedSnapshot, columns: list[str], batch_rows: int
+    store: ObjectStore, snapshot: PublishedSnapshot, columns: list[str], batch_rows: int
 ) -> Iterator[pa.Table]:
     """The snapshot's rows (``columns`` of them), at most ``batch_rows`` at a time: one object's body and one
     batch in memory, never the whole snapshot."""

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from pyiceberg.table import Table
 
     from curator.curation import CurationResult
-    from pipeline.compactor import CompactionStore
+    from curator.store import ObjectStore
 
 __all__ = [
     "APPLIED_PROPERTY",
@@ -330,7 +330,7 @@ class StateAdvance:
     result: CurationResult
     checkpoint: Callable[[str], None] = lambda step: None
     published: PublishedSnapshot | None = None
-    store: CompactionStore | None = None
+    store: ObjectStore | None = None
     batch_rows: int = BATCH_ROWS
     file_rows: int = STATE_FILE_ROWS
 
@@ -444,7 +444,7 @@ def advance_registrations(
     checkpoint: Callable[[str], None],
     *,
     published: PublishedSnapshot | None = None,
-    store: CompactionStore | None = None,
+    store: ObjectStore | None = None,
 ) -> None:
     """Apply the ``registration_changes`` snapshots ``state`` does not reflect yet (seeding it first from a newly
     published snapshot), in one overwrite snapshot."""

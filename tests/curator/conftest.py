@@ -4,10 +4,11 @@ objects written as the stream handler writes them, and a settable clock."""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
@@ -18,15 +19,57 @@ from botocore.config import Config
 
 from curator.catalog import glue_catalog
 from curator.curation import Curator, CuratorSettings
+from curator.store import S3Store
 from pipeline.change_order import newer_order_key
-from pipeline.compactor import S3CompactionStore
+from pipeline.columnar import decode_batch
+from pipeline.decode import parse_kinesis_records
 from pipeline.writer import encode_parquet, partition_prefix
+from sandbox.changes import FIRST_SEQUENCE, DemandGenerator, changes_event
 from sandbox.server import MotoProcess
-from tests.compaction.conftest import HOUR, PREFIX, generated_rows, object_name
 
-__all__ = ["HOUR", "PREFIX", "Clock", "CuratedLake", "generated_rows", "latest_state"]
+__all__ = [
+    "HOUR",
+    "OTHER_SHARD",
+    "PREFIX",
+    "Clock",
+    "CuratedLake",
+    "generated_rows",
+    "latest_state",
+    "object_name",
+    "with_sequences",
+]
 
 REGION = "us-east-1"
+PREFIX = "demand/events/"
+STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/prd3292-dev1-dmnd-table-stream"
+TAG = hashlib.sha256(STREAM_ARN.encode()).hexdigest()[:8]
+HOUR = datetime(2026, 3, 31, 23, tzinfo=UTC)
+SHARD = "shardId-000000000000"
+OTHER_SHARD = "shardId-000000000001"
+
+
+def generated_rows(count: int, *, hour: datetime = HOUR, shard_id: str = SHARD, seed: int = 3) -> pa.Table:
+    """``count`` rows of one shard within ``hour``, through the handler's decoder, in sequence order."""
+    generator = DemandGenerator(seed=seed, start=hour + timedelta(seconds=1))
+    changes = list(generator.changes(count))
+    assert changes[-1].time < hour + timedelta(hours=1), "generated changes spill out of the hour"
+    event = changes_event(changes, shard_id=shard_id, stream_arn=STREAM_ARN, first_sequence=FIRST_SEQUENCE)
+    decoded = decode_batch(parse_kinesis_records(event), "MILLISECOND")
+    assert not decoded.quarantined
+    return decoded.rows
+
+
+def with_sequences(rows: pa.Table, sequences: Sequence[str]) -> pa.Table:
+    index = rows.schema.get_field_index("sequence_number")
+    return rows.set_column(index, rows.schema.field(index), pa.array(list(sequences), pa.string()))
+
+
+def object_name(rows: pa.Table) -> str:
+    """``<tag>-<shard>-<first seq>-<digest>.parquet`` (contract C1)."""
+    sequences = sorted(int(value) for value in rows.column("sequence_number").to_pylist())
+    shard = rows.column("shard_id")[0].as_py()
+    digest = hashlib.sha256("\n".join(str(value) for value in sequences).encode()).hexdigest()[:12]
+    return f"{TAG}-{shard}-{sequences[0]}-{digest}.parquet"
 
 
 @dataclass
@@ -77,8 +120,8 @@ class CuratedLake:
             self.endpoint_url, self.s3, self.glue, bucket, f"curated_{suffix}", clock or Clock(), self.catalog()
         )
 
-    def store(self) -> S3CompactionStore:
-        return S3CompactionStore(self.bucket, client=self.s3)
+    def store(self) -> S3Store:
+        return S3Store(self.bucket, client=self.s3)
 
     def curator(self, **overrides: Any) -> Curator:
         catalog = overrides.pop("catalog", None) or self.catalog()

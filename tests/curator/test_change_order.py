@@ -11,8 +11,7 @@ import pytest
 
 from curator.tables import CHANGES_TABLE, REGISTRATIONS_TABLE
 from pipeline.schema import arrow_schema
-from tests.compaction.conftest import OTHER_SHARD
-from tests.curator.conftest import CuratedLake, generated_rows, latest_state, state_of
+from tests.curator.conftest import OTHER_SHARD, CuratedLake, generated_rows, latest_state, state_of
 
 
 def one_change() -> dict[str, Any]:

@@ -10,8 +10,7 @@ import pytest
 
 from curator import curation
 from curator.tables import CHANGES_TABLE, REGISTRATIONS_TABLE
-from tests.compaction.conftest import OTHER_SHARD
-from tests.curator.conftest import CuratedLake, generated_rows, latest_state, state_of
+from tests.curator.conftest import OTHER_SHARD, CuratedLake, generated_rows, latest_state, state_of
 
 
 def test_glue_refuses_an_update_with_a_stale_version(lake: CuratedLake):

@@ -16,11 +16,19 @@ import pytest
 from pyiceberg.io.pyarrow import PyArrowFile, PyArrowFileIO
 
 from curator.curation import Curator
+from curator.store import S3Store
 from curator.tables import CHANGES_TABLE, REGISTRATIONS_TABLE
-from pipeline.compactor import S3CompactionStore
 from sandbox.server import MotoProcess
-from tests.compaction.conftest import OTHER_SHARD
-from tests.curator.conftest import HOUR, CuratedLake, generated_rows, latest_state, new_catalog, new_lake, state_of
+from tests.curator.conftest import (
+    HOUR,
+    OTHER_SHARD,
+    CuratedLake,
+    generated_rows,
+    latest_state,
+    new_catalog,
+    new_lake,
+    state_of,
+)
 
 NEXT_HOUR = HOUR + timedelta(hours=1)
 
@@ -151,7 +159,7 @@ def crashable(lake: CuratedLake, instrumented: Instrumented) -> Curator:
     """A curator whose S3 client, Glue client and file writes all report to the current plan."""
     return Curator(
         catalog=instrumented.catalog,
-        store=S3CompactionStore(lake.bucket, client=instrumented.s3),
+        store=S3Store(lake.bucket, client=instrumented.s3),
         settings=lake.settings,
         clock=lake.clock,
     )

@@ -9,13 +9,22 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from curator.curation import APPLIED_PROPERTY
 from curator.raw import LEDGER_PROPERTY, read_ledger
 from curator.tables import CHANGES_TABLE, REGISTRATIONS_TABLE
 from pipeline.schema import arrow_schema
-from tests.compaction.conftest import OTHER_SHARD, with_sequences
-from tests.curator.conftest import HOUR, CuratedLake, generated_rows, is_sorted, latest_state, state_of
+from tests.curator.conftest import (
+    HOUR,
+    OTHER_SHARD,
+    CuratedLake,
+    generated_rows,
+    is_sorted,
+    latest_state,
+    state_of,
+    with_sequences,
+)
 
 NEXT_HOUR = HOUR + timedelta(hours=1)
 
@@ -260,3 +269,40 @@ def test_a_backlog_is_curated_partition_by_partition_into_one_snapshot(lake: Cur
         "the hour's first rewrite in the run was deleted, not left behind"
     )
     assert state_of(registrations_of(lake)) == latest_state(everything)
+
+
+def test_an_hour_bigger_than_a_slice_is_written_as_several_sorted_files_each_change_once(lake: CuratedLake):
+    """Slices of at most 120 rows (four hash slices an hour): every file sorted, every change once, duplicates
+    within an object, across objects and against committed rows removed, late rows merged on a later run."""
+    rows = generated_rows(500)
+    repeated = rows.slice(10, 5)
+    later = [str(int(value) + 10**6) for value in repeated.column("sequence_number").to_pylist()]
+    lake.write(pa.concat_tables([rows.slice(0, 300), with_sequences(repeated, later)]))
+    lake.write(rows.slice(250, 150))  # overlaps the first object by 50 changes
+    curator = lake.curator(slice_rows=120, spill_partitions=4)
+
+    first = curator.run()
+
+    assert first.changes_added == 400
+    table = lake.table(CHANGES_TABLE)
+    files = [task.file for task in table.scan().plan_files()]
+    assert len(files) >= 3, "one file per group of slices"
+    for data_file in files:
+        content = pq.read_table(pa.BufferReader(table.io.new_input(data_file.file_path).open().read()))
+        assert is_sorted(content, ("event_id", "fan_id", "change_time"))
+    lake.write(rows.slice(350, 150))  # late: 50 changes already committed, 100 new
+    lake.write(rows.slice(0, 20))  # a re-delivery of committed changes only
+
+    second = curator.run()
+
+    assert second.changes_added == 100
+    changes = changes_of(lake)
+    assert sorted(changes.column("change_id").to_pylist()) == sorted(rows.column("change_id").to_pylist())
+    by_id = dict(
+        zip(changes.column("change_id").to_pylist(), changes.column("sequence_number").to_pylist(), strict=True)
+    )
+    for change_id, sequence in zip(
+        repeated.column("change_id").to_pylist(), repeated.column("sequence_number").to_pylist(), strict=True
+    ):
+        assert by_id[change_id] == sequence
+    assert state_of(registrations_of(lake)) == latest_state(rows)

@@ -8,8 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pyarrow as pa
 
 from curator.tables import CHANGES_TABLE, REGISTRATIONS_TABLE
-from tests.compaction.conftest import OTHER_SHARD
-from tests.curator.conftest import HOUR, CuratedLake, generated_rows, latest_state, state_of
+from tests.curator.conftest import HOUR, OTHER_SHARD, CuratedLake, generated_rows, latest_state, state_of
 
 NEXT_HOUR = HOUR + timedelta(hours=1)
 

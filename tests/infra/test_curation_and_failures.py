@@ -61,6 +61,8 @@ def test_curator_function_has_its_own_code_and_layer_and_one_execution_at_a_time
     assert curator["handler"] == "curator.handler.handler"
     assert curator["reservedConcurrentExecutions"] == 1  # the single writer of the curated tables
     assert "reservedConcurrentExecutions" not in processor
+    assert curator["ephemeralStorage"] == {"size": 2048}  # the run's spill of hour slices
+    assert "ephemeralStorage" not in processor
     assert curator["code"].path == "dist/curator.zip"
     assert processor["code"].path == "dist/function.zip"  # the stream handler's artifact is unchanged
     assert curator.get("sourceCodeHash") == built.curator_digest
@@ -110,10 +112,14 @@ def test_curator_environment_is_what_the_handler_reads(run: ProgramRun) -> None:
         "7",
         "15",
     )
+    assert variables["SNAPSHOT_PREFIX"] == "demand/snapshots/"  # where the backfill publishes
+    published = (settings.snapshot_export_id or "", settings.snapshot_export_time or "")
+    assert (variables["SNAPSHOT_EXPORT_ID"], variables["SNAPSHOT_EXPORT_TIME"]) == published
     assert variables["POWERTOOLS_SERVICE_NAME"] == f"prd3292-{run.stack}-demand-curator"
     assert variables["POWERTOOLS_METRICS_NAMESPACE"] == "DmdPipeline"
     loaded = load_curator_settings(variables)  # the values the program sets are ones the function accepts
     assert (loaded.database, loaded.tables_prefix, loaded.time_travel.days) == (database, "curated/", 7)
+    assert (loaded.snapshot.export_id if loaded.snapshot else "") == published[0]
 
 
 def test_curator_role_is_the_curator_policy_of_the_stacks_arns(run: ProgramRun) -> None:

@@ -21,8 +21,8 @@ from components.naming import account_data_bucket_patterns
 from components.policies import backfill_function_policy, curator_policy
 from curator.catalog import glue_catalog
 from curator.curation import Curator, CuratorSettings
+from curator.store import S3Store
 from ops.backfill import run_export
-from pipeline.compactor import S3CompactionStore
 from pipeline.writer import encode_parquet, partition_prefix
 from sandbox import demo
 from sandbox.local_aws import LocalAws, local_aws
@@ -177,7 +177,7 @@ def _curator_as_its_role(aws: LocalAws) -> Curator:
         tables_prefix=layout.curated,
         delete_grace=timedelta(0),
     )
-    store = S3CompactionStore(aws.outputs.bucket_name, client=aws.client("s3", role="curator"))
+    store = S3Store(aws.outputs.bucket_name, client=aws.client("s3", role="curator"))
     return Curator(catalog=catalog, store=store, settings=settings, clock=lambda: HOUR + timedelta(hours=2))
 
 

@@ -1,0 +1,155 @@
+"""An hour's rows split into slices on local disk, so a run holds one slice in memory, never a whole hour.
+
+A run streams its raw objects (and the committed files of each hour they touch) a record batch at a time into
+``partitions`` slices per hour of change time, by a hash of ``change_id`` (``curator.rows.slice_of``): every copy
+of a change lands in the same slice, so each slice is deduplicated on its own. Rows wait in memory until
+``flush_rows`` of them are buffered, then go to Arrow IPC files (LZ4) in a temporary folder; reading a group of
+slices back brings exactly their rows. Memory: the buffer plus one group of slices, whatever the hour's size.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curator.rows import slice_of
+
+__all__ = ["SpilledHours"]
+
+_COMPRESSION = pa.ipc.IpcWriteOptions(compression="zstd")
+_PREFIX = "curator-spill-"
+#: A spill folder untouched this long is a run that died (a Lambda timeout keeps /tmp for the next invocation).
+STALE_SECONDS = 2 * 3600
+
+
+@dataclass
+class _Slice:
+    committed: int = 0
+    new: int = 0
+    files: dict[bool, list[Path]] = field(default_factory=lambda: {True: [], False: []})
+    buffered: dict[bool, list[pa.Table]] = field(default_factory=lambda: {True: [], False: []})
+
+
+class SpilledHours:
+    """Rows of the run by hour of change time and slice: committed rows and new rows kept apart."""
+
+    def __init__(self, partitions: int = 64, flush_rows: int = 262_144, folder: str | None = None) -> None:
+        self.partitions = partitions
+        self.flush_rows = flush_rows
+        parent = Path(folder or tempfile.gettempdir())
+        for stale in parent.glob(f"{_PREFIX}*"):
+            if time.time() - stale.stat().st_mtime > STALE_SECONDS:
+                shutil.rmtree(stale, ignore_errors=True)
+        self._folder = Path(tempfile.mkdtemp(prefix=_PREFIX, dir=parent))
+        self._slices: dict[tuple[datetime, int], _Slice] = {}
+        self._buffered_rows = 0
+        self._files = 0
+
+    def __enter__(self) -> SpilledHours:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        shutil.rmtree(self._folder, ignore_errors=True)
+
+    # -- adding ---------------------------------------------------------------------------------------------
+    def add(self, rows: pa.Table, *, committed: bool) -> None:
+        """Spread ``rows`` (with a ``change_time`` and a ``change_id`` column) over their hours and slices."""
+        if rows.num_rows == 0:
+            return
+        hours = pc.floor_temporal(rows.column("change_time"), unit="hour")
+        hour_numbers = pc.divide(pc.cast(pc.cast(hours, pa.timestamp("us", tz="UTC")), pa.int64()), 3_600_000_000)
+        slices = slice_of(rows.column("change_id"), self.partitions)
+        bucket = pc.add(pc.multiply(hour_numbers, self.partitions), slices)
+        order = pc.sort_indices(bucket)
+        ordered = rows.take(order)
+        runs = pc.run_end_encode(pc.take(bucket, order).combine_chunks())
+        start = 0
+        for value, end in zip(runs.values.to_pylist(), runs.run_ends.to_pylist(), strict=True):
+            hour_number, partition = divmod(int(value), self.partitions)
+            hour = datetime.fromtimestamp(hour_number * 3600, UTC)
+            piece = self._slices.setdefault((hour, partition), _Slice())
+            piece.buffered[committed].append(ordered.slice(start, end - start))
+            if committed:
+                piece.committed += end - start
+            else:
+                piece.new += end - start
+            start = end
+        self._buffered_rows += rows.num_rows
+        if self._buffered_rows >= self.flush_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every buffered row to disk."""
+        for (hour, partition), piece in self._slices.items():
+            for committed, tables in piece.buffered.items():
+                if not tables:
+                    continue
+                self._files += 1
+                path = self._folder / f"{hour:%Y%m%d%H}-{partition}-{'c' if committed else 'n'}-{self._files}.arrow"
+                rows = pa.concat_tables(tables)
+                with (
+                    pa.OSFile(str(path), "wb") as sink,
+                    pa.ipc.new_stream(sink, rows.schema, options=_COMPRESSION) as out,
+                ):
+                    out.write_table(rows)
+                piece.files[committed].append(path)
+                tables.clear()
+        self._buffered_rows = 0
+
+    # -- reading --------------------------------------------------------------------------------------------
+    def hours(self) -> list[datetime]:
+        """The hours with new rows, oldest first."""
+        return sorted({hour for (hour, _), piece in self._slices.items() if piece.new})
+
+    def all_hours(self) -> list[datetime]:
+        """Every hour with rows, oldest first."""
+        return sorted({hour for hour, _ in self._slices})
+
+    def groups(self, hour: datetime, rows_per_group: int) -> list[list[int]]:
+        """The hour's slices in consecutive groups of at most ``rows_per_group`` rows (a bigger slice alone)."""
+        groups: list[list[int]] = []
+        size = 0
+        for partition in range(self.partitions):
+            piece = self._slices.get((hour, partition))
+            if piece is None:
+                continue
+            rows = piece.committed + piece.new
+            if not groups or size + rows > rows_per_group:
+                groups.append([])
+                size = 0
+            groups[-1].append(partition)
+            size += rows
+        return groups
+
+    def read(self, hour: datetime, partitions: Iterable[int], *, committed: bool, schema: pa.Schema) -> pa.Table:
+        """The rows of ``partitions`` of ``hour``, committed or new ones, one chunk per column."""
+        tables: list[pa.Table] = []
+        for partition in partitions:
+            piece = self._slices.get((hour, partition))
+            if piece is None:
+                continue
+            for path in piece.files[committed]:
+                with pa.OSFile(str(path), "rb") as source:
+                    tables.append(pa.ipc.open_stream(source).read_all())
+            tables.extend(piece.buffered[committed])
+        if not tables:
+            return schema.empty_table()
+        return pa.concat_tables(tables).combine_chunks()
+
+    def drop(self, hour: datetime) -> None:
+        """Forget the hour and delete its files."""
+        for key in [key for key in self._slices if key[0] == hour]:
+            for paths in self._slices.pop(key).files.values():
+                for path in paths:
+                    path.unlink(missing_ok=True)
