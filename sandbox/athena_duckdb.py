@@ -63,6 +63,25 @@ class AthenaOnDuckDB:
         # Names are the stack's Glue names (or a test's), never an analyst's input.
         self.connection.execute(f'CREATE OR REPLACE VIEW "{database}"."{name}" AS SELECT * FROM "{view}"')  # noqa: S608
 
+    def add_parquet(self, database: str, name: str, files: list[str], *, hive_partitioning: bool = False) -> None:
+        """Parquet files (paths or globs) read in place as ``"database"."name"`` (the raw table's objects with
+        ``dt`` and ``hour`` from their keys, or a table's data files): DuckDB prunes them by path (hive) or by
+        column statistics."""
+        if not files:
+            raise ValueError(f"{database}.{name}: no files")
+        self._schema(database)
+        listed = ", ".join("'" + path.replace("'", "''") + "'" for path in files)
+        # Partition values stay text, as the Glue table declares them (dt, hour, export_id are strings).
+        hive = (
+            "hive_partitioning = true, hive_types_autocast = false"
+            if hive_partitioning
+            else "hive_partitioning = false"
+        )
+        self.connection.execute(
+            f'CREATE OR REPLACE VIEW "{database}"."{name}" AS '  # noqa: S608 - paths quoted above
+            f"SELECT * FROM read_parquet([{listed}], {hive})"
+        )
+
     def add_iceberg(self, database: str, name: str, table: IcebergTable) -> None:
         """An Iceberg table, read through pyiceberg at the snapshot each reference asks for."""
         self._iceberg[(database, name)] = table
