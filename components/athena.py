@@ -1,5 +1,6 @@
-"""The Athena objects: Glue database, events and snapshot tables (partition projection), workgroup, named
-queries (``current_registrations`` from the published snapshot, when the stack config names one)."""
+"""The Athena objects: Glue database, events and snapshot tables (partition projection), workgroup (engine v3),
+named queries over the curated Iceberg tables the curator writes in the same database (``registration_changes``,
+``registrations``, ``components.catalog.named_queries``), and over the raw table for the minutes not yet curated."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ class AthenaCatalogArgs:
     kms_key_arn: str | None = None
     snapshots_prefix: str = "demand/snapshots/"
     snapshot: PublishedSnapshot | None = None
+    """The published snapshot ``registrations`` was seeded from (named in ``current_registrations``)."""
 
 
 def _table_args(table_input: dict[str, Any]) -> dict[str, Any]:
@@ -91,7 +93,8 @@ def _workgroup_args(configuration: dict[str, Any]) -> aws.athena.WorkgroupConfig
 
 
 class AthenaCatalog(pulumi.ComponentResource):
-    """What analysts query: the events table over the events prefix, a workgroup and saved queries."""
+    """What analysts query: the events table over the events prefix, a workgroup and saved queries (which read the
+    curated tables; the curator creates those on its first run, so no query depends on a table resource)."""
 
     database_name: pulumi.Output[str]
     """Glue database (Athena database) name."""

@@ -11,12 +11,14 @@ from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 from pipeline.change_order import first_copy_sql, newest_first_sql
+from pipeline.normalize import EXTRA_COLUMN, item_specs
 from pipeline.schema import glue_columns
 
 if TYPE_CHECKING:
     from components.current_state import PublishedSnapshot
 
 __all__ = [
+    "CHANGES_TABLE",
     "DEFAULT_PROJECTION_START",
     "DEFAULT_QUERY_WINDOW_DAYS",
     "ENGINE_VERSION",
@@ -24,7 +26,10 @@ __all__ = [
     "PARQUET_OUTPUT_FORMAT",
     "PARQUET_SERDE",
     "PARTITION_KEYS",
+    "RAW_WINDOW_DAYS",
+    "REGISTRATIONS_TABLE",
     "NamedQuerySpec",
+    "curated_window",
     "glue_table_input",
     "named_queries",
     "recent_partitions",
@@ -46,6 +51,13 @@ PARTITION_KEYS: tuple[tuple[str, str], ...] = (
 DEFAULT_PROJECTION_START = "2024-01-01"
 # dt partitions (days, today included) a named query reads unless told otherwise.
 DEFAULT_QUERY_WINDOW_DAYS = 7
+#: Days (today included) of the raw table a named query reads: the curator deletes raw objects it has covered
+#: (after a grace period), so the raw table holds minutes to hours; two days cover midnight and a curator that
+#: has been stopped for a day.
+RAW_WINDOW_DAYS = 2
+#: The curated Iceberg tables (curator.tables, which the curator creates in the stack's database).
+CHANGES_TABLE = "registration_changes"
+REGISTRATIONS_TABLE = "registrations"
 
 
 @dataclass(frozen=True)
@@ -157,6 +169,9 @@ def workgroup_configuration(
 
 # The order of changes and the copy of a duplicated change kept: one rule, pipeline.change_order.
 _NEWEST_FIRST = newest_first_sql()
+# A registration's columns (the contract's item attributes, less the change's TTL flag, and the unknown ones):
+# those of components.current_state.state_columns, which imports this module.
+_STATE_COLUMNS = (*(spec.name for spec in item_specs() if spec.name != "deleted_by_ttl"), EXTRA_COLUMN)
 
 
 def unique_changes_cte(source: str) -> str:
@@ -184,6 +199,31 @@ def recent_partitions(window_days: int) -> str:
     return f"dt >= date_format(current_timestamp - INTERVAL '{window_days - 1}' DAY, '%Y-%m-%d')"
 
 
+def curated_window(window_days: int) -> str:
+    """Predicate on ``change_time`` keeping the last ``window_days`` days (UTC), today included: the curated
+    change log's counterpart of ``recent_partitions``. The table is partitioned by hour of ``change_time``
+    (hidden partitioning), so Athena prunes every older hour from this predicate alone."""
+    if window_days < 1:
+        raise ValueError(f"window_days must be at least 1, got {window_days}")
+    return f"change_time >= date_trunc('day', current_timestamp - INTERVAL '{window_days - 1}' DAY)"
+
+
+def _not_yet_curated(raw: str, changes: str) -> str:
+    """CTEs ``unique_changes`` (each raw change once, the last two days of ``dt`` partitions) and ``pending``:
+    those whose ``change_id`` is not in the curated change log (over the same two days)."""
+    window = recent_partitions(RAW_WINDOW_DAYS)
+    source = f"(\n      SELECT * FROM {raw}\n      WHERE {window}\n    ) AS recent_changes"  # noqa: S608
+    return f"""{unique_changes_cte(source)},
+curated_ids AS (
+  SELECT change_id FROM {changes}
+  WHERE {curated_window(RAW_WINDOW_DAYS)}
+),
+pending AS (
+  SELECT * FROM unique_changes
+  WHERE NOT EXISTS (SELECT 1 FROM curated_ids WHERE curated_ids.change_id = unique_changes.change_id)
+)"""  # noqa: S608
+
+
 def named_queries(
     database: str,
     table: str,
@@ -191,84 +231,159 @@ def named_queries(
     window_days: int = DEFAULT_QUERY_WINDOW_DAYS,
     snapshot: PublishedSnapshot | None = None,
 ) -> list[NamedQuerySpec]:
-    """The named queries analysts need, against ``database.table`` (Athena/Trino SQL, DuckDB-transpilable).
+    """The named queries analysts need (Athena/Trino SQL, DuckDB-transpilable), in ``database``.
 
-    Each reads at most the last ``window_days`` days of ``dt`` partitions (pipeline_freshness: two), so the
-    workgroup's per-query scan cutoff never cancels them as the lake grows. With a published ``snapshot``,
-    ``current_registrations`` is the whole current state instead: that snapshot (in ``<table>_snapshots``)
-    plus every change from its export time on (``components.current_state``).
+    They read the curated Iceberg tables (``registration_changes``, ``registrations``; the curator writes them
+    every ``curationIntervalMinutes``); the raw change table ``table`` (written within about a minute, kept only
+    until the curator has covered it) serves the minutes the curator has not reached: ``changes_not_yet_curated``
+    lists them, ``current_registrations_to_the_minute`` applies them to ``registrations``, and
+    ``pipeline_freshness`` says how fresh each table is. Reads of the change log are bounded by ``window_days``
+    days of ``change_time`` (hour partitions), reads of the raw table by two days of ``dt`` partitions, so the
+    workgroup's scan cutoff never cancels them as the lake grows; ``registrations`` holds one row per live
+    registration and is read whole. ``snapshot`` (the published backfill snapshot ``registrations`` was seeded
+    from) is named in ``current_registrations``' description.
     """
-    table_source = f'"{database}"."{table}"'
-    window = recent_partitions(window_days)
-    source = f"(\n      SELECT * FROM {table_source}\n      WHERE {window}\n    ) AS recent_changes"  # noqa: S608
+    raw = f'"{database}"."{table}"'
+    changes = f'"{database}"."{CHANGES_TABLE}"'
+    state = f'"{database}"."{REGISTRATIONS_TABLE}"'
+    columns = ", ".join(_STATE_COLUMNS)
     # Identifiers come from the naming helper, never from user input.
-    demand_per_event_per_day = f"""-- Demand per event per day: for each day and event, the fans whose last change
--- that day left them in each status (duplicate deliveries removed, removals excluded), and their tickets.
--- Days: the last {window_days} (dt partitions), today included.
-WITH {unique_changes_cte(source)},
-last_of_day AS (
-  SELECT dt, event_id, fan_id, status, quantity, op,
-         row_number() OVER (PARTITION BY dt, event_id, fan_id ORDER BY {_NEWEST_FIRST}) AS newest
-  FROM unique_changes
+    demand_per_event_per_day = f"""-- Demand per event per day, from the curated change log (each change once): for
+-- each day and event, the fans whose last change that day left them in each status (removals excluded), and
+-- their tickets. Days: the last {window_days} (UTC), today included. Changes the curator has not reached yet (its last
+-- run is at most curationIntervalMinutes old) are in changes_not_yet_curated.
+WITH last_of_day AS (
+  SELECT date_format(change_time, '%Y-%m-%d') AS dt, event_id, fan_id, status, quantity, op,
+         row_number() OVER (
+           PARTITION BY date_format(change_time, '%Y-%m-%d'), event_id, fan_id ORDER BY {_NEWEST_FIRST}
+         ) AS newest
+  FROM {changes}
+  WHERE {curated_window(window_days)}
 )
 SELECT dt, event_id, status, count(*) AS fans, sum(quantity) AS tickets
 FROM last_of_day
 WHERE newest = 1 AND op <> 'REMOVE'
 GROUP BY dt, event_id, status
 ORDER BY dt, event_id, status"""  # noqa: S608
-    current_registrations = f"""-- Current state per registration: the latest change per (event_id, fan_id),
--- duplicate deliveries removed; registrations whose latest change is a REMOVE are gone and not listed.
--- Only registrations changed in the last {window_days} days (dt partitions, today included) are read.
-WITH {unique_changes_cte(source)},
+    current_registrations = f"""-- Current state per registration: the curated registrations table, one row per live
+-- (event_id, fan_id) with its last change, as of the curator's last run (every curationIntervalMinutes).
+-- current_registrations_to_the_minute adds the changes since.
+SELECT {columns}, change_time AS last_change_time
+FROM {state}
+ORDER BY event_id, fan_id"""  # noqa: S608
+    registrations_as_of = f"""-- Registrations as they were at a past moment: Iceberg time travel reads the snapshot
+-- the curator had committed at that moment (one per run, so the state at most curationIntervalMinutes before it).
+-- EDIT the moment below, e.g. TIMESTAMP '2026-03-31 19:00:00 UTC'; it must lie within the time-travel window
+-- (timeTravelDays, 7 by default): older snapshots are expired.
+SELECT {columns}, change_time AS last_change_time
+FROM {state} FOR TIMESTAMP AS OF (current_timestamp - INTERVAL '1' DAY)
+ORDER BY event_id, fan_id"""  # noqa: S608
+    freshness = f"""-- How fresh each table is: the newest change it holds, how old that change is, distinct
+-- changes of the last hour, and when the curator last committed the table. The raw table is about a minute
+-- behind the source (stream batching); the curated tables up to curationIntervalMinutes plus one run behind it.
+-- Each change is counted once (duplicate deliveries in the raw table included). Reads two days.
+WITH raw_changes AS (
+  SELECT change_id, change_time FROM {raw}
+  WHERE {recent_partitions(RAW_WINDOW_DAYS)}
+),
+curated_changes AS (
+  SELECT change_id, change_time FROM {changes}
+  WHERE {curated_window(RAW_WINDOW_DAYS)}
+)
+SELECT '{table}' AS table_name, 'raw' AS layer, max(change_time) AS newest_change_time,
+       date_diff('second', max(change_time), current_timestamp) AS lag_seconds,
+       count(DISTINCT CASE WHEN change_time >= current_timestamp - INTERVAL '1' HOUR THEN change_id END)
+         AS changes_last_hour,
+       NULL AS last_commit_time
+FROM raw_changes
+UNION ALL
+SELECT '{CHANGES_TABLE}', 'curated', max(change_time), date_diff('second', max(change_time), current_timestamp),
+       count(DISTINCT CASE WHEN change_time >= current_timestamp - INTERVAL '1' HOUR THEN change_id END),
+       (SELECT max(committed_at) FROM "{database}"."{CHANGES_TABLE}$snapshots")
+FROM curated_changes
+UNION ALL
+SELECT '{REGISTRATIONS_TABLE}', 'curated', max(change_time), date_diff('second', max(change_time), current_timestamp),
+       NULL, (SELECT max(committed_at) FROM "{database}"."{REGISTRATIONS_TABLE}$snapshots")
+FROM {state}
+ORDER BY layer DESC, table_name"""  # noqa: S608
+    contract = ", ".join(column.name for column in glue_columns())
+    not_yet_curated = f"""-- Changes the curator has not reached yet: raw rows of the last two days whose change is
+-- not in registration_changes, each change once (duplicate deliveries removed, keeping the copy the curator
+-- keeps). Together with registration_changes: every change, each once, to the minute.
+WITH {_not_yet_curated(raw, changes)}
+SELECT {contract}
+FROM pending
+ORDER BY change_time, event_id, fan_id"""  # noqa: S608
+    to_the_minute = f"""-- Current state to the minute: registrations (as of the curator's last run) with the
+-- changes the curator has not reached yet applied on top, by the order of changes; a curated removal still
+-- wins over an older late change. Only the keys those changes touch are recomputed.
+WITH {_not_yet_curated(raw, changes)},
+touched AS (
+  SELECT DISTINCT event_id, fan_id FROM pending
+),
+candidates AS (
+  SELECT {columns}, 'STATE' AS op, change_time, change_time_us, sequence_number, change_id
+  FROM {state} AS stored
+  WHERE EXISTS (SELECT 1 FROM touched WHERE touched.event_id = stored.event_id AND touched.fan_id = stored.fan_id)
+  UNION ALL
+  SELECT {columns}, op, change_time, change_time_us, sequence_number, change_id
+  FROM {changes} AS curated
+  WHERE op = 'REMOVE' AND {curated_window(RAW_WINDOW_DAYS)}
+    AND EXISTS (SELECT 1 FROM touched WHERE touched.event_id = curated.event_id AND touched.fan_id = curated.fan_id)
+  UNION ALL
+  SELECT {columns}, op, change_time, change_time_us, sequence_number, change_id
+  FROM pending
+),
 latest AS (
   SELECT *, row_number() OVER (PARTITION BY event_id, fan_id ORDER BY {_NEWEST_FIRST}) AS newest
-  FROM unique_changes
+  FROM candidates
 )
-SELECT event_id, fan_id, market_id, status, quantity, price_levels, channel, presale_code,
-       created_at, updated_at, change_time AS last_change_time
+SELECT {columns}, change_time AS last_change_time
+FROM {state} AS stored
+WHERE NOT EXISTS (SELECT 1 FROM touched WHERE touched.event_id = stored.event_id AND touched.fan_id = stored.fan_id)
+UNION ALL
+SELECT {columns}, change_time AS last_change_time
 FROM latest
 WHERE newest = 1 AND op <> 'REMOVE'
 ORDER BY event_id, fan_id"""  # noqa: S608
-    pipeline_freshness = f"""-- Pipeline freshness: age of the newest change that reached the lake, and rows
--- seen in the last hour. Scans only the last two days of partitions.
-SELECT max(change_time) AS newest_change_time,
-       date_diff('second', max(change_time), current_timestamp) AS lag_seconds,
-       sum(CASE WHEN change_time >= current_timestamp - INTERVAL '1' HOUR THEN 1 ELSE 0 END) AS rows_last_hour,
-       count(*) AS rows_scanned
-FROM {table_source}
-WHERE {recent_partitions(2)}"""  # noqa: S608
-    current = NamedQuerySpec(
-        "current_registrations",
-        f"Current state of registrations changed in the last {window_days} days: latest change per event and fan,"
-        " duplicates and removals dropped.",
-        current_registrations,
+    seeded = (
+        f" Seeded from the published snapshot {snapshot.export_id} (exported"
+        f" {snapshot.export_time.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ})."
+        if snapshot is not None
+        else ""
     )
-    if snapshot is not None:
-        from components.current_state import current_registrations_sql  # noqa: PLC0415 - it imports this module
-
-        current = NamedQuerySpec(
-            "current_registrations",
-            f"Current state of every registration: snapshot {snapshot.export_id} (exported"
-            f" {snapshot.export_time.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}) plus every change since, removals dropped.",
-            current_registrations_sql(
-                database,
-                table,
-                snapshot_table_name(table),
-                export_id=snapshot.export_id,
-                export_time=snapshot.export_time,
-            ),
-        )
     return [
         NamedQuerySpec(
             "demand_per_event_per_day",
-            f"Fans and tickets per event, day and status over the last {window_days} days (each fan's last change of"
-            " the day, duplicates removed).",
+            f"Fans and tickets per event, day and status over the last {window_days} days, from the curated change"
+            " log (each fan's last change of the day).",
             demand_per_event_per_day,
         ),
-        current,
+        NamedQuerySpec(
+            "current_registrations",
+            "Current state of every registration: the curated registrations table, as of the curator's last run."
+            + seeded,
+            current_registrations,
+        ),
+        NamedQuerySpec(
+            "registrations_as_of",
+            "Registrations as they were at a past moment (Iceberg time travel; edit the moment in the query).",
+            registrations_as_of,
+        ),
         NamedQuerySpec(
             "pipeline_freshness",
-            "Seconds since the newest change landed, and rows in the last hour.",
-            pipeline_freshness,
+            "How fresh each table is: newest change, its age in seconds, distinct changes of the last hour, last"
+            " curator commit.",
+            freshness,
+        ),
+        NamedQuerySpec(
+            "changes_not_yet_curated",
+            "Raw changes of the last two days the curator has not reached yet, each once.",
+            not_yet_curated,
+        ),
+        NamedQuerySpec(
+            "current_registrations_to_the_minute",
+            "Current state to the minute: registrations plus the changes the curator has not reached yet.",
+            to_the_minute,
         ),
     ]

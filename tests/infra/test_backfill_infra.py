@@ -12,7 +12,7 @@ import pytest
 from components.artifacts import artifact
 from components.backfill_definition import MAP_STATE, TASK_STATE
 from components.catalog import named_queries
-from components.current_state import PublishedSnapshot, current_registrations_sql, published_snapshot
+from components.current_state import PublishedSnapshot, published_snapshot
 from components.function_environment import backfill_environment
 from components.naming import prefixes
 from components.settings import SettingsError, backfill_concurrency_ceiling, settings_from_stack_file
@@ -253,7 +253,7 @@ def _current_registrations(run: ProgramRun) -> str:
     return str(queries[0].inputs["query"])
 
 
-def test_without_a_published_snapshot_current_registrations_is_change_only(run: ProgramRun) -> None:
+def test_without_a_published_snapshot_current_registrations_reads_registrations(run: ProgramRun) -> None:
     sql = _current_registrations(run)
     assert "_snapshots" not in sql
     expected = {
@@ -261,29 +261,34 @@ def test_without_a_published_snapshot_current_registrations_is_change_only(run: 
         for query in named_queries(run.outputs["athena_database_name"], run.outputs["glue_table_name"])
     }
     assert sql == expected["current_registrations"]
+    assert f'FROM "{run.outputs["athena_database_name"]}"."registrations"' in sql
 
 
-def test_a_published_snapshot_makes_current_registrations_snapshot_plus_changes() -> None:
+def test_a_published_snapshot_is_named_as_what_registrations_was_seeded_from() -> None:
+    """The curated registrations table starts from the published snapshot: current_registrations stays a read of
+    it (the snapshot-plus-changes query, ``current_registrations_sql``, would grow with the lake's age, and the
+    curator deletes the raw changes it has covered)."""
     config = {
         **stack_config("qa1"),
         "dmd-pipeline:snapshotExportId": "01764201600000-a1b2c3d4",
         "dmd-pipeline:snapshotExportTime": "2026-11-30T09:05:00Z",
     }
     run = run_program("qa1", config=config)
-    expected = current_registrations_sql(
-        "prd3292_qa1_demand",
-        "prd3292_qa1_demand_changes",
-        "prd3292_qa1_demand_changes_snapshots",
-        export_id="01764201600000-a1b2c3d4",
-        export_time=datetime(2026, 11, 30, 9, 5, tzinfo=UTC),
-    )
+    snapshot = PublishedSnapshot("01764201600000-a1b2c3d4", datetime(2026, 11, 30, 9, 5, tzinfo=UTC))
+    expected = {
+        query.name: query
+        for query in named_queries("prd3292_qa1_demand", "prd3292_qa1_demand_changes", snapshot=snapshot)
+    }
     sql = _current_registrations(run)
-    assert sql == expected
-    assert "export_id = '01764201600000-a1b2c3d4'" in sql
-    assert "change_time_us >= 1796029200000000" in sql  # 2026-11-30T09:00:00Z, in microseconds
+    assert sql == expected["current_registrations"].sql
+    assert "export_id" not in sql
     queries = {query.inputs["name"]: query.inputs for query in run.of_type(QUERY)}
-    assert set(queries) == {"current_registrations", "demand_per_event_per_day", "pipeline_freshness"}
-    assert "01764201600000-a1b2c3d4" in queries["current_registrations"]["description"]
+    assert set(queries) == set(expected)
+    assert queries["current_registrations"]["description"] == expected["current_registrations"].description
+    assert (
+        "snapshot 01764201600000-a1b2c3d4 (exported 2026-11-30T09:05:00Z)"
+        in queries["current_registrations"]["description"]
+    )
 
 
 @pytest.mark.parametrize(

@@ -1,20 +1,29 @@
-"""Catalog builders: Glue columns follow the handler's schema; named queries run in DuckDB after transpiling."""
+"""Catalog builders: Glue columns follow the handler's schema; named queries run in DuckDB after transpiling
+(the curated tables as plain tables here; tests/infra/test_curated_queries.py runs them on tables the curator wrote)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 import pytest
 import sqlglot
+from sqlglot import exp
 
-from components.catalog import glue_table_input, named_queries, workgroup_configuration
+from components.catalog import (
+    CHANGES_TABLE,
+    REGISTRATIONS_TABLE,
+    glue_table_input,
+    named_queries,
+    workgroup_configuration,
+)
 from components.function_environment import lambda_environment
 from components.naming import prefixes
 from components.settings import settings_from_stack_file
+from curator.tables import changes_spec, registrations_spec
 from pipeline.schema import arrow_schema, glue_columns
+from sandbox.athena_duckdb import AthenaOnDuckDB
 
 _HIVE = {
     pa.string(): "string",
@@ -126,7 +135,8 @@ NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def lake() -> duckdb.DuckDBPyConnection:
+def lake() -> AthenaOnDuckDB:
+    """The raw table holding six rows (five changes) the curator has not reached; the curated tables as named."""
     now = NOW - timedelta(minutes=5)
     earlier = now - timedelta(minutes=10)
     long_sequence = "4" + "9" * 55  # 56 digits, larger than the short one numerically and when padded
@@ -143,54 +153,111 @@ def lake() -> duckdb.DuckDBPyConnection:
     ]
     schema = arrow_schema()
     full = schema.append(pa.field("dt", pa.string())).append(pa.field("hour", pa.string()))
-    table = pa.Table.from_pylist(rows, schema=full)
-    connection = duckdb.connect()
-    connection.execute("CREATE SCHEMA demo_db")
-    connection.register("arrow_rows", table)
-    connection.execute("CREATE TABLE demo_db.demand_changes AS SELECT * FROM arrow_rows")
-    return connection
+    runner = AthenaOnDuckDB(now=NOW)
+    runner.add_rows("demo_db", "demand_changes", pa.Table.from_pylist(rows, schema=full))
+    runner.add_rows("demo_db", CHANGES_TABLE, changes_spec().arrow_schema.empty_table())
+    runner.add_rows("demo_db", REGISTRATIONS_TABLE, registrations_spec().arrow_schema.empty_table())
+    snapshots = pa.table(
+        {"committed_at": pa.array([], pa.timestamp("ms", tz="UTC")), "snapshot_id": pa.array([], pa.int64())}
+    )
+    for name in (CHANGES_TABLE, REGISTRATIONS_TABLE):
+        runner.add_rows("demo_db", f"{name}$snapshots", snapshots)
+    return runner
 
 
-def _run(connection: duckdb.DuckDBPyConnection, name: str) -> list[tuple[Any, ...]]:
+def _curate(runner: AthenaOnDuckDB) -> None:
+    """The curator's run, as far as these queries see it: each change once in the log, committed at NOW - 1 min."""
+    raw = runner.query('SELECT * FROM "demo_db"."demand_changes"')
+    unique = raw.take([0, *range(2, raw.num_rows)])  # c1's second delivery dropped
+    runner.add_rows("demo_db", CHANGES_TABLE, unique.select(changes_spec().arrow_schema.names))
+    committed = pa.table(
+        {"committed_at": pa.array([NOW - timedelta(minutes=1)], pa.timestamp("ms", tz="UTC")), "snapshot_id": [1]}
+    )
+    runner.add_rows("demo_db", f"{CHANGES_TABLE}$snapshots", committed)
+
+
+def _run(runner: AthenaOnDuckDB, name: str) -> list[tuple[Any, ...]]:
     spec = {query.name: query for query in named_queries("demo_db", "demand_changes")}[name]
     (duck_sql,) = sqlglot.transpile(spec.sql, read="athena", write="duckdb")
-    assert "CURRENT_TIMESTAMP" in duck_sql
-    pinned = duck_sql.replace("CURRENT_TIMESTAMP", f"TIMESTAMPTZ '{NOW.isoformat()}'")
-    return connection.execute(pinned).fetchall()
+    assert "CURRENT_TIMESTAMP" in duck_sql or name in ("current_registrations",)
+    return [tuple(row.values()) for row in runner.rows(spec.sql)]
 
 
-def test_named_queries_are_the_three_analysts_need() -> None:
+def test_named_queries_are_the_ones_analysts_need() -> None:
     queries = named_queries("db", "tbl")
     assert [query.name for query in queries] == [
         "demand_per_event_per_day",
         "current_registrations",
+        "registrations_as_of",
         "pipeline_freshness",
+        "changes_not_yet_curated",
+        "current_registrations_to_the_minute",
     ]
+    reads = {  # the database's tables each query reads (CTE names aside)
+        query.name: {
+            table.name for table in sqlglot.parse_one(query.sql, read="athena").find_all(exp.Table) if table.db
+        }
+        for query in queries
+    }
+    assert reads == {
+        "demand_per_event_per_day": {"registration_changes"},
+        "current_registrations": {"registrations"},
+        "registrations_as_of": {"registrations"},
+        "pipeline_freshness": {
+            "tbl",
+            "registration_changes",
+            "registrations",
+            "registration_changes$snapshots",
+            "registrations$snapshots",
+        },
+        "changes_not_yet_curated": {"tbl", "registration_changes"},
+        "current_registrations_to_the_minute": {"tbl", "registration_changes", "registrations"},
+    }
     for query in queries:
-        assert '"db"."tbl"' in query.sql
         assert query.description
-        sqlglot.parse_one(query.sql, read="athena")
+        for table in sqlglot.parse_one(query.sql, read="athena").find_all(exp.Table):
+            assert table.db in ("db", ""), (query.name, table.sql())
+    as_of = sqlglot.parse_one(queries[2].sql, read="athena").find(exp.Table)
+    assert as_of is not None
+    assert as_of.args["version"].sql(dialect="athena") == "FOR TIMESTAMP AS OF (CURRENT_TIMESTAMP - INTERVAL '1' DAY)"
 
 
-def test_current_registrations_dedupes_and_drops_removed(lake: duckdb.DuckDBPyConnection) -> None:
-    rows = _run(lake, "current_registrations")
-    assert [(row[0], row[1], row[3], row[4]) for row in rows] == [
-        ("E1", "F1", "SELECTED", 2),
-        ("E2", "F3", "REGISTERED", 4),
-    ]
+def test_current_registrations_to_the_minute_dedupes_and_drops_removed(lake: AthenaOnDuckDB) -> None:
+    expected = [("E1", "F1", "SELECTED", 2), ("E2", "F3", "REGISTERED", 4)]
+    rows = _run(lake, "current_registrations_to_the_minute")
+    assert [(row[0], row[1], row[3], row[4]) for row in rows] == expected
+    _curate(lake)  # curated, not yet applied to registrations (a run that crashed between its two commits)
+    rows = _run(lake, "current_registrations_to_the_minute")
+    assert rows == []  # every raw change is curated: what is left is registrations, empty here
+    assert _run(lake, "changes_not_yet_curated") == []
 
 
-def test_demand_per_event_per_day(lake: duckdb.DuckDBPyConnection) -> None:
+def test_changes_not_yet_curated_lists_each_change_once(lake: AthenaOnDuckDB) -> None:
+    rows = lake.rows(
+        next(q.sql for q in named_queries("demo_db", "demand_changes") if q.name == "changes_not_yet_curated")
+    )
+    assert sorted(row["change_id"] for row in rows) == ["c1", "c2", "c3", "c4", "c5"]
+    assert list(rows[0]) == arrow_schema().names
+
+
+def test_demand_per_event_per_day(lake: AthenaOnDuckDB) -> None:
+    assert _run(lake, "demand_per_event_per_day") == []  # nothing curated yet
+    _curate(lake)
     rows = _run(lake, "demand_per_event_per_day")
     assert [(row[1], row[2], row[3], row[4]) for row in rows] == [("E1", "SELECTED", 1, 2), ("E2", "REGISTERED", 1, 4)]
 
 
-def test_pipeline_freshness(lake: duckdb.DuckDBPyConnection) -> None:
-    ((newest, lag_seconds, rows_last_hour, rows_scanned),) = _run(lake, "pipeline_freshness")
-    assert newest is not None
-    assert lag_seconds == 5 * 60
-    assert rows_last_hour == 6
-    assert rows_scanned == 6
+def test_pipeline_freshness(lake: AthenaOnDuckDB) -> None:
+    _curate(lake)
+    rows = {row[0]: row[1:] for row in _run(lake, "pipeline_freshness")}
+    assert list(rows) == ["demand_changes", "registration_changes", "registrations"]
+    layer, newest, lag_seconds, changes_last_hour, last_commit = rows["demand_changes"]
+    assert (layer, lag_seconds, changes_last_hour, last_commit) == ("raw", 5 * 60, 5, None)  # six rows, five changes
+    assert newest == NOW - timedelta(minutes=5)
+    layer, newest, lag_seconds, changes_last_hour, last_commit = rows["registration_changes"]
+    assert (layer, lag_seconds, changes_last_hour) == ("curated", 5 * 60, 5)
+    assert last_commit == NOW - timedelta(minutes=1)
+    assert rows["registrations"] == ("curated", None, None, None, None)  # never committed, no rows
 
 
 def test_lambda_environment_matches_the_handler_contract() -> None:

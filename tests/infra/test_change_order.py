@@ -1,7 +1,9 @@
 """The order of changes within a millisecond, in the named queries and the current state, as Athena reads the lake.
 
 Every query runs through sqlglot -> DuckDB over views that show timestamps at millisecond precision, as Athena
-reads a Hive table's Parquet timestamps (``sandbox.lake.register_as_athena_reads``).
+reads a Hive table's Parquet timestamps (``sandbox.lake.register_as_athena_reads``). The raw table's changes are
+those the curator has not reached yet (the curated tables are empty here, or hold the same changes curated):
+``current_registrations_to_the_minute`` is the query that reads them.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ import sqlglot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from components.catalog import named_queries
+from components.catalog import CHANGES_TABLE, REGISTRATIONS_TABLE, named_queries
 from components.current_state import current_registrations_sql, state_columns
+from curator.tables import changes_spec, registrations_spec
 from pipeline.batch import decode_strict
 from pipeline.change_order import (
     CHANGE_TIME_US,
@@ -58,11 +61,22 @@ def _with_partitions(rows: pa.Table) -> pa.Table:
     return rows.append_column("hour", pc.strftime(times, format="%H"))
 
 
-def _connect(changes: pa.Table, snapshots: pa.Table | None = None) -> duckdb.DuckDBPyConnection:
+def _connect(
+    changes: pa.Table, snapshots: pa.Table | None = None, curated: pa.Table | None = None
+) -> duckdb.DuckDBPyConnection:
+    """The raw table ``changes``; ``registration_changes`` holding ``curated`` (default: nothing curated yet),
+    ``registrations`` empty."""
     connection = duckdb.connect()
     connection.execute("SET TimeZone = 'UTC'")
     connection.execute(f'CREATE SCHEMA "{DATABASE}"')
     register_as_athena_reads(connection, f'"{DATABASE}"."{TABLE}"', changes)
+    log = changes_spec().arrow_schema
+    for name, rows in (
+        (CHANGES_TABLE, log.empty_table() if curated is None else curated.select(log.names).cast(log)),
+        (REGISTRATIONS_TABLE, registrations_spec().arrow_schema.empty_table()),
+    ):
+        connection.register(f"{name}_rows", rows)
+        connection.execute(f'CREATE VIEW "{DATABASE}"."{name}" AS SELECT * FROM "{name}_rows"')  # noqa: S608
     if snapshots is not None:
         register_as_athena_reads(connection, f'"{DATABASE}"."{SNAPSHOTS}"', snapshots)
     return connection
@@ -127,14 +141,14 @@ def test_two_changes_600_microseconds_apart_delivered_reversed_give_the_tables_s
     rows = _decoded(delivered, "MICROSECOND", decoder)
     assert rows.column(CHANGE_TIME_US).to_pylist() == [_micros(change.time) for change in delivered]
 
-    (found,) = _run(_connect(rows), _named("current_registrations"))
+    (found,) = _run(_connect(rows), _named("current_registrations_to_the_minute"))
 
     assert found["status"] == "CANCELLED"
     expected = _table_row(table_item)
     assert {name: found[name] for name in expected if name in found} == {
         name: expected[name] for name in expected if name in found
     }
-    (per_day,) = _run(_connect(rows), _named("demand_per_event_per_day"))
+    (per_day,) = _run(_connect(rows, curated=rows), _named("demand_per_event_per_day"))
     assert (per_day["event_id"], per_day["status"], per_day["fans"]) == ("E1", "CANCELLED", 1)
 
 
@@ -145,7 +159,7 @@ def test_at_millisecond_precision_the_same_delivery_gives_the_stale_state():
     rows = _decoded(delivered, "MILLISECOND")
     assert len(set(rows.column(CHANGE_TIME_US).to_pylist()[1:])) == 1
 
-    (found,) = _run(_connect(rows), _named("current_registrations"))
+    (found,) = _run(_connect(rows), _named("current_registrations_to_the_minute"))
 
     assert found["status"] == "SELECTED"
 
@@ -265,12 +279,20 @@ def _files(rows: list[dict[str, Any]], order: random.Random) -> pa.Table:
 def _answer(changes: pa.Table) -> dict[Key, tuple[str, int]]:
     return {
         (row["event_id"], row["fan_id"]): (row["status"], row["quantity"])
-        for row in _run(_connect(changes), _named("current_registrations"))
+        for row in _run(_connect(changes), _named("current_registrations_to_the_minute"))
     }
 
 
 def _per_day(changes: pa.Table) -> list[tuple[Any, ...]]:
-    return [tuple(row.values()) for row in _run(_connect(changes), _named("demand_per_event_per_day"))]
+    """demand_per_event_per_day over the curated log: ``changes`` each once (the copy the rule keeps), in the
+    order the rows come."""
+    kept: dict[str, int] = {}
+    rows = changes.to_pylist()
+    for index, row in enumerate(rows):
+        if row["change_id"] not in kept or copy_order_key(row) < copy_order_key(rows[kept[row["change_id"]]]):
+            kept[row["change_id"]] = index
+    curated = changes.take(sorted(kept.values()))
+    return [tuple(row.values()) for row in _run(_connect(changes, curated=curated), _named("demand_per_event_per_day"))]
 
 
 def _compacted(changes: pa.Table) -> pa.Table:

@@ -99,23 +99,25 @@ def test_a_created_data_bucket_expires_noncurrent_versions() -> None:
     assert {rule["filter"]["prefix"] for rule in rules.values()} == {"demand/", "curated/"}
 
 
-# Named queries in the workgroup are bounded by dt.
+# Named queries in the workgroup read a bounded window (dt partitions of the raw table, hours of the change log).
 
 
 def test_named_queries_in_the_workgroup_read_a_bounded_window(run: ProgramRun) -> None:
     queries = {query.inputs["name"]: query.inputs["query"] for query in run.of_type("aws:athena/namedQuery:NamedQuery")}
-    assert len(queries) == 3
+    assert len(queries) == 6
     window = settings_from_stack_file(run.stack).athena_query_window_days
     assert window == 7
-    for name, sql in queries.items():
-        days = 2 if name == "pipeline_freshness" else window
-        assert f"WHERE dt >= date_format(current_timestamp - INTERVAL '{days - 1}' DAY, '%Y-%m-%d')" in sql, name
+    raw = "WHERE dt >= date_format(current_timestamp - INTERVAL '1' DAY, '%Y-%m-%d')"
+    for name in ("pipeline_freshness", "changes_not_yet_curated", "current_registrations_to_the_minute"):
+        assert raw in queries[name], name
+    demand = queries["demand_per_event_per_day"]
+    assert f"change_time >= date_trunc('day', current_timestamp - INTERVAL '{window - 1}' DAY)" in demand
 
 
 def test_query_window_comes_from_config() -> None:
     run = run_program("qa1", config={**stack_config("qa1"), "dmd-pipeline:athenaQueryWindowDays": "3"})
     (query,) = [
-        q for q in run.of_type("aws:athena/namedQuery:NamedQuery") if q.inputs["name"] == "current_registrations"
+        q for q in run.of_type("aws:athena/namedQuery:NamedQuery") if q.inputs["name"] == "demand_per_event_per_day"
     ]
     assert "INTERVAL '2' DAY" in query.inputs["query"]
     assert "last 3 days" in query.inputs["description"]

@@ -8,19 +8,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 import pytest
-import sqlglot
 import yaml
 
 from components.alarm_topic import subscription_parts
-from components.catalog import named_queries, recent_partitions
+from components.catalog import RAW_WINDOW_DAYS, curated_window, named_queries, recent_partitions
 from components.dashboard import DashboardMetric, PipelineDashboardArgs, dashboard_body
 from components.policies import alarm_topic_key_policy, alarm_topic_policy
 from components.settings import PROJECT_ROOT, SettingsError, settings_from_stack_file
 from components.stream_key import StreamKey, StreamKeyError, stream_key
+from curator.tables import changes_spec
 from pipeline.schema import arrow_schema
+from sandbox.athena_duckdb import AthenaOnDuckDB
 
 STACKS = ("dev1", "qa1", "preprod1", "prod1")
 STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/prd3292-qa1-dmnd-table-stream"
@@ -286,17 +286,23 @@ def test_dashboard_needs_its_alarms() -> None:
         dashboard_body(_dashboard_args(), [])
 
 
-# Named queries read a bounded window of dt partitions.
+# Named queries read a bounded window: dt partitions of the raw table, hours of the curated change log.
 
 
-def test_every_named_query_is_bounded_by_dt() -> None:
+def test_every_named_query_is_bounded() -> None:
     for window in (1, 7, 30):
         for query in named_queries("db", "tbl", window_days=window):
-            expected = recent_partitions(2 if query.name == "pipeline_freshness" else window)
-            assert f"WHERE {expected}" in query.sql, (window, query.name)
+            if '"db"."tbl"' in query.sql:
+                assert f"WHERE {recent_partitions(RAW_WINDOW_DAYS)}" in query.sql, (window, query.name)
+            if '"db"."registration_changes"' in query.sql:
+                days = window if query.name == "demand_per_event_per_day" else RAW_WINDOW_DAYS
+                assert curated_window(days) in query.sql, (window, query.name)
+            # registrations is read whole: one row per live registration, however long the lake's history
     assert recent_partitions(7) == "dt >= date_format(current_timestamp - INTERVAL '6' DAY, '%Y-%m-%d')"
-    with pytest.raises(ValueError, match="window_days must be at least 1, got 0"):
-        recent_partitions(0)
+    assert curated_window(7) == "change_time >= date_trunc('day', current_timestamp - INTERVAL '6' DAY)"
+    for bound in (recent_partitions, curated_window):
+        with pytest.raises(ValueError, match="window_days must be at least 1, got 0"):
+            bound(0)
 
 
 def test_the_window_drops_older_partitions_in_duckdb() -> None:
@@ -304,7 +310,7 @@ def test_the_window_drops_older_partitions_in_duckdb() -> None:
     now = datetime.now(UTC).replace(microsecond=0)
     schema = arrow_schema().append(pa.field("dt", pa.string())).append(pa.field("hour", pa.string()))
     rows = []
-    for days_ago, fan in ((0, "today"), (2, "recent"), (9, "old")):
+    for days_ago, fan in ((0, "today"), (1, "yesterday"), (2, "recent"), (9, "old")):
         change_time = now - timedelta(days=days_ago)
         row = dict.fromkeys(schema.names)
         row.update(
@@ -321,13 +327,17 @@ def test_the_window_drops_older_partitions_in_duckdb() -> None:
             hour=f"{change_time:%H}",
         )
         rows.append(row)
-    connection = duckdb.connect()
-    connection.execute("CREATE SCHEMA db")
-    connection.register("rows", pa.Table.from_pylist(rows, schema=schema))
-    connection.execute("CREATE TABLE db.tbl AS SELECT * FROM rows")
+    table = pa.Table.from_pylist(rows, schema=schema)
+    runner = AthenaOnDuckDB(now=now)
+    runner.add_rows("db", "tbl", table)  # not yet curated: the raw window is two days
+    runner.add_rows("db", "registration_changes", changes_spec().arrow_schema.empty_table())
     queries = {query.name: query.sql for query in named_queries("db", "tbl", window_days=7)}
-    (duck_sql,) = sqlglot.transpile(queries["current_registrations"], read="athena", write="duckdb")
-    assert sorted(row[1] for row in connection.execute(duck_sql).fetchall()) == ["recent", "today"]
+    assert sorted(row["fan_id"] for row in runner.rows(queries["changes_not_yet_curated"])) == ["today", "yesterday"]
+    log = table.select(changes_spec().arrow_schema.names)
+    runner.add_rows("db", "registration_changes", log)  # curated: the log's window is the query's
+    assert sorted(row["fan_id"] for row in runner.rows(queries["changes_not_yet_curated"])) == []
+    per_day = runner.rows(queries["demand_per_event_per_day"])
+    assert [(row["event_id"], row["fans"]) for row in per_day] == [("E1", 1)] * 3  # today, yesterday, 2 days ago
     narrow = {query.name: query.sql for query in named_queries("db", "tbl", window_days=1)}
-    (duck_sql,) = sqlglot.transpile(narrow["demand_per_event_per_day"], read="athena", write="duckdb")
-    assert [(row[1], row[3]) for row in connection.execute(duck_sql).fetchall()] == [("E1", 1)]
+    per_day = runner.rows(narrow["demand_per_event_per_day"])
+    assert [(row["dt"], row["fans"]) for row in per_day] == [(f"{now:%Y-%m-%d}", 1)]

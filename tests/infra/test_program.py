@@ -370,14 +370,23 @@ def test_workgroup_and_named_queries(run: ProgramRun) -> None:
     }
     queries = run.of_type("aws:athena/namedQuery:NamedQuery")
     assert sorted(query.inputs["name"] for query in queries) == [
+        "changes_not_yet_curated",
         "current_registrations",
+        "current_registrations_to_the_minute",
         "demand_per_event_per_day",
         "pipeline_freshness",
+        "registrations_as_of",
     ]
+    database = run.outputs["athena_database_name"]
     for query in queries:
         assert query.inputs["workgroup"] == workgroup["name"]
-        assert query.inputs["database"] == run.outputs["athena_database_name"]
-        assert f'"{run.outputs["glue_table_name"]}"' in query.inputs["query"]
+        assert query.inputs["database"] == database
+        # the curated tables, or the raw table for the minutes the curator has not reached
+        assert f'"{database}"."registration' in query.inputs["query"], query.inputs["name"]
+    raw_readers = sorted(
+        q.inputs["name"] for q in queries if f'"{run.outputs["glue_table_name"]}"' in q.inputs["query"]
+    )
+    assert raw_readers == ["changes_not_yet_curated", "current_registrations_to_the_minute", "pipeline_freshness"]
 
 
 def _policies(run: ProgramRun) -> dict[str, dict[str, Any]]:

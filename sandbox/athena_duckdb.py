@@ -1,0 +1,187 @@
+"""The stack's Athena SQL run in DuckDB over the local lake: raw tables as Arrow, Iceberg tables through pyiceberg.
+
+DuckDB cannot load its iceberg extension offline, so an Iceberg table is read through a pyiceberg scan: every
+reference to a registered Iceberg table in the query is replaced by the rows of the snapshot Athena would read:
+
+- ``"db"."table"``: the current snapshot;
+- ``"db"."table" FOR TIMESTAMP AS OF <expression>``: the snapshot that was current at that moment (the table's
+  snapshot log, as Athena reads it), the expression evaluated by DuckDB; a moment before the first snapshot (or
+  after the ones kept were expired) is refused, as Athena refuses it;
+- ``"db"."table" FOR VERSION AS OF <snapshot id>``: that snapshot;
+- ``"db"."table$snapshots"``: the table's snapshots (``committed_at``, ``snapshot_id``, ``parent_id``,
+  ``operation``, ``manifest_list``, ``summary``), Athena's metadata table.
+
+``CURRENT_TIMESTAMP`` can be pinned to a given moment, so a query's answer does not depend on the wall clock.
+Nothing else is translated: the rest is sqlglot's Athena -> DuckDB transpilation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import pyarrow as pa
+import sqlglot
+from sqlglot import exp
+
+if TYPE_CHECKING:
+    from pyiceberg.table import Table as IcebergTable
+
+__all__ = ["AthenaOnDuckDB", "TimeTravelError"]
+
+_SNAPSHOTS_SUFFIX = "$snapshots"
+
+
+class TimeTravelError(ValueError):
+    """A ``FOR ... AS OF`` names no snapshot the table holds (before the first one, or expired)."""
+
+
+@dataclass
+class AthenaOnDuckDB:
+    """One DuckDB connection holding the local lake's tables under their Glue database and table names."""
+
+    now: datetime | None = None
+    """What ``CURRENT_TIMESTAMP`` means in every query (None: DuckDB's clock)."""
+    connection: duckdb.DuckDBPyConnection = field(default_factory=duckdb.connect)
+    _iceberg: dict[tuple[str, str], IcebergTable] = field(default_factory=dict, init=False, repr=False)
+    _scans: dict[tuple[str, str, int | None], str] = field(default_factory=dict, init=False, repr=False)
+    #: The snapshot each Iceberg reference of the last query read: (database, table) -> snapshot ids.
+    snapshots_read: dict[tuple[str, str], list[int | None]] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        if self.now is not None and self.now.utcoffset() is None:
+            raise ValueError(f"now {self.now.isoformat()} has no time zone")
+        self.connection.execute("SET TimeZone = 'UTC'")
+
+    def add_rows(self, database: str, name: str, rows: pa.Table) -> None:
+        """A plain table (the raw Hive table, for instance) as ``"database"."name"``."""
+        self._schema(database)
+        view = f"rows_{database}_{name}"
+        self.connection.register(view, rows)
+        # Names are the stack's Glue names (or a test's), never an analyst's input.
+        self.connection.execute(f'CREATE OR REPLACE VIEW "{database}"."{name}" AS SELECT * FROM "{view}"')  # noqa: S608
+
+    def add_parquet(self, database: str, name: str, files: list[str], *, hive_partitioning: bool = False) -> None:
+        """Parquet files (paths or globs) read in place as ``"database"."name"`` (the raw table's objects with
+        ``dt`` and ``hour`` from their keys, or a table's data files): DuckDB prunes them by path (hive) or by
+        column statistics."""
+        if not files:
+            raise ValueError(f"{database}.{name}: no files")
+        self._schema(database)
+        listed = ", ".join("'" + path.replace("'", "''") + "'" for path in files)
+        # Partition values stay text, as the Glue table declares them (dt, hour, export_id are strings).
+        hive = (
+            "hive_partitioning = true, hive_types_autocast = false"
+            if hive_partitioning
+            else "hive_partitioning = false"
+        )
+        self.connection.execute(
+            f'CREATE OR REPLACE VIEW "{database}"."{name}" AS '  # noqa: S608 - paths quoted above
+            f"SELECT * FROM read_parquet([{listed}], {hive})"
+        )
+
+    def add_iceberg(self, database: str, name: str, table: IcebergTable) -> None:
+        """An Iceberg table, read through pyiceberg at the snapshot each reference asks for."""
+        self._iceberg[(database, name)] = table
+
+    def translate(self, sql: str) -> str:
+        """``sql`` (Athena) as DuckDB SQL over this connection: Iceberg references resolved to snapshot scans."""
+        self.snapshots_read = {}
+        tree = sqlglot.parse_one(sql, read="athena")
+        for node in list(tree.find_all(exp.CurrentTimestamp)):
+            if self.now is not None:
+                node.replace(exp.cast(exp.Literal.string(self.now.astimezone(UTC).isoformat()), "TIMESTAMPTZ"))
+        for table in list(tree.find_all(exp.Table)):
+            replacement = self._resolve(table)
+            if replacement is not None:
+                table.replace(replacement)
+        return tree.sql(dialect="duckdb")
+
+    def query(self, sql: str) -> pa.Table:
+        """Run ``sql`` (Athena) and return its rows."""
+        return self.connection.sql(self.translate(sql)).to_arrow_table()
+
+    def rows(self, sql: str) -> list[dict[str, Any]]:
+        return self.query(sql).to_pylist()
+
+    # -- resolution -------------------------------------------------------------------------------------------
+    def _resolve(self, node: exp.Table) -> exp.Table | None:
+        database, name = node.db, node.name
+        if name.endswith(_SNAPSHOTS_SUFFIX) and (database, name[: -len(_SNAPSHOTS_SUFFIX)]) in self._iceberg:
+            base = self._iceberg[(database, name[: -len(_SNAPSHOTS_SUFFIX)])]
+            return self._replacement(node, self._register(f"snapshots_{database}_{name}", _snapshots_of(base)))
+        table = self._iceberg.get((database, name))
+        if table is None:
+            return None
+        snapshot_id = self._snapshot_id(table, node.args.get("version"), f"{database}.{name}")
+        self.snapshots_read.setdefault((database, name), []).append(snapshot_id)
+        key = (database, name, snapshot_id)
+        if key not in self._scans:
+            if snapshot_id is None:
+                rows = table.schema().as_arrow().empty_table()
+            else:
+                rows = table.scan(snapshot_id=snapshot_id).to_arrow()
+            self._scans[key] = self._register(f"iceberg_{database}_{name}_{snapshot_id or 'empty'}", rows)
+        return self._replacement(node, self._scans[key])
+
+    def _snapshot_id(self, table: IcebergTable, version: exp.Expression | None, label: str) -> int | None:
+        """The snapshot a reference reads: the current one, or the one its ``FOR ... AS OF`` names."""
+        if version is None:
+            current = table.current_snapshot()
+            return current.snapshot_id if current is not None else None
+        kind, how = str(version.this).upper(), str(version.args.get("kind", "")).upper()
+        if how != "AS OF":
+            raise TimeTravelError(f"{label}: only FOR TIMESTAMP AS OF and FOR VERSION AS OF are supported, got {how}")
+        value = self._evaluate(version.expression)
+        if kind == "VERSION":
+            if table.metadata.snapshot_by_id(int(value)) is None:
+                raise TimeTravelError(f"{label} has no snapshot {value}")
+            return int(value)
+        if kind != "TIMESTAMP":
+            raise TimeTravelError(f"{label}: FOR {kind} AS OF is not Athena's time travel")
+        if not isinstance(value, datetime):
+            raise TimeTravelError(f"{label}: FOR TIMESTAMP AS OF needs a timestamp, got {value!r}")
+        moment = value if value.utcoffset() is not None else value.replace(tzinfo=UTC)  # Athena: UTC if none
+        millis = int(moment.timestamp() * 1000)
+        snapshot = table.snapshot_as_of_timestamp(millis, inclusive=True)
+        if snapshot is None:
+            raise TimeTravelError(f"{label} has no snapshot as of {moment.astimezone(UTC).isoformat()}")
+        return snapshot.snapshot_id
+
+    def _evaluate(self, expression: exp.Expression) -> Any:
+        """The value of a constant expression (``current_timestamp`` already pinned), computed by DuckDB."""
+        select = exp.select(expression.copy()).sql(dialect="duckdb")
+        ((value,),) = self.connection.execute(select).fetchall()
+        return value
+
+    def _register(self, view: str, rows: pa.Table) -> str:
+        safe = "".join(character if character.isalnum() else "_" for character in view)
+        self.connection.register(safe, rows)
+        return safe
+
+    @staticmethod
+    def _replacement(node: exp.Table, view: str) -> exp.Table:
+        replacement = exp.to_table(view)
+        alias = node.args.get("alias")
+        if alias is not None:
+            replacement.set("alias", alias.copy())
+        else:
+            # Columns qualified by the table's own name (e.g. "stored".col without an alias) keep resolving.
+            replacement.set("alias", exp.TableAlias(this=exp.to_identifier(node.name, quoted=True)))
+        return replacement
+
+    def _schema(self, database: str) -> None:
+        self.connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{database}"')
+
+
+def _snapshots_of(table: IcebergTable) -> pa.Table:
+    """Athena's ``$snapshots`` of ``table``: pyiceberg's, with ``committed_at`` a UTC timestamp with time zone
+    (as Athena types it; pyiceberg gives the same UTC instant without a zone)."""
+    snapshots = table.inspect.snapshots()
+    index = snapshots.schema.get_field_index("committed_at")
+    committed = snapshots.column(index)
+    if committed.type.tz is None:
+        committed = committed.cast(pa.timestamp(committed.type.unit, tz="UTC"))
+    return snapshots.set_column(index, "committed_at", committed)
