@@ -40,10 +40,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from components.catalog import NamedQuerySpec
 from components.settings import SettingsError
 from ops.backfill import BackfillError, BackfillReport, run_export
 from ops.cli import CommandParser, integer_at_least, number_above, number_at_least, stack_name, user_error
 from ops.compact import CURATOR_ROLE, CompactError, curator_environment, describe_result, local_invoker
+from sandbox.athena_duckdb import TimeTravelError
 from sandbox.bridge import StreamBridge
 from sandbox.changes import Change
 from sandbox.curated import (
@@ -159,7 +161,12 @@ class BootstrapFigures:
 def ci_lake(aws: LocalAws) -> Lake:
     """The lake as CI reads it (the named queries' and the checks' reads act as the CI role when IAM is enforced)."""
     role = CI_ROLE if aws.roles else None
-    return Lake(aws.outputs, s3=aws.client("s3", role=role), filesystem=aws.filesystem(role))
+    return Lake(
+        aws.outputs,
+        s3=aws.client("s3", role=role),
+        filesystem=aws.filesystem(role),
+        catalog=local_catalog(aws, role),
+    )
 
 
 def _chunks(changes: Iterator[Change], size: int) -> Iterator[list[Change]]:
@@ -495,9 +502,17 @@ def _quarantine(console: Console, lake: Lake) -> None:
 def _queries(console: Console, lake: Lake) -> None:
     with _working(console, "running the workgroup's named queries in DuckDB"):
         connection = lake.connect()
-        results = [(query, lake.query(query.sql, connection)) for query in lake.named_queries()]
+        results: list[tuple[NamedQuerySpec, pa.Table | str]] = []
+        for query in lake.named_queries():
+            try:
+                results.append((query, lake.query(query.sql, connection)))
+            except TimeTravelError as error:  # the tables are minutes old: no snapshot as far back as it asks
+                results.append((query, f"{error} (the tables are minutes old; the time-travel read above shows one)"))
     for query, result in results:
-        console.print(_arrow_table(f"{query.name}: {query.description}", result, console.width))
+        if isinstance(result, str):
+            console.print(f"{query.name}: {result}", highlight=False)
+        else:
+            console.print(_arrow_table(f"{query.name}: {query.description}", result, console.width))
         console.print()
 
 

@@ -10,6 +10,7 @@ written once in Athena SQL in ``components.catalog`` and translated by sqlglot, 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 from dataclasses import dataclass
@@ -22,13 +23,16 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import sqlglot
 
-from components.catalog import PARTITION_KEYS, NamedQuerySpec, named_queries
+from components.catalog import CHANGES_TABLE, PARTITION_KEYS, REGISTRATIONS_TABLE, NamedQuerySpec, named_queries
 from components.current_state import DEFAULT_LEAD, current_registrations_sql, state_columns
 from ops.outputs import StackOutputs
 from pipeline.schema import arrow_schema
 from pipeline.snapshot import DEFAULT_SNAPSHOT_PREFIX
+from sandbox.athena_duckdb import AthenaOnDuckDB
 
-__all__ = ["Lake", "LakeCounts", "register_as_athena_reads", "to_duckdb"]
+CURATED_TABLES = (CHANGES_TABLE, REGISTRATIONS_TABLE)
+
+__all__ = ["CURATED_TABLES", "Lake", "LakeCounts", "register_as_athena_reads", "to_duckdb"]
 
 
 def to_duckdb(athena_sql: str) -> str:
@@ -72,10 +76,24 @@ def register_as_athena_reads(connection: duckdb.DuckDBPyConnection, view: str, r
 class Lake:
     """The events and quarantine prefixes of one stack's bucket."""
 
-    def __init__(self, outputs: StackOutputs, *, s3: Any, filesystem: pafs.FileSystem) -> None:
+    def __init__(self, outputs: StackOutputs, *, s3: Any, filesystem: pafs.FileSystem, catalog: Any = None) -> None:
         self.outputs = outputs
         self._s3 = s3
         self._fs = filesystem
+        self._catalog = catalog  # pyiceberg's catalog of the curated tables (None: the raw layer only)
+
+    def curated_tables(self) -> dict[str, Any]:
+        """The curated Iceberg tables the curator has created so far, by name (none before its first run)."""
+        if self._catalog is None:
+            return {}
+        from pyiceberg.exceptions import NoSuchTableError  # noqa: PLC0415 - pyiceberg only where curated tables are
+
+        database = self.outputs.athena_database_name
+        tables: dict[str, Any] = {}
+        for name in CURATED_TABLES:
+            with contextlib.suppress(NoSuchTableError):
+                tables[name] = self._catalog.load_table((database, name))
+        return tables
 
     def _keys(self, prefix: str, suffix: str) -> list[str]:
         keys: list[str] = []
@@ -183,10 +201,13 @@ class Lake:
         return named_queries(self.outputs.athena_database_name, self.outputs.glue_table_name)
 
     def query(self, athena_sql: str, connection: duckdb.DuckDBPyConnection | None = None) -> pa.Table:
-        """Run Athena SQL on the lake through DuckDB; the result as an Arrow table."""
+        """Run Athena SQL on the lake through DuckDB; the result as an Arrow table. The curated Iceberg tables are
+        read through pyiceberg scans at the snapshot each reference asks for (``FOR TIMESTAMP AS OF`` too)."""
         connection = connection or self.connect()
-        result: pa.Table = connection.sql(to_duckdb(athena_sql)).to_arrow_table()
-        return result
+        athena = AthenaOnDuckDB(connection=connection)
+        for name, table in self.curated_tables().items():
+            athena.add_iceberg(self.outputs.athena_database_name, name, table)
+        return athena.query(athena_sql)
 
     def current_state(
         self,

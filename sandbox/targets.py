@@ -23,8 +23,10 @@ from boto3.dynamodb.types import TypeDeserializer
 from botocore.config import Config
 
 from components.settings import Settings, settings_from_stack_file
+from ops.compact import CURATOR_ROLE, curator_environment, local_invoker
 from ops.outputs import OutputsError, StackOutputs, load_outputs
 from sandbox.changes import Change
+from sandbox.curated import local_catalog
 from sandbox.lake import Lake
 from sandbox.local_aws import LocalAws
 from sandbox.runner import LocalPipeline
@@ -81,6 +83,10 @@ class Target(Protocol):
     def write(self, changes: Iterable[Change]) -> int: ...
 
     def query(self, athena_sql: str) -> list[dict[str, Any]]: ...
+
+    def curate(self) -> None:
+        """One curator run now (the curated tables then hold every change landed so far)."""
+        ...
 
 
 def _plain_item(item: dict[str, Any]) -> dict[str, Any]:
@@ -172,13 +178,23 @@ class LocalTarget:
         self.settings = aws.settings
         # As on a deployed stack, the suite acts as the stack's CI role (when the local AWS enforces IAM).
         self.role = CI_ROLE if aws.roles is not None else None
-        self.lake = Lake(aws.outputs, s3=aws.client("s3", role=self.role), filesystem=aws.filesystem(self.role))
+        self.lake = Lake(
+            aws.outputs,
+            s3=aws.client("s3", role=self.role),
+            filesystem=aws.filesystem(self.role),
+            catalog=local_catalog(aws, self.role),
+        )
 
     def client(self, service: str) -> Any:
         return self.aws.client(service, role=self.role)
 
     def write(self, changes: Iterable[Change]) -> int:
         return TableWriter(self.client("dynamodb"), self.outputs.table_name).apply(changes)
+
+    def curate(self) -> None:
+        """One curator run now, as the schedule runs it on a deployed stack (the local curator role's)."""
+        credentials = self.aws.credentials(CURATOR_ROLE) if self.aws.roles else {}
+        local_invoker({**curator_environment(self.outputs, self.settings.stack), **credentials})({})
 
     def query(self, athena_sql: str) -> list[dict[str, Any]]:
         rows = self.lake.query(athena_sql).to_pylist()
@@ -202,6 +218,12 @@ class DeployedTarget:
 
     def write(self, changes: Iterable[Change]) -> int:
         return TableWriter(self.client("dynamodb"), self.outputs.table_name).apply(changes)
+
+    def curate(self) -> None:
+        """Invoke the stack's curator function once and wait for it (what ``make compact`` does)."""
+        response = self.client("lambda").invoke(FunctionName=self.outputs.curator_function_name, Payload=b"{}")
+        if response.get("FunctionError"):
+            raise RuntimeError(f"{self.outputs.curator_function_name} failed: {response['Payload'].read()[:500]!r}")
 
     def query(self, athena_sql: str, timeout: float = 300.0) -> list[dict[str, Any]]:
         athena = self.client("athena")

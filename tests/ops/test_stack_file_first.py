@@ -52,7 +52,7 @@ def test_compact_with_a_broken_stack_file_invokes_nothing(
     monkeypatch.setattr(compact, "_lambda_client", no_lambda)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
 
-    assert compact.main(["qa1", "--hour", "2026-03-31T23"]) == 2
+    assert compact.main(["qa1"]) == 2
 
     line = _one_line(capsys.readouterr().err)
     assert line.startswith("compact: Pulumi.qa1.yaml: unknown config key dmd-pipeline:batchSze")
