@@ -73,6 +73,29 @@ def object_name(rows: pa.Table) -> str:
 
 
 @dataclass
+class RawLake:
+    """The raw layer of one bucket on the local S3 server: objects written as the stream handler writes them."""
+
+    client: Any
+    bucket: str
+
+    def write(self, rows: pa.Table, hour: datetime = HOUR) -> str:
+        """One stream-handler object (write-once, as the handler creates it)."""
+        key = partition_prefix(PREFIX, hour) + object_name(rows)
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=encode_parquet(rows), IfNoneMatch="*")
+        return key
+
+    def names(self, hour: datetime = HOUR) -> list[str]:
+        prefix = partition_prefix(PREFIX, hour)
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return sorted(item["Key"][len(prefix) :] for page in pages for item in page.get("Contents", []))
+
+
+def change_ids(table: pa.Table) -> list[str]:
+    return sorted(table.column("change_id").to_pylist()) if table.num_rows else []
+
+
+@dataclass
 class Clock:
     """A clock the test moves."""
 

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from components.catalog import CHANGES_TABLE, REGISTRATIONS_TABLE, named_queries
 from components.current_state import current_registrations_sql, state_columns
+from curator.rows import SORT_KEYS, first_of_each_change, sort_order
 from curator.tables import changes_spec, registrations_spec
 from pipeline.batch import decode_strict
 from pipeline.change_order import (
@@ -36,7 +37,6 @@ from pipeline.change_order import (
     newest_first_sql,
 )
 from pipeline.columnar import decode_batch
-from pipeline.compactor import merge_tables
 from pipeline.decode import parse_kinesis_records
 from pipeline.export import ExportFile, decode_export_lines
 from pipeline.schema import arrow_schema
@@ -301,8 +301,9 @@ def _compacted(changes: pa.Table) -> pa.Table:
     for shard in _SHARDS:
         rows = changes.filter(pc.equal(changes.column("shard_id"), shard)).select(arrow_schema().names)
         if rows.num_rows:
-            merged, order = merge_tables([rows])
-            tables.append(merged.take(order).cast(arrow_schema()))
+            keep = first_of_each_change(rows)  # one row per change, as the curator keeps it
+            kept = rows if keep is None else rows.take(keep)
+            tables.append(kept.take(sort_order(kept.select(list(SORT_KEYS)))).cast(arrow_schema()))
     return _with_partitions(pa.concat_tables(tables))
 
 

@@ -16,8 +16,7 @@ import pytest
 from ops import compact
 from ops.outputs import BoundStack, StackOutputs
 from sandbox.server import MotoProcess
-from tests.compaction.conftest import LocalLake, change_ids, generated_rows
-from tests.curator.conftest import new_catalog
+from tests.curator.conftest import RawLake, change_ids, generated_rows, new_catalog
 from tests.ops.conftest import outputs_values
 
 FUNCTION = "prd3292-qa1-demand-curator"
@@ -201,7 +200,7 @@ def test_local_aws_runs_the_curator_in_process(local_s3: MotoProcess, tmp_path: 
         aws_secret_access_key="testing",
     )
     client.create_bucket(Bucket=bucket)
-    lake = LocalLake(client, bucket)
+    lake = RawLake(client, bucket)
     rows = generated_rows(120)
     for start in range(0, 120, 40):
         lake.write(rows.slice(start, 40))

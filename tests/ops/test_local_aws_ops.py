@@ -14,7 +14,7 @@ from ops import compact, rollback, smoke
 from sandbox.authorization import trusts_services_only
 from sandbox.command_roles import local_endpoint
 from sandbox.local_aws import local_aws
-from tests.compaction.conftest import LocalLake, generated_rows
+from tests.curator.conftest import RawLake, generated_rows
 from tests.ops.conftest import lambda_zip
 
 pytestmark = pytest.mark.slow
@@ -140,7 +140,7 @@ def test_smoke_without_the_ci_roles_alarm_reads_fails_naming_role_action_and_res
 
 # -- the curator acts as its function's role ------------------------------------------------------------------
 def test_compact_runs_the_curator_as_the_local_curator_role(local, capsys):
-    lake = LocalLake(local.client("s3"), local.outputs.bucket_name)  # the stream handler's objects, as set-up
+    lake = RawLake(local.client("s3"), local.outputs.bucket_name)  # the stream handler's objects, as set-up
     rows = generated_rows(60)
     for start in range(0, 60, 20):
         lake.write(rows.slice(start, 20))

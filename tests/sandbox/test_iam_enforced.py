@@ -29,7 +29,7 @@ from sandbox.local_aws import LocalAws, local_aws
 from sandbox.roles import ROLES, PolicyDeniedError, RoleSessions, UnknownStatementError
 from sandbox.targets import LocalTarget
 from sandbox.workload import TableWriter, workload
-from tests.compaction.conftest import HOUR, generated_rows, object_name
+from tests.curator.conftest import HOUR, generated_rows, object_name
 
 pytestmark = pytest.mark.slow
 
