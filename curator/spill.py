@@ -3,7 +3,7 @@
 A run streams its raw objects (and the committed files of each hour they touch) a record batch at a time into
 ``partitions`` slices per hour of change time, by a hash of ``change_id`` (``curator.rows.slice_of``): every copy
 of a change lands in the same slice, so each slice is deduplicated on its own. Rows wait in memory until
-``flush_rows`` of them are buffered, then go to Arrow IPC files (LZ4) in a temporary folder; reading a group of
+``flush_rows`` of them are buffered, then go to Arrow IPC files (zstd) in a temporary folder; reading a group of
 slices back brings exactly their rows. Memory: the buffer plus one group of slices, whatever the hour's size.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,12 +41,19 @@ class _Slice:
 class SpilledHours:
     """Rows of the run by hour of change time and slice: committed rows and new rows kept apart."""
 
-    def __init__(self, partitions: int = 64, flush_rows: int = 262_144, folder: str | None = None) -> None:
+    def __init__(
+        self,
+        partitions: int = 64,
+        flush_rows: int = 262_144,
+        folder: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.partitions = partitions
         self.flush_rows = flush_rows
         parent = Path(folder or tempfile.gettempdir())
+        now = clock()  # epoch seconds, as file modification times are
         for stale in parent.glob(f"{_PREFIX}*"):
-            if time.time() - stale.stat().st_mtime > STALE_SECONDS:
+            if now - stale.stat().st_mtime > STALE_SECONDS:
                 shutil.rmtree(stale, ignore_errors=True)
         self._folder = Path(tempfile.mkdtemp(prefix=_PREFIX, dir=parent))
         self._slices: dict[tuple[datetime, int], _Slice] = {}

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
@@ -88,9 +87,10 @@ def test_a_spill_folder_left_by_a_run_that_died_is_removed_and_a_recent_one_is_n
     for folder in (dead, running):
         folder.mkdir()
         (folder / "rows.arrow").write_bytes(b"x")
-    hours_ago = time.time() - 3 * 3600
-    os.utime(dead, (hours_ago, hours_ago))
-    with SpilledHours(folder=str(tmp_path)):
+    now = 1_796_000_000.0  # the run's clock, injected: epoch seconds
+    os.utime(dead, (now - 3 * 3600, now - 3 * 3600))  # untouched for 3 h: a run that died
+    os.utime(running, (now - 3600, now - 3600))  # 1 h: within STALE_SECONDS, perhaps still running
+    with SpilledHours(folder=str(tmp_path), clock=lambda: now):
         assert not dead.exists()
         assert running.exists()
 
