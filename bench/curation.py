@@ -68,7 +68,8 @@ def _status_kib(field: str) -> int:
     return 0
 
 
-def _client_options(endpoint_url: str) -> dict[str, Any]:
+def local_client_options(endpoint_url: str) -> dict[str, Any]:
+    """boto3 client arguments for the benchmark's local moto server."""
     from sandbox.local_aws import FAKE_CREDENTIALS  # noqa: PLC0415
 
     return {
@@ -85,7 +86,7 @@ def _upload(endpoint_url: str, streams: list[ShardStream]) -> int:
     import pyarrow.parquet as pq  # noqa: PLC0415
     from botocore.config import Config  # noqa: PLC0415
 
-    s3 = boto3.client("s3", config=Config(max_pool_connections=16), **_client_options(endpoint_url))
+    s3 = boto3.client("s3", config=Config(max_pool_connections=16), **local_client_options(endpoint_url))
     s3.create_bucket(Bucket=_BUCKET)
     files = [
         (folder, path)
@@ -131,7 +132,7 @@ def run_once(endpoint_url: str) -> dict[str, Any]:
     from curator.catalog import glue_catalog  # noqa: PLC0415
     from curator.store import S3Store  # noqa: PLC0415
 
-    options = _client_options(endpoint_url)
+    options = local_client_options(endpoint_url)
     catalog = glue_catalog(
         "us-east-1",
         endpoint_url=endpoint_url,

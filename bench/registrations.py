@@ -25,6 +25,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench.curation import local_client_options
+
 _BUCKET = "bench-registrations"
 _DATABASE = "bench_registrations"
 _STATE_END = datetime(2026, 3, 31, 22, tzinfo=UTC)  # every state row is older; the changes follow, within an hour
@@ -36,17 +38,6 @@ TARGET_PEAK_MB = FUNCTION_MEMORY_MB * 0.75
 _ROWS_PER_WRITE = 250_000
 
 
-def _client_options(endpoint_url: str) -> dict[str, Any]:
-    from sandbox.local_aws import FAKE_CREDENTIALS  # noqa: PLC0415
-
-    return {
-        "endpoint_url": endpoint_url,
-        "region_name": "us-east-1",
-        "aws_access_key_id": FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-    }
-
-
 def _curator(endpoint_url: str) -> Any:
     import boto3  # noqa: PLC0415
 
@@ -54,7 +45,7 @@ def _curator(endpoint_url: str) -> Any:
     from curator.curation import Curator, CuratorSettings  # noqa: PLC0415
     from curator.store import S3Store  # noqa: PLC0415
 
-    options = _client_options(endpoint_url)
+    options = local_client_options(endpoint_url)
     catalog = glue_catalog(
         "us-east-1",
         endpoint_url=endpoint_url,
@@ -196,7 +187,7 @@ def _build(endpoint_url: str, rows: int, keys: int, events: int, seed: int) -> d
     from curator.state import APPLIED_PROPERTY, STATE_FILE_ROWS, WATERMARK_PROPERTY  # noqa: PLC0415
     from curator.tables import registrations_spec  # noqa: PLC0415
 
-    boto3.client("s3", **_client_options(endpoint_url)).create_bucket(Bucket=_BUCKET)
+    boto3.client("s3", **local_client_options(endpoint_url)).create_bucket(Bucket=_BUCKET)
     changes, state = _curator(endpoint_url).tables()
     draw = _Rows(seed, events)
     end_us = (_STATE_END - _EPOCH) // timedelta(microseconds=1)
