@@ -4,6 +4,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 UV := $(PYTHON) -m uv
 RUN := $(UV) run --frozen
+# Compiled modules are kept under .venv/pycache, even where the shell sets PYTHONDONTWRITEBYTECODE: the suite and the
+# demo start dozens of Python processes, and each would otherwise compile moto, botocore and pyarrow again.
+export PYTHONPYCACHEPREFIX := $(CURDIR)/.venv/pycache
+unexport PYTHONDONTWRITEBYTECODE
 # No default stack: commands bound to a deployed stack must be told which one (a missing STACK stops make).
 PLAN_STACK = $(or $(STACK),dev1)
 BOUND_STACK = $(or $(STACK),$(error STACK is required: make $(or $@,$(STATUS_GOAL)) STACK=<dev1|qa1|preprod1|prod1>))
@@ -73,7 +77,7 @@ typecheck: .venv/.synced  ## mypy
 	$(RUN) mypy
 
 unit: .venv/.synced  ## pytest only, then its 15 slowest tests (PYTEST_ARGS="-k decode")
-	$(RUN) pytest -n 2 --durations=15 $(PYTEST_ARGS)
+	$(RUN) pytest -n 2 --dist loadgroup --durations=15 $(PYTEST_ARGS)
 
 test: lint typecheck unit  ## lint, types, then the whole suite (what CI runs)
 

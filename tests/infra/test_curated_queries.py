@@ -41,6 +41,9 @@ from sandbox.athena_duckdb import AthenaOnDuckDB, TimeTravelError
 from sandbox.changes import Change, DemandGenerator, changes_event, item_key
 from sandbox.server import MotoProcess
 
+# one worker runs the whole module, so its module fixture runs once (make unit: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("curated_queries")
+
 REGION = "us-east-1"
 PREFIX = "demand/events/"
 RAW_TABLE = "demand_changes"

@@ -24,7 +24,8 @@ from sandbox.changes import DemandGenerator, to_dynamodb_json
 from sandbox.local_aws import LocalAws, local_aws
 from sandbox.workload import POISON_KINDS, TableWriter, poison_change
 
-pytestmark = pytest.mark.slow
+# one worker runs the whole module, so its module fixture runs once (make unit: --dist loadgroup)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("backfill")]
 
 _deserializer = TypeDeserializer()
 

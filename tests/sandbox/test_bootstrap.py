@@ -23,7 +23,8 @@ from sandbox.local_aws import LocalAws, local_aws
 from sandbox.table_state import compare_states, lake_state, table_state
 from sandbox.workload import TableWriter
 
-pytestmark = pytest.mark.slow
+# one worker runs the whole module, so its module fixture runs once (make unit: --dist loadgroup)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("bootstrap")]
 
 LEAD = timedelta(seconds=2)
 Key = tuple[str, str]

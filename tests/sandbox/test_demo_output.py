@@ -16,7 +16,8 @@ from rich.console import Console
 
 from sandbox import demo
 
-pytestmark = pytest.mark.slow
+# one worker runs the whole module, so its module fixture runs once (make unit: --dist loadgroup)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("demo_output")]
 
 WIDTH = 80
 
