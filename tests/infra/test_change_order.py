@@ -8,6 +8,7 @@ those the curator has not reached yet (the curated tables are empty here, or hol
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import re
@@ -65,9 +66,9 @@ def _connect(
     changes: pa.Table, snapshots: pa.Table | None = None, curated: pa.Table | None = None
 ) -> duckdb.DuckDBPyConnection:
     """The raw table ``changes``; ``registration_changes`` holding ``curated`` (default: nothing curated yet),
-    ``registrations`` empty."""
-    connection = duckdb.connect()
-    connection.execute("SET TimeZone = 'UTC'")
+    ``registrations`` empty: in the module's one DuckDB database, whose views of an earlier call are dropped."""
+    connection = _database()
+    connection.execute(f'DROP SCHEMA IF EXISTS "{DATABASE}" CASCADE')
     connection.execute(f'CREATE SCHEMA "{DATABASE}"')
     register_as_athena_reads(connection, f'"{DATABASE}"."{TABLE}"', changes)
     log = changes_spec().arrow_schema
@@ -82,12 +83,28 @@ def _connect(
     return connection
 
 
-def _run(connection: duckdb.DuckDBPyConnection, athena_sql: str) -> list[dict[str, Any]]:
+@functools.cache
+def _database() -> duckdb.DuckDBPyConnection:
+    """One in-memory DuckDB for the module (opening one costs more than most queries here)."""
+    connection = duckdb.connect()
+    connection.execute("SET TimeZone = 'UTC'")
+    return connection
+
+
+@functools.cache
+def _duckdb_sql(athena_sql: str) -> str:
+    """A named query's Athena SQL in DuckDB's dialect (transpiled once per query: the property test runs hundreds)."""
     (duck_sql,) = sqlglot.transpile(athena_sql, read="athena", write="duckdb")
+    return duck_sql
+
+
+def _run(connection: duckdb.DuckDBPyConnection, athena_sql: str) -> list[dict[str, Any]]:
+    duck_sql = _duckdb_sql(athena_sql)
     rows: list[dict[str, Any]] = connection.sql(duck_sql).to_arrow_table().to_pylist()
     return rows
 
 
+@functools.cache
 def _named(name: str) -> str:
     return {query.name: query for query in named_queries(DATABASE, TABLE)}[name].sql
 
