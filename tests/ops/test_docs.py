@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -12,6 +11,7 @@ import pytest
 
 from components.settings import settings_from_stack_file
 from tests.ops import gitlab_ci
+from tests.shell import outside_make_and_venv
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -93,7 +93,6 @@ RUN = {
     'make capacity STACK=prod1 ARGS="--records-per-second 40000 --on-demand"': 0,
     'make capacity STACK=prod1 ARGS="--records-per-second 40000 --shards 8"': 0,
     ".venv/bin/python -m sandbox.demo --help": 0,
-    "make demo": 0,
 }
 # Commands that run without AWS but not from this test, and where they run instead.
 RUN_ELSEWHERE = {
@@ -106,10 +105,12 @@ RUN_ELSEWHERE = {
     "make bench": "the bench job; tests/bench",
     "make package": "tests/infra/test_package.py (function.zip; the layer needs the package index)",
     "make clean": "removes caches other tests use",
-    'make demo ARGS="--keep"': "the banner test below and tests/sandbox/test_user_errors.py (it waits for Ctrl-C)",
-    "make demo ARGS=--keep": "the banner test below and tests/sandbox/test_user_errors.py (it waits for Ctrl-C)",
+    # make demo runs `python -m sandbox.demo $(ARGS)`: the module runs that demo, with its defaults, once in process
+    "make demo": "tests/sandbox/test_demo_output.py (the defaults, then every command of the --keep banner)",
+    'make demo ARGS="--keep"': "tests/sandbox/test_demo_output.py runs the banner's commands; test_user_errors.py",
+    "make demo ARGS=--keep": "tests/sandbox/test_demo_output.py runs the banner's commands; test_user_errors.py",
     "make backfill STACK=dev1": "tests/ops/test_backfill.py (against the local AWS)",
-    "make preflight STACK=dev1 ARGS=--local": "the banner test below (the command the demo prints, as pasted)",
+    "make preflight STACK=dev1 ARGS=--local": "tests/sandbox/test_demo_output.py (the demo's banner, as pasted)",
     "python -m bench --json | python -m ops.capacity prod1 --bench-results - --peak-records 5000000 "
     "--peak-minutes 10 --on-demand": "tests/ops/test_capacity.py reads the bench figures",
 }
@@ -123,19 +124,6 @@ RUN_LOCAL = {
     "make smoke STACK=qa1": 1,
     "make rollback STACK=prod1": 2,
 }
-
-
-def _outside_make_and_venv(environment: dict[str, str]) -> dict[str, str]:
-    """A shell's environment as an operator has it: not inside `make test` and its `uv run` (the Makefile's
-    python3 must be the one that has uv, not the project's environment)."""
-    venv = str(ROOT / ".venv")
-    path = [part for part in environment.get("PATH", "").split(":") if not part.startswith(venv)]
-    cleaned = {
-        key: value
-        for key, value in environment.items()
-        if key not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKE_TERMOUT", "MAKE_TERMERR", "VIRTUAL_ENV")
-    }
-    return cleaned | {"PATH": ":".join(path)}
 
 
 def _shown_commands() -> list[tuple[str, str, str]]:
@@ -178,14 +166,12 @@ def test_shown_command_runs_without_aws(command):
         key: value for key, value in os.environ.items() if not key.startswith("AWS_") and key != "STACK_OUTPUTS_FILE"
     }
     environment |= {"AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}
-    environment = _outside_make_and_venv(environment)
+    environment = outside_make_and_venv(environment)
     words = shlex.split(command)
     words = [sys.executable, *words[1:]] if words[0] == ".venv/bin/python" else words
     done = subprocess.run(words, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == RUN[command], done.stdout[-2000:] + done.stderr[-2000:]
     assert "Traceback" not in done.stderr
-    if command.startswith("make demo"):
-        assert "every change accounted for" in done.stdout
     if command.startswith("make capacity"):
         assert "sustained" in done.stdout
 
@@ -206,7 +192,7 @@ def test_shown_command_needing_aws_runs_against_the_local_aws(command):
     words = [sys.executable, *words[1:]] if words[0] == "python" else words
     with local_aws(stack) as aws:
         # the local endpoint, fake credentials, the outputs file of `stack`
-        environment = _outside_make_and_venv(dict(os.environ))
+        environment = outside_make_and_venv(dict(os.environ))
         done = subprocess.run(
             words, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=300, check=False
         )
@@ -231,7 +217,7 @@ def test_make_without_stack_stops_with_one_line_for_stack_bound_targets():
         done = subprocess.run(
             ["make", "--no-print-directory", target, "STACK="],
             cwd=ROOT,
-            env=_outside_make_and_venv(dict(os.environ)),
+            env=outside_make_and_venv(dict(os.environ)),
             capture_output=True,
             text=True,
             timeout=120,
@@ -273,117 +259,3 @@ def test_the_runbook_counts_the_alarms_the_program_declares():
 
 def _spelled(number: int) -> str:
     return next(word for word, value in _NUMBERS.items() if value == number)
-
-
-# -- every command the demo's --keep banner prints: run as printed on the kept local AWS, after a whole demo --------
-# The banner's commands by their program and first words -> the exit status each has on the kept local AWS.
-BANNER = {
-    "aws dynamodb scan": 0,
-    "aws s3 ls s3://{bucket}/demand/events/": 0,
-    "aws s3 ls s3://{bucket}/demand/quarantine/": 0,  # the demo's poison records, and its snapshot quarantine
-    "aws athena list-named-queries": 0,
-    "aws s3 ls s3://{failures}/": 0,  # no batch discarded: an empty listing of the bucket
-    "make preflight": 0,
-    "make compact": 0,
-    ".venv/bin/python -m ops.replay": 0,
-}
-# Printed by the banner, not run here, and why.
-BANNER_NOT_RUN = {"duckdb": "the duckdb CLI and its httpfs extension are downloaded from the internet"}
-
-
-def _banner_key(words: list[str], bucket: str, failures: str) -> str:
-    if words[0] == "aws":
-        rest = [word for word in words[1:] if not word.startswith("--endpoint-url") and "://127.0.0.1" not in word]
-        key = " ".join(rest[:3] if rest[:2] == ["s3", "ls"] else rest[:2])
-        return "aws " + key.replace(bucket, "{bucket}").replace(failures, "{failures}")
-    return " ".join(words[:2] if words[0] == "make" else words[:3])
-
-
-def _split_assignments(line: str) -> tuple[dict[str, str], list[str]]:
-    import shlex  # noqa: PLC0415
-
-    words = shlex.split(line)
-    first = next(index for index, word in enumerate(words) if not re.match(r"^[A-Z_]+=", word))
-    return dict(word.split("=", 1) for word in words[:first]), words[first:]
-
-
-@pytest.mark.slow
-def test_every_command_of_the_demo_banner_runs_as_printed_after_a_demo(monkeypatch: pytest.MonkeyPatch):
-    import shutil  # noqa: PLC0415
-    import subprocess  # noqa: PLC0415
-    from types import SimpleNamespace  # noqa: PLC0415
-
-    from rich.console import Console  # noqa: PLC0415
-
-    from sandbox import demo  # noqa: PLC0415
-
-    results: dict[str, tuple[int, str]] = {}
-    printed: list[str] = []
-
-    class RunTheBanner:
-        """Stands in for the wait for Ctrl-C: runs every command the banner printed, then lets the demo end."""
-
-        def wait(self, timeout: float | None = None) -> bool:
-            from sandbox.local_aws import DEFAULT_STACK  # noqa: PLC0415
-
-            outputs = json.loads(Path(os.environ["STACK_OUTPUTS_FILE"]).read_text(encoding="utf-8"))
-            bucket, failures = outputs["bucket_name"], outputs["failure_bucket_name"]
-            assert outputs["stack_name"] == DEFAULT_STACK
-            text = console.export_text(clear=False)
-            lines = [line.strip() for line in text.split("local AWS left running", 1)[1].splitlines()]
-            commands = [
-                line
-                for line in lines
-                if re.match(r"^([A-Z_]+=\S+ )*(aws --|make [a-z]|duckdb -c|\.venv/bin/python -m)", line)
-            ]
-            printed.extend(commands)
-            shell = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
-            shell = _outside_make_and_venv({key: value for key, value in shell.items() if key != "STACK_OUTPUTS_FILE"})
-            for line in commands:
-                assignments, words = _split_assignments(line)
-                if words[0] in BANNER_NOT_RUN or (words[0] == "aws" and shutil.which("aws") is None):
-                    continue
-                key = _banner_key(words, bucket, failures)
-                run = [sys.executable, *words[1:]] if words[0] == ".venv/bin/python" else words
-                done = subprocess.run(
-                    run, cwd=ROOT, env=shell | assignments, capture_output=True, text=True, timeout=240, check=False
-                )
-                results[key] = (done.returncode, done.stdout + done.stderr)
-            return True
-
-    real_keep = demo._keep
-
-    def keep(console: Console, aws: object) -> None:
-        with monkeypatch.context() as patched:  # only the banner's wait, not the threads the demo runs
-            patched.setattr(demo, "threading", SimpleNamespace(Event=RunTheBanner))
-            real_keep(console, aws)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(demo, "_keep", keep)
-    console = Console(record=True, width=1000)
-    demo.run_demo(demo.parse_args(["--events", "300", "--seed", "3", "--keep"]), console)
-
-    assert len(printed) == len(BANNER) + len(BANNER_NOT_RUN)
-    expected = {key: status for key, status in BANNER.items() if shutil.which("aws") or not key.startswith("aws ")}
-    assert {key: status for key, (status, _) in results.items()} == expected, results
-    for key, (_, output) in results.items():
-        assert "Traceback" not in output, key
-    aws_cli = [line for line in printed if " aws --endpoint-url " in line]
-    assert len(aws_cli) == 5
-    # AWS CLI v1 reads only AWS_DEFAULT_REGION, v2 and boto3 also AWS_REGION: both are set.
-    assert all("AWS_DEFAULT_REGION=us-east-1" in line and "AWS_REGION=us-east-1" in line for line in aws_cli)
-    [preflight_line] = [line for line in printed if "make preflight" in line]
-    assert preflight_line.endswith(" make preflight STACK=dev1 ARGS=--local")
-    preflight = results["make preflight"][1]
-    # the one warning: the committed stack file has no encryptedkey yet (a deployed preflight fails on it)
-    assert "result: 0 failed, 1 warning(s), 8 passed" in preflight
-    assert "encryptedkey" in preflight
-    assert "via the sandbox bridge" in preflight
-    [compact_line] = [line for line in printed if "make compact" in line]
-    assert compact_line.endswith(" make compact STACK=dev1")
-    assert "STACK_OUTPUTS_FILE=" in compact_line
-    curated = results["make compact"][1]
-    assert "acting as the local curator role " in curated
-    assert "raw objects read 0 (0 rows); changes added 0" in curated  # the demo's second run curated everything
-    replayed = results[".venv/bin/python -m ops.replay"][1]
-    assert "skipped   1 backfill quarantine objects under demand/quarantine/snapshots/" in replayed
-    assert "dry run: would replay " in replayed

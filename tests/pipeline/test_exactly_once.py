@@ -454,6 +454,8 @@ def _simulate_event_source_mapping(
 
 
 SEEDS = range(24)
+# The seeds' tests and the test over all seeds share simulated_shard's cache on one worker (make unit: loadgroup).
+SIMULATED = pytest.mark.xdist_group("simulated_shards")
 
 
 @functools.cache
@@ -469,6 +471,7 @@ def simulated_shard(seed: int) -> tuple[dict[str, Any], FlakyStore, Shard]:
     return event, store, _simulate_event_source_mapping(event, processor, store, rng)
 
 
+@SIMULATED
 @pytest.mark.parametrize("seed", SEEDS)
 def test_random_failures_crashes_discards_and_redeliveries_lose_no_written_record(seed):
     # GIVEN a shard driven with write failures, crashes, bisection, discards, duplicate deliveries and rewinds
@@ -517,6 +520,7 @@ def _change_ids(event: dict[str, Any]) -> list[str | None]:
     return ids
 
 
+@SIMULATED
 def test_the_simulation_exercises_every_kind_of_retry():
     """The seeds, together, crash, fail partially, discard, deliver twice, rewind and duplicate rows (some
     changes twice by DynamoDB, others by retries)."""

@@ -1,38 +1,119 @@
 """What `make demo` prints, on an 80-column log: the bootstrap against the table, two curator runs over a raw layer
 with duplicates, the curated tables, a time-travel read, registrations against the brute-force latest state, why
-current_registrations counts fewer than the current state, and progress on the long steps. The demo runs once for
-the module; each test reads its result and its output."""
+current_registrations counts fewer than the current state, and progress on the long steps; then every command its
+``--keep`` banner prints, run as printed on the kept local AWS.
+
+The demo runs once for the module, with its defaults (what `make demo` runs: ``python -m sandbox.demo``) and
+``--keep``; each test reads its result and its output."""
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
+import os
 import re
+import shlex
+import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from rich.console import Console
 
 from sandbox import demo
+from sandbox.local_aws import DEFAULT_STACK
+from tests.shell import ROOT, outside_make_and_venv
 
 # one worker runs the whole module, so its module fixture runs once (make unit: --dist loadgroup)
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("demo_output")]
 
 WIDTH = 80
+EVENTS = 3000  # the demo's default: a third written before the mapping exists, the rest streamed
+BANNER_RULE = "local AWS left running"
+# The banner's commands by their program and first words -> the exit status each has on the kept local AWS.
+BANNER = {
+    "aws dynamodb scan": 0,
+    "aws s3 ls s3://{bucket}/demand/events/": 0,
+    "aws s3 ls s3://{bucket}/demand/quarantine/": 0,  # the demo's poison records, and its snapshot quarantine
+    "aws athena list-named-queries": 0,
+    "aws s3 ls s3://{failures}/": 0,  # no batch discarded: an empty listing of the bucket
+    "make preflight": 0,
+    "make compact": 0,
+    ".venv/bin/python -m ops.replay": 0,
+}
+# Printed by the banner, not run here, and why.
+BANNER_NOT_RUN = {"duckdb": "the duckdb CLI and its httpfs extension are downloaded from the internet"}
 
 
 @dataclass(frozen=True)
 class Run:
     result: demo.DemoResult
-    text: str
+    text: str  # what the demo printed before its --keep banner
+    banner: str
     steps: list[tuple[str, str]]  # each long step's description, and the output printed before it began
+    printed: list[str] = field(default_factory=list)  # the banner's command lines
+    results: dict[str, tuple[int, str]] = field(default_factory=dict)  # _banner_key -> exit status, output
+
+
+def _banner_key(words: list[str], bucket: str, failures: str) -> str:
+    if words[0] == "aws":
+        rest = [word for word in words[1:] if not word.startswith("--endpoint-url") and "://127.0.0.1" not in word]
+        key = " ".join(rest[:3] if rest[:2] == ["s3", "ls"] else rest[:2])
+        return "aws " + key.replace(bucket, "{bucket}").replace(failures, "{failures}")
+    return " ".join(words[:2] if words[0] == "make" else words[:3])
+
+
+def _split_assignments(line: str) -> tuple[dict[str, str], list[str]]:
+    words = shlex.split(line)
+    first = next(index for index, word in enumerate(words) if not re.match(r"^[A-Z_]+=", word))
+    return dict(word.split("=", 1) for word in words[:first]), words[first:]
+
+
+class _RunTheBanner:
+    """Stands in for the wait for Ctrl-C: runs every command the banner printed, then lets the demo end."""
+
+    def __init__(self, console: Console, printed: list[str], results: dict[str, tuple[int, str]]) -> None:
+        self.console, self.printed, self.results = console, printed, results
+
+    def wait(self, timeout: float | None = None) -> bool:
+        outputs = json.loads(Path(os.environ["STACK_OUTPUTS_FILE"]).read_text(encoding="utf-8"))
+        bucket, failures = outputs["bucket_name"], outputs["failure_bucket_name"]
+        assert outputs["stack_name"] == DEFAULT_STACK
+        text = self.console.export_text(clear=False)
+        lines = [line.strip() for line in text.split(BANNER_RULE, 1)[1].splitlines()]
+        commands = [
+            line
+            for line in lines
+            if re.match(r"^([A-Z_]+=\S+ )*(aws --|make [a-z]|duckdb -c|\.venv/bin/python -m)", line)
+        ]
+        self.printed.extend(commands)
+        shell = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+        shell = outside_make_and_venv({key: value for key, value in shell.items() if key != "STACK_OUTPUTS_FILE"})
+        for line in commands:
+            assignments, words = _split_assignments(line)
+            if words[0] in BANNER_NOT_RUN or (words[0] == "aws" and shutil.which("aws") is None):
+                continue
+            run = [sys.executable, *words[1:]] if words[0] == ".venv/bin/python" else words
+            done = subprocess.run(
+                run, cwd=ROOT, env=shell | assignments, capture_output=True, text=True, timeout=240, check=False
+            )
+            self.results[_banner_key(words, bucket, failures)] = (done.returncode, done.stdout + done.stderr)
+        return True
 
 
 @pytest.fixture(scope="module")
 def run() -> Run:
     steps: list[tuple[str, str]] = []
-    working = demo._working
+    printed: list[str] = []
+    results: dict[str, tuple[int, str]] = {}
+    working, keep = demo._working, demo._keep
+    console = Console(file=io.StringIO(), width=WIDTH, record=True, force_terminal=False)
 
     @contextlib.contextmanager
     def recorded(console: Console, description: str) -> Iterator[Callable[[str], None]]:
@@ -40,13 +121,18 @@ def run() -> Run:
         with working(console, description) as describe:
             yield describe
 
-    console = Console(file=io.StringIO(), width=WIDTH, record=True, force_terminal=False)
+    def kept(console: Console, aws: Any) -> None:
+        with pytest.MonkeyPatch.context() as patch:  # only the banner's wait, not the threads the demo runs
+            patch.setattr(demo, "threading", SimpleNamespace(Event=lambda: _RunTheBanner(console, printed, results)))
+            keep(console, aws)
+
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(demo, "_working", recorded)
-        result = demo.run_demo(
-            demo.parse_args(["--events", "900", "--poison", "4", "--seed", "3", "--batching-window", "0.3"]), console
-        )
-    return Run(result, console.export_text(), steps)
+        patch.setattr(demo, "_keep", kept)
+        result = demo.run_demo(demo.parse_args(["--keep"]), console)
+    text, rule, banner = console.export_text().partition(BANNER_RULE)
+    assert rule, "the demo printed no --keep banner"
+    return Run(result, text, rule + banner, steps, printed, results)
 
 
 def _rows(text: str) -> dict[str, list[str]]:
@@ -68,8 +154,8 @@ def test_the_demo_bootstraps_the_lake_and_its_current_state_equals_the_table(run
     result, text = run.result, run.text
     bootstrap = result.bootstrap
     assert bootstrap is not None
-    assert bootstrap.written_before == 300  # a third of the changes, before the mapping exists
-    assert result.items_written == result.changes_streamed == 600  # the rest, streamed
+    assert bootstrap.written_before == EVENTS // 3  # a third of the changes, before the mapping exists
+    assert result.items_written == result.changes_streamed == EVENTS - EVENTS // 3  # the rest, streamed
     totals = bootstrap.report.totals()
     assert bootstrap.report.problems == []
     assert totals["items"] == bootstrap.report.item_count == totals["rows"] + totals["quarantined"]
@@ -84,7 +170,7 @@ def test_the_demo_bootstraps_the_lake_and_its_current_state_equals_the_table(run
     assert landed == result.changes_streamed  # every streamed change once
     assert result.accounted
     summary = {label: values[0] for label, values in _rows(text).items() if len(values) == 1}
-    assert summary["written before the mapping"] == "300"
+    assert summary["written before the mapping"] == f"{EVENTS // 3:,}"
     assert summary["snapshot items at T (mapping T - 1 s)"] == (
         f"{totals['items']:,}: {totals['rows']:,} rows, {totals['quarantined']:,} quarantined"
     )
@@ -94,17 +180,21 @@ def test_the_demo_bootstraps_the_lake_and_its_current_state_equals_the_table(run
     assert summary["items in the table"] == f"{state.table_items:,} (4 refused by the contract)"
     assert summary["registrations in the current state"] == f"{state.lake_registrations:,}"
     assert summary["current state = table scan"] == "equal"
-    assert summary["changes streamed"] == "600"
+    assert summary["changes streamed"] == f"{EVENTS - EVENTS // 3:,}"
     assert summary["records delivered twice"] == f"{result.redelivered:,}"
     assert f"current state = table: {state.lake_registrations:,} registrations, equal" in text
-    assert "distinct changes + quarantined + failed = 600: every change accounted for" in " ".join(text.split())
+    streamed = f"{EVENTS - EVENTS // 3:,}"
+    assert f"distinct changes + quarantined + failed = {streamed}: every change accounted for" in " ".join(text.split())
 
 
 # -- 80 columns -----------------------------------------------------------------------------------------------------
-def test_every_line_fits_80_columns(run: Run) -> None:
+def test_every_line_fits_80_columns_but_the_banners_commands(run: Run) -> None:
     lines = run.text.splitlines()
     assert len(lines) > 100
     assert [line for line in lines if len(line) > WIDTH] == []
+    # each command of the --keep banner is one line however long, so that it pastes as printed
+    wide = [line.strip() for line in run.banner.splitlines() if len(line) > WIDTH]
+    assert wide == run.printed
 
 
 def test_each_shown_row_of_a_query_table_is_one_line(run: Run) -> None:
@@ -265,3 +355,33 @@ def test_the_backfill_spinner_follows_its_latest_line() -> None:
     output.write("  [1/1] a.gz: 5 of 5 items\n")
     assert shown == ["export arn:aws:dyna…", "[1/1] a.gz: 5 of 5 …"]
     assert output.getvalue().count("\n") == 2  # everything kept for printing afterwards
+
+
+# -- the --keep banner: every command runs as printed on the kept local AWS ------------------------------------------
+def test_every_command_of_the_banner_runs_as_printed_after_the_demo(run: Run) -> None:
+    printed, results = run.printed, run.results
+    assert len(printed) == len(BANNER) + len(BANNER_NOT_RUN)
+    expected = {key: status for key, status in BANNER.items() if shutil.which("aws") or not key.startswith("aws ")}
+    assert {key: status for key, (status, _) in results.items()} == expected, results
+    for key, (_, output) in results.items():
+        assert "Traceback" not in output, key
+    aws_cli = [line for line in printed if " aws --endpoint-url " in line]
+    assert len(aws_cli) == 5
+    # AWS CLI v1 reads only AWS_DEFAULT_REGION, v2 and boto3 also AWS_REGION: both are set.
+    assert all("AWS_DEFAULT_REGION=us-east-1" in line and "AWS_REGION=us-east-1" in line for line in aws_cli)
+    [preflight_line] = [line for line in printed if "make preflight" in line]
+    assert preflight_line.endswith(" make preflight STACK=dev1 ARGS=--local")
+    preflight = results["make preflight"][1]
+    # the one warning: the committed stack file has no encryptedkey yet (a deployed preflight fails on it)
+    assert "result: 0 failed, 1 warning(s), 8 passed" in preflight
+    assert "encryptedkey" in preflight
+    assert "via the sandbox bridge" in preflight
+    [compact_line] = [line for line in printed if "make compact" in line]
+    assert compact_line.endswith(" make compact STACK=dev1")
+    assert "STACK_OUTPUTS_FILE=" in compact_line
+    curated = results["make compact"][1]
+    assert "acting as the local curator role " in curated
+    assert "raw objects read 0 (0 rows); changes added 0" in curated  # the demo's second run curated everything
+    replayed = results[".venv/bin/python -m ops.replay"][1]
+    assert "skipped   1 backfill quarantine objects under demand/quarantine/snapshots/" in replayed
+    assert "dry run: would replay " in replayed
