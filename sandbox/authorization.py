@@ -160,14 +160,14 @@ def install() -> None:
         prefix, _, name = self._action.partition(":")
         self._action = f"{_ACTION_PREFIXES.get(prefix, prefix)}:{name}"
 
-    base.__init__ = initialise_with_iam_prefix  # type: ignore[method-assign]
+    base.__init__ = initialise_with_iam_prefix
     check = base.check_action_permitted
 
     def check_action_permitted(self: Any, resource: str) -> None:
         self._sandbox_resource = resource
         check(self, resource)
 
-    base.check_action_permitted = check_action_permitted  # type: ignore[method-assign]
+    base.check_action_permitted = check_action_permitted
 
     trusted = base._check_role_trust_relationship
 
@@ -180,7 +180,7 @@ def install() -> None:
             return True
         return bool(trusted(self, role_arn))
 
-    base._check_role_trust_relationship = check_role_trust_relationship  # type: ignore[method-assign]
+    base._check_role_trust_relationship = check_role_trust_relationship
 
     verify = base.check_signature
 
@@ -190,7 +190,7 @@ def install() -> None:
         if self._service != "lambda":
             verify(self)
 
-    base.check_signature = check_signature  # type: ignore[method-assign]
+    base.check_signature = check_signature
 
     def message(self: Any) -> str:
         return denial_message(self._access_key.arn, self._action, getattr(self, "_sandbox_resource", "*"))
@@ -204,8 +204,8 @@ def install() -> None:
         resource = getattr(self, "_sandbox_resource", "*")
         raise AccessDeniedError(user_arn=self._access_key.arn, action=f"{self._action} on resource: {resource}")
 
-    access_control.S3IAMRequest._raise_access_denied = deny_s3  # type: ignore[method-assign]
-    access_control.IAMRequest._raise_access_denied = deny  # type: ignore[method-assign]
+    access_control.S3IAMRequest._raise_access_denied = deny_s3
+    access_control.IAMRequest._raise_access_denied = deny
 
     statement = access_control.IAMPolicyStatement
     matches = statement._check_element_matches
@@ -216,4 +216,4 @@ def install() -> None:
             return True
         return bool(matches(self, element, value))
 
-    statement._check_element_matches = check_element_matches  # type: ignore[method-assign,assignment]
+    statement._check_element_matches = check_element_matches

@@ -165,7 +165,7 @@ def refuse_stale_glue_table_versions() -> None:
             return original(self)
 
     update_table.checks_version = True  # type: ignore[attr-defined]
-    GlueResponse.update_table = update_table  # type: ignore[method-assign]
+    GlueResponse.update_table = update_table
 
 
 def serve(port: int = 0, announce: IO[str] | None = None) -> None:
