@@ -4,9 +4,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 UV := $(PYTHON) -m uv
 RUN := $(UV) run --frozen
-# Compiled modules are kept under .venv/pycache, even where the shell sets PYTHONDONTWRITEBYTECODE: the suite and the
-# demo start dozens of Python processes, and each would otherwise compile moto, botocore and pyarrow again.
-export PYTHONPYCACHEPREFIX := $(CURDIR)/.venv/pycache
+# Compiled modules are kept under .pycache, even where the shell sets PYTHONDONTWRITEBYTECODE: the suite and the
+# demo start dozens of Python processes, and each would otherwise compile moto, botocore and pyarrow again. (Not
+# under .venv: the first python3 -m uv would create it there, and uv refuses a .venv without an interpreter.)
+export PYTHONPYCACHEPREFIX := $(CURDIR)/.pycache
 unexport PYTHONDONTWRITEBYTECODE
 # No default stack: commands bound to a deployed stack must be told which one (a missing STACK stops make).
 PLAN_STACK = $(or $(STACK),dev1)
@@ -93,7 +94,7 @@ plan: .venv/.synced  ## offline preview: resources the program declares for STAC
 	$(RUN) python -m ops.plan $(PLAN_STACK) $(ARGS)
 
 clean:  ## remove build output and caches (keeps .venv)
-	rm -rf dist build .pytest_cache .ruff_cache .mypy_cache .hypothesis
+	rm -rf dist build .pytest_cache .ruff_cache .mypy_cache .hypothesis .pycache
 	find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +
 
 # Day-2 operations against a deployed stack (outputs from `pulumi stack output`, or STACK_OUTPUTS_FILE).
