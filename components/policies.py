@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 __all__ = [
     "CURATED_TABLES",
     "ERASURE_AUDIT_PREFIX",
+    "ERASURE_PROGRESS_PREFIX",
     "ERASURE_REQUESTS_PREFIX",
     "alarm_topic_key_policy",
     "alarm_topic_policy",
@@ -123,6 +124,7 @@ def processor_policy(
 # Erasure requests and their audit records, at the data bucket's root beside the lake (curator.erasure_requests).
 ERASURE_REQUESTS_PREFIX = "erasure/requests/"
 ERASURE_AUDIT_PREFIX = "erasure/audit/"
+ERASURE_PROGRESS_PREFIX = "erasure/progress/"  # the curator's tally of a request being carried out (counts only)
 CURATED_TABLES = ("registration_changes", "registrations")
 """The Iceberg tables the curator writes (``curator.tables``), the only tables its role may create or update."""
 
@@ -160,7 +162,8 @@ def curator_policy(
     table, so all three are named.
 
     Erasure (issue 17): the curator is the only role that rewrites or deletes what names a fan. At the start of a run
-    it reads and deletes pending requests under ``erasure/requests/`` and writes their audit under ``erasure/audit/``;
+    it reads and deletes pending requests under ``erasure/requests/``, keeps a request's tally under
+    ``erasure/progress/`` while carrying it out, and writes its audit under ``erasure/audit/``;
     it rewrites raw objects (under a new name, so ``PutObject`` on the events prefix), backfill snapshot objects,
     quarantine lines and the failure bucket's on-failure records without the erased fans, deleting each old object
     only once its new copy is durable.
@@ -198,6 +201,11 @@ def curator_policy(
             _objects(bucket_arn, ERASURE_REQUESTS_PREFIX),
         ),
         _statement("WriteErasureAudit", ["s3:GetObject", "s3:PutObject"], _objects(bucket_arn, ERASURE_AUDIT_PREFIX)),
+        _statement(
+            "TrackErasureProgress",
+            ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"],
+            _objects(bucket_arn, ERASURE_PROGRESS_PREFIX),
+        ),
         _statement("ListFailedBatches", ["s3:ListBucket"], [failure_bucket_arn]),
         _statement(
             "EraseFromFailedBatches",

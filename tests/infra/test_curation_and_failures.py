@@ -106,6 +106,7 @@ def test_curator_environment_is_what_the_handler_reads(run: ProgramRun) -> None:
     assert variables == {
         **curator_environment(settings, settings.bucket_id, prefixes(), database),
         "FAILURE_BUCKET": failure_bucket,
+        "QUARANTINE_PREFIX": "demand/quarantine/",
         "ERASURE_SALT": PLAN_ERASURE_SALT,  # the stack's secret, as the CLI decrypts it
     }
     assert function.secret_inputs == ("environment",)  # the salt makes the engine encrypt the environment

@@ -49,6 +49,7 @@ def test_raw_objects_are_read_and_deleted_and_written_only_where_an_erasure_rewr
         "EraseFromQuarantine": [f"{BUCKET}/demand/quarantine/*"],
         "WriteCuratedTables": [f"{BUCKET}/curated/*"],
         "WriteErasureAudit": [f"{BUCKET}/erasure/audit/*"],
+        "TrackErasureProgress": [f"{BUCKET}/erasure/progress/*"],
         "EraseFromFailedBatches": [f"{FAILURES}/*"],
     }
 
@@ -62,6 +63,7 @@ def test_erasure_reaches_every_place_a_fan_is_kept_and_the_requests() -> None:
         "EraseFromQuarantine": [f"{BUCKET}/demand/quarantine/*"],
         "WriteCuratedTables": [f"{BUCKET}/curated/*"],
         "CarryOutErasureRequests": [f"{BUCKET}/erasure/requests/*"],
+        "TrackErasureProgress": [f"{BUCKET}/erasure/progress/*"],
         "EraseFromFailedBatches": [f"{FAILURES}/*"],
     }
     assert statements["CarryOutErasureRequests"]["Action"] == ["s3:DeleteObject", "s3:GetObject"]

@@ -100,7 +100,16 @@ OUTSIDE = {
     "processor": ["snapshots", "exports", "athena results", "artifacts"],
     "curator": ["exports", "artifacts", "erasure requests"],
     "backfill": ["events", "quarantine", "exports", "failure bucket", "artifacts", "erasure requests", "erasure audit"],
-    "ci": ["events", "quarantine", "snapshots", "failure bucket", "curated", "erasure audit", "erasure other"],
+    "ci": [
+        "events",
+        "quarantine",
+        "snapshots",
+        "failure bucket",
+        "curated",
+        "erasure audit",
+        "erasure progress",
+        "erasure other",
+    ],
 }
 
 
@@ -117,6 +126,7 @@ def _place(aws: LocalAws, kind: str) -> tuple[str, str]:
         "athena results": (outputs.athena_results_bucket_name, f"{layout.athena_results}x.csv"),
         "erasure requests": (outputs.bucket_name, "erasure/requests/20260101T000000Z-0000000f.json"),
         "erasure audit": (outputs.bucket_name, "erasure/audit/20260101T000000Z-0000000f.json"),
+        "erasure progress": (outputs.bucket_name, "erasure/progress/20260101T000000Z-0000000f.json"),
         "erasure other": (outputs.bucket_name, "erasure/x.json"),
     }[kind]
 
@@ -132,7 +142,7 @@ def test_a_role_writes_nowhere_outside_its_prefixes(aws: LocalAws, role: str):
 INSIDE = {
     "processor": ["events", "quarantine", "failure bucket"],
     # an erasure rewrites raw objects, snapshots, quarantine lines and failed batches; the curator writes the audit
-    "curator": ["curated", "events", "quarantine", "snapshots", "failure bucket", "erasure audit"],
+    "curator": ["curated", "events", "quarantine", "snapshots", "failure bucket", "erasure audit", "erasure progress"],
     "backfill": ["snapshots"],
     "ci": ["erasure requests"],  # make erase files a request, and writes nothing else
 }
@@ -149,7 +159,15 @@ def test_a_function_role_writes_inside_its_prefixes(aws: LocalAws, role: str):
 
 def test_the_curator_deletes_only_where_it_curates_or_erases(aws: LocalAws):
     admin, curator = aws.client("s3"), aws.client("s3", role="curator")
-    for kind in ("events", "quarantine", "snapshots", "failure bucket", "erasure requests", "curated"):
+    for kind in (
+        "events",
+        "quarantine",
+        "snapshots",
+        "failure bucket",
+        "erasure requests",
+        "erasure progress",
+        "curated",
+    ):
         bucket, key = _place(aws, kind)
         key = f"{key}.to-delete"
         admin.put_object(Bucket=bucket, Key=key, Body=BODY)
