@@ -8,8 +8,8 @@ clear, and the operator's role may not read it back. An audit record names no fa
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from curator.erasure_requests import (
@@ -26,8 +26,6 @@ __all__ = ["RequestState", "describe_requests", "filed_at", "list_requests"]
 
 def filed_at(request_id: str) -> datetime:
     """When a request was filed, from its id (``<yyyymmddThhmmssZ>-<8 hex digits>``)."""
-    from datetime import UTC  # noqa: PLC0415
-
     return datetime.strptime(request_id.split("-", 1)[0], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
 
 
@@ -39,7 +37,7 @@ class RequestState:
     filed_at: datetime
     audit: AuditRecord | None = None
     problem: str = ""  # an audit record that could not be read: named, not hidden
-    fans: int | None = field(default=None)
+    fans: int | None = None  # how many fans a completed request named (its audit's HMACs)
 
     @property
     def pending(self) -> bool:
