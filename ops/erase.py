@@ -15,7 +15,8 @@ The command acts as the stack's CI role, as the other ops commands do (in CI its
 AWS, ``AWS_ENDPOINT_URL`` on 127.0.0.1, the local CI role assumed with the administrator's key). That role may only
 file requests and read audit records under ``erasure/``, plus the reads the dry run needs; only the curator's role
 rewrites or deletes anything naming a fan.
-Exit status: 0 done; 1 an AWS call failed, or (``--status``) a request is pending past the deadline; 2 a mistake
+Exit status: 0 done; 1 an AWS call failed, or (``--status``) a request is pending past the deadline or its audit
+record cannot be read; 2 a mistake
 in the arguments, the stack, its stack file or the fans file.
 """
 
@@ -205,7 +206,7 @@ def _status(bound: BoundStack, acting: _Acting, now: datetime) -> int:
     states = list_requests(acting.session.client("s3"), bound.outputs.bucket_name)
     for line in describe_requests(states, now, deadline):
         print(line)
-    return 1 if any(state.overdue(now, deadline) for state in states) else 0
+    return 1 if any(state.needs_attention(now, deadline) for state in states) else 0
 
 
 def main(argv: Sequence[str] | None = None, clock: Clock = _utc_now) -> int:

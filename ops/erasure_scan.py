@@ -122,14 +122,19 @@ def _keys(s3: Any, bucket: str, prefix: str) -> Iterator[str]:
 
 def _count_objects(
     s3: Any, bucket: str, prefix: str, keep: Callable[[str], bool], count: Callable[[bytes], int]
-) -> tuple[int, int]:
+) -> tuple[int, int, list[str]]:
+    """Rows counted, objects read, and the keys that could not be decoded (named, not skipped in silence)."""
     rows = objects = 0
+    unreadable = []
     for key in _keys(s3, bucket, prefix):
         if not keep(key):
             continue
-        rows += count(bytes(s3.get_object(Bucket=bucket, Key=key)["Body"].read()))
         objects += 1
-    return rows, objects
+        try:
+            rows += count(bytes(s3.get_object(Bucket=bucket, Key=key)["Body"].read()))
+        except (ValueError, OSError, EOFError):  # pyarrow's ArrowInvalid is a ValueError; a truncated gzip an EOFError
+            unreadable.append(key)
+    return rows, objects, unreadable
 
 
 TableScan = Callable[[str, set[str]], "int | None"]
@@ -169,8 +174,9 @@ def scan_places(
     def counted(
         place: str, where_bucket: str, prefix: str, keep: Callable[[str], bool], how: Callable[[bytes], int]
     ) -> None:
-        rows, objects = _count_objects(s3, where_bucket, prefix, keep, how)
-        counts.append(PlaceCount(place, rows, objects, f"s3://{where_bucket}/{prefix}"))
+        rows, objects, unreadable = _count_objects(s3, where_bucket, prefix, keep, how)
+        note = f"{len(unreadable)} unreadable, e.g. {unreadable[0]}" if unreadable else ""
+        counts.append(PlaceCount(place, rows, objects, f"s3://{where_bucket}/{prefix}", note))
 
     counted("raw_events", bucket, events_prefix, parquet, lambda body: count_parquet_rows(body, wanted))
     counted("snapshots", bucket, snapshot_prefix, parquet, lambda body: count_parquet_rows(body, wanted))

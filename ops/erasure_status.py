@@ -41,7 +41,8 @@ class RequestState:
 
     @property
     def pending(self) -> bool:
-        return self.audit is None
+        """No audit record yet (an unreadable one is neither pending nor complete: ``problem`` says why)."""
+        return self.audit is None and not self.problem
 
     def age(self, now: datetime) -> timedelta:
         end = self.audit.completed_at if self.audit is not None else now
@@ -50,6 +51,10 @@ class RequestState:
     def overdue(self, now: datetime, deadline_days: int) -> bool:
         """Pending for longer than the deadline (the alarm's condition)."""
         return self.pending and self.age(now) >= timedelta(days=deadline_days)
+
+    def needs_attention(self, now: datetime, deadline_days: int) -> bool:
+        """Overdue, or its audit record cannot be read (``make erase-status`` then exits 1)."""
+        return bool(self.problem) or self.overdue(now, deadline_days)
 
 
 def _keys(s3: Any, bucket: str, prefix: str) -> Iterator[str]:
@@ -104,9 +109,12 @@ def describe_requests(states: list[RequestState], now: datetime, deadline_days: 
         return ["no erasure request filed"]
     pending = [state for state in states if state.pending]
     overdue = [state for state in pending if state.overdue(now, deadline_days)]
+    unreadable = [state for state in states if state.problem]
+    completed = len(states) - len(pending) - len(unreadable)
     lines = [
-        f"{len(states)} requests: {len(states) - len(pending)} completed, {len(pending)} pending"
+        f"{len(states)} requests: {completed} completed, {len(pending)} pending"
         f" ({len(overdue)} older than the {deadline_days}-day deadline)"
+        + (f", {len(unreadable)} with an unreadable audit record" if unreadable else "")
     ]
     for state in states:
         filed = f"filed {state.filed_at:%Y-%m-%d %H:%M}Z"

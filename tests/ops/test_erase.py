@@ -163,6 +163,16 @@ def test_status_lists_pending_and_completed_and_flags_the_overdue(aws: None, out
     ]
     s3.delete_object(Bucket=BUCKET, Key=old.key)
     assert erase.main(["qa1", "--status", "--outputs-file", str(outputs_file)], clock=_clock) == 0
+    capsys.readouterr()
+    broken = "erasure/audit/20260429T120000Z-0000000d.json"
+    s3.put_object(Bucket=BUCKET, Key=broken, Body=b"{}")
+    assert erase.main(["qa1", "--status", "--outputs-file", str(outputs_file)], clock=_clock) == 1
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == (
+        "3 requests: 1 completed, 1 pending (0 older than the 25-day deadline), 1 with an unreadable audit record"
+    )
+    assert printed[4].startswith(f"UNREADABLE 20260429T120000Z-0000000d  filed 2026-04-29 12:00Z  {broken}: ")
+    s3.delete_object(Bucket=BUCKET, Key=broken)
     assert (
         erase.main(["qa1", "--status", "--outputs-file", str(outputs_file)], clock=lambda: NOW + timedelta(days=30))
         == 1
@@ -200,6 +210,7 @@ def test_a_table_not_created_yet_counts_zero_and_says_so() -> None:
     for bucket in ("data", "failures"):
         s3.create_bucket(Bucket=bucket)
     s3.put_object(Bucket="data", Key="demand/events/a.parquet", Body=encode_parquet(generated_rows(10)))
+    s3.put_object(Bucket="data", Key="demand/events/b.parquet", Body=b"{}")  # not Parquet: named, not fatal
     asked: list[tuple[str, set[str]]] = []
 
     def no_table(table: str, fans: set[str]) -> int | None:
@@ -222,7 +233,7 @@ def test_a_table_not_created_yet_counts_zero_and_says_so() -> None:
     assert [(c.place, c.rows, c.objects_read, c.note) for c in counts] == [
         ("registration_changes", 0, 0, "not created yet"),
         ("registrations", 0, 0, "not created yet"),
-        ("raw_events", 0, 1, ""),
+        ("raw_events", 0, 2, "1 unreadable, e.g. demand/events/b.parquet"),
         ("snapshots", 0, 0, ""),
         ("quarantine", 0, 0, ""),
         ("failures", 0, 0, ""),

@@ -211,6 +211,52 @@ def test_the_mapping_fails_naming_the_action_without_its_stream_reads(aws: Local
     _roles(aws).denials.clear()
 
 
+def _remove_requests(aws: LocalAws) -> None:
+    admin, bucket = aws.client("s3"), aws.outputs.bucket_name
+    for item in admin.list_objects_v2(Bucket=bucket, Prefix="erasure/").get("Contents", []):
+        admin.delete_object(Bucket=bucket, Key=item["Key"])
+
+
+def test_make_erase_files_counts_and_lists_as_the_ci_role_with_nothing_denied(aws: LocalAws, tmp_path, capsys):
+    """ops.erase on the local AWS: the local CI role assumed with the administrator's key, the program's CI policy
+    enforced. Its dry run reads every place (the curated tables through Glue, the failure bucket's records), filing
+    writes one request, and the status lists it; nothing it does is refused."""
+    from ops import erase  # noqa: PLC0415
+
+    key = _raw_object(aws, generated_rows(20, seed=11))
+    fan = "fan-of-the-iam-test"
+    fans = tmp_path / "fans.txt"
+    fans.write_text(f"{fan}\n")
+    _roles(aws).denials.clear()
+    admin, bucket = aws.client("s3"), aws.outputs.bucket_name
+    _remove_requests(aws)  # earlier tests of the module filed some (one dated 2026-01-01: overdue), and audits
+    try:
+        assert erase.main(["dev1", "--fans", str(fans), "--dry-run"]) == 0
+        dry = capsys.readouterr().out.splitlines()
+        assert erase.main(["dev1", "--fans", str(fans)]) == 0
+        filed = capsys.readouterr().out.splitlines()
+        assert erase.main(["dev1", "--status"]) == 0
+        status = capsys.readouterr().out.splitlines()
+    finally:  # the module's later tests run the curator: no request or raw object of this test is left for it
+        admin.delete_object(Bucket=bucket, Key=key)
+        _remove_requests(aws)
+
+    assert _roles(aws).denials == []
+    assert dry[0].endswith("acting as the local CI role prd3292-dev1-gitlab-ci; rows the erasure would remove:")
+    assert [line.split()[0] for line in dry[1:7]] == [
+        "registration_changes",
+        "registrations",
+        "raw_events",
+        "snapshots",
+        "quarantine",
+        "failures",
+    ]
+    assert filed[1] == "acting as the local CI role prd3292-dev1-gitlab-ci"
+    request_id = filed[2].removeprefix("filed erasure request ")
+    assert filed[0].endswith(f"file an erasure request for 1 fans at s3://{bucket}/erasure/requests/{request_id}.json")
+    assert any(line.startswith(f"pending    {request_id}  filed ") for line in status)
+
+
 def _curator_as_its_role(aws: LocalAws) -> Curator:
     """The curator over the stack's raw prefix and Glue database, acting as the local curator role (as Lambda
     gives the function its role): pyiceberg's Glue and S3 clients and the raw store all use its credentials."""
