@@ -27,13 +27,17 @@ COMMAND_capacity = python -m ops.capacity $(BOUND_STACK) $(ARGS)
 COMMAND_compact = python -m ops.compact $(BOUND_STACK) $(ARGS)
 COMMAND_replay = python -m ops.replay $(REPLAY_SOURCE) $(BOUND_STACK) $(wordlist 2,$(words $(ARGS)),$(ARGS))
 COMMAND_backfill = python -m ops.backfill $(BOUND_STACK) $(ARGS)
+# erase's file of fan ids (one per line): make erase STACK=qa1 FANS=fans.txt ARGS=--dry-run
+FANS_FILE = $(if $(BOUND_STACK),)$(or $(FANS),$(error FANS is required: make erase STACK=$(or $(STACK),<stack>) FANS=<file of fan ids, one per line>))
+COMMAND_erase = python -m ops.erase $(BOUND_STACK) --fans $(FANS_FILE) $(ARGS)
+COMMAND_erase-status = python -m ops.erase $(BOUND_STACK) --status $(ARGS)
 
 # Exit statuses. GNU make exits 2 whenever a recipe fails, which would turn every documented status of these commands
 # (backfill's 1 = incomplete, smoke's 1 = a failed check) into 2. So when one of them is make's only goal (and make
 # is not in -n, -q or -t mode), it runs while this Makefile is read: its stdout goes to make's own stdout (its
 # stderr is make's), and make then ends with its status: 0; 1 through make's question mode (-q), whose status is 1;
 # any other through a failing recipe (2). With several goals each runs as an ordinary recipe.
-STATUS_TARGETS := package rollback smoke preflight capacity compact replay backfill
+STATUS_TARGETS := package rollback smoke preflight capacity compact replay backfill erase erase-status
 STATUS_GOAL := $(if $(filter 1,$(words $(MAKECMDGOALS))),$(filter $(STATUS_TARGETS),$(MAKECMDGOALS)))
 MAKE_FLAG_LETTERS := $(filter-out --%,$(firstword -$(MAKEFLAGS)))
 STATUS_PROBE := $(shell true)
@@ -115,6 +119,14 @@ capacity: .venv/.synced  ## sustained change rate, peak headroom, cost per milli
 .PHONY: compact
 compact: .venv/.synced  ## one curation of STACK now, via its curator function (make compact STACK=qa1 ARGS=--dry-run)
 	$(call run_command,compact)
+
+# Erasure of fans (GDPR art. 17): file a request the curator carries out on its next run, and follow it.
+.PHONY: erase erase-status
+erase: .venv/.synced  ## file an erasure request for FANS (one fan id a line) in STACK (ARGS=--dry-run: rows per place, nothing changed)
+	$(call run_command,erase)
+
+erase-status: .venv/.synced  ## STACK's erasure requests: pending, completed (rows removed, snapshots), overdue (exit 1)
+	$(call run_command,erase-status)
 
 # The end-to-end and per-component suites: the embedded local AWS by default, a deployed stack with TEST_ENV
 # (TEST_ENV=qa1 AWS_REGION=us-east-1 make e2e); faults always run locally. Replay re-drives records after a fix.

@@ -17,6 +17,7 @@ from components.function_environment import (
     METRICS_NAMESPACE,
     backfill_environment,
     curator_environment,
+    curator_erasure_environment,
     lambda_environment,
 )
 from components.layer import DependencyLayer, DependencyLayerArgs
@@ -26,11 +27,12 @@ from components.policies import CURATED_TABLES
 from components.processor import StreamProcessor, StreamProcessorArgs
 from components.provider import aws_provider
 from components.query_results import QueryResults, QueryResultsArgs
-from components.settings import load_settings
+from components.settings import erasure_salt, load_settings
 from components.storage import DataLayout, DataLayoutArgs
 from components.stream import ChangeStream, ChangeStreamArgs
 
 settings = load_settings()
+salt = erasure_salt(settings.stack)
 names = settings.naming
 resource_names = names.resources()
 layout_prefixes = prefixes()
@@ -225,9 +227,16 @@ curation = Curation(
         events_prefix=layout_prefixes.events,
         curated_prefix=layout_prefixes.curated,
         snapshot_prefix=layout_prefixes.snapshots,
+        quarantine_prefix=layout_prefixes.quarantine,
+        failure_bucket_arn=failures.bucket_arn,
         database_arn=athena.database_arn,
         layer_arn=curator_layer.layer_arn,
-        environment=curator_environment(settings, settings.bucket_id, layout_prefixes, resource_names.glue_database),
+        environment={
+            **curator_environment(settings, settings.bucket_id, layout_prefixes, resource_names.glue_database),
+            **curator_erasure_environment(resource_names.failure_bucket, layout_prefixes),
+        },
+        erasure_salt=salt,
+        erasure_deadline_days=settings.erasure_deadline_days,
         memory_mb=settings.curation_memory_mb,
         timeout_seconds=settings.curation_timeout_seconds,
         interval_minutes=settings.curation_interval_minutes,
@@ -245,6 +254,7 @@ all_alarm_arns = pulumi.Output.all(
     flow_alarms.alarm_arns,
     curation.errors_alarm_arn,
     curation.schedule_alarm_arn,
+    curation.erasure_alarm_arn,
     backfill.failed_executions_alarm_arn,
 ).apply(lambda groups: [*groups[0], *groups[1], *groups[2:]])
 PipelineDashboard(

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from components.function_environment import ERASURE_METRIC, ERASURE_SALT_VARIABLE, METRICS_NAMESPACE
 from components.lambda_function import PipelineFunctionArgs, pipeline_function
 from components.naming import alarm_name, log_group_name
 from components.policies import (
@@ -52,6 +53,7 @@ EPHEMERAL_STORAGE_MB = 2048
 SCHEDULED_EVENT: dict[str, str] = {}
 SCHEDULE_RETRY_ATTEMPTS = 3
 ERRORS_WINDOW = (300, 1)
+ERASURE_ALARM_PERIOD = 3600  # the oldest pending request's age, in hours: an hour's maximum is fine-grained enough
 # Undelivered invocations are kept for the SQS maximum, 14 days: long enough to see what was missed.
 DEAD_LETTER_RETENTION_SECONDS = 14 * 24 * 3600
 
@@ -76,6 +78,8 @@ class CurationArgs:
     events_prefix: str
     curated_prefix: str
     snapshot_prefix: str
+    quarantine_prefix: str
+    failure_bucket_arn: pulumi.Input[str]
     database_arn: pulumi.Input[str]
     layer_arn: pulumi.Input[str]
     environment: dict[str, str]
@@ -85,6 +89,8 @@ class CurationArgs:
     log_retention_days: int
     function_zip: str
     errors_threshold: int
+    erasure_salt: pulumi.Input[str]  # secret (dmd-pipeline:erasureSalt): the function's ERASURE_SALT
+    erasure_deadline_days: int
     function_digest: str | None = None
     bucket_kms_key_arn: str | None = None
     topic_arn: pulumi.Input[str] | None = None
@@ -105,6 +111,8 @@ class Curation(pulumi.ComponentResource):
     """ARN of that alarm."""
     schedule_alarm_arn: pulumi.Output[str]
     """ARN of the alarm on invocations the schedule could not deliver."""
+    erasure_alarm_arn: pulumi.Output[str]
+    """ARN of the alarm on an erasure request pending past the stack's deadline."""
 
     def __init__(self, name: str, args: CurationArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         if args.timeout_seconds >= args.interval_minutes * 60:
@@ -125,12 +133,14 @@ class Curation(pulumi.ComponentResource):
         self._limit_queued_invocations(args, function)
         alarm = self._create_errors_alarm(args, function)
         schedule_alarm = self._create_schedule(args, function)
+        erasure_alarm = self._create_erasure_alarm(args)
         self.function_name = function.name
         self.function_arn = function.arn
         self.log_group_name = log_group.name
         self.errors_alarm_name = alarm.name
         self.errors_alarm_arn = alarm.arn
         self.schedule_alarm_arn = schedule_alarm.arn
+        self.erasure_alarm_arn = erasure_alarm.arn
         self.register_outputs(
             {
                 "function_name": self.function_name,
@@ -139,6 +149,7 @@ class Curation(pulumi.ComponentResource):
                 "errors_alarm_name": self.errors_alarm_name,
                 "errors_alarm_arn": self.errors_alarm_arn,
                 "schedule_alarm_arn": self.schedule_alarm_arn,
+                "erasure_alarm_arn": self.erasure_alarm_arn,
             }
         )
 
@@ -152,7 +163,10 @@ class Curation(pulumi.ComponentResource):
             opts=self._child,
         )
         policy = pulumi.Output.all(
-            bucket_arn=args.bucket_arn, database_arn=args.database_arn, log_group_arn=log_group.arn
+            bucket_arn=args.bucket_arn,
+            database_arn=args.database_arn,
+            log_group_arn=log_group.arn,
+            failure_bucket_arn=args.failure_bucket_arn,
         ).apply(
             lambda arns: json.dumps(
                 curator_policy(
@@ -160,6 +174,8 @@ class Curation(pulumi.ComponentResource):
                     events_prefix=args.events_prefix,
                     curated_prefix=args.curated_prefix,
                     snapshot_prefix=args.snapshot_prefix,
+                    quarantine_prefix=args.quarantine_prefix,
+                    failure_bucket_arn=arns["failure_bucket_arn"],
                     database_arn=arns["database_arn"],
                     log_group_arn=arns["log_group_arn"],
                     bucket_kms_key_arn=args.bucket_kms_key_arn,
@@ -193,6 +209,7 @@ class Curation(pulumi.ComponentResource):
                 layer_arn=args.layer_arn,
                 reserved_concurrency=RESERVED_CONCURRENCY,
                 ephemeral_storage_mb=EPHEMERAL_STORAGE_MB,
+                secret_environment={ERASURE_SALT_VARIABLE: pulumi.Output.secret(args.erasure_salt)},
             ),
             role=role,
             log_group=log_group,
@@ -227,6 +244,37 @@ class Curation(pulumi.ComponentResource):
             evaluation_periods=periods,
             datapoints_to_alarm=periods,
             threshold=args.errors_threshold,
+            comparison_operator="GreaterThanOrEqualToThreshold",
+            treat_missing_data="notBreaching",
+            alarm_actions=actions,
+            ok_actions=actions,
+            opts=self._child,
+        )
+
+    def _create_erasure_alarm(self, args: CurationArgs) -> aws.cloudwatch.MetricAlarm:
+        """Fires when an erasure request has been pending longer than the stack's ``erasureDeadlineDays``.
+
+        The curator publishes ``ERASURE_METRIC`` at the start of every run (0 when nothing is pending), so the
+        alarm reads the hour's maximum. Missing data is not breaching: no data means no run (the errors and
+        schedule alarms report a curator that fails or is not invoked), and a stack whose curator does not publish
+        it yet has no request it could carry out either; a request already late keeps the alarm in ALARM for as
+        long as runs report it.
+        """
+        actions = [args.topic_arn] if args.topic_arn else []
+        return aws.cloudwatch.MetricAlarm(
+            f"{self._name}-erasure-deadline",
+            name=alarm_name(args.function_name, "erasure-deadline"),
+            alarm_description=f"An erasure request is pending for more than {args.erasure_deadline_days} days"
+            " (erasureDeadlineDays; the law allows a month): make erase-status lists it. See docs/runbook.md,"
+            " Erasure.",
+            namespace=METRICS_NAMESPACE,
+            metric_name=ERASURE_METRIC,
+            dimensions={"service": args.environment.get("POWERTOOLS_SERVICE_NAME", args.function_name)},
+            statistic="Maximum",
+            period=ERASURE_ALARM_PERIOD,
+            evaluation_periods=1,
+            datapoints_to_alarm=1,
+            threshold=args.erasure_deadline_days * 24,
             comparison_operator="GreaterThanOrEqualToThreshold",
             treat_missing_data="notBreaching",
             alarm_actions=actions,

@@ -5,9 +5,23 @@ from __future__ import annotations
 from components.naming import Prefixes
 from components.settings import Settings
 
-__all__ = ["METRICS_NAMESPACE", "backfill_environment", "curator_environment", "lambda_environment"]
+__all__ = [
+    "ERASURE_METRIC",
+    "ERASURE_SALT_VARIABLE",
+    "FAILURE_BUCKET_VARIABLE",
+    "METRICS_NAMESPACE",
+    "backfill_environment",
+    "curator_environment",
+    "curator_erasure_environment",
+    "lambda_environment",
+]
 
 METRICS_NAMESPACE = "DmdPipeline"
+#: Published by the curator at the start of every run (namespace ``METRICS_NAMESPACE``, dimension ``service`` = its
+#: ``POWERTOOLS_SERVICE_NAME``): hours since the oldest erasure request still pending was filed, 0 when none is.
+ERASURE_METRIC = "OldestPendingErasureAgeHours"
+FAILURE_BUCKET_VARIABLE = "FAILURE_BUCKET"
+ERASURE_SALT_VARIABLE = "ERASURE_SALT"
 
 
 def lambda_environment(settings: Settings, bucket: str, prefixes: Prefixes) -> dict[str, str]:
@@ -49,6 +63,14 @@ def curator_environment(settings: Settings, bucket: str, prefixes: Prefixes, dat
         "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
         "LOG_LEVEL": settings.log_level,
     }
+
+
+def curator_erasure_environment(failure_bucket: str, prefixes: Prefixes) -> dict[str, str]:
+    """The curator's erasure variables (``curator.handler.ERASURE_VARIABLES``), after ``curator_environment``'s: the
+    failure bucket whose on-failure records it rewrites without the erased fans, and the quarantine prefix whose
+    lines it rewrites. ``ERASURE_SALT_VARIABLE`` (the stack's ``dmd-pipeline:erasureSalt``, keying the audit's HMAC
+    of each fan id) comes as a secret Output (``CurationArgs.erasure_salt``), never in plain text."""
+    return {FAILURE_BUCKET_VARIABLE: failure_bucket, "QUARANTINE_PREFIX": prefixes.quarantine}
 
 
 def backfill_environment(settings: Settings, bucket: str, prefixes: Prefixes) -> dict[str, str]:

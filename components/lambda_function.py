@@ -3,7 +3,8 @@ log group (the handler filters at its level, Lambda never drops the metrics), ar
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_aws as aws
@@ -47,6 +48,8 @@ class PipelineFunctionArgs:
     reserved_concurrency: int | None = None
     #: Size of /tmp in MB (Lambda: 512 to 10,240); None keeps Lambda's 512 MB.
     ephemeral_storage_mb: int | None = None
+    #: Variables from secret config (secret Outputs, shown as [secret] in previews), added after ``environment``.
+    secret_environment: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
 
 
 def pipeline_function(
@@ -78,7 +81,7 @@ def pipeline_function(
         publish=args.publish or None,
         reserved_concurrent_executions=args.reserved_concurrency,
         ephemeral_storage={"size": args.ephemeral_storage_mb} if args.ephemeral_storage_mb else None,
-        environment={"variables": args.environment},
+        environment={"variables": {**args.environment, **args.secret_environment}},
         # JSON platform logs; the handler filters its own lines at LOG_LEVEL, Lambda keeps INFO for the metrics.
         logging_config={
             "log_format": "JSON",

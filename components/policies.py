@@ -12,6 +12,9 @@ from urllib.parse import urlparse
 
 __all__ = [
     "CURATED_TABLES",
+    "ERASURE_AUDIT_PREFIX",
+    "ERASURE_PROGRESS_PREFIX",
+    "ERASURE_REQUESTS_PREFIX",
     "alarm_topic_key_policy",
     "alarm_topic_policy",
     "backfill_function_policy",
@@ -118,6 +121,10 @@ def processor_policy(
     return {"Version": VERSION, "Statement": statements}
 
 
+# Erasure requests and their audit records, at the data bucket's root beside the lake (curator.erasure_requests).
+ERASURE_REQUESTS_PREFIX = "erasure/requests/"
+ERASURE_AUDIT_PREFIX = "erasure/audit/"
+ERASURE_PROGRESS_PREFIX = "erasure/progress/"  # the curator's tally of a request being carried out (counts only)
 CURATED_TABLES = ("registration_changes", "registrations")
 """The Iceberg tables the curator writes (``curator.tables``), the only tables its role may create or update."""
 
@@ -134,6 +141,8 @@ def curator_policy(
     events_prefix: str,
     curated_prefix: str,
     snapshot_prefix: str,
+    quarantine_prefix: str,
+    failure_bucket_arn: str,
     database_arn: str,
     log_group_arn: str,
     tables: Sequence[str] = CURATED_TABLES,
@@ -151,6 +160,13 @@ def curator_policy(
     ``VersionId``); no ``DeleteTable``, no ``CreateDatabase`` (the program declares the database), and only the
     curated tables of the stack's database. Glue authorizes a table action on the catalog, the database and the
     table, so all three are named.
+
+    Erasure (issue 17): the curator is the only role that rewrites or deletes what names a fan. At the start of a run
+    it reads and deletes pending requests under ``erasure/requests/``, keeps a request's tally under
+    ``erasure/progress/`` while carrying it out, and writes its audit under ``erasure/audit/``;
+    it rewrites raw objects (under a new name, so ``PutObject`` on the events prefix), backfill snapshot objects,
+    quarantine lines and the failure bucket's on-failure records without the erased fans, deleting each old object
+    only once its new copy is durable.
     """
     tables_arns = [glue_table_arn(database_arn, table) for table in tables]
     statements = [
@@ -158,10 +174,44 @@ def curator_policy(
             "ListRawCuratedAndSnapshots",
             ["s3:ListBucket"],
             [bucket_arn],
-            Condition={"StringLike": {"s3:prefix": [f"{events_prefix}*", f"{curated_prefix}*", f"{snapshot_prefix}*"]}},
+            Condition={
+                "StringLike": {
+                    "s3:prefix": [
+                        f"{events_prefix}*",
+                        f"{curated_prefix}*",
+                        f"{snapshot_prefix}*",
+                        f"{quarantine_prefix}*",
+                        "erasure/*",
+                    ]
+                }
+            },
         ),
         _statement("ReadAndDeleteRawEvents", ["s3:DeleteObject", "s3:GetObject"], _objects(bucket_arn, events_prefix)),
         _statement("ReadPublishedSnapshots", ["s3:GetObject"], _objects(bucket_arn, snapshot_prefix)),
+        _statement("EraseFromRawEvents", ["s3:PutObject"], _objects(bucket_arn, events_prefix)),
+        _statement("EraseFromSnapshots", ["s3:DeleteObject", "s3:PutObject"], _objects(bucket_arn, snapshot_prefix)),
+        _statement(
+            "EraseFromQuarantine",
+            ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"],
+            _objects(bucket_arn, quarantine_prefix),
+        ),
+        _statement(
+            "CarryOutErasureRequests",
+            ["s3:DeleteObject", "s3:GetObject"],
+            _objects(bucket_arn, ERASURE_REQUESTS_PREFIX),
+        ),
+        _statement("WriteErasureAudit", ["s3:GetObject", "s3:PutObject"], _objects(bucket_arn, ERASURE_AUDIT_PREFIX)),
+        _statement(
+            "TrackErasureProgress",
+            ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"],
+            _objects(bucket_arn, ERASURE_PROGRESS_PREFIX),
+        ),
+        _statement("ListFailedBatches", ["s3:ListBucket"], [failure_bucket_arn]),
+        _statement(
+            "EraseFromFailedBatches",
+            ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"],
+            [f"{failure_bucket_arn}/*"],
+        ),
         _statement(
             "WriteCuratedTables",
             ["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject", "s3:PutObject"],
@@ -491,6 +541,11 @@ def ci_access_policy(
                 [glue_catalog_arn(database_arn), database_arn, *tables],
             ),
             _statement("ListFailedBatches", ["s3:ListBucket"], [failure_bucket_arn]),
+            # make erase: file a request and read audit records, nothing else under erasure/ (only the curator
+            # deletes or rewrites anything naming a fan); its --dry-run counts a fan's rows in the failed batches too.
+            _statement("FileErasureRequests", ["s3:PutObject"], _objects(bucket_arn, ERASURE_REQUESTS_PREFIX)),
+            _statement("ReadErasureAudit", ["s3:GetObject"], _objects(bucket_arn, ERASURE_AUDIT_PREFIX)),
+            _statement("ReadFailedBatches", ["s3:GetObject"], [f"{failure_bucket_arn}/*"]),
             # CloudWatch Logs authorizes FilterLogEvents against the log group ARN with a trailing ":*"; the
             # log group's ``arn`` output has it stripped, so it is added back here.
             _statement("ReadFunctionLogs", ["logs:FilterLogEvents"], [f"{log_group_arn}:*"]),

@@ -28,14 +28,17 @@ __all__ = [
     "ACCOUNT_TAGS",
     "ATHENA_MIN_BYTES_SCANNED_CUTOFF",
     "CONFIG_KEYS",
+    "ERASURE_SALT_KEY",
     "LOG_RETENTION_DAYS",
     "PROJECT",
     "PROJECT_ROOT",
+    "SECRET_CONFIG_KEYS",
     "ConfigKey",
     "Precision",
     "Settings",
     "SettingsError",
     "backfill_concurrency_ceiling",
+    "erasure_salt",
     "load_settings",
     "settings_from_stack_file",
 ]
@@ -357,6 +360,14 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         _between(1, 3650),
     ),
     _key(
+        "erasureDeadlineDays",
+        "erasure_deadline_days",
+        "integer",
+        25,
+        "Days an erasure request may stay pending before its alarm fires (the law allows a month: at most 30).",
+        _between(1, 30),
+    ),
+    _key(
         "curationMemoryMb",
         "curation_memory_mb",
         "integer",
@@ -495,6 +506,10 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
 )
 
 
+# Secrets (``pulumi config set --secret``): never in ``Settings`` (a frozen dataclass of plain values), read only by
+# the program as secret Outputs; the stack-file reader skips them (it cannot decrypt them and needs none).
+ERASURE_SALT_KEY = f"{PROJECT}:erasureSalt"
+SECRET_CONFIG_KEYS = frozenset({ERASURE_SALT_KEY})
 _ARRAY_KEYS = frozenset(spec.key for spec in CONFIG_KEYS if spec.kind == "array")
 
 
@@ -536,6 +551,7 @@ class Settings:
     failure_bucket_versioning: bool
     curation_interval_minutes: int
     time_travel_days: int
+    erasure_deadline_days: int
     curation_memory_mb: int
     curation_timeout_seconds: int
     curation_delete_grace_minutes: int
@@ -633,7 +649,7 @@ def _looks_like_ours(namespace: str) -> bool:
 
 def _build(stack: str, raw: Mapping[str, str], where: str) -> Settings:
     """Validate raw config text (namespaced keys, project defaults not yet applied) into Settings."""
-    known = {spec.key for spec in CONFIG_KEYS}
+    known = {spec.key for spec in CONFIG_KEYS} | SECRET_CONFIG_KEYS
     lookalikes = sorted(key for key in raw if _looks_like_ours(key.split(":", 1)[0]))
     if lookalikes:
         raise SettingsError(f"{where}: unknown config namespace in {lookalikes[0]} (did you mean {PROJECT}:?)")
@@ -754,6 +770,8 @@ def load_settings() -> Settings:
     stack = pulumi.get_stack()
     raw: dict[str, str] = {}
     for key, value in {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}.items():
+        if key in SECRET_CONFIG_KEYS:
+            continue  # read as a secret Output by its own function (erasure_salt), never as plain text
         if key.startswith(f"{PROJECT}:") or _looks_like_ours(key.split(":", 1)[0]):
             raw[key] = _as_text(value)
     for spec in CONFIG_KEYS:
@@ -762,6 +780,25 @@ def load_settings() -> Settings:
         if value is not None:
             raw[spec.key] = value
     return _build(stack, raw, f"Pulumi.{stack}.yaml")
+
+
+def erasure_salt(stack: str) -> Any:
+    """The stack's erasure salt (``dmd-pipeline:erasureSalt``) as a secret ``pulumi.Output[str]``.
+
+    The curator keys the audit's HMAC of each fan id with it, so it must be the same for every run of the stack and
+    known to nobody reading the audit. Absent, the program refuses to run (preview and up alike) rather than derive
+    one: a salt derived from anything in the repository would let anyone holding an audit record test fan ids.
+    """
+    import pulumi  # noqa: PLC0415 - only programs read secrets
+
+    namespace, name = ERASURE_SALT_KEY.split(":", 1)
+    salt = pulumi.Config(namespace).get_secret(name)
+    if salt is None:
+        raise SettingsError(
+            f"Pulumi.{stack}.yaml: {ERASURE_SALT_KEY} is not set (a secret per stack): run "
+            f'pulumi config set --secret {ERASURE_SALT_KEY} "$(openssl rand -hex 32)" --stack {stack}'
+        )
+    return salt
 
 
 def _qualified(key: str) -> str:
@@ -811,6 +848,8 @@ def settings_from_stack_file(stack: str, path: Path | None = None) -> Settings:
     for key, value in config.items():
         if str(key).startswith("pulumi:"):
             continue  # engine settings such as pulumi:disable-default-providers, not program config
+        if _qualified(key) in SECRET_CONFIG_KEYS:
+            continue  # ciphertext ({secure: ...}): only the program, through Pulumi, reads it
         if isinstance(value, list) and _qualified(key) in _ARRAY_KEYS:
             raw[_qualified(key)] = json.dumps(value)  # how Pulumi hands structured config to a program
             continue

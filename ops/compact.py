@@ -34,6 +34,7 @@ from ops.outputs import OutputsError, StackOutputs, bind_stack
 
 __all__ = [
     "CURATOR_ROLE",
+    "LOCAL_ERASURE_SALT",
     "CompactError",
     "curator_environment",
     "deployed_invoker",
@@ -47,6 +48,7 @@ Invoker = Callable[[dict[str, Any]], Mapping[str, Any]]
 PROG = "compact"
 _LOCAL_HOSTS = ("127.0.0.1", "localhost")
 CURATOR_ROLE = "curator"  # sandbox.roles.ROLES
+LOCAL_ERASURE_SALT = "local-aws-erasure-salt"  # the in-process curator's ERASURE_SALT (ERASURE_SALT overrides it)
 _HANDLER_MODULE = "curator.handler"
 # A synchronous invocation waits for the function: up to Lambda's 15-minute limit, and is never retried by the SDK
 # (a second, concurrent run would wait: the function's reserved concurrency is 1).
@@ -114,14 +116,19 @@ def _environment(values: Mapping[str, str]) -> Iterator[None]:
 
 def curator_environment(outputs: StackOutputs, stack: str) -> dict[str, str]:
     """The curator function's environment for ``stack``, as the program sets it (the stack file's time travel and
-    grace), with the outputs' bucket, raw prefix and Glue database, and quieter logs for a terminal."""
+    grace), with the outputs' bucket, raw prefix, Glue database and failure bucket, a local erasure salt, and
+    quieter logs for a terminal."""
     from components.function_environment import curator_environment as program_environment  # noqa: PLC0415
+    from components.function_environment import curator_erasure_environment  # noqa: PLC0415
     from components.naming import prefixes  # noqa: PLC0415 - only the local mode needs these
     from components.settings import settings_from_stack_file  # noqa: PLC0415
 
     settings = settings_from_stack_file(stack)
     environment = program_environment(settings, outputs.bucket_name, prefixes(), outputs.athena_database_name)
+    environment.update(curator_erasure_environment(outputs.failure_bucket_name, prefixes()))
     environment.update(
+        # The local AWS has no secrets: a fixed salt (the deployed function gets the stack's erasureSalt).
+        ERASURE_SALT=os.environ.get("ERASURE_SALT") or LOCAL_ERASURE_SALT,
         OUTPUT_PREFIX=outputs.events_prefix,
         LOG_LEVEL="WARNING",  # the command prints the result; the handler's own line would repeat it
         POWERTOOLS_METRICS_DISABLED="true",  # no CloudWatch here: EMF lines would only clutter the output

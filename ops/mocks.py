@@ -34,6 +34,20 @@ class Declared:
     outputs: dict[str, Any]
     custom: bool
     provider: str | None
+    secret_inputs: tuple[str, ...] = ()  # inputs the engine would store encrypted (recorded here unwrapped)
+
+
+# How the engine hands a mock a secret value: {<special signature key>: <secret signature>, "value": ...}.
+_SIGNATURE_KEY = "4dabf18193072939515e22adb298388d"
+_SECRET_SIGNATURE = "1b47061264138c4ac30d75fd1eb44270"  # noqa: S105 - a marker, not a password
+
+
+def _is_secret(value: Any) -> bool:
+    return isinstance(value, dict) and value.get(_SIGNATURE_KEY) == _SECRET_SIGNATURE
+
+
+def _unwrapped(value: Any) -> Any:
+    return value["value"] if _is_secret(value) else value
 
 
 @dataclass
@@ -55,9 +69,10 @@ class AwsMocks(pulumi.runtime.Mocks):
         )
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
-        inputs = dict(args.inputs)
+        inputs = {key: _unwrapped(value) for key, value in dict(args.inputs).items()}
+        secret = tuple(sorted(key for key, value in dict(args.inputs).items() if _is_secret(value)))
         resource_id, outputs = self._outputs(args.typ, args.name, inputs)
-        self.declared.append(Declared(args.typ, args.name, inputs, outputs, bool(args.custom), args.provider))
+        self.declared.append(Declared(args.typ, args.name, inputs, outputs, bool(args.custom), args.provider, secret))
         return resource_id, outputs
 
     def _outputs(self, typ: str, logical: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:  # noqa: PLR0911, PLR0912

@@ -26,10 +26,20 @@ from pulumi.runtime.mocks import MockMonitor
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from components.settings import PROJECT, PROJECT_ROOT, project_defaults, settings_from_stack_file
+from components.settings import (
+    ERASURE_SALT_KEY,
+    PROJECT,
+    PROJECT_ROOT,
+    project_defaults,
+    settings_from_stack_file,
+)
 from ops.mocks import AwsMocks, Declared
 
-__all__ = ["ProgramRun", "run_program", "stack_config"]
+__all__ = ["PLAN_ERASURE_SALT", "ProgramRun", "run_program", "stack_config"]
+
+# The CLI decrypts the stack's erasureSalt for the program; an offline run cannot, so it stands in for it (the plan
+# shows the variable as [secret], whatever its value).
+PLAN_ERASURE_SALT = f"[secret {ERASURE_SALT_KEY}]"
 
 _LOCK = threading.Lock()
 
@@ -60,7 +70,8 @@ class ProgramRun:
 def stack_config(stack: str, root: Path = PROJECT_ROOT) -> dict[str, str]:
     """Config the CLI would give the program: Pulumi.yaml defaults overlaid with the stack file's values.
 
-    The stack file is validated first (YAML, keys, types, values: ``SettingsError``), as the program would.
+    The stack file is validated first (YAML, keys, types, values: ``SettingsError``), as the program would. The
+    erasure salt, a secret the CLI decrypts, is ``PLAN_ERASURE_SALT``.
     """
     settings_from_stack_file(stack, root)
     config = project_defaults(root / "Pulumi.yaml")
@@ -74,6 +85,9 @@ def stack_config(stack: str, root: Path = PROJECT_ROOT) -> dict[str, str]:
             config[qualified] = json.dumps(value)  # structured values reach programs as JSON, as with the CLI
         else:
             config[qualified] = str(value)
+    if root == PROJECT_ROOT:
+        # The CLI would decrypt the stack's salt ({secure: ...}); offline, a stand-in that names it.
+        config[ERASURE_SALT_KEY] = PLAN_ERASURE_SALT
     return config
 
 
@@ -125,7 +139,7 @@ def run_program(
 
     with _LOCK, _working_directory(root):
         _reset_runtime()
-        runtime_config.set_all_config(effective, [])
+        runtime_config.set_all_config(effective, [ERASURE_SALT_KEY] if ERASURE_SALT_KEY in effective else [])
         monitor = MockMonitor(mocks)
         pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor)
         try:

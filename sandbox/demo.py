@@ -12,8 +12,9 @@ DuckDB, runs the curator (``make compact``'s local path), writes the last fifth 
 It reads the curated tables as the CI role (pyiceberg scans into DuckDB): each change once against the raw rows,
 ``registrations`` as of the first run against now (time travel), and ``registrations`` against the brute-force
 latest state; checks that the lake's current state (snapshot plus changes) equals a scan of the table, says why
-the change table's ``current_registrations`` counts fewer, and prints a summary. Output fits 80 columns; on a
-terminal the long steps show progress from their start. Everything it starts it stops, also on Ctrl-C.
+the change table's ``current_registrations`` counts fewer, erases one fan (a request filed as ``make erase`` files
+it, then a third curator run) and searches every object of the stack for its id, and prints a summary. Output fits
+80 columns; on a terminal the long steps show progress from their start. Everything it starts it stops, also on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ from sandbox.curated import (
     keyed_state,
     local_catalog,
 )
+from sandbox.erasure_demo import ErasureFigures, erase_one_fan
+from sandbox.erasure_demo import describe as describe_erasure
 from sandbox.lake import Lake, LakeCounts
 from sandbox.local_aws import DEFAULT_STACK, LocalAws, local_aws, patched_environment
 from sandbox.mapping import Function
@@ -89,6 +92,7 @@ class DemoResult:
     curation: CurationFigures | None = None
     bootstrap: BootstrapFigures | None = None
     redelivered: int = 0  # records the demo had delivered twice (their first invocation failed after writing)
+    erasure: ErasureFigures | None = None  # one fan erased after the curated tables were read
 
     @property
     def accounted(self) -> bool:
@@ -616,6 +620,27 @@ def _curated(
     return figures
 
 
+def _erase(console: Console, aws: LocalAws, curation: CurationFigures | None) -> ErasureFigures | None:
+    """Erase one fan of ``registrations`` as an operator would (``make erase``, then the curator's next run), and
+    search every object of the stack for its id."""
+    if curation is None or curation.registrations.num_rows == 0:
+        return None
+    fan = min(curation.registrations.column("fan_id").to_pylist())
+    figures = erase_one_fan(
+        aws.client("s3", role=CI_ROLE if aws.roles else None),
+        aws.client("s3"),
+        bucket=aws.outputs.bucket_name,
+        failure_bucket=aws.outputs.failure_bucket_name,
+        fan_id=fan,
+        curate=lambda: _curate(console, aws, "run 3"),
+        searching=lambda: _working(console, "searching every object of the stack for the erased fan's id"),
+    )
+    for line in describe_erasure(figures, aws.outputs.failure_bucket_name):
+        console.print(line, highlight=False)
+    console.print()
+    return figures
+
+
 def _summary(console: Console, result: DemoResult) -> None:
     table = Table(title="Summary", title_justify="left", show_header=False)
     table.add_column("what")
@@ -827,6 +852,7 @@ def run_demo(args: argparse.Namespace, console: Console) -> DemoResult:
                 _changed_after(changes[before:], snapshot_keys),
                 _current_state(console, aws, lake, report, lead, curation=curation),
             )
+            erasure = _erase(console, aws, curation)
             result = DemoResult(
                 written,
                 pipe.bridge.forwarded - written_before,
@@ -836,6 +862,7 @@ def run_demo(args: argparse.Namespace, console: Console) -> DemoResult:
                 curation,
                 bootstrap,
                 function.redelivered,
+                erasure,
             )
             _summary(console, result)
             if args.keep:

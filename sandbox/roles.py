@@ -160,6 +160,8 @@ def local_role_documents(
                     events_prefix=layout.events,
                     curated_prefix=layout.curated,
                     snapshot_prefix=layout.snapshots,
+                    quarantine_prefix=layout.quarantine,
+                    failure_bucket_arn=arns["failure_bucket"],
                     database_arn=arns["database"],
                     log_group_arn=arns["curator_log_group"],
                 )

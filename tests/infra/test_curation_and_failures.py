@@ -11,9 +11,9 @@ from components.artifacts import artifact
 from components.function_environment import curator_environment
 from components.naming import prefixes
 from components.policies import schedule_arn, schedule_group_arn, scheduler_trust_policy
-from components.settings import SettingsError, settings_from_stack_file
+from components.settings import PROJECT_ROOT, SettingsError, settings_from_stack_file
 from ops.mocks import ACCOUNT_ID
-from ops.program import ProgramRun, run_program, stack_config
+from ops.program import PLAN_ERASURE_SALT, ProgramRun, run_program, stack_config
 from tests.infra.conftest import STACKS, program_run
 from tests.infra.iam_lint import lint_identity_policy, wildcards
 from tests.infra.sdk_schema import unknown_inputs
@@ -99,9 +99,18 @@ def test_curator_environment_is_what_the_handler_reads(run: ProgramRun) -> None:
     from curator.handler import ENVIRONMENT_VARIABLES, load_curator_settings  # noqa: PLC0415 - pyiceberg: this test
 
     settings = settings_from_stack_file(run.stack)
-    variables = _logical(run, FUNCTION, "curation-function").inputs["environment"]["variables"]
+    function = _logical(run, FUNCTION, "curation-function")
+    variables = function.inputs["environment"]["variables"]
     database = f"prd3292_{run.stack}_demand"
-    assert variables == curator_environment(settings, settings.bucket_id, prefixes(), database)
+    failure_bucket = f"prd3292-{run.stack}-us-east-1-demand-processor-failures"
+    assert variables == {
+        **curator_environment(settings, settings.bucket_id, prefixes(), database),
+        "FAILURE_BUCKET": failure_bucket,
+        "QUARANTINE_PREFIX": "demand/quarantine/",
+        "ERASURE_SALT": PLAN_ERASURE_SALT,  # the stack's secret, as the CLI decrypts it
+    }
+    assert function.secret_inputs == ("environment",)  # the salt makes the engine encrypt the environment
+    assert variables["FAILURE_BUCKET"] == run.outputs["failure_bucket_name"]
     program = curator_environment(settings, settings.bucket_id, prefixes(), database)
     assert list(program) == [*ENVIRONMENT_VARIABLES, "LOG_LEVEL"]  # the handler's names, in its order
     assert variables["OUTPUT_BUCKET"] == run.outputs["bucket_name"]
@@ -143,8 +152,14 @@ def test_curator_role_is_the_curator_policy_of_the_stacks_arns(run: ProgramRun) 
     ]
     log_group_arn = f"arn:aws:logs:us-east-1:{ACCOUNT_ID}:log-group:{run.outputs['curator_log_group_name']}"
     assert by_sid["WriteOwnLogs"]["Resource"] == [f"{log_group_arn}:log-stream:*"]
-    everything = [resource for statement in document["Statement"] for resource in statement["Resource"]]
+    erasing = {"EraseFromQuarantine", "ListFailedBatches", "EraseFromFailedBatches"}
+    everything = [
+        resource for sid, statement in by_sid.items() if sid not in erasing for resource in statement["Resource"]
+    ]
     assert not any("quarantine" in resource or "failures" in resource for resource in everything)
+    failures_arn = f"arn:aws:s3:::{run.outputs['failure_bucket_name']}"
+    assert by_sid["EraseFromFailedBatches"]["Resource"] == [f"{failures_arn}/*"]  # only for an erasure
+    assert by_sid["EraseFromQuarantine"]["Resource"] == [f"{bucket_arn}/demand/quarantine/*"]
 
 
 def test_a_queued_invocation_is_dropped_once_the_next_run_is_due(run: ProgramRun) -> None:
@@ -322,6 +337,8 @@ def test_failure_bucket_retention_and_versioning_come_from_config() -> None:
         ),
         ("failureRetentionDays", "0", r"dmd-pipeline:failureRetentionDays must be an integer between 1 and 3650"),
         ("failureBucketVersioning", "maybe", r"dmd-pipeline:failureBucketVersioning must be true or false"),
+        ("erasureDeadlineDays", "31", r"dmd-pipeline:erasureDeadlineDays must be an integer between 1 and 30"),
+        ("erasureDeadlineDays", "0", r"dmd-pipeline:erasureDeadlineDays must be an integer between 1 and 30"),
     ],
 )
 def test_bad_curation_or_failure_config_names_the_key(key: str, value: str, message: str) -> None:
@@ -342,6 +359,7 @@ def test_curator_resources_sit_in_the_curation_component_with_the_tagged_provide
     children = sorted(urn.rsplit("::", 1)[1] for urn in run.urns if "dmd-pipeline:index:Curation$" in urn)
     assert children == [
         "curation-async",
+        "curation-erasure-deadline",
         "curation-errors",
         "curation-function",
         "curation-logs",
@@ -358,3 +376,41 @@ def test_curator_resources_sit_in_the_curation_component_with_the_tagged_provide
         if resource.name in children:
             assert resource.provider is not None, resource.name
             assert "pulumi:providers:aws::aws::" in resource.provider, resource.name
+
+
+def test_a_stack_without_an_erasure_salt_is_refused_naming_the_command() -> None:
+    config = {key: value for key, value in stack_config("qa1").items() if key != "dmd-pipeline:erasureSalt"}
+    with pytest.raises(SettingsError) as caught:
+        run_program("qa1", config=config)
+    assert str(caught.value) == (
+        "Pulumi.qa1.yaml: dmd-pipeline:erasureSalt is not set (a secret per stack): run pulumi config set --secret"
+        ' dmd-pipeline:erasureSalt "$(openssl rand -hex 32)" --stack qa1'
+    )
+
+
+def test_a_secret_salt_in_the_stack_file_is_left_to_the_program(tmp_path) -> None:
+    """``pulumi config set --secret`` writes ciphertext into the stack file: the stack-file reader skips it."""
+    text = (PROJECT_ROOT / "Pulumi.qa1.yaml").read_text()
+    (tmp_path / "Pulumi.yaml").write_text((PROJECT_ROOT / "Pulumi.yaml").read_text())
+    (tmp_path / "Pulumi.qa1.yaml").write_text(
+        text + "  dmd-pipeline:erasureSalt:\n    secure: AAABAJ1kZXYxLXNhbHQtY2lwaGVydGV4dA==\n"
+    )
+    settings = settings_from_stack_file("qa1", tmp_path)
+    assert settings.erasure_deadline_days == 25
+    assert not any("secure" in str(value) for value in vars(settings).values())
+
+
+@pytest.mark.parametrize("days", [None, "7"])
+def test_the_erasure_deadline_alarm_reads_the_curators_metric(days: str | None) -> None:
+    config = stack_config("qa1") | ({"dmd-pipeline:erasureDeadlineDays": days} if days else {})
+    run = program_run("qa1") if days is None else run_program("qa1", config=config)
+    alarm = _logical(run, ALARM, "curation-erasure-deadline").inputs
+    assert alarm["name"] == "prd3292-qa1-demand-curator-erasure-deadline"
+    assert (alarm["namespace"], alarm["metricName"]) == ("DmdPipeline", "OldestPendingErasureAgeHours")
+    assert alarm["dimensions"] == {"service": "prd3292-qa1-demand-curator"}  # Powertools' service dimension
+    assert (alarm["statistic"], alarm["comparisonOperator"]) == ("Maximum", "GreaterThanOrEqualToThreshold")
+    assert alarm["threshold"] == (25 if days is None else 7) * 24
+    assert alarm["treatMissingData"] == "notBreaching"
+    assert (
+        alarm["alarmActions"] == alarm["okActions"] == ["arn:aws:sns:us-east-1:123456789012:prd3292-qa1-demand-alarms"]
+    )

@@ -12,6 +12,7 @@ from tests.infra.iam_lint import lint_identity_policy
 BUCKET = "arn:aws:s3:::prd3292.qa1.us-east-1.demand-capture.tmaws"
 DATABASE = "arn:aws:glue:us-east-1:123456789012:database/prd3292_qa1_demand"
 LOG_GROUP = "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/prd3292-qa1-demand-curator"
+FAILURES = "arn:aws:s3:::prd3292-qa1-us-east-1-demand-processor-failures"
 
 
 def _document(**extra: Any) -> dict[str, Any]:
@@ -20,6 +21,8 @@ def _document(**extra: Any) -> dict[str, Any]:
         events_prefix="demand/events/",
         curated_prefix="curated/",
         snapshot_prefix="demand/snapshots/",
+        quarantine_prefix="demand/quarantine/",
+        failure_bucket_arn=FAILURES,
         database_arn=DATABASE,
         log_group_arn=LOG_GROUP,
         **extra,
@@ -35,12 +38,41 @@ def test_the_curator_policy_passes_the_lint() -> None:
     assert lint_identity_policy(_document(bucket_kms_key_arn="arn:aws:kms:us-east-1:123456789012:key/k")) == []
 
 
-def test_raw_objects_are_read_and_deleted_never_written() -> None:
+def test_raw_objects_are_read_and_deleted_and_written_only_where_an_erasure_rewrites() -> None:
     statements = _by_sid(_document())
     assert statements["ReadAndDeleteRawEvents"]["Action"] == ["s3:DeleteObject", "s3:GetObject"]
     assert statements["ReadAndDeleteRawEvents"]["Resource"] == [f"{BUCKET}/demand/events/*"]
-    writes = [s for s in statements.values() if "s3:PutObject" in s["Action"]]
-    assert [s["Resource"] for s in writes] == [[f"{BUCKET}/curated/*"]]
+    writes = {s["Sid"]: s["Resource"] for s in statements.values() if "s3:PutObject" in s["Action"]}
+    assert writes == {
+        "EraseFromRawEvents": [f"{BUCKET}/demand/events/*"],
+        "EraseFromSnapshots": [f"{BUCKET}/demand/snapshots/*"],
+        "EraseFromQuarantine": [f"{BUCKET}/demand/quarantine/*"],
+        "WriteCuratedTables": [f"{BUCKET}/curated/*"],
+        "WriteErasureAudit": [f"{BUCKET}/erasure/audit/*"],
+        "TrackErasureProgress": [f"{BUCKET}/erasure/progress/*"],
+        "EraseFromFailedBatches": [f"{FAILURES}/*"],
+    }
+
+
+def test_erasure_reaches_every_place_a_fan_is_kept_and_the_requests() -> None:
+    statements = _by_sid(_document())
+    deletes = {s["Sid"]: s["Resource"] for s in statements.values() if "s3:DeleteObject" in s["Action"]}
+    assert deletes == {
+        "ReadAndDeleteRawEvents": [f"{BUCKET}/demand/events/*"],
+        "EraseFromSnapshots": [f"{BUCKET}/demand/snapshots/*"],
+        "EraseFromQuarantine": [f"{BUCKET}/demand/quarantine/*"],
+        "WriteCuratedTables": [f"{BUCKET}/curated/*"],
+        "CarryOutErasureRequests": [f"{BUCKET}/erasure/requests/*"],
+        "TrackErasureProgress": [f"{BUCKET}/erasure/progress/*"],
+        "EraseFromFailedBatches": [f"{FAILURES}/*"],
+    }
+    assert statements["CarryOutErasureRequests"]["Action"] == ["s3:DeleteObject", "s3:GetObject"]
+    assert statements["ListFailedBatches"] == {
+        "Sid": "ListFailedBatches",
+        "Effect": "Allow",
+        "Action": ["s3:ListBucket"],
+        "Resource": [FAILURES],
+    }
 
 
 def test_the_curated_prefix_is_written_and_cleaned_and_the_snapshots_only_read() -> None:
@@ -59,11 +91,15 @@ def test_the_curated_prefix_is_written_and_cleaned_and_the_snapshots_only_read()
     }
 
 
-def test_listing_is_narrowed_to_the_three_prefixes_it_reads() -> None:
+def test_listing_is_narrowed_to_the_prefixes_it_reads() -> None:
     listing = _by_sid(_document())["ListRawCuratedAndSnapshots"]
     assert listing["Action"] == ["s3:ListBucket"]
     assert listing["Resource"] == [BUCKET]
-    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["demand/events/*", "curated/*", "demand/snapshots/*"]}}
+    assert listing["Condition"] == {
+        "StringLike": {
+            "s3:prefix": ["demand/events/*", "curated/*", "demand/snapshots/*", "demand/quarantine/*", "erasure/*"]
+        }
+    }
 
 
 def test_glue_reaches_the_two_curated_tables_only_and_never_deletes() -> None:

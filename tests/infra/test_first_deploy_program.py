@@ -222,6 +222,7 @@ def test_every_alarm_notifies_the_topic_on_alarm_and_ok(run: ProgramRun) -> None
     assert sorted(alarm.inputs["name"].removeprefix(f"prd3292-{run.stack}-demand-") for alarm in alarms) == [
         "backfill-failed-executions",
         "curation-failed-invocations",
+        "curator-erasure-deadline",
         "curator-errors",
         "processor-errors",
         "processor-failed-batches",
@@ -269,7 +270,7 @@ def test_an_existing_topic_is_used_as_is() -> None:
     assert run.of_type("aws:kms/key:Key") == []
     assert run.of_type("aws:sns/topicSubscription:TopicSubscription") == []
     alarms = run.of_type(ALARM)
-    assert len(alarms) == 9
+    assert len(alarms) == 10
     assert all(alarm.inputs["alarmActions"] == [topic] == alarm.inputs["okActions"] for alarm in alarms)
 
 
@@ -349,7 +350,7 @@ def test_each_stack_has_its_dashboard(run: ProgramRun) -> None:
         alarm_arns,
     )
     assert json.loads(dashboard.inputs["dashboardBody"]) == expected
-    assert len(expected["widgets"][0]["properties"]["alarms"]) == 9
+    assert len(expected["widgets"][0]["properties"]["alarms"]) == 10
 
 
 # Central logs.

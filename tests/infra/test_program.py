@@ -525,7 +525,7 @@ def test_ci_policy_scopes_rollback_and_queries(run: ProgramRun) -> None:
         _arn("athena", f"workgroup/{run.outputs['athena_workgroup_name']}")
     ]
     assert by_sid["WriteAndReadTestChanges"]["Resource"] == [_arn("dynamodb", f"table/{run.outputs['table_name']}")]
-    assert len(by_sid["ReadAlarms"]["Resource"]) == 9
+    assert len(by_sid["ReadAlarms"]["Resource"]) == 10
     assert (
         _arn("cloudwatch", f"alarm:prd3292-{run.stack}-demand-curation-failed-invocations")
         in by_sid["ReadAlarms"]["Resource"]
@@ -549,6 +549,14 @@ def test_ci_policy_scopes_rollback_and_queries(run: ProgramRun) -> None:
     )
     assert _arn("cloudwatch", f"alarm:prd3292-{run.stack}-demand-curator-errors") in by_sid["ReadAlarms"]["Resource"]
     assert by_sid["ListFailedBatches"]["Resource"] == [f"arn:aws:s3:::{run.outputs['failure_bucket_name']}"]
+    # make erase: file requests, read audits, and read the failed batches its dry run counts; nothing else
+    bucket = f"arn:aws:s3:::{run.outputs['bucket_name']}"
+    assert by_sid["FileErasureRequests"]["Action"] == ["s3:PutObject"]
+    assert by_sid["FileErasureRequests"]["Resource"] == [f"{bucket}/erasure/requests/*"]
+    assert by_sid["ReadErasureAudit"]["Action"] == ["s3:GetObject"]
+    assert by_sid["ReadErasureAudit"]["Resource"] == [f"{bucket}/erasure/audit/*"]
+    assert by_sid["ReadFailedBatches"]["Resource"] == [f"arn:aws:s3:::{run.outputs['failure_bucket_name']}/*"]
+    assert not any("s3:DeleteObject" in statement["Action"] for statement in by_sid.values())
     results_bucket = f"arn:aws:s3:::{run.outputs['athena_results_bucket_name']}"
     assert by_sid["AthenaResults"]["Resource"] == [f"{results_bucket}/demand/athena-results/*"]
     assert by_sid["AthenaResultsBucket"]["Resource"] == [results_bucket]

@@ -9,7 +9,14 @@ import pytest
 import yaml
 
 from components.naming import Naming
-from components.settings import CONFIG_KEYS, PROJECT_ROOT, SettingsError, project_defaults, settings_from_stack_file
+from components.settings import (
+    CONFIG_KEYS,
+    PROJECT_ROOT,
+    SECRET_CONFIG_KEYS,
+    SettingsError,
+    project_defaults,
+    settings_from_stack_file,
+)
 
 STACKS = ("dev1", "qa1", "preprod1", "prod1")
 
@@ -94,7 +101,12 @@ def test_pulumi_yaml_documents_every_key_with_the_code_defaults() -> None:
     declared = project["config"]
     defaults = project_defaults(PROJECT_ROOT / "Pulumi.yaml")
     project_keys = [spec for spec in CONFIG_KEYS if not spec.key.startswith("aws:")]
-    assert sorted(declared) == sorted(spec.key.split(":", 1)[1] for spec in project_keys)
+    secrets = sorted(key.split(":", 1)[1] for key in SECRET_CONFIG_KEYS)
+    assert sorted(declared) == sorted([*(spec.key.split(":", 1)[1] for spec in project_keys), *secrets])
+    for name in secrets:  # documented, secret, and without a default: the program refuses to run without it
+        assert declared[name]["secret"] is True, name
+        assert "default" not in declared[name], name
+        assert "pulumi config set --secret" in declared[name]["description"], name
     for spec in project_keys:
         name = spec.key.split(":", 1)[1]
         assert declared[name]["description"], name

@@ -253,6 +253,9 @@ def test_the_local_environment_is_the_programs_with_quieter_logs() -> None:
     local = compact.curator_environment(outputs, "qa1")
 
     assert local == program | {
+        "FAILURE_BUCKET": "prd3292-qa1-us-east-1-demand-processor-failures",
+        "QUARANTINE_PREFIX": "demand/quarantine/",
+        "ERASURE_SALT": compact.LOCAL_ERASURE_SALT,
         "OUTPUT_PREFIX": "lake/events/",
         "LOG_LEVEL": "WARNING",
         "POWERTOOLS_METRICS_DISABLED": "true",

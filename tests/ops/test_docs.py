@@ -66,8 +66,17 @@ def test_environment_rows_are_in_pipeline_order(environments):
 
 def test_runbook_documents_every_ops_command_and_make_target():
     runbook = (DOCS / "runbook.md").read_text(encoding="utf-8")
-    commands = {"ops.rollback", "ops.smoke", "ops.capacity", "ops.replay", "ops.outputs", "ops.compact"}
-    targets = {"make rollback", "make smoke", "make capacity", "make plan", "make package", "make compact"}
+    commands = {"ops.rollback", "ops.smoke", "ops.capacity", "ops.replay", "ops.outputs", "ops.compact", "ops.erase"}
+    targets = {
+        "make rollback",
+        "make smoke",
+        "make capacity",
+        "make plan",
+        "make package",
+        "make compact",
+        "make erase",
+        "make erase-status",
+    }
 
     assert {command for command in commands if f"python -m {command}" not in runbook} <= {"ops.outputs"}
     assert {target for target in targets if target not in runbook} == set()

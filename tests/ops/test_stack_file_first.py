@@ -9,7 +9,7 @@ import boto3
 import pytest
 
 from components import settings as settings_module
-from ops import compact, rollback
+from ops import compact, erase, rollback
 from tests.ops.conftest import FUNCTION, REGION
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,3 +56,19 @@ def test_compact_with_a_broken_stack_file_invokes_nothing(
 
     line = _one_line(capsys.readouterr().err)
     assert line.startswith("compact: Pulumi.qa1.yaml: unknown config key dmd-pipeline:batchSze")
+
+
+def test_erase_with_a_broken_stack_file_files_nothing(
+    broken_qa1: None, aws: None, outputs_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="prd3292.qa1.us-east-1.demand-capture.tmaws")
+    fans = tmp_path / "fans.txt"
+    fans.write_text("fan-1\n")
+
+    assert erase.main(["qa1", "--fans", str(fans), "--outputs-file", str(outputs_file)]) == 2
+
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith("erase: error: Pulumi.qa1.yaml: unknown config key dmd-pipeline:batchSze")
+    assert line.endswith("(fix Pulumi.qa1.yaml, then run the command again)")
+    assert s3.list_objects_v2(Bucket="prd3292.qa1.us-east-1.demand-capture.tmaws")["KeyCount"] == 0

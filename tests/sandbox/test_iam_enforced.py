@@ -98,9 +98,18 @@ def test_the_previews_bucket_patterns_cover_this_stacks_data_buckets(aws: LocalA
 # -- no function role writes outside its prefixes -------------------------------------------------------------
 OUTSIDE = {
     "processor": ["snapshots", "exports", "athena results", "artifacts"],
-    "curator": ["events", "quarantine", "snapshots", "exports", "failure bucket", "artifacts"],
-    "backfill": ["events", "quarantine", "exports", "failure bucket", "artifacts"],
-    "ci": ["events", "quarantine", "snapshots", "failure bucket"],
+    "curator": ["exports", "artifacts", "erasure requests"],
+    "backfill": ["events", "quarantine", "exports", "failure bucket", "artifacts", "erasure requests", "erasure audit"],
+    "ci": [
+        "events",
+        "quarantine",
+        "snapshots",
+        "failure bucket",
+        "curated",
+        "erasure audit",
+        "erasure progress",
+        "erasure other",
+    ],
 }
 
 
@@ -115,6 +124,10 @@ def _place(aws: LocalAws, kind: str) -> tuple[str, str]:
         "curated": (outputs.bucket_name, f"{layout.curated}registrations/data/x.parquet"),
         "failure bucket": (outputs.failure_bucket_name, "aws/lambda/x"),
         "athena results": (outputs.athena_results_bucket_name, f"{layout.athena_results}x.csv"),
+        "erasure requests": (outputs.bucket_name, "erasure/requests/20260101T000000Z-0000000f.json"),
+        "erasure audit": (outputs.bucket_name, "erasure/audit/20260101T000000Z-0000000f.json"),
+        "erasure progress": (outputs.bucket_name, "erasure/progress/20260101T000000Z-0000000f.json"),
+        "erasure other": (outputs.bucket_name, "erasure/x.json"),
     }[kind]
 
 
@@ -128,8 +141,10 @@ def test_a_role_writes_nowhere_outside_its_prefixes(aws: LocalAws, role: str):
 
 INSIDE = {
     "processor": ["events", "quarantine", "failure bucket"],
-    "curator": ["curated"],
+    # an erasure rewrites raw objects, snapshots, quarantine lines and failed batches; the curator writes the audit
+    "curator": ["curated", "events", "quarantine", "snapshots", "failure bucket", "erasure audit", "erasure progress"],
     "backfill": ["snapshots"],
+    "ci": ["erasure requests"],  # make erase files a request, and writes nothing else
 }
 
 
@@ -142,12 +157,50 @@ def test_a_function_role_writes_inside_its_prefixes(aws: LocalAws, role: str):
         assert aws.client("s3").get_object(Bucket=bucket, Key=f"{key}.{role}")["Body"].read() == BODY, kind
 
 
-def test_the_curator_deletes_only_under_the_events_and_curated_prefixes(aws: LocalAws):
-    bucket, key = _place(aws, "quarantine")
-    aws.client("s3").put_object(Bucket=bucket, Key=key, Body=BODY)
-    error = _denied(aws, "curator", lambda s3: s3.delete_object(Bucket=bucket, Key=key))
-    assert error.denial.action == "s3:DeleteObject"
-    assert aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read() == BODY, "still there"
+def test_the_curator_deletes_only_where_it_curates_or_erases(aws: LocalAws):
+    admin, curator = aws.client("s3"), aws.client("s3", role="curator")
+    for kind in (
+        "events",
+        "quarantine",
+        "snapshots",
+        "failure bucket",
+        "erasure requests",
+        "erasure progress",
+        "curated",
+    ):
+        bucket, key = _place(aws, kind)
+        key = f"{key}.to-delete"
+        admin.put_object(Bucket=bucket, Key=key, Body=BODY)
+        curator.delete_object(Bucket=bucket, Key=key)
+        assert admin.list_objects_v2(Bucket=bucket, Prefix=key).get("KeyCount") == 0, kind
+    for kind in ("exports", "artifacts", "erasure audit"):
+        bucket, key = _place(aws, kind)
+        admin.put_object(Bucket=bucket, Key=key, Body=BODY)
+        error = _denied(aws, "curator", lambda s3, bucket=bucket, key=key: s3.delete_object(Bucket=bucket, Key=key))
+        assert error.denial.action == "s3:DeleteObject", kind
+        assert admin.get_object(Bucket=bucket, Key=key)["Body"].read() == BODY, f"{kind}: still there"
+
+
+def test_the_operator_role_files_requests_and_reads_audits_only(aws: LocalAws):
+    """make erase acts as the CI role: it may file a request and read an audit record, never delete or rewrite what
+    names a fan (a raw object, a request), nor read a request back (it names the fans in clear)."""
+    admin = aws.client("s3")
+    raw_bucket, raw_key = _place(aws, "events")
+    admin.put_object(Bucket=raw_bucket, Key=raw_key, Body=BODY)
+    error = _denied(aws, "ci", lambda s3: s3.delete_object(Bucket=raw_bucket, Key=raw_key))
+    assert (error.denial.action, error.denial.resource) == ("s3:DeleteObject", f"arn:aws:s3:::{raw_bucket}/{raw_key}")
+    assert admin.get_object(Bucket=raw_bucket, Key=raw_key)["Body"].read() == BODY, "the raw object is still there"
+    bucket, request_key = _place(aws, "erasure requests")
+    aws.client("s3", role="ci").put_object(Bucket=bucket, Key=request_key, Body=BODY, IfNoneMatch="*")
+    for call in (
+        lambda s3: s3.delete_object(Bucket=bucket, Key=request_key),
+        lambda s3: s3.get_object(Bucket=bucket, Key=request_key),
+    ):
+        assert _denied(aws, "ci", call).denial.resource == f"arn:aws:s3:::{bucket}/{request_key}"
+    _, audit_key = _place(aws, "erasure audit")
+    admin.put_object(Bucket=bucket, Key=audit_key, Body=b"{}")
+    assert aws.client("s3", role="ci").get_object(Bucket=bucket, Key=audit_key)["Body"].read() == b"{}"
+    _roles(aws).denials.clear()
 
 
 def test_the_mapping_fails_naming_the_action_without_its_stream_reads(aws: LocalAws):
@@ -156,6 +209,52 @@ def test_the_mapping_fails_naming_the_action_without_its_stream_reads(aws: Local
     assert caught.value.denial.action == "kinesis:ListShards"
     assert caught.value.denial.resource == aws.outputs.stream_arn
     _roles(aws).denials.clear()
+
+
+def _remove_requests(aws: LocalAws) -> None:
+    admin, bucket = aws.client("s3"), aws.outputs.bucket_name
+    for item in admin.list_objects_v2(Bucket=bucket, Prefix="erasure/").get("Contents", []):
+        admin.delete_object(Bucket=bucket, Key=item["Key"])
+
+
+def test_make_erase_files_counts_and_lists_as_the_ci_role_with_nothing_denied(aws: LocalAws, tmp_path, capsys):
+    """ops.erase on the local AWS: the local CI role assumed with the administrator's key, the program's CI policy
+    enforced. Its dry run reads every place (the curated tables through Glue, the failure bucket's records), filing
+    writes one request, and the status lists it; nothing it does is refused."""
+    from ops import erase  # noqa: PLC0415
+
+    key = _raw_object(aws, generated_rows(20, seed=11))
+    fan = "fan-of-the-iam-test"
+    fans = tmp_path / "fans.txt"
+    fans.write_text(f"{fan}\n")
+    _roles(aws).denials.clear()
+    admin, bucket = aws.client("s3"), aws.outputs.bucket_name
+    _remove_requests(aws)  # earlier tests of the module filed some (one dated 2026-01-01: overdue), and audits
+    try:
+        assert erase.main(["dev1", "--fans", str(fans), "--dry-run"]) == 0
+        dry = capsys.readouterr().out.splitlines()
+        assert erase.main(["dev1", "--fans", str(fans)]) == 0
+        filed = capsys.readouterr().out.splitlines()
+        assert erase.main(["dev1", "--status"]) == 0
+        status = capsys.readouterr().out.splitlines()
+    finally:  # the module's later tests run the curator: no request or raw object of this test is left for it
+        admin.delete_object(Bucket=bucket, Key=key)
+        _remove_requests(aws)
+
+    assert _roles(aws).denials == []
+    assert dry[0].endswith("acting as the local CI role prd3292-dev1-gitlab-ci; rows the erasure would remove:")
+    assert [line.split()[0] for line in dry[1:7]] == [
+        "registration_changes",
+        "registrations",
+        "raw_events",
+        "snapshots",
+        "quarantine",
+        "failures",
+    ]
+    assert filed[1] == "acting as the local CI role prd3292-dev1-gitlab-ci"
+    request_id = filed[2].removeprefix("filed erasure request ")
+    assert filed[0].endswith(f"file an erasure request for 1 fans at s3://{bucket}/erasure/requests/{request_id}.json")
+    assert any(line.startswith(f"pending    {request_id}  filed ") for line in status)
 
 
 def _curator_as_its_role(aws: LocalAws) -> Curator:
@@ -283,12 +382,15 @@ def test_the_curator_lists_only_the_prefixes_it_reads():
             events_prefix="demand/events/",
             curated_prefix="curated/",
             snapshot_prefix="demand/snapshots/",
+            quarantine_prefix="demand/quarantine/",
+            failure_bucket_arn="arn:aws:s3:::f",
             database_arn="arn:aws:glue:us-east-1:123456789012:database/d",
             log_group_arn="g",
         )
     )
     condition = statements["ListRawCuratedAndSnapshots"]["Condition"]
-    assert condition == {"StringLike": {"s3:prefix": ["demand/events/*", "curated/*", "demand/snapshots/*"]}}
+    prefixes = ["demand/events/*", "curated/*", "demand/snapshots/*", "demand/quarantine/*", "erasure/*"]
+    assert condition == {"StringLike": {"s3:prefix": prefixes}}
 
 
 def test_the_backfill_may_list_every_prefix_it_reads_its_own_writes_back_from():

@@ -1,0 +1,191 @@
+"""What an erasure would remove: a fan's rows counted in every place the lake keeps them, by reading only.
+
+``make erase ARGS=--dry-run`` prints these counts per place (``curator.erasure_requests.PLACES``); nothing is written.
+
+- the curated Iceberg tables: a pyiceberg scan of each table filtered on ``fan_id`` (a table not created yet: 0);
+- raw landing objects and backfill snapshot objects: Parquet, their ``fan_id`` column;
+- quarantine lines (stream and snapshot) and the failure bucket's on-failure records: JSON (gzip or not), a line or
+  a Kinesis record counted when its item names the fan (``FAN#<id>`` sort key or a ``fan_id`` value), its
+  base64 ``data`` decoded.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import gzip
+import io
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["PlaceCount", "count_json_records", "count_parquet_rows", "fans_named", "scan_places"]
+
+_SORT_KEY_FAN = re.compile(r"FAN#([^\"\\\s]+)")
+_FAN_ID_VALUE = re.compile(r"\"fan_id\"\s*:\s*(?:\{\s*\"S\"\s*:\s*)?\"([^\"\\]+)\"")
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclass(frozen=True)
+class PlaceCount:
+    """A place's rows of the fans, and how many objects (or tables) were read to count them."""
+
+    place: str
+    rows: int
+    objects_read: int
+    where: str
+    note: str = ""
+
+    def line(self) -> str:
+        note = f" ({self.note})" if self.note else ""
+        return f"  {self.place:<21} {self.rows:>9,} rows   {self.objects_read:>6,} objects read in {self.where}{note}"
+
+
+def fans_named(text: str) -> set[str]:
+    """The fan ids a piece of JSON text names: ``FAN#<id>`` sort keys and ``fan_id`` values."""
+    return {*_SORT_KEY_FAN.findall(text), *_FAN_ID_VALUE.findall(text)}
+
+
+def _decoded(body: bytes) -> bytes:
+    return gzip.decompress(body) if body[:2] == _GZIP_MAGIC else body
+
+
+def _texts(value: Any) -> Iterator[str]:
+    """Every base64 ``data`` field of a JSON value, decoded (a Kinesis record's item)."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if key == "data" and isinstance(item, str):
+                try:
+                    yield base64.b64decode(item, validate=True).decode("utf-8", "replace")
+                except (binascii.Error, ValueError):
+                    yield item
+            else:
+                yield from _texts(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _texts(item)
+    elif isinstance(value, str) and value.startswith("{"):
+        try:  # an on-failure record's payload is the invocation event as a JSON string
+            yield from _texts(json.loads(value))
+        except ValueError:
+            return
+
+
+def _records(document: Any) -> list[str]:
+    """The items of one JSON document: its base64 ``data`` fields, or the document itself when it has none."""
+    texts = list(_texts(document))
+    return texts or [json.dumps(document)]
+
+
+def count_json_records(body: bytes, fans: set[str], *, per_line: bool) -> int:
+    """Records of ``fans`` in a JSON object (``per_line``: JSON Lines, a line counted once; else every Kinesis
+    record of the one document counted). Lines that are not JSON are searched as text."""
+    text = _decoded(body).decode("utf-8", "replace")
+    if per_line:
+        count = 0
+        for line in text.splitlines():
+            if not line.strip():
+                continue
+            try:
+                items = _records(json.loads(line))
+            except ValueError:
+                items = [line]
+            count += any(fans_named(item) & fans for item in items)
+        return count
+    try:
+        items = _records(json.loads(text))
+    except ValueError:
+        items = [text]
+    return sum(bool(fans_named(item) & fans) for item in items)
+
+
+def count_parquet_rows(body: bytes, fans: set[str]) -> int:
+    """Rows of ``fans`` in a Parquet object (its ``fan_id`` column; an object without one holds no fan)."""
+    import pyarrow as pa  # noqa: PLC0415
+    import pyarrow.compute as pc  # noqa: PLC0415
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    source = pq.ParquetFile(io.BytesIO(body))
+    if "fan_id" not in source.schema_arrow.names:
+        return 0
+    column = source.read(columns=["fan_id"]).column("fan_id")
+    return int(pc.sum(pc.is_in(column, value_set=pa.array(sorted(fans), type=column.type))).as_py() or 0)
+
+
+def _keys(s3: Any, bucket: str, prefix: str) -> Iterator[str]:
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            yield str(item["Key"])
+
+
+def _count_objects(
+    s3: Any, bucket: str, prefix: str, keep: Callable[[str], bool], count: Callable[[bytes], int]
+) -> tuple[int, int, list[str]]:
+    """Rows counted, objects read, and the keys that could not be decoded (named, not skipped in silence)."""
+    rows = objects = 0
+    unreadable = []
+    for key in _keys(s3, bucket, prefix):
+        if not keep(key):
+            continue
+        objects += 1
+        try:
+            rows += count(bytes(s3.get_object(Bucket=bucket, Key=key)["Body"].read()))
+        except (ValueError, OSError, EOFError):  # pyarrow's ArrowInvalid is a ValueError; a truncated gzip an EOFError
+            unreadable.append(key)
+    return rows, objects, unreadable
+
+
+TableScan = Callable[[str, set[str]], "int | None"]
+"""Rows of the fans in a curated table (its name), or None when the table does not exist yet."""
+
+
+def scan_places(
+    s3: Any,
+    *,
+    bucket: str,
+    events_prefix: str,
+    snapshot_prefix: str,
+    quarantine_prefix: str,
+    failure_bucket: str,
+    fans: Iterable[str],
+    table_rows: TableScan,
+    tables: Iterable[str],
+) -> list[PlaceCount]:
+    """Every place's rows of ``fans``, in ``PLACES`` order (tables first, then the objects), read only."""
+    wanted = set(fans)
+    counts = []
+    for table in tables:
+        rows = table_rows(table, wanted)
+        counts.append(
+            PlaceCount(
+                table,
+                rows or 0,
+                0 if rows is None else 1,
+                "Iceberg table",
+                "" if rows is not None else "not created yet",
+            )
+        )
+
+    def parquet(key: str) -> bool:
+        return key.endswith(".parquet")
+
+    def counted(
+        place: str, where_bucket: str, prefix: str, keep: Callable[[str], bool], how: Callable[[bytes], int]
+    ) -> None:
+        rows, objects, unreadable = _count_objects(s3, where_bucket, prefix, keep, how)
+        note = f"{len(unreadable)} unreadable, e.g. {unreadable[0]}" if unreadable else ""
+        counts.append(PlaceCount(place, rows, objects, f"s3://{where_bucket}/{prefix}", note))
+
+    counted("raw_events", bucket, events_prefix, parquet, lambda body: count_parquet_rows(body, wanted))
+    counted("snapshots", bucket, snapshot_prefix, parquet, lambda body: count_parquet_rows(body, wanted))
+    counted(
+        "quarantine",
+        bucket,
+        quarantine_prefix,
+        lambda _key: True,
+        lambda b: count_json_records(b, wanted, per_line=True),
+    )
+    counted("failures", failure_bucket, "", lambda _key: True, lambda b: count_json_records(b, wanted, per_line=False))
+    return counts
