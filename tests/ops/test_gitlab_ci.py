@@ -286,9 +286,18 @@ def test_the_unit_job_prints_the_fifteen_slowest_tests(jobs):
         text=True,
         check=True,
     ).stdout.splitlines()
-    # THEN pytest is called once, with --durations=15 (CI's log lists the slowest tests) and the job's arguments
+    # THEN pytest is called once, on two workers keeping xdist groups together, with --durations=15 (CI's log
+    # lists the slowest tests) and the job's arguments
     [pytest_line] = [line for line in shown if " pytest " in line]
-    assert pytest_line.split()[-5:] == ["pytest", "-n", "2", "--durations=15", "--junitxml=reports/junit-unit.xml"]
+    assert pytest_line.split()[-7:] == [
+        "pytest",
+        "-n",
+        "2",
+        "--dist",
+        "loadgroup",
+        "--durations=15",
+        "--junitxml=reports/junit-unit.xml",
+    ]
 
 
 # ---------------------------------------------------------------- deploys
