@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from ops.curator_capacity import CuratorLoad, curator_run, largest_fitting_shards, scale_rows
@@ -70,3 +73,27 @@ def test_scale_rows_say_where_a_run_stops_fitting_its_timeout_and_memory():
 def test_a_load_without_a_rate_is_refused():
     with pytest.raises(ValueError, match="curation rows per second must be positive"):
         CuratorLoad(shards=1, records_per_second_per_shard=1, raw_objects_per_shard_hour=1, rows_per_second=0)
+
+
+def test_the_scale_table_in_the_docs_is_the_models_output():
+    text = (Path(__file__).parents[2] / "docs" / "curation.md").read_text(encoding="utf-8")
+    section = text[text.index("## Scale\n") :]
+    lines = [line for line in section.splitlines() if re.match(r"^\| \d+ \|", line)]
+    documented = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+    shards = [int(row[0]) for row in documented]
+    assert shards == [1, 2, 3, 4, 6, 7, 9, 16]
+    expected = [
+        [
+            str(row.shards),
+            f"{row.changes / 1e6:.1f}M",
+            f"{row.raw_rows / 1e6:.2f}M",
+            f"{row.seconds:,.0f} s",
+            "yes" if row.fits_time else "no",
+            f"{row.peak_mb:,.0f} MB",
+            "yes" if row.fits_memory else "no",
+        ]
+        for row in scale_rows(shards)
+    ]
+    assert documented == expected
+    assert "up to **6 shards** at their limit and its memory up to **2**" in section
+    assert "**21,781 rows/s**" in section
