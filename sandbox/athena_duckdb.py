@@ -11,6 +11,12 @@ reference to a registered Iceberg table in the query is replaced by the rows of 
 - ``"db"."table$snapshots"``: the table's snapshots (``committed_at``, ``snapshot_id``, ``parent_id``,
   ``operation``, ``manifest_list``, ``summary``), Athena's metadata table.
 
+A reference that is a ``SELECT``'s only source passes that ``SELECT``'s comparisons of one of its columns with a
+constant (``change_time >= date_trunc('day', current_timestamp - INTERVAL '6' DAY)``, the named queries' windows)
+to the scan as its row filter, so pyiceberg plans only the files whose partitions and column bounds can match, as
+Athena plans an Iceberg table from its manifests, instead of reading the whole table for a week of it. The filter
+is applied again by DuckDB, so the rows are the same either way.
+
 ``CURRENT_TIMESTAMP`` can be pinned to a given moment, so a query's answer does not depend on the wall clock.
 Nothing else is translated: the rest is sqlglot's Athena -> DuckDB transpilation.
 """
@@ -18,12 +24,23 @@ Nothing else is translated: the rest is sqlglot's Athena -> DuckDB transpilation
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
 import sqlglot
+from pyiceberg.expressions import (
+    AlwaysTrue,
+    And,
+    BooleanExpression,
+    EqualTo,
+    GreaterThan,
+    GreaterThanOrEqual,
+    LessThan,
+    LessThanOrEqual,
+)
+from pyiceberg.expressions.visitors import bind
 from sqlglot import exp
 
 if TYPE_CHECKING:
@@ -32,6 +49,14 @@ if TYPE_CHECKING:
 __all__ = ["AthenaOnDuckDB", "TimeTravelError"]
 
 _SNAPSHOTS_SUFFIX = "$snapshots"
+# A comparison ``column <op> constant`` as a pyiceberg predicate; the mirror for ``constant <op> column``.
+_PREDICATES: dict[type[exp.Expression], tuple[type[Any], type[Any]]] = {
+    exp.GTE: (GreaterThanOrEqual, LessThanOrEqual),
+    exp.GT: (GreaterThan, LessThan),
+    exp.LTE: (LessThanOrEqual, GreaterThanOrEqual),
+    exp.LT: (LessThan, GreaterThan),
+    exp.EQ: (EqualTo, EqualTo),
+}
 
 
 class TimeTravelError(ValueError):
@@ -46,9 +71,12 @@ class AthenaOnDuckDB:
     """What ``CURRENT_TIMESTAMP`` means in every query (None: DuckDB's clock)."""
     connection: duckdb.DuckDBPyConnection = field(default_factory=duckdb.connect)
     _iceberg: dict[tuple[str, str], IcebergTable] = field(default_factory=dict, init=False, repr=False)
-    _scans: dict[tuple[str, str, int | None], str] = field(default_factory=dict, init=False, repr=False)
+    _scans: dict[tuple[str, str, int | None, str], str] = field(default_factory=dict, init=False, repr=False)
     #: The snapshot each Iceberg reference of the last query read: (database, table) -> snapshot ids.
     snapshots_read: dict[tuple[str, str], list[int | None]] = field(default_factory=dict, init=False)
+    #: The row filter each Iceberg reference of the last query passed to its scan, and the rows the scan gave.
+    filters_read: dict[tuple[str, str], list[tuple[str, int]]] = field(default_factory=dict, init=False)
+    _scanned_rows: dict[str, int] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.now is not None and self.now.utcoffset() is None:
@@ -89,6 +117,7 @@ class AthenaOnDuckDB:
     def translate(self, sql: str) -> str:
         """``sql`` (Athena) as DuckDB SQL over this connection: Iceberg references resolved to snapshot scans."""
         self.snapshots_read = {}
+        self.filters_read = {}
         tree = sqlglot.parse_one(sql, read="athena")
         for node in list(tree.find_all(exp.CurrentTimestamp)):
             if self.now is not None:
@@ -117,14 +146,71 @@ class AthenaOnDuckDB:
             return None
         snapshot_id = self._snapshot_id(table, node.args.get("version"), f"{database}.{name}")
         self.snapshots_read.setdefault((database, name), []).append(snapshot_id)
-        key = (database, name, snapshot_id)
+        row_filter = self._row_filter(node, table)
+        key = (database, name, snapshot_id, repr(row_filter))
         if key not in self._scans:
             if snapshot_id is None:
                 rows = table.schema().as_arrow().empty_table()
             else:
-                rows = table.scan(snapshot_id=snapshot_id).to_arrow()
-            self._scans[key] = self._register(f"iceberg_{database}_{name}_{snapshot_id or 'empty'}", rows)
+                rows = table.scan(snapshot_id=snapshot_id, row_filter=row_filter).to_arrow()
+            view = f"iceberg_{database}_{name}_{snapshot_id or 'empty'}_{len(self._scans)}"
+            self._scans[key] = self._register(view, rows)
+            self._scanned_rows[self._scans[key]] = rows.num_rows
+        self.filters_read.setdefault((database, name), []).append(
+            (str(row_filter), self._scanned_rows[self._scans[key]])
+        )
         return self._replacement(node, self._scans[key])
+
+    def _row_filter(self, node: exp.Table, table: IcebergTable) -> BooleanExpression:
+        """The comparisons of ``node``'s columns with constants in the ``WHERE`` of the ``SELECT`` it is the only
+        source of, as a pyiceberg filter (AlwaysTrue when there are none, or the table is joined)."""
+        select = node.parent.parent if isinstance(node.parent, exp.From) else None
+        if not isinstance(select, exp.Select) or select.args.get("joins") or select.args.get("where") is None:
+            return AlwaysTrue()
+        names = {field.name for field in table.schema().fields}
+        qualifiers = {"", node.name, node.alias_or_name}
+        predicates: list[BooleanExpression] = []
+        condition = select.args["where"].this
+        terms = list(condition.flatten()) if isinstance(condition, exp.And) else [condition]
+        for term in terms:
+            if not isinstance(term, exp.Expression):
+                continue
+            predicate = self._predicate(term, names, qualifiers)
+            if predicate is None:
+                continue
+            try:
+                bind(table.schema(), predicate, case_sensitive=True)
+            except (ValueError, TypeError):  # a constant the column's type cannot hold: DuckDB alone decides
+                continue
+            predicates.append(predicate)
+        if not predicates:
+            return AlwaysTrue()
+        return predicates[0] if len(predicates) == 1 else And(*predicates)
+
+    def _predicate(self, term: exp.Expression, names: set[str], qualifiers: set[str]) -> BooleanExpression | None:
+        kinds = _PREDICATES.get(type(term))
+        if kinds is None:
+            return None
+        left, right = term.args.get("this"), term.args.get("expression")
+        for column, constant, kind in ((left, right, kinds[0]), (right, left, kinds[1])):
+            if (
+                isinstance(column, exp.Column)
+                and column.name in names
+                and column.table in qualifiers
+                and isinstance(constant, exp.Expression)
+                and constant.find(exp.Column) is None
+            ):
+                try:
+                    value = self._evaluate(constant)
+                except duckdb.Error:
+                    return None
+                if isinstance(value, datetime | date):
+                    value = value.isoformat()
+                if isinstance(value, bool) or not isinstance(value, str | int | float):
+                    return None
+                predicate: BooleanExpression = kind(column.name, value)
+                return predicate
+        return None
 
     def _snapshot_id(self, table: IcebergTable, version: exp.Expression | None, label: str) -> int | None:
         """The snapshot a reference reads: the current one, or the one its ``FOR ... AS OF`` names."""

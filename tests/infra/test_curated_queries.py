@@ -382,3 +382,34 @@ FROM {changes} FOR VERSION AS OF {first.snapshot_id} AS c JOIN {raw} AS r ON r.c
         runner.rows(f"SELECT * FROM {changes} FOR VERSION AS OF 42")  # noqa: S608
     with pytest.raises(ValueError, match="no time zone"):
         AthenaOnDuckDB(now=datetime(2026, 1, 1))
+
+
+def test_a_window_on_the_change_time_is_passed_to_the_scan_as_its_row_filter(timeline: Timeline) -> None:
+    database = timeline.database
+    changes = f'"{database}"."{CHANGES_TABLE}"'
+    since = NOW - timedelta(hours=1)
+    curated = {
+        row["change_id"]: row["change_time"]
+        for row in pa.concat_tables([timeline.batches["A"], timeline.batches["B"]]).to_pylist()
+    }
+    recent = sum(1 for moment in curated.values() if moment >= since)
+    assert 0 < recent < len(curated)
+    runner = timeline.runner()
+    # Names from the test's own lake; the moment is a constant expression DuckDB evaluates.
+    window = f"change_time >= TIMESTAMP '{since:%Y-%m-%d %H:%M:%S} UTC' AND op <> 'NONE' AND 1 = 1"
+    rows = runner.rows(f"SELECT count(*) AS n FROM {changes} WHERE {window}")  # noqa: S608
+    assert rows == [{"n": recent}]
+    ((row_filter, scanned),) = runner.filters_read[(database, CHANGES_TABLE)]
+    assert scanned == recent  # the scan itself kept only the window's rows (and planned only its hours' files)
+    # Only =, <, <=, >, >= of a column and a constant are passed; DuckDB applies the rest.
+    assert row_filter == (
+        "GreaterThanOrEqual(term=Reference(name='change_time'), literal=literal('2026-11-28T11:00:00+00:00'))"
+    )
+    # The named query's window (relative to current_timestamp, pinned) is passed the same way.
+    runner.rows(timeline.sql("demand_per_event_per_day", window_days=1))
+    ((row_filter, scanned),) = runner.filters_read[(database, CHANGES_TABLE)]
+    assert "GreaterThanOrEqual(term=Reference(name='change_time')" in row_filter
+    assert scanned == len(curated)  # every curated change is from today (UTC)
+    # A joined reference, or one without a WHERE, scans the whole snapshot.
+    runner.rows(f"SELECT count(*) AS n FROM {changes}")  # noqa: S608
+    assert runner.filters_read[(database, CHANGES_TABLE)] == [("AlwaysTrue()", len(curated))]
