@@ -23,6 +23,7 @@ Nothing else is translated: the rest is sqlglot's Athena -> DuckDB transpilation
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
@@ -49,14 +50,17 @@ if TYPE_CHECKING:
 __all__ = ["AthenaOnDuckDB", "TimeTravelError"]
 
 _SNAPSHOTS_SUFFIX = "$snapshots"
-# A comparison ``column <op> constant`` as a pyiceberg predicate; the mirror for ``constant <op> column``.
-_PREDICATES: dict[type[exp.Expression], tuple[type[Any], type[Any]]] = {
-    exp.GTE: (GreaterThanOrEqual, LessThanOrEqual),
-    exp.GT: (GreaterThan, LessThan),
-    exp.LTE: (LessThanOrEqual, GreaterThanOrEqual),
-    exp.LT: (LessThan, GreaterThan),
-    exp.EQ: (EqualTo, EqualTo),
+# A comparison ``column <op> constant``: its operator, the operator with the sides swapped, and as pyiceberg's.
+_OPERATORS: dict[type[exp.Expression], str] = {exp.GTE: ">=", exp.GT: ">", exp.LTE: "<=", exp.LT: "<", exp.EQ: "="}
+_MIRRORED = {">=": "<=", ">": "<", "<=": ">=", "<": ">", "=": "="}
+_ICEBERG: dict[str, type[Any]] = {
+    ">=": GreaterThanOrEqual,
+    ">": GreaterThan,
+    "<=": LessThanOrEqual,
+    "<": LessThan,
+    "=": EqualTo,
 }
+Comparison = tuple[str, str, Any]
 
 
 class TimeTravelError(ValueError):
@@ -77,6 +81,10 @@ class AthenaOnDuckDB:
     #: The row filter each Iceberg reference of the last query passed to its scan, and the rows the scan gave.
     filters_read: dict[tuple[str, str], list[tuple[str, int]]] = field(default_factory=dict, init=False)
     _scanned_rows: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    _data_files: dict[tuple[str, str], dict[str, dict[str, tuple[Any, Any]]]] = field(
+        default_factory=dict, init=False, repr=False
+    )
+    _views: list[str] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.now is not None and self.now.utcoffset() is None:
@@ -110,6 +118,16 @@ class AthenaOnDuckDB:
             f"SELECT * FROM read_parquet([{listed}], {hive})"
         )
 
+    def add_data_files(self, database: str, name: str, files: list[str], bounds: tuple[str, ...]) -> None:
+        """A table's Parquet data files with each file's lower and upper bound of the ``bounds`` columns read once
+        from its footer, as an Iceberg manifest records them when the file is committed: a reference is planned as
+        Athena plans an Iceberg table, reading only the files whose bounds can match the comparisons of the
+        ``SELECT`` it is the only source of (with a constant), instead of opening every file to prune it."""
+        if not files:
+            raise ValueError(f"{database}.{name}: no files")
+        self._schema(database)
+        self._data_files[(database, name)] = {path: _file_bounds(path, bounds) for path in files}
+
     def add_iceberg(self, database: str, name: str, table: IcebergTable) -> None:
         """An Iceberg table, read through pyiceberg at the snapshot each reference asks for."""
         self._iceberg[(database, name)] = table
@@ -138,6 +156,19 @@ class AthenaOnDuckDB:
     # -- resolution -------------------------------------------------------------------------------------------
     def _resolve(self, node: exp.Table) -> exp.Table | None:
         database, name = node.db, node.name
+        if (database, name) in self._data_files:
+            files = self._data_files[(database, name)]
+            planned = self._planned(node, files)
+            listed = ", ".join("'" + path.replace("'", "''") + "'" for path in planned or list(files)[:1])
+            view = f"planned_{database}_{name}_{len(self._views)}"
+            self._views.append(view)
+            # Paths from add_data_files, quoted above; no file planned: the table's columns, no rows.
+            limit = "" if planned else " LIMIT 0"
+            self.connection.execute(
+                f'CREATE OR REPLACE TEMP VIEW "{view}" AS SELECT * FROM read_parquet([{listed}]){limit}'  # noqa: S608
+            )
+            self.filters_read.setdefault((database, name), []).append((f"{len(planned)} of {len(files)} files", -1))
+            return self._replacement(node, view)
         if name.endswith(_SNAPSHOTS_SUFFIX) and (database, name[: -len(_SNAPSHOTS_SUFFIX)]) in self._iceberg:
             base = self._iceberg[(database, name[: -len(_SNAPSHOTS_SUFFIX)])]
             return self._replacement(node, self._register(f"snapshots_{database}_{name}", _snapshots_of(base)))
@@ -161,23 +192,44 @@ class AthenaOnDuckDB:
         )
         return self._replacement(node, self._scans[key])
 
-    def _row_filter(self, node: exp.Table, table: IcebergTable) -> BooleanExpression:
-        """The comparisons of ``node``'s columns with constants in the ``WHERE`` of the ``SELECT`` it is the only
-        source of, as a pyiceberg filter (AlwaysTrue when there are none, or the table is joined)."""
+    def _comparisons(self, node: exp.Table, names: set[str]) -> list[Comparison]:
+        """The comparisons of ``node``'s columns (of ``names``) with constants in the ``WHERE`` of the ``SELECT`` it
+        is the only source of, each as (column, operator, value), the column on the left; none when joined."""
         select = node.parent.parent if isinstance(node.parent, exp.From) else None
         if not isinstance(select, exp.Select) or select.args.get("joins") or select.args.get("where") is None:
-            return AlwaysTrue()
-        names = {field.name for field in table.schema().fields}
+            return []
         qualifiers = {"", node.name, node.alias_or_name}
-        predicates: list[BooleanExpression] = []
         condition = select.args["where"].this
         terms = list(condition.flatten()) if isinstance(condition, exp.And) else [condition]
+        comparisons: list[Comparison] = []
         for term in terms:
-            if not isinstance(term, exp.Expression):
+            operator = next((how for kind, how in _OPERATORS.items() if isinstance(term, kind)), None)
+            if operator is None:
                 continue
-            predicate = self._predicate(term, names, qualifiers)
-            if predicate is None:
+            left, right = term.args.get("this"), term.args.get("expression")
+            for column, constant, how in ((left, right, operator), (right, left, _MIRRORED[operator])):
+                if not (
+                    isinstance(column, exp.Column)
+                    and column.name in names
+                    and column.table in qualifiers
+                    and isinstance(constant, exp.Expression)
+                    and constant.find(exp.Column) is None
+                ):
+                    continue
+                # Not a constant DuckDB can compute alone: DuckDB applies it in the query.
+                with contextlib.suppress(duckdb.Error):
+                    comparisons.append((column.name, how, self._evaluate(constant)))
+                break
+        return comparisons
+
+    def _row_filter(self, node: exp.Table, table: IcebergTable) -> BooleanExpression:
+        """``node``'s comparisons with constants as a pyiceberg filter (AlwaysTrue when there are none)."""
+        predicates: list[BooleanExpression] = []
+        for column, how, constant in self._comparisons(node, {item.name for item in table.schema().fields}):
+            value = constant.isoformat() if isinstance(constant, datetime | date) else constant
+            if isinstance(value, bool) or not isinstance(value, str | int | float):
                 continue
+            predicate: BooleanExpression = _ICEBERG[how](column, value)
             try:
                 bind(table.schema(), predicate, case_sensitive=True)
             except (ValueError, TypeError):  # a constant the column's type cannot hold: DuckDB alone decides
@@ -187,30 +239,11 @@ class AthenaOnDuckDB:
             return AlwaysTrue()
         return predicates[0] if len(predicates) == 1 else And(*predicates)
 
-    def _predicate(self, term: exp.Expression, names: set[str], qualifiers: set[str]) -> BooleanExpression | None:
-        kinds = _PREDICATES.get(type(term))
-        if kinds is None:
-            return None
-        left, right = term.args.get("this"), term.args.get("expression")
-        for column, constant, kind in ((left, right, kinds[0]), (right, left, kinds[1])):
-            if (
-                isinstance(column, exp.Column)
-                and column.name in names
-                and column.table in qualifiers
-                and isinstance(constant, exp.Expression)
-                and constant.find(exp.Column) is None
-            ):
-                try:
-                    value = self._evaluate(constant)
-                except duckdb.Error:
-                    return None
-                if isinstance(value, datetime | date):
-                    value = value.isoformat()
-                if isinstance(value, bool) or not isinstance(value, str | int | float):
-                    return None
-                predicate: BooleanExpression = kind(column.name, value)
-                return predicate
-        return None
+    def _planned(self, node: exp.Table, files: dict[str, dict[str, tuple[Any, Any]]]) -> list[str]:
+        """The data files whose recorded column bounds can hold a row matching ``node``'s comparisons."""
+        names = {column for bounds in files.values() for column in bounds}
+        comparisons = self._comparisons(node, names)
+        return [path for path, bounds in files.items() if all(_may_match(bounds, c) for c in comparisons)]
 
     def _snapshot_id(self, table: IcebergTable, version: exp.Expression | None, label: str) -> int | None:
         """The snapshot a reference reads: the current one, or the one its ``FOR ... AS OF`` names."""
@@ -271,3 +304,41 @@ def _snapshots_of(table: IcebergTable) -> pa.Table:
     if committed.type.tz is None:
         committed = committed.cast(pa.timestamp(committed.type.unit, tz="UTC"))
     return snapshots.set_column(index, "committed_at", committed)
+
+
+def _file_bounds(path: str, columns: tuple[str, ...]) -> dict[str, tuple[Any, Any]]:
+    """The lowest and highest value of each of ``columns`` in the Parquet file at ``path`` (its row groups'
+    statistics); a column without statistics is left out (the file then always matches on it)."""
+    import pyarrow.parquet as pq  # noqa: PLC0415 - only tables given as data files need it
+
+    metadata = pq.read_metadata(path)
+    names = metadata.schema.to_arrow_schema().names
+    bounds: dict[str, tuple[Any, Any]] = {}
+    for column in columns:
+        if column not in names:
+            continue
+        index = names.index(column)
+        stats = [metadata.row_group(group).column(index).statistics for group in range(metadata.num_row_groups)]
+        if not stats or any(item is None or not item.has_min_max for item in stats):
+            continue
+        bounds[column] = (min(item.min for item in stats), max(item.max for item in stats))
+    return bounds
+
+
+def _may_match(bounds: dict[str, tuple[Any, Any]], comparison: Comparison) -> bool:
+    """Whether a file with ``bounds`` can hold a row satisfying ``comparison`` (True when it cannot tell)."""
+    column, how, value = comparison
+    if column not in bounds:
+        return True
+    lower, upper = bounds[column]
+    tests = {
+        ">=": lambda: upper >= value,
+        ">": lambda: upper > value,
+        "<=": lambda: lower <= value,
+        "<": lambda: lower < value,
+        "=": lambda: lower <= value <= upper,
+    }
+    try:
+        return bool(tests[how]())
+    except TypeError:
+        return True

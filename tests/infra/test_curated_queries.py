@@ -18,6 +18,7 @@ import hashlib
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -413,3 +414,23 @@ def test_a_window_on_the_change_time_is_passed_to_the_scan_as_its_row_filter(tim
     # A joined reference, or one without a WHERE, scans the whole snapshot.
     runner.rows(f"SELECT count(*) AS n FROM {changes}")  # noqa: S608
     assert runner.filters_read[(database, CHANGES_TABLE)] == [("AlwaysTrue()", len(curated))]
+
+
+def test_data_files_are_planned_from_their_recorded_bounds(tmp_path: Path) -> None:
+    runner = AthenaOnDuckDB(now=NOW)
+    files = []
+    for hours_ago in (30, 20, 2):
+        moment = NOW - timedelta(hours=hours_ago)
+        path = tmp_path / f"{hours_ago}.parquet"
+        times = [moment, moment + timedelta(minutes=30)]
+        pq.write_table(pa.table({"change_time": pa.array(times, pa.timestamp("us", "UTC")), "n": [1, 2]}), path)
+        files.append(str(path))
+    runner.add_data_files("db", "log", files, bounds=("change_time",))
+    window = "change_time >= current_timestamp - INTERVAL '1' DAY"
+    assert runner.rows(f"SELECT sum(n) AS n FROM db.log WHERE {window}") == [{"n": 6}]  # noqa: S608
+    assert runner.filters_read[("db", "log")] == [("2 of 3 files", -1)]
+    assert runner.rows("SELECT sum(n) AS n FROM db.log WHERE n = 2 AND 1 = 1") == [{"n": 6}]
+    assert runner.filters_read[("db", "log")] == [("3 of 3 files", -1)]  # no bounds of n: every file
+    later = "change_time > current_timestamp"
+    assert runner.rows(f"SELECT count(*) AS rows FROM db.log WHERE {later}") == [{"rows": 0}]  # noqa: S608
+    assert runner.filters_read[("db", "log")] == [("0 of 3 files", -1)]
