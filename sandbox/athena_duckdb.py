@@ -312,12 +312,13 @@ def _file_bounds(path: str, columns: tuple[str, ...]) -> dict[str, tuple[Any, An
     import pyarrow.parquet as pq  # noqa: PLC0415 - only tables given as data files need it
 
     metadata = pq.read_metadata(path)
-    names = metadata.schema.to_arrow_schema().names
+    # Leaf columns by their path: a nested column (a list, a map) is several leaves, so arrow positions differ.
+    leaves = {metadata.schema.column(index).path: index for index in range(metadata.num_columns)}
     bounds: dict[str, tuple[Any, Any]] = {}
     for column in columns:
-        if column not in names:
+        if column not in leaves:
             continue
-        index = names.index(column)
+        index = leaves[column]
         stats = [metadata.row_group(group).column(index).statistics for group in range(metadata.num_row_groups)]
         if not stats or any(item is None or not item.has_min_max for item in stats):
             continue

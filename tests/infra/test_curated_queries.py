@@ -423,7 +423,11 @@ def test_data_files_are_planned_from_their_recorded_bounds(tmp_path: Path) -> No
         moment = NOW - timedelta(hours=hours_ago)
         path = tmp_path / f"{hours_ago}.parquet"
         times = [moment, moment + timedelta(minutes=30)]
-        pq.write_table(pa.table({"change_time": pa.array(times, pa.timestamp("us", "UTC")), "n": [1, 2]}), path)
+        # A nested column first: its leaves come before change_time's in the file's columns.
+        tags = pa.array([{"key": "a", "value": "b"}, {"key": "c", "value": "d"}])  # two leaves
+        pq.write_table(
+            pa.table({"tags": tags, "change_time": pa.array(times, pa.timestamp("us", "UTC")), "n": [1, 2]}), path
+        )
         files.append(str(path))
     runner.add_data_files("db", "log", files, bounds=("change_time",))
     window = "change_time >= current_timestamp - INTERVAL '1' DAY"
