@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
-from pipeline.change_order import first_copy_sql, newest_first_sql
+from pipeline.change_order import first_copy_sql, newest_first_sql, newest_key_sql
 from pipeline.normalize import EXTRA_COLUMN, item_specs
 from pipeline.schema import glue_columns
 
@@ -251,19 +251,22 @@ def named_queries(
     demand_per_event_per_day = f"""-- Demand per event per day, from the curated change log (each change once): for
 -- each day and event, the fans whose last change that day left them in each status (removals excluded), and
 -- their tickets. Days: the last {window_days} (UTC), today included. Changes the curator has not reached yet (its last
--- run is at most curationIntervalMinutes old) are in changes_not_yet_curated.
+-- run is at most curationIntervalMinutes old) are in changes_not_yet_curated. Each fan's last change of the day is
+-- an aggregate (max_by over the order of changes), not a window: no sort of the week's changes.
 WITH last_of_day AS (
-  SELECT date_format(change_time, '%Y-%m-%d') AS dt, event_id, fan_id, status, quantity, op,
-         row_number() OVER (
-           PARTITION BY date_format(change_time, '%Y-%m-%d'), event_id, fan_id ORDER BY {_NEWEST_FIRST}
-         ) AS newest
+  SELECT date_format(change_time, '%Y-%m-%d') AS dt, event_id,
+         max_by(
+           CAST(ROW(status, quantity, op) AS ROW(status VARCHAR, quantity INTEGER, op VARCHAR)),
+           {newest_key_sql()}
+         ) AS last_change
   FROM {changes}
   WHERE {curated_window(window_days)}
+  GROUP BY date_format(change_time, '%Y-%m-%d'), event_id, fan_id
 )
-SELECT dt, event_id, status, count(*) AS fans, sum(quantity) AS tickets
+SELECT dt, event_id, last_change.status AS status, count(*) AS fans, sum(last_change.quantity) AS tickets
 FROM last_of_day
-WHERE newest = 1 AND op <> 'REMOVE'
-GROUP BY dt, event_id, status
+WHERE last_change.op <> 'REMOVE'
+GROUP BY dt, event_id, last_change.status
 ORDER BY dt, event_id, status"""  # noqa: S608
     current_registrations = f"""-- Current state per registration: the curated registrations table, one row per live
 -- (event_id, fan_id) with its last change, as of the curator's last run (every curationIntervalMinutes).

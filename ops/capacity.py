@@ -6,8 +6,9 @@
 
 Inputs: the handler's measured records per second per invocation (``python -m bench``), the stream's shards
 (provisioned, or on-demand's current shards), the mapping's batch size, batching window and parallelization
-factor plus the function's memory from the stack file (``components.settings``), and compaction's rows per second
-(measured on one core) with its memory (``curationMemoryMb``).
+factor plus the function's memory from the stack file (``components.settings``), and the curator's runs: one
+every ``curationIntervalMinutes`` at ``curationMemoryMb``, its measured rows per second and requests
+(``ops.curator_capacity``).
 Model, assumptions and prices: docs/architecture.md, "Capacity and cost".
 """
 
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ops.cli import CommandParser, integer_at_least, number_above, number_at_least, stack_name
+from ops.curator_capacity import CURATION_ROWS_PER_SECOND, CuratorLoad, CuratorRun, curator_run
 from ops.outputs import OutputsError
 
 __all__ = [
@@ -65,10 +67,6 @@ INVOCATION_PAYLOAD_BYTES = 6 * 1024 * 1024
 # Bytes an event carries per record besides its base64 data (sequence number, partition key, eventID, ARNs):
 # 597 measured on the sandbox's change records (1,817 B per record in the event, 1,220 of them base64 data).
 EVENT_OVERHEAD_BYTES = 600
-# Compaction measured on one core (docs/architecture.md): rows per second, sort and encode included.
-COMPACTION_ROWS_PER_SECOND = 248_000
-# Objects compaction writes per shard-hour: the compacted object alone (its inputs are listed in its own footer).
-COMPACTION_PUTS_PER_SHARD_HOUR = 1
 # Lambda allocates CPU in proportion to memory: 1,769 MB is one full vCPU (1,024 MB about 0.58).
 MB_PER_VCPU = 1_769
 
@@ -88,6 +86,7 @@ class Prices:
     s3_get: float = 0.0004 / 1_000  # GET and all other requests; DELETE is free
     firehose_ingest_gb: float = 0.029  # first 500 TB per month, records rounded up to 5 KB
     firehose_format_conversion_gb: float = 0.018  # also on 5 KB-rounded ingested bytes
+    glue_request: float = 1.00 / 1_000_000  # Data Catalog requests above the first million a month (free)
 
 
 PRICES_US_EAST_1 = Prices()
@@ -106,8 +105,10 @@ class PipelineShape:
     memory_mb: int
     record_bytes: int = 1_024  # average change record on the stream
     invocation_overhead_seconds: float = 0.15  # per batch: start, S3 PUT of the Parquet object, checkpoint
-    compaction_rows_per_second: float = COMPACTION_ROWS_PER_SECOND  # measured on one core
-    compaction_memory_mb: int = 2_048
+    curation_rows_per_second: float = CURATION_ROWS_PER_SECOND  # measured on one core
+    curation_memory_mb: int = 4_096
+    curation_interval_minutes: int = 15
+    state_rows: int = 10_000_000  # live registrations: the files of registrations a run's keys fall in are rewritten
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.records_per_second_per_invocation) and self.records_per_second_per_invocation > 0):
@@ -121,8 +122,8 @@ class PipelineShape:
             raise ValueError("shards, batch size and record size must be at least 1")
         if not 1 <= self.parallelization_factor <= MAX_PARALLELIZATION_FACTOR:
             raise ValueError(f"parallelization factor must be 1..{MAX_PARALLELIZATION_FACTOR}")
-        if self.compaction_rows_per_second <= 0:
-            raise ValueError("compaction rows per second must be positive (measured on one core)")
+        if self.curation_rows_per_second <= 0:
+            raise ValueError("curation rows per second must be positive (measured on one core)")
 
     @property
     def event_bytes_per_record(self) -> int:
@@ -264,24 +265,27 @@ class CostPerMillion:
     lambda_requests: float
     lambda_duration: float
     s3_puts: float
-    compaction_s3_requests: float
-    compaction_duration: float
+    curator_s3_requests: float
+    curator_duration: float
     kinesis: float
     kinesis_fixed_monthly: float
-    compaction_fixed_monthly: float
+    curator_fixed_monthly: float
+    """The curator's runs whatever the traffic: a run's request, overhead seconds, retention and Glue calls."""
+    curator: CuratorRun
+    """One run at the load priced (its rows, seconds, requests)."""
     firehose_ingest: float
     firehose_conversion: float
     objects_per_shard_hour: float
 
     @property
     def pipeline(self) -> float:
-        """What this stack adds to the stream: Lambda, S3 requests and compaction (the stream both pay)."""
+        """What this stack adds to the stream: Lambda, S3 requests and the curator (the stream both pay)."""
         return (
             self.lambda_requests
             + self.lambda_duration
             + self.s3_puts
-            + self.compaction_s3_requests
-            + self.compaction_duration
+            + self.curator_s3_requests
+            + self.curator_duration
         )
 
     @property
@@ -304,8 +308,9 @@ def cost_per_million(
     carries fewer records and a million changes take more invocations and objects.
 
     Each invocation writes one Parquet object (one hour partition; a batch spans about a second of a shard, so a
-    second object at an hour's end is rare). Compaction then reads every object of each shard-hour once (a GET
-    each, a LIST per 1,000 keys), writes the compacted object and its bookkeeping, and deletes the inputs (free).
+    second object at an hour's end is rare). The curator runs every ``curation_interval_minutes``
+    (``ops.curator_capacity``): what a run at this load costs beyond a run that finds nothing is charged to its
+    changes; the runs themselves (request, overhead, retention, Glue) are the fixed monthly part.
     """
     changes = 1_000_000
     rate = shape.shard_write_records if records_per_second_per_shard is None else records_per_second_per_shard
@@ -317,12 +322,12 @@ def cost_per_million(
     records_per_invocation = changes / invocations
     batch_seconds = shape.invocation_overhead_seconds + records_per_invocation / shape.records_per_second_per_invocation
     gb_seconds = invocations * batch_seconds * shape.memory_mb / 1024
-    compaction_requests = (
-        invocations * prices.s3_get
-        + math.ceil(invocations / shard_hours / 1_000) * shard_hours * prices.s3_put
-        + COMPACTION_PUTS_PER_SHARD_HOUR * shard_hours * prices.s3_put
-    )
-    compaction_gb_seconds = changes / shape.compaction_rows_per_second * shape.compaction_memory_mb / 1024
+    run, idle = (curator_run(_curator_load(shape, per_shard, objects_per_shard_hour)) for per_shard in (rate, 0.0))
+    per_million = changes / run.changes
+    run_s3 = run.s3_gets * prices.s3_get + run.s3_puts_and_lists * prices.s3_put
+    idle_s3 = idle.s3_gets * prices.s3_get + idle.s3_puts_and_lists * prices.s3_put
+    gb_second = shape.curation_memory_mb / 1024 * prices.lambda_arm_gb_second
+    runs_per_month = run.runs_per_day * HOURS_PER_MONTH / 24
     billed_kib = math.ceil(shape.record_bytes / KIB)  # Kinesis rounds each record up to 1 KiB
     if shape.on_demand:
         gib = changes * billed_kib * KIB / GIB
@@ -337,15 +342,27 @@ def cost_per_million(
         lambda_requests=invocations * prices.lambda_request,
         lambda_duration=gb_seconds * prices.lambda_arm_gb_second,
         s3_puts=invocations * prices.s3_put,
-        compaction_s3_requests=compaction_requests,
-        compaction_duration=compaction_gb_seconds * prices.lambda_arm_gb_second,
+        curator_s3_requests=(run_s3 - idle_s3) * per_million,
+        curator_duration=(run.seconds - idle.seconds) * gb_second * per_million,
         kinesis=kinesis,
         kinesis_fixed_monthly=fixed,
-        # One scheduled run an hour, whatever the traffic: its request (the runs' duration is in the rows above).
-        compaction_fixed_monthly=HOURS_PER_MONTH * prices.lambda_request,
+        curator_fixed_monthly=runs_per_month
+        * (prices.lambda_request + idle.seconds * gb_second + idle_s3 + idle.glue_requests * prices.glue_request),
+        curator=run,
         firehose_ingest=firehose_gib * prices.firehose_ingest_gb,
         firehose_conversion=firehose_gib * prices.firehose_format_conversion_gb,
         objects_per_shard_hour=objects_per_shard_hour,
+    )
+
+
+def _curator_load(shape: PipelineShape, per_shard: float, objects_per_shard_hour: float) -> CuratorLoad:
+    return CuratorLoad(
+        shards=shape.shards,
+        records_per_second_per_shard=per_shard,
+        raw_objects_per_shard_hour=objects_per_shard_hour if per_shard else 0.0,
+        interval_minutes=shape.curation_interval_minutes,
+        state_rows=shape.state_rows,
+        rows_per_second=shape.curation_rows_per_second,
     )
 
 
@@ -427,7 +444,12 @@ def render(stack: str, shape: PipelineShape, peak: Peak | None, cost: CostPerMil
         f"(limited by {today.bottleneck})",
         f"  light traffic       a change reaches S3 within ~{freshness:,.1f} s (batching window + one batch)",
         f"  objects             {cost.objects_per_shard_hour:,.0f} per shard-hour at full load, "
-        f"{shape.objects_per_shard_hour(1):,.0f} at 1 change/s; compaction leaves one per shard-hour",
+        f"{shape.objects_per_shard_hour(1):,.0f} at 1 change/s; the curator reads them every "
+        f"{shape.curation_interval_minutes} min",
+        f"  curator run         {cost.curator.changes:,.0f} changes every {shape.curation_interval_minutes} min at "
+        f"full load: {cost.curator.seconds:,.0f} s at {shape.curation_rows_per_second:,.0f} rows/s "
+        f"({cost.curator.committed_rows_rewritten:,.0f} committed rows and {cost.curator.state_rows_rewritten:,.0f} "
+        f"of {shape.state_rows:,} registrations rewritten)",
     ]
     if peak is not None:
         lines += [
@@ -445,9 +467,11 @@ def render(stack: str, shape: PipelineShape, peak: Peak | None, cost: CostPerMil
         f"  Lambda requests     {cost.lambda_requests:9.5f}",
         f"  Lambda duration     {cost.lambda_duration:9.5f}",
         f"  S3 PUTs             {cost.s3_puts:9.5f}",
-        f"  compaction S3       {cost.compaction_s3_requests:9.5f}   (GET each object, LIST, compacted PUTs)",
-        f"  compaction Lambda   {cost.compaction_duration:9.5f}   ({shape.compaction_rows_per_second:,.0f} rows/s, "
-        f"{shape.compaction_memory_mb} MB; + {cost.compaction_fixed_monthly:,.4f}/month for the hourly runs)",
+        f"  curator S3          {cost.curator_s3_requests:9.5f}   (GET each raw object, hour and state files "
+        f"rewritten, LISTs)",
+        f"  curator Lambda      {cost.curator_duration:9.5f}   ({shape.curation_rows_per_second:,.0f} rows/s, "
+        f"{shape.curation_memory_mb} MB; + {cost.curator_fixed_monthly:,.2f}/month for the runs themselves: "
+        f"{cost.curator.runs_per_day:,.0f} a day, Glue, retention)",
         f"  this pipeline       {cost.pipeline:9.5f}",
         f"  Firehose + Parquet  {cost.firehose:9.5f}   (ingest {cost.firehose_ingest:.4f}"
         f" + conversion {cost.firehose_conversion:.4f}; JSON input only, 5 KB rounding)",
@@ -526,10 +550,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--overhead-ms", type=number_at_least(0), default=150.0, help="fixed cost per batch (default 150 ms)"
     )
     parser.add_argument(
-        "--compaction-rows-per-second",
+        "--curation-rows-per-second",
         type=number_above(0),
-        default=COMPACTION_ROWS_PER_SECOND,
-        help=f"compaction rows/s on one core (default {COMPACTION_ROWS_PER_SECOND:,}, measured)",
+        default=CURATION_ROWS_PER_SECOND,
+        help=f"curator raw rows/s on one core (default {CURATION_ROWS_PER_SECOND:,}, measured: docs/curation.md)",
+    )
+    parser.add_argument(
+        "--state-rows",
+        type=integer_at_least(0),
+        default=10_000_000,
+        help="live registrations in the registrations table (default 10,000,000)",
     )
     parser.add_argument(
         "--peak-records", type=integer_at_least(1), default=5_000_000, help="changes in the burst (default 5M)"
@@ -564,8 +594,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             memory_mb=settings.lambda_memory_mb,
             record_bytes=args.record_bytes,
             invocation_overhead_seconds=args.overhead_ms / 1000,
-            compaction_rows_per_second=args.compaction_rows_per_second,
-            compaction_memory_mb=settings.curation_memory_mb,
+            curation_rows_per_second=args.curation_rows_per_second,
+            curation_memory_mb=settings.curation_memory_mb,
+            curation_interval_minutes=settings.curation_interval_minutes,
+            state_rows=args.state_rows,
         )
     except (SettingsError, OutputsError, ValueError, OSError) as error:
         if args.debug:

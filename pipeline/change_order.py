@@ -36,6 +36,7 @@ __all__ = [
     "newer_order_columns",
     "newer_order_key",
     "newest_first_sql",
+    "newest_key_sql",
     "sequence_order_key",
 ]
 
@@ -82,6 +83,16 @@ def newest_first_sql(time_column: str = CHANGE_TIME_US, *, then: tuple[str, ...]
     row's place in the order); ``then`` are terms placed right after it, before the sequence number."""
     terms = [f"{time_column} DESC", *then, f"{_padded_sequence()} DESC", "change_id DESC"]
     return ", ".join(terms)
+
+
+def newest_key_sql(time_column: str = CHANGE_TIME_US) -> str:
+    """A ``ROW`` value whose largest is the newest change (the order of ``newest_first_sql``), for ``max_by``: an
+    aggregate then keeps each group's newest change without sorting the rows by a window (Athena SQL,
+    DuckDB-transpilable; both order rows field by field). The sequence number compares as an integer by its length
+    without leading zeros, then its digits: the order of the padded text, without padding every row to
+    ``SEQUENCE_SQL_DIGITS`` characters (which cost the curated demand query about a third of its time in DuckDB)."""
+    digits = "trim(LEADING '0' FROM sequence_number)"
+    return f"ROW({time_column}, length({digits}), {digits}, change_id)"
 
 
 def first_copy_sql() -> str:

@@ -11,19 +11,37 @@ reference to a registered Iceberg table in the query is replaced by the rows of 
 - ``"db"."table$snapshots"``: the table's snapshots (``committed_at``, ``snapshot_id``, ``parent_id``,
   ``operation``, ``manifest_list``, ``summary``), Athena's metadata table.
 
+A reference that is a ``SELECT``'s only source passes that ``SELECT``'s comparisons of one of its columns with a
+constant (``change_time >= date_trunc('day', current_timestamp - INTERVAL '6' DAY)``, the named queries' windows)
+to the scan as its row filter, so pyiceberg plans only the files whose partitions and column bounds can match, as
+Athena plans an Iceberg table from its manifests, instead of reading the whole table for a week of it. The filter
+is applied again by DuckDB, so the rows are the same either way.
+
 ``CURRENT_TIMESTAMP`` can be pinned to a given moment, so a query's answer does not depend on the wall clock.
 Nothing else is translated: the rest is sqlglot's Athena -> DuckDB transpilation.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
 import sqlglot
+from pyiceberg.expressions import (
+    AlwaysTrue,
+    And,
+    BooleanExpression,
+    EqualTo,
+    GreaterThan,
+    GreaterThanOrEqual,
+    LessThan,
+    LessThanOrEqual,
+)
+from pyiceberg.expressions.visitors import bind
 from sqlglot import exp
 
 if TYPE_CHECKING:
@@ -32,6 +50,17 @@ if TYPE_CHECKING:
 __all__ = ["AthenaOnDuckDB", "TimeTravelError"]
 
 _SNAPSHOTS_SUFFIX = "$snapshots"
+# A comparison ``column <op> constant``: its operator, the operator with the sides swapped, and as pyiceberg's.
+_OPERATORS: dict[type[exp.Expression], str] = {exp.GTE: ">=", exp.GT: ">", exp.LTE: "<=", exp.LT: "<", exp.EQ: "="}
+_MIRRORED = {">=": "<=", ">": "<", "<=": ">=", "<": ">", "=": "="}
+_ICEBERG: dict[str, type[Any]] = {
+    ">=": GreaterThanOrEqual,
+    ">": GreaterThan,
+    "<=": LessThanOrEqual,
+    "<": LessThan,
+    "=": EqualTo,
+}
+Comparison = tuple[str, str, Any]
 
 
 class TimeTravelError(ValueError):
@@ -46,9 +75,16 @@ class AthenaOnDuckDB:
     """What ``CURRENT_TIMESTAMP`` means in every query (None: DuckDB's clock)."""
     connection: duckdb.DuckDBPyConnection = field(default_factory=duckdb.connect)
     _iceberg: dict[tuple[str, str], IcebergTable] = field(default_factory=dict, init=False, repr=False)
-    _scans: dict[tuple[str, str, int | None], str] = field(default_factory=dict, init=False, repr=False)
+    _scans: dict[tuple[str, str, int | None, str], str] = field(default_factory=dict, init=False, repr=False)
     #: The snapshot each Iceberg reference of the last query read: (database, table) -> snapshot ids.
     snapshots_read: dict[tuple[str, str], list[int | None]] = field(default_factory=dict, init=False)
+    #: The row filter each Iceberg reference of the last query passed to its scan, and the rows the scan gave.
+    filters_read: dict[tuple[str, str], list[tuple[str, int]]] = field(default_factory=dict, init=False)
+    _scanned_rows: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    _data_files: dict[tuple[str, str], dict[str, dict[str, tuple[Any, Any]]]] = field(
+        default_factory=dict, init=False, repr=False
+    )
+    _views: list[str] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.now is not None and self.now.utcoffset() is None:
@@ -82,6 +118,16 @@ class AthenaOnDuckDB:
             f"SELECT * FROM read_parquet([{listed}], {hive})"
         )
 
+    def add_data_files(self, database: str, name: str, files: list[str], bounds: tuple[str, ...]) -> None:
+        """A table's Parquet data files with each file's lower and upper bound of the ``bounds`` columns read once
+        from its footer, as an Iceberg manifest records them when the file is committed: a reference is planned as
+        Athena plans an Iceberg table, reading only the files whose bounds can match the comparisons of the
+        ``SELECT`` it is the only source of (with a constant), instead of opening every file to prune it."""
+        if not files:
+            raise ValueError(f"{database}.{name}: no files")
+        self._schema(database)
+        self._data_files[(database, name)] = {path: _file_bounds(path, bounds) for path in files}
+
     def add_iceberg(self, database: str, name: str, table: IcebergTable) -> None:
         """An Iceberg table, read through pyiceberg at the snapshot each reference asks for."""
         self._iceberg[(database, name)] = table
@@ -89,6 +135,7 @@ class AthenaOnDuckDB:
     def translate(self, sql: str) -> str:
         """``sql`` (Athena) as DuckDB SQL over this connection: Iceberg references resolved to snapshot scans."""
         self.snapshots_read = {}
+        self.filters_read = {}
         tree = sqlglot.parse_one(sql, read="athena")
         for node in list(tree.find_all(exp.CurrentTimestamp)):
             if self.now is not None:
@@ -109,6 +156,19 @@ class AthenaOnDuckDB:
     # -- resolution -------------------------------------------------------------------------------------------
     def _resolve(self, node: exp.Table) -> exp.Table | None:
         database, name = node.db, node.name
+        if (database, name) in self._data_files:
+            files = self._data_files[(database, name)]
+            planned = self._planned(node, files)
+            listed = ", ".join("'" + path.replace("'", "''") + "'" for path in planned or list(files)[:1])
+            view = f"planned_{database}_{name}_{len(self._views)}"
+            self._views.append(view)
+            # Paths from add_data_files, quoted above; no file planned: the table's columns, no rows.
+            limit = "" if planned else " LIMIT 0"
+            self.connection.execute(
+                f'CREATE OR REPLACE TEMP VIEW "{view}" AS SELECT * FROM read_parquet([{listed}]){limit}'  # noqa: S608
+            )
+            self.filters_read.setdefault((database, name), []).append((f"{len(planned)} of {len(files)} files", -1))
+            return self._replacement(node, view)
         if name.endswith(_SNAPSHOTS_SUFFIX) and (database, name[: -len(_SNAPSHOTS_SUFFIX)]) in self._iceberg:
             base = self._iceberg[(database, name[: -len(_SNAPSHOTS_SUFFIX)])]
             return self._replacement(node, self._register(f"snapshots_{database}_{name}", _snapshots_of(base)))
@@ -117,14 +177,73 @@ class AthenaOnDuckDB:
             return None
         snapshot_id = self._snapshot_id(table, node.args.get("version"), f"{database}.{name}")
         self.snapshots_read.setdefault((database, name), []).append(snapshot_id)
-        key = (database, name, snapshot_id)
+        row_filter = self._row_filter(node, table)
+        key = (database, name, snapshot_id, repr(row_filter))
         if key not in self._scans:
             if snapshot_id is None:
                 rows = table.schema().as_arrow().empty_table()
             else:
-                rows = table.scan(snapshot_id=snapshot_id).to_arrow()
-            self._scans[key] = self._register(f"iceberg_{database}_{name}_{snapshot_id or 'empty'}", rows)
+                rows = table.scan(snapshot_id=snapshot_id, row_filter=row_filter).to_arrow()
+            view = f"iceberg_{database}_{name}_{snapshot_id or 'empty'}_{len(self._scans)}"
+            self._scans[key] = self._register(view, rows)
+            self._scanned_rows[self._scans[key]] = rows.num_rows
+        self.filters_read.setdefault((database, name), []).append(
+            (str(row_filter), self._scanned_rows[self._scans[key]])
+        )
         return self._replacement(node, self._scans[key])
+
+    def _comparisons(self, node: exp.Table, names: set[str]) -> list[Comparison]:
+        """The comparisons of ``node``'s columns (of ``names``) with constants in the ``WHERE`` of the ``SELECT`` it
+        is the only source of, each as (column, operator, value), the column on the left; none when joined."""
+        select = node.parent.parent if isinstance(node.parent, exp.From) else None
+        if not isinstance(select, exp.Select) or select.args.get("joins") or select.args.get("where") is None:
+            return []
+        qualifiers = {"", node.name, node.alias_or_name}
+        condition = select.args["where"].this
+        terms = list(condition.flatten()) if isinstance(condition, exp.And) else [condition]
+        comparisons: list[Comparison] = []
+        for term in terms:
+            operator = next((how for kind, how in _OPERATORS.items() if isinstance(term, kind)), None)
+            if operator is None:
+                continue
+            left, right = term.args.get("this"), term.args.get("expression")
+            for column, constant, how in ((left, right, operator), (right, left, _MIRRORED[operator])):
+                if not (
+                    isinstance(column, exp.Column)
+                    and column.name in names
+                    and column.table in qualifiers
+                    and isinstance(constant, exp.Expression)
+                    and constant.find(exp.Column) is None
+                ):
+                    continue
+                # Not a constant DuckDB can compute alone: DuckDB applies it in the query.
+                with contextlib.suppress(duckdb.Error):
+                    comparisons.append((column.name, how, self._evaluate(constant)))
+                break
+        return comparisons
+
+    def _row_filter(self, node: exp.Table, table: IcebergTable) -> BooleanExpression:
+        """``node``'s comparisons with constants as a pyiceberg filter (AlwaysTrue when there are none)."""
+        predicates: list[BooleanExpression] = []
+        for column, how, constant in self._comparisons(node, {item.name for item in table.schema().fields}):
+            value = constant.isoformat() if isinstance(constant, datetime | date) else constant
+            if isinstance(value, bool) or not isinstance(value, str | int | float):
+                continue
+            predicate: BooleanExpression = _ICEBERG[how](column, value)
+            try:
+                bind(table.schema(), predicate, case_sensitive=True)
+            except (ValueError, TypeError):  # a constant the column's type cannot hold: DuckDB alone decides
+                continue
+            predicates.append(predicate)
+        if not predicates:
+            return AlwaysTrue()
+        return predicates[0] if len(predicates) == 1 else And(*predicates)
+
+    def _planned(self, node: exp.Table, files: dict[str, dict[str, tuple[Any, Any]]]) -> list[str]:
+        """The data files whose recorded column bounds can hold a row matching ``node``'s comparisons."""
+        names = {column for bounds in files.values() for column in bounds}
+        comparisons = self._comparisons(node, names)
+        return [path for path, bounds in files.items() if all(_may_match(bounds, c) for c in comparisons)]
 
     def _snapshot_id(self, table: IcebergTable, version: exp.Expression | None, label: str) -> int | None:
         """The snapshot a reference reads: the current one, or the one its ``FOR ... AS OF`` names."""
@@ -185,3 +304,42 @@ def _snapshots_of(table: IcebergTable) -> pa.Table:
     if committed.type.tz is None:
         committed = committed.cast(pa.timestamp(committed.type.unit, tz="UTC"))
     return snapshots.set_column(index, "committed_at", committed)
+
+
+def _file_bounds(path: str, columns: tuple[str, ...]) -> dict[str, tuple[Any, Any]]:
+    """The lowest and highest value of each of ``columns`` in the Parquet file at ``path`` (its row groups'
+    statistics); a column without statistics is left out (the file then always matches on it)."""
+    import pyarrow.parquet as pq  # noqa: PLC0415 - only tables given as data files need it
+
+    metadata = pq.read_metadata(path)
+    # Leaf columns by their path: a nested column (a list, a map) is several leaves, so arrow positions differ.
+    leaves = {metadata.schema.column(index).path: index for index in range(metadata.num_columns)}
+    bounds: dict[str, tuple[Any, Any]] = {}
+    for column in columns:
+        if column not in leaves:
+            continue
+        index = leaves[column]
+        stats = [metadata.row_group(group).column(index).statistics for group in range(metadata.num_row_groups)]
+        if not stats or any(item is None or not item.has_min_max for item in stats):
+            continue
+        bounds[column] = (min(item.min for item in stats), max(item.max for item in stats))
+    return bounds
+
+
+def _may_match(bounds: dict[str, tuple[Any, Any]], comparison: Comparison) -> bool:
+    """Whether a file with ``bounds`` can hold a row satisfying ``comparison`` (True when it cannot tell)."""
+    column, how, value = comparison
+    if column not in bounds:
+        return True
+    lower, upper = bounds[column]
+    tests = {
+        ">=": lambda: upper >= value,
+        ">": lambda: upper > value,
+        "<=": lambda: lower <= value,
+        "<": lambda: lower < value,
+        "=": lambda: lower <= value <= upper,
+    }
+    try:
+        return bool(tests[how]())
+    except TypeError:
+        return True

@@ -36,6 +36,7 @@ from pipeline.change_order import (
     first_copy_sql,
     newer_order_key,
     newest_first_sql,
+    newest_key_sql,
 )
 from pipeline.columnar import decode_batch
 from pipeline.decode import parse_kinesis_records
@@ -230,6 +231,36 @@ def test_the_rule_orders_by_microsecond_then_sequence_number_as_an_integer_then_
     for query in named_queries(DATABASE, TABLE):
         # no window orders by the timestamp column, which Athena reads at millisecond precision
         assert not re.search(r"ORDER BY [^)]*\bchange_time\b(?!_us)[^)]*\)", query.sql), query.name
+
+
+def test_the_newest_key_picks_each_groups_newest_change_as_the_rule_does():
+    # Ties on the microsecond, sequence numbers of different lengths, with leading zeros, and all zeros, then ties
+    # on the sequence number's value: max_by over the key must keep the change newer_order_key keeps.
+    generator = random.Random(11)
+    sequences = ["7", "07", "0007", "10", "010", "9", "99", "100", "0", "000", "123456789012345678901234567890"]
+    rows = [
+        {
+            "group_id": generator.randrange(25),
+            CHANGE_TIME_US: generator.choice([10, 11, 11, 12]),
+            "sequence_number": generator.choice(sequences),
+            "change_id": generator.choice(["a", "b", "c"]) + str(number),
+        }
+        for number in range(400)
+    ]
+    connection = duckdb.connect()
+    connection.register("changes", pa.Table.from_pylist(rows))
+    athena = f"SELECT group_id, max_by(change_id, {newest_key_sql()}) AS newest FROM changes GROUP BY group_id"  # noqa: S608
+    picked = dict(connection.sql(sqlglot.transpile(athena, read="athena", write="duckdb")[0]).fetchall())
+    expected = {
+        group: max((row for row in rows if row["group_id"] == group), key=newer_order_key)["change_id"]
+        for group in {row["group_id"] for row in rows}
+    }
+    assert len(expected) == 25
+    assert picked == expected
+    assert newest_key_sql() == (
+        "ROW(change_time_us, length(trim(LEADING '0' FROM sequence_number)), trim(LEADING '0' FROM sequence_number),"
+        " change_id)"
+    )
 
 
 # -- any order of files and rows gives the same answer ------------------------------------------------------------

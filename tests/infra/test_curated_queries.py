@@ -18,6 +18,7 @@ import hashlib
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -385,3 +386,58 @@ FROM {changes} FOR VERSION AS OF {first.snapshot_id} AS c JOIN {raw} AS r ON r.c
         runner.rows(f"SELECT * FROM {changes} FOR VERSION AS OF 42")  # noqa: S608
     with pytest.raises(ValueError, match="no time zone"):
         AthenaOnDuckDB(now=datetime(2026, 1, 1))
+
+
+def test_a_window_on_the_change_time_is_passed_to_the_scan_as_its_row_filter(timeline: Timeline) -> None:
+    database = timeline.database
+    changes = f'"{database}"."{CHANGES_TABLE}"'
+    since = NOW - timedelta(hours=1)
+    curated = {
+        row["change_id"]: row["change_time"]
+        for row in pa.concat_tables([timeline.batches["A"], timeline.batches["B"]]).to_pylist()
+    }
+    recent = sum(1 for moment in curated.values() if moment >= since)
+    assert 0 < recent < len(curated)
+    runner = timeline.runner()
+    # Names from the test's own lake; the moment is a constant expression DuckDB evaluates.
+    window = f"change_time >= TIMESTAMP '{since:%Y-%m-%d %H:%M:%S} UTC' AND op <> 'NONE' AND 1 = 1"
+    rows = runner.rows(f"SELECT count(*) AS n FROM {changes} WHERE {window}")  # noqa: S608
+    assert rows == [{"n": recent}]
+    ((row_filter, scanned),) = runner.filters_read[(database, CHANGES_TABLE)]
+    assert scanned == recent  # the scan itself kept only the window's rows (and planned only its hours' files)
+    # Only =, <, <=, >, >= of a column and a constant are passed; DuckDB applies the rest.
+    assert row_filter == (
+        "GreaterThanOrEqual(term=Reference(name='change_time'), literal=literal('2026-11-28T11:00:00+00:00'))"
+    )
+    # The named query's window (relative to current_timestamp, pinned) is passed the same way.
+    runner.rows(timeline.sql("demand_per_event_per_day", window_days=1))
+    ((row_filter, scanned),) = runner.filters_read[(database, CHANGES_TABLE)]
+    assert "GreaterThanOrEqual(term=Reference(name='change_time')" in row_filter
+    assert scanned == len(curated)  # every curated change is from today (UTC)
+    # A joined reference, or one without a WHERE, scans the whole snapshot.
+    runner.rows(f"SELECT count(*) AS n FROM {changes}")  # noqa: S608
+    assert runner.filters_read[(database, CHANGES_TABLE)] == [("AlwaysTrue()", len(curated))]
+
+
+def test_data_files_are_planned_from_their_recorded_bounds(tmp_path: Path) -> None:
+    runner = AthenaOnDuckDB(now=NOW)
+    files = []
+    for hours_ago in (30, 20, 2):
+        moment = NOW - timedelta(hours=hours_ago)
+        path = tmp_path / f"{hours_ago}.parquet"
+        times = [moment, moment + timedelta(minutes=30)]
+        # A nested column first: its leaves come before change_time's in the file's columns.
+        tags = pa.array([{"key": "a", "value": "b"}, {"key": "c", "value": "d"}])  # two leaves
+        pq.write_table(
+            pa.table({"tags": tags, "change_time": pa.array(times, pa.timestamp("us", "UTC")), "n": [1, 2]}), path
+        )
+        files.append(str(path))
+    runner.add_data_files("db", "log", files, bounds=("change_time",))
+    window = "change_time >= current_timestamp - INTERVAL '1' DAY"
+    assert runner.rows(f"SELECT sum(n) AS n FROM db.log WHERE {window}") == [{"n": 6}]  # noqa: S608
+    assert runner.filters_read[("db", "log")] == [("2 of 3 files", -1)]
+    assert runner.rows("SELECT sum(n) AS n FROM db.log WHERE n = 2 AND 1 = 1") == [{"n": 6}]
+    assert runner.filters_read[("db", "log")] == [("3 of 3 files", -1)]  # no bounds of n: every file
+    later = "change_time > current_timestamp"
+    assert runner.rows(f"SELECT count(*) AS rows FROM db.log WHERE {later}") == [{"rows": 0}]  # noqa: S608
+    assert runner.filters_read[("db", "log")] == [("0 of 3 files", -1)]

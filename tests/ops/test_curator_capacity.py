@@ -1,0 +1,99 @@
+"""The curator's run model on fixed inputs, worked out by hand: rows, seconds, requests, and the load one run fits."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from ops.curator_capacity import CuratorLoad, curator_run, largest_fitting_shards, scale_rows
+
+# One shard at its limit, every 15 minutes, 720 raw objects a shard-hour, a 10M-row registrations (40 files).
+LOAD = CuratorLoad(shards=1, records_per_second_per_shard=1_000, raw_objects_per_shard_hour=720)
+
+
+def test_a_run_reads_the_interval_and_rewrites_its_hour_and_the_touched_state_files():
+    run = curator_run(LOAD)
+
+    assert run.changes == 900_000
+    assert run.raw_rows == pytest.approx(909_000)  # 1 % delivered twice
+    assert run.raw_objects == pytest.approx(180)
+    assert run.committed_rows_rewritten == pytest.approx(1_350_000)  # 0, 1, 2, 3 runs' rows: 1.5 on average
+    assert run.state_rows_rewritten == pytest.approx(10_000_000)  # 900,000 keys touch all 40 files
+    assert run.seconds == pytest.approx(3 + 909_000 / 21_781 + 1_350_000 / 57_143 + 10_000_000 / 201_814)
+    assert run.runs_per_day == 96
+    assert run.glue_requests == 14
+    # GETs: 180 raw objects, 3 committed hour files, 40 state files, 2 objects of each of 2 x 672 kept snapshots.
+    assert run.s3_gets == pytest.approx(180 + 3 + 40 + 2_688)
+    # PUTs and LISTs: 5 hour files, 40 state files, 11 commit files, 1 LIST of 360 raw objects, 2 x 3 of the
+    # tables' locations (2,016 snapshot files and 30 data files each).
+    assert run.s3_puts_and_lists == pytest.approx(5 + 40 + 11 + 1 + 6)
+    assert run.gb_seconds(4_096) == pytest.approx(run.seconds * 4)
+
+
+def test_the_hours_last_run_rewrites_three_runs_of_committed_rows():
+    last = curator_run(LOAD, last_of_hour=True)
+
+    assert last.committed_rows_rewritten == pytest.approx(2_700_000)
+    hourly = curator_run(CuratorLoad(**{**LOAD.__dict__, "interval_minutes": 60}), last_of_hour=True)
+    assert hourly.committed_rows_rewritten == 0
+    assert hourly.changes == 3_600_000
+
+
+def test_few_changes_touch_few_state_files_and_an_idle_run_costs_its_overhead_and_retention():
+    quiet = curator_run(CuratorLoad(**{**LOAD.__dict__, "records_per_second_per_shard": 10 / 900}))  # 10 a run
+
+    assert quiet.changes == pytest.approx(10)
+    assert quiet.state_rows_rewritten == pytest.approx(10_000_000 * (1 - (39 / 40) ** 10))  # 2.24M of 10M
+    idle = curator_run(
+        CuratorLoad(**{**LOAD.__dict__, "records_per_second_per_shard": 0, "raw_objects_per_shard_hour": 0})
+    )
+    assert (idle.changes, idle.state_rows_rewritten, idle.seconds) == (0, 0, 3.0)
+    assert idle.s3_gets == 2_688
+    assert idle.s3_puts_and_lists == 11 + 6
+
+
+def test_scale_rows_say_where_a_run_stops_fitting_its_timeout_and_memory():
+    one, two, four, nine = scale_rows([1, 2, 4, 9])
+
+    assert (one.changes, nine.raw_rows) == (900_000, pytest.approx(8_181_000))
+    assert one.seconds == pytest.approx(3 + 909_000 / 21_781 + 2_700_000 / 57_143 + 10_000_000 / 201_814)  # 141.5
+    assert one.peak_mb == pytest.approx(911 + 4_075 / 3.6 * 0.9)  # 1,929.8 MB
+    assert (one.fits_time, one.fits_memory) == (True, True)
+    assert (two.fits_time, two.fits_memory) == (True, True)  # 2,948.5 MB of the 3,072 allowed
+    assert (four.fits_time, four.fits_memory) == (True, False)  # 408 s; 4,986 MB, the shard-hour run's peak
+    assert (nine.fits_time, nine.fits_memory) == (False, False)  # 853 s against 600
+    assert largest_fitting_shards() == (6, 2)
+    # A faster curation rate moves only the raw rows' share: the rewrites keep 10 shards out of 600 s.
+    assert largest_fitting_shards(rows_per_second=250_000) == (10, 2)
+    assert largest_fitting_shards(memory_mb=10_240)[1] == 6
+
+
+def test_a_load_without_a_rate_is_refused():
+    with pytest.raises(ValueError, match="curation rows per second must be positive"):
+        CuratorLoad(shards=1, records_per_second_per_shard=1, raw_objects_per_shard_hour=1, rows_per_second=0)
+
+
+def test_the_scale_table_in_the_docs_is_the_models_output():
+    text = (Path(__file__).parents[2] / "docs" / "curation.md").read_text(encoding="utf-8")
+    section = text[text.index("## Scale\n") :]
+    lines = [line for line in section.splitlines() if re.match(r"^\| \d+ \|", line)]
+    documented = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+    shards = [int(row[0]) for row in documented]
+    assert shards == [1, 2, 3, 4, 6, 7, 9, 16]
+    expected = [
+        [
+            str(row.shards),
+            f"{row.changes / 1e6:.1f}M",
+            f"{row.raw_rows / 1e6:.2f}M",
+            f"{row.seconds:,.0f} s",
+            "yes" if row.fits_time else "no",
+            f"{row.peak_mb:,.0f} MB",
+            "yes" if row.fits_memory else "no",
+        ]
+        for row in scale_rows(shards)
+    ]
+    assert documented == expected
+    assert "up to **6 shards** at their limit and its memory up to **2**" in section
+    assert "**21,781 rows/s**" in section
