@@ -163,7 +163,9 @@ def run_once(endpoint_url: str) -> dict[str, Any]:
     ):
         _timed(curation.Curator, name, timings, label)
     _timed(curation, "advance_registrations", timings, "advance registrations")
-    _timed(curation, "write_files", timings, "(within the above) parquet encode + s3 put of data files, both tables")
+    _timed(
+        curation, "write_partition", timings, "(within the above) parquet encode + s3 put of registration_changes files"
+    )
     _timed(curation, "_commit_overwrite", timings, "iceberg commits (manifests, glue)")
     baseline = _status_kib("VmRSS")
     started, cpu = time.perf_counter(), time.process_time()
