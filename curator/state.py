@@ -365,7 +365,7 @@ class StateAdvance:
                 spilled.add(batch.filter(kept) if len(removed_ids) else batch)
             spilled.finish()
             bucketed = (rows for bucket in range(buckets) if (rows := spilled.read(bucket)) is not None)
-            self._apply_and_commit(state_files, bucketed, target.snapshot_id, watermark, seed)
+            self._apply_and_commit(state_files, bucketed, target.snapshot_id, watermark, seed, keys_in_one_batch=True)
 
     def _seed(self, published: PublishedSnapshot, target: int | None) -> None:
         """Rebuild the state from the snapshot's rows and every change from T - lead on, in one snapshot."""
@@ -404,7 +404,13 @@ class StateAdvance:
         target: int | None,
         watermark: int | None,
         seed: dict[str, str],
+        *,
+        keys_in_one_batch: bool = False,
     ) -> None:
+        """Apply ``batches`` of changes and commit. ``keys_in_one_batch``: every change of a key is in one batch, so
+        only REMOVEs of earlier runs (no later than the watermark before this run) can outrank a late change, and
+        the batches applied before need not be searched for them."""
+        late_before = watermark
         applied = 0
         try:
             since = _whole(seed.get(SEED_SINCE_PROPERTY))
@@ -414,7 +420,8 @@ class StateAdvance:
                 winners = _latest_per_key(rows, state_files.order)
                 del batch, rows
                 if target is not None:
-                    late = _late_removed_keys(self.changes, target, winners, watermark, state_files.order)
+                    checked = late_before if keys_in_one_batch else watermark
+                    late = _late_removed_keys(self.changes, target, winners, checked, state_files.order)
                 else:
                     late = None
                 state_files.apply(winners, late)

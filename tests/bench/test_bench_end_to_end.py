@@ -47,5 +47,6 @@ def test_registrations_bench_advances_a_tiny_state_and_prints_its_targets(capsys
     assert after is not None
     assert after[1] == after[2]
     assert 3_000 + 300 - 100 < int(after[1].replace(",", "")) < 3_000 + 300
-    assert re.search(r"^  (PASS|FAIL)  advance 3,000 rows by 500 keys <= 60 s \(measured [\d.]+ s", out, re.M)
+    timed = r"^  (PASS|FAIL)  advance 3,000 rows by 500 keys <= 60 s \(measured [\d.]+ s, CPU [\d.]+ s, user\+sys of"
+    assert re.search(timed, out, re.M)
     assert re.search(r"^  (PASS|FAIL)  peak RSS of the fresh process <= 3,072 MB", out, re.M)
