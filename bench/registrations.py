@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shutil
 import subprocess
 import sys
@@ -332,7 +333,11 @@ def measure(rows: int, keys: int, events: int, seed: int, cpu: int | None) -> di
         started = time.perf_counter()
         built = _build(server.endpoint_url, rows, keys, events, seed)
         built["build_seconds"] = round(time.perf_counter() - started, 1)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         figures = _advance_in_fresh_process(server.endpoint_url, cpu)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # user + sys of the whole fresh process (imports included), as /usr/bin/time reports it
+    figures["process_cpu_seconds"] = round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 1)
     return {"rows": rows, "keys": keys, "events": events, "cpu": cpu, **built, **figures}
 
 
@@ -341,7 +346,8 @@ def report(figures: dict[str, Any]) -> dict[str, bool]:
     expected = figures["expected_rows_after"]
     checks = {
         f"advance {figures['rows']:,} rows by {figures['keys']:,} keys <= {TARGET_SECONDS:.0f} s "
-        f"(measured {figures['seconds']} s, CPU {figures['cpu_seconds']} s)": figures["seconds"] <= TARGET_SECONDS,
+        f"(measured {figures['seconds']} s, CPU {figures['cpu_seconds']} s, user+sys of the fresh process "
+        f"{figures['process_cpu_seconds']} s)": figures["seconds"] <= TARGET_SECONDS,
         f"peak RSS of the fresh process <= {TARGET_PEAK_MB:,.0f} MB (75 % of {FUNCTION_MEMORY_MB:,} MB; measured "
         f"{figures['peak_rss_mb']:,} MB)": figures["peak_rss_mb"] <= TARGET_PEAK_MB,
         f"rows after = before + new keys - removed keys ({figures['state_rows_after']:,}, {expected:,} expected)": (

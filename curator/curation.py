@@ -38,7 +38,7 @@ from curator.commits import CurationError
 from curator.commits import Staged as _Staged
 from curator.commits import commit_overwrite as _commit_overwrite
 from curator.commits import predicate as _predicate
-from curator.files import conform_to, files_matching, write_files
+from curator.files import conform_to, files_matching, write_partition
 from curator.raw import LEDGER_PROPERTY, LedgerEntry, raw_objects, read_ledger, write_ledger
 from curator.retention import RetentionResult, apply_retention
 from curator.rows import SORT_KEYS, ContractError, conform_to_contract, first_of_each_change, sort_order
@@ -341,6 +341,7 @@ class Curator:
         """The hour's rows, one group of slices at a time: deduplicated (lowest sequence number), sorted by
         ``SORT_KEYS``, written as a data file. None (and nothing left written) when no new row is kept."""
         schema = changes_spec().arrow_schema
+        hour_number = int(hour.timestamp()) // 3600  # the partition value of hour(change_time)
         files: list[DataFile] = []
         added = 0
         new_kept = False  # a new row kept: a new change, or a copy with a lower sequence number than the committed
@@ -361,7 +362,7 @@ class Curator:
                 new_kept = new_kept or bool(pc.any(pc.greater_equal(keep, old_rows)).as_py())
             sorted_rows = conform_to(rows.take(order), schema)
             del rows, order, keep
-            written = write_files(table, sorted_rows)
+            written = write_partition(table, hour_number, sorted_rows)
             del sorted_rows
             staged.written.extend(data_file.file_path for data_file in written)
             files.extend(written)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 from pyiceberg.expressions import AlwaysTrue, BooleanExpression
-from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
+from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files, pyarrow_to_schema, write_file
 from pyiceberg.manifest import DataFile, ManifestEntryStatus
+from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
+from pyiceberg.table import WriteTask
 
 if TYPE_CHECKING:
     from pyiceberg.table import Table
@@ -26,6 +28,7 @@ __all__ = [
     "read_files",
     "snapshot_changes",
     "write_files",
+    "write_partition",
 ]
 
 
@@ -64,6 +67,30 @@ def write_files(table: Table, rows: pa.Table) -> list[DataFile]:
     files = list(_dataframe_to_data_files(table_metadata=table.metadata, df=rows, io=table.io, write_uuid=uuid.uuid4()))
     for data_file in files:
         data_file.spec_id = table.metadata.default_spec_id  # as a manifest would record it: the file is readable now
+    return files
+
+
+def write_partition(table: Table, value: Any, rows: pa.Table) -> list[DataFile]:
+    """``rows`` (all of the one partition whose value is ``value``, in order) as data files of ``table``: the
+    partition is known, so the rows are not grouped by partition again, as ``write_files`` does for any rows."""
+    if rows.num_rows == 0:
+        return []
+    spec = table.metadata.spec()
+    key = PartitionKey(
+        field_values=[PartitionFieldValue(field=spec.fields[0], value=value)],
+        partition_spec=spec,
+        schema=table.schema(),
+    )
+    task = WriteTask(
+        write_uuid=uuid.uuid4(),
+        task_id=0,
+        record_batches=rows.to_batches(),
+        partition_key=key,
+        schema=pyarrow_to_schema(rows.schema, name_mapping=table.metadata.schema().name_mapping, format_version=2),
+    )
+    files = list(write_file(io=table.io, table_metadata=table.metadata, tasks=iter([task])))
+    for data_file in files:
+        data_file.spec_id = table.metadata.default_spec_id
     return files
 
 

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from curator.rows import slice_of
 
-__all__ = ["SpilledHours"]
+__all__ = ["SpilledBuckets", "SpilledHours"]
 
 _COMPRESSION = pa.ipc.IpcWriteOptions(compression="zstd")
 _PREFIX = "curator-spill-"
@@ -104,7 +104,7 @@ class SpilledHours:
                     continue
                 self._files += 1
                 path = self._folder / f"{hour:%Y%m%d%H}-{partition}-{'c' if committed else 'n'}-{self._files}.arrow"
-                rows = pa.concat_tables(tables)
+                rows = pa.concat_tables(tables).combine_chunks()  # one record batch: compressed whole, not in bits
                 with (
                     pa.OSFile(str(path), "wb") as sink,
                     pa.ipc.new_stream(sink, rows.schema, options=_COMPRESSION) as out,
@@ -160,3 +160,79 @@ class SpilledHours:
             for paths in self._slices.pop(key).files.values():
                 for path in paths:
                     path.unlink(missing_ok=True)
+
+
+class SpilledBuckets:
+    """Rows split into ``buckets`` by a hash of one text column (``curator.rows.slice_of``) on local disk, so
+    every row of one value of that column is in one bucket, and a caller holds one bucket in memory at a time.
+
+    Rows wait in memory until ``flush_rows`` of them are buffered, then each bucket's go to its own Arrow IPC
+    stream (zstd); ``finish`` closes the streams, after which ``read`` returns a bucket's rows."""
+
+    def __init__(self, column: str, buckets: int, flush_rows: int = 262_144, folder: str | None = None) -> None:
+        self.column = column
+        self.buckets = buckets
+        self.flush_rows = flush_rows
+        self._folder = Path(tempfile.mkdtemp(prefix=_PREFIX, dir=folder))
+        self._buffered: list[list[pa.Table]] = [[] for _ in range(buckets)]
+        self._buffered_rows = 0
+        self._writers: dict[int, tuple[pa.NativeFile, pa.ipc.RecordBatchStreamWriter]] = {}
+        self._closed = False
+
+    def __enter__(self) -> SpilledBuckets:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._close_writers()
+        shutil.rmtree(self._folder, ignore_errors=True)
+
+    def add(self, rows: pa.Table) -> None:
+        """Spread ``rows`` over the buckets (every call with the same schema)."""
+        if rows.num_rows == 0:
+            return
+        bucket = slice_of(rows.column(self.column), self.buckets)
+        order = pc.sort_indices(bucket)
+        ordered = rows.take(order)
+        runs = pc.run_end_encode(pc.take(bucket, order))
+        start = 0
+        for value, end in zip(runs.values.to_pylist(), runs.run_ends.to_pylist(), strict=True):
+            self._buffered[int(value)].append(ordered.slice(start, end - start))
+            start = end
+        self._buffered_rows += rows.num_rows
+        if self._buffered_rows >= self.flush_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        for bucket, tables in enumerate(self._buffered):
+            if not tables:
+                continue
+            rows = pa.concat_tables(tables).combine_chunks()
+            if bucket not in self._writers:
+                sink = pa.OSFile(str(self._folder / f"{bucket}.arrow"), "wb")
+                self._writers[bucket] = (sink, pa.ipc.new_stream(sink, rows.schema, options=_COMPRESSION))
+            self._writers[bucket][1].write_table(rows)
+            tables.clear()
+        self._buffered_rows = 0
+
+    def _close_writers(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for sink, writer in self._writers.values():
+            writer.close()
+            sink.close()
+
+    def finish(self) -> None:
+        """Every buffered row to disk, the streams closed: the buckets can be read."""
+        self._flush()
+        self._close_writers()
+
+    def read(self, bucket: int) -> pa.Table | None:
+        """The bucket's rows, one chunk per column (None: no row); after ``finish``."""
+        if bucket not in self._writers:
+            return None
+        with pa.OSFile(str(self._folder / f"{bucket}.arrow"), "rb") as source:
+            return pa.ipc.open_stream(source).read_all().combine_chunks()

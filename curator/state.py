@@ -15,33 +15,37 @@ seeded the same way (the state is rebuilt from it). A snapshot no longer publish
 
 **Cost.** Within an event's partition the files hold disjoint ``fan_id`` ranges (sorted, at most
 ``STATE_FILE_ROWS`` rows each, ranges read from the files' column bounds). A run reads and rewrites only the files
-whose range holds a key it changes, one range at a time, so its work and memory follow the keys and partitions it
-touches and one file's rows, not the table's size. Changes are merged ``BATCH_ROWS`` at a time.
+whose range holds a key it changes, ``MERGE_THREADS`` ranges at a time (one range's S3 reads and writes overlap
+another's work), so its work and memory follow the keys and partitions it touches and a few files' rows, not the
+table's size. The run's changes are streamed a record batch at a time into buckets of events on local disk
+(``curator.spill.SpilledBuckets``, about ``BATCH_ROWS`` / 2 rows a bucket) and applied a bucket at a time: every
+change of an event is in one bucket, so a range is rewritten at most once per run. A seed's snapshot rows are
+merged ``BATCH_ROWS`` at a time.
 """
 
 from __future__ import annotations
 
 import bisect
-import uuid
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from pyiceberg.conversions import from_bytes
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import AlwaysTrue, And, EqualTo, GreaterThanOrEqual, In
-from pyiceberg.io.pyarrow import pyarrow_to_schema, write_file
-from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
-from pyiceberg.table import WriteTask
 from pyiceberg.types import StringType
 
 from curator.commits import CurationError, Staged, commit_overwrite, predicate
-from curator.files import conform_to, files_matching, read_files, snapshot_changes
+from curator.files import conform_to, files_matching, read_files, snapshot_changes, write_partition
+from curator.rows import conform_to_contract
 from curator.seed import PublishedSnapshot, snapshot_batches
+from curator.spill import SpilledBuckets
 from curator.tables import registrations_spec
-from pipeline.change_order import CHANGE_TIME_US, newer_order_columns
+from pipeline.change_order import CHANGE_TIME_US, SEQUENCE_SQL_DIGITS, change_time_us_of
 
 if TYPE_CHECKING:
     from pyiceberg.manifest import DataFile
@@ -53,6 +57,7 @@ if TYPE_CHECKING:
 __all__ = [
     "APPLIED_PROPERTY",
     "BATCH_ROWS",
+    "MERGE_THREADS",
     "SEED_EXPORT_PROPERTY",
     "SEED_EXPORT_TIME_PROPERTY",
     "SEED_SINCE_PROPERTY",
@@ -74,8 +79,12 @@ SEED_SINCE_PROPERTY = "curator.seed-since-us"
 _SEED_PROPERTIES = (SEED_EXPORT_PROPERTY, SEED_EXPORT_TIME_PROPERTY, SEED_SINCE_PROPERTY)
 #: Rows per data file of ``registrations`` (and so the rows one range merge holds).
 STATE_FILE_ROWS = 250_000
+#: Ranges of the state merged at once (their S3 reads and writes overlap).
+MERGE_THREADS = 4
 #: Changes (or snapshot rows) merged into the state at once.
 BATCH_ROWS = 1_000_000
+#: Rows of a changes file read at once while the run's changes are spread over buckets.
+_READ_BATCH_ROWS = 65_536
 _REMOVE_FIELDS = ("event_id", "fan_id", "shard_id", "change_time", CHANGE_TIME_US, "sequence_number", "change_id")
 _ORDER_COLUMNS = ("_order_time_us", "_order_rank", "_order_sequence", "_order_change_id")
 
@@ -88,9 +97,21 @@ class _Order:
     export_id: str | None = None
     since_us: int | None = None
 
-    def columns(self, rows: pa.Table) -> pa.Table:
-        """Sort columns, ascending = oldest first."""
-        base = newer_order_columns(rows)
+    def columns(self, rows: pa.Table, *, within: bool = False) -> pa.Table:
+        """Sort columns, ascending = oldest first. ``within``: the columns only order ``rows`` among themselves
+        (the sequence numbers are padded to the longest of them, not to ``SEQUENCE_SQL_DIGITS``: the same order,
+        at a fraction of the bytes)."""
+        width = SEQUENCE_SQL_DIGITS
+        if within and rows.num_rows:
+            width = pc.max(pc.utf8_length(rows.column("sequence_number"))).as_py() or 1
+        sequences = rows.column("sequence_number").cast(pa.string())
+        base = pa.table(
+            {
+                "time": change_time_us_of(rows.column(CHANGE_TIME_US)),
+                "sequence": pc.utf8_lpad(sequences, width=width, padding="0"),
+                "change_id": rows.column("change_id").cast(pa.string()),
+            }
+        )
         time = base.column(0)
         if self.export_id is not None and self.since_us is not None:
             seeded = pc.fill_null(pc.equal(rows.column("shard_id").cast(pa.string()), self.export_id), False)
@@ -230,8 +251,10 @@ class _StateFiles:
             for index, (_, group) in enumerate(groups):
                 if bounds[index + 1] > bounds[index]:
                     work.append((event, index, group, rows.slice(bounds[index], bounds[index + 1] - bounds[index])))
-        # One range at a time: memory holds one file's rows and its changes, whatever the table's size.
-        merged = [self._merge(event, group, incoming, late_removed) for event, _, group, incoming in work]
+        # ``MERGE_THREADS`` ranges at a time, so one range's S3 reads and writes overlap another's work: memory
+        # holds that many ranges' rows and their changes, whatever the table's size.
+        with ThreadPoolExecutor(max_workers=MERGE_THREADS) as pool:
+            merged = list(pool.map(lambda item: self._merge(item[0], item[2], item[3], late_removed), work))
         written = {(event, index): files for (event, index, _, _), files in zip(work, merged, strict=True)}
         for event, groups in plans.items():
             committed = {data_file.file_path for data_file in self.committed.get(event, [])}
@@ -291,34 +314,10 @@ class _StateFiles:
         del kept, added
         written: list[DataFile] = []
         for offset in range(0, rows.num_rows, self.file_rows):
-            files = _write_partition(self.table, event, rows.slice(offset, self.file_rows))
+            files = write_partition(self.table, event, rows.slice(offset, self.file_rows))
             self.staged.written.extend(data_file.file_path for data_file in files)
             written.extend(files)
         return written
-
-
-def _write_partition(table: Table, event: Any, rows: pa.Table) -> list[DataFile]:
-    """``rows`` (all of event partition ``event``, in order) as data files of ``table``: the partition is known,
-    so the rows are not grouped by partition again (``curator.files.write_files`` does that for any rows)."""
-    if rows.num_rows == 0:
-        return []
-    spec = table.metadata.spec()
-    key = PartitionKey(
-        field_values=[PartitionFieldValue(field=spec.fields[0], value=event)],
-        partition_spec=spec,
-        schema=table.schema(),
-    )
-    task = WriteTask(
-        write_uuid=uuid.uuid4(),
-        task_id=0,
-        record_batches=rows.to_batches(),
-        partition_key=key,
-        schema=pyarrow_to_schema(rows.schema, name_mapping=table.metadata.schema().name_mapping, format_version=2),
-    )
-    files = list(write_file(io=table.io, table_metadata=table.metadata, tasks=iter([task])))
-    for data_file in files:
-        data_file.spec_id = table.metadata.default_spec_id
-    return files
 
 
 @dataclass
@@ -355,13 +354,18 @@ class StateAdvance:
         watermark = _whole(summary.get(WATERMARK_PROPERTY))
         state_files = _StateFiles(self.state, order, Staged(self.state), self.file_rows)
         seed = {name: summary[name] for name in _SEED_PROPERTIES if name in summary}
-
-        def batches() -> Iterator[pa.Table]:
-            for files in _file_batches(list(delta.added.values()), self.batch_rows):
-                rows = read_files(self.changes, files)
-                yield rows.filter(pc.invert(pc.is_in(rows.column("change_id"), value_set=removed_ids)))
-
-        self._apply_and_commit(state_files, batches(), target.snapshot_id, watermark, seed)
+        added = list(delta.added.values())
+        # The run's changes, streamed a record batch at a time into buckets of events on local disk, then taken
+        # one bucket at a time: memory holds one bucket (about half ``batch_rows``), and every change of an event
+        # is in the same bucket, so each range of the state is rewritten at most once per run.
+        buckets = max(1, -(-sum(data_file.record_count for data_file in added) // max(1, self.batch_rows // 2)))
+        with SpilledBuckets("event_id", buckets) as spilled:
+            for batch in _changes_batches(self.changes, added):
+                kept = pc.invert(pc.is_in(batch.column("change_id"), value_set=removed_ids))
+                spilled.add(batch.filter(kept) if len(removed_ids) else batch)
+            spilled.finish()
+            bucketed = (rows for bucket in range(buckets) if (rows := spilled.read(bucket)) is not None)
+            self._apply_and_commit(state_files, bucketed, target.snapshot_id, watermark, seed, keys_in_one_batch=True)
 
     def _seed(self, published: PublishedSnapshot, target: int | None) -> None:
         """Rebuild the state from the snapshot's rows and every change from T - lead on, in one snapshot."""
@@ -400,7 +404,13 @@ class StateAdvance:
         target: int | None,
         watermark: int | None,
         seed: dict[str, str],
+        *,
+        keys_in_one_batch: bool = False,
     ) -> None:
+        """Apply ``batches`` of changes and commit. ``keys_in_one_batch``: every change of a key is in one batch, so
+        only REMOVEs of earlier runs (no later than the watermark before this run) can outrank a late change, and
+        the batches applied before need not be searched for them."""
+        late_before = watermark
         applied = 0
         try:
             since = _whole(seed.get(SEED_SINCE_PROPERTY))
@@ -410,16 +420,18 @@ class StateAdvance:
                 winners = _latest_per_key(rows, state_files.order)
                 del batch, rows
                 if target is not None:
-                    late = _late_removed_keys(self.changes, target, winners, watermark, state_files.order)
+                    checked = late_before if keys_in_one_batch else watermark
+                    late = _late_removed_keys(self.changes, target, winners, checked, state_files.order)
                 else:
                     late = None
                 state_files.apply(winners, late)
                 applied += winners.num_rows
-                changes_only = winners.filter(pc.not_equal(pc.fill_null(winners.column("op"), ""), "SNAPSHOT"))
-                newest = pc.max(changes_only.column(CHANGE_TIME_US)).as_py() if changes_only.num_rows else None
+                snapshot_rows = pc.equal(pc.fill_null(winners.column("op"), ""), "SNAPSHOT")
+                times = pc.if_else(snapshot_rows, pa.scalar(None, pa.int64()), winners.column(CHANGE_TIME_US))
+                newest = pc.max(times).as_py()
                 if newest is not None:
                     watermark = max(watermark or 0, newest)
-                del winners, changes_only
+                del winners
             removed, added = state_files.removed_and_added()
             properties = {**seed, "curator.changes-applied": str(applied)}
             if target is not None:
@@ -449,6 +461,18 @@ def advance_registrations(
     """Apply the ``registration_changes`` snapshots ``state`` does not reflect yet (seeding it first from a newly
     published snapshot), in one overwrite snapshot."""
     StateAdvance(changes, state, result, checkpoint, published, store, BATCH_ROWS, STATE_FILE_ROWS).run()
+
+
+def _changes_batches(changes: Table, files: list[DataFile]) -> Iterator[pa.Table]:
+    """The rows of ``files`` of ``registration_changes`` (the state's columns and ``op``), a record batch at a time."""
+    schema = changes.schema().as_arrow()
+    wanted = [*registrations_spec().arrow_schema.names, "op"]
+    for data_file in files:
+        with changes.io.new_input(data_file.file_path).open() as stream:
+            parquet = pq.ParquetFile(stream)
+            for batch in parquet.iter_batches(batch_size=_READ_BATCH_ROWS):
+                rows = conform_to_contract(pa.Table.from_batches([batch]), schema, data_file.file_path)
+                yield rows.select(wanted)
 
 
 def _hour_then_path(data_file: DataFile) -> tuple[int, str]:
@@ -538,7 +562,7 @@ def _latest_per_key(rows: pa.Table, order: _Order) -> pa.Table:
     """The newest row (by ``order``) of each (event_id, fan_id), in key order."""
     if rows.num_rows == 0:
         return rows
-    keys = order.columns(rows)
+    keys = order.columns(rows, within=True)
     index = pa.table(
         {
             "event_id": rows.column("event_id"),

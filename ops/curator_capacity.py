@@ -18,15 +18,15 @@ import math
 from dataclasses import dataclass
 
 __all__ = [
-    "CHANGE_SIDE_PEAK_MB",
     "CURATION_REWRITE_ROWS_PER_SECOND",
     "CURATION_ROWS_PER_SECOND",
     "CURATION_RUN_OVERHEAD_SECONDS",
     "GLUE_REQUESTS_PER_RUN",
+    "HOUR_ROWS_BOUNDED",
     "REDELIVERED",
+    "RUN_PEAK_MB",
     "SLICE_ROWS",
     "STATE_FILE_ROWS",
-    "STATE_PEAK_MB_PER_MILLION_CHANGES",
     "STATE_REWRITE_ROWS_PER_SECOND",
     "CuratorLoad",
     "CuratorRun",
@@ -38,8 +38,8 @@ __all__ = [
 
 #: Raw rows a run reads per second, the whole run (fetch, decode and spill, deduplicate, sort and write the hour,
 #: advance ``registrations`` by its keys, commit): ``python -m bench.curation --targets shard-hour``, 3,636,000 rows
-#: (3,600,000 changes, 1 % re-delivered) in 166.9 s on one core (docs/curation.md, "Benchmarks").
-CURATION_ROWS_PER_SECOND = 21_781
+#: (3,600,000 changes, 1 % re-delivered) in 70.3 s of CPU on one core (docs/curation.md, "Benchmarks").
+CURATION_ROWS_PER_SECOND = 51_700
 #: Committed rows of a touched hour read back and written again, per second: the same run's deduplicate, sort and
 #: write step, 3,600,000 rows in 63.0 s.
 CURATION_REWRITE_ROWS_PER_SECOND = 57_143
@@ -68,11 +68,12 @@ _GETS_PER_KEPT_SNAPSHOT = 2
 #: Objects under a table's location per kept snapshot (manifest list, manifest, ledger) besides the data files.
 _OBJECTS_PER_KEPT_SNAPSHOT = 3
 _LIST_PAGE = 1_000
-#: Peak RSS of the shard-hour run (docs/curation.md, "Benchmarks"): the change side holds 911 MB whatever the hour's
-#: size; the ``registrations`` step reads the run's changes whole, 4,986 MB at 3,600,000 changes: the rest, per
-#: million changes.
-CHANGE_SIDE_PEAK_MB = 911
-STATE_PEAK_MB_PER_MILLION_CHANGES = (4_986 - CHANGE_SIDE_PEAK_MB) / 3.6
+#: Peak RSS of the shard-hour run (docs/curation.md, "Benchmarks"), bounded by design whatever the run's size: the
+#: change side holds one group of hash slices, the ``registrations`` step one bucket of the run's changes and four
+#: ranges of the state. It grows only once an hour holds more than ``HOUR_ROWS_BOUNDED`` rows, when each of the 64
+#: slices outgrows ``SLICE_ROWS``: in proportion, beyond.
+RUN_PEAK_MB = 1_074
+HOUR_ROWS_BOUNDED = 64 * 500_000
 #: Share of the function's memory a run may peak at (issue 15: at least 25 % headroom).
 _MEMORY_SHARE = 0.75
 
@@ -183,8 +184,9 @@ class ScaleRow:
     fits_memory: bool
 
 
-def _peak_mb(changes: float) -> float:
-    return CHANGE_SIDE_PEAK_MB + STATE_PEAK_MB_PER_MILLION_CHANGES * changes / 1_000_000
+def _peak_mb(changes: float, interval_minutes: int) -> float:
+    hour_rows = changes * (1 + REDELIVERED) * max(1.0, 60 / interval_minutes)
+    return RUN_PEAK_MB * max(1.0, hour_rows / HOUR_ROWS_BOUNDED)
 
 
 def scale_rows(
@@ -210,7 +212,7 @@ def scale_rows(
             rows_per_second=rows_per_second,
         )
         run = curator_run(load, last_of_hour=True)
-        peak = _peak_mb(run.changes)
+        peak = _peak_mb(run.changes, interval_minutes)
         rows.append(
             ScaleRow(
                 shards=shards,

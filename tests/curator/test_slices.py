@@ -14,7 +14,7 @@ import pytest
 
 from curator.raw import is_raw_key, parse_object_name
 from curator.rows import ContractError, conform_to_contract, first_of_each_change, slice_of, sort_order
-from curator.spill import SpilledHours
+from curator.spill import SpilledBuckets, SpilledHours
 
 HOUR = datetime(2026, 3, 31, 23, tzinfo=UTC)
 SCHEMA = pa.schema(
@@ -80,6 +80,31 @@ def test_the_spill_gives_back_each_row_once_by_hour_and_slice_groups(tmp_path):
         assert spilled.hours() == [HOUR + timedelta(hours=1)]
         assert list(tmp_path.iterdir()), "the spill folder exists while in use"
     assert not list(tmp_path.iterdir()), "the spill folder is removed afterwards"
+
+
+def test_buckets_give_back_each_row_once_with_every_row_of_an_event_in_one_bucket(tmp_path):
+    # GIVEN 3,000 changes of 30 events, added in batches of 700 and flushed to disk every 1,000 rows
+    events = [f"event-{index % 30:02d}" for index in range(3_000)]
+    table = pa.table({"event_id": events, "change_id": [f"change-{index:05d}" for index in range(3_000)]})
+    with SpilledBuckets("event_id", 4, flush_rows=1_000, folder=str(tmp_path)) as spilled:
+        for offset in range(0, 3_000, 700):
+            spilled.add(table.slice(offset, 700))
+        spilled.finish()
+        # WHEN each bucket is read
+        read = [spilled.read(bucket) for bucket in range(4)]
+    # THEN every change is in exactly one bucket, each event in one bucket only, and the buckets share them out
+    found = [bucket for bucket in read if bucket is not None]
+    ids = [change for bucket in found for change in bucket.column("change_id").to_pylist()]
+    assert sorted(ids) == sorted(table.column("change_id").to_pylist())
+    owners: dict[str, set[int]] = {}
+    for index, bucket in enumerate(found):
+        for event in bucket.column("event_id").to_pylist():
+            owners.setdefault(event, set()).add(index)
+    assert len(owners) == 30
+    assert all(len(buckets) == 1 for buckets in owners.values())
+    assert len(found) > 1
+    assert all(bucket.column("change_id").num_chunks == 1 for bucket in found)
+    assert not list(tmp_path.iterdir())  # the spill's folder is gone once it is closed
 
 
 def test_a_spill_folder_left_by_a_run_that_died_is_removed_and_a_recent_one_is_not(tmp_path):
@@ -164,7 +189,7 @@ _SPILL_PROBE = """
 import json, sys
 from datetime import UTC, datetime, timedelta
 import pyarrow as pa, pyarrow.compute as pc
-from curator.spill import SpilledHours
+from curator.spill import SpilledBuckets, SpilledHours
 
 def status(field):
     for line in open("/proc/self/status"):

@@ -21,7 +21,7 @@ def test_a_run_reads_the_interval_and_rewrites_its_hour_and_the_touched_state_fi
     assert run.raw_objects == pytest.approx(180)
     assert run.committed_rows_rewritten == pytest.approx(1_350_000)  # 0, 1, 2, 3 runs' rows: 1.5 on average
     assert run.state_rows_rewritten == pytest.approx(10_000_000)  # 900,000 keys touch all 40 files
-    assert run.seconds == pytest.approx(3 + 909_000 / 21_781 + 1_350_000 / 57_143 + 10_000_000 / 201_814)
+    assert run.seconds == pytest.approx(3 + 909_000 / 51_700 + 1_350_000 / 57_143 + 10_000_000 / 201_814)
     assert run.runs_per_day == 96
     assert run.glue_requests == 14
     # GETs: 180 raw objects, 3 committed hour files, 40 state files, 2 objects of each of 2 x 672 kept snapshots.
@@ -55,19 +55,21 @@ def test_few_changes_touch_few_state_files_and_an_idle_run_costs_its_overhead_an
 
 
 def test_scale_rows_say_where_a_run_stops_fitting_its_timeout_and_memory():
-    one, two, four, nine = scale_rows([1, 2, 4, 9])
+    one, eight, nine, sixteen, twenty_six = scale_rows([1, 8, 9, 16, 26])
 
     assert (one.changes, nine.raw_rows) == (900_000, pytest.approx(8_181_000))
-    assert one.seconds == pytest.approx(3 + 909_000 / 21_781 + 2_700_000 / 57_143 + 10_000_000 / 201_814)  # 141.5
-    assert one.peak_mb == pytest.approx(911 + 4_075 / 3.6 * 0.9)  # 1,929.8 MB
+    assert one.seconds == pytest.approx(3 + 909_000 / 51_700 + 2_700_000 / 57_143 + 10_000_000 / 201_814)  # 117.4
+    assert one.peak_mb == eight.peak_mb == 1_074  # bounded by design: the shard-hour run's peak
     assert (one.fits_time, one.fits_memory) == (True, True)
-    assert (two.fits_time, two.fits_memory) == (True, True)  # 2,948.5 MB of the 3,072 allowed
-    assert (four.fits_time, four.fits_memory) == (True, False)  # 408 s; 4,986 MB, the shard-hour run's peak
-    assert (nine.fits_time, nine.fits_memory) == (False, False)  # 853 s against 600
-    assert largest_fitting_shards() == (6, 2)
+    assert (eight.fits_time, eight.fits_memory) == (True, True)  # 571 s
+    assert (nine.fits_time, nine.fits_memory) == (False, True)  # 636 s against 600
+    # an hour of 16 shards holds 58.2M rows, past the 32M its 64 slices hold at SLICE_ROWS: the peak grows with it
+    assert sixteen.peak_mb == pytest.approx(1_074 * 14_544_000 * 4 / 32_000_000)  # 1,952.6 MB
+    assert twenty_six.fits_memory is False
+    assert largest_fitting_shards() == (8, 25)
     # A faster curation rate moves only the raw rows' share: the rewrites keep 10 shards out of 600 s.
-    assert largest_fitting_shards(rows_per_second=250_000) == (10, 2)
-    assert largest_fitting_shards(memory_mb=10_240)[1] == 6
+    assert largest_fitting_shards(rows_per_second=250_000) == (10, 25)
+    assert largest_fitting_shards(memory_mb=10_240)[1] == 62
 
 
 def test_a_load_without_a_rate_is_refused():
@@ -81,7 +83,7 @@ def test_the_scale_table_in_the_docs_is_the_models_output():
     lines = [line for line in section.splitlines() if re.match(r"^\| \d+ \|", line)]
     documented = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
     shards = [int(row[0]) for row in documented]
-    assert shards == [1, 2, 3, 4, 6, 7, 9, 16]
+    assert shards == [1, 2, 4, 8, 9, 16, 25, 26]
     expected = [
         [
             str(row.shards),
@@ -95,5 +97,5 @@ def test_the_scale_table_in_the_docs_is_the_models_output():
         for row in scale_rows(shards)
     ]
     assert documented == expected
-    assert "up to **6 shards** at their limit and its memory up to **2**" in section
-    assert "**21,781 rows/s**" in section
+    assert "up to **8 shards** at their limit and its memory up to **25**" in section
+    assert "**51,700 rows/s**" in section
