@@ -60,6 +60,7 @@ __all__ = [
     "WATERMARK_PROPERTY",
     "StateAdvance",
     "advance_registrations",
+    "write_partition",
 ]
 
 #: Summary property of a ``registrations`` snapshot: the ``registration_changes`` snapshot it reflects.
@@ -291,13 +292,13 @@ class _StateFiles:
         del kept, added
         written: list[DataFile] = []
         for offset in range(0, rows.num_rows, self.file_rows):
-            files = _write_partition(self.table, event, rows.slice(offset, self.file_rows))
+            files = write_partition(self.table, event, rows.slice(offset, self.file_rows))
             self.staged.written.extend(data_file.file_path for data_file in files)
             written.extend(files)
         return written
 
 
-def _write_partition(table: Table, event: Any, rows: pa.Table) -> list[DataFile]:
+def write_partition(table: Table, event: Any, rows: pa.Table) -> list[DataFile]:
     """``rows`` (all of event partition ``event``, in order) as data files of ``table``: the partition is known,
     so the rows are not grouped by partition again (``curator.files.write_files`` does that for any rows)."""
     if rows.num_rows == 0:
