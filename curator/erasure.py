@@ -269,6 +269,7 @@ class ErasureRun:
         requests = self.pending(outcome)
         if not requests:
             return outcome, changes, registrations
+        self.checkpoint("erasure ready")
         changes, registrations = catch_up(changes, registrations)
         fans = sorted({fan for item in requests for fan in item.request.fan_ids})
         self._tally(requests, changes, registrations)
@@ -286,6 +287,7 @@ class ErasureRun:
             for place, count in rows.items():
                 outcome.rows_removed[place] = outcome.rows_removed.get(place, 0) + count
             outcome.requests_completed.append(item.request.request_id)
+        self.checkpoint("erasure done")
         return outcome, changes, registrations
 
     def _tally(self, requests: list[_Pending], changes: Table, registrations: Table) -> None:
