@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -59,7 +60,7 @@ from curator.state import (
     WATERMARK_PROPERTY,
     write_partition,
 )
-from curator.store import ObjectGoneError, ObjectStore
+from curator.store import IO_THREADS, ObjectGoneError, ObjectStore
 from curator.tables import CHANGES_TABLE, PREVIOUS_METADATA_VERSIONS, REGISTRATIONS_TABLE
 
 if TYPE_CHECKING:
@@ -109,18 +110,32 @@ class TableErasure:
     added: list[DataFile] = field(default_factory=list)
 
 
-def _table_rows(table: Table, fans: Collection[str], *, write: bool, staged: Staged | None = None) -> TableErasure:
-    """Find the fans' rows in ``table`` (only the files whose ``fan_id`` bounds allow them are read); with
-    ``write``, write each file that holds some anew without them (rows in the same order, same partition)."""
+def _table_rows(
+    table: Table,
+    fans: Collection[str],
+    *,
+    write: bool,
+    staged: Staged | None = None,
+    only: Collection[str] | None = None,
+) -> TableErasure:
+    """Find the fans' rows in ``table`` (only the files whose ``fan_id`` bounds allow them are read, ``IO_THREADS``
+    at a time; with ``only``, just those of these paths); with ``write``, write each file that holds some anew
+    without them (rows in the same order, same partition)."""
     erasure = TableErasure(table)
     wanted = pa.array(sorted(fans), pa.string())
-    for data_file in files_matching(table, predicate(In, "fan_id", sorted(fans))):
+    candidates = files_matching(table, predicate(In, "fan_id", sorted(fans)))
+    if only is not None:
+        candidates = [data_file for data_file in candidates if data_file.file_path in only]
+
+    def read(data_file: DataFile) -> tuple[DataFile, pa.Table, pa.Array] | None:
         rows = read_files(table, [data_file])
         mask = pc.fill_null(pc.is_in(rows.column("fan_id"), value_set=wanted), False)
-        hits = rows.column("fan_id").filter(mask).to_pylist()
-        if not hits:
-            continue
-        erasure.rows.update(str(fan) for fan in hits)
+        return (data_file, rows, mask) if pc.any(mask).as_py() else None
+
+    with ThreadPoolExecutor(max_workers=IO_THREADS) as pool:
+        holding = [found for found in pool.map(read, candidates) if found is not None]
+    for data_file, rows, mask in holding:
+        erasure.rows.update(str(fan) for fan in rows.column("fan_id").filter(mask).to_pylist())
         erasure.removed.append(data_file)
         if not write:
             continue
@@ -232,6 +247,10 @@ class ErasureRun:
     clock: Callable[[], datetime]
     failure_store: ObjectStore | None = None
     checkpoint: Callable[[str], None] = lambda step: None
+    #: The data files the tally found holding the fans, per table (a rerun that reads its tally back finds them
+    #: again from the files' bounds).
+    _holding: dict[str, set[str]] = field(default_factory=dict)
+    _counted: dict[str, Counter[str]] = field(default_factory=dict)
 
     # -- requests -------------------------------------------------------------------------------------------
     def pending(self, outcome: ErasureOutcome) -> list[_Pending]:
@@ -304,9 +323,12 @@ class ErasureRun:
             except ObjectGoneError:
                 pass
             if counted is None:
+                for table in (changes, registrations):
+                    found = _table_rows(table, fans, write=False)
+                    self._holding[table.name()[-1]] = {data_file.file_path for data_file in found.removed}
+                    self._counted[table.name()[-1]] = found.rows
                 counted = {
-                    CHANGES_TABLE: _table_rows(changes, fans, write=False).rows,
-                    REGISTRATIONS_TABLE: _table_rows(registrations, fans, write=False).rows,
+                    **self._counted,
                     **{place: found.rows for place, found in self._erase_objects(changes, fans, dry_run=True).items()},
                 }
             item.tally = {
@@ -331,14 +353,14 @@ class ErasureRun:
         if not changes_cleanup and not state_cleanup:
             return changes, registrations, {CHANGES_TABLE: Counter(), REGISTRATIONS_TABLE: Counter()}
         marker = {"curator.erasure": "true"}
-        found = self._rewrite(changes, fans, {**ledger, **marker})
+        found = self._rewrite(changes, fans, {**ledger, **marker}, self._holding.get(CHANGES_TABLE))
         changes, rows[CHANGES_TABLE] = found.table, found.rows
         changes = _drop_deleted_manifests(changes, {**ledger, **marker})
         self.checkpoint("erasure changes committed")
         state = {**_summary_properties(registrations, _STATE_PROPERTIES), **marker}
         if (applied := _snapshot_id(changes)) is not None:
             state[APPLIED_PROPERTY] = str(applied)
-        found = self._rewrite(registrations, fans, state)
+        found = self._rewrite(registrations, fans, state, self._holding.get(REGISTRATIONS_TABLE))
         registrations, rows[REGISTRATIONS_TABLE] = found.table, found.rows
         registrations = _drop_deleted_manifests(registrations, state)
         self.checkpoint("erasure registrations committed")
@@ -350,9 +372,11 @@ class ErasureRun:
         return changes, registrations, rows
 
     @staticmethod
-    def _rewrite(table: Table, fans: list[str], properties: dict[str, str]) -> TableErasure:
+    def _rewrite(
+        table: Table, fans: list[str], properties: dict[str, str], only: Collection[str] | None
+    ) -> TableErasure:
         staged = Staged(table)
-        found = _table_rows(table, fans, write=True, staged=staged)
+        found = _table_rows(table, fans, write=True, staged=staged, only=only)
         if not found.removed:
             return found
         try:
