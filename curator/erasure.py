@@ -21,7 +21,8 @@ All pending requests (``erasure/requests/``) are carried out together, in this o
    and, last, the request (the only object naming the fans in clear) are deleted. A request whose audit already
    exists only has its request deleted.
 
-A malformed request is reported in the run's result and left in place; it never stops the run.
+A malformed request is reported in the run's result and left in place; it never stops the run. An object that
+cannot be read (it may hold the fans) leaves every request pending, named in the run's result.
 """
 
 from __future__ import annotations
@@ -297,6 +298,10 @@ class ErasureRun:
         executed: dict[str, Counter[str]] = {**table_rows, **{place: found.rows for place, found in objects.items()}}
         for found in objects.values():
             outcome.objects_unreadable.extend(found.unreadable)
+        if outcome.objects_unreadable:
+            # An object that cannot be read may hold the fans: the requests stay pending (the alarm on their age
+            # fires) rather than be audited as complete.
+            return outcome, changes, registrations
         snapshots_after = {
             CHANGES_TABLE: _snapshot_id(changes),
             REGISTRATIONS_TABLE: _snapshot_id(registrations),

@@ -234,4 +234,9 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
     logger.info("curation done", extra=summary)
     if result.unreadable:
         raise CurationFailedError(f"{len(result.unreadable)} raw object(s) unreadable: {', '.join(result.unreadable)}")
+    if result.erasure.objects_unreadable:
+        unreadable = result.erasure.objects_unreadable
+        raise CurationFailedError(
+            f"erasure left pending: {len(unreadable)} object(s) unreadable: {', '.join(unreadable)}"
+        )
     return summary

@@ -185,3 +185,18 @@ def test_a_malformed_request_is_reported_and_left_in_place(planted: PlantedLake)
     assert result.changes_added > 0  # the run curated as usual
     assert lake.raw_keys() != []
     assert all(key.startswith(PREFIX) for key in lake.raw_keys())
+
+
+def test_an_unreadable_object_leaves_the_request_pending(planted: PlantedLake):
+    lake = planted.lake
+    broken = "demand/quarantine/dt=2026-03-30/broken.jsonl.gz"
+    lake.s3.put_object(Bucket=lake.bucket, Key=broken, Body=b"not gzip")
+    request = planted.file_request(ERASED)
+
+    result = planted.curator().run()
+
+    assert result.erasure.objects_unreadable == [broken]
+    assert result.erasure.requests_completed == []
+    assert lake.keys(REQUESTS_PREFIX) == [request.key]
+    assert lake.keys(AUDIT_PREFIX) == []
+    assert find_bytes(planted, ERASED) == [f"s3://{lake.bucket}/{request.key}"]  # only the request names the fan
