@@ -61,7 +61,7 @@ from curator.state import (
     WATERMARK_PROPERTY,
     write_partition,
 )
-from curator.store import IO_THREADS, ObjectGoneError, ObjectStore
+from curator.store import ObjectGoneError, ObjectStore
 from curator.tables import CHANGES_TABLE, PREVIOUS_METADATA_VERSIONS, REGISTRATIONS_TABLE
 
 if TYPE_CHECKING:
@@ -73,6 +73,8 @@ __all__ = ["PROGRESS_PREFIX", "ErasureOutcome", "ErasureRun", "TableErasure"]
 #: Where a request's tally is kept while it is being carried out (counts and snapshot ids only).
 PROGRESS_PREFIX = "erasure/progress/"
 _PREVIOUS_MAX = TableProperties.METADATA_PREVIOUS_VERSIONS_MAX
+#: Data files read at once (in parallel): the erasure's memory is their rows, up to ``SLICE_ROWS`` each.
+_READ_AHEAD = 4
 #: Summary properties of a ``registrations`` snapshot that later runs read: carried by every erasure snapshot.
 _STATE_PROPERTIES = (
     APPLIED_PROPERTY,
@@ -119,7 +121,7 @@ def _table_rows(
     staged: Staged | None = None,
     only: Collection[str] | None = None,
 ) -> TableErasure:
-    """Find the fans' rows in ``table`` (only the files whose ``fan_id`` bounds allow them are read, ``IO_THREADS``
+    """Find the fans' rows in ``table`` (only the files whose ``fan_id`` bounds allow them are read, ``_READ_AHEAD``
     at a time; with ``only``, just those of these paths); with ``write``, write each file that holds some anew
     without them (rows in the same order, same partition)."""
     erasure = TableErasure(table)
@@ -128,26 +130,31 @@ def _table_rows(
     if only is not None:
         candidates = [data_file for data_file in candidates if data_file.file_path in only]
 
-    def read(data_file: DataFile) -> tuple[DataFile, pa.Table, pa.Array] | None:
+    def read(data_file: DataFile) -> tuple[DataFile, Counter[str], pa.Table | None, pa.Array | None]:
         rows = read_files(table, [data_file])
         mask = pc.fill_null(pc.is_in(rows.column("fan_id"), value_set=wanted), False)
-        return (data_file, rows, mask) if pc.any(mask).as_py() else None
+        counts = Counter(str(fan) for fan in rows.column("fan_id").filter(mask).to_pylist())
+        return (data_file, counts, rows, mask) if write and counts else (data_file, counts, None, None)
 
-    with ThreadPoolExecutor(max_workers=IO_THREADS) as pool:
-        holding = [found for found in pool.map(read, candidates) if found is not None]
-    for data_file, rows, mask in holding:
-        erasure.rows.update(str(fan) for fan in rows.column("fan_id").filter(mask).to_pylist())
-        erasure.removed.append(data_file)
-        if not write:
-            continue
-        kept = rows.filter(pc.invert(mask))
-        if table.name()[-1] == REGISTRATIONS_TABLE:
-            files = write_partition(table, data_file.partition[0], kept)
-        else:
-            files = write_files(table, kept)
-        if staged is not None:
-            staged.written.extend(item.file_path for item in files)
-        erasure.added.extend(files)
+    # A few files at a time: memory holds their rows, whatever the table's size.
+    with ThreadPoolExecutor(max_workers=_READ_AHEAD) as pool:
+        for start in range(0, len(candidates), _READ_AHEAD):
+            for data_file, counts, rows, mask in pool.map(read, candidates[start : start + _READ_AHEAD]):
+                if not counts:
+                    continue
+                erasure.rows.update(counts)
+                erasure.removed.append(data_file)
+                if rows is None or mask is None:
+                    continue
+                kept = rows.filter(pc.invert(mask))
+                del rows, mask
+                if table.name()[-1] == REGISTRATIONS_TABLE:
+                    files = write_partition(table, data_file.partition[0], kept)
+                else:
+                    files = write_files(table, kept)
+                if staged is not None:
+                    staged.written.extend(item.file_path for item in files)
+                erasure.added.extend(files)
     return erasure
 
 
