@@ -159,15 +159,17 @@ def _table_rows(
 
 
 def _bound_holds_fan(table: Table, fans: Collection[str]) -> str | None:
-    """The first kept manifest whose entries have a column bound equal to or holding a fan's id, or None."""
-    encoded = [fan.encode() for fan in fans]
+    """The first kept manifest with an entry whose column bound is a fan's id, or None. (A bound equal to the id
+    is the case that matters: Iceberg keeps string bounds whole up to 16 characters, truncated beyond, and a
+    truncated bound is shared by every id with that prefix.)"""
+    encoded = {fan.encode() for fan in fans}
     snapshot = table.current_snapshot()
     if snapshot is None:
         return None
     for manifest in snapshot.manifests(table.io):
         for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=False):
             bounds = [*(entry.data_file.lower_bounds or {}).values(), *(entry.data_file.upper_bounds or {}).values()]
-            if any(fan in bound for bound in bounds for fan in encoded):
+            if any(bytes(bound) in encoded for bound in bounds):
                 return manifest.manifest_path
     return None
 
