@@ -92,7 +92,7 @@ class CuratorSettings:
     #: The published backfill snapshot ``registrations`` is seeded from (``curator.seed``), if any.
     snapshot: PublishedSnapshot | None = None
     #: Erasure (``curator.erasure``): where backfill snapshots and quarantine lines are, the stack's salt for the
-    #: audit (no salt: requests are reported, not carried out) and the failure bucket (None: not searched).
+    #: audit (no salt: erasure is off, ``erasure/`` is not even listed) and the failure bucket (None: not searched).
     snapshot_prefix: str = "demand/snapshots/"
     quarantine_prefix: str = "demand/quarantine/"
     erasure_salt: str = ""

@@ -58,7 +58,7 @@ SNAPSHOT_EXPORT_TIME = "SNAPSHOT_EXPORT_TIME"
 #: Where the backfill writes snapshots (the backfill function's ``SNAPSHOT_PREFIX``).
 SNAPSHOT_PREFIX = "SNAPSHOT_PREFIX"
 #: Erasure (``curator.erasure``): the stack's salt of the audit's fan id HMACs (stack config ``erasureSalt``,
-#: a secret; unset: filed requests are reported, not carried out) and the failure bucket whose on-failure records
+#: a secret; unset: erasure is off and ``erasure/`` is not listed) and the failure bucket whose on-failure records
 #: are searched (unset: not searched). Both optional, so a stack deployed before erasure keeps working.
 ERASURE_SALT = "ERASURE_SALT"
 FAILURE_BUCKET = "FAILURE_BUCKET"

@@ -8,11 +8,13 @@ import gzip
 import hashlib
 import json
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curator.erasure import ErasureRun
 from curator.erasure_objects import FanMatcher, erase_failures, erase_quarantine, erase_raw
 from curator.raw import LedgerEntry
 from curator.store import ObjectGoneError, StoredObject
@@ -136,3 +138,26 @@ def test_quarantine_and_failure_records_keep_every_other_line_and_record():
     # A rerun finds nothing more.
     assert erase_quarantine(store, "demand/quarantine/", ["gone"]).rows == {}
     assert erase_failures(store, ["gone"]).rows == {}
+
+
+class ListingStore(MemoryStore):
+    def list(self, prefix: str) -> list[StoredObject]:
+        self.calls.append(f"list {prefix}")
+        return super().list(prefix)
+
+
+def test_without_a_salt_erasure_is_off_and_lists_nothing():
+    store = ListingStore({"erasure/requests/20260331T230000Z-0badc0de.json": b"{}"})
+    run = ErasureRun(store, "bucket", PREFIX, "demand/snapshots/", "demand/quarantine/", "", lambda: HOUR)
+    tables = cast(Any, object())
+
+    outcome, changes, registrations = run.run(tables, tables, lambda c, r: (c, r))
+
+    assert (changes, registrations) == (tables, tables)
+    assert outcome.summary() == {
+        "requests_completed": [],
+        "requests_malformed": [],
+        "rows_removed": {},
+        "objects_unreadable": [],
+    }
+    assert store.calls == []  # a stack without a salt has no grant on erasure/: not even a listing
