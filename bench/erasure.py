@@ -170,7 +170,7 @@ def run_once(endpoint_url: str) -> dict[str, Any]:
     calls.clear()
     baseline = _status_kib("VmRSS")
     started, cpu = time.perf_counter(), time.process_time()
-    outcome, _, _ = curator._erasure().run(changes, state, lambda c, r: (c, r))
+    outcome, _, _ = curator.erasure_run().run(changes, state, lambda c, r: (c, r))
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
     return {
         "requests_completed": len(outcome.requests_completed),

@@ -176,7 +176,7 @@ class Curator:
         result = CurationResult()
         changes_table, registrations_table = self.tables()
         try:
-            result.erasure, changes_table, registrations_table = self._erasure().run(
+            result.erasure, changes_table, registrations_table = self.erasure_run().run(
                 changes_table, registrations_table, lambda changes, state: self._catch_up(changes, state, result)
             )
             changes_table, ledger = self._curate_changes(changes_table, result)
@@ -197,7 +197,8 @@ class Curator:
         result.seconds = time.perf_counter() - started
         return result
 
-    def _erasure(self) -> ErasureRun:
+    def erasure_run(self) -> ErasureRun:
+        """The erasure step of this curator's runs (``curator.erasure``)."""
         settings = self.settings
         return ErasureRun(
             store=self.store,
