@@ -257,8 +257,8 @@ class ErasureRun:
     clock: Callable[[], datetime]
     failure_store: ObjectStore | None = None
     checkpoint: Callable[[str], None] = lambda step: None
-    #: The data files the tally found holding the fans, per table (a rerun that reads its tally back finds them
-    #: again from the files' bounds).
+    #: The data files found holding the fans, per table (by the tally, or, on a rerun that reads its tally back,
+    #: before the rewrite).
     _holding: dict[str, set[str]] = field(default_factory=dict)
     _counted: dict[str, Counter[str]] = field(default_factory=dict)
 
@@ -361,9 +361,10 @@ class ErasureRun:
     ) -> tuple[Table, Table, dict[str, Counter[str]]]:
         rows: dict[str, Counter[str]] = {}
         ledger = _summary_properties(changes, (LEDGER_PROPERTY,))
-        changes_cleanup = _needs_cleanup(changes, self.store, self.bucket, fans)
-        state_cleanup = _needs_cleanup(registrations, self.store, self.bucket, fans)
-        if not changes_cleanup and not state_cleanup:
+        if not any(
+            self._holds_rows(table, fans) or _needs_cleanup(table, self.store, self.bucket, fans)
+            for table in (changes, registrations)
+        ):
             return changes, registrations, {CHANGES_TABLE: Counter(), REGISTRATIONS_TABLE: Counter()}
         marker = {"curator.erasure": "true"}
         found = self._rewrite(changes, fans, {**ledger, **marker}, self._holding.get(CHANGES_TABLE))
@@ -383,6 +384,14 @@ class ErasureRun:
                 raise CurationError(f"after erasure, manifest {manifest} still holds a fan id in a column bound")
         self.checkpoint("erasure history forgotten")
         return changes, registrations, rows
+
+    def _holds_rows(self, table: Table, fans: list[str]) -> bool:
+        """Whether a data file of ``table`` holds a fan's rows (known from the tally, else read now)."""
+        name = table.name()[-1]
+        if name not in self._holding:
+            found = _table_rows(table, fans, write=False)
+            self._holding[name] = {data_file.file_path for data_file in found.removed}
+        return bool(self._holding[name])
 
     @staticmethod
     def _rewrite(

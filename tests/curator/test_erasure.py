@@ -15,7 +15,7 @@ import pytest
 from curator.erasure import PROGRESS_PREFIX
 from curator.erasure_requests import AUDIT_PREFIX, REQUESTS_PREFIX, AuditRecord, fan_id_hmac
 from curator.tables import CHANGES_TABLE, REGISTRATIONS_TABLE
-from tests.curator.conftest import PREFIX, CuratedLake, latest_state, state_of
+from tests.curator.conftest import PREFIX, CuratedLake, generated_rows, latest_state, state_of
 from tests.curator.erasure_lake import (
     ERASED,
     KEPT,
@@ -200,3 +200,24 @@ def test_an_unreadable_object_leaves_the_request_pending(planted: PlantedLake):
     assert lake.keys(REQUESTS_PREFIX) == [request.key]
     assert lake.keys(AUDIT_PREFIX) == []
     assert find_bytes(planted, ERASED) == [f"s3://{lake.bucket}/{request.key}"]  # only the request names the fan
+
+
+def test_a_lake_of_one_snapshot_and_a_long_fan_id_is_erased_too(lake: CuratedLake):
+    # One snapshot per table and a UUID fan id (its Iceberg bounds are truncated, never the whole id): nothing but
+    # the rows themselves says the tables hold the fan.
+    rows = generated_rows(20, seed=31)
+    fan = max(set(rows.column("fan_id").to_pylist()), key=rows.column("fan_id").to_pylist().count)
+    planted = PlantedLake(lake, f"{lake.bucket}-failures", rows)
+    lake.s3.create_bucket(Bucket=planted.failure_bucket)
+    lake.write(rows)
+    planted.curator().run()
+    assert len(lake.table(CHANGES_TABLE).metadata.snapshots) == 1
+    assert count_fan(lake.table(CHANGES_TABLE).scan().to_arrow(), fan) > 0
+
+    planted.file_request(fan)
+    result = planted.curator().run()
+
+    assert result.erasure.rows_removed["registration_changes"] == count_fan(rows, fan)
+    assert count_fan(lake.table(CHANGES_TABLE).scan().to_arrow(), fan) == 0
+    assert count_fan(lake.table(REGISTRATIONS_TABLE).scan().to_arrow(), fan) == 0
+    assert find_bytes(planted, fan) == []
