@@ -38,6 +38,7 @@ from curator.commits import CurationError
 from curator.commits import Staged as _Staged
 from curator.commits import commit_overwrite as _commit_overwrite
 from curator.commits import predicate as _predicate
+from curator.erasure import ErasureOutcome, ErasureRun
 from curator.files import conform_to, files_matching, write_partition
 from curator.raw import LEDGER_PROPERTY, LedgerEntry, raw_objects, read_ledger, write_ledger
 from curator.retention import RetentionResult, apply_retention
@@ -90,6 +91,12 @@ class CuratorSettings:
     delete_grace: timedelta = timedelta(minutes=15)
     #: The published backfill snapshot ``registrations`` is seeded from (``curator.seed``), if any.
     snapshot: PublishedSnapshot | None = None
+    #: Erasure (``curator.erasure``): where backfill snapshots and quarantine lines are, the stack's salt for the
+    #: audit (no salt: erasure is off, ``erasure/`` is not even listed) and the failure bucket (None: not searched).
+    snapshot_prefix: str = "demand/snapshots/"
+    quarantine_prefix: str = "demand/quarantine/"
+    erasure_salt: str = ""
+    failure_bucket: str | None = None
 
     def location(self, table: str) -> str:
         return f"s3://{self.bucket}/{self.tables_prefix}{table}"
@@ -112,11 +119,13 @@ class CurationResult:
     unreadable: list[str] = field(default_factory=list)
     retention: list[RetentionResult] = field(default_factory=list)
     conflict: str | None = None
+    erasure: ErasureOutcome = field(default_factory=ErasureOutcome)
     seconds: float = 0.0
 
     def summary(self) -> dict[str, Any]:
         summary = {name: getattr(self, name) for name in self.__dataclass_fields__}
         summary["retention"] = [vars(item) for item in self.retention]
+        summary["erasure"] = self.erasure.summary()
         return summary
 
 
@@ -138,6 +147,8 @@ class Curator:
     spill_partitions: int = SPILL_PARTITIONS
     #: Called after each step that changed something durable (tests crash the run there).
     checkpoint: Callable[[str], None] = lambda step: None
+    #: The failure bucket's store (erasure searches its on-failure records); None: not searched.
+    failure_store: ObjectStore | None = None
 
     # -- tables -------------------------------------------------------------------------------------------------
     def tables(self) -> tuple[Table, Table]:
@@ -165,6 +176,9 @@ class Curator:
         result = CurationResult()
         changes_table, registrations_table = self.tables()
         try:
+            result.erasure, changes_table, registrations_table = self.erasure_run().run(
+                changes_table, registrations_table, lambda changes, state: self._catch_up(changes, state, result)
+            )
             changes_table, ledger = self._curate_changes(changes_table, result)
             advance_registrations(
                 changes_table,
@@ -182,6 +196,35 @@ class Curator:
         self._retain(result)
         result.seconds = time.perf_counter() - started
         return result
+
+    def erasure_run(self) -> ErasureRun:
+        """The erasure step of this curator's runs (``curator.erasure``)."""
+        settings = self.settings
+        return ErasureRun(
+            store=self.store,
+            bucket=settings.bucket,
+            raw_prefix=settings.raw_prefix,
+            snapshot_prefix=settings.snapshot.prefix if settings.snapshot is not None else settings.snapshot_prefix,
+            quarantine_prefix=settings.quarantine_prefix,
+            salt=settings.erasure_salt,
+            clock=self.clock,
+            failure_store=self.failure_store,
+            checkpoint=self.checkpoint,
+        )
+
+    def _catch_up(
+        self, changes_table: Table, registrations_table: Table, result: CurationResult
+    ) -> tuple[Table, Table]:
+        """``registrations`` advanced to the current ``registration_changes`` snapshot (before an erasure)."""
+        advance_registrations(
+            changes_table,
+            registrations_table,
+            result,
+            self.checkpoint,
+            published=self.settings.snapshot,
+            store=self.store,
+        )
+        return self.tables()
 
     def _retain(self, result: CurationResult) -> None:
         """Expire snapshots past the time-travel window and delete the files no kept snapshot needs."""

@@ -21,11 +21,13 @@ from curator.store import S3Store
 from pipeline.config import (
     DEFAULT_METRICS_NAMESPACE,
     DEFAULT_OUTPUT_PREFIX,
+    DEFAULT_QUARANTINE_PREFIX,
     DEFAULT_SERVICE_NAME,
     OUTPUT_BUCKET,
     OUTPUT_PREFIX,
     POWERTOOLS_METRICS_NAMESPACE,
     POWERTOOLS_SERVICE_NAME,
+    QUARANTINE_PREFIX,
 )
 from pipeline.exceptions import ConfigError, PipelineError
 
@@ -33,6 +35,9 @@ __all__ = [
     "CURATED_PREFIX",
     "CURATION_DELETE_GRACE_MINUTES",
     "ENVIRONMENT_VARIABLES",
+    "ERASURE_SALT",
+    "ERASURE_VARIABLES",
+    "FAILURE_BUCKET",
     "GLUE_DATABASE",
     "SNAPSHOT_EXPORT_ID",
     "SNAPSHOT_EXPORT_TIME",
@@ -52,6 +57,11 @@ SNAPSHOT_EXPORT_ID = "SNAPSHOT_EXPORT_ID"
 SNAPSHOT_EXPORT_TIME = "SNAPSHOT_EXPORT_TIME"
 #: Where the backfill writes snapshots (the backfill function's ``SNAPSHOT_PREFIX``).
 SNAPSHOT_PREFIX = "SNAPSHOT_PREFIX"
+#: Erasure (``curator.erasure``): the stack's salt of the audit's fan id HMACs (stack config ``erasureSalt``,
+#: a secret; unset: erasure is off and ``erasure/`` is not listed) and the failure bucket whose on-failure records
+#: are searched (unset: not searched). Both optional, so a stack deployed before erasure keeps working.
+ERASURE_SALT = "ERASURE_SALT"
+FAILURE_BUCKET = "FAILURE_BUCKET"
 AWS_REGION = "AWS_REGION"
 #: Every variable the curator reads, in the order the infrastructure should set them.
 ENVIRONMENT_VARIABLES = (
@@ -67,12 +77,15 @@ ENVIRONMENT_VARIABLES = (
     POWERTOOLS_SERVICE_NAME,
     POWERTOOLS_METRICS_NAMESPACE,
 )
+#: The variables of erasure, all optional (the infrastructure sets them once the stack has an erasure salt).
+ERASURE_VARIABLES = (ERASURE_SALT, FAILURE_BUCKET, QUARANTINE_PREFIX)
 DEFAULT_CURATED_PREFIX = "curated/"
 DEFAULT_TIME_TRAVEL_DAYS = 7
 DEFAULT_DELETE_GRACE_MINUTES = 15
 DEFAULT_SNAPSHOT_PREFIX = "demand/snapshots/"
 _EXPORT_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 _DATABASE = re.compile(r"^[a-z0-9_]{1,255}$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _PREFIX = re.compile(r"^(?:[A-Za-z0-9!_.*'()=-]+/)+$")
 
 
@@ -142,6 +155,14 @@ def load_curator_settings(environ: Mapping[str, str] | None = None) -> CuratorSe
             raise ConfigError(f"{name}={prefix!r} is not a key prefix like 'curated/' (ending with '/')")
     if raw_prefix.startswith(tables_prefix) or tables_prefix.startswith(raw_prefix):
         raise ConfigError(f"{CURATED_PREFIX}={tables_prefix!r} and {OUTPUT_PREFIX}={raw_prefix!r} must not overlap")
+    quarantine_prefix = env.get(QUARANTINE_PREFIX, "").strip() or DEFAULT_QUARANTINE_PREFIX
+    snapshot_prefix = env.get(SNAPSHOT_PREFIX, "").strip() or DEFAULT_SNAPSHOT_PREFIX
+    for name, prefix in ((QUARANTINE_PREFIX, quarantine_prefix), (SNAPSHOT_PREFIX, snapshot_prefix)):
+        if not _PREFIX.match(prefix):
+            raise ConfigError(f"{name}={prefix!r} is not a key prefix like 'demand/quarantine/' (ending with '/')")
+    failure_bucket = env.get(FAILURE_BUCKET, "").strip() or None
+    if failure_bucket is not None and not _BUCKET.match(failure_bucket):
+        raise ConfigError(f"{FAILURE_BUCKET}={failure_bucket!r} is not an S3 bucket name")
     return CuratorSettings(
         bucket=bucket,
         raw_prefix=raw_prefix,
@@ -152,6 +173,10 @@ def load_curator_settings(environ: Mapping[str, str] | None = None) -> CuratorSe
             minutes=_whole_number(env, CURATION_DELETE_GRACE_MINUTES, DEFAULT_DELETE_GRACE_MINUTES, 0)
         ),
         snapshot=_published_snapshot(env, raw_prefix, tables_prefix),
+        snapshot_prefix=snapshot_prefix,
+        quarantine_prefix=quarantine_prefix,
+        erasure_salt=env.get(ERASURE_SALT, "").strip(),
+        failure_bucket=failure_bucket,
     )
 
 
@@ -171,7 +196,10 @@ def _curator() -> Curator:
         settings = load_curator_settings()
         region = os.environ.get(AWS_REGION) or "us-east-1"
         catalog = glue_catalog(region, endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
-        _state["curator"] = Curator(catalog=catalog, store=S3Store(settings.bucket), settings=settings)
+        failures = S3Store(settings.failure_bucket) if settings.failure_bucket else None
+        _state["curator"] = Curator(
+            catalog=catalog, store=S3Store(settings.bucket), settings=settings, failure_store=failures
+        )
     curator: Curator = _state["curator"]
     return curator
 
@@ -184,6 +212,8 @@ def _publish(result: CurationResult) -> None:
         ("RawObjectsDeleted", result.raw_deleted),
         ("RawObjectsUnreadable", len(result.unreadable)),
         ("CommitConflicts", int(result.conflict is not None)),
+        ("ErasureRequestsCompleted", len(result.erasure.requests_completed)),
+        ("ErasureRequestsMalformed", len(result.erasure.requests_malformed)),
     ):
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
 
@@ -204,4 +234,9 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
     logger.info("curation done", extra=summary)
     if result.unreadable:
         raise CurationFailedError(f"{len(result.unreadable)} raw object(s) unreadable: {', '.join(result.unreadable)}")
+    if result.erasure.objects_unreadable:
+        unreadable = result.erasure.objects_unreadable
+        raise CurationFailedError(
+            f"erasure left pending: {len(unreadable)} object(s) unreadable: {', '.join(unreadable)}"
+        )
     return summary

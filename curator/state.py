@@ -65,6 +65,7 @@ __all__ = [
     "WATERMARK_PROPERTY",
     "StateAdvance",
     "advance_registrations",
+    "write_partition",
 ]
 
 #: Summary property of a ``registrations`` snapshot: the ``registration_changes`` snapshot it reflects.

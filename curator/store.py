@@ -1,4 +1,4 @@
-"""The S3 operations the curator needs on the data bucket: listing, reading an object, and conditional deletes.
+"""The S3 operations the curator needs on a bucket: listing, reading, write-once creates and conditional deletes.
 
 Deleting is only ever conditional (``If-Match`` the ETag the caller knows): an object replaced since it was
 listed is never removed on its old ETag.
@@ -21,6 +21,7 @@ __all__ = ["IO_THREADS", "ObjectGoneError", "ObjectStore", "S3Store", "StoredObj
 IO_THREADS = 16
 _GONE_CODES = {"NoSuchKey", "404"}
 _CONFLICT_CODES = {"PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey"}
+_EXISTS_CODES = {"PreconditionFailed", "ConditionalRequestConflict"}
 
 
 class ObjectGoneError(PipelineError):
@@ -48,6 +49,9 @@ class ObjectStore(Protocol):
 
     def delete(self, key: str, etag: str) -> bool:
         """Delete ``key`` if its ETag is still ``etag``; False when it changed or is already gone."""
+
+    def create(self, key: str, body: bytes) -> bool:
+        """Write ``body`` at ``key`` only if no object is there (``If-None-Match``); False when one already is."""
 
 
 def _error_code(error: Exception) -> tuple[str, int]:
@@ -107,6 +111,17 @@ class S3Store:
         except Exception as error:
             code, status = _error_code(error)
             if code in _CONFLICT_CODES or status in (404, 409, 412):
+                return False
+            raise
+        return True
+
+    def create(self, key: str, body: bytes) -> bool:
+        """Conditional PutObject (``If-None-Match: *``): a write-once object, durable when this returns True."""
+        try:
+            self._client().put_object(Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*")
+        except Exception as error:
+            code, status = _error_code(error)
+            if code in _EXISTS_CODES or status in (409, 412):
                 return False
             raise
         return True

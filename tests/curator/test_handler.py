@@ -26,6 +26,20 @@ def test_settings_defaults():
     assert settings.location(CHANGES_TABLE) == "s3://demand-bucket/curated/registration_changes"
 
 
+def test_erasure_settings_are_optional_and_read_from_their_variables():
+    settings = entry.load_curator_settings(VALID)
+    assert settings.erasure_salt == ""
+    assert settings.failure_bucket is None
+    assert settings.quarantine_prefix == "demand/quarantine/"
+    assert settings.snapshot_prefix == DEFAULT_SNAPSHOT_PREFIX
+    given = entry.load_curator_settings(
+        {**VALID, "ERASURE_SALT": " s3cret ", "FAILURE_BUCKET": "demand-failures", "QUARANTINE_PREFIX": "q/"}
+    )
+    assert (given.erasure_salt, given.failure_bucket, given.quarantine_prefix) == ("s3cret", "demand-failures", "q/")
+    assert set(entry.ERASURE_VARIABLES) == {"ERASURE_SALT", "FAILURE_BUCKET", "QUARANTINE_PREFIX"}
+    assert set(entry.ERASURE_VARIABLES).isdisjoint(entry.ENVIRONMENT_VARIABLES)
+
+
 def test_a_published_snapshot_is_read_from_its_variables():
     settings = entry.load_curator_settings(
         {**VALID, "SNAPSHOT_EXPORT_ID": "01774998000000-a1b2c3d4", "SNAPSHOT_EXPORT_TIME": "2026-12-01T10:05:00+01:00"}
@@ -48,6 +62,8 @@ def test_a_published_snapshot_is_read_from_its_variables():
         ({"CURATION_DELETE_GRACE_MINUTES": "-1"}, "CURATION_DELETE_GRACE_MINUTES"),
         ({"CURATED_PREFIX": "/curated"}, "CURATED_PREFIX"),
         ({"CURATED_PREFIX": "demand/"}, "CURATED_PREFIX"),
+        ({"FAILURE_BUCKET": "Not_A_Bucket"}, "FAILURE_BUCKET='Not_A_Bucket'"),
+        ({"QUARANTINE_PREFIX": "quarantine"}, "QUARANTINE_PREFIX='quarantine'"),
         ({"SNAPSHOT_EXPORT_ID": "01774998000000-a1b2c3d4"}, "SNAPSHOT_EXPORT_TIME is required"),
         ({"SNAPSHOT_EXPORT_TIME": "2026-12-01T09:05:00Z"}, "SNAPSHOT_EXPORT_ID is required"),
         (

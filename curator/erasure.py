@@ -1,0 +1,453 @@
+"""Erasure requests carried out by the curator, the lake's only writer, at the start of a run, before curating.
+
+All pending requests (``erasure/requests/``) are carried out together, in this order:
+
+1. **Tally.** Each request's rows per place are counted first (nothing changed yet) and kept, with each table's
+   current snapshot id, as ``erasure/progress/<id>.json`` (counts only, no fan id). A rerun after a crash reads
+   it back, so the audit counts what was there before the first attempt, however far that attempt got.
+2. **Tables.** ``registrations`` first catches up with ``registration_changes`` (as every run does). Then, per
+   table, the data files that may hold the fans (the scan's pruning on ``fan_id`` bounds) are read, and the ones
+   that do are rewritten without their rows, in one overwrite snapshot per table through the curator's commit
+   path (a conflict abandons the run and changes nothing; the next run retries). ``registrations`` records the
+   new ``registration_changes`` snapshot as the one it reflects. Then per table: an empty append drops the
+   manifests that hold only deleted entries (their column bounds may be a fan's id); every older snapshot is
+   expired; the metadata log is cut to one entry (its older metadata files are deleted with the commit); and
+   every file under the table's location that the current metadata does not reference is deleted, at once,
+   without the usual grace (one writer by construction: nothing else is in flight). Finally no kept manifest may
+   hold a fan's id in a bound, or the run fails.
+3. **Objects** (``curator.erasure_objects``): raw landing objects, backfill snapshots, quarantine lines, the
+   failure bucket's on-failure records.
+4. **Audit.** Per request, the audit record (``curator.erasure_requests.AuditRecord``), then the progress object
+   and, last, the request (the only object naming the fans in clear) are deleted. A request whose audit already
+   exists only has its request deleted.
+
+A malformed request is reported in the run's result and left in place; it never stops the run. An object that
+cannot be read (it may hold the fans) leaves every request pending, named in the run's result.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable, Collection, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyiceberg.expressions import In
+from pyiceberg.table import TableProperties
+
+from curator.commits import CurationError, Staged, commit_overwrite, predicate
+from curator.erasure_objects import ObjectErasure, erase_failures, erase_quarantine, erase_raw, erase_snapshots
+from curator.erasure_requests import (
+    AUDIT_PREFIX,
+    PLACES,
+    REQUESTS_PREFIX,
+    AuditRecord,
+    ErasureRequest,
+    ErasureRequestError,
+)
+from curator.files import files_matching, read_files, write_files, write_partition
+from curator.raw import LEDGER_PROPERTY, read_ledger
+from curator.retention import referenced_files
+from curator.state import (
+    APPLIED_PROPERTY,
+    SEED_EXPORT_PROPERTY,
+    SEED_EXPORT_TIME_PROPERTY,
+    SEED_SINCE_PROPERTY,
+    WATERMARK_PROPERTY,
+)
+from curator.store import ObjectGoneError, ObjectStore
+from curator.tables import CHANGES_TABLE, PREVIOUS_METADATA_VERSIONS, REGISTRATIONS_TABLE
+
+if TYPE_CHECKING:
+    from pyiceberg.manifest import DataFile
+    from pyiceberg.table import Table
+
+__all__ = ["PROGRESS_PREFIX", "ErasureOutcome", "ErasureRun", "TableErasure"]
+
+#: Where a request's tally is kept while it is being carried out (counts and snapshot ids only).
+PROGRESS_PREFIX = "erasure/progress/"
+_PREVIOUS_MAX = TableProperties.METADATA_PREVIOUS_VERSIONS_MAX
+#: Data files read at once (in parallel): the erasure's memory is their rows, up to ``SLICE_ROWS`` each.
+_READ_AHEAD = 4
+#: Summary properties of a ``registrations`` snapshot that later runs read: carried by every erasure snapshot.
+_STATE_PROPERTIES = (
+    APPLIED_PROPERTY,
+    WATERMARK_PROPERTY,
+    SEED_EXPORT_PROPERTY,
+    SEED_EXPORT_TIME_PROPERTY,
+    SEED_SINCE_PROPERTY,
+)
+
+
+@dataclass
+class ErasureOutcome:
+    """What the erasure step of one run did."""
+
+    requests_completed: list[str] = field(default_factory=list)
+    requests_malformed: list[str] = field(default_factory=list)
+    rows_removed: dict[str, int] = field(default_factory=dict)
+    objects_unreadable: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "requests_completed": list(self.requests_completed),
+            "requests_malformed": list(self.requests_malformed),
+            "rows_removed": dict(self.rows_removed),
+            "objects_unreadable": list(self.objects_unreadable),
+        }
+
+
+@dataclass
+class TableErasure:
+    """The fans' rows in one table: the files holding them, and (once written) those files without them."""
+
+    table: Table
+    rows: Counter[str] = field(default_factory=Counter)
+    removed: list[DataFile] = field(default_factory=list)
+    added: list[DataFile] = field(default_factory=list)
+
+
+def _table_rows(
+    table: Table,
+    fans: Collection[str],
+    *,
+    write: bool,
+    staged: Staged | None = None,
+    only: Collection[str] | None = None,
+) -> TableErasure:
+    """Find the fans' rows in ``table`` (only the files whose ``fan_id`` bounds allow them are read, ``_READ_AHEAD``
+    at a time; with ``only``, just those of these paths); with ``write``, write each file that holds some anew
+    without them (rows in the same order, same partition)."""
+    erasure = TableErasure(table)
+    wanted = pa.array(sorted(fans), pa.string())
+    candidates = files_matching(table, predicate(In, "fan_id", sorted(fans)))
+    if only is not None:
+        candidates = [data_file for data_file in candidates if data_file.file_path in only]
+
+    def read(data_file: DataFile) -> tuple[DataFile, Counter[str], pa.Table | None, pa.Array | None]:
+        rows = read_files(table, [data_file])
+        mask = pc.fill_null(pc.is_in(rows.column("fan_id"), value_set=wanted), False)
+        counts = Counter(str(fan) for fan in rows.column("fan_id").filter(mask).to_pylist())
+        return (data_file, counts, rows, mask) if write and counts else (data_file, counts, None, None)
+
+    # A few files at a time: memory holds their rows, whatever the table's size.
+    with ThreadPoolExecutor(max_workers=_READ_AHEAD) as pool:
+        for start in range(0, len(candidates), _READ_AHEAD):
+            for data_file, counts, rows, mask in pool.map(read, candidates[start : start + _READ_AHEAD]):
+                if not counts:
+                    continue
+                erasure.rows.update(counts)
+                erasure.removed.append(data_file)
+                if rows is None or mask is None:
+                    continue
+                kept = rows.filter(pc.invert(mask))
+                del rows, mask
+                if table.name()[-1] == REGISTRATIONS_TABLE:
+                    files = write_partition(table, data_file.partition[0], kept)
+                else:
+                    files = write_files(table, kept)
+                if staged is not None:
+                    staged.written.extend(item.file_path for item in files)
+                erasure.added.extend(files)
+    return erasure
+
+
+def _bound_holds_fan(table: Table, fans: Collection[str]) -> str | None:
+    """The first kept manifest with an entry whose column bound is a fan's id, or None. (A bound equal to the id
+    is the case that matters: Iceberg keeps string bounds whole up to 16 characters, truncated beyond, and a
+    truncated bound is shared by every id with that prefix.)"""
+    encoded = {fan.encode() for fan in fans}
+    snapshot = table.current_snapshot()
+    if snapshot is None:
+        return None
+    for manifest in snapshot.manifests(table.io):
+        for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=False):
+            bounds = [*(entry.data_file.lower_bounds or {}).values(), *(entry.data_file.upper_bounds or {}).values()]
+            if any(bytes(bound) in encoded for bound in bounds):
+                return manifest.manifest_path
+    return None
+
+
+def _unreferenced(table: Table, store: ObjectStore, bucket: str) -> list[tuple[str, str]]:
+    """(key, ETag) of every object under the table's location that its current metadata does not reference."""
+    location = table.location().rstrip("/") + "/"
+    scheme_bucket = f"s3://{bucket}/"
+    needed = referenced_files(table)
+    return [
+        (item.key, item.etag)
+        for item in store.list(location[len(scheme_bucket) :])
+        if not item.key.endswith("/") and f"{scheme_bucket}{item.key}" not in needed
+    ]
+
+
+def _needs_cleanup(table: Table, store: ObjectStore, bucket: str, fans: Collection[str]) -> bool:
+    """Whether anything of ``table`` besides its current rows could still hold a fan: an older snapshot, a
+    manifest with deleted entries, older metadata files, unreferenced files."""
+    snapshot = table.current_snapshot()
+    if snapshot is None:
+        return bool(_unreferenced(table, store, bucket))
+    if len(table.metadata.snapshots) > 1 or len(table.metadata.metadata_log) > 1:
+        return True
+    if any(manifest.deleted_files_count for manifest in snapshot.manifests(table.io)):
+        return True
+    return _bound_holds_fan(table, fans) is not None or bool(_unreferenced(table, store, bucket))
+
+
+def _summary_properties(table: Table, names: Sequence[str]) -> dict[str, str]:
+    snapshot = table.current_snapshot()
+    summary = snapshot.summary if snapshot is not None else None
+    if summary is None:
+        return {}
+    return {name: str(value) for name in names if (value := summary.get(name)) is not None}
+
+
+def _drop_deleted_manifests(table: Table, properties: dict[str, str]) -> Table:
+    """An append of no file: its manifest list keeps only the manifests with live files (pyiceberg's fast append),
+    so the manifests holding only deleted entries, whose bounds may be a fan's id, are no longer referenced."""
+    transaction = table.transaction()
+    with transaction.update_snapshot(snapshot_properties=properties).fast_append():
+        pass
+    return transaction.commit_transaction()
+
+
+def _forget_history(table: Table, store: ObjectStore, bucket: str) -> Table:
+    """Expire every snapshot but the current one, cut the metadata log to one entry (pyiceberg deletes the metadata
+    files it drops), and delete every file the current metadata does not reference."""
+    current = table.current_snapshot()
+    keep = current.snapshot_id if current is not None else None
+    older = [item.snapshot_id for item in table.metadata.snapshots if item.snapshot_id != keep]
+    if older:
+        table.maintenance.expire_snapshots().by_ids(older).commit()
+        table.refresh()
+    if len(table.metadata.metadata_log) > 1:
+        with table.transaction() as transaction:
+            transaction.set_properties({_PREVIOUS_MAX: "1"})
+        table.refresh()
+        with table.transaction() as transaction:
+            transaction.set_properties({_PREVIOUS_MAX: str(PREVIOUS_METADATA_VERSIONS)})
+        table.refresh()
+    for key, etag in _unreferenced(table, store, bucket):
+        store.delete(key, etag)
+    return table
+
+
+@dataclass
+class _Pending:
+    request: ErasureRequest
+    etag: str
+    tally: dict[str, Any] | None = None
+
+
+@dataclass
+class ErasureRun:
+    """Carries out the pending requests of one stack (see the module docstring)."""
+
+    store: ObjectStore
+    bucket: str
+    raw_prefix: str
+    snapshot_prefix: str
+    quarantine_prefix: str
+    salt: str
+    clock: Callable[[], datetime]
+    failure_store: ObjectStore | None = None
+    checkpoint: Callable[[str], None] = lambda step: None
+    #: The data files found holding the fans, per table (by the tally, or, on a rerun that reads its tally back,
+    #: before the rewrite).
+    _holding: dict[str, set[str]] = field(default_factory=dict)
+    _counted: dict[str, Counter[str]] = field(default_factory=dict)
+
+    # -- requests -------------------------------------------------------------------------------------------
+    def pending(self, outcome: ErasureOutcome) -> list[_Pending]:
+        """The requests to carry out; a malformed one is named in ``outcome``, one already audited is deleted."""
+        listed = sorted(self.store.list(REQUESTS_PREFIX), key=lambda item: item.key)
+        audited = {item.key.removeprefix(AUDIT_PREFIX) for item in self.store.list(AUDIT_PREFIX)}
+        found: list[_Pending] = []
+        for item in listed:
+            try:
+                body, stored = self.store.get(item.key)
+                request = ErasureRequest.from_json(body, item.key)
+            except ObjectGoneError:
+                continue
+            except ErasureRequestError as error:
+                outcome.requests_malformed.append(str(error))
+                continue
+            if request.audit_key.removeprefix(AUDIT_PREFIX) in audited:
+                self.store.delete(item.key, stored.etag)
+                outcome.requests_completed.append(request.request_id)
+                continue
+            found.append(_Pending(request, stored.etag))
+        return found
+
+    # -- a run ----------------------------------------------------------------------------------------------
+    def run(
+        self, changes: Table, registrations: Table, catch_up: Callable[[Table, Table], tuple[Table, Table]]
+    ) -> tuple[ErasureOutcome, Table, Table]:
+        """Carry out every pending request; ``catch_up`` advances ``registrations`` to ``registration_changes``
+        (the run's own advance). ``CommitFailedException`` leaves the requests pending for the next run."""
+        outcome = ErasureOutcome()
+        if not self.salt:
+            # Erasure is off: a stack without a salt has no grants on erasure/ either (no listing, not even).
+            return outcome, changes, registrations
+        requests = self.pending(outcome)
+        if not requests:
+            return outcome, changes, registrations
+        self.checkpoint("erasure ready")
+        changes, registrations = catch_up(changes, registrations)
+        fans = sorted({fan for item in requests for fan in item.request.fan_ids})
+        self._tally(requests, changes, registrations)
+        changes, registrations, table_rows = self._erase_tables(changes, registrations, fans)
+        objects = self._erase_objects(changes, fans)
+        executed: dict[str, Counter[str]] = {**table_rows, **{place: found.rows for place, found in objects.items()}}
+        for found in objects.values():
+            outcome.objects_unreadable.extend(found.unreadable)
+        if outcome.objects_unreadable:
+            # An object that cannot be read may hold the fans: the requests stay pending (the alarm on their age
+            # fires) rather than be audited as complete.
+            return outcome, changes, registrations
+        snapshots_after = {
+            CHANGES_TABLE: _snapshot_id(changes),
+            REGISTRATIONS_TABLE: _snapshot_id(registrations),
+        }
+        for item in requests:
+            rows = self._audit(item, executed, snapshots_after)
+            for place, count in rows.items():
+                outcome.rows_removed[place] = outcome.rows_removed.get(place, 0) + count
+            outcome.requests_completed.append(item.request.request_id)
+        self.checkpoint("erasure done")
+        return outcome, changes, registrations
+
+    def _tally(self, requests: list[_Pending], changes: Table, registrations: Table) -> None:
+        """Each request's rows per place before anything changes, kept (write-once) for the audit; a rerun reads
+        back the tally of the first attempt."""
+        fans = sorted({fan for item in requests for fan in item.request.fan_ids})
+        counted: dict[str, Counter[str]] | None = None
+        for item in requests:
+            key = f"{PROGRESS_PREFIX}{item.request.request_id}.json"
+            try:
+                body, _ = self.store.get(key)
+                item.tally = json.loads(body)
+                continue
+            except ObjectGoneError:
+                pass
+            if counted is None:
+                for table in (changes, registrations):
+                    found = _table_rows(table, fans, write=False)
+                    self._holding[table.name()[-1]] = {data_file.file_path for data_file in found.removed}
+                    self._counted[table.name()[-1]] = found.rows
+                counted = {
+                    **self._counted,
+                    **{place: found.rows for place, found in self._erase_objects(changes, fans, dry_run=True).items()},
+                }
+            item.tally = {
+                "rows_removed": {
+                    place: _sum_for(counted.get(place, Counter()), item.request.fan_ids) for place in PLACES
+                },
+                "snapshots_before": {
+                    CHANGES_TABLE: _snapshot_id(changes),
+                    REGISTRATIONS_TABLE: _snapshot_id(registrations),
+                },
+            }
+            self.store.create(key, json.dumps(item.tally, sort_keys=True).encode())
+            self.checkpoint("erasure tallied")
+
+    def _erase_tables(
+        self, changes: Table, registrations: Table, fans: list[str]
+    ) -> tuple[Table, Table, dict[str, Counter[str]]]:
+        rows: dict[str, Counter[str]] = {}
+        ledger = _summary_properties(changes, (LEDGER_PROPERTY,))
+        if not any(
+            self._holds_rows(table, fans) or _needs_cleanup(table, self.store, self.bucket, fans)
+            for table in (changes, registrations)
+        ):
+            return changes, registrations, {CHANGES_TABLE: Counter(), REGISTRATIONS_TABLE: Counter()}
+        marker = {"curator.erasure": "true"}
+        found = self._rewrite(changes, fans, {**ledger, **marker}, self._holding.get(CHANGES_TABLE))
+        changes, rows[CHANGES_TABLE] = found.table, found.rows
+        changes = _drop_deleted_manifests(changes, {**ledger, **marker})
+        self.checkpoint("erasure changes committed")
+        state = {**_summary_properties(registrations, _STATE_PROPERTIES), **marker}
+        if (applied := _snapshot_id(changes)) is not None:
+            state[APPLIED_PROPERTY] = str(applied)
+        found = self._rewrite(registrations, fans, state, self._holding.get(REGISTRATIONS_TABLE))
+        registrations, rows[REGISTRATIONS_TABLE] = found.table, found.rows
+        registrations = _drop_deleted_manifests(registrations, state)
+        self.checkpoint("erasure registrations committed")
+        for table in (changes, registrations):
+            _forget_history(table, self.store, self.bucket)
+            if (manifest := _bound_holds_fan(table, fans)) is not None:
+                raise CurationError(f"after erasure, manifest {manifest} still holds a fan id in a column bound")
+        self.checkpoint("erasure history forgotten")
+        return changes, registrations, rows
+
+    def _holds_rows(self, table: Table, fans: list[str]) -> bool:
+        """Whether a data file of ``table`` holds a fan's rows (known from the tally, else read now)."""
+        name = table.name()[-1]
+        if name not in self._holding:
+            found = _table_rows(table, fans, write=False)
+            self._holding[name] = {data_file.file_path for data_file in found.removed}
+        return bool(self._holding[name])
+
+    @staticmethod
+    def _rewrite(
+        table: Table, fans: list[str], properties: dict[str, str], only: Collection[str] | None
+    ) -> TableErasure:
+        staged = Staged(table)
+        found = _table_rows(table, fans, write=True, staged=staged, only=only)
+        if not found.removed:
+            return found
+        try:
+            found.table = commit_overwrite(table, found.removed, found.added, properties)
+        except Exception:
+            staged.discard()
+            raise
+        return found
+
+    def _erase_objects(self, changes: Table, fans: list[str], *, dry_run: bool = False) -> dict[str, ObjectErasure]:
+        snapshot = changes.current_snapshot()
+        ledger_path = snapshot.summary.get(LEDGER_PROPERTY) if snapshot is not None and snapshot.summary else None
+        ledger = read_ledger(changes.io, ledger_path)
+        found = {
+            "raw_events": erase_raw(self.store, self.raw_prefix, ledger, fans, dry_run=dry_run),
+            "snapshots": erase_snapshots(self.store, self.snapshot_prefix, fans, dry_run=dry_run),
+            "quarantine": erase_quarantine(self.store, self.quarantine_prefix, fans, dry_run=dry_run),
+        }
+        if self.failure_store is not None:
+            found["failures"] = erase_failures(self.failure_store, fans, dry_run=dry_run)
+        if not dry_run:
+            self.checkpoint("erasure objects done")
+        return found
+
+    def _audit(
+        self, item: _Pending, executed: Mapping[str, Counter[str]], snapshots_after: Mapping[str, int | None]
+    ) -> dict[str, int]:
+        tally = item.tally or {}
+        planned: Mapping[str, int] = tally.get("rows_removed", {})
+        rows = {
+            place: max(int(planned.get(place, 0)), _sum_for(executed.get(place, Counter()), item.request.fan_ids))
+            for place in PLACES
+        }
+        before: Mapping[str, int | None] = tally.get("snapshots_before", {})
+        snapshots = {table: {"before": before.get(table), "after": snapshots_after[table]} for table in snapshots_after}
+        record = AuditRecord.of(item.request, self.salt, self.clock(), rows, snapshots)
+        self.store.create(record.key, record.to_json())
+        self.checkpoint("erasure audited")
+        progress = f"{PROGRESS_PREFIX}{item.request.request_id}.json"
+        for listed in self.store.list(progress):
+            if listed.key == progress:
+                self.store.delete(listed.key, listed.etag)
+        self.store.delete(item.request.key, item.etag)
+        return rows
+
+
+def _sum_for(counts: Counter[str], fans: Sequence[str]) -> int:
+    return sum(counts.get(fan, 0) for fan in fans)
+
+
+def _snapshot_id(table: Table) -> int | None:
+    snapshot = table.current_snapshot()
+    return snapshot.snapshot_id if snapshot is not None else None

@@ -1,0 +1,282 @@
+"""Erasure in the lake's objects: raw landing objects, backfill snapshots, quarantine lines, on-failure records.
+
+Every place is handled the same way, one object at a time: read it, find the fans' rows (Parquet: ``fan_id``;
+JSON lines and Kinesis records: the fan id as a JSON string or after ``#`` in a key, e.g. ``"FAN#<id>"``), and if
+there are any, write the rest under a new write-once name, and only once that object is durable delete the old
+one with a conditional delete (``If-Match`` its ETag). An object with nothing else left is simply deleted. Each
+function counts the rows it removed per fan; with ``dry_run`` it only counts.
+
+New names are made from the old object's ETag, so a run that crashed after writing one finds it there on the
+rerun (the write-once create reports it) and goes on to delete the old object; nothing is written twice.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import gzip
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curator.raw import LedgerEntry, parse_object_name, raw_objects
+from curator.store import ObjectGoneError, ObjectStore, StoredObject
+from pipeline.writer import encode_parquet, encode_quarantine, sequence_digest
+
+__all__ = [
+    "FAILURE_PREFIX",
+    "FanMatcher",
+    "ObjectErasure",
+    "erase_failures",
+    "erase_quarantine",
+    "erase_raw",
+    "erase_snapshots",
+]
+
+#: Where Lambda's S3 on-failure destination writes (``ops.replay.FAILURE_PREFIX``).
+FAILURE_PREFIX = "aws/lambda/"
+
+
+@dataclass
+class ObjectErasure:
+    """What erasure did (or, in a dry run, would do) in one place: rows removed per fan, objects touched."""
+
+    rows: Counter[str] = field(default_factory=Counter)
+    rewritten: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(self.rows.values())
+
+
+class FanMatcher:
+    """Which of the fans a text (a JSON line, a Kinesis record's data) names: as a JSON string ``"<id>"`` or at
+    the end of a key's value, ``#<id>"`` (``"FAN#<id>"``), so one id is never matched inside a longer one."""
+
+    def __init__(self, fans: Collection[str]) -> None:
+        self.patterns = [
+            (fan, (b'"' + escaped + b'"', b"#" + escaped + b'"'))
+            for fan in sorted(fans)
+            for escaped in [json.dumps(fan)[1:-1].encode()]
+        ]
+
+    def fans_in(self, data: bytes) -> list[str]:
+        return [fan for fan, patterns in self.patterns if any(pattern in data for pattern in patterns)]
+
+
+def _new_name(key: str, etag: str, suffix: str) -> str:
+    """``key`` less ``suffix``, plus a digest of the old ETag: the rewrite's name, the same on every rerun."""
+    stem = key.removesuffix(suffix)
+    return f"{stem}-e{hashlib.sha256(etag.encode()).hexdigest()[:12]}{suffix}"
+
+
+def _replace(
+    store: ObjectStore, item: StoredObject, new_key: str | None, body: bytes | None, erasure: ObjectErasure
+) -> None:
+    """The rest (``body``) written at ``new_key`` first, then the old object deleted if it is still what was read."""
+    if new_key is not None and body is not None:
+        store.create(new_key, body)  # False: a crashed run wrote it already, from this very object
+        erasure.rewritten.append(new_key)
+    if store.delete(item.key, item.etag):
+        erasure.deleted.append(item.key)
+
+
+def _get(store: ObjectStore, item: StoredObject, erasure: ObjectErasure) -> bytes | None:
+    try:
+        body, stored = store.get(item.key)
+    except ObjectGoneError:
+        return None
+    if stored.etag != item.etag:
+        return None  # replaced since listed: the next run reads the new one
+    return body
+
+
+def _fan_rows(rows: pa.Table, fans: pa.Array) -> tuple[pa.Array, Counter[str]]:
+    """The mask of ``rows`` whose ``fan_id`` is one of ``fans``, and the count per fan."""
+    mask = pc.fill_null(pc.is_in(rows.column("fan_id").cast(pa.string()), value_set=fans), False)
+    hits = rows.column("fan_id").filter(mask).to_pylist()
+    return mask, Counter(str(fan) for fan in hits)
+
+
+def erase_raw(
+    store: ObjectStore,
+    prefix: str,
+    ledger: Mapping[str, LedgerEntry],
+    fans: Collection[str],
+    *,
+    dry_run: bool = False,
+) -> ObjectErasure:
+    """Raw landing objects holding the fans' rows. One a committed ledger covers (same ETag) is deleted: its rows
+    are in the tables. Any other is rewritten without them under the name the stream handler gives the rows kept
+    (``<tag>-<shard>-<first sequence>-<digest>.parquet``), so the curator picks it up as any raw object."""
+    erasure = ObjectErasure()
+    wanted = pa.array(sorted(fans), pa.string())
+    for item in raw_objects(prefix, store.list(prefix)):
+        body = _get(store, item, erasure)
+        if body is None:
+            continue
+        try:
+            rows = pq.read_table(pa.BufferReader(body))
+        except (pa.ArrowInvalid, OSError):
+            erasure.unreadable.append(item.key)
+            continue
+        mask, counts = _fan_rows(rows, wanted)
+        if not counts:
+            continue
+        erasure.rows.update(counts)
+        if dry_run:
+            continue
+        entry = ledger.get(item.key)
+        kept = rows.filter(pc.invert(mask))
+        if (entry is not None and entry.etag == item.etag) or kept.num_rows == 0:
+            _replace(store, item, None, None, erasure)
+            continue
+        folder, _, name = item.key.rpartition("/")
+        parsed = parse_object_name(name)
+        if parsed is None:  # raw_objects lists only names it parses
+            raise ValueError(f"{item.key!r} is not a raw object name")
+        tag, shard, _ = parsed
+        sequences = sorted((str(value) for value in kept.column("sequence_number").to_pylist()), key=int)
+        new_key = f"{folder}/{tag}-{shard}-{sequences[0]}-{sequence_digest(sequences, ascending=True)}.parquet"
+        _replace(store, item, new_key, encode_parquet(kept), erasure)
+    return erasure
+
+
+def erase_snapshots(store: ObjectStore, prefix: str, fans: Collection[str], *, dry_run: bool = False) -> ObjectErasure:
+    """Backfill snapshot objects (``<prefix>export_id=<id>/<stem>.parquet``) holding the fans' rows: rewritten as
+    ``<stem>-e<digest>.parquet`` with its own counts object (``_<stem>-e<digest>.counts.json``, written after it,
+    as the backfill does), then the old object deleted. The old counts object stays: it tells a re-run of the
+    backfill that the export's file is done, so the fans' rows are not back-filled again."""
+    erasure = ObjectErasure()
+    wanted = pa.array(sorted(fans), pa.string())
+    listed = store.list(prefix)
+    for item in sorted(listed, key=lambda entry: entry.key):
+        folder, _, name = item.key.rpartition("/")
+        if not name.endswith(".parquet") or name.startswith("_"):
+            continue
+        body = _get(store, item, erasure)
+        if body is None:
+            continue
+        try:
+            rows = pq.read_table(pa.BufferReader(body))
+        except (pa.ArrowInvalid, OSError):
+            erasure.unreadable.append(item.key)
+            continue
+        mask, counts = _fan_rows(rows, wanted)
+        if not counts:
+            continue
+        erasure.rows.update(counts)
+        if dry_run:
+            continue
+        kept = rows.filter(pc.invert(mask))
+        if kept.num_rows == 0:
+            _replace(store, item, None, None, erasure)
+            continue
+        new_key = _new_name(item.key, item.etag, ".parquet")
+        new_stem = new_key.rpartition("/")[2].removesuffix(".parquet")
+        store.create(new_key, encode_parquet(kept))
+        done = {"items": kept.num_rows, "rows": kept.num_rows, "quarantined": 0, "erased_rows": sum(counts.values())}
+        store.create(f"{folder}/_{new_stem}.counts.json", json.dumps(done, sort_keys=True).encode())
+        _replace(store, item, new_key, None, erasure)
+        erasure.rewritten.append(new_key)
+    return erasure
+
+
+def _decoded(value: Any) -> bytes:
+    """A base64 field's bytes (a Kinesis record's or an export line's data), or empty when it is not base64."""
+    if not isinstance(value, str):
+        return b""
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return b""
+
+
+def _line_fans(line: Mapping[str, Any], matcher: FanMatcher) -> list[str]:
+    text = json.dumps(line, ensure_ascii=False, sort_keys=True).encode()
+    return matcher.fans_in(text + b"\n" + _decoded(line.get("data")))
+
+
+def erase_quarantine(store: ObjectStore, prefix: str, fans: Collection[str], *, dry_run: bool = False) -> ObjectErasure:
+    """Quarantine objects (gzipped JSON lines: the stream's ``dt=<day>/`` and the snapshots' ``snapshots/``) whose
+    lines (or their base64 ``data``) name one of the fans: rewritten without those lines, then the old deleted.
+    Each line removed counts once, for every fan it names."""
+    erasure = ObjectErasure()
+    matcher = FanMatcher(fans)
+    for item in sorted(store.list(prefix), key=lambda entry: entry.key):
+        if not item.key.endswith(".jsonl.gz"):
+            continue
+        body = _get(store, item, erasure)
+        if body is None:
+            continue
+        try:
+            lines = [json.loads(text) for text in gzip.decompress(body).decode("utf-8").splitlines() if text.strip()]
+        except (OSError, EOFError, UnicodeDecodeError, ValueError):
+            erasure.unreadable.append(item.key)
+            continue
+        kept, removed = _split(lines, lambda line: _line_fans(line, matcher))
+        if not removed:
+            continue
+        erasure.rows.update(removed)
+        if dry_run:
+            continue
+        new_key = _new_name(item.key, item.etag, ".jsonl.gz") if kept else None
+        _replace(store, item, new_key, encode_quarantine(kept) if kept else None, erasure)
+    return erasure
+
+
+def _split(items: Iterable[Any], fans_of: Callable[[Any], list[str]]) -> tuple[list[Any], Counter[str]]:
+    kept: list[Any] = []
+    removed: Counter[str] = Counter()
+    for item in items:
+        named = fans_of(item) if isinstance(item, Mapping) else []
+        if named:
+            removed.update(named)
+        else:
+            kept.append(item)
+    return kept, removed
+
+
+def erase_failures(store: ObjectStore, fans: Collection[str], *, dry_run: bool = False) -> ObjectErasure:
+    """On-failure records of the failure bucket (Lambda's S3 destination: a JSON object whose ``payload`` holds the
+    invocation event): each Kinesis record whose data names one of the fans is dropped from the payload, the rest
+    kept as it was (so ``ops.replay failures`` re-drives them), under a new key; a record left without a Kinesis
+    record is deleted."""
+    erasure = ObjectErasure()
+    matcher = FanMatcher(fans)
+    for item in sorted(store.list(FAILURE_PREFIX), key=lambda entry: entry.key):
+        body = _get(store, item, erasure)
+        if body is None:
+            continue
+        try:
+            document = json.loads(body)
+            payload = document["payload"]
+            event = json.loads(payload) if isinstance(payload, str) else payload
+            records = event["Records"]
+            if not isinstance(records, list):
+                raise TypeError("Records is not a list")
+        except (ValueError, KeyError, TypeError):
+            erasure.unreadable.append(item.key)
+            continue
+        kept, removed = _split(records, lambda record: matcher.fans_in(_decoded(record.get("kinesis", {}).get("data"))))
+        if not removed:
+            continue
+        erasure.rows.update(removed)
+        if dry_run:
+            continue
+        if not kept:
+            _replace(store, item, None, None, erasure)
+            continue
+        event = {**event, "Records": kept}
+        document = {**document, "payload": json.dumps(event) if isinstance(payload, str) else event}
+        _replace(store, item, _new_name(item.key, item.etag, ""), json.dumps(document).encode(), erasure)
+    return erasure

@@ -1,0 +1,223 @@
+"""Erasure by the curator: one run removes a fan from every place, leaves every other row, audits what it did;
+a second run changes nothing."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from typing import Any
+from unittest.mock import ANY
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from curator.erasure import PROGRESS_PREFIX
+from curator.erasure_requests import AUDIT_PREFIX, REQUESTS_PREFIX, AuditRecord, fan_id_hmac
+from curator.tables import CHANGES_TABLE, REGISTRATIONS_TABLE
+from tests.curator.conftest import PREFIX, CuratedLake, generated_rows, latest_state, state_of
+from tests.curator.erasure_lake import (
+    ERASED,
+    KEPT,
+    SALT,
+    PlantedLake,
+    digest,
+    find_bytes,
+    normalized,
+    plant,
+)
+
+
+@pytest.fixture
+def planted(lake: CuratedLake) -> PlantedLake:
+    failure_bucket = f"{lake.bucket}-failures"
+    lake.s3.create_bucket(Bucket=failure_bucket)
+    return plant(lake, failure_bucket)
+
+
+def raw_rows(planted: PlantedLake) -> pa.Table:
+    lake = planted.lake
+    tables = [pq.read_table(pa.BufferReader(planted.body(lake.bucket, key))) for key in lake.raw_keys()]
+    return pa.concat_tables(tables) if tables else pa.table({"fan_id": pa.array([], pa.string())})
+
+
+def known_changes(planted: PlantedLake) -> list[tuple[Any, ...]]:
+    """Every change the lake holds (the changes table and the raw layer), each once."""
+    table = planted.lake.table(CHANGES_TABLE).scan().to_arrow()
+    return sorted(set(normalized(table, without=None)) | set(normalized(raw_rows(planted), without=None)))
+
+
+def snapshot_rows(planted: PlantedLake) -> pa.Table:
+    lake = planted.lake
+    keys = [key for key in lake.keys("demand/snapshots/") if key.endswith(".parquet")]
+    return pa.concat_tables([pq.read_table(pa.BufferReader(planted.body(lake.bucket, key))) for key in keys])
+
+
+def quarantine_lines(planted: PlantedLake) -> list[dict[str, Any]]:
+    lake = planted.lake
+    return [
+        json.loads(line)
+        for key in lake.keys("demand/quarantine/")
+        for line in gzip.decompress(planted.body(lake.bucket, key)).splitlines()
+    ]
+
+
+def failure_records(planted: PlantedLake) -> list[dict[str, Any]]:
+    records = []
+    for bucket, key in planted.objects():
+        if bucket == planted.failure_bucket:
+            records.extend(json.loads(json.loads(planted.body(bucket, key))["payload"])["Records"])
+    return records
+
+
+def count_fan(rows: pa.Table, fan: str) -> int:
+    return rows.filter(pa.compute.equal(rows.column("fan_id"), fan)).num_rows
+
+
+def test_one_run_erases_the_fan_everywhere_and_keeps_every_other_row(planted: PlantedLake):
+    lake = planted.lake
+    # GIVEN the fan in every place (checked, so the search below could fail).
+    changes_before = lake.table(CHANGES_TABLE).scan().to_arrow()
+    state_before = lake.table(REGISTRATIONS_TABLE).scan().to_arrow()
+    raw_before = raw_rows(planted)
+    planted_rows = {
+        "registration_changes": count_fan(changes_before, ERASED),
+        "registrations": count_fan(state_before, ERASED),
+        "raw_events": count_fan(raw_before, ERASED),
+        "snapshots": count_fan(snapshot_rows(planted), ERASED),
+        "quarantine": 2,
+        "failures": 1,
+    }
+    assert all(count > 0 for count in planted_rows.values()), planted_rows
+    assert len(lake.table(CHANGES_TABLE).metadata.snapshots) >= 2
+    before_search = find_bytes(planted, ERASED)
+    assert any("/metadata/" in hit and hit.endswith(".avro") for hit in before_search), before_search
+    assert any("/data/" in hit for hit in before_search)
+    assert any("aws/lambda/" in hit for hit in before_search)
+    old_snapshots = {
+        name: [item.snapshot_id for item in lake.table(name).metadata.snapshots]
+        for name in (CHANGES_TABLE, REGISTRATIONS_TABLE)
+    }
+    others = {
+        "changes": digest([row for row in known_changes(planted) if row[2] != ERASED]),
+        "snapshots": digest(normalized(snapshot_rows(planted))),
+        "failures": len(failure_records(planted)) - 1,
+    }
+    # WHEN the request is filed and the curator runs once
+    request = planted.file_request(ERASED)
+    result = planted.curator().run()
+
+    # THEN no byte of the fan's id is left anywhere, decoded every way
+    assert find_bytes(planted, ERASED) == []
+    assert result.erasure.requests_completed == [request.request_id]
+    assert result.erasure.rows_removed == planted_rows
+    assert result.unreadable == []
+    assert result.erasure.objects_unreadable == []
+    # every other fan's rows are intact (the run also curated the raw rows not curated before)
+    assert digest([row for row in known_changes(planted) if row[2] != ERASED]) == others["changes"]
+    assert digest(normalized(snapshot_rows(planted))) == others["snapshots"]
+    assert [line["line_number"] for line in quarantine_lines(planted) if "line_number" in line] == [9]
+    assert len(failure_records(planted)) == others["failures"] == 5
+    changes_after = lake.table(CHANGES_TABLE).scan().to_arrow()
+    assert sorted(normalized(changes_after)) == sorted(
+        row for row in normalized(planted.everything) if row[2] != ERASED
+    )
+    assert count_fan(changes_after, KEPT) == count_fan(planted.everything, KEPT) > 0
+    expected_state = latest_state(planted.everything.filter(pa.compute.not_equal(planted.everything["fan_id"], ERASED)))
+    assert state_of(lake.table(REGISTRATIONS_TABLE).scan().to_arrow()) == expected_state
+    # time travel to before the erasure finds nothing: every older snapshot is gone (the run's curation after the
+    # erasure made one more), and no kept one has the fan
+    for name, ids in old_snapshots.items():
+        table = lake.table(name)
+        kept = table.metadata.snapshots
+        assert {item.snapshot_id for item in kept}.isdisjoint(ids), name
+        assert table.snapshot_as_of_timestamp(min(item.timestamp_ms for item in kept) - 1) is None
+        for snapshot in kept:
+            assert count_fan(table.scan(snapshot_id=snapshot.snapshot_id).to_arrow(), ERASED) == 0
+    # the audit: counts per place, snapshots before and after, no fan id in clear; request and progress gone
+    audit = AuditRecord.from_json(planted.body(lake.bucket, request.audit_key), request.audit_key)
+    assert dict(audit.rows_removed) == planted_rows
+    assert audit.fan_id_hmacs == (fan_id_hmac(SALT, ERASED),)
+    assert audit.snapshots[CHANGES_TABLE]["before"] == old_snapshots[CHANGES_TABLE][-1]
+    assert audit.snapshots[CHANGES_TABLE]["after"] == lake.table(CHANGES_TABLE).current_snapshot().parent_snapshot_id
+    assert lake.keys(REQUESTS_PREFIX) == []
+    assert lake.keys(PROGRESS_PREFIX) == []
+    assert lake.keys(AUDIT_PREFIX) == [request.audit_key]
+
+
+def test_a_second_run_and_the_same_request_again_remove_nothing(planted: PlantedLake):
+    planted.file_request(ERASED)
+    planted.curator().run()
+    objects = planted.objects()
+    snapshots = {name: planted.lake.table(name).current_snapshot().snapshot_id for name in (CHANGES_TABLE,)}
+
+    second = planted.curator().run()
+
+    assert second.erasure.requests_completed == []
+    assert second.erasure.rows_removed == {}
+    assert planted.objects() == objects
+    assert planted.lake.table(CHANGES_TABLE).current_snapshot().snapshot_id == snapshots[CHANGES_TABLE]
+
+    again = planted.file_request(ERASED, token="0badc0df")
+    third = planted.curator().run()
+
+    assert third.erasure.requests_completed == [again.request_id]
+    assert set(third.erasure.rows_removed.values()) == {0}
+    audit = AuditRecord.from_json(planted.body(planted.lake.bucket, again.audit_key), again.audit_key)
+    assert set(audit.rows_removed.values()) == {0}
+
+    # No row moved: the same data files and objects; only the tables' metadata may be new (the history since the
+    # first erasure is cut again).
+    def lasting(found: dict[tuple[str, str], str]) -> dict[tuple[str, str], str]:
+        return {place: etag for place, etag in found.items() if "/metadata/" not in place[1]}
+
+    assert lasting(planted.objects()) == {**lasting(objects), (planted.lake.bucket, again.audit_key): ANY}
+
+
+def test_a_malformed_request_is_reported_and_left_in_place(planted: PlantedLake):
+    lake = planted.lake
+    bad = f"{REQUESTS_PREFIX}20260331T230000Z-00000001.json"
+    lake.s3.put_object(Bucket=lake.bucket, Key=bad, Body=b'{"fan_ids": "not a list"}')
+    result = planted.curator().run()
+    assert len(result.erasure.requests_malformed) == 1
+    assert bad in result.erasure.requests_malformed[0]
+    assert lake.keys(REQUESTS_PREFIX) == [bad]
+    assert result.changes_added > 0  # the run curated as usual
+    assert lake.raw_keys() != []
+    assert all(key.startswith(PREFIX) for key in lake.raw_keys())
+
+
+def test_an_unreadable_object_leaves_the_request_pending(planted: PlantedLake):
+    lake = planted.lake
+    broken = "demand/quarantine/dt=2026-03-30/broken.jsonl.gz"
+    lake.s3.put_object(Bucket=lake.bucket, Key=broken, Body=b"not gzip")
+    request = planted.file_request(ERASED)
+
+    result = planted.curator().run()
+
+    assert result.erasure.objects_unreadable == [broken]
+    assert result.erasure.requests_completed == []
+    assert lake.keys(REQUESTS_PREFIX) == [request.key]
+    assert lake.keys(AUDIT_PREFIX) == []
+    assert find_bytes(planted, ERASED) == [f"s3://{lake.bucket}/{request.key}"]  # only the request names the fan
+
+
+def test_a_lake_of_one_snapshot_and_a_long_fan_id_is_erased_too(lake: CuratedLake):
+    # One snapshot per table and a UUID fan id (its Iceberg bounds are truncated, never the whole id): nothing but
+    # the rows themselves says the tables hold the fan.
+    rows = generated_rows(20, seed=31)
+    fan = max(set(rows.column("fan_id").to_pylist()), key=rows.column("fan_id").to_pylist().count)
+    planted = PlantedLake(lake, f"{lake.bucket}-failures", rows)
+    lake.s3.create_bucket(Bucket=planted.failure_bucket)
+    lake.write(rows)
+    planted.curator().run()
+    assert len(lake.table(CHANGES_TABLE).metadata.snapshots) == 1
+    assert count_fan(lake.table(CHANGES_TABLE).scan().to_arrow(), fan) > 0
+
+    planted.file_request(fan)
+    result = planted.curator().run()
+
+    assert result.erasure.rows_removed["registration_changes"] == count_fan(rows, fan)
+    assert count_fan(lake.table(CHANGES_TABLE).scan().to_arrow(), fan) == 0
+    assert count_fan(lake.table(REGISTRATIONS_TABLE).scan().to_arrow(), fan) == 0
+    assert find_bytes(planted, fan) == []
