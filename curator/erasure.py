@@ -92,6 +92,15 @@ class ErasureOutcome:
     requests_malformed: list[str] = field(default_factory=list)
     rows_removed: dict[str, int] = field(default_factory=dict)
     objects_unreadable: list[str] = field(default_factory=list)
+    #: When each request still pending after the step was filed (a malformed one: when its object was written),
+    #: by key: the deadline alarm's input.
+    pending_since: dict[str, datetime] = field(default_factory=dict)
+
+    def oldest_pending_hours(self, now: datetime) -> float:
+        """Hours since the oldest request still pending was filed; 0 when none is."""
+        if not self.pending_since:
+            return 0.0
+        return max(0.0, (now - min(self.pending_since.values())).total_seconds() / 3600)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -275,12 +284,14 @@ class ErasureRun:
                 continue
             except ErasureRequestError as error:
                 outcome.requests_malformed.append(str(error))
+                outcome.pending_since[item.key] = item.last_modified or self.clock()
                 continue
             if request.audit_key.removeprefix(AUDIT_PREFIX) in audited:
                 self.store.delete(item.key, stored.etag)
                 outcome.requests_completed.append(request.request_id)
                 continue
             found.append(_Pending(request, stored.etag))
+            outcome.pending_since[item.key] = request.filed_at
         return found
 
     # -- a run ----------------------------------------------------------------------------------------------
@@ -318,6 +329,7 @@ class ErasureRun:
             for place, count in rows.items():
                 outcome.rows_removed[place] = outcome.rows_removed.get(place, 0) + count
             outcome.requests_completed.append(item.request.request_id)
+            outcome.pending_since.pop(item.request.key, None)
         self.checkpoint("erasure done")
         return outcome, changes, registrations
 

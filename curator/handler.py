@@ -35,6 +35,7 @@ __all__ = [
     "CURATED_PREFIX",
     "CURATION_DELETE_GRACE_MINUTES",
     "ENVIRONMENT_VARIABLES",
+    "ERASURE_METRIC",
     "ERASURE_SALT",
     "ERASURE_VARIABLES",
     "FAILURE_BUCKET",
@@ -62,6 +63,8 @@ SNAPSHOT_PREFIX = "SNAPSHOT_PREFIX"
 #: are searched (unset: not searched). Both optional, so a stack deployed before erasure keeps working.
 ERASURE_SALT = "ERASURE_SALT"
 FAILURE_BUCKET = "FAILURE_BUCKET"
+#: Published every run: hours since the oldest pending erasure request was filed (the stack's deadline alarm).
+ERASURE_METRIC = "OldestPendingErasureAgeHours"
 AWS_REGION = "AWS_REGION"
 #: Every variable the curator reads, in the order the infrastructure should set them.
 ENVIRONMENT_VARIABLES = (
@@ -204,7 +207,11 @@ def _curator() -> Curator:
     return curator
 
 
-def _publish(result: CurationResult) -> None:
+def _publish(result: CurationResult, now: datetime) -> None:
+    # The deadline alarm's input, every run (0 when nothing is pending): hours since the oldest pending request.
+    metrics.add_metric(
+        name=ERASURE_METRIC, unit=MetricUnit.NoUnit, value=round(result.erasure.oldest_pending_hours(now), 3)
+    )
     for name, value in (
         ("RawObjectsCurated", result.raw_objects_read),
         ("ChangesAdded", result.changes_added),
@@ -229,7 +236,7 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
         logger.exception("invalid curator settings")
         raise
     result = curator.run()
-    _publish(result)
+    _publish(result, datetime.now(UTC))
     summary = result.summary()
     logger.info("curation done", extra=summary)
     if result.unreadable:

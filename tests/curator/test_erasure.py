@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from datetime import timedelta
 from typing import Any
 from unittest.mock import ANY
 
@@ -110,6 +111,7 @@ def test_one_run_erases_the_fan_everywhere_and_keeps_every_other_row(planted: Pl
     # THEN no byte of the fan's id is left anywhere, decoded every way
     assert find_bytes(planted, ERASED) == []
     assert result.erasure.requests_completed == [request.request_id]
+    assert result.erasure.pending_since == {}  # nothing left for the deadline alarm
     assert result.erasure.rows_removed == planted_rows
     assert result.unreadable == []
     assert result.erasure.objects_unreadable == []
@@ -200,6 +202,9 @@ def test_an_unreadable_object_leaves_the_request_pending(planted: PlantedLake):
     assert lake.keys(REQUESTS_PREFIX) == [request.key]
     assert lake.keys(AUDIT_PREFIX) == []
     assert find_bytes(planted, ERASED) == [f"s3://{lake.bucket}/{request.key}"]  # only the request names the fan
+    # the deadline alarm's input: the request's age, from its filing time on the lake's clock
+    assert result.erasure.pending_since == {request.key: request.filed_at}
+    assert result.erasure.oldest_pending_hours(request.filed_at + timedelta(days=26)) == 26 * 24
 
 
 def test_a_lake_of_one_snapshot_and_a_long_fan_id_is_erased_too(lake: CuratedLake):

@@ -407,6 +407,9 @@ def test_the_erasure_deadline_alarm_reads_the_curators_metric(days: str | None) 
     alarm = _logical(run, ALARM, "curation-erasure-deadline").inputs
     assert alarm["name"] == "prd3292-qa1-demand-curator-erasure-deadline"
     assert (alarm["namespace"], alarm["metricName"]) == ("DmdPipeline", "OldestPendingErasureAgeHours")
+    from curator.handler import ERASURE_METRIC  # noqa: PLC0415 - pyiceberg: this test only
+
+    assert alarm["metricName"] == ERASURE_METRIC  # the name the curator publishes every run
     assert alarm["dimensions"] == {"service": "prd3292-qa1-demand-curator"}  # Powertools' service dimension
     assert (alarm["statistic"], alarm["comparisonOperator"]) == ("Maximum", "GreaterThanOrEqualToThreshold")
     assert alarm["threshold"] == (25 if days is None else 7) * 24
