@@ -368,12 +368,17 @@ def test_the_demo_erases_a_fan_and_prints_the_search_of_every_object(run: Run) -
     )
     assert erasure.searched > 20  # the raw, curated, snapshot, quarantine and erasure objects of the stack
     assert f"searched {erasure.searched:,} objects for its id" in run.text
-    # The curator of this build does not carry out erasures yet: the request stays pending and names the fan. Once
-    # curator.erasure runs at the start of a curator run, this becomes: completed, and erasure.found == [].
-    assert erasure.state is not None
-    assert erasure.state.pending
-    assert "  after curator run 3: still pending" in run.text
-    assert any(key.endswith(f"/erasure/requests/{erasure.request_id}.json") for key in erasure.found)
+    # the curator's next run carried the request out: its audit counts the rows, and no object names the fan
+    state = erasure.state
+    assert state is not None
+    assert not state.pending
+    assert state.audit is not None
+    removed = sum(state.audit.rows_removed.values())
+    assert removed > 0
+    assert state.audit.rows_removed["registration_changes"] > 0
+    assert f"  after curator run 3: completed, {removed:,} rows removed" in run.text
+    assert erasure.found == []
+    assert "  found nowhere" in run.text
 
 
 # -- the --keep banner: every command runs as printed on the kept local AWS ------------------------------------------
