@@ -106,14 +106,25 @@ def _batches(stream: ShardStream) -> Iterator[tuple[list[Any], int]]:
 
 def _build(stream: ShardStream, folder: Path) -> None:
     import sandbox.changes as changes_module  # noqa: PLC0415
+
+    folder.mkdir(parents=True, exist_ok=True)
+    step = 1_000_003
+    # the generator's documents, as boto3's serializer types them, faster; only while building (the process may be
+    # a test worker whose other tests serialize sets, which the fast version does not type)
+    serializer, changes_module.to_dynamodb_json = changes_module.to_dynamodb_json, _fast_dynamodb_json
+    try:
+        written = _write_batches(stream, folder, changes_module, step)
+    finally:
+        changes_module.to_dynamodb_json = serializer
+    (folder / "rows.txt").write_text(str(written))
+
+
+def _write_batches(stream: ShardStream, folder: Path, changes_module: Any, step: int) -> int:
     from pipeline.columnar import decode_batch  # noqa: PLC0415
     from pipeline.config import Settings  # noqa: PLC0415
     from pipeline.processor import StreamProcessor  # noqa: PLC0415
     from pipeline.writer import MemoryObjectStore  # noqa: PLC0415
 
-    changes_module.to_dynamodb_json = _fast_dynamodb_json  # same documents as boto3's serializer, faster
-    folder.mkdir(parents=True, exist_ok=True)
-    step = 1_000_003
     written = 0
     for batch, first_index in _batches(stream):
         event = changes_module.changes_event(
@@ -132,7 +143,7 @@ def _build(stream: ShardStream, folder: Path) -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(body)
         written += len(batch)
-    (folder / "rows.txt").write_text(str(written))
+    return written
 
 
 def cached_objects(stream: ShardStream) -> tuple[Path, int]:
