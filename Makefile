@@ -81,8 +81,8 @@ lint: .venv/.synced  ## ruff lint and format check
 typecheck: .venv/.synced  ## mypy
 	$(RUN) mypy
 
-unit: .venv/.synced  ## pytest only, then its 15 slowest tests (PYTEST_ARGS="-k decode")
-	$(RUN) pytest -n 2 --dist loadgroup --durations=15 $(PYTEST_ARGS)
+unit: .venv/.synced  ## pytest only (three workers), then its 15 slowest tests (PYTEST_ARGS="-k decode")
+	$(RUN) pytest -n 3 --dist loadgroup --durations=15 $(PYTEST_ARGS)
 
 test: lint typecheck unit  ## lint, types, then the whole suite (what CI runs)
 
