@@ -53,7 +53,11 @@ class SpilledHours:
         parent = Path(folder or tempfile.gettempdir())
         now = clock()  # epoch seconds, as file modification times are
         for stale in parent.glob(f"{_PREFIX}*"):
-            if now - stale.stat().st_mtime > STALE_SECONDS:
+            try:
+                modified = stale.stat().st_mtime
+            except FileNotFoundError:  # another run (another process sharing /tmp) just removed its own folder
+                continue
+            if now - modified > STALE_SECONDS:
                 shutil.rmtree(stale, ignore_errors=True)
         self._folder = Path(tempfile.mkdtemp(prefix=_PREFIX, dir=parent))
         self._slices: dict[tuple[datetime, int], _Slice] = {}

@@ -120,6 +120,16 @@ def test_a_spill_folder_left_by_a_run_that_died_is_removed_and_a_recent_one_is_n
         assert running.exists()
 
 
+def test_a_spill_folder_gone_between_listing_and_its_age_does_not_stop_the_run(tmp_path):
+    # another run sharing the folder removes its own spill while this one lists them: listed, then gone (a link to
+    # nothing is listed and has no age, as such a folder is)
+    (tmp_path / "curator-spill-gone").symlink_to(tmp_path / "removed-a-moment-ago")
+    hour = datetime(2026, 3, 31, 12, tzinfo=UTC)
+    with SpilledHours(folder=str(tmp_path), clock=lambda: 1_796_000_000.0) as spilled:
+        spilled.add(pa.table({"change_id": ["a"], "change_time": [hour]}), committed=False)
+        assert spilled.hours() == [hour]
+
+
 def test_one_row_per_change_lowest_sequence_then_shard():
     table = pa.table(
         {
