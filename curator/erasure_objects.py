@@ -107,6 +107,26 @@ def _fan_rows(rows: pa.Table, fans: pa.Array) -> tuple[pa.Array, Counter[str]]:
     return mask, Counter(str(fan) for fan in hits)
 
 
+def _parquet_holding(
+    store: ObjectStore, item: StoredObject, fans: pa.Array, erasure: ObjectErasure
+) -> tuple[pa.Table, pa.Array] | None:
+    """The rows of Parquet object ``item`` and the mask of the fans' rows, counted in ``erasure``; None when it holds
+    none of them, is gone or replaced since listed, or cannot be read (then named in ``erasure.unreadable``)."""
+    body = _get(store, item, erasure)
+    if body is None:
+        return None
+    try:
+        rows = pq.read_table(pa.BufferReader(body))
+    except (pa.ArrowInvalid, OSError):
+        erasure.unreadable.append(item.key)
+        return None
+    mask, counts = _fan_rows(rows, fans)
+    if not counts:
+        return None
+    erasure.rows.update(counts)
+    return rows, mask
+
+
 def erase_raw(
     store: ObjectStore,
     prefix: str,
@@ -121,20 +141,10 @@ def erase_raw(
     erasure = ObjectErasure()
     wanted = pa.array(sorted(fans), pa.string())
     for item in raw_objects(prefix, store.list(prefix)):
-        body = _get(store, item, erasure)
-        if body is None:
+        found = _parquet_holding(store, item, wanted, erasure)
+        if found is None or dry_run:
             continue
-        try:
-            rows = pq.read_table(pa.BufferReader(body))
-        except (pa.ArrowInvalid, OSError):
-            erasure.unreadable.append(item.key)
-            continue
-        mask, counts = _fan_rows(rows, wanted)
-        if not counts:
-            continue
-        erasure.rows.update(counts)
-        if dry_run:
-            continue
+        rows, mask = found
         entry = ledger.get(item.key)
         kept = rows.filter(pc.invert(mask))
         if (entry is not None and entry.etag == item.etag) or kept.num_rows == 0:
@@ -163,20 +173,10 @@ def erase_snapshots(store: ObjectStore, prefix: str, fans: Collection[str], *, d
         folder, _, name = item.key.rpartition("/")
         if not name.endswith(".parquet") or name.startswith("_"):
             continue
-        body = _get(store, item, erasure)
-        if body is None:
+        found = _parquet_holding(store, item, wanted, erasure)
+        if found is None or dry_run:
             continue
-        try:
-            rows = pq.read_table(pa.BufferReader(body))
-        except (pa.ArrowInvalid, OSError):
-            erasure.unreadable.append(item.key)
-            continue
-        mask, counts = _fan_rows(rows, wanted)
-        if not counts:
-            continue
-        erasure.rows.update(counts)
-        if dry_run:
-            continue
+        rows, mask = found
         kept = rows.filter(pc.invert(mask))
         if kept.num_rows == 0:
             _replace(store, item, None, None, erasure)
@@ -184,7 +184,8 @@ def erase_snapshots(store: ObjectStore, prefix: str, fans: Collection[str], *, d
         new_key = _new_name(item.key, item.etag, ".parquet")
         new_stem = new_key.rpartition("/")[2].removesuffix(".parquet")
         store.create(new_key, encode_parquet(kept))
-        done = {"items": kept.num_rows, "rows": kept.num_rows, "quarantined": 0, "erased_rows": sum(counts.values())}
+        erased = rows.num_rows - kept.num_rows
+        done = {"items": kept.num_rows, "rows": kept.num_rows, "quarantined": 0, "erased_rows": erased}
         store.create(f"{folder}/_{new_stem}.counts.json", json.dumps(done, sort_keys=True).encode())
         _replace(store, item, new_key, None, erasure)
         erasure.rewritten.append(new_key)
