@@ -70,11 +70,25 @@ TARGET_STREAMS: dict[str, Callable[[float], list[ShardStream]]] = {
 }
 
 
-def _status_kib(field: str) -> int:
+def status_kib(field: str) -> int:
+    """A memory figure of this process from /proc (``VmRSS`` now, ``VmHWM`` its peak), in KiB; 0 if absent."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
     return 0
+
+
+def run_once_in_fresh_process(module: str, endpoint_url: str, cpu: int | None) -> dict[str, Any]:
+    """``python -m <module> --run-once <endpoint_url>`` in a fresh process (pinned to ``cpu`` with taskset when
+    given and present): the figures its last line prints as JSON."""
+    command = [sys.executable, "-m", module, "--run-once", endpoint_url]
+    if cpu is not None and shutil.which("taskset"):
+        command = ["taskset", "-c", str(cpu), *command]
+    done = subprocess.run(command, check=False, capture_output=True, text=True, env=dict(os.environ))
+    if done.returncode != 0:
+        raise RuntimeError(f"the measured run failed ({done.returncode}):\n{done.stderr}")
+    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures
 
 
 def local_client_options(endpoint_url: str) -> dict[str, Any]:
@@ -127,7 +141,7 @@ def _timed(owner: Any, name: str, timings: dict[str, float], label: str) -> None
             return real(*args, **kwargs)
         finally:
             timings[label] = timings.get(label, 0.0) + time.perf_counter() - started
-            _PEAKS[label] = round(_status_kib("VmHWM") / 1024)
+            _PEAKS[label] = round(status_kib("VmHWM") / 1024)
 
     setattr(owner, name, wrapper)
 
@@ -167,7 +181,7 @@ def run_once(endpoint_url: str) -> dict[str, Any]:
         curation, "write_partition", timings, "(within the above) parquet encode + s3 put of registration_changes files"
     )
     _timed(curation, "_commit_overwrite", timings, "iceberg commits (manifests, glue)")
-    baseline = _status_kib("VmRSS")
+    baseline = status_kib("VmRSS")
     started, cpu = time.perf_counter(), time.process_time()
     result = curator.run()
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
@@ -182,7 +196,7 @@ def run_once(endpoint_url: str) -> dict[str, Any]:
         "cpu_seconds": round(cpu_seconds, 2),
         "rows_per_second": round(result.rows_read / seconds),
         "rss_before_run_mb": round(baseline / 1024),
-        "peak_rss_mb": round(_status_kib("VmHWM") / 1024),
+        "peak_rss_mb": round(status_kib("VmHWM") / 1024),
         "timings": {label: round(value, 2) for label, value in timings.items()},
         "peak_rss_mb_after": dict(_PEAKS),
     }
@@ -196,13 +210,9 @@ def measure(target: str, cpu: int, scale: float = 1.0) -> dict[str, Any]:
     streams = TARGET_STREAMS[target](scale)
     with MotoProcess() as server:
         uploaded = _upload(server.endpoint_url, streams)
-        command = [sys.executable, "-m", "bench.curation", "--run-once", server.endpoint_url]
-        if shutil.which("taskset"):
-            command = ["taskset", "-c", str(cpu), *command]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        done = subprocess.run(command, check=True, capture_output=True, text=True, env=dict(os.environ))
+        figures = run_once_in_fresh_process("bench.curation", server.endpoint_url, cpu)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     # user + sys of the whole fresh process (imports included), as /usr/bin/time reports it
     process_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {

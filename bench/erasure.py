@@ -17,16 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import subprocess
 import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-from bench.curation import local_client_options
+from bench.curation import local_client_options, run_once_in_fresh_process, status_kib
 from bench.registrations import _Rows
 
 _BUCKET = "bench-erasure"
@@ -168,7 +165,7 @@ def run_once(endpoint_url: str) -> dict[str, Any]:
     curator = _curator(endpoint_url, client)
     changes, state = curator.tables()
     calls.clear()
-    baseline = _status_kib("VmRSS")
+    baseline = status_kib("VmRSS")
     started, cpu = time.perf_counter(), time.process_time()
     outcome, _, _ = curator.erasure_run().run(changes, state, lambda c, r: (c, r))
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
@@ -178,27 +175,9 @@ def run_once(endpoint_url: str) -> dict[str, Any]:
         "seconds": round(seconds, 1),
         "cpu_seconds": round(cpu_seconds, 1),
         "rss_before_run_mb": round(baseline / 1024),
-        "peak_rss_mb": round(_status_kib("VmHWM") / 1024),
+        "peak_rss_mb": round(status_kib("VmHWM") / 1024),
         "requests": dict(calls),
     }
-
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def _in_fresh_process(endpoint_url: str, cpu: int | None) -> dict[str, Any]:
-    command = [sys.executable, "-m", "bench.erasure", "--run-once", endpoint_url]
-    if cpu is not None and shutil.which("taskset"):
-        command = ["taskset", "-c", str(cpu), *command]
-    done = subprocess.run(command, check=False, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"the measured run failed ({done.returncode}):\n{done.stderr}")
-    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return figures
 
 
 def cost_usd(requests: dict[str, int]) -> float:
@@ -213,7 +192,7 @@ def measure(days: int, rows_per_hour: int, fans: int, *, events: int, seed: int,
         started = time.perf_counter()
         built = _build(server.endpoint_url, days, rows_per_hour, fans, events=events, seed=seed)
         built["build_seconds"] = round(time.perf_counter() - started, 1)
-        figures = _in_fresh_process(server.endpoint_url, cpu)
+        figures = run_once_in_fresh_process("bench.erasure", server.endpoint_url, cpu)
     figures["cost_usd"] = round(cost_usd(figures["requests"]), 4)
     return {
         "days": days,

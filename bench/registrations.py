@@ -18,15 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import shutil
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-from bench.curation import local_client_options
+from bench.curation import local_client_options, run_once_in_fresh_process, status_kib
 
 _BUCKET = "bench-registrations"
 _DATABASE = "bench_registrations"
@@ -285,7 +282,7 @@ def run_once(endpoint_url: str) -> dict[str, Any]:
     curator = _curator(endpoint_url)
     changes, state = curator.tables()
     before = int(state.current_snapshot().summary["total-records"])
-    baseline = _status_kib("VmRSS")
+    baseline = status_kib("VmRSS")
     result = CurationResult()
     started, cpu = time.perf_counter(), time.process_time()
     StateAdvance(changes, state, result).run()
@@ -302,26 +299,8 @@ def run_once(endpoint_url: str) -> dict[str, Any]:
         "seconds": round(seconds, 1),
         "cpu_seconds": round(cpu_seconds, 1),
         "rss_before_run_mb": round(baseline / 1024),
-        "peak_rss_mb": round(_status_kib("VmHWM") / 1024),
+        "peak_rss_mb": round(status_kib("VmHWM") / 1024),
     }
-
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def _advance_in_fresh_process(endpoint_url: str, cpu: int | None) -> dict[str, Any]:
-    command = [sys.executable, "-m", "bench.registrations", "--run-once", endpoint_url]
-    if cpu is not None and shutil.which("taskset"):
-        command = ["taskset", "-c", str(cpu), *command]
-    done = subprocess.run(command, check=False, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"the measured run failed ({done.returncode}):\n{done.stderr}")
-    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return figures
 
 
 def measure(rows: int, keys: int, events: int, seed: int, cpu: int | None) -> dict[str, Any]:
@@ -334,7 +313,7 @@ def measure(rows: int, keys: int, events: int, seed: int, cpu: int | None) -> di
         built = _build(server.endpoint_url, rows, keys, events, seed)
         built["build_seconds"] = round(time.perf_counter() - started, 1)
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        figures = _advance_in_fresh_process(server.endpoint_url, cpu)
+        figures = run_once_in_fresh_process("bench.registrations", server.endpoint_url, cpu)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
     # user + sys of the whole fresh process (imports included), as /usr/bin/time reports it
     figures["process_cpu_seconds"] = round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 1)
