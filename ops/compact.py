@@ -25,12 +25,15 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ops.cli import stack_file_problem, stack_name
 from ops.outputs import OutputsError, StackOutputs, bind_stack
+
+if TYPE_CHECKING:
+    from components.settings import Settings
 
 __all__ = [
     "CURATOR_ROLE",
@@ -114,16 +117,18 @@ def _environment(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def curator_environment(outputs: StackOutputs, stack: str) -> dict[str, str]:
-    """The curator function's environment for ``stack``, as the program sets it (the stack file's time travel and
-    grace), with the outputs' bucket, raw prefix, Glue database and failure bucket, a local erasure salt, and
-    quieter logs for a terminal."""
+def curator_environment(outputs: StackOutputs, stack: str, settings: Settings | None = None) -> dict[str, str]:
+    """The curator function's environment for ``stack``, as the program sets it (the stack file's time travel,
+    grace and published snapshot), with the outputs' bucket, raw prefix, Glue database and failure bucket, a local
+    erasure salt, and quieter logs for a terminal. ``settings``: the stack's settings when the caller holds newer
+    ones than its stack file (the demo's local stack, once it has published its own backfill snapshot)."""
     from components.function_environment import curator_environment as program_environment  # noqa: PLC0415
     from components.function_environment import curator_erasure_environment  # noqa: PLC0415
     from components.naming import prefixes  # noqa: PLC0415 - only the local mode needs these
     from components.settings import settings_from_stack_file  # noqa: PLC0415
 
-    settings = settings_from_stack_file(stack)
+    if settings is None:
+        settings = settings_from_stack_file(stack)
     environment = program_environment(settings, outputs.bucket_name, prefixes(), outputs.athena_database_name)
     environment.update(curator_erasure_environment(outputs.failure_bucket_name, prefixes()))
     environment.update(

@@ -7,8 +7,7 @@ role of the local AWS (its temporary credentials, session token included) or as 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -22,10 +21,19 @@ if TYPE_CHECKING:
 
     from sandbox.local_aws import LocalAws
 
-__all__ = ["CHANGES_TABLE", "REGISTRATIONS_TABLE", "CuratedTables", "StateAgreement", "agreement", "local_catalog"]
+__all__ = [
+    "CHANGES_TABLE",
+    "REGISTRATIONS_TABLE",
+    "SEED_EXPORT_PROPERTY",
+    "CuratedTables",
+    "keyed_state",
+    "local_catalog",
+]
 
 CHANGES_TABLE = "registration_changes"  # curator.tables.CHANGES_TABLE (not imported: pyiceberg loads slowly)
 REGISTRATIONS_TABLE = "registrations"
+#: The export id ``registrations`` was seeded from, in each of its snapshots' summaries (curator.state's).
+SEED_EXPORT_PROPERTY = "curator.seed-export-id"
 Key = tuple[str, str]
 
 
@@ -80,6 +88,15 @@ class CuratedTables:
         """The data files the table's current snapshot references."""
         return sum(1 for _ in self.table(name).scan().plan_files())
 
+    def seeded_from(self) -> str | None:
+        """The export id of the backfill snapshot ``registrations`` was seeded from, as its current snapshot's
+        summary records it (None: not seeded, or no snapshot yet)."""
+        snapshot = self.table(REGISTRATIONS_TABLE).current_snapshot()
+        if snapshot is None or snapshot.summary is None:
+            return None
+        value = snapshot.summary.get(SEED_EXPORT_PROPERTY)
+        return None if value is None else str(value)
+
     def snapshots(self, name: str) -> list[SnapshotInfo]:
         """Every snapshot the table keeps, oldest first."""
         return [
@@ -92,46 +109,3 @@ def keyed_state(rows: pa.Table) -> dict[Key, dict[str, Any]]:
     """Rows of a current state (``registrations``, or the current-state query's result) by (event_id, fan_id),
     with the columns of a registration's state only."""
     return {(str(row["event_id"]), str(row["fan_id"])): row for row in rows.select(state_columns()).to_pylist()}
-
-
-@dataclass(frozen=True)
-class StateAgreement:
-    """``registrations`` (a table scan) against the brute-force latest state, registration by registration."""
-
-    registrations: int
-    expected: int
-    not_seeded: int  # live keys that only the snapshot holds (no change since): what the seed would bring
-    missing: list[Key] = field(default_factory=list)  # live, changed since the snapshot, not in registrations
-    unexpected: list[Key] = field(default_factory=list)  # in registrations, not live
-    different: dict[Key, list[str]] = field(default_factory=dict)
-
-    @property
-    def mismatches(self) -> int:
-        return len(self.missing) + len(self.unexpected) + len(self.different)
-
-    @property
-    def equal(self) -> bool:
-        return self.mismatches == 0
-
-
-def agreement(
-    registrations: Mapping[Key, dict[str, Any]],
-    expected: Mapping[Key, dict[str, Any]],
-    snapshot_only: set[Key],
-) -> StateAgreement:
-    """Every column of every registration against ``expected``; a live key missing from ``registrations`` is only
-    allowed when ``snapshot_only`` holds it (an item of the backfill snapshot no change touched since)."""
-    different: dict[Key, list[str]] = {}
-    for key in sorted(set(registrations) & set(expected)):
-        names = [name for name, value in expected[key].items() if registrations[key].get(name) != value]
-        if names:
-            different[key] = names
-    absent = set(expected) - set(registrations)
-    return StateAgreement(
-        registrations=len(registrations),
-        expected=len(expected),
-        not_seeded=len(absent & snapshot_only),
-        missing=sorted(absent - snapshot_only),
-        unexpected=sorted(set(registrations) - set(expected)),
-        different=different,
-    )

@@ -5,16 +5,19 @@
 Starts the local AWS with the stack's resources and bootstraps the lake as the runbook does: writes part of the
 changes (``--before``, a third by default) before the event source mapping exists, so they are only in the table;
 starts the mapping AT_TIMESTAMP T - lead; exports the table at T and back-fills the snapshot (``make backfill``'s
-checks and code). Then writes most of the rest of the realistic demand changes (and a few poison items), shows
+checks and code), and publishes that snapshot on the local stack (as ``pulumi config set
+dmd-pipeline:snapshotExportId`` / ``snapshotExportTime`` publish one), so the curator seeds ``registrations``
+from it. Then writes most of the rest of the realistic demand changes (and a few poison items), shows
 them flowing (table -> bridge -> Kinesis -> mapping -> handler -> S3; the first batch on each shard is delivered
 twice), waits until every change is accounted for, runs the workgroup's named queries on the Parquet through
 DuckDB, runs the curator (``make compact``'s local path), writes the last fifth of the changes and runs it again.
 It reads the curated tables as the CI role (pyiceberg scans into DuckDB): each change once against the raw rows,
-``registrations`` as of the first run against now (time travel), and ``registrations`` against the brute-force
-latest state; checks that the lake's current state (snapshot plus changes) equals a scan of the table, says why
-the change table's ``current_registrations`` counts fewer, erases one fan (a request filed as ``make erase`` files
-it, then a third curator run) and searches every object of the stack for its id, and prints a summary. Output fits
-80 columns; on a terminal the long steps show progress from their start. Everything it starts it stops, also on Ctrl-C.
+``registrations`` as of the first run against now (time travel); checks that the lake's current state (snapshot
+plus changes) and ``registrations`` (a table scan) each equal a scan of the DynamoDB table, every item and every
+attribute, and that ``current_registrations`` lists as many registrations; erases one fan (a request filed as
+``make erase`` files it, then a third curator run) and searches every object of the stack for its id, and prints a
+summary. Output fits 80 columns; on a terminal the long steps show progress from their start. Everything it starts
+it stops, also on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
@@ -36,6 +39,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 from botocore.exceptions import ClientError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -53,8 +57,6 @@ from sandbox.curated import (
     CHANGES_TABLE,
     REGISTRATIONS_TABLE,
     CuratedTables,
-    StateAgreement,
-    agreement,
     keyed_state,
     local_catalog,
 )
@@ -97,9 +99,9 @@ class DemoResult:
     @property
     def accounted(self) -> bool:
         """Every change streamed is a change in the raw layer, a quarantined record or a reported failure, each
-        exactly once; ``registration_changes`` holds each of them once and ``registrations`` agrees with the
-        brute-force latest state; and the bootstrap (when there was one) is complete, with the lake's current
-        state equal to the table."""
+        exactly once; ``registration_changes`` holds each of them once and ``registrations`` (seeded from the
+        backfill snapshot) equals a scan of the table; and the bootstrap (when there was one) is complete, with the
+        lake's current state equal to the table."""
         landed = self.counts.distinct_changes + self.counts.quarantined + self.failed
         curated = self.curation is None or (
             self.curation.each_change_once(self.counts.distinct_changes) and self.curation.state_agrees
@@ -135,7 +137,8 @@ class CurationFigures:
     as_of_first: StateFigures
     now: StateFigures
     first_snapshot: int | None
-    state: StateAgreement | None = None  # registrations against the brute-force latest state
+    seeded_from: str | None = None  # the export id registrations' snapshot summary names as its seed
+    state: StateComparison | None = None  # registrations (a table scan) against a scan of the DynamoDB table
 
     def each_change_once(self, distinct_raw_changes: int) -> bool:
         """``registration_changes`` holds every change of the raw layer, each once."""
@@ -325,6 +328,23 @@ def _backfill(console: Console, aws: LocalAws, lead: timedelta, verbose: bool) -
     return report
 
 
+def _publish(console: Console, aws: LocalAws, report: BackfillReport) -> None:
+    """Publish the backfill's snapshot on the local stack, as ``pulumi config set dmd-pipeline:snapshotExportId``
+    and ``snapshotExportTime`` publish one on a deployed stack: the curator's environment names it from now on, so
+    its next run seeds ``registrations`` from it. A snapshot whose counts do not add up is not published."""
+    if report.problems:
+        console.print(f"[red]snapshot {report.export_id} not published: its backfill is not complete[/]")
+        console.print()
+        return
+    aws.settings = replace(aws.settings, snapshot_export_id=report.export_id, snapshot_export_time=report.export_time)
+    console.print(
+        f"published snapshot {report.export_id} (T = {report.export_time}) on the local stack, as pulumi config set "
+        "dmd-pipeline:snapshotExportId and snapshotExportTime do: the curator's next run seeds registrations from it",
+        highlight=False,
+    )
+    console.print()
+
+
 def _flow(
     console: Console, aws: LocalAws, pipe: LocalPipeline, changes: list[Change], args: argparse.Namespace
 ) -> tuple[int, float, RedeliverFirstBatches]:
@@ -385,24 +405,26 @@ def _current_state(
     *,
     curation: CurationFigures | None = None,
 ) -> StateComparison:
-    """The lake's current state (snapshot + changes, the current-state query in DuckDB) against a scan of the table,
-    why the change table's ``current_registrations`` counts fewer registrations, and ``registrations`` (a table
-    scan) against that brute-force latest state (``curation.state``)."""
+    """The lake's current state (snapshot + changes, the current-state query in DuckDB) against a scan of the table;
+    ``registrations`` (a table scan) against the same scan (``curation.state``); and ``current_registrations``, the
+    named query that reads ``registrations``, against the current state's count."""
     export_time = datetime.fromisoformat(report.export_time.replace("Z", "+00:00"))
     with _working(console, "current state: snapshot + changes, then a scan of the table"):
         connection = lake.connect()
         current = lake.current_state(report.export_id, export_time, lead=lead, connection=connection)
         [named] = [query for query in lake.named_queries() if query.name == "current_registrations"]
-        changed = lake.query(named.sql, connection).num_rows
+        listed = lake.query(named.sql, connection).num_rows
         unchanged_keys = lake.unchanged_snapshot_keys(report.export_id, connection)
-        unchanged = len(unchanged_keys)
-        comparison = compare_states(table_state(aws.client("dynamodb"), aws.outputs.table_name), lake_state(current))
+        table = table_state(aws.client("dynamodb"), aws.outputs.table_name)
+        comparison = compare_states(table, lake_state(current))
+        seeded_items = 0
         if curation is not None:
-            curation.state = agreement(keyed_state(curation.registrations), lake_state(current), unchanged_keys)
+            registrations = keyed_state(curation.registrations)
+            curation.state = compare_states(table, registrations)
+            seeded_items = len(unchanged_keys & set(registrations))
     console.print(
         _arrow_table(f"current state: snapshot {report.export_id} + changes from T - lead", current, console.width)
     )
-    console.print(_why_counts_differ(changed, unchanged, current.num_rows), highlight=False)
     verdict = "[green]equal[/]" if comparison.equal else f"[red]{comparison.mismatches} mismatches[/]"
     console.print(
         f"the lake's current state against a scan of the table: {comparison.table_items:,} items in the table "
@@ -413,40 +435,50 @@ def _current_state(
     for line in comparison.describe():
         console.print(f"  [red]{line}[/]", highlight=False)
     if curation is not None and curation.state is not None:
-        _print_agreement(console, curation.state)
+        _print_registrations(console, curation.state)
+        console.print(
+            _seed_line(
+                listed=listed,
+                current=current.num_rows,
+                seeded_items=seeded_items,
+                unchanged=len(unchanged_keys),
+                seeded_from=curation.seeded_from,
+                published=report.export_id,
+            ),
+            highlight=False,
+        )
     console.print()
     return comparison
 
 
-def _print_agreement(console: Console, state: StateAgreement) -> None:
-    """``registrations`` (a table scan) against the brute-force latest state, in a few lines."""
+def _print_registrations(console: Console, state: StateComparison) -> None:
+    """``registrations`` (a table scan) against a scan of the DynamoDB table, in a few lines."""
     verdict = "[green]equal[/]" if state.equal else f"[red]{state.mismatches:,} mismatches[/]"
     console.print(
-        f"registrations (a table scan) against the latest state computed above: {state.registrations:,} rows, "
-        f"every column compared: {verdict}",
+        f"registrations (a table scan) against the same scan of the table: {state.table_items:,} items in the table "
+        f"({state.refused} refused by the record contract), {state.lake_registrations:,} rows in registrations, "
+        f"every attribute compared: {verdict}",
         highlight=False,
     )
-    if state.not_seeded:
-        console.print(
-            f"the other {state.not_seeded:,} registrations are snapshot items with no change since: "
-            "registrations is not yet seeded from the backfill snapshot "
-            f"({state.registrations:,} + {state.not_seeded:,} = {state.registrations + state.not_seeded:,})",
-            highlight=False,
-        )
-    for key in [*state.missing, *state.unexpected][:3]:
-        console.print(f"  [red]{key} differs in presence[/]", highlight=False)
-    for key, names in list(state.different.items())[:3]:
-        console.print(f"  [red]{key} differs in {', '.join(names)}[/]", highlight=False)
+    for line in state.describe(held_by="registrations"):
+        console.print(f"  [red]{line}[/]", highlight=False)
 
 
-def _why_counts_differ(changed: int, unchanged: int, current: int) -> str:
-    """The line that says why ``current_registrations`` (changes only) counts fewer than the current state."""
-    total = changed + unchanged
+def _seed_line(
+    *, listed: int, current: int, seeded_items: int, unchanged: int, seeded_from: str | None, published: str
+) -> str:
+    """The line that says ``current_registrations`` (a read of ``registrations``) lists the current state, snapshot
+    items no change touched since T included, because the curator seeded ``registrations`` from the snapshot."""
+    seed = (
+        f"seeded from snapshot {seeded_from}"
+        if seeded_from == published
+        else f"[red]seeded from {seeded_from or 'no snapshot'}, not from snapshot {published}[/]"
+    )
+    held = f"all {unchanged:,}" if seeded_items == unchanged else f"[red]{seeded_items:,} of the {unchanged:,}[/]"
+    count = f"{listed:,}" if listed == current else f"[red]{listed:,}, not the current state's {current:,}[/]"
     return (
-        f"why {changed:,} and {current:,}: current_registrations reads the change rows only, so it lists the "
-        f"registrations changed since the mapping started; the current state adds the {unchanged:,} snapshot items "
-        f"with no change since (written before the mapping, untouched after): {changed:,} + {unchanged:,} = "
-        f"{total:,}" + ("" if total == current else f" [red](not {current:,})[/]")
+        f"current_registrations (a read of registrations) lists {count} registrations: registrations is {seed}, "
+        f"so it holds {held} snapshot items no change touched since T"
     )
 
 
@@ -523,7 +555,8 @@ def _queries(console: Console, lake: Lake) -> None:
 def _curate(console: Console, aws: LocalAws, label: str) -> dict[str, Any]:
     """One curator run, as ``make compact`` runs it locally: the handler in-process as the local curator role."""
     credentials = aws.credentials(CURATOR_ROLE) if aws.roles else {}
-    invoke = local_invoker({**curator_environment(aws.outputs, aws.settings.stack), **credentials})
+    environment = curator_environment(aws.outputs, aws.settings.stack, aws.settings)  # the published snapshot too
+    invoke = local_invoker({**environment, **credentials})
     with _working(console, f"curator {label}: raw objects -> the curated tables"):
         summary = dict(invoke({}))
     for line in describe_result(summary, label):
@@ -576,6 +609,7 @@ def _curated(
         past = tables.read(REGISTRATIONS_TABLE, int(first_snapshot)) if first_snapshot else registrations.slice(0, 0)
         as_of, now = _state_figures(connection, past), _state_figures(connection, registrations)
         committed = {item.snapshot_id: item.committed_at for item in tables.snapshots(REGISTRATIONS_TABLE)}
+        seeded_from = tables.seeded_from()
     figures = CurationFigures(
         first=first,
         second=second,
@@ -587,6 +621,7 @@ def _curated(
         as_of_first=as_of,
         now=now,
         first_snapshot=int(first_snapshot) if first_snapshot else None,
+        seeded_from=seeded_from,
     )
     table = Table(title="curated tables (each change once)", title_justify="left")
     for name, justify in (("", "left"), ("raw layer", "right"), ("registration_changes", "right")):
@@ -623,9 +658,10 @@ def _curated(
 def _erase(console: Console, aws: LocalAws, curation: CurationFigures | None) -> ErasureFigures | None:
     """Erase one fan of ``registrations`` as an operator would (``make erase``, then the curator's next run), and
     search every object of the stack for its id."""
-    if curation is None or curation.registrations.num_rows == 0:
+    changed = _changed_since_the_snapshot(curation.registrations, curation.seeded_from) if curation else None
+    if changed is None or changed.num_rows == 0:
         return None
-    fan = min(curation.registrations.column("fan_id").to_pylist())
+    fan = min(changed.column("fan_id").to_pylist())
     figures = erase_one_fan(
         aws.client("s3", role=CI_ROLE if aws.roles else None),
         aws.client("s3"),
@@ -639,6 +675,16 @@ def _erase(console: Console, aws: LocalAws, curation: CurationFigures | None) ->
         console.print(line, highlight=False)
     console.print()
     return figures
+
+
+def _changed_since_the_snapshot(registrations: pa.Table, seeded_from: str | None) -> pa.Table:
+    """The rows of ``registrations`` a change since the mapping wrote, not the seed's snapshot items (their
+    ``shard_id`` is the export id): the fan the demo erases has rows in every layer the curator writes, as before
+    the seed. (A snapshot item's id is also in the DynamoDB export's data file under ``demand/exports/``, which
+    erasure does not rewrite.)"""
+    if seeded_from is None:
+        return registrations
+    return registrations.filter(pc.invert(pc.fill_null(pc.equal(registrations.column("shard_id"), seeded_from), False)))
 
 
 def _summary(console: Console, result: DemoResult) -> None:
@@ -669,6 +715,12 @@ def _summary(console: Console, result: DemoResult) -> None:
             f"current state = table: {state.lake_registrations:,} registrations, "
             + ("[green]equal[/]" if state.equal else f"[red]{state.mismatches} mismatches[/]")
         )
+    if result.curation is not None and result.curation.state is not None:
+        state = result.curation.state
+        console.print(
+            f"registrations = table: {state.lake_registrations:,} rows, "
+            + ("[green]equal[/]" if state.equal else f"[red]{state.mismatches} mismatches[/]")
+        )
     verdict = "[green]every change accounted for[/]" if result.accounted else "[red]changes unaccounted for[/]"
     console.print(
         f"distinct changes + quarantined + failed = {counts.distinct_changes + counts.quarantined + result.failed:,}: "
@@ -685,9 +737,7 @@ def _curation_rows(curation: CurationFigures | None) -> list[tuple[str, str]]:
     ]
     if curation.state is not None:
         state = curation.state
-        rows.append(
-            ("registrations = latest state", "equal" if state.equal else f"{state.mismatches:,} mismatches"),
-        )
+        rows.append(("registrations = table scan", "equal" if state.equal else f"{state.mismatches:,} mismatches"))
     return rows
 
 
@@ -832,6 +882,7 @@ def run_demo(args: argparse.Namespace, console: Console) -> DemoResult:
             )
             time.sleep(args.lead)  # T >= the mapping's starting position + lead
             report = _backfill(console, aws, lead, args.verbose)
+            _publish(console, aws, report)
             later = before + (len(changes) - before) * 4 // 5  # the last fifth: after the first curator run
             written, seconds, function = _flow(console, aws, pipe, changes[before:later], args)
             first = _curate(console, aws, "run 1")

@@ -55,10 +55,10 @@ class StateComparison:
     def equal(self) -> bool:
         return self.mismatches == 0
 
-    def describe(self, limit: int = 3) -> list[str]:
-        """A few lines naming mismatching registrations (empty when equal)."""
-        lines = [f"live in the table, not in the lake: {key}" for key in self.missing[:limit]]
-        lines += [f"in the lake, not live in the table: {key}" for key in self.unexpected[:limit]]
+    def describe(self, limit: int = 3, held_by: str = "the lake") -> list[str]:
+        """A few lines naming mismatching registrations (empty when equal); ``held_by`` names the compared side."""
+        lines = [f"live in the table, not in {held_by}: {key}" for key in self.missing[:limit]]
+        lines += [f"in {held_by}, not live in the table: {key}" for key in self.unexpected[:limit]]
         lines += [f"{key} differs in {', '.join(names)}" for key, names in list(self.different.items())[:limit]]
         return lines
 

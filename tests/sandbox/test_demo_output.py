@@ -1,7 +1,8 @@
-"""What `make demo` prints, on an 80-column log: the bootstrap against the table, two curator runs over a raw layer
-with duplicates, the curated tables, a time-travel read, registrations against the brute-force latest state, why
-current_registrations counts fewer than the current state, and progress on the long steps; then every command its
-``--keep`` banner prints, run as printed on the kept local AWS.
+"""What `make demo` prints, on an 80-column log: the bootstrap against the table, the snapshot it publishes for the
+curator's seed, two curator runs over a raw layer with duplicates, the curated tables, a time-travel read,
+registrations (a table scan) against a scan of the DynamoDB table, current_registrations listing the current state,
+and progress on the long steps; then every command its ``--keep`` banner prints, run as printed on the kept local
+AWS.
 
 The demo runs once for the module, with its defaults (what `make demo` runs: ``python -m sandbox.demo``) and
 ``--keep``; each test reads its result and its output."""
@@ -271,46 +272,67 @@ def test_time_travel_shows_registrations_as_of_the_first_run_against_now(run: Ru
     assert f"as of run 1: snapshot {curation.first_snapshot}, committed " in " ".join(section.split())
 
 
-def test_registrations_read_by_a_table_scan_equals_the_brute_force_latest_state(run: Run) -> None:
+def test_the_demo_publishes_its_backfill_snapshot_and_the_curator_seeds_registrations_from_it(run: Run) -> None:
     curation, bootstrap = run.result.curation, run.result.bootstrap
     assert curation is not None
     assert bootstrap is not None
-    assert bootstrap.state is not None
+    export_id = bootstrap.report.export_id
+    flat = " ".join(run.text.split())
+    published = f"published snapshot {export_id} (T = {bootstrap.report.export_time}) on the local stack"
+    assert published in flat
+    assert flat.index(published) < flat.index("curated run 1 in ")  # published before the curator's first run
+    assert curation.seeded_from == export_id  # registrations' snapshot summary names the seed
+
+
+def test_registrations_read_by_a_table_scan_equals_a_scan_of_the_table(run: Run) -> None:
+    curation, bootstrap = run.result.curation, run.result.bootstrap
+    assert curation is not None
+    assert bootstrap is not None
+    lake = bootstrap.state
     state = curation.state
+    assert lake is not None
     assert state is not None
     assert state.equal
-    assert state.registrations == curation.registrations.num_rows
-    assert state.expected == bootstrap.state.lake_registrations  # the brute force: snapshot + changes
-    assert state.registrations + state.not_seeded == state.expected
+    assert (state.missing, state.unexpected, state.different) == ([], [], {})
+    assert state.table_items == lake.table_items  # the same scan of the table as the lake's current state's
+    assert state.refused == 4
+    assert state.lake_registrations == curation.registrations.num_rows == state.table_items - state.refused
+    assert state.lake_registrations == lake.lake_registrations  # registrations = the current state, by count
     flat = " ".join(run.text.split())
     assert (
-        f"registrations (a table scan) against the latest state computed above: {state.registrations:,} rows, "
-        "every column compared: equal"
+        f"registrations (a table scan) against the same scan of the table: {state.table_items:,} items in the table "
+        f"(4 refused by the record contract), {state.lake_registrations:,} rows in registrations, every attribute "
+        "compared: equal"
     ) in flat
+    assert "not yet seeded" not in flat
     summary = {label: values[0] for label, values in _rows(run.text).items() if len(values) == 1}
     assert summary["rows in registration_changes"] == f"{curation.changes_rows:,}"
-    assert summary["rows in registrations"] == f"{state.registrations:,}"
-    assert summary["registrations = latest state"] == "equal"
+    assert summary["rows in registrations"] == f"{state.lake_registrations:,}"
+    assert summary["registrations = table scan"] == "equal"
+    assert f"registrations = table: {state.lake_registrations:,} rows, equal" in flat
+    assert all(len(line) <= WIDTH for line in run.text.splitlines())
 
 
-# -- why the change table's query and the current state count differently ------------------------------------------
-def test_a_line_explains_why_current_registrations_counts_fewer_than_the_current_state(run: Run) -> None:
+# -- current_registrations reads registrations, which holds the snapshot's items -----------------------------------
+def test_current_registrations_lists_the_current_state_with_the_snapshot_items_no_change_touched(run: Run) -> None:
+    bootstrap, curation = run.result.bootstrap, run.result.curation
+    assert bootstrap is not None
+    assert bootstrap.state is not None
+    assert curation is not None
     flat = " ".join(run.text.split())  # the line wraps at 80 columns
-    why = re.search(
-        r"why ([\d,]+) and ([\d,]+): current_registrations reads the change rows only, .*? the current state adds "
-        r"the ([\d,]+) snapshot items with no change since .*?: ([\d,]+) \+ ([\d,]+) = ([\d,]+)",
+    seed = re.search(
+        r"current_registrations \(a read of registrations\) lists ([\d,]+) registrations: registrations is seeded "
+        r"from snapshot (\S+), so it holds all ([\d,]+) snapshot items no change touched since T",
         flat,
     )
-    assert why is not None, flat
-    changed, current, unchanged, changed_again, unchanged_again, total = (_number(value) for value in why.groups())
-    state = run.result.bootstrap.state if run.result.bootstrap else None
-    assert state is not None
-    assert (changed_again, unchanged_again) == (changed, unchanged)
-    assert changed + unchanged == total == current == state.lake_registrations
-    assert 0 < unchanged < current
+    assert seed is not None, flat
+    listed, export_id, unchanged = _number(seed.group(1)), seed.group(2), _number(seed.group(3))
+    assert export_id == bootstrap.report.export_id == curation.seeded_from
+    assert listed == bootstrap.state.lake_registrations == curation.registrations.num_rows
+    assert 0 < unchanged < listed
     named = re.search(r"current_registrations: .*? \d+ of ([\d,]+) rows", flat)
     assert named is not None
-    assert _number(named.group(1)) == changed  # the named query's own row count
+    assert _number(named.group(1)) == listed  # the named query's own row count
 
 
 # -- progress -------------------------------------------------------------------------------------------------------
@@ -332,7 +354,7 @@ def test_each_long_step_starts_its_progress_before_its_result_is_printed(run: Ru
     assert "items exported" not in printed_before["exporting the table at T"]
     assert "curated run 1" not in printed_before["curator run 1: raw objects -> the curated tables"]
     assert "curated tables (each change once)" not in printed_before[descriptions[6]]
-    assert "why " not in printed_before["current state: snapshot + changes, then a scan of the table"]
+    assert "current_registrations (a read" not in printed_before[descriptions[7]]
     assert "searched " not in printed_before[descriptions[-1]]
 
 
