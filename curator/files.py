@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -16,6 +17,8 @@ from pyiceberg.expressions import AlwaysTrue, BooleanExpression
 from pyiceberg.io.fileformat import FileFormatFactory
 from pyiceberg.io.pyarrow import (
     ArrowScan,
+    MetricModeTypes,
+    MetricsMode,
     _dataframe_to_data_files,
     _get_parquet_writer_kwargs,
     _to_requested_schema,
@@ -84,6 +87,8 @@ STATISTICS_COLUMNS = frozenset(
         "change_time_us",
     }
 )
+
+_NO_METRICS = MetricsMode(MetricModeTypes.NONE)
 
 
 def conform_to(rows: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -170,10 +175,15 @@ def write_partition(table: Table, value: Any, rows: pa.Table) -> list[DataFile]:
                 ),
             )
         size = stream.tell()  # the file's size, without asking the store for it again
+    # The manifest's metrics of a column without Parquet statistics: none (rather than counts pyiceberg would log a
+    # warning per column and file for, then drop).
+    measured = {columns[path] for path in STATISTICS_COLUMNS.intersection(columns)}
+    plan = {
+        field_id: collector if field_id in measured else replace(collector, mode=_NO_METRICS)
+        for field_id, collector in compute_statistics_plan(schema, metadata.properties).items()
+    }
     statistics = data_file_statistics_from_parquet_metadata(
-        parquet_metadata=writer.writer.metadata,
-        stats_columns=compute_statistics_plan(schema, metadata.properties),
-        parquet_column_mapping=columns,
+        parquet_metadata=writer.writer.metadata, stats_columns=plan, parquet_column_mapping=columns
     )
     data_file = DataFile.from_args(
         content=DataFileContent.DATA,

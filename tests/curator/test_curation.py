@@ -4,12 +4,14 @@ once covered and after the grace period."""
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from curator.curation import APPLIED_PROPERTY
 from curator.files import DICTIONARY_COLUMNS, STATISTICS_COLUMNS
@@ -309,14 +311,18 @@ def test_an_hour_bigger_than_a_slice_is_written_as_several_sorted_files_each_cha
     assert state_of(registrations_of(lake)) == latest_state(rows)
 
 
-def test_data_files_encode_dictionaries_and_statistics_only_where_readers_gain(lake: CuratedLake):
+def test_data_files_encode_dictionaries_and_statistics_only_where_readers_gain(
+    lake: CuratedLake, caplog: pytest.LogCaptureFixture
+):
     """Both tables' files: the table's types and field ids, dictionaries only on the few-valued columns, min/max
     statistics only on the columns readers prune on, and the manifests' bounds for them (``fan_id``'s are what
     ``registrations`` finds a key's file by)."""
     lake.write(generated_rows(300))
 
-    lake.curator().run()
+    with caplog.at_level(logging.WARNING):
+        lake.curator().run()
 
+    assert not [record.getMessage() for record in caplog.records if "statistics" in record.getMessage()]
     for name in (CHANGES_TABLE, REGISTRATIONS_TABLE):
         table = lake.table(name)
         files = [task.file for task in table.scan().plan_files()]
@@ -339,4 +345,6 @@ def test_data_files_encode_dictionaries_and_statistics_only_where_readers_gain(l
             assert fan_id in data_file.lower_bounds
             assert fan_id in data_file.upper_bounds
             assert sequence not in data_file.lower_bounds
+            assert sequence not in (data_file.value_counts or {})
+            assert data_file.value_counts[fan_id] == data_file.record_count
         assert table.scan().to_arrow().schema == table.schema().as_arrow()
