@@ -197,6 +197,7 @@ def write_partition(table: Table, value: Any, rows: pa.Table) -> list[DataFile]:
         key_metadata=None,
         **statistics.to_serialized_dict(),
     )
+    data_file.spec_id = metadata.default_spec_id  # as a manifest would record it: the file is readable now
     return [data_file]
 
 

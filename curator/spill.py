@@ -30,6 +30,10 @@ __all__ = ["SpilledBuckets", "SpilledHours"]
 _WRITE_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4", use_threads=False)
 _READ_OPTIONS = pa.ipc.IpcReadOptions(use_threads=False)
 _PREFIX = "curator-spill-"
+#: ``SpilledBuckets.add`` slices rows in place when they come in runs of one value: at most this many runs, or
+#: runs of this many rows on average.
+_FEW_RUNS = 64
+_ROWS_PER_RUN = 32
 #: A spill folder untouched this long is a run that died (a Lambda timeout keeps /tmp for the next invocation).
 STALE_SECONDS = 2 * 3600
 
@@ -201,12 +205,22 @@ class SpilledBuckets:
         """Spread ``rows`` over the buckets (every call with the same schema)."""
         if rows.num_rows == 0:
             return
-        bucket = slice_of(rows.column(self.column), self.buckets)
-        order = pc.sort_indices(bucket)
-        ordered = rows.take(order)
-        runs = pc.run_end_encode(pc.take(bucket, order))
+        values = rows.column(self.column)
+        runs = pc.run_end_encode(values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values)
+        if len(runs.run_ends) <= max(_FEW_RUNS, rows.num_rows // _ROWS_PER_RUN):
+            # Rows already in runs of one value (a data file sorted by this column): each run goes to its bucket as
+            # a slice, without hashing every row or copying any.
+            ordered = rows
+            run_buckets = slice_of(runs.values, self.buckets).to_pylist()
+            run_ends = runs.run_ends.to_pylist()
+        else:
+            bucket = slice_of(values, self.buckets)
+            order = pc.sort_indices(bucket)
+            ordered = rows.take(order)
+            bucket_runs = pc.run_end_encode(pc.take(bucket, order))
+            run_buckets, run_ends = bucket_runs.values.to_pylist(), bucket_runs.run_ends.to_pylist()
         start = 0
-        for value, end in zip(runs.values.to_pylist(), runs.run_ends.to_pylist(), strict=True):
+        for value, end in zip(run_buckets, run_ends, strict=True):
             self._buffered[int(value)].append(ordered.slice(start, end - start))
             start = end
         self._buffered_rows += rows.num_rows

@@ -82,9 +82,13 @@ def test_the_spill_gives_back_each_row_once_by_hour_and_slice_groups(tmp_path):
     assert not list(tmp_path.iterdir()), "the spill folder is removed afterwards"
 
 
-def test_buckets_give_back_each_row_once_with_every_row_of_an_event_in_one_bucket(tmp_path):
-    # GIVEN 3,000 changes of 30 events, added in batches of 700 and flushed to disk every 1,000 rows
+@pytest.mark.parametrize("in_event_order", [False, True], ids=["events-interleaved", "events-in-runs"])
+def test_buckets_give_back_each_row_once_with_every_row_of_an_event_in_one_bucket(tmp_path, in_event_order):
+    # GIVEN 3,000 changes of 30 events, added in batches of 700 and flushed to disk every 1,000 rows: the events
+    # interleaved row by row (hashed and reordered), or in runs as a sorted data file has them (sliced in place)
     events = [f"event-{index % 30:02d}" for index in range(3_000)]
+    if in_event_order:
+        events.sort()
     table = pa.table({"event_id": events, "change_id": [f"change-{index:05d}" for index in range(3_000)]})
     with SpilledBuckets("event_id", 4, flush_rows=1_000, folder=str(tmp_path)) as spilled:
         for offset in range(0, 3_000, 700):
