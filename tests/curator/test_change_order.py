@@ -104,14 +104,14 @@ def test_the_newest_change_of_each_key_is_the_brute_force_newest_ties_included(s
     ``newer_order_key``."""
     generator = random.Random(7)
     since = 1_775_000_000_000_000
-    rows = []
+    rows: list[dict[str, Any]] = []
     for index in range(2_000):
-        key = generator.randrange(300)
+        number = generator.randrange(300)
         snapshot = seeded and generator.random() < 0.2
         rows.append(
             {
-                "event_id": f"event-{key % 7}",
-                "fan_id": f"fan-{key:04d}",
+                "event_id": f"event-{number % 7}",
+                "fan_id": f"fan-{number:04d}",
                 "shard_id": "export-1" if snapshot else f"shardId-{generator.randrange(2)}",
                 CHANGE_TIME_US: since - 5 if snapshot else since + generator.randrange(4),
                 "sequence_number": str(generator.choice([9, 10, 99, 100, 10**30]) + generator.randrange(3)),
