@@ -282,7 +282,7 @@ def test_an_hour_bigger_than_a_slice_is_written_as_several_sorted_files_each_cha
     later = [str(int(value) + 10**6) for value in repeated.column("sequence_number").to_pylist()]
     lake.write(pa.concat_tables([rows.slice(0, 300), with_sequences(repeated, later)]))
     lake.write(rows.slice(250, 150))  # overlaps the first object by 50 changes
-    curator = lake.curator(slice_rows=120, spill_partitions=4)
+    curator = lake.curator(slice_rows=120, spill_partitions=4, spill_memory_bytes=1)  # every row through the disk
 
     first = curator.run()
 

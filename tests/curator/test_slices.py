@@ -215,7 +215,8 @@ hour = datetime(2026, 3, 31, 23, tzinfo=UTC)
 schema = pa.schema([("change_id", pa.large_string()), ("change_time", pa.timestamp("us", tz="UTC")),
                     ("payload", pa.large_string())])
 base = status("VmRSS")
-with SpilledHours(partitions=32, flush_rows=100_000) as spilled:
+limit = {"rows": {"flush_rows": 100_000}, "bytes": {"flush_bytes": 40 * 2**20}}[sys.argv[2]]
+with SpilledHours(partitions=32, **limit) as spilled:
     for start in range(0, total, batch):
         numbers = pa.array(range(start, start + batch), pa.int64())
         ids = pc.binary_join_element_wise("change-", pc.cast(numbers, pa.string()), "")
@@ -232,10 +233,16 @@ print(json.dumps({"seen": seen, "largest": largest, "growth_mb": status("VmHWM")
 """
 
 
-def test_the_spill_keeps_a_fresh_process_memory_far_below_the_rows_it_holds():
-    """2M rows of ~200 bytes (~380 MB in Arrow) go through the spill; the process peak stays at a slice's size."""
+@pytest.mark.parametrize("limit", ["rows", "bytes"])
+def test_the_spill_keeps_a_fresh_process_memory_far_below_the_rows_it_holds(limit: str):
+    """2M rows of ~200 bytes (~380 MB in Arrow) go through the spill, written to disk past 100,000 rows or 40 MB
+    in memory; the process peak stays near a slice's size."""
     done = subprocess.run(
-        [sys.executable, "-c", _SPILL_PROBE, "2000000"], capture_output=True, text=True, check=True, timeout=600
+        [sys.executable, "-c", _SPILL_PROBE, "2000000", limit],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
     )
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     assert figures["seen"] == 2_000_000
