@@ -44,7 +44,7 @@ from curator.raw import LEDGER_PROPERTY, LedgerEntry, raw_objects, read_ledger, 
 from curator.retention import RetentionResult, apply_retention
 from curator.rows import SORT_KEYS, ContractError, conform_to_contract, first_of_each_change, sort_order
 from curator.seed import PublishedSnapshot
-from curator.spill import SpilledHours
+from curator.spill import MEMORY_BYTES, SpilledHours
 from curator.state import APPLIED_PROPERTY, WATERMARK_PROPERTY, advance_registrations
 from curator.store import IO_THREADS, ObjectGoneError, ObjectStore, StoredObject
 from curator.tables import changes_spec, ensure_table, registrations_spec
@@ -145,6 +145,8 @@ class Curator:
     #: Rows per data file (one slice of an hour in memory at a time) and hash slices per hour on local disk.
     slice_rows: int = SLICE_ROWS
     spill_partitions: int = SPILL_PARTITIONS
+    #: Bytes of the run's rows the spill keeps in memory before it writes them all to local disk.
+    spill_memory_bytes: int = MEMORY_BYTES
     #: Called after each step that changed something durable (tests crash the run there).
     checkpoint: Callable[[str], None] = lambda step: None
     #: The failure bucket's store (erasure searches its on-failure records); None: not searched.
@@ -260,7 +262,7 @@ class Curator:
             return table, ledger
         staged = _Staged(table)
         try:
-            with SpilledHours(self.spill_partitions) as spilled:
+            with SpilledHours(self.spill_partitions, flush_bytes=self.spill_memory_bytes) as spilled:
                 # 1. Every new raw row, a record batch at a time, into its hour's slices on local disk.
                 self._spill_raw(pending, spilled, ledger, result)
                 # 2. Each touched hour: its committed rows into the same slices, then one slice group at a time
@@ -375,7 +377,6 @@ class Curator:
                 for batch in parquet.iter_batches(batch_size=_BATCH_ROWS):
                     rows = conform_to_contract(pa.Table.from_batches([batch]), target, data_file.file_path)
                     spilled.add(conform_to(rows, target), committed=True)
-        spilled.flush()
         return committed
 
     def _write_hour(

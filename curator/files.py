@@ -8,20 +8,37 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from pyiceberg.expressions import AlwaysTrue, BooleanExpression
-from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files, pyarrow_to_schema, write_file
-from pyiceberg.manifest import DataFile, ManifestEntryStatus
+from pyiceberg.io.fileformat import FileFormatFactory
+from pyiceberg.io.pyarrow import (
+    ArrowScan,
+    MetricModeTypes,
+    MetricsMode,
+    _dataframe_to_data_files,
+    _get_parquet_writer_kwargs,
+    _to_requested_schema,
+    compute_statistics_plan,
+    data_file_statistics_from_parquet_metadata,
+    parquet_path_to_id_mapping,
+    pyarrow_to_schema,
+)
+from pyiceberg.manifest import DataFile, DataFileContent, FileFormat, ManifestEntryStatus
 from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
-from pyiceberg.table import WriteTask
+from pyiceberg.table import TableProperties
+from pyiceberg.table.locations import load_location_provider
 
 if TYPE_CHECKING:
     from pyiceberg.table import Table
     from pyiceberg.table.snapshots import Snapshot
 
 __all__ = [
+    "DICTIONARY_COLUMNS",
+    "STATISTICS_COLUMNS",
     "SnapshotChanges",
     "conform_to",
     "files_matching",
@@ -30,6 +47,48 @@ __all__ = [
     "write_files",
     "write_partition",
 ]
+
+
+#: Parquet columns of the curated tables written with a dictionary: those with few distinct values in a file. The
+#: others (``fan_id``, ``change_id``, ``sequence_number``, the times) are nearly all distinct: a dictionary is built
+#: for them only to be given up once it outgrows its page, which cost CPU and made the files bigger, not smaller.
+DICTIONARY_COLUMNS = frozenset(
+    {
+        "event_id",
+        "market_id",
+        "status",
+        "quantity",
+        "price_levels.list.element",
+        "channel",
+        "presale_code",
+        "attributes.key_value.key",
+        "attributes.key_value.value",
+        "op",
+        "shard_id",
+        "table_name",
+        "extra_attributes",
+    }
+)
+#: Parquet columns whose statistics (min, max, nulls) are written, in the row groups and so in the manifests'
+#: bounds: the columns readers prune on (the partition and sort keys, the change's identity and time, the
+#: ``op`` the late-REMOVE check filters on) and the cheap numeric ones. Min and max of the other text columns
+#: (sequence numbers, attributes) cost a comparison per value and prune no query.
+STATISTICS_COLUMNS = frozenset(
+    {
+        "event_id",
+        "fan_id",
+        "market_id",
+        "quantity",
+        "created_at",
+        "updated_at",
+        "op",
+        "change_id",
+        "change_time",
+        "change_time_us",
+    }
+)
+
+_NO_METRICS = MetricsMode(MetricModeTypes.NONE)
 
 
 def conform_to(rows: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -71,27 +130,75 @@ def write_files(table: Table, rows: pa.Table) -> list[DataFile]:
 
 
 def write_partition(table: Table, value: Any, rows: pa.Table) -> list[DataFile]:
-    """``rows`` (all of the one partition whose value is ``value``, in order) as data files of ``table``: the
-    partition is known, so the rows are not grouped by partition again, as ``write_files`` does for any rows."""
+    """``rows`` (all of the one partition whose value is ``value``, in order) as one data file of ``table``: the
+    partition is known, so the rows are not grouped by partition again, as ``write_files`` does for any rows.
+
+    Written as pyiceberg writes a data file (the table's schema with field ids, its compression and page settings,
+    the same column metrics in the manifest), except that only ``DICTIONARY_COLUMNS`` are dictionary-encoded and
+    only ``STATISTICS_COLUMNS`` carry statistics."""
     if rows.num_rows == 0:
         return []
-    spec = table.metadata.spec()
+    metadata = table.metadata
+    schema = metadata.schema()
+    spec = metadata.spec()
     key = PartitionKey(
-        field_values=[PartitionFieldValue(field=spec.fields[0], value=value)],
-        partition_spec=spec,
-        schema=table.schema(),
+        field_values=[PartitionFieldValue(field=spec.fields[0], value=value)], partition_spec=spec, schema=schema
     )
-    task = WriteTask(
-        write_uuid=uuid.uuid4(),
-        task_id=0,
-        record_batches=rows.to_batches(),
-        partition_key=key,
-        schema=pyarrow_to_schema(rows.schema, name_mapping=table.metadata.schema().name_mapping, format_version=2),
+    given = pyarrow_to_schema(rows.schema, name_mapping=schema.name_mapping, format_version=2)
+    parquet = FileFormatFactory.get(FileFormat.PARQUET)
+    batches = [
+        _to_requested_schema(schema, given, batch, include_field_ids=True, format_model=parquet)
+        for batch in rows.to_batches()
+    ]
+    arrow = pa.Table.from_batches(batches)
+    path = load_location_provider(metadata.location, metadata.properties).new_data_location(
+        data_file_name=f"00000-0-{uuid.uuid4()}.parquet", partition_key=key
     )
-    files = list(write_file(io=table.io, table_metadata=table.metadata, tasks=iter([task])))
-    for data_file in files:
-        data_file.spec_id = table.metadata.default_spec_id
-    return files
+    columns = parquet_path_to_id_mapping(schema)
+    output = table.io.new_output(path)
+    with output.create(overwrite=True) as stream:
+        writer = pq.ParquetWriter(
+            stream,
+            schema=arrow.schema,
+            store_decimal_as_integer=True,
+            use_dictionary=sorted(DICTIONARY_COLUMNS.intersection(columns)),
+            write_statistics=sorted(STATISTICS_COLUMNS.intersection(columns)),
+            **_get_parquet_writer_kwargs(metadata.properties),
+        )
+        with writer:
+            writer.write_table(
+                arrow,
+                row_group_size=int(
+                    metadata.properties.get(
+                        TableProperties.PARQUET_ROW_GROUP_LIMIT, TableProperties.PARQUET_ROW_GROUP_LIMIT_DEFAULT
+                    )
+                ),
+            )
+        size = stream.tell()  # the file's size, without asking the store for it again
+    # The manifest's metrics of a column without Parquet statistics: none (rather than counts pyiceberg would log a
+    # warning per column and file for, then drop).
+    measured = {columns[path] for path in STATISTICS_COLUMNS.intersection(columns)}
+    plan = {
+        field_id: collector if field_id in measured else replace(collector, mode=_NO_METRICS)
+        for field_id, collector in compute_statistics_plan(schema, metadata.properties).items()
+    }
+    statistics = data_file_statistics_from_parquet_metadata(
+        parquet_metadata=writer.writer.metadata, stats_columns=plan, parquet_column_mapping=columns
+    )
+    data_file = DataFile.from_args(
+        content=DataFileContent.DATA,
+        file_path=path,
+        file_format=FileFormat.PARQUET,
+        partition=key.partition,
+        file_size_in_bytes=size,
+        sort_order_id=None,
+        spec_id=metadata.default_spec_id,
+        equality_ids=None,
+        key_metadata=None,
+        **statistics.to_serialized_dict(),
+    )
+    data_file.spec_id = metadata.default_spec_id  # as a manifest would record it: the file is readable now
+    return [data_file]
 
 
 class SnapshotChanges:

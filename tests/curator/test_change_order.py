@@ -4,12 +4,15 @@ lowest ``shard_id``."""
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pyarrow as pa
 import pytest
 
+from curator.state import _latest_per_key, _Order
 from curator.tables import CHANGES_TABLE, REGISTRATIONS_TABLE
+from pipeline.change_order import CHANGE_TIME_US, newer_order_key
 from pipeline.schema import arrow_schema
 from tests.curator.conftest import OTHER_SHARD, CuratedLake, generated_rows, latest_state, state_of
 
@@ -91,3 +94,58 @@ def test_of_two_copies_with_one_sequence_number_the_lower_shard_is_kept(lake: Cu
     assert changes.column("sequence_number").to_pylist() == [base["sequence_number"]]
     state = lake.table(REGISTRATIONS_TABLE).scan().to_arrow()
     assert state_of(state) == latest_state(pa.Table.from_pylist(copies[:1], schema=arrow_schema()))
+
+
+@pytest.mark.parametrize("seeded", [False, True], ids=["changes", "changes-and-snapshot-rows"])
+def test_the_newest_change_of_each_key_is_the_brute_force_newest_ties_included(seeded: bool):
+    """2,000 rows over 300 keys, in no order: many keys have two changes in one microsecond (then the sequence
+    number as an integer decides, then ``change_id``), and with a seed, snapshot rows placed at T - lead sit below
+    a change of that very microsecond. The result is one row per key, in key order, each the newest by
+    ``newer_order_key``."""
+    generator = random.Random(7)
+    since = 1_775_000_000_000_000
+    rows: list[dict[str, Any]] = []
+    for index in range(2_000):
+        number = generator.randrange(300)
+        snapshot = seeded and generator.random() < 0.2
+        rows.append(
+            {
+                "event_id": f"event-{number % 7}",
+                "fan_id": f"fan-{number:04d}",
+                "shard_id": "export-1" if snapshot else f"shardId-{generator.randrange(2)}",
+                CHANGE_TIME_US: since - 5 if snapshot else since + generator.randrange(4),
+                "sequence_number": str(generator.choice([9, 10, 99, 100, 10**30]) + generator.randrange(3)),
+                "change_id": f"change-{index:05d}",
+                "op": "SNAPSHOT" if snapshot else "MODIFY",
+            }
+        )
+    table = pa.Table.from_pylist(rows)
+    order = _Order("export-1", since) if seeded else _Order()
+
+    def newest_key(row: dict[str, Any]) -> tuple[Any, ...]:
+        if seeded and row["shard_id"] == "export-1":
+            return (since, 0, *newer_order_key({**row, CHANGE_TIME_US: since})[1:])
+        time, *rest = newer_order_key(row)
+        return (time, 1, *rest)
+
+    expected: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        key = (row["event_id"], row["fan_id"])
+        if key not in expected or newest_key(row) > newest_key(expected[key]):
+            expected[key] = row
+
+    latest = _latest_per_key(table, order).to_pylist()
+
+    assert [(row["event_id"], row["fan_id"]) for row in latest] == sorted(expected)
+    assert [row["change_id"] for row in latest] == [expected[key]["change_id"] for key in sorted(expected)]
+    # many keys' newest microsecond is shared by two rows: the order's later terms decide there
+    newest_times = {key: newest_key(row)[:2] for key, row in expected.items()}
+    tied = {
+        key
+        for key in expected
+        if sum(
+            1 for row in rows if (row["event_id"], row["fan_id"]) == key and newest_key(row)[:2] == newest_times[key]
+        )
+        > 1
+    }
+    assert len(tied) > 50

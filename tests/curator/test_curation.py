@@ -4,14 +4,17 @@ once covered and after the grace period."""
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from curator.curation import APPLIED_PROPERTY
+from curator.files import DICTIONARY_COLUMNS, STATISTICS_COLUMNS
 from curator.raw import LEDGER_PROPERTY, read_ledger
 from curator.tables import CHANGES_TABLE, REGISTRATIONS_TABLE
 from pipeline.schema import arrow_schema
@@ -279,7 +282,7 @@ def test_an_hour_bigger_than_a_slice_is_written_as_several_sorted_files_each_cha
     later = [str(int(value) + 10**6) for value in repeated.column("sequence_number").to_pylist()]
     lake.write(pa.concat_tables([rows.slice(0, 300), with_sequences(repeated, later)]))
     lake.write(rows.slice(250, 150))  # overlaps the first object by 50 changes
-    curator = lake.curator(slice_rows=120, spill_partitions=4)
+    curator = lake.curator(slice_rows=120, spill_partitions=4, spill_memory_bytes=1)  # every row through the disk
 
     first = curator.run()
 
@@ -306,3 +309,42 @@ def test_an_hour_bigger_than_a_slice_is_written_as_several_sorted_files_each_cha
     ):
         assert by_id[change_id] == sequence
     assert state_of(registrations_of(lake)) == latest_state(rows)
+
+
+def test_data_files_encode_dictionaries_and_statistics_only_where_readers_gain(
+    lake: CuratedLake, caplog: pytest.LogCaptureFixture
+):
+    """Both tables' files: the table's types and field ids, dictionaries only on the few-valued columns, min/max
+    statistics only on the columns readers prune on, and the manifests' bounds for them (``fan_id``'s are what
+    ``registrations`` finds a key's file by)."""
+    lake.write(generated_rows(300))
+
+    with caplog.at_level(logging.WARNING):
+        lake.curator().run()
+
+    assert not [record.getMessage() for record in caplog.records if "statistics" in record.getMessage()]
+    for name in (CHANGES_TABLE, REGISTRATIONS_TABLE):
+        table = lake.table(name)
+        files = [task.file for task in table.scan().plan_files()]
+        assert files, name
+        for data_file in files:
+            body = table.io.new_input(data_file.file_path).open().read()
+            parquet = pq.ParquetFile(pa.BufferReader(body))
+            assert data_file.file_size_in_bytes == len(body)
+            assert data_file.record_count == parquet.metadata.num_rows
+            field_ids = {field.name: int(field.metadata[b"PARQUET:field_id"]) for field in parquet.schema_arrow}
+            assert field_ids == {field.name: field.field_id for field in table.schema().fields}
+            group = parquet.metadata.row_group(0)
+            columns = {group.column(index).path_in_schema: group.column(index) for index in range(group.num_columns)}
+            for path, column in columns.items():
+                dictionary = "RLE_DICTIONARY" in column.encodings
+                assert dictionary == (path in DICTIONARY_COLUMNS), (name, path, column.encodings)
+                assert column.is_stats_set == (path in STATISTICS_COLUMNS), (name, path)
+            fan_id = table.schema().find_field("fan_id").field_id
+            sequence = table.schema().find_field("sequence_number").field_id
+            assert fan_id in data_file.lower_bounds
+            assert fan_id in data_file.upper_bounds
+            assert sequence not in data_file.lower_bounds
+            assert sequence not in (data_file.value_counts or {})
+            assert data_file.value_counts[fan_id] == data_file.record_count
+        assert table.scan().to_arrow().schema == table.schema().as_arrow()

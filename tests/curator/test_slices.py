@@ -82,9 +82,13 @@ def test_the_spill_gives_back_each_row_once_by_hour_and_slice_groups(tmp_path):
     assert not list(tmp_path.iterdir()), "the spill folder is removed afterwards"
 
 
-def test_buckets_give_back_each_row_once_with_every_row_of_an_event_in_one_bucket(tmp_path):
-    # GIVEN 3,000 changes of 30 events, added in batches of 700 and flushed to disk every 1,000 rows
+@pytest.mark.parametrize("in_event_order", [False, True], ids=["events-interleaved", "events-in-runs"])
+def test_buckets_give_back_each_row_once_with_every_row_of_an_event_in_one_bucket(tmp_path, in_event_order):
+    # GIVEN 3,000 changes of 30 events, added in batches of 700 and flushed to disk every 1,000 rows: the events
+    # interleaved row by row (hashed and reordered), or in runs as a sorted data file has them (sliced in place)
     events = [f"event-{index % 30:02d}" for index in range(3_000)]
+    if in_event_order:
+        events.sort()
     table = pa.table({"event_id": events, "change_id": [f"change-{index:05d}" for index in range(3_000)]})
     with SpilledBuckets("event_id", 4, flush_rows=1_000, folder=str(tmp_path)) as spilled:
         for offset in range(0, 3_000, 700):
@@ -211,7 +215,8 @@ hour = datetime(2026, 3, 31, 23, tzinfo=UTC)
 schema = pa.schema([("change_id", pa.large_string()), ("change_time", pa.timestamp("us", tz="UTC")),
                     ("payload", pa.large_string())])
 base = status("VmRSS")
-with SpilledHours(partitions=32, flush_rows=100_000) as spilled:
+limit = {"rows": {"flush_rows": 100_000}, "bytes": {"flush_bytes": 40 * 2**20}}[sys.argv[2]]
+with SpilledHours(partitions=32, **limit) as spilled:
     for start in range(0, total, batch):
         numbers = pa.array(range(start, start + batch), pa.int64())
         ids = pc.binary_join_element_wise("change-", pc.cast(numbers, pa.string()), "")
@@ -228,10 +233,16 @@ print(json.dumps({"seen": seen, "largest": largest, "growth_mb": status("VmHWM")
 """
 
 
-def test_the_spill_keeps_a_fresh_process_memory_far_below_the_rows_it_holds():
-    """2M rows of ~200 bytes (~380 MB in Arrow) go through the spill; the process peak stays at a slice's size."""
+@pytest.mark.parametrize("limit", ["rows", "bytes"])
+def test_the_spill_keeps_a_fresh_process_memory_far_below_the_rows_it_holds(limit: str):
+    """2M rows of ~200 bytes (~380 MB in Arrow) go through the spill, written to disk past 100,000 rows or 40 MB
+    in memory; the process peak stays near a slice's size."""
     done = subprocess.run(
-        [sys.executable, "-c", _SPILL_PROBE, "2000000"], capture_output=True, text=True, check=True, timeout=600
+        [sys.executable, "-c", _SPILL_PROBE, "2000000", limit],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
     )
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     assert figures["seen"] == 2_000_000

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.curator_capacity import CuratorLoad, curator_run, largest_fitting_shards, scale_rows
+from ops.curator_capacity import SPILL_MEMORY_MB, CuratorLoad, curator_run, largest_fitting_shards, scale_rows
 
 # One shard at its limit, every 15 minutes, 720 raw objects a shard-hour, a 10M-row registrations (40 files).
 LOAD = CuratorLoad(shards=1, records_per_second_per_shard=1_000, raw_objects_per_shard_hour=720)
@@ -21,7 +21,7 @@ def test_a_run_reads_the_interval_and_rewrites_its_hour_and_the_touched_state_fi
     assert run.raw_objects == pytest.approx(180)
     assert run.committed_rows_rewritten == pytest.approx(1_350_000)  # 0, 1, 2, 3 runs' rows: 1.5 on average
     assert run.state_rows_rewritten == pytest.approx(10_000_000)  # 900,000 keys touch all 40 files
-    assert run.seconds == pytest.approx(3 + 909_000 / 51_700 + 1_350_000 / 57_143 + 10_000_000 / 201_814)
+    assert run.seconds == pytest.approx(3 + 909_000 / 100_400 + 1_350_000 / 57_143 + 10_000_000 / 201_814)
     assert run.runs_per_day == 96
     assert run.glue_requests == 14
     # GETs: 180 raw objects, 3 committed hour files, 40 state files, 2 objects of each of 2 x 672 kept snapshots.
@@ -58,18 +58,20 @@ def test_scale_rows_say_where_a_run_stops_fitting_its_timeout_and_memory():
     one, eight, nine, sixteen, twenty_six = scale_rows([1, 8, 9, 16, 26])
 
     assert (one.changes, nine.raw_rows) == (900_000, pytest.approx(8_181_000))
-    assert one.seconds == pytest.approx(3 + 909_000 / 51_700 + 2_700_000 / 57_143 + 10_000_000 / 201_814)  # 117.4
-    assert one.peak_mb == eight.peak_mb == 1_074  # bounded by design: the shard-hour run's peak
+    assert one.seconds == pytest.approx(3 + 909_000 / 100_400 + 2_700_000 / 57_143 + 10_000_000 / 201_814)  # 108.9
+    assert one.peak_mb == eight.peak_mb == 1_791  # bounded by design: the shard-hour run's peak
     assert (one.fits_time, one.fits_memory) == (True, True)
-    assert (eight.fits_time, eight.fits_memory) == (True, True)  # 571 s
-    assert (nine.fits_time, nine.fits_memory) == (False, True)  # 636 s against 600
-    # an hour of 16 shards holds 58.2M rows, past the 32M its 64 slices hold at SLICE_ROWS: the peak grows with it
-    assert sixteen.peak_mb == pytest.approx(1_074 * 14_544_000 * 4 / 32_000_000)  # 1,952.6 MB
+    assert (eight.fits_time, eight.fits_memory) == (True, True)  # 503 s
+    assert (nine.fits_time, nine.fits_memory) == (True, True)  # 559 s against 600
+    assert scale_rows([10])[0].fits_time is False  # 616 s
+    # an hour of 16 shards holds 58.2M rows, past the 32M its 64 slices hold at SLICE_ROWS: the peak beyond the
+    # spill's 768 MB of memory grows with it
+    assert sixteen.peak_mb == pytest.approx(768 + (1_791 - 768) * 14_544_000 * 4 / 32_000_000)  # 2,627.9 MB
     assert twenty_six.fits_memory is False
-    assert largest_fitting_shards() == (8, 25)
+    assert largest_fitting_shards() == (9, 19)
     # A faster curation rate moves only the raw rows' share: the rewrites keep 10 shards out of 600 s.
-    assert largest_fitting_shards(rows_per_second=250_000) == (10, 25)
-    assert largest_fitting_shards(memory_mb=10_240)[1] == 62
+    assert largest_fitting_shards(rows_per_second=250_000) == (10, 19)
+    assert largest_fitting_shards(memory_mb=10_240)[1] == 59
 
 
 def test_a_load_without_a_rate_is_refused():
@@ -83,7 +85,7 @@ def test_the_scale_table_in_the_docs_is_the_models_output():
     lines = [line for line in section.splitlines() if re.match(r"^\| \d+ \|", line)]
     documented = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
     shards = [int(row[0]) for row in documented]
-    assert shards == [1, 2, 4, 8, 9, 16, 25, 26]
+    assert shards == [1, 2, 4, 8, 9, 10, 16, 19, 20]
     expected = [
         [
             str(row.shards),
@@ -97,5 +99,11 @@ def test_the_scale_table_in_the_docs_is_the_models_output():
         for row in scale_rows(shards)
     ]
     assert documented == expected
-    assert "up to **8 shards** at their limit and its memory up to **25**" in section
-    assert "**51,700 rows/s**" in section
+    assert "up to **9 shards** at their limit and its memory up to **19**" in section
+    assert "**100,400 rows/s**" in section
+
+
+def test_the_models_spill_memory_is_the_curators():
+    from curator.spill import MEMORY_BYTES  # noqa: PLC0415
+
+    assert SPILL_MEMORY_MB * 2**20 == MEMORY_BYTES
