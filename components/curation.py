@@ -46,9 +46,10 @@ __all__ = [
 CURATOR_HANDLER = "curator.handler.handler"
 # One run at a time: the single writer of the curated tables (components.settings.CURATOR_CONCURRENCY).
 RESERVED_CONCURRENCY = CURATOR_CONCURRENCY
-# /tmp holds a run's rows spilled by hour slice (docs/curation.md "Memory, by design": about 0.4 GB a shard-hour,
-# 0.9 GB for nine shards' quarter-hour), above Lambda's default 512 MB.
-EPHEMERAL_STORAGE_MB = 2048
+# /tmp holds the rows a run spills past the spill's memory: its raw rows and the committed rows of the hours it
+# rewrites, about 175 bytes a row (docs/curation.md "Scale": the hour's last run at nine shards spills 5.7 GB).
+# Lambda's most; billed per GB-second beyond 512 MB, a few cents a month at one run per 15 minutes.
+EPHEMERAL_STORAGE_MB = 10_240
 # The scheduled event: the curator takes no input, each run curates whatever raw objects are new.
 SCHEDULED_EVENT: dict[str, str] = {}
 SCHEDULE_RETRY_ATTEMPTS = 3

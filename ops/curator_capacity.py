@@ -78,8 +78,14 @@ RUN_PEAK_MB = 1_791
 #: Rows a spill keeps in memory before it writes them to local disk (``curator.spill.MEMORY_BYTES``, 768 MiB).
 SPILL_MEMORY_MB = 768
 HOUR_ROWS_BOUNDED = 64 * 500_000
-#: Share of the function's memory a run may peak at (issue 15: at least 25 % headroom).
+#: Share of the function's memory a run may peak at (issue 15: at least 25 % headroom); the same share of its
+#: local disk.
 _MEMORY_SHARE = 0.75
+#: Bytes a row takes in the spill's LZ4 files on local disk (realistic data, docs/curation.md "Memory, by design").
+SPILL_BYTES_PER_ROW = 175
+#: The curator's local disk (``components.curation.EPHEMERAL_STORAGE_MB``; repeated so the model does not import
+#: the program).
+EPHEMERAL_STORAGE_MB = 10_240
 
 
 @dataclass(frozen=True)
@@ -184,8 +190,11 @@ class ScaleRow:
     seconds: float
     """The hour's last run (the most committed rows rewritten)."""
     peak_mb: float
+    disk_mb: float
+    """Local disk of the hour's last run: its raw rows and the hour's committed rows, spilled."""
     fits_time: bool
     fits_memory: bool
+    fits_disk: bool
 
 
 def _peak_mb(changes: float, interval_minutes: int) -> float:
@@ -204,7 +213,7 @@ def scale_rows(
     records_per_second_per_shard: float = 1_000,
 ) -> list[ScaleRow]:
     """One row per shard count: the run's changes, its seconds against the timeout (below the interval), its
-    peak against 75 % of the memory."""
+    peak against 75 % of the memory, its spilled rows against 75 % of the local disk."""
     rows = []
     for shards in shard_counts:
         load = CuratorLoad(
@@ -217,6 +226,7 @@ def scale_rows(
         )
         run = curator_run(load, last_of_hour=True)
         peak = _peak_mb(run.changes, interval_minutes)
+        disk = (run.raw_rows + run.committed_rows_rewritten) * SPILL_BYTES_PER_ROW / 1e6
         rows.append(
             ScaleRow(
                 shards=shards,
@@ -224,8 +234,10 @@ def scale_rows(
                 raw_rows=run.raw_rows,
                 seconds=run.seconds,
                 peak_mb=peak,
+                disk_mb=disk,
                 fits_time=run.seconds <= min(timeout_seconds, interval_minutes * 60),
                 fits_memory=peak <= _MEMORY_SHARE * memory_mb,
+                fits_disk=disk <= _MEMORY_SHARE * EPHEMERAL_STORAGE_MB,
             )
         )
     return rows

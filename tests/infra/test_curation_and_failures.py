@@ -61,7 +61,7 @@ def test_curator_function_has_its_own_code_and_layer_and_one_execution_at_a_time
     assert curator["handler"] == "curator.handler.handler"
     assert curator["reservedConcurrentExecutions"] == 1  # the single writer of the curated tables
     assert "reservedConcurrentExecutions" not in processor
-    assert curator["ephemeralStorage"] == {"size": 2048}  # the run's spill of hour slices
+    assert curator["ephemeralStorage"] == {"size": 10_240}  # the run's spill of hour slices
     assert "ephemeralStorage" not in processor
     assert curator["code"].path == "dist/curator.zip"
     assert processor["code"].path == "dist/function.zip"  # the stream handler's artifact is unchanged

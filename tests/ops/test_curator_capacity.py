@@ -68,6 +68,9 @@ def test_scale_rows_say_where_a_run_stops_fitting_its_timeout_and_memory():
     # spill's 768 MB of memory grows with it
     assert sixteen.peak_mb == pytest.approx(768 + (1_791 - 768) * 14_544_000 * 4 / 32_000_000)  # 2,627.9 MB
     assert twenty_six.fits_memory is False
+    # the hour's last run at nine shards spills its 8.18M raw rows and the hour's 24.3M committed rows
+    assert nine.disk_mb == pytest.approx((8_181_000 + 3 * 8_100_000) * 175 / 1e6)  # 5,684 MB
+    assert (nine.fits_disk, scale_rows([12])[0].fits_disk, scale_rows([13])[0].fits_disk) == (True, True, False)
     assert largest_fitting_shards() == (9, 19)
     # A faster curation rate moves only the raw rows' share: the rewrites keep 10 shards out of 600 s.
     assert largest_fitting_shards(rows_per_second=250_000) == (10, 19)
@@ -85,7 +88,7 @@ def test_the_scale_table_in_the_docs_is_the_models_output():
     lines = [line for line in section.splitlines() if re.match(r"^\| \d+ \|", line)]
     documented = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
     shards = [int(row[0]) for row in documented]
-    assert shards == [1, 2, 4, 8, 9, 10, 16, 19, 20]
+    assert shards == [1, 2, 4, 8, 9, 10, 12, 13, 16, 19, 20]
     expected = [
         [
             str(row.shards),
@@ -95,12 +98,21 @@ def test_the_scale_table_in_the_docs_is_the_models_output():
             "yes" if row.fits_time else "no",
             f"{row.peak_mb:,.0f} MB",
             "yes" if row.fits_memory else "no",
+            f"{row.disk_mb:,.0f} MB",
+            "yes" if row.fits_disk else "no",
         ]
         for row in scale_rows(shards)
     ]
     assert documented == expected
-    assert "up to **9 shards** at their limit and its memory up to **19**" in section
+    assert "up to **9 shards** at their limit, its local disk up to **12** and its memory up to\n**19**" in section
     assert "**100,400 rows/s**" in section
+
+
+def test_the_models_local_disk_is_the_functions():
+    from components.curation import EPHEMERAL_STORAGE_MB as FUNCTION_DISK  # noqa: PLC0415
+    from ops.curator_capacity import EPHEMERAL_STORAGE_MB  # noqa: PLC0415
+
+    assert EPHEMERAL_STORAGE_MB == FUNCTION_DISK
 
 
 def test_the_models_spill_memory_is_the_curators():
