@@ -22,9 +22,9 @@ All pending requests (``erasure/requests/``) are carried out together, in this o
    are written once) is purged once the history is cut; in the other places, each noncurrent version holding one
    of the fans (read as a current object of the place is) is purged after that place's objects are done.
 5. **Audit.** Per request, the audit record (``curator.erasure_requests.AuditRecord``), then the progress object
-   and, last, the request (the only object naming the fans in clear) are deleted, and the request's old version
-   purged. A request whose audit already exists only has its request deleted; the old versions of requests with
-   an audit are purged whenever the requests are listed (a crash between the delete and the purge).
+   and, last, the request (the only object naming the fans in clear) are deleted: its version purged, so no
+   noncurrent copy is left. A request whose audit already exists only has its request deleted; any old version of
+   a request with an audit is purged whenever the requests are listed.
 
 A malformed request is reported in the run's result and left in place; it never stops the run. An object that
 cannot be read (it may hold the fans) leaves every request pending, named in the run's result.
@@ -265,7 +265,6 @@ def _purge_table_versions(table: Table, store: ObjectStore, bucket: str, *, dry_
 @dataclass
 class _Pending:
     request: ErasureRequest
-    etag: str
     version_id: str
     tally: dict[str, Any] | None = None
 
@@ -299,7 +298,7 @@ class ErasureRun:
             if not item.latest or item.delete_marker:
                 continue
             try:
-                body, stored = self.store.get(item.key)
+                body, _ = self.store.get(item.key)
                 request = ErasureRequest.from_json(body, item.key)
             except ObjectGoneError:
                 continue
@@ -308,10 +307,10 @@ class ErasureRun:
                 outcome.pending_since[item.key] = item.last_modified or self.clock()
                 continue
             if request.audit_key.removeprefix(AUDIT_PREFIX) in audited:
-                self._delete_request(request.key, stored.etag, item.version_id)
+                self._delete_request(request.key, item.version_id)
                 outcome.requests_completed.append(request.request_id)
                 continue
-            found.append(_Pending(request, stored.etag, item.version_id))
+            found.append(_Pending(request, item.version_id))
             outcome.pending_since[item.key] = request.filed_at
         if any(not item.latest or item.delete_marker for item in versions):
             purge_versions(
@@ -322,10 +321,10 @@ class ErasureRun:
             )
         return found
 
-    def _delete_request(self, key: str, etag: str, version_id: str) -> None:
-        """The request deleted, then its version purged: on a versioned bucket the delete leaves it readable. (On
-        a bucket never versioned the delete removed the only version; ``null`` is then already gone.)"""
-        self.store.delete(key, etag)
+    def _delete_request(self, key: str, version_id: str) -> None:
+        """The request's version purged, in one call: a plain delete would leave it readable on a versioned bucket
+        (under a delete marker). A request is written once, so its version is the only one; on a bucket never
+        versioned it is ``null``, the object itself."""
         self.store.purge(key, version_id)
 
     # -- a run ----------------------------------------------------------------------------------------------
@@ -508,7 +507,7 @@ class ErasureRun:
         for listed in self.store.list(progress):
             if listed.key == progress:
                 self.store.delete(listed.key, listed.etag)
-        self._delete_request(item.request.key, item.etag, item.version_id)
+        self._delete_request(item.request.key, item.version_id)
         return rows, purged
 
 

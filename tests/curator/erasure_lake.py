@@ -31,7 +31,7 @@ from pipeline.writer import encode_parquet, encode_quarantine
 from sandbox.changes import FIRST_SEQUENCE, DemandGenerator, changes_event
 from tests.curator.conftest import HOUR, OTHER_SHARD, PREFIX, STREAM_ARN, CuratedLake, generated_rows
 
-__all__ = ["ERASED", "KEPT", "SALT", "PlantedLake", "find_bytes", "normalized", "plant", "versioned"]
+__all__ = ["ERASED", "KEPT", "SALT", "PlantedLake", "failed_batch", "find_bytes", "normalized", "plant", "versioned"]
 
 #: The fan erased, and a fan kept whose id is a prefix of it (never matched by mistake).
 ERASED = "zz-erased-fan"
@@ -211,15 +211,20 @@ def plant(lake: CuratedLake, failure_bucket: str) -> PlantedLake:
         Key="demand/quarantine/snapshots/export_id=01700000000000-abcdef12/data-1.jsonl.gz",
         Body=encode_quarantine(export_lines),
     )
-    event = {"Records": _record_data(ERASED, seed=22) + _record_data(KEPT, seed=23)}
+    lake.s3.put_object(Bucket=failure_bucket, Key=FAILURE_KEY, Body=failed_batch((ERASED, 22), (KEPT, 23)))
+    return planted
+
+
+def failed_batch(*fans: tuple[str, int]) -> bytes:
+    """An on-failure record (Lambda's S3 destination) of a batch with a few changes per (fan, seed)."""
+    event = {"Records": [record for fan, seed in fans for record in _record_data(fan, seed)]}
     failure = {
         "version": "1.0",
         "requestContext": {"condition": "RetryAttemptsExhausted", "approximateInvokeCount": 3},
         "KinesisBatchInfo": {"shardId": "shardId-000000000000", "batchSize": len(event["Records"])},
         "payload": json.dumps(event),
     }
-    lake.s3.put_object(Bucket=failure_bucket, Key=FAILURE_KEY, Body=json.dumps(failure).encode())
-    return planted
+    return json.dumps(failure).encode()
 
 
 def normalized(rows: pa.Table, *, without: str | None = ERASED) -> list[tuple[Any, ...]]:
