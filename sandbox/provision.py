@@ -145,8 +145,10 @@ def provision(session: Any, settings: Settings, *, shards: int = DEFAULT_SHARDS)
             s3.create_bucket(Bucket=bucket)
         else:
             s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
-    # As the program configures it (components/failure_destination.py): versioned, private.
-    s3.put_bucket_versioning(Bucket=names.failure_bucket, VersioningConfiguration={"Status": "Enabled"})
+    # Versioned as the program makes them: the data bucket it creates (components/storage.py) and the failure
+    # bucket (components/failure_destination.py, private too); an erasure purges their old versions.
+    for versioned in (names.bucket, names.failure_bucket):
+        s3.put_bucket_versioning(Bucket=versioned, VersioningConfiguration={"Status": "Enabled"})
     s3.put_public_access_block(
         Bucket=names.failure_bucket,
         PublicAccessBlockConfiguration={
