@@ -144,6 +144,7 @@ def test_status_lists_pending_and_completed_and_flags_the_overdue(aws: None, out
         completed_at=NOW - timedelta(days=3) + timedelta(minutes=7),
         rows_removed={"registration_changes": 9, "registrations": 2, "raw_events": 4, "quarantine": 1},
         snapshots={"registration_changes": {"before": 11, "after": 12}, "registrations": {"before": 21, "after": 22}},
+        versions_purged={"registration_changes": 30, "raw_events": 2, "failures": 1},
     )
     s3.put_object(Bucket=BUCKET, Key=audit.key, Body=audit.to_json())
     s3.delete_object(Bucket=BUCKET, Key=done.key)  # the curator deletes a request once its audit is written
@@ -158,6 +159,8 @@ def test_status_lists_pending_and_completed_and_flags_the_overdue(aws: None, out
         "  fans 2",
         "           rows removed: registration_changes 9, registrations 2, raw_events 4, snapshots 0, quarantine 1,"
         " failures 0",
+        "           old versions purged: registration_changes 30, registrations 0, raw_events 2, snapshots 0,"
+        " quarantine 0, failures 1",
         "           snapshots: registration_changes 11 -> 12; registrations 21 -> 22",
         "pending    20260430T070000Z-0000000b  filed 2026-04-30 07:00Z  age 0d 05h  due 2026-05-25",
     ]
@@ -171,7 +174,7 @@ def test_status_lists_pending_and_completed_and_flags_the_overdue(aws: None, out
     assert printed[0] == (
         "3 requests: 1 completed, 1 pending (0 older than the 25-day deadline), 1 with an unreadable audit record"
     )
-    assert printed[4].startswith(f"UNREADABLE 20260429T120000Z-0000000d  filed 2026-04-29 12:00Z  {broken}: ")
+    assert printed[5].startswith(f"UNREADABLE 20260429T120000Z-0000000d  filed 2026-04-29 12:00Z  {broken}: ")
     s3.delete_object(Bucket=BUCKET, Key=broken)
     assert (
         erase.main(["qa1", "--status", "--outputs-file", str(outputs_file)], clock=lambda: NOW + timedelta(days=30))
