@@ -289,8 +289,8 @@ class ErasureRun:
 
     # -- requests -------------------------------------------------------------------------------------------
     def pending(self, outcome: ErasureOutcome) -> list[_Pending]:
-        """The requests to carry out; a malformed one is named in ``outcome``, one already audited is deleted (and
-        its old version purged, as are old versions of any audited request: they name the fans in clear)."""
+        """The requests to carry out; a malformed one is named in ``outcome``, one already audited is deleted (its
+        version purged), and so are any old versions of audited requests: they name the fans in clear."""
         versions = self.store.versions(REQUESTS_PREFIX)
         audited = {item.key.removeprefix(AUDIT_PREFIX) for item in self.store.list(AUDIT_PREFIX)}
         found: list[_Pending] = []
@@ -368,8 +368,8 @@ class ErasureRun:
             rows, purged_versions = self._audit(item, executed, versions, snapshots_after)
             for place, count in rows.items():
                 outcome.rows_removed[place] = outcome.rows_removed.get(place, 0) + count
-            for place, count in purged_versions.items():
-                outcome.versions_purged[place] = outcome.versions_purged.get(place, 0) + count
+            for place, count in purged_versions.items():  # the run's figure, the same in each request's audit
+                outcome.versions_purged[place] = max(outcome.versions_purged.get(place, 0), count)
             outcome.requests_completed.append(item.request.request_id)
             outcome.pending_since.pop(item.request.key, None)
         self.checkpoint("erasure done")

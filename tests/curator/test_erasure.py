@@ -28,6 +28,7 @@ from tests.curator.erasure_lake import (
     find_bytes,
     normalized,
     plant,
+    versioned,
 )
 
 
@@ -278,3 +279,25 @@ def test_old_versions_deleted_before_the_request_are_purged_when_they_hold_the_f
     assert result.erasure.versions_purged == dict(audit.versions_purged)
     # the request itself, which named the fan in clear, left no version behind
     assert planted.version_ids(lake.bucket, request.key) == {}
+
+
+def test_an_old_version_of_an_audited_request_is_purged_when_the_requests_are_listed(lake: CuratedLake):
+    # A request deleted by a plain delete (by hand, or by an earlier version of the curator) on the versioned bucket:
+    # its old version still names the fan in clear. The next run with erasure on purges it, version and marker.
+    planted = PlantedLake(lake, f"{lake.bucket}-failures", generated_rows(4))
+    lake.s3.create_bucket(Bucket=planted.failure_bucket)
+    versioned(lake.s3, lake.bucket, planted.failure_bucket)
+    request = planted.file_request(ERASED)
+    audit = AuditRecord.of(request, SALT, lake.clock(), {}, {})
+    lake.s3.put_object(Bucket=lake.bucket, Key=audit.key, Body=audit.to_json())
+    lake.s3.delete_object(Bucket=lake.bucket, Key=request.key)
+    pending = planted.file_request("someone-else", token="0badc0df")  # no audit: its versions are not touched
+    lake.s3.delete_object(Bucket=lake.bucket, Key=pending.key)
+    assert sorted(planted.version_ids(lake.bucket, request.key).values()) == [False, True]
+
+    result = planted.curator().run()
+
+    assert result.erasure.requests_completed == []
+    assert planted.version_ids(lake.bucket, request.key) == {}
+    assert sorted(planted.version_ids(lake.bucket, pending.key).values()) == [False, True]
+    assert find_bytes(planted, ERASED) == []
