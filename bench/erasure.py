@@ -6,7 +6,8 @@ The documented load (docs/curation.md) is 1,000 changes/s per shard: 3.6M rows p
 days, which a laptop cannot build; ``--rows-per-hour`` scales it down (rows and files are what the erasure's work
 follows, see below). The lake is built on the local AWS (moto server on 127.0.0.1): ``registration_changes`` with
 ``--rows-per-hour`` changes in each hour of ``--days`` days (the demo generator's columns, drawn at random, never a
-tiled sample), committed one snapshot per day, and ``registrations`` with one row per key. Each erased fan has
+tiled sample), committed one snapshot per day, and ``registrations`` with one row per key, in a versioned bucket
+as the stack creates it (so the erasure also purges the old versions of the table files it deletes). Each erased fan has
 three changes in random hours of the period (one key). The request is then carried out by ``ErasureRun`` alone in a
 fresh process pinned to one core (``taskset -c``), and its S3 requests are counted by kind (the object store's
 boto3 calls and the table files pyiceberg reads, writes and deletes). The figures include moto's work on the same
@@ -70,6 +71,7 @@ def _build(endpoint_url: str, days: int, rows_per_hour: int, fans: int, *, event
 
     s3 = boto3.client("s3", **local_client_options(endpoint_url))
     s3.create_bucket(Bucket=_BUCKET)
+    s3.put_bucket_versioning(Bucket=_BUCKET, VersioningConfiguration={"Status": "Enabled"})
     changes, state = _curator(endpoint_url).tables()
     draw = _Rows(seed, events)
     erased = draw.uuids(fans)
@@ -143,7 +145,13 @@ def run_once(endpoint_url: str) -> dict[str, Any]:
 
     calls: Counter[str] = Counter()
     client = boto3.client("s3", **local_client_options(endpoint_url))
-    kinds = {"ListObjectsV2": "LIST", "GetObject": "GET", "PutObject": "PUT", "DeleteObject": "DELETE"}
+    kinds = {
+        "ListObjectsV2": "LIST",
+        "ListObjectVersions": "LIST",
+        "GetObject": "GET",
+        "PutObject": "PUT",
+        "DeleteObject": "DELETE",
+    }
     client.meta.events.register(
         "after-call.s3", lambda **kw: calls.update([kinds.get(kw["model"].name, kw["model"].name)])
     )
@@ -172,6 +180,7 @@ def run_once(endpoint_url: str) -> dict[str, Any]:
     return {
         "requests_completed": len(outcome.requests_completed),
         "rows_removed": outcome.rows_removed,
+        "versions_purged": outcome.versions_purged,
         "seconds": round(seconds, 1),
         "cpu_seconds": round(cpu_seconds, 1),
         "rss_before_run_mb": round(baseline / 1024),
@@ -217,6 +226,7 @@ def report(figures: dict[str, Any]) -> None:
         f"  {figures['seconds']} s (CPU {figures['cpu_seconds']} s), peak RSS {figures['peak_rss_mb']:,} MB of a fresh "
         f"process ({figures['rss_before_run_mb']:,} MB before the run); rows removed {figures['rows_removed']}"
     )
+    print(f"  old versions purged {figures.get('versions_purged', {})}")
     requests = figures["requests"]
     listed = ", ".join(f"{kind} {count:,}" for kind, count in sorted(requests.items()))
     print(f"  S3 requests: {listed}; extra cost at list prices ${figures['cost_usd']:.4f}")

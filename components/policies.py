@@ -166,25 +166,27 @@ def curator_policy(
     ``erasure/progress/`` while carrying it out, and writes its audit under ``erasure/audit/``;
     it rewrites raw objects (under a new name, so ``PutObject`` on the events prefix), backfill snapshot objects,
     quarantine lines and the failure bucket's on-failure records without the erased fans, deleting each old object
-    only once its new copy is durable.
+    only once its new copy is durable. On the versioned buckets a delete leaves the old bytes as a noncurrent
+    version, so it also lists versions (``s3:ListBucketVersions``, narrowed like ``s3:ListBucket``), reads old
+    versions of the places it reads (``s3:GetObjectVersion``: raw, snapshots, quarantine, failed batches) and purges
+    them (``s3:DeleteObjectVersion``: those places, the curated tables' deleted files, and the requests). Nothing
+    else in the stack may delete a version.
     """
     tables_arns = [glue_table_arn(database_arn, table) for table in tables]
+    listed_prefixes = [
+        f"{events_prefix}*",
+        f"{curated_prefix}*",
+        f"{snapshot_prefix}*",
+        f"{quarantine_prefix}*",
+        "erasure/*",
+    ]
+    places = [*_objects(bucket_arn, events_prefix, snapshot_prefix, quarantine_prefix), f"{failure_bucket_arn}/*"]
     statements = [
         _statement(
             "ListRawCuratedAndSnapshots",
             ["s3:ListBucket"],
             [bucket_arn],
-            Condition={
-                "StringLike": {
-                    "s3:prefix": [
-                        f"{events_prefix}*",
-                        f"{curated_prefix}*",
-                        f"{snapshot_prefix}*",
-                        f"{quarantine_prefix}*",
-                        "erasure/*",
-                    ]
-                }
-            },
+            Condition={"StringLike": {"s3:prefix": listed_prefixes}},
         ),
         _statement("ReadAndDeleteRawEvents", ["s3:DeleteObject", "s3:GetObject"], _objects(bucket_arn, events_prefix)),
         _statement("ReadPublishedSnapshots", ["s3:GetObject"], _objects(bucket_arn, snapshot_prefix)),
@@ -195,11 +197,8 @@ def curator_policy(
             ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"],
             _objects(bucket_arn, quarantine_prefix),
         ),
-        _statement(
-            "CarryOutErasureRequests",
-            ["s3:DeleteObject", "s3:GetObject"],
-            _objects(bucket_arn, ERASURE_REQUESTS_PREFIX),
-        ),
+        # A request is removed by purging its version (below): a plain delete would leave it readable.
+        _statement("CarryOutErasureRequests", ["s3:GetObject"], _objects(bucket_arn, ERASURE_REQUESTS_PREFIX)),
         _statement("WriteErasureAudit", ["s3:GetObject", "s3:PutObject"], _objects(bucket_arn, ERASURE_AUDIT_PREFIX)),
         _statement(
             "TrackErasureProgress",
@@ -207,6 +206,19 @@ def curator_policy(
             _objects(bucket_arn, ERASURE_PROGRESS_PREFIX),
         ),
         _statement("ListFailedBatches", ["s3:ListBucket"], [failure_bucket_arn]),
+        _statement(
+            "ListVersionsToErase",
+            ["s3:ListBucketVersions"],
+            [bucket_arn],
+            Condition={"StringLike": {"s3:prefix": listed_prefixes}},
+        ),
+        _statement("ListFailedBatchVersions", ["s3:ListBucketVersions"], [failure_bucket_arn]),
+        _statement("ReadOldVersionsToErase", ["s3:GetObjectVersion"], places),
+        _statement(
+            "PurgeErasedVersions",
+            ["s3:DeleteObjectVersion"],
+            [*places, *_objects(bucket_arn, curated_prefix, ERASURE_REQUESTS_PREFIX)],
+        ),
         _statement(
             "EraseFromFailedBatches",
             ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"],
@@ -542,10 +554,17 @@ def ci_access_policy(
             ),
             _statement("ListFailedBatches", ["s3:ListBucket"], [failure_bucket_arn]),
             # make erase: file a request and read audit records, nothing else under erasure/ (only the curator
-            # deletes or rewrites anything naming a fan); its --dry-run counts a fan's rows in the failed batches too.
+            # deletes or rewrites anything naming a fan); its --dry-run counts a fan's rows in the failed batches too,
+            # and in the old (noncurrent) versions of what it reads, which it may list and read but never delete.
             _statement("FileErasureRequests", ["s3:PutObject"], _objects(bucket_arn, ERASURE_REQUESTS_PREFIX)),
             _statement("ReadErasureAudit", ["s3:GetObject"], _objects(bucket_arn, ERASURE_AUDIT_PREFIX)),
             _statement("ReadFailedBatches", ["s3:GetObject"], [f"{failure_bucket_arn}/*"]),
+            _statement("ListOldVersions", ["s3:ListBucketVersions"], [bucket_arn, failure_bucket_arn]),
+            _statement(
+                "ReadOldVersions",
+                ["s3:GetObjectVersion"],
+                [*_objects(bucket_arn, *read_prefixes), f"{failure_bucket_arn}/*"],
+            ),
             # CloudWatch Logs authorizes FilterLogEvents against the log group ARN with a trailing ":*"; the
             # log group's ``arn`` output has it stripped, so it is added back here.
             _statement("ReadFunctionLogs", ["logs:FilterLogEvents"], [f"{log_group_arn}:*"]),

@@ -17,9 +17,14 @@ All pending requests (``erasure/requests/``) are carried out together, in this o
    hold a fan's id in a bound, or the run fails.
 3. **Objects** (``curator.erasure_objects``): raw landing objects, backfill snapshots, quarantine lines, the
    failure bucket's on-failure records.
-4. **Audit.** Per request, the audit record (``curator.erasure_requests.AuditRecord``), then the progress object
-   and, last, the request (the only object naming the fans in clear) are deleted. A request whose audit already
-   exists only has its request deleted.
+4. **Old versions** (``curator.erasure_versions``): on a versioned bucket a delete leaves the old bytes as a
+   noncurrent version. Every noncurrent version under each table's location (a file already deleted: table files
+   are written once) is purged once the history is cut; in the other places, each noncurrent version holding one
+   of the fans (read as a current object of the place is) is purged after that place's objects are done.
+5. **Audit.** Per request, the audit record (``curator.erasure_requests.AuditRecord``), then the progress object
+   and, last, the request (the only object naming the fans in clear) are deleted: its version purged, so no
+   noncurrent copy is left. A request whose audit already exists only has its request deleted; any old version of
+   a request with an audit is purged whenever the requests are listed.
 
 A malformed request is reported in the run's result and left in place; it never stops the run. An object that
 cannot be read (it may hold the fans) leaves every request pending, named in the run's result.
@@ -50,6 +55,7 @@ from curator.erasure_requests import (
     ErasureRequest,
     ErasureRequestError,
 )
+from curator.erasure_versions import VersionPurge, purge_versions
 from curator.files import files_matching, read_files, write_files, write_partition
 from curator.raw import LEDGER_PROPERTY, read_ledger
 from curator.retention import referenced_files
@@ -91,6 +97,8 @@ class ErasureOutcome:
     requests_completed: list[str] = field(default_factory=list)
     requests_malformed: list[str] = field(default_factory=list)
     rows_removed: dict[str, int] = field(default_factory=dict)
+    #: Noncurrent object versions purged per place (``PLACES``: a table's are those under its location).
+    versions_purged: dict[str, int] = field(default_factory=dict)
     objects_unreadable: list[str] = field(default_factory=list)
     #: When each request still pending after the step was filed (a malformed one: when its object was written),
     #: by key: the deadline alarm's input.
@@ -107,6 +115,7 @@ class ErasureOutcome:
             "requests_completed": list(self.requests_completed),
             "requests_malformed": list(self.requests_malformed),
             "rows_removed": dict(self.rows_removed),
+            "versions_purged": dict(self.versions_purged),
             "objects_unreadable": list(self.objects_unreadable),
         }
 
@@ -245,10 +254,18 @@ def _forget_history(table: Table, store: ObjectStore, bucket: str) -> Table:
     return table
 
 
+def _purge_table_versions(table: Table, store: ObjectStore, bucket: str, *, dry_run: bool = False) -> VersionPurge:
+    """Every noncurrent version under the table's location, and the delete markers left without a version: table
+    files are written once, so each is a file already deleted (an old data file, a manifest whose bounds may be a
+    fan's id, older metadata) that ``GetObject?versionId=`` could still read."""
+    location = table.location().rstrip("/") + "/"
+    return purge_versions(store, location[len(f"s3://{bucket}/") :], holds=None, dry_run=dry_run)
+
+
 @dataclass
 class _Pending:
     request: ErasureRequest
-    etag: str
+    version_id: str
     tally: dict[str, Any] | None = None
 
 
@@ -272,13 +289,16 @@ class ErasureRun:
 
     # -- requests -------------------------------------------------------------------------------------------
     def pending(self, outcome: ErasureOutcome) -> list[_Pending]:
-        """The requests to carry out; a malformed one is named in ``outcome``, one already audited is deleted."""
-        listed = sorted(self.store.list(REQUESTS_PREFIX), key=lambda item: item.key)
+        """The requests to carry out; a malformed one is named in ``outcome``, one already audited is deleted (its
+        version purged), and so are any old versions of audited requests: they name the fans in clear."""
+        versions = self.store.versions(REQUESTS_PREFIX)
         audited = {item.key.removeprefix(AUDIT_PREFIX) for item in self.store.list(AUDIT_PREFIX)}
         found: list[_Pending] = []
-        for item in listed:
+        for item in versions:
+            if not item.latest or item.delete_marker:
+                continue
             try:
-                body, stored = self.store.get(item.key)
+                body, _ = self.store.get(item.key)
                 request = ErasureRequest.from_json(body, item.key)
             except ObjectGoneError:
                 continue
@@ -287,12 +307,25 @@ class ErasureRun:
                 outcome.pending_since[item.key] = item.last_modified or self.clock()
                 continue
             if request.audit_key.removeprefix(AUDIT_PREFIX) in audited:
-                self.store.delete(item.key, stored.etag)
+                self._delete_request(request.key, item.version_id)
                 outcome.requests_completed.append(request.request_id)
                 continue
-            found.append(_Pending(request, stored.etag))
+            found.append(_Pending(request, item.version_id))
             outcome.pending_since[item.key] = request.filed_at
+        if any(not item.latest or item.delete_marker for item in versions):
+            purge_versions(
+                self.store,
+                REQUESTS_PREFIX,
+                holds=None,
+                keep=lambda key: key.removeprefix(REQUESTS_PREFIX) in audited,
+            )
         return found
+
+    def _delete_request(self, key: str, version_id: str) -> None:
+        """The request's version purged, in one call: a plain delete would leave it readable on a versioned bucket
+        (under a delete marker). A request is written once, so its version is the only one; on a bucket never
+        versioned it is ``null``, the object itself."""
+        self.store.purge(key, version_id)
 
     # -- a run ----------------------------------------------------------------------------------------------
     def run(
@@ -312,8 +345,15 @@ class ErasureRun:
         fans = sorted({fan for item in requests for fan in item.request.fan_ids})
         self._tally(requests, changes, registrations)
         changes, registrations, table_rows = self._erase_tables(changes, registrations, fans)
+        tables = (changes, registrations)
+        purged = {table.name()[-1]: _purge_table_versions(table, self.store, self.bucket) for table in tables}
+        self.checkpoint("erasure table versions purged")
         objects = self._erase_objects(changes, fans)
         executed: dict[str, Counter[str]] = {**table_rows, **{place: found.rows for place, found in objects.items()}}
+        versions = {
+            **{place: found.versions for place, found in purged.items()},
+            **{place: found.versions.versions for place, found in objects.items()},
+        }
         for found in objects.values():
             outcome.objects_unreadable.extend(found.unreadable)
         if outcome.objects_unreadable:
@@ -325,9 +365,11 @@ class ErasureRun:
             REGISTRATIONS_TABLE: _snapshot_id(registrations),
         }
         for item in requests:
-            rows = self._audit(item, executed, snapshots_after)
+            rows, purged_versions = self._audit(item, executed, versions, snapshots_after)
             for place, count in rows.items():
                 outcome.rows_removed[place] = outcome.rows_removed.get(place, 0) + count
+            for place, count in purged_versions.items():  # the run's figure, the same in each request's audit
+                outcome.versions_purged[place] = max(outcome.versions_purged.get(place, 0), count)
             outcome.requests_completed.append(item.request.request_id)
             outcome.pending_since.pop(item.request.key, None)
         self.checkpoint("erasure done")
@@ -338,6 +380,7 @@ class ErasureRun:
         back the tally of the first attempt."""
         fans = sorted({fan for item in requests for fan in item.request.fan_ids})
         counted: dict[str, Counter[str]] | None = None
+        versions: dict[str, int] = {}
         for item in requests:
             key = f"{PROGRESS_PREFIX}{item.request.request_id}.json"
             try:
@@ -351,14 +394,17 @@ class ErasureRun:
                     found = _table_rows(table, fans, write=False)
                     self._holding[table.name()[-1]] = {data_file.file_path for data_file in found.removed}
                     self._counted[table.name()[-1]] = found.rows
-                counted = {
-                    **self._counted,
-                    **{place: found.rows for place, found in self._erase_objects(changes, fans, dry_run=True).items()},
-                }
+                    old = _purge_table_versions(table, self.store, self.bucket, dry_run=True)
+                    versions[table.name()[-1]] = old.versions
+                objects = self._erase_objects(changes, fans, dry_run=True)
+                counted = {**self._counted, **{place: found.rows for place, found in objects.items()}}
+                versions.update({place: found.versions.versions for place, found in objects.items()})
             item.tally = {
                 "rows_removed": {
                     place: _sum_for(counted.get(place, Counter()), item.request.fan_ids) for place in PLACES
                 },
+                # Versions of all the run's requests together: a version is one object, whoever's rows it holds.
+                "versions_purged": {place: versions.get(place, 0) for place in PLACES},
                 "snapshots_before": {
                     CHANGES_TABLE: _snapshot_id(changes),
                     REGISTRATIONS_TABLE: _snapshot_id(registrations),
@@ -435,25 +481,34 @@ class ErasureRun:
         return found
 
     def _audit(
-        self, item: _Pending, executed: Mapping[str, Counter[str]], snapshots_after: Mapping[str, int | None]
-    ) -> dict[str, int]:
+        self,
+        item: _Pending,
+        executed: Mapping[str, Counter[str]],
+        versions: Mapping[str, int],
+        snapshots_after: Mapping[str, int | None],
+    ) -> tuple[dict[str, int], dict[str, int]]:
+        """Write the request's audit, then delete its progress and the request; (rows, versions) per place."""
         tally = item.tally or {}
         planned: Mapping[str, int] = tally.get("rows_removed", {})
         rows = {
             place: max(int(planned.get(place, 0)), _sum_for(executed.get(place, Counter()), item.request.fan_ids))
             for place in PLACES
         }
+        # The tally's count (versions there before the run) or this attempt's, the larger: after a crash the rerun
+        # purges only what the first attempt left.
+        planned_versions: Mapping[str, int] = tally.get("versions_purged", {})
+        purged = {place: max(int(planned_versions.get(place, 0)), versions.get(place, 0)) for place in PLACES}
         before: Mapping[str, int | None] = tally.get("snapshots_before", {})
         snapshots = {table: {"before": before.get(table), "after": snapshots_after[table]} for table in snapshots_after}
-        record = AuditRecord.of(item.request, self.salt, self.clock(), rows, snapshots)
+        record = AuditRecord.of(item.request, self.salt, self.clock(), rows, snapshots, versions_purged=purged)
         self.store.create(record.key, record.to_json())
         self.checkpoint("erasure audited")
         progress = f"{PROGRESS_PREFIX}{item.request.request_id}.json"
         for listed in self.store.list(progress):
             if listed.key == progress:
                 self.store.delete(listed.key, listed.etag)
-        self.store.delete(item.request.key, item.etag)
-        return rows
+        self._delete_request(item.request.key, item.version_id)
+        return rows, purged
 
 
 def _sum_for(counts: Counter[str], fans: Sequence[str]) -> int:

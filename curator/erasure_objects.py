@@ -8,6 +8,10 @@ function counts the rows it removed per fan; with ``dry_run`` it only counts.
 
 New names are made from the old object's ETag, so a run that crashed after writing one finds it there on the
 rerun (the write-once create reports it) and goes on to delete the old object; nothing is written twice.
+
+Then each place's noncurrent versions (``curator.erasure_versions``), read with the same reader as its current
+objects: the old versions of the objects just deleted and those deleted before the request are purged when they
+hold one of the fans.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curator.raw import LedgerEntry, parse_object_name, raw_objects
+from curator.erasure_versions import Holds, VersionPurge, purge_versions
+from curator.raw import LedgerEntry, is_raw_key, parse_object_name, raw_objects
 from curator.store import ObjectGoneError, ObjectStore, StoredObject
 from pipeline.writer import encode_parquet, encode_quarantine, sequence_digest
 
@@ -52,6 +57,17 @@ class ObjectErasure:
     rewritten: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
+    #: (key, ETag) of each object deleted: its old version holds a fan, so it is purged without reading it again.
+    replaced: set[tuple[str, str]] = field(default_factory=set)
+    #: The place's noncurrent versions holding a fan, purged, and the delete markers left without a version.
+    versions: VersionPurge = field(default_factory=VersionPurge)
+
+    def purge_versions(
+        self, store: ObjectStore, prefix: str, holds: Holds, keep: Callable[[str], bool], *, dry_run: bool
+    ) -> None:
+        """The place's noncurrent versions, once its current objects are done (see ``curator.erasure_versions``)."""
+        self.versions = purge_versions(store, prefix, holds=holds, keep=keep, known=self.replaced, dry_run=dry_run)
+        self.unreadable.extend(self.versions.unreadable)
 
     @property
     def total(self) -> int:
@@ -88,6 +104,7 @@ def _replace(
         erasure.rewritten.append(new_key)
     if store.delete(item.key, item.etag):
         erasure.deleted.append(item.key)
+        erasure.replaced.add((item.key, item.etag))
 
 
 def _get(store: ObjectStore, item: StoredObject, erasure: ObjectErasure) -> bytes | None:
@@ -105,6 +122,22 @@ def _fan_rows(rows: pa.Table, fans: pa.Array) -> tuple[pa.Array, Counter[str]]:
     mask = pc.fill_null(pc.is_in(rows.column("fan_id").cast(pa.string()), value_set=fans), False)
     hits = rows.column("fan_id").filter(mask).to_pylist()
     return mask, Counter(str(fan) for fan in hits)
+
+
+def _parquet_holds(fans: pa.Array) -> Holds:
+    """The reader of a Parquet version: whether its ``fan_id`` holds one of ``fans`` (None: not Parquet)."""
+
+    def holds(body: bytes) -> bool | None:
+        try:
+            source = pq.ParquetFile(pa.BufferReader(body))
+            if "fan_id" not in source.schema_arrow.names:
+                return False  # no fan's row in it
+            rows = source.read(columns=["fan_id"])
+        except (pa.ArrowInvalid, OSError):
+            return None
+        return bool(_fan_rows(rows, fans)[1])
+
+    return holds
 
 
 def _parquet_holding(
@@ -158,6 +191,7 @@ def erase_raw(
         sequences = sorted((str(value) for value in kept.column("sequence_number").to_pylist()), key=int)
         new_key = f"{folder}/{tag}-{shard}-{sequences[0]}-{sequence_digest(sequences, ascending=True)}.parquet"
         _replace(store, item, new_key, encode_parquet(kept), erasure)
+    erasure.purge_versions(store, prefix, _parquet_holds(wanted), lambda key: is_raw_key(prefix, key), dry_run=dry_run)
     return erasure
 
 
@@ -170,8 +204,8 @@ def erase_snapshots(store: ObjectStore, prefix: str, fans: Collection[str], *, d
     wanted = pa.array(sorted(fans), pa.string())
     listed = store.list(prefix)
     for item in sorted(listed, key=lambda entry: entry.key):
-        folder, _, name = item.key.rpartition("/")
-        if not name.endswith(".parquet") or name.startswith("_"):
+        folder = item.key.rpartition("/")[0]
+        if not _is_snapshot_object(item.key):
             continue
         found = _parquet_holding(store, item, wanted, erasure)
         if found is None or dry_run:
@@ -189,7 +223,14 @@ def erase_snapshots(store: ObjectStore, prefix: str, fans: Collection[str], *, d
         store.create(f"{folder}/_{new_stem}.counts.json", json.dumps(done, sort_keys=True).encode())
         _replace(store, item, new_key, None, erasure)
         erasure.rewritten.append(new_key)
+    erasure.purge_versions(store, prefix, _parquet_holds(wanted), _is_snapshot_object, dry_run=dry_run)
     return erasure
+
+
+def _is_snapshot_object(key: str) -> bool:
+    """A backfill snapshot's Parquet object (not its ``_<stem>.counts.json``, which names no fan)."""
+    name = key.rpartition("/")[2]
+    return name.endswith(".parquet") and not name.startswith("_")
 
 
 def _decoded(value: Any) -> bytes:
@@ -219,9 +260,8 @@ def erase_quarantine(store: ObjectStore, prefix: str, fans: Collection[str], *, 
         body = _get(store, item, erasure)
         if body is None:
             continue
-        try:
-            lines = [json.loads(text) for text in gzip.decompress(body).decode("utf-8").splitlines() if text.strip()]
-        except (OSError, EOFError, UnicodeDecodeError, ValueError):
+        lines = _quarantine_lines(body)
+        if lines is None:
             erasure.unreadable.append(item.key)
             continue
         kept, removed = _split(lines, lambda line: _line_fans(line, matcher))
@@ -232,7 +272,21 @@ def erase_quarantine(store: ObjectStore, prefix: str, fans: Collection[str], *, 
             continue
         new_key = _new_name(item.key, item.etag, ".jsonl.gz") if kept else None
         _replace(store, item, new_key, encode_quarantine(kept) if kept else None, erasure)
+
+    def holds(body: bytes) -> bool | None:
+        lines = _quarantine_lines(body)
+        return None if lines is None else bool(_split(lines, lambda line: _line_fans(line, matcher))[1])
+
+    erasure.purge_versions(store, prefix, holds, lambda key: key.endswith(".jsonl.gz"), dry_run=dry_run)
     return erasure
+
+
+def _quarantine_lines(body: bytes) -> list[Any] | None:
+    """The JSON lines of a gzipped quarantine object; None when it cannot be decoded."""
+    try:
+        return [json.loads(text) for text in gzip.decompress(body).decode("utf-8").splitlines() if text.strip()]
+    except (OSError, EOFError, UnicodeDecodeError, ValueError):
+        return None
 
 
 def _split(items: Iterable[Any], fans_of: Callable[[Any], list[str]]) -> tuple[list[Any], Counter[str]]:
@@ -258,17 +312,12 @@ def erase_failures(store: ObjectStore, fans: Collection[str], *, dry_run: bool =
         body = _get(store, item, erasure)
         if body is None:
             continue
-        try:
-            document = json.loads(body)
-            payload = document["payload"]
-            event = json.loads(payload) if isinstance(payload, str) else payload
-            records = event["Records"]
-            if not isinstance(records, list):
-                raise TypeError("Records is not a list")
-        except (ValueError, KeyError, TypeError):
+        parsed = _failure_record(body)
+        if parsed is None:
             erasure.unreadable.append(item.key)
             continue
-        kept, removed = _split(records, lambda record: matcher.fans_in(_decoded(record.get("kinesis", {}).get("data"))))
+        document, payload, event, records = parsed
+        kept, removed = _split(records, lambda record: _record_fans(record, matcher))
         if not removed:
             continue
         erasure.rows.update(removed)
@@ -280,4 +329,29 @@ def erase_failures(store: ObjectStore, fans: Collection[str], *, dry_run: bool =
         event = {**event, "Records": kept}
         document = {**document, "payload": json.dumps(event) if isinstance(payload, str) else event}
         _replace(store, item, _new_name(item.key, item.etag, ""), json.dumps(document).encode(), erasure)
+
+    def holds(body: bytes) -> bool | None:
+        parsed = _failure_record(body)
+        return None if parsed is None else bool(_split(parsed[3], lambda record: _record_fans(record, matcher))[1])
+
+    erasure.purge_versions(store, FAILURE_PREFIX, holds, lambda key: True, dry_run=dry_run)
     return erasure
+
+
+def _record_fans(record: Mapping[str, Any], matcher: FanMatcher) -> list[str]:
+    return matcher.fans_in(_decoded(record.get("kinesis", {}).get("data")))
+
+
+def _failure_record(body: bytes) -> tuple[dict[str, Any], Any, dict[str, Any], list[Any]] | None:
+    """An on-failure record's document, its ``payload`` as stored, the invocation event and its Kinesis records;
+    None when it is not one."""
+    try:
+        document = json.loads(body)
+        payload = document["payload"]
+        event = json.loads(payload) if isinstance(payload, str) else payload
+        records = event["Records"]
+        if not isinstance(records, list):
+            raise TypeError("Records is not a list")
+    except (ValueError, KeyError, TypeError):
+        return None
+    return document, payload, event, records

@@ -10,7 +10,12 @@ raw prefixes reaches them:
 
     erasure/requests/<request_id>.json   {"request_id", "filed_at", "fan_ids": [...]}
     erasure/audit/<request_id>.json      {"request_id", "filed_at", "completed_at", "fan_id_hmacs": [...],
-                                          "rows_removed": {place: n}, "snapshots": {table: {"before", "after"}}}
+                                          "rows_removed": {place: n}, "snapshots": {table: {"before", "after"}},
+                                          "versions_purged": {place: n}}
+
+``versions_purged`` counts the noncurrent object versions (copies a delete left in a versioned bucket) purged per
+place by the run that carried the request out, with every other request of that run; records written before it
+existed have none.
 
     request = ErasureRequest.new(parse_fan_ids(path.read_text().splitlines(), str(path)), now=clock())
     s3.put_object(Bucket=bucket, Key=request.key, Body=request.to_json(), IfNoneMatch="*")
@@ -197,9 +202,10 @@ class AuditRecord:
     fan_id_hmacs: tuple[str, ...]
     rows_removed: Mapping[str, int] = field(default_factory=dict)
     snapshots: Mapping[str, Mapping[str, int | None]] = field(default_factory=dict)
+    versions_purged: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.rows_removed) - set(PLACES))
+        unknown = sorted((set(self.rows_removed) | set(self.versions_purged)) - set(PLACES))
         if unknown:
             raise ErasureRequestError(f"audit {self.request_id}: unknown place(s) {unknown}; places are {PLACES}")
 
@@ -211,6 +217,8 @@ class AuditRecord:
         completed_at: datetime,
         rows_removed: Mapping[str, int],
         snapshots: Mapping[str, Mapping[str, int | None]],
+        *,
+        versions_purged: Mapping[str, int] | None = None,
     ) -> AuditRecord:
         return cls(
             request_id=request.request_id,
@@ -219,6 +227,7 @@ class AuditRecord:
             fan_id_hmacs=tuple(fan_id_hmac(salt, fan) for fan in request.fan_ids),
             rows_removed=dict(rows_removed),
             snapshots={table: dict(ids) for table, ids in snapshots.items()},
+            versions_purged=dict(versions_purged or {}),
         )
 
     @property
@@ -234,6 +243,7 @@ class AuditRecord:
                 "fan_id_hmacs": list(self.fan_id_hmacs),
                 "rows_removed": dict(self.rows_removed),
                 "snapshots": {table: dict(ids) for table, ids in self.snapshots.items()},
+                "versions_purged": dict(self.versions_purged),
             },
             indent=1,
         ).encode()
@@ -248,6 +258,9 @@ class AuditRecord:
         hmacs = document.get("fan_id_hmacs")
         if not isinstance(hmacs, list) or not all(isinstance(h, str) and len(h) == 64 for h in hmacs):
             raise ErasureRequestError(f"{key}: fan_id_hmacs must be a list of 64-digit hex strings")
+        versions = document.get("versions_purged", {})
+        if not isinstance(versions, dict) or not all(isinstance(n, int) and n >= 0 for n in versions.values()):
+            raise ErasureRequestError(f"{key}: versions_purged must map places to counts, got {versions!r:.80}")
         snapshots = document.get("snapshots", {})
         if not isinstance(snapshots, dict):
             raise ErasureRequestError(f"{key}: snapshots must map tables to their ids, got {snapshots!r:.80}")
@@ -258,4 +271,5 @@ class AuditRecord:
             fan_id_hmacs=tuple(hmacs),
             rows_removed=rows,
             snapshots=snapshots,
+            versions_purged=versions,
         )

@@ -1,11 +1,16 @@
-"""The S3 operations the curator needs on a bucket: listing, reading, write-once creates and conditional deletes.
+"""The S3 operations the curator needs on a bucket: listing, reading, write-once creates and conditional deletes,
+and, for erasure, the versions of a versioned bucket.
 
 Deleting is only ever conditional (``If-Match`` the ETag the caller knows): an object replaced since it was
-listed is never removed on its old ETag.
+listed is never removed on its old ETag. On a versioned bucket that delete only adds a delete marker; erasure then
+purges the old version itself (``purge``: ``DeleteObject`` with its ``VersionId``, permanent). On a bucket that was
+never versioned every object has one version, ``null``, listed as the current one, and erasure purges only
+noncurrent versions, so there the version operations change nothing.
 """
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -15,7 +20,7 @@ from pipeline.exceptions import PipelineError
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-__all__ = ["IO_THREADS", "ObjectGoneError", "ObjectStore", "S3Store", "StoredObject"]
+__all__ = ["IO_THREADS", "ObjectGoneError", "ObjectStore", "ObjectVersion", "S3Store", "StoredObject"]
 
 #: Concurrent S3 calls of one run (reads of raw objects, deletes).
 IO_THREADS = 16
@@ -38,6 +43,25 @@ class StoredObject:
     last_modified: datetime | None = None
 
 
+@dataclass(frozen=True)
+class ObjectVersion:
+    """One version of an object as ``ListObjectVersions`` gives it: a delete marker has no ETag; ``latest``: the
+    key's current version (a current delete marker: the key reads as deleted)."""
+
+    key: str
+    version_id: str
+    latest: bool
+    delete_marker: bool = False
+    etag: str = ""
+    size: int = 0
+    last_modified: datetime | None = None
+
+    @property
+    def noncurrent(self) -> bool:
+        """An object version (not a marker) that a plain GET no longer returns."""
+        return not self.latest and not self.delete_marker
+
+
 class ObjectStore(Protocol):
     """The curator's operations on one bucket."""
 
@@ -52,6 +76,15 @@ class ObjectStore(Protocol):
 
     def create(self, key: str, body: bytes) -> bool:
         """Write ``body`` at ``key`` only if no object is there (``If-None-Match``); False when one already is."""
+
+    def versions(self, prefix: str) -> builtins.list[ObjectVersion]:
+        """Every version and delete marker under ``prefix``, by key, the current one first within a key."""
+
+    def get_version(self, key: str, version_id: str) -> bytes:
+        """One version's bytes; ``ObjectGoneError`` if that version does not exist (any more)."""
+
+    def purge(self, key: str, version_id: str) -> bool:
+        """Delete one version (or delete marker) for good; False when it was already gone."""
 
 
 def _error_code(error: Exception) -> tuple[str, int]:
@@ -122,6 +155,57 @@ class S3Store:
         except Exception as error:
             code, status = _error_code(error)
             if code in _EXISTS_CODES or status in (409, 412):
+                return False
+            raise
+        return True
+
+    def versions(self, prefix: str) -> builtins.list[ObjectVersion]:
+        """``ListObjectVersions`` (paginated): versions and delete markers, by key, the current one first."""
+        found: builtins.list[ObjectVersion] = []
+        pages = self._client().get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=prefix)
+        for page in pages:
+            entries = [
+                ObjectVersion(
+                    item["Key"],
+                    item["VersionId"],
+                    item["IsLatest"],
+                    False,
+                    item["ETag"],
+                    int(item.get("Size", 0)),
+                    item.get("LastModified"),
+                )
+                for item in page.get("Versions", [])
+            ]
+            entries += [
+                ObjectVersion(
+                    item["Key"], item["VersionId"], item["IsLatest"], True, last_modified=item.get("LastModified")
+                )
+                for item in page.get("DeleteMarkers", [])
+            ]
+            found.extend(entries)
+        # S3 lists versions and markers apart; one order (by key, the latest first) keeps the calls deterministic.
+        return sorted(found, key=lambda item: (item.key, not item.latest))
+
+    def get_version(self, key: str, version_id: str) -> bytes:
+        """``GetObject`` of one version."""
+        try:
+            response: Any = self._client().get_object(Bucket=self.bucket, Key=key, VersionId=version_id)
+        except Exception as error:
+            code, status = _error_code(error)
+            if code in _GONE_CODES or code == "NoSuchVersion" or status == 404:
+                raise ObjectGoneError(f"s3 object {key!r} version {version_id!r} is gone") from error
+            raise
+        body: bytes = response["Body"].read()
+        return body
+
+    def purge(self, key: str, version_id: str) -> bool:
+        """``DeleteObject`` with ``VersionId``: permanent. S3 answers a version already gone with success, so a
+        rerun purging it again is no error."""
+        try:
+            self._client().delete_object(Bucket=self.bucket, Key=key, VersionId=version_id)
+        except Exception as error:
+            code, status = _error_code(error)
+            if code in _GONE_CODES or code == "NoSuchVersion" or status == 404:
                 return False
             raise
         return True

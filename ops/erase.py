@@ -152,13 +152,16 @@ def _dry_run(bound: BoundStack, acting: _Acting, fans: tuple[str, ...]) -> int:
         fans=fans,
         table_rows=_table_rows(acting, outputs.region, outputs.athena_database_name),
         tables=PLACES[:2],
+        tables_prefix=prefixes().curated,
     )
     print(f"dry run: stack {bound.stack}, {len(fans):,} fans, acting as {acting.name}; rows the erasure would remove:")
     for count in counts:
         print(count.line())
     total = sum(count.rows for count in counts)
+    versions = sum(count.old_versions for count in counts)
     print(
-        f"total {total:,} rows; nothing changed (file it: drop --dry-run; the curator removes them at the start of"
+        f"total {total:,} rows, and {versions:,} old versions to purge; nothing changed (file it: drop --dry-run;"
+        " the curator removes them at the start of"
         f" its next run, every {settings.curation_interval_minutes} minutes)"
     )
     return 0

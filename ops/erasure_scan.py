@@ -6,7 +6,10 @@
 - raw landing objects and backfill snapshot objects: Parquet, their ``fan_id`` column;
 - quarantine lines (stream and snapshot) and the failure bucket's on-failure records: JSON (gzip or not), a line or
   a Kinesis record counted when its item names the fan (``FAN#<id>`` sort key or a ``fan_id`` value), its
-  base64 ``data`` decoded.
+  base64 ``data`` decoded;
+- old versions (on a versioned bucket a delete leaves the bytes as a noncurrent version, which the erasure purges):
+  in each object place, the noncurrent versions holding one of the fans, read as the current objects are; under
+  each table's location, every noncurrent version (a table file already deleted), counted from the listing alone.
 """
 
 from __future__ import annotations
@@ -37,10 +40,16 @@ class PlaceCount:
     objects_read: int
     where: str
     note: str = ""
+    #: Noncurrent versions the erasure would purge (holding a fan; under a table's location, all of them).
+    old_versions: int = 0
 
     def line(self) -> str:
         note = f" ({self.note})" if self.note else ""
-        return f"  {self.place:<21} {self.rows:>9,} rows   {self.objects_read:>6,} objects read in {self.where}{note}"
+        versions = f", {self.old_versions:,} old versions to purge" if self.old_versions else ""
+        return (
+            f"  {self.place:<21} {self.rows:>9,} rows   {self.objects_read:>6,} objects read in {self.where}"
+            f"{versions}{note}"
+        )
 
 
 def fans_named(text: str) -> set[str]:
@@ -137,6 +146,34 @@ def _count_objects(
     return rows, objects, unreadable
 
 
+def _noncurrent(s3: Any, bucket: str, prefix: str) -> Iterator[tuple[str, str]]:
+    """(key, version id) of every noncurrent object version under ``prefix`` (on a bucket never versioned: none)."""
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Versions", []):
+            if not item["IsLatest"]:
+                yield str(item["Key"]), str(item["VersionId"])
+
+
+def _count_old_versions(
+    s3: Any, bucket: str, prefix: str, keep: Callable[[str], bool], count: Callable[[bytes], int] | None
+) -> tuple[int, list[str]]:
+    """Noncurrent versions holding a fan (``count`` None: all of them, unread), and those that could not be read."""
+    found = 0
+    unreadable = []
+    for key, version_id in _noncurrent(s3, bucket, prefix):
+        if not keep(key):
+            continue
+        if count is None:
+            found += 1
+            continue
+        try:
+            body = bytes(s3.get_object(Bucket=bucket, Key=key, VersionId=version_id)["Body"].read())
+            found += count(body) > 0
+        except (ValueError, OSError, EOFError):
+            unreadable.append(f"{key}?versionId={version_id}")
+    return found, unreadable
+
+
 TableScan = Callable[[str, set[str]], "int | None"]
 """Rows of the fans in a curated table (its name), or None when the table does not exist yet."""
 
@@ -152,12 +189,15 @@ def scan_places(
     fans: Iterable[str],
     table_rows: TableScan,
     tables: Iterable[str],
+    tables_prefix: str = "curated/",
 ) -> list[PlaceCount]:
-    """Every place's rows of ``fans``, in ``PLACES`` order (tables first, then the objects), read only."""
+    """Every place's rows of ``fans``, in ``PLACES`` order (tables first, then the objects), and the old versions
+    the erasure would purge there, read only. A table's location is ``<tables_prefix><table>/``."""
     wanted = set(fans)
     counts = []
     for table in tables:
         rows = table_rows(table, wanted)
+        old, _ = _count_old_versions(s3, bucket, f"{tables_prefix}{table}/", lambda _key: True, None)
         counts.append(
             PlaceCount(
                 table,
@@ -165,6 +205,7 @@ def scan_places(
                 0 if rows is None else 1,
                 "Iceberg table",
                 "" if rows is not None else "not created yet",
+                old,
             )
         )
 
@@ -175,8 +216,10 @@ def scan_places(
         place: str, where_bucket: str, prefix: str, keep: Callable[[str], bool], how: Callable[[bytes], int]
     ) -> None:
         rows, objects, unreadable = _count_objects(s3, where_bucket, prefix, keep, how)
+        old, old_unreadable = _count_old_versions(s3, where_bucket, prefix, keep, how)
+        unreadable += old_unreadable
         note = f"{len(unreadable)} unreadable, e.g. {unreadable[0]}" if unreadable else ""
-        counts.append(PlaceCount(place, rows, objects, f"s3://{where_bucket}/{prefix}", note))
+        counts.append(PlaceCount(place, rows, objects, f"s3://{where_bucket}/{prefix}", note, old))
 
     counted("raw_events", bucket, events_prefix, parquet, lambda body: count_parquet_rows(body, wanted))
     counted("snapshots", bucket, snapshot_prefix, parquet, lambda body: count_parquet_rows(body, wanted))

@@ -131,6 +131,9 @@ def describe_requests(states: list[RequestState], now: datetime, deadline_days: 
                 f"  took {_age(state.age(now))}  fans {state.fans}"
             )
             lines.append(f"           rows removed: {_rows(audit)}")
+            if audit.versions_purged:  # records written before old versions were purged have none
+                purged = ", ".join(f"{place} {audit.versions_purged.get(place, 0):,}" for place in PLACES)
+                lines.append(f"           old versions purged: {purged}")
             if audit.snapshots:
                 lines.append(f"           snapshots: {_snapshots(audit)}")
     return lines

@@ -1,9 +1,10 @@
 """The demo's erasure of one fan: file a request as ``make erase`` does, run the curator, search every object.
 
 The request is filed as the local CI role (the role ``make erase`` acts as), then one curator run (``make compact``'s
-local path) carries it out at its start, and every object of the stack's data bucket and failure bucket is searched
-for the fan id's bytes: Parquet read column by column (``extra_attributes`` included), gzip and JSON decoded (a
-Kinesis record's base64 ``data`` too), Avro (Iceberg manifests) record by record, anything else as it is.
+local path) carries it out at its start, and every object version of the stack's data bucket and failure bucket
+(both versioned: a delete leaves the old bytes as a noncurrent version) is searched for the fan id's bytes: Parquet
+read column by column (``extra_attributes`` included), gzip and JSON decoded (a Kinesis record's base64 ``data``
+too), Avro (Iceberg manifests) record by record, anything else as it is.
 """
 
 from __future__ import annotations
@@ -90,16 +91,19 @@ def decoded_forms(body: bytes) -> list[bytes]:
 
 
 def objects_naming(s3: Any, buckets: list[str], needle: str) -> tuple[list[str], int]:
-    """``s3://bucket/key`` of every object whose bytes, in any decoded form, hold ``needle``; and how many were read."""
+    """``s3://bucket/key`` of every object version, current or noncurrent (then ``?versionId=<id>`` is added),
+    whose bytes, in any decoded form, hold ``needle``; and how many versions were read."""
     found, searched = [], 0
     wanted = needle.encode()
     for bucket in buckets:
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-            for item in page.get("Contents", []):
-                body = bytes(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
+        for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
+            for item in page.get("Versions", []):
+                response = s3.get_object(Bucket=bucket, Key=item["Key"], VersionId=item["VersionId"])
+                body = bytes(response["Body"].read())
                 searched += 1
                 if any(wanted in form for form in decoded_forms(body)):
-                    found.append(f"s3://{bucket}/{item['Key']}")
+                    old = "" if item["IsLatest"] else f"?versionId={item['VersionId']}"
+                    found.append(f"s3://{bucket}/{item['Key']}{old}")
     return found, searched
 
 

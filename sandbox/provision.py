@@ -16,6 +16,7 @@ from components.catalog import glue_table_input, named_queries, snapshot_table_i
 from components.current_state import published_snapshot
 from components.naming import FUNCTION_ALIAS, Prefixes, prefixes
 from components.settings import Settings
+from components.storage import NONCURRENT_VERSION_DAYS
 from ops.outputs import StackOutputs
 
 __all__ = ["ACCOUNT_ID", "LocalNames", "local_names", "provision"]
@@ -145,8 +146,26 @@ def provision(session: Any, settings: Settings, *, shards: int = DEFAULT_SHARDS)
             s3.create_bucket(Bucket=bucket)
         else:
             s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
-    # As the program configures it (components/failure_destination.py): versioned, private.
-    s3.put_bucket_versioning(Bucket=names.failure_bucket, VersioningConfiguration={"Status": "Enabled"})
+    # Versioned as the program makes them: the data bucket it creates (components/storage.py, whose old versions
+    # expire after 30 days) and the failure bucket (components/failure_destination.py, private too); an erasure
+    # purges their old versions holding the erased fans.
+    for versioned in (names.bucket, names.failure_bucket):
+        s3.put_bucket_versioning(Bucket=versioned, VersioningConfiguration={"Status": "Enabled"})
+    layout = prefixes()
+    s3.put_bucket_lifecycle_configuration(
+        Bucket=names.bucket,
+        LifecycleConfiguration={
+            "Rules": [
+                {
+                    "ID": f"noncurrent-versions-{place.rstrip('/')}",
+                    "Status": "Enabled",
+                    "Filter": {"Prefix": place},
+                    "NoncurrentVersionExpiration": {"NoncurrentDays": NONCURRENT_VERSION_DAYS},
+                }
+                for place in (layout.root, layout.curated)
+            ]
+        },
+    )
     s3.put_public_access_block(
         Bucket=names.failure_bucket,
         PublicAccessBlockConfiguration={

@@ -2,9 +2,10 @@
 
 Places: raw objects already curated (covered by the ledger) and not yet curated, late rows for an hour already
 curated, several Iceberg snapshots of both tables, a backfill snapshot object, a stream and a snapshot quarantine
-line, and a failed batch in the failure bucket. The fan's id is short enough (at most 16 characters) for Iceberg to
-keep it whole as a column bound, and sorts after every generated (UUID) fan id, so it is the upper bound of every
-data file holding it.
+line, and a failed batch in the failure bucket. Both buckets are versioned, as the stack creates them, so every
+delete leaves a noncurrent version, which the search reads too. The fan's id is short enough (at most 16
+characters) for Iceberg to keep it whole as a column bound, and sorts after every generated (UUID) fan id, so it is
+the upper bound of every data file holding it.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pipeline.writer import encode_parquet, encode_quarantine
 from sandbox.changes import FIRST_SEQUENCE, DemandGenerator, changes_event
 from tests.curator.conftest import HOUR, OTHER_SHARD, PREFIX, STREAM_ARN, CuratedLake, generated_rows
 
-__all__ = ["ERASED", "KEPT", "SALT", "PlantedLake", "find_bytes", "normalized", "plant"]
+__all__ = ["ERASED", "KEPT", "SALT", "PlantedLake", "failed_batch", "find_bytes", "normalized", "plant", "versioned"]
 
 #: The fan erased, and a fan kept whose id is a prefix of it (never matched by mistake).
 ERASED = "zz-erased-fan"
@@ -115,6 +116,24 @@ class PlantedLake:
         self.lake.s3.put_object(Bucket=self.lake.bucket, Key=request.key, Body=request.to_json(), IfNoneMatch="*")
         return request
 
+    def versions(self) -> list[tuple[str, str, str, bool]]:
+        """(bucket, key, version id, current) of every object version of both buckets (delete markers hold nothing
+        and are left out)."""
+        found: list[tuple[str, str, str, bool]] = []
+        for bucket in (self.lake.bucket, self.failure_bucket):
+            for page in self.lake.s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
+                found.extend(
+                    (bucket, item["Key"], item["VersionId"], item["IsLatest"]) for item in page.get("Versions", [])
+                )
+        return sorted(found)
+
+    def version_ids(self, bucket: str, key: str) -> dict[str, bool]:
+        """Version id -> whether it is a delete marker, of every version of ``key`` (exactly that key)."""
+        response = self.lake.s3.list_object_versions(Bucket=bucket, Prefix=key)
+        found = {item["VersionId"]: False for item in response.get("Versions", []) if item["Key"] == key}
+        found.update({item["VersionId"]: True for item in response.get("DeleteMarkers", []) if item["Key"] == key})
+        return found
+
     def objects(self) -> dict[tuple[str, str], str]:
         """(bucket, key) -> ETag of every object of both buckets."""
         found = {}
@@ -124,13 +143,21 @@ class PlantedLake:
                     found[(bucket, item["Key"])] = item["ETag"]
         return found
 
-    def body(self, bucket: str, key: str) -> bytes:
-        body: bytes = self.lake.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    def body(self, bucket: str, key: str, version_id: str | None = None) -> bytes:
+        extra = {"VersionId": version_id} if version_id is not None else {}
+        body: bytes = self.lake.s3.get_object(Bucket=bucket, Key=key, **extra)["Body"].read()
         return body
+
+
+def versioned(s3: Any, *buckets: str) -> None:
+    """Turn versioning on, as the stack does for the data bucket it creates and for the failure bucket."""
+    for bucket in buckets:
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
 
 
 def plant(lake: CuratedLake, failure_bucket: str) -> PlantedLake:
     """Write and curate the lake (see the module docstring); the fan's raw rows stay in the raw layer."""
+    versioned(lake.s3, lake.bucket, failure_bucket)
     first = _renamed(generated_rows(30, seed=11))
     late = _renamed(generated_rows(16, shard_id=OTHER_SHARD, seed=12))
     fresh = _renamed(generated_rows(12, hour=NEXT_HOUR, seed=13))
@@ -184,15 +211,20 @@ def plant(lake: CuratedLake, failure_bucket: str) -> PlantedLake:
         Key="demand/quarantine/snapshots/export_id=01700000000000-abcdef12/data-1.jsonl.gz",
         Body=encode_quarantine(export_lines),
     )
-    event = {"Records": _record_data(ERASED, seed=22) + _record_data(KEPT, seed=23)}
+    lake.s3.put_object(Bucket=failure_bucket, Key=FAILURE_KEY, Body=failed_batch((ERASED, 22), (KEPT, 23)))
+    return planted
+
+
+def failed_batch(*fans: tuple[str, int]) -> bytes:
+    """An on-failure record (Lambda's S3 destination) of a batch with a few changes per (fan, seed)."""
+    event = {"Records": [record for fan, seed in fans for record in _record_data(fan, seed)]}
     failure = {
         "version": "1.0",
         "requestContext": {"condition": "RetryAttemptsExhausted", "approximateInvokeCount": 3},
         "KinesisBatchInfo": {"shardId": "shardId-000000000000", "batchSize": len(event["Records"])},
         "payload": json.dumps(event),
     }
-    lake.s3.put_object(Bucket=failure_bucket, Key=FAILURE_KEY, Body=json.dumps(failure).encode())
-    return planted
+    return json.dumps(failure).encode()
 
 
 def normalized(rows: pa.Table, *, without: str | None = ERASED) -> list[tuple[Any, ...]]:
@@ -255,12 +287,13 @@ def _base64_fields(document: Any) -> list[bytes]:
 
 
 def find_bytes(planted: PlantedLake, needle: str) -> list[str]:
-    """Every object of both buckets (and Glue table's parameters) in which ``needle``'s bytes occur, decoded."""
+    """Every object version of both buckets, current or noncurrent (``GetObject?versionId=``), and the Glue tables'
+    parameters, in which ``needle``'s bytes occur, decoded; a noncurrent hit is named with its version id."""
     hits = []
-    for bucket, key in planted.objects():
-        body = planted.body(bucket, key)
+    for bucket, key, version_id, current in planted.versions():
+        body = planted.body(bucket, key, version_id)
         if any(needle.encode() in text for text in _texts(key, body)):
-            hits.append(f"s3://{bucket}/{key}")
+            hits.append(f"s3://{bucket}/{key}" + ("" if current else f"?versionId={version_id}"))
     tables = planted.lake.glue.get_tables(DatabaseName=planted.lake.database)["TableList"]
     if needle in json.dumps(tables, default=str):
         hits.append(f"glue:{planted.lake.database}")

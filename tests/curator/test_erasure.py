@@ -1,5 +1,6 @@
 """Erasure by the curator: one run removes a fan from every place, leaves every other row, audits what it did;
-a second run changes nothing."""
+a second run changes nothing. The planted lake's buckets are versioned: the fan's bytes are searched in every
+version, and old versions of objects deleted before the request are purged when they hold the fan, kept when not."""
 
 from __future__ import annotations
 
@@ -23,9 +24,11 @@ from tests.curator.erasure_lake import (
     SALT,
     PlantedLake,
     digest,
+    failed_batch,
     find_bytes,
     normalized,
     plant,
+    versioned,
 )
 
 
@@ -226,3 +229,75 @@ def test_a_lake_of_one_snapshot_and_a_long_fan_id_is_erased_too(lake: CuratedLak
     assert count_fan(lake.table(CHANGES_TABLE).scan().to_arrow(), fan) == 0
     assert count_fan(lake.table(REGISTRATIONS_TABLE).scan().to_arrow(), fan) == 0
     assert find_bytes(planted, fan) == []
+
+
+def test_old_versions_deleted_before_the_request_are_purged_when_they_hold_the_fan_and_kept_when_not(
+    planted: PlantedLake,
+):
+    lake = planted.lake
+    # GIVEN raw objects the curator deleted after the grace period, one without the fan, and failed batches a
+    # replay deleted: on versioned buckets only their noncurrent versions are left.
+    holding_keys = lake.raw_keys()  # the planted ones: each holds the fan
+    other_key = lake.write(generated_rows(9, seed=15))
+    planted.curator().run()
+    lake.clock.advance(minutes=20)
+    planted.curator().run()
+    assert lake.raw_keys() == []
+    failures = planted.failure_bucket
+    for key, fans in (("aws/lambda/replayed/erased", ((ERASED, 31),)), ("aws/lambda/replayed/kept", ((KEPT, 32),))):
+        lake.s3.put_object(Bucket=failures, Key=key, Body=failed_batch(*fans))
+        lake.s3.delete_object(Bucket=failures, Key=key)
+    before = find_bytes(planted, ERASED)
+    for key in [*holding_keys, "aws/lambda/replayed/erased"]:
+        assert any(f"/{key}?versionId=" in hit for hit in before), key
+    assert not any(other_key in hit for hit in before)
+    other_versions = planted.version_ids(lake.bucket, other_key)
+    kept_versions = planted.version_ids(failures, "aws/lambda/replayed/kept")
+    assert sorted(other_versions.values()) == sorted(kept_versions.values()) == [False, True]  # version and marker
+
+    # WHEN the request is carried out
+    request = planted.file_request(ERASED)
+    result = planted.curator().run()
+
+    # THEN no version anywhere holds the fan; nothing is left of the keys that held it (version nor marker), and
+    # the other fans' old versions are kept, under their markers (nothing reads as current again)
+    assert find_bytes(planted, ERASED) == []
+    assert result.erasure.requests_completed == [request.request_id]
+    for key in holding_keys:
+        assert planted.version_ids(lake.bucket, key) == {}, key
+    assert planted.version_ids(failures, "aws/lambda/replayed/erased") == {}
+    assert planted.version_ids(lake.bucket, other_key) == other_versions
+    assert planted.version_ids(failures, "aws/lambda/replayed/kept") == kept_versions
+    assert lake.raw_keys() == []
+    # the audit counts them: the raw objects deleted before, the replayed batch and the planted one rewritten, and
+    # the tables' deleted files (the history the erasure cut, and what retention had deleted)
+    audit = AuditRecord.from_json(planted.body(lake.bucket, request.audit_key), request.audit_key)
+    assert audit.versions_purged["raw_events"] == len(holding_keys)
+    assert audit.versions_purged["failures"] == 2
+    assert audit.versions_purged["registration_changes"] > 0
+    assert audit.versions_purged["registrations"] > 0
+    assert result.erasure.versions_purged == dict(audit.versions_purged)
+    # the request itself, which named the fan in clear, left no version behind
+    assert planted.version_ids(lake.bucket, request.key) == {}
+
+
+def test_an_old_version_of_an_audited_request_is_purged_when_the_requests_are_listed(lake: CuratedLake):
+    # A request deleted by a plain delete (by hand, or by an earlier version of the curator) on the versioned bucket:
+    # its old version still names the fan in clear. The next run with erasure on purges it, version and marker.
+    planted = PlantedLake(lake, f"{lake.bucket}-failures", generated_rows(4))
+    lake.s3.create_bucket(Bucket=planted.failure_bucket)
+    versioned(lake.s3, lake.bucket, planted.failure_bucket)
+    request = planted.file_request(ERASED)
+    audit = AuditRecord.of(request, SALT, lake.clock(), {}, {})
+    lake.s3.put_object(Bucket=lake.bucket, Key=audit.key, Body=audit.to_json())
+    lake.s3.delete_object(Bucket=lake.bucket, Key=request.key)
+    pending = planted.file_request("someone-else", token="0badc0df")  # no audit: its versions are not touched
+    lake.s3.delete_object(Bucket=lake.bucket, Key=pending.key)
+    assert sorted(planted.version_ids(lake.bucket, request.key).values()) == [False, True]
+
+    result = planted.curator().run()
+
+    assert result.erasure.requests_completed == []
+    assert planted.version_ids(lake.bucket, request.key) == {}
+    assert sorted(planted.version_ids(lake.bucket, pending.key).values()) == [False, True]
+    assert find_bytes(planted, ERASED) == []

@@ -1,5 +1,6 @@
 """Erasure in the lake's objects, on an in-memory store: new names, old objects deleted only on their ETag, the rest
-kept as it was, and dry runs that only count."""
+kept as it was, dry runs that only count, and the noncurrent versions of a versioned bucket purged when they hold a
+fan (and kept when they do not)."""
 
 from __future__ import annotations
 
@@ -17,17 +18,67 @@ import pyarrow.parquet as pq
 from curator.erasure import ErasureRun
 from curator.erasure_objects import FanMatcher, erase_failures, erase_quarantine, erase_raw
 from curator.raw import LedgerEntry
-from curator.store import ObjectGoneError, StoredObject
+from curator.store import ObjectGoneError, ObjectVersion, StoredObject
 from pipeline.writer import encode_parquet, encode_quarantine, partition_prefix, sequence_digest
 from tests.curator.conftest import HOUR, PREFIX, generated_rows, object_name
 
 
 @dataclass
 class MemoryStore:
-    """``ObjectStore`` in memory; ETags are the bodies' digests, as S3's are for single-part objects."""
+    """``ObjectStore`` in memory; ETags are the bodies' digests, as S3's are for single-part objects. Unversioned
+    unless ``versioned``: then a delete keeps the old bytes as a noncurrent version under a delete marker, as S3
+    does. ``objects`` holds the current bodies; ``older`` each key's earlier versions, newest first (None: a
+    delete marker)."""
 
     objects: dict[str, bytes] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
+    versioned: bool = False
+    older: dict[str, list[tuple[str, bytes | None]]] = field(default_factory=dict)
+    current_ids: dict[str, str] = field(default_factory=dict)
+    next_id: int = 0
+
+    def _new_id(self) -> str:
+        self.next_id += 1
+        return f"v{self.next_id}"
+
+    def current_id(self, key: str) -> str:
+        return self.current_ids.get(key, "null")
+
+    def versions(self, prefix: str) -> list[ObjectVersion]:
+        found = []
+        for key in sorted({*self.objects, *self.older}):
+            if not key.startswith(prefix):
+                continue
+            if key in self.objects:
+                found.append(ObjectVersion(key, self.current_id(key), True, False, self.etag(key)))
+            for index, (version_id, body) in enumerate(self.older.get(key, [])):
+                latest = key not in self.objects and index == 0
+                etag = f'"{hashlib.md5(body).hexdigest()}"' if body is not None else ""  # noqa: S324
+                found.append(ObjectVersion(key, version_id, latest, body is None, etag))
+        return found
+
+    def get_version(self, key: str, version_id: str) -> bytes:
+        self.calls.append(f"read {key} {version_id}")
+        if key in self.objects and self.current_id(key) == version_id:
+            return self.objects[key]
+        for found, body in self.older.get(key, []):
+            if found == version_id and body is not None:
+                return body
+        raise ObjectGoneError(f"{key}?versionId={version_id}")
+
+    def purge(self, key: str, version_id: str) -> bool:
+        self.calls.append(f"purge {key} {version_id}")
+        if key in self.objects and self.current_id(key) == version_id:
+            del self.objects[key]
+            self.current_ids.pop(key, None)
+            if self.older.get(key) and self.older[key][0][1] is not None:  # the version below becomes current
+                self.current_ids[key], self.objects[key] = cast(tuple[str, bytes], self.older[key].pop(0))
+            return True
+        before = self.older.get(key, [])
+        self.older[key] = [item for item in before if item[0] != version_id]
+        if not self.older[key]:
+            del self.older[key]
+        return len(self.older.get(key, [])) != len(before)
 
     def etag(self, key: str) -> str:
         return f'"{hashlib.md5(self.objects[key]).hexdigest()}"'  # noqa: S324 - S3's ETag
@@ -44,6 +95,11 @@ class MemoryStore:
         self.calls.append(f"delete {key}")
         if key not in self.objects or self.etag(key) != etag:
             return False
+        if self.versioned:
+            versions = self.older.setdefault(key, [])
+            versions.insert(0, (self.current_id(key), self.objects[key]))
+            versions.insert(0, (self._new_id(), None))
+            self.current_ids.pop(key, None)
         del self.objects[key]
         return True
 
@@ -52,6 +108,8 @@ class MemoryStore:
         if key in self.objects:
             return False
         self.objects[key] = body
+        if self.versioned:
+            self.current_ids[key] = self._new_id()
         return True
 
 
@@ -158,6 +216,115 @@ def test_without_a_salt_erasure_is_off_and_lists_nothing():
         "requests_completed": [],
         "requests_malformed": [],
         "rows_removed": {},
+        "versions_purged": {},
         "objects_unreadable": [],
     }
     assert store.calls == []  # a stack without a salt has no grant on erasure/: not even a listing
+
+
+def deleted_earlier(store: MemoryStore, key: str, body: bytes) -> None:
+    """``key`` written then deleted on the versioned ``store`` (as the curator deletes a covered raw object after
+    the grace period): only a noncurrent version under a delete marker is left."""
+    store.create(key, body)
+    store.delete(key, store.etag(key))
+    store.calls.clear()
+
+
+def test_a_noncurrent_version_holding_a_fan_is_purged_with_its_marker_and_another_fans_is_kept():
+    store = MemoryStore(versioned=True)
+    holding = renamed(generated_rows(6, seed=1), "gone", 2)
+    other = generated_rows(7, seed=2)  # another count: another name
+    holding_key = partition_prefix(PREFIX, HOUR) + object_name(holding)
+    other_key = partition_prefix(PREFIX, HOUR) + object_name(other)
+    deleted_earlier(store, holding_key, encode_parquet(holding))
+    deleted_earlier(store, other_key, encode_parquet(other))
+    assert store.objects == {}
+
+    dry = erase_raw(store, PREFIX, {}, ["gone"], dry_run=True)
+    assert (dry.rows, dry.versions.versions, dry.versions.markers) == ({}, 1, 1)
+    assert [call.split()[0] for call in store.calls] == ["read", "read"]  # a dry run only reads and counts
+    store.calls.clear()
+
+    erasure = erase_raw(store, PREFIX, {}, ["gone"])
+
+    # Only current rows count as rows removed: the old version's rows were curated (or erased) already.
+    assert (erasure.rows, erasure.versions.versions, erasure.versions.markers) == ({}, 1, 1)
+    assert holding_key not in store.older  # its version first, then the marker: nothing of it is left
+    assert [call.split()[0] for call in store.calls] == ["read", "read", "purge", "purge"]
+    assert store.calls[2:] == [f"purge {holding_key} v1", f"purge {holding_key} v2"]  # the version, then its marker
+    assert [body is None for _, body in store.older[other_key]] == [True, False]  # the marker still above it
+    assert store.objects == {}  # nothing brought back as current
+    # A rerun finds nothing more to purge.
+    again = erase_raw(store, PREFIX, {}, ["gone"])
+    assert (again.versions.versions, again.versions.markers) == (0, 0)
+
+
+def test_an_object_the_erasure_deletes_has_its_old_version_purged_after_the_delete_without_a_second_read():
+    store = MemoryStore(versioned=True)
+    rows = renamed(generated_rows(6), "gone", 6)  # every row the fan's: the object is just deleted
+    key = partition_prefix(PREFIX, HOUR) + object_name(rows)
+    store.create(key, encode_parquet(rows))
+    store.calls.clear()
+
+    erasure = erase_raw(store, PREFIX, {}, ["gone"])
+
+    assert erasure.rows == {"gone": 6}
+    # The old version, then the marker; not read again: its (key, ETag) was just read whole and deleted.
+    assert store.calls == [f"delete {key}", f"purge {key} v1", f"purge {key} v2"]
+    assert store.objects == {}
+    assert store.older == {}
+
+
+def test_noncurrent_quarantine_and_failure_versions_are_read_as_their_place_reads_them():
+    def data(fan: str) -> str:
+        return base64.b64encode(json.dumps({"dynamodb": {"Keys": {"sk": {"S": f"FAN#{fan}"}}}}).encode()).decode()
+
+    store = MemoryStore(versioned=True)
+    deleted_earlier(store, "demand/quarantine/dt=2026-03-30/a.jsonl.gz", encode_quarantine([{"data": data("gone")}]))
+    deleted_earlier(store, "demand/quarantine/dt=2026-03-30/b.jsonl.gz", encode_quarantine([{"data": data("kept")}]))
+    deleted_earlier(store, "demand/quarantine/dt=2026-03-30/c.jsonl.gz", b"not gzip")
+    failure = {"payload": json.dumps({"Records": [{"kinesis": {"data": data("gone")}}]})}
+    deleted_earlier(store, "aws/lambda/m/s/2026/03/30/one", json.dumps(failure).encode())
+    kept = {"payload": json.dumps({"Records": [{"kinesis": {"data": data("kept")}}]})}
+    deleted_earlier(store, "aws/lambda/m/s/2026/03/30/two", json.dumps(kept).encode())
+
+    quarantine = erase_quarantine(store, "demand/quarantine/", ["gone"])
+    failures = erase_failures(store, ["gone"])
+
+    assert (quarantine.versions.versions, failures.versions.versions) == (1, 1)
+    # An old version that cannot be read may hold the fan: named with its version id, so the request stays pending.
+    (unreadable,) = quarantine.unreadable
+    assert unreadable.startswith("demand/quarantine/dt=2026-03-30/c.jsonl.gz?versionId=v")
+    assert sorted(store.older) == [
+        "aws/lambda/m/s/2026/03/30/two",
+        "demand/quarantine/dt=2026-03-30/b.jsonl.gz",
+        "demand/quarantine/dt=2026-03-30/c.jsonl.gz",
+    ]
+
+
+def test_on_an_unversioned_bucket_the_version_pass_purges_nothing():
+    store = MemoryStore()
+    rows = generated_rows(6)
+    key = partition_prefix(PREFIX, HOUR) + object_name(rows)
+    store.objects[key] = encode_parquet(rows)
+
+    erasure = erase_raw(store, PREFIX, {}, [rows.column("fan_id")[0].as_py()])
+
+    assert (erasure.versions.versions, erasure.versions.markers) == (0, 0)
+    assert not any(call.startswith("purge") for call in store.calls)
+
+
+def test_a_key_with_another_fans_version_left_keeps_its_markers_so_nothing_comes_back():
+    # One name written twice (same sequences, another fan's rows the second time), deleted each time: purging the
+    # fan's version must not remove the markers, or the other version would read as current again.
+    store = MemoryStore(versioned=True)
+    holding = renamed(generated_rows(6, seed=1), "gone", 2)
+    key = partition_prefix(PREFIX, HOUR) + object_name(holding)
+    deleted_earlier(store, key, encode_parquet(holding))
+    deleted_earlier(store, key, encode_parquet(generated_rows(6, seed=2)))
+
+    erasure = erase_raw(store, PREFIX, {}, ["gone"])
+
+    assert (erasure.versions.versions, erasure.versions.markers) == (1, 0)
+    assert [body is None for _, body in store.older[key]] == [True, False, True]
+    assert store.objects == {}

@@ -152,7 +152,15 @@ def test_curator_role_is_the_curator_policy_of_the_stacks_arns(run: ProgramRun) 
     ]
     log_group_arn = f"arn:aws:logs:us-east-1:{ACCOUNT_ID}:log-group:{run.outputs['curator_log_group_name']}"
     assert by_sid["WriteOwnLogs"]["Resource"] == [f"{log_group_arn}:log-stream:*"]
-    erasing = {"EraseFromQuarantine", "ListFailedBatches", "EraseFromFailedBatches"}
+    erasing = {
+        "EraseFromQuarantine",
+        "ListFailedBatches",
+        "EraseFromFailedBatches",
+        # an erasure's old versions: listed, read and purged in the places it searches, the failure bucket among them
+        "ListFailedBatchVersions",
+        "ReadOldVersionsToErase",
+        "PurgeErasedVersions",
+    }
     everything = [
         resource for sid, statement in by_sid.items() if sid not in erasing for resource in statement["Resource"]
     ]
@@ -160,6 +168,8 @@ def test_curator_role_is_the_curator_policy_of_the_stacks_arns(run: ProgramRun) 
     failures_arn = f"arn:aws:s3:::{run.outputs['failure_bucket_name']}"
     assert by_sid["EraseFromFailedBatches"]["Resource"] == [f"{failures_arn}/*"]  # only for an erasure
     assert by_sid["EraseFromQuarantine"]["Resource"] == [f"{bucket_arn}/demand/quarantine/*"]
+    assert by_sid["ListFailedBatchVersions"]["Resource"] == [failures_arn]
+    assert f"{failures_arn}/*" in by_sid["PurgeErasedVersions"]["Resource"]
 
 
 def test_a_queued_invocation_is_dropped_once_the_next_run_is_due(run: ProgramRun) -> None:

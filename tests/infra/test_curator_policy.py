@@ -62,11 +62,11 @@ def test_erasure_reaches_every_place_a_fan_is_kept_and_the_requests() -> None:
         "EraseFromSnapshots": [f"{BUCKET}/demand/snapshots/*"],
         "EraseFromQuarantine": [f"{BUCKET}/demand/quarantine/*"],
         "WriteCuratedTables": [f"{BUCKET}/curated/*"],
-        "CarryOutErasureRequests": [f"{BUCKET}/erasure/requests/*"],
         "TrackErasureProgress": [f"{BUCKET}/erasure/progress/*"],
         "EraseFromFailedBatches": [f"{FAILURES}/*"],
     }
-    assert statements["CarryOutErasureRequests"]["Action"] == ["s3:DeleteObject", "s3:GetObject"]
+    # a request is removed by purging its version, never by a delete that would leave it readable
+    assert statements["CarryOutErasureRequests"]["Action"] == ["s3:GetObject"]
     assert statements["ListFailedBatches"] == {
         "Sid": "ListFailedBatches",
         "Effect": "Allow",
@@ -134,3 +134,28 @@ def test_curated_tables_are_the_curators_two() -> None:
     assert CURATED_TABLES == (CHANGES_TABLE, REGISTRATIONS_TABLE) == ("registration_changes", "registrations")
     with pytest.raises(ValueError, match="not a Glue database ARN"):
         glue_table_arn("arn:aws:glue:us-east-1:123456789012:catalog", "registrations")
+
+
+PLACES = [
+    f"{BUCKET}/demand/events/*",
+    f"{BUCKET}/demand/snapshots/*",
+    f"{BUCKET}/demand/quarantine/*",
+    f"{FAILURES}/*",
+]
+
+
+def test_old_versions_are_listed_read_and_purged_only_where_erasure_searches() -> None:
+    statements = _by_sid(_document())
+    versions = {
+        action: {sid: s["Resource"] for sid, s in statements.items() if action in s["Action"]}
+        for action in ("s3:ListBucketVersions", "s3:GetObjectVersion", "s3:DeleteObjectVersion")
+    }
+    assert versions == {
+        "s3:ListBucketVersions": {"ListVersionsToErase": [BUCKET], "ListFailedBatchVersions": [FAILURES]},
+        "s3:GetObjectVersion": {"ReadOldVersionsToErase": PLACES},
+        # the tables' deleted files are purged unread; a request is purged once its audit is durable
+        "s3:DeleteObjectVersion": {
+            "PurgeErasedVersions": [*PLACES, f"{BUCKET}/curated/*", f"{BUCKET}/erasure/requests/*"]
+        },
+    }
+    assert statements["ListVersionsToErase"]["Condition"] == statements["ListRawCuratedAndSnapshots"]["Condition"]

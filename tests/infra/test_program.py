@@ -557,6 +557,11 @@ def test_ci_policy_scopes_rollback_and_queries(run: ProgramRun) -> None:
     assert by_sid["ReadErasureAudit"]["Resource"] == [f"{bucket}/erasure/audit/*"]
     assert by_sid["ReadFailedBatches"]["Resource"] == [f"arn:aws:s3:::{run.outputs['failure_bucket_name']}/*"]
     assert not any("s3:DeleteObject" in statement["Action"] for statement in by_sid.values())
+    # its dry run also counts the old versions of what it reads: it lists and reads them, never purges one
+    failures = f"arn:aws:s3:::{run.outputs['failure_bucket_name']}"
+    assert by_sid["ListOldVersions"]["Resource"] == [bucket, failures]
+    assert by_sid["ReadOldVersions"]["Resource"] == [*by_sid["ReadLake"]["Resource"], f"{failures}/*"]
+    assert not any("s3:DeleteObjectVersion" in statement["Action"] for statement in by_sid.values())
     results_bucket = f"arn:aws:s3:::{run.outputs['athena_results_bucket_name']}"
     assert by_sid["AthenaResults"]["Resource"] == [f"{results_bucket}/demand/athena-results/*"]
     assert by_sid["AthenaResultsBucket"]["Resource"] == [results_bucket]

@@ -144,6 +144,7 @@ def test_status_lists_pending_and_completed_and_flags_the_overdue(aws: None, out
         completed_at=NOW - timedelta(days=3) + timedelta(minutes=7),
         rows_removed={"registration_changes": 9, "registrations": 2, "raw_events": 4, "quarantine": 1},
         snapshots={"registration_changes": {"before": 11, "after": 12}, "registrations": {"before": 21, "after": 22}},
+        versions_purged={"registration_changes": 30, "raw_events": 2, "failures": 1},
     )
     s3.put_object(Bucket=BUCKET, Key=audit.key, Body=audit.to_json())
     s3.delete_object(Bucket=BUCKET, Key=done.key)  # the curator deletes a request once its audit is written
@@ -158,6 +159,8 @@ def test_status_lists_pending_and_completed_and_flags_the_overdue(aws: None, out
         "  fans 2",
         "           rows removed: registration_changes 9, registrations 2, raw_events 4, snapshots 0, quarantine 1,"
         " failures 0",
+        "           old versions purged: registration_changes 30, registrations 0, raw_events 2, snapshots 0,"
+        " quarantine 0, failures 1",
         "           snapshots: registration_changes 11 -> 12; registrations 21 -> 22",
         "pending    20260430T070000Z-0000000b  filed 2026-04-30 07:00Z  age 0d 05h  due 2026-05-25",
     ]
@@ -171,7 +174,7 @@ def test_status_lists_pending_and_completed_and_flags_the_overdue(aws: None, out
     assert printed[0] == (
         "3 requests: 1 completed, 1 pending (0 older than the 25-day deadline), 1 with an unreadable audit record"
     )
-    assert printed[4].startswith(f"UNREADABLE 20260429T120000Z-0000000d  filed 2026-04-29 12:00Z  {broken}: ")
+    assert printed[5].startswith(f"UNREADABLE 20260429T120000Z-0000000d  filed 2026-04-29 12:00Z  {broken}: ")
     s3.delete_object(Bucket=BUCKET, Key=broken)
     assert (
         erase.main(["qa1", "--status", "--outputs-file", str(outputs_file)], clock=lambda: NOW + timedelta(days=30))
@@ -260,6 +263,8 @@ def test_the_dry_run_counts_every_place_and_changes_nothing(
     )
     s3.create_bucket(Bucket=bucket)
     s3.create_bucket(Bucket=failures)
+    for versioned in (bucket, failures):  # as the stack creates them: a delete leaves a noncurrent version
+        s3.put_bucket_versioning(Bucket=versioned, VersioningConfiguration={"Status": "Enabled"})
     rows = generated_rows(80)
     lake = RawLake(s3, bucket)
     for start in range(0, 80, 40):
@@ -292,6 +297,26 @@ def test_the_dry_run_counts_every_place_and_changes_nothing(
     )
     event = {"Records": [{"kinesis": {"data": _kinesis_data(f)}} for f in (fan, "other")]}
     s3.put_object(Bucket=failures, Key="aws/lambda/u/shardId-0/2026/03/31/f", Body=json.dumps({"payload": event}))
+    # Old versions: deleted objects, one holding the fan per place (counted), one of another fan (not counted).
+    for who in (fan, "other"):
+        lines = gzip.compress(json.dumps({"data": _kinesis_data(who)}).encode())
+        old_quarantine = f"demand/quarantine/dt=2026-03-30/{who}.jsonl.gz"
+        s3.put_object(Bucket=bucket, Key=old_quarantine, Body=lines)
+        s3.delete_object(Bucket=bucket, Key=old_quarantine)
+        old_batch = {"payload": {"Records": [{"kinesis": {"data": _kinesis_data(who)}}]}}
+        s3.put_object(Bucket=failures, Key=f"aws/lambda/replayed/{who}", Body=json.dumps(old_batch))
+        s3.delete_object(Bucket=failures, Key=f"aws/lambda/replayed/{who}")
+    # a table file retention deleted: under the table's location every old version is purged, unread
+    s3.put_object(Bucket=bucket, Key="curated/registration_changes/data/retired.parquet", Body=b"old file")
+    s3.delete_object(Bucket=bucket, Key="curated/registration_changes/data/retired.parquet")
+    table_versions = {
+        table: sum(
+            not item["IsLatest"]
+            for item in s3.list_object_versions(Bucket=bucket, Prefix=f"curated/{table}/").get("Versions", [])
+        )
+        for table in ("registration_changes", "registrations")
+    }
+    assert table_versions["registration_changes"] >= 1
     fans = _fans_file(tmp_path, f"{fan}\nnobody\n")
     everything = {name: _keys(s3, name) for name in (bucket, failures)}
     dist = sorted(path.name for path in (PROJECT_ROOT / "dist").glob("*")) if (PROJECT_ROOT / "dist").exists() else []
@@ -316,8 +341,17 @@ def test_the_dry_run_counts_every_place_and_changes_nothing(
         "quarantine": 2,
         "failures": 1,
     }
+    old_versions = {line.split()[0]: line.partition(", ")[2] for line in out[1:7]}
+    assert old_versions == {
+        **{table: f"{count} old versions to purge" if count else "" for table, count in table_versions.items()},
+        "raw_events": "",
+        "snapshots": "",
+        "quarantine": "1 old versions to purge",
+        "failures": "1 old versions to purge",
+    }
     total = in_changes + in_state.count(fan) + in_raw + in_snapshot + 2 + 1
-    assert out[7].startswith(f"total {total:,} rows; nothing changed")
+    versions = sum(table_versions.values()) + 2
+    assert out[7].startswith(f"total {total:,} rows, and {versions:,} old versions to purge; nothing changed")
 
 
 def test_make_passes_the_exit_status_and_names_a_missing_fans_file(tmp_path: Path) -> None:

@@ -93,3 +93,15 @@ def test_the_search_names_every_object_holding_the_id_and_the_request_until_carr
         f"    {'the failure bucket':<40}     1",
     ]
     assert objects_naming(s3, [BUCKET, FAILURES], "nobody-at-all") == ([], 6)
+
+
+def test_the_search_reads_old_versions_too_and_names_them(s3) -> None:
+    s3.put_bucket_versioning(Bucket=FAILURES, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_object(Bucket=FAILURES, Key="aws/lambda/replayed", Body=_record("fan-in-an-old-version"))
+    s3.delete_object(Bucket=FAILURES, Key="aws/lambda/replayed")  # only a noncurrent version holds it now
+    (version,) = s3.list_object_versions(Bucket=FAILURES)["Versions"]
+
+    found, searched = objects_naming(s3, [BUCKET, FAILURES], "fan-in-an-old-version")
+
+    assert found == [f"s3://{FAILURES}/aws/lambda/replayed?versionId={version['VersionId']}"]
+    assert searched == 1

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+import pyarrow as pa
 import pytest
 from botocore.exceptions import ClientError
 
@@ -21,6 +22,7 @@ from components.naming import account_data_bucket_patterns
 from components.policies import backfill_function_policy, curator_policy
 from curator.catalog import glue_catalog
 from curator.curation import Curator, CuratorSettings
+from curator.erasure_requests import ErasureRequest
 from curator.store import S3Store
 from ops.backfill import run_export
 from pipeline.writer import encode_parquet, partition_prefix
@@ -30,6 +32,7 @@ from sandbox.roles import ROLES, PolicyDeniedError, RoleSessions, UnknownStateme
 from sandbox.targets import LocalTarget
 from sandbox.workload import TableWriter, workload
 from tests.curator.conftest import HOUR, generated_rows, object_name
+from tests.curator.erasure_lake import failed_batch
 
 pytestmark = pytest.mark.slow
 
@@ -164,7 +167,6 @@ def test_the_curator_deletes_only_where_it_curates_or_erases(aws: LocalAws):
         "quarantine",
         "snapshots",
         "failure bucket",
-        "erasure requests",
         "erasure progress",
         "curated",
     ):
@@ -173,12 +175,73 @@ def test_the_curator_deletes_only_where_it_curates_or_erases(aws: LocalAws):
         admin.put_object(Bucket=bucket, Key=key, Body=BODY)
         curator.delete_object(Bucket=bucket, Key=key)
         assert admin.list_objects_v2(Bucket=bucket, Prefix=key).get("KeyCount") == 0, kind
-    for kind in ("exports", "artifacts", "erasure audit"):
+    # a request is purged (its version), never deleted: on the versioned bucket a delete would leave it readable
+    for kind in ("exports", "artifacts", "erasure audit", "erasure requests"):
         bucket, key = _place(aws, kind)
+        key = f"{key}.kept"
         admin.put_object(Bucket=bucket, Key=key, Body=BODY)
         error = _denied(aws, "curator", lambda s3, bucket=bucket, key=key: s3.delete_object(Bucket=bucket, Key=key))
         assert error.denial.action == "s3:DeleteObject", kind
         assert admin.get_object(Bucket=bucket, Key=key)["Body"].read() == BODY, f"{kind}: still there"
+
+
+def _old_version(aws: LocalAws, kind: str, body: bytes = BODY) -> tuple[str, str, str]:
+    """An object of ``kind`` written and deleted by the administrator: (bucket, key, its noncurrent version id)."""
+    admin = aws.client("s3")
+    bucket, key = _place(aws, kind)
+    key = f"{key}.old"
+    version_id = admin.put_object(Bucket=bucket, Key=key, Body=body)["VersionId"]
+    admin.delete_object(Bucket=bucket, Key=key)
+    return bucket, key, version_id
+
+
+def _version_ids(aws: LocalAws, bucket: str, key: str) -> list[str]:
+    response = aws.client("s3").list_object_versions(Bucket=bucket, Prefix=key)
+    return [item["VersionId"] for item in response.get("Versions", []) if item["Key"] == key]
+
+
+def test_the_curator_lists_reads_and_purges_old_versions_only_where_an_erasure_searches(aws: LocalAws):
+    curator = aws.client("s3", role="curator")
+    for kind in ("events", "quarantine", "snapshots", "failure bucket"):
+        bucket, key, version_id = _old_version(aws, kind)
+        listed = curator.list_object_versions(Bucket=bucket, Prefix=key)
+        assert [item["VersionId"] for item in listed["Versions"]] == [version_id], kind
+        assert curator.get_object(Bucket=bucket, Key=key, VersionId=version_id)["Body"].read() == BODY, kind
+        curator.delete_object(Bucket=bucket, Key=key, VersionId=version_id)
+        assert _version_ids(aws, bucket, key) == [], kind
+    # under the tables' location and the requests: purged unread
+    for kind in ("curated", "erasure requests"):
+        bucket, key, version_id = _old_version(aws, kind)
+        curator.delete_object(Bucket=bucket, Key=key, VersionId=version_id)
+        assert _version_ids(aws, bucket, key) == [], kind
+    for kind in ("exports", "artifacts", "erasure audit"):
+        bucket, key, version_id = _old_version(aws, kind)
+        error = _denied(
+            aws,
+            "curator",
+            lambda s3, b=bucket, k=key, v=version_id: s3.delete_object(Bucket=b, Key=k, VersionId=v),
+        )
+        assert error.denial.action == "s3:DeleteObjectVersion", kind
+        assert error.denial.resource == f"arn:aws:s3:::{bucket}/{key}", kind
+        assert _version_ids(aws, bucket, key) == [version_id], f"{kind}: still there"
+    _roles(aws).denials.clear()
+
+
+def test_the_operator_role_reads_old_versions_for_its_dry_run_and_never_purges_one(aws: LocalAws):
+    ci = aws.client("s3", role="ci")
+    for kind in ("events", "failure bucket"):
+        bucket, key, version_id = _old_version(aws, kind)
+        assert [item["VersionId"] for item in ci.list_object_versions(Bucket=bucket, Prefix=key)["Versions"]] == [
+            version_id
+        ]
+        assert ci.get_object(Bucket=bucket, Key=key, VersionId=version_id)["Body"].read() == BODY, kind
+        error = _denied(
+            aws, "ci", lambda s3, b=bucket, k=key, v=version_id: s3.delete_object(Bucket=b, Key=k, VersionId=v)
+        )
+        assert error.denial.action == "s3:DeleteObjectVersion", kind
+        assert error.denial.resource == f"arn:aws:s3:::{bucket}/{key}", kind
+        assert _version_ids(aws, bucket, key) == [version_id], f"{kind}: still there"
+    _roles(aws).denials.clear()
 
 
 def test_the_operator_role_files_requests_and_reads_audits_only(aws: LocalAws):
@@ -257,7 +320,7 @@ def test_make_erase_files_counts_and_lists_as_the_ci_role_with_nothing_denied(aw
     assert any(line.startswith(f"pending    {request_id}  filed ") for line in status)
 
 
-def _curator_as_its_role(aws: LocalAws) -> Curator:
+def _curator_as_its_role(aws: LocalAws, **erasure: Any) -> Curator:
     """The curator over the stack's raw prefix and Glue database, acting as the local curator role (as Lambda
     gives the function its role): pyiceberg's Glue and S3 clients and the raw store all use its credentials."""
     credentials = _roles(aws).credentials["curator"]
@@ -275,9 +338,18 @@ def _curator_as_its_role(aws: LocalAws) -> Curator:
         database=aws.names.glue_database,
         tables_prefix=layout.curated,
         delete_grace=timedelta(0),
+        **erasure,
     )
-    store = S3Store(aws.outputs.bucket_name, client=aws.client("s3", role="curator"))
-    return Curator(catalog=catalog, store=store, settings=settings, clock=lambda: HOUR + timedelta(hours=2))
+    s3 = aws.client("s3", role="curator")
+    store = S3Store(aws.outputs.bucket_name, client=s3)
+    failure_store = S3Store(aws.outputs.failure_bucket_name, client=s3)
+    return Curator(
+        catalog=catalog,
+        store=store,
+        settings=settings,
+        clock=lambda: HOUR + timedelta(hours=2),
+        failure_store=failure_store,
+    )
 
 
 def _raw_object(aws: LocalAws, rows: Any) -> str:
@@ -307,6 +379,57 @@ def test_the_curator_runs_as_its_role_with_nothing_denied(aws: LocalAws):
     assert curated["KeyCount"] > 0
     assert all(item["Key"].startswith(aws.names.prefixes.curated) for item in curated["Contents"])
     assert "Contents" not in aws.client("s3").list_objects_v2(Bucket=aws.outputs.bucket_name, Prefix=key)
+
+
+def _purge_everything(aws: LocalAws, bucket: str, prefix: str) -> None:
+    admin = aws.client("s3")
+    listed = admin.list_object_versions(Bucket=bucket, Prefix=prefix)
+    for item in [*listed.get("Versions", []), *listed.get("DeleteMarkers", [])]:
+        admin.delete_object(Bucket=bucket, Key=item["Key"], VersionId=item["VersionId"])
+
+
+def test_an_erasure_runs_as_the_curator_role_with_nothing_denied_and_purges_the_old_versions(aws: LocalAws):
+    """A fan's raw object curated and deleted (its noncurrent version left on the versioned data bucket) and a
+    failed batch a replay deleted, then an erasure request carried out by the curator acting as its role: every
+    call it makes (versions listed, read, purged; tables rewritten; the request purged) is allowed."""
+    admin, bucket, failures = aws.client("s3"), aws.outputs.bucket_name, aws.outputs.failure_bucket_name
+    fan = "fan-erased-as-role"
+    rows = generated_rows(12, seed=41)
+    first = rows.column("fan_id")[0].as_py()
+    index = rows.schema.get_field_index("fan_id")
+    renamed = [fan if value == first else value for value in rows.column("fan_id").to_pylist()]
+    rows = rows.set_column(index, rows.schema.field(index), pa.array(renamed, rows.schema.field(index).type))
+    raw_key = _raw_object(aws, rows)
+    assert _curator_as_its_role(aws).run().raw_deleted == 1  # curated, then deleted: only its old version is left
+    # Earlier tests left objects no erasure can read in the failure bucket ("{}"): this test's batch is alone there.
+    _purge_everything(aws, failures, "")
+    batch = "aws/lambda/replayed/batch"
+    admin.put_object(Bucket=failures, Key=batch, Body=failed_batch((fan, 41)))
+    admin.delete_object(Bucket=failures, Key=batch)
+    request = ErasureRequest.new((fan,), now=HOUR)
+    admin.put_object(Bucket=bucket, Key=request.key, Body=request.to_json(), IfNoneMatch="*")
+    _roles(aws).denials.clear()
+
+    layout = aws.names.prefixes
+    result = _curator_as_its_role(
+        aws,
+        erasure_salt="local-salt",
+        failure_bucket=failures,
+        # places of their own: earlier tests left unreadable objects ("{}") in the shared ones
+        snapshot_prefix=f"{layout.snapshots}erasure-as-role/",
+        quarantine_prefix=f"{layout.quarantine}erasure-as-role/",
+    ).run()
+
+    assert _roles(aws).denials == []
+    assert result.erasure.objects_unreadable == []
+    assert result.erasure.requests_completed == [request.request_id]
+    assert result.erasure.rows_removed["registration_changes"] == renamed.count(fan)
+    assert result.erasure.versions_purged["raw_events"] == 1
+    assert result.erasure.versions_purged["failures"] == 1
+    assert result.erasure.versions_purged["registration_changes"] > 0  # the data file rewritten without the fan
+    for where, key in ((bucket, raw_key), (failures, batch), (bucket, request.key)):
+        listed = admin.list_object_versions(Bucket=where, Prefix=key)
+        assert [*listed.get("Versions", []), *listed.get("DeleteMarkers", [])] == [], key
 
 
 def test_the_curator_fails_naming_the_action_without_its_table_commits(aws: LocalAws):
