@@ -4,6 +4,7 @@ crash (no byte of the fan anywhere, every other row kept, the audit's counts), a
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -14,6 +15,7 @@ from curator.tables import CHANGES_TABLE, REGISTRATIONS_TABLE
 from sandbox.server import MotoProcess
 from tests.curator.conftest import CuratedLake, latest_state, new_lake, state_of
 from tests.curator.erasure_lake import ERASED, PlantedLake, find_bytes, normalized, plant
+from tests.curator.lake_copy import LakeCopy
 from tests.curator.test_crashes import Crash, CrashPlan, Instrumented, file_writes_reporting, instrumented
 
 __all__ = ["instrumented"]  # the crash harness's fixture, shared with the curation crash tests
@@ -73,40 +75,38 @@ def assert_erased(planted: PlantedLake, request: Any, expected: dict[str, int], 
     assert dict(audit.rows_removed) == expected, where
 
 
+@dataclass
+class Erasure:
+    """The lake planted once per module (and its copy, restored before each crash point), the changing calls of
+    its erasure when nothing crashes, and the audit's counts then."""
+
+    planted: PlantedLake
+    copy: LakeCopy
+    calls: list[str]
+    rows: dict[str, int]
+
+
 @pytest.fixture(scope="module")
 def counted(
     aws_server: MotoProcess, session_clients: tuple[Any, Any], session_catalog: Any, instrumented: Instrumented
-) -> tuple[list[str], dict[str, int]]:
-    """The changing calls of an erasure when nothing crashes, and the audit's counts then."""
+) -> Erasure:
+    """Plant the lake, copy it, and carry out the request once without a crash, counting its changing calls."""
     planted = planted_lake(new_lake(aws_server, session_clients, session_catalog))
+    lake = planted.lake
+    copy = LakeCopy.save(lake.s3, lake.glue, (lake.bucket, planted.failure_bucket), lake.database, lake.clock)
     instrumented.plan = plan = CrashPlan()
     with file_writes_reporting(instrumented):
         crashed, request = crash_then_rerun(planted, instrumented)
     instrumented.plan = CrashPlan()
     assert crashed is None
-    audit = AuditRecord.from_json(planted.body(planted.lake.bucket, request.audit_key), request.audit_key)
+    audit = AuditRecord.from_json(planted.body(lake.bucket, request.audit_key), request.audit_key)
     assert_erased(planted, request, dict(audit.rows_removed), "nowhere")
-    return list(plan.calls), dict(audit.rows_removed)
+    return Erasure(planted, copy, list(plan.calls), dict(audit.rows_removed))
 
 
 def crash_points(calls: list[str]) -> list[int]:
-    """After every catalog call (each commit: before it, the files written are unreferenced; after it, the tables
-    have moved on), after the first call (the tally), after the first object written and the first deleted once
-    the tables are done (rewrites of raw objects, snapshots, quarantine and on-failure records), and after the last
-    call (the request deleted). The calls left out are files of a commit not yet made (a crash after them leaves
-    what a crash before the commit leaves) and more of the same conditional deletes and rewrites."""
-    last_commit = max(index for index, call in enumerate(calls) if call.startswith("glue "))
-    after_tables = calls[last_commit + 1 :]
-    points = {1, len(calls)}
-    points.update(index + 1 for index, call in enumerate(calls) if call.startswith("glue "))
-    if "s3 DeleteObject" in after_tables:  # an unreferenced table file
-        points.add(last_commit + 2 + after_tables.index("s3 DeleteObject"))
-    if "s3 PutObject" in after_tables:  # the first object rewritten, then the first old object deleted
-        first_put = last_commit + 1 + after_tables.index("s3 PutObject")
-        points.add(first_put + 1)
-        if "s3 DeleteObject" in calls[first_put:]:
-            points.add(first_put + 1 + calls[first_put:].index("s3 DeleteObject"))
-    return sorted(points)
+    """Every changing call: a crash after any of them, then a rerun, must end as the run without a crash."""
+    return list(range(1, len(calls) + 1))
 
 
 @pytest.fixture
@@ -117,8 +117,7 @@ def crash_plan(instrumented: Instrumented) -> Iterator[CrashPlan]:
     instrumented.plan = CrashPlan()
 
 
-def test_an_erasure_makes_every_kind_of_changing_call(counted: tuple[list[str], dict[str, int]]):
-    calls, rows = counted
+def test_an_erasure_makes_every_kind_of_changing_call(counted: Erasure):
     for expected in (
         "s3 PutObject",
         "s3 DeleteObject",
@@ -127,26 +126,50 @@ def test_an_erasure_makes_every_kind_of_changing_call(counted: tuple[list[str], 
         f"s3 put {CHANGES_TABLE} manifest list",
         f"s3 put {REGISTRATIONS_TABLE} metadata",
     ):
-        assert expected in calls, (expected, calls)
-    assert all(count > 0 for count in rows.values()), rows
-    assert len(crash_points(calls)) >= 12, crash_points(calls)
+        assert expected in counted.calls, (expected, counted.calls)
+    assert all(count > 0 for count in counted.rows.values()), counted.rows
+    assert len(counted.calls) >= 60, counted.calls
+
+
+def test_a_restored_lake_is_the_planted_one_to_the_curator(counted: Erasure, instrumented: Instrumented):
+    """The erasure run on the restored copy makes the same changing calls, in the same order, and ends the same."""
+    planted, copy = counted.planted, counted.copy
+    erased = {location: planted.body(*location) for location in planted.objects()}
+    copy.restore()
+    restored = {location: planted.body(*location) for location in planted.objects()}
+    saved = {
+        (bucket, key): versions[-1].body
+        for bucket, keys in copy.objects.items()
+        for key, versions in keys.items()
+        if versions[-1].body is not None
+    }
+    assert restored == saved
+    assert restored != erased
+    tables = planted.lake.glue.get_tables(DatabaseName=planted.lake.database)["TableList"]
+    assert {table["Name"]: table["Parameters"] for table in tables} == {
+        name: table["Parameters"] for name, table in copy.tables.items()
+    }
+    instrumented.plan = plan = CrashPlan()
+    with file_writes_reporting(instrumented):
+        crashed, request = crash_then_rerun(planted, instrumented)
+    instrumented.plan = CrashPlan()
+    assert crashed is None
+    assert plan.calls == counted.calls
+    assert_erased(planted, request, counted.rows, "the restored lake")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("part", range(PARTS))
 def test_a_crash_after_any_call_of_an_erasure_then_a_rerun_ends_the_same(
-    part: int,
-    lake: CuratedLake,
-    instrumented: Instrumented,
-    crash_plan: CrashPlan,
-    counted: tuple[list[str], dict[str, int]],
+    part: int, instrumented: Instrumented, crash_plan: CrashPlan, counted: Erasure
 ):
-    calls, rows = counted
-    points = crash_points(calls)[part::PARTS]
+    """Crash points ``part + 1``, ``part + 1 + PARTS``, ...: together the parts crash after every call."""
+    points = crash_points(counted.calls)[part::PARTS]
     assert len(points) > 0
+    planted = counted.planted
     for at in points:
+        counted.copy.restore()
         crash_plan.at, crash_plan.calls = at, []
-        planted = planted_lake(lake.with_fresh_names())
         crashed, request = crash_then_rerun(planted, instrumented)
-        assert crashed == calls[at - 1]
-        assert_erased(planted, request, rows, f"call {at} ({crashed})")
+        assert crashed == counted.calls[at - 1]
+        assert_erased(planted, request, counted.rows, f"call {at} ({crashed})")
