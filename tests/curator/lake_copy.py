@@ -14,6 +14,7 @@ clock (the local S3 stamps real time, far from the tests' clock either way).
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -40,10 +41,16 @@ _TABLE_INPUT = (
 
 @dataclass(frozen=True)
 class ObjectVersion:
-    """One version of a key: its bytes, or None for a delete marker."""
+    """One version of a key: its bytes and ETag, or None for a delete marker."""
 
     body: bytes | None
     etag: str | None = None
+
+    def is_version(self, item: dict[str, Any]) -> bool:
+        """Whether a listed version or marker is this one (a replayed version has a one-put ETag)."""
+        if self.body is None or item["_marker"]:
+            return self.body is None and bool(item["_marker"])
+        return item["ETag"] in (self.etag, f'"{hashlib.md5(self.body).hexdigest()}"')  # noqa: S324 - S3's ETag
 
 
 def _listed(s3: Any, bucket: str) -> dict[str, list[dict[str, Any]]]:
@@ -61,8 +68,10 @@ def _listed(s3: Any, bucket: str) -> dict[str, list[dict[str, Any]]]:
     return dict(entries)
 
 
-def _signature(entries: Iterable[dict[str, Any]]) -> tuple[str | None, ...]:
-    return tuple(None if item["_marker"] else item["ETag"] for item in entries)
+def _unchanged(listed: list[dict[str, Any]], saved: list[ObjectVersion]) -> bool:
+    return len(listed) == len(saved) and all(
+        version.is_version(item) for item, version in zip(listed, saved, strict=True)
+    )
 
 
 @dataclass
@@ -76,30 +85,51 @@ class LakeCopy:
     tables: dict[str, dict[str, Any]]  # name -> TableInput
     clock: Any = None
     now: datetime | None = None
+    #: Each version read, by (bucket, key, version id, ETag): what a later ``save`` need not read again.
+    versions: dict[tuple[str, str, str, str], ObjectVersion] = field(default_factory=dict)
     #: Keys rewritten by the last restore, per bucket (what the run before it changed).
     rewritten: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
-    def save(cls, s3: Any, glue: Any, buckets: Iterable[str], database: str, clock: Any = None) -> LakeCopy:
-        """Copy every version of every object of ``buckets``, the Glue tables of ``database`` and ``clock.now``."""
+    def save(
+        cls,
+        s3: Any,
+        glue: Any,
+        buckets: Iterable[str],
+        database: str,
+        clock: Any = None,
+        *,
+        previous: LakeCopy | None = None,
+    ) -> LakeCopy:
+        """Copy every version of every object of ``buckets``, the Glue tables of ``database`` and ``clock.now``;
+        a version ``previous`` holds (same key, version id and ETag) is not read again."""
         objects: dict[str, dict[str, list[ObjectVersion]]] = {}
+        versions: dict[tuple[str, str, str, str], ObjectVersion] = {}
+        known = previous.versions if previous is not None else {}
         for bucket in buckets:
             listed = _listed(s3, bucket)
 
             def read(entry: dict[str, Any], bucket: str = bucket) -> ObjectVersion:
                 if entry["_marker"]:
                     return ObjectVersion(None)
+                identity = (bucket, entry["Key"], entry["VersionId"], entry["ETag"])
+                if identity in known:
+                    return known[identity]
                 response = s3.get_object(Bucket=bucket, Key=entry["Key"], VersionId=entry["VersionId"])
                 return ObjectVersion(response["Body"].read(), entry["ETag"])
 
             with ThreadPoolExecutor(max_workers=_THREADS) as pool:
                 objects[bucket] = {key: list(pool.map(read, entries)) for key, entries in listed.items()}
+            for key, entries in listed.items():
+                for entry, version in zip(entries, objects[bucket][key], strict=True):
+                    if version.body is not None:
+                        versions[(bucket, key, entry["VersionId"], entry["ETag"])] = version
         tables = {
             table["Name"]: {name: table[name] for name in _TABLE_INPUT if name in table}
             for table in _glue_tables(glue, database)
         }
         now = clock.now if clock is not None else None
-        return cls(s3, glue, database, objects, tables, clock, now)
+        return cls(s3, glue, database, objects, tables, clock, now, versions)
 
     def restore(self) -> None:
         """Make the buckets, the Glue tables and the clock what they were when saved."""
@@ -113,9 +143,7 @@ class LakeCopy:
     def _restore_bucket(self, bucket: str, saved: dict[str, list[ObjectVersion]]) -> list[str]:
         listed = _listed(self.s3, bucket)
         differing = sorted(
-            key
-            for key in set(listed) | set(saved)
-            if _signature(listed.get(key, [])) != tuple(version.etag for version in saved.get(key, []))
+            key for key in set(listed) | set(saved) if not _unchanged(listed.get(key, []), saved.get(key, []))
         )
         doomed = [{"Key": key, "VersionId": item["VersionId"]} for key in differing for item in listed.get(key, [])]
         for start in range(0, len(doomed), 1000):
@@ -123,21 +151,15 @@ class LakeCopy:
             if answer.get("Errors"):
                 raise RuntimeError(f"restoring {bucket}: deletes refused: {answer['Errors']}")
 
-        def replay(key: str) -> list[ObjectVersion]:
-            replayed = []
+        def replay(key: str) -> None:
             for version in saved.get(key, []):
                 if version.body is None:
                     self.s3.delete_object(Bucket=bucket, Key=key)
-                    replayed.append(version)
                 else:
-                    answer = self.s3.put_object(Bucket=bucket, Key=key, Body=version.body)
-                    replayed.append(ObjectVersion(version.body, answer["ETag"]))
-            return replayed
+                    self.s3.put_object(Bucket=bucket, Key=key, Body=version.body)
 
         with ThreadPoolExecutor(max_workers=_THREADS) as pool:
-            for key, replayed in zip(differing, pool.map(replay, differing), strict=True):
-                if replayed:
-                    saved[key] = replayed  # a one-part put's ETag, where the first write was in parts
+            list(pool.map(replay, differing))
         return differing
 
     def _restore_tables(self) -> None:

@@ -1,16 +1,25 @@
-"""A crash after the S3 and catalog calls of an erasure run, then a rerun: the same end result as a run that did not
-crash (no byte of the fan anywhere, every other row kept, the audit's counts), and the request completed once."""
+"""A crash after each S3 and catalog call of an erasure run, then a rerun: the same end result as a run that did not
+crash (no byte of the fan anywhere, every other row kept, the audit's counts), and the request completed once.
+
+The lake is planted once per module. The run that counts the erasure's changing calls also copies the lake right
+after each of them (``CopyingPlan``): what a process killed there leaves, since nothing after that call happened
+in it. Each crash point then restores its copy in place and reruns. A few points also crash for real (``Crash``
+raised in the run, on the planted lake restored), to show the two leave lakes that the rerun ends the same.
+"""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 import pytest
+from pyiceberg.io.pyarrow import PyArrowFile
 
-from curator.erasure_requests import AUDIT_PREFIX, REQUESTS_PREFIX, AuditRecord
+from curator.erasure_requests import AUDIT_PREFIX, REQUESTS_PREFIX, AuditRecord, ErasureRequest
 from curator.tables import CHANGES_TABLE, REGISTRATIONS_TABLE
 from sandbox.server import MotoProcess
 from tests.curator.conftest import CuratedLake, latest_state, new_lake, state_of
@@ -76,13 +85,86 @@ def assert_erased(planted: PlantedLake, request: Any, expected: dict[str, int], 
 
 
 @dataclass
+class CopyingPlan(CrashPlan):
+    """Counts the changing calls like ``CrashPlan``, and copies the lake right after each one (one call's tick at a
+    time: a run's threads may tick together)."""
+
+    planted: PlantedLake | None = None
+    copies: list[LakeCopy] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def tick(self, name: str) -> None:
+        with self._lock:
+            armed = self.armed
+            super().tick(name)
+            if armed and self.planted is not None:
+                self.copies.append(copy_of(self.planted, previous=self.copies[-1] if self.copies else None))
+
+
+#: How long a table file write waits for the one in progress before it goes ahead anyway (a thread writing two
+#: files at once would otherwise wait for itself); the copies' test then finds the two in one copy.
+_WRITE_WAIT_SECONDS = 10.0
+
+
+@contextmanager
+def one_file_write_at_a_time() -> Iterator[None]:
+    """Table files are written one at a time, each reported before the next starts (pyiceberg writes a snapshot's
+    manifests in parallel), so the copy after one file holds no file written after it. Applied over
+    ``file_writes_reporting``."""
+    lock = threading.Lock()
+    reporting_create = PyArrowFile.create
+
+    class Releasing:
+        def __init__(self, stream: Any, locked: bool) -> None:
+            self._stream, self._locked = stream, locked
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._stream, name)
+
+        def __enter__(self) -> Any:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.close()
+
+        def close(self) -> None:
+            try:
+                self._stream.close()
+            finally:
+                if self._locked:
+                    self._locked = False
+                    lock.release()
+
+    def create(self: PyArrowFile, overwrite: bool = False) -> Any:
+        locked = lock.acquire(timeout=_WRITE_WAIT_SECONDS)
+        try:
+            return Releasing(reporting_create(self, overwrite=overwrite), locked)
+        except BaseException:
+            if locked:
+                lock.release()
+            raise
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(PyArrowFile, "create", create)
+        yield
+
+
+def copy_of(planted: PlantedLake, previous: LakeCopy | None = None) -> LakeCopy:
+    lake = planted.lake
+    buckets = (lake.bucket, planted.failure_bucket)
+    return LakeCopy.save(lake.s3, lake.glue, buckets, lake.database, lake.clock, previous=previous)
+
+
+@dataclass
 class Erasure:
-    """The lake planted once per module (and its copy, restored before each crash point), the changing calls of
-    its erasure when nothing crashes, and the audit's counts then."""
+    """The lake planted once per module, its copy as planted, the changing calls of its erasure when nothing
+    crashes with a copy of the lake right after each, and the audit's counts."""
 
     planted: PlantedLake
     copy: LakeCopy
     calls: list[str]
+    after: list[LakeCopy]
+    request: ErasureRequest
     rows: dict[str, int]
 
 
@@ -90,23 +172,30 @@ class Erasure:
 def counted(
     aws_server: MotoProcess, session_clients: tuple[Any, Any], session_catalog: Any, instrumented: Instrumented
 ) -> Erasure:
-    """Plant the lake, copy it, and carry out the request once without a crash, counting its changing calls."""
+    """Plant the lake, copy it, and carry out the request once without a crash, counting its changing calls and
+    copying the lake after each."""
     planted = planted_lake(new_lake(aws_server, session_clients, session_catalog))
     lake = planted.lake
-    copy = LakeCopy.save(lake.s3, lake.glue, (lake.bucket, planted.failure_bucket), lake.database, lake.clock)
-    instrumented.plan = plan = CrashPlan()
-    with file_writes_reporting(instrumented):
+    planted_copy = copy_of(planted)
+    instrumented.plan = plan = CopyingPlan(planted=planted)
+    with file_writes_reporting(instrumented), one_file_write_at_a_time():
         crashed, request = crash_then_rerun(planted, instrumented)
     instrumented.plan = CrashPlan()
     assert crashed is None
     audit = AuditRecord.from_json(planted.body(lake.bucket, request.audit_key), request.audit_key)
     assert_erased(planted, request, dict(audit.rows_removed), "nowhere")
-    return Erasure(planted, copy, list(plan.calls), dict(audit.rows_removed))
+    return Erasure(planted, planted_copy, list(plan.calls), plan.copies, request, dict(audit.rows_removed))
 
 
 def crash_points(calls: list[str]) -> list[int]:
     """Every changing call: a crash after any of them, then a rerun, must end as the run without a crash."""
     return list(range(1, len(calls) + 1))
+
+
+def real_crash_points(calls: list[str]) -> list[int]:
+    """The points that also crash for real: the first call (the tally), the first commit, and the last call (the
+    request deleted)."""
+    return [1, calls.index("glue UpdateTable") + 1, len(calls)]
 
 
 @pytest.fixture
@@ -129,10 +218,12 @@ def test_an_erasure_makes_every_kind_of_changing_call(counted: Erasure):
         assert expected in counted.calls, (expected, counted.calls)
     assert all(count > 0 for count in counted.rows.values()), counted.rows
     assert len(counted.calls) >= 60, counted.calls
+    assert len(counted.after) == len(counted.calls)
 
 
 def test_a_restored_lake_is_the_planted_one_to_the_curator(counted: Erasure, instrumented: Instrumented):
-    """The erasure run on the restored copy makes the same changing calls, in the same order, and ends the same."""
+    """Restored in place, the buckets hold the planted bytes and the tables their planted metadata; the erasure run
+    on them makes the same changing calls, in the same order, and ends the same."""
     planted, copy = counted.planted, counted.copy
     erased = {location: planted.body(*location) for location in planted.objects()}
     copy.restore()
@@ -158,16 +249,61 @@ def test_a_restored_lake_is_the_planted_one_to_the_curator(counted: Erasure, ins
     assert_erased(planted, request, counted.rows, "the restored lake")
 
 
+def live_keys(copy: LakeCopy) -> set[tuple[str, str]]:
+    """(bucket, key) of each object whose current version is not a delete marker (pyarrow's folder markers, which
+    it writes when it deletes a folder's last file, left out)."""
+    return {
+        (bucket, key)
+        for bucket, keys in copy.objects.items()
+        for key, versions in keys.items()
+        if versions[-1].body is not None and not key.endswith("/")
+    }
+
+
+def test_each_copy_differs_from_the_one_before_by_its_call(counted: Erasure):
+    """A copy is taken right after its call, not before it nor after a later one: a put adds a key, a delete
+    removes one, an ``UpdateTable`` changes a table's metadata location and no object."""
+    copies = [counted.copy, *counted.after]
+    filed = (counted.planted.lake.bucket, counted.request.key)  # after the planted copy, before the run
+    for at, call in enumerate(counted.calls, start=1):
+        before, after = copies[at - 1], copies[at]
+        added, removed = live_keys(after) - live_keys(before) - {filed}, live_keys(before) - live_keys(after)
+        if call.startswith(("s3 PutObject", "s3 put")):
+            assert (len(added), len(removed)) == (1, 0), (at, call, added, removed)
+            assert before.tables == after.tables, (at, call)
+        elif call.startswith(("s3 DeleteObject", "s3 delete")):
+            assert (len(added), len(removed)) == (0, 1), (at, call, added, removed)
+            assert before.tables == after.tables, (at, call)
+        else:
+            assert call == "glue UpdateTable", (at, call)
+            assert (added, removed) == (set(), set()), (at, call)
+            locations = [
+                {name: table["Parameters"]["metadata_location"] for name, table in copy.tables.items()}
+                for copy in (before, after)
+            ]
+            assert len(set(locations[0].items()) ^ set(locations[1].items())) == 2, (at, call)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("part", range(PARTS))
 def test_a_crash_after_any_call_of_an_erasure_then_a_rerun_ends_the_same(
-    part: int, instrumented: Instrumented, crash_plan: CrashPlan, counted: Erasure
+    part: int, instrumented: Instrumented, counted: Erasure
 ):
-    """Crash points ``part + 1``, ``part + 1 + PARTS``, ...: together the parts crash after every call."""
+    """Crash points ``part + 1``, ``part + 1 + PARTS``, ...: together the parts crash after every call. Each starts
+    from the lake as the run left it right after its call; the request is the one filed before the run."""
     points = crash_points(counted.calls)[part::PARTS]
     assert len(points) > 0
     planted = counted.planted
     for at in points:
+        counted.after[at - 1].restore()
+        planted.curator().run()
+        assert_erased(planted, counted.request, counted.rows, f"call {at} ({counted.calls[at - 1]})")
+
+
+@pytest.mark.slow
+def test_a_real_crash_then_a_rerun_ends_the_same(instrumented: Instrumented, crash_plan: CrashPlan, counted: Erasure):
+    planted = counted.planted
+    for at in real_crash_points(counted.calls):
         counted.copy.restore()
         crash_plan.at, crash_plan.calls = at, []
         crashed, request = crash_then_rerun(planted, instrumented)
