@@ -56,8 +56,14 @@ class ObjectVersion:
 def _listed(s3: Any, bucket: str) -> dict[str, list[dict[str, Any]]]:
     """Every version and delete marker of every key, oldest first (current last; the others by last-modified
     time, then as listed, newest first, reversed). boto3 answers versions and markers in two lists, so their
-    exact interleaving among a key's noncurrent entries is not known; which is current is."""
+    exact interleaving among a key's noncurrent entries is not known; which is current is. A bucket never
+    versioned is listed by ``ListObjectsV2`` (the local S3 copies every version of every key to list versions)."""
     entries: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    if "Status" not in s3.get_bucket_versioning(Bucket=bucket):
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for item in page.get("Contents", []):
+                entries[item["Key"]].append({**item, "VersionId": "null", "_marker": False})
+        return dict(entries)
     for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
         for position, item in enumerate(page.get("Versions", [])):
             entries[item["Key"]].append({**item, "_position": position, "_marker": False})
@@ -115,11 +121,20 @@ class LakeCopy:
                 identity = (bucket, entry["Key"], entry["VersionId"], entry["ETag"])
                 if identity in known:
                     return known[identity]
-                response = s3.get_object(Bucket=bucket, Key=entry["Key"], VersionId=entry["VersionId"])
+                version_id = {} if entry["VersionId"] == "null" else {"VersionId": entry["VersionId"]}
+                response = s3.get_object(Bucket=bucket, Key=entry["Key"], **version_id)
                 return ObjectVersion(response["Body"].read(), entry["ETag"])
 
-            with ThreadPoolExecutor(max_workers=_THREADS) as pool:
-                objects[bucket] = {key: list(pool.map(read, entries)) for key, entries in listed.items()}
+            unknown = sum(
+                not entry["_marker"] and (bucket, key, entry["VersionId"], entry["ETag"]) not in known
+                for key, entries in listed.items()
+                for entry in entries
+            )
+            if unknown > 1:
+                with ThreadPoolExecutor(max_workers=_THREADS) as pool:
+                    objects[bucket] = {key: list(pool.map(read, entries)) for key, entries in listed.items()}
+            else:
+                objects[bucket] = {key: [read(entry) for entry in entries] for key, entries in listed.items()}
             for key, entries in listed.items():
                 for entry, version in zip(entries, objects[bucket][key], strict=True):
                     if version.body is not None:

@@ -9,6 +9,7 @@ raised in the run, on the planted lake restored), to show the two leave lakes th
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -213,15 +214,44 @@ def counted(
     return Erasure(planted, planted_copy, list(plan.calls), plan.copies, request, dict(audit.rows_removed))
 
 
-def crash_points(calls: list[str]) -> list[int]:
-    """Every changing call: a crash after any of them, then a rerun, must end as the run without a crash."""
-    return list(range(1, len(calls) + 1))
+#: Set (to anything) to crash after every changing call (72 points), not only after those ``crash_points`` picks.
+EVERY_CALL = bool(os.environ.get("DMD_ERASURE_CRASH_EVERY_CALL"))
+
+
+def _kind(call: str) -> str:
+    """Table file writes of one table are one kind (a commit's files), as are its table file deletes."""
+    for verb in ("put", "delete"):
+        if call.startswith(f"s3 {verb} "):
+            return f"{verb} {call.split()[2]}"
+    return call
+
+
+def crash_points(calls: list[str], *, every_call: bool = EVERY_CALL) -> list[int]:
+    """After every call (``every_call``), or after every commit, every call of a run of at most two of one kind
+    (the tally, each object rewritten and the old one deleted, the request deleted), and in a longer run only
+    after the last table file written for a commit (a crash after an earlier one leaves fewer of the files
+    nothing references yet) or the first of the deletes (old metadata files, unreferenced files: a crash after a
+    later one leaves the lake between that first one's and the next call's)."""
+    if every_call:
+        return list(range(1, len(calls) + 1))
+    points: list[int] = []
+    start = 0
+    for end in range(len(calls)):
+        if end + 1 < len(calls) and _kind(calls[end + 1]) == _kind(calls[start]):
+            continue
+        if end - start < 2 or calls[start].startswith("glue "):
+            points.extend(range(start + 1, end + 2))
+        elif calls[start].startswith("s3 put "):
+            points.append(end + 1)
+        else:
+            points.append(start + 1)
+        start = end + 1
+    return points
 
 
 def real_crash_points(calls: list[str]) -> list[int]:
-    """The points that also crash for real: the first call (the tally), the first commit, and the last call (the
-    request deleted)."""
-    return [1, calls.index("glue UpdateTable") + 1, len(calls)]
+    """The point that also crashes for real: the first commit."""
+    return [calls.index("glue UpdateTable") + 1]
 
 
 @pytest.fixture
@@ -245,6 +275,26 @@ def test_an_erasure_makes_every_kind_of_changing_call(counted: Erasure):
     assert all(count > 0 for count in counted.rows.values()), counted.rows
     assert len(counted.calls) >= 60, counted.calls
     assert len(counted.after) == len(counted.calls)
+
+
+def test_the_crash_points_leave_out_only_the_middle_of_long_runs_of_one_kind(counted: Erasure):
+    calls = [
+        "s3 PutObject",
+        *("s3 put t data file", "s3 put t manifest", "s3 put t metadata"),
+        "glue UpdateTable",
+        *["s3 delete t metadata"] * 3,
+        *["s3 DeleteObject"] * 2,
+        "s3 PutObject",
+    ]
+    assert crash_points(calls, every_call=False) == [1, 4, 5, 6, 9, 10, 11]
+    assert crash_points(calls, every_call=True) == list(range(1, 12))
+    points = crash_points(counted.calls, every_call=False)
+    commits = [at for at, call in enumerate(counted.calls, start=1) if call.startswith("glue ")]
+    assert set(commits) <= set(points)
+    # From the first object rewritten on (after the tables' last commit and cleanup), every call.
+    first_rewrite = counted.calls.index("s3 PutObject", 1) + 1
+    assert set(range(first_rewrite, len(counted.calls) + 1)) <= set(points)
+    assert 35 <= len(points) < len(counted.calls)
 
 
 def test_a_restored_lake_is_the_planted_one_to_the_curator(counted: Erasure, instrumented: Instrumented):
