@@ -53,13 +53,15 @@ class ObjectVersion:
         return item["ETag"] in (self.etag, f'"{hashlib.md5(self.body).hexdigest()}"')  # noqa: S324 - S3's ETag
 
 
-def _listed(s3: Any, bucket: str) -> dict[str, list[dict[str, Any]]]:
+def _listed(s3: Any, bucket: str, versioned: dict[str, bool]) -> dict[str, list[dict[str, Any]]]:
     """Every version and delete marker of every key, oldest first (current last; the others by last-modified
     time, then as listed, newest first, reversed). boto3 answers versions and markers in two lists, so their
     exact interleaving among a key's noncurrent entries is not known; which is current is. A bucket never
     versioned is listed by ``ListObjectsV2`` (the local S3 copies every version of every key to list versions)."""
     entries: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    if "Status" not in s3.get_bucket_versioning(Bucket=bucket):
+    if bucket not in versioned:  # a curator never turns versioning on or off: asked once per bucket
+        versioned[bucket] = "Status" in s3.get_bucket_versioning(Bucket=bucket)
+    if not versioned[bucket]:
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
             for item in page.get("Contents", []):
                 entries[item["Key"]].append({**item, "VersionId": "null", "_marker": False})
@@ -93,6 +95,8 @@ class LakeCopy:
     now: datetime | None = None
     #: Each version read, by (bucket, key, version id, ETag): what a later ``save`` need not read again.
     versions: dict[tuple[str, str, str, str], ObjectVersion] = field(default_factory=dict)
+    #: Whether each bucket has versioning on (or suspended).
+    versioned: dict[str, bool] = field(default_factory=dict)
     #: Keys rewritten by the last restore, per bucket (what the run before it changed).
     rewritten: dict[str, list[str]] = field(default_factory=dict)
 
@@ -112,8 +116,9 @@ class LakeCopy:
         objects: dict[str, dict[str, list[ObjectVersion]]] = {}
         versions: dict[tuple[str, str, str, str], ObjectVersion] = {}
         known = previous.versions if previous is not None else {}
+        versioned = dict(previous.versioned) if previous is not None else {}
         for bucket in buckets:
-            listed = _listed(s3, bucket)
+            listed = _listed(s3, bucket, versioned)
 
             def read(entry: dict[str, Any], bucket: str = bucket) -> ObjectVersion:
                 if entry["_marker"]:
@@ -144,7 +149,7 @@ class LakeCopy:
             for table in _glue_tables(glue, database)
         }
         now = clock.now if clock is not None else None
-        return cls(s3, glue, database, objects, tables, clock, now, versions)
+        return cls(s3, glue, database, objects, tables, clock, now, versions, versioned)
 
     def restore(self) -> None:
         """Make the buckets, the Glue tables and the clock what they were when saved."""
@@ -156,7 +161,7 @@ class LakeCopy:
             self.clock.now = self.now
 
     def _restore_bucket(self, bucket: str, saved: dict[str, list[ObjectVersion]]) -> list[str]:
-        listed = _listed(self.s3, bucket)
+        listed = _listed(self.s3, bucket, self.versioned)
         differing = sorted(
             key for key in set(listed) | set(saved) if not _unchanged(listed.get(key, []), saved.get(key, []))
         )
