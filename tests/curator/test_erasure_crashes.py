@@ -31,7 +31,11 @@ from tests.curator.test_crashes import Crash, CrashPlan, Instrumented, file_writ
 
 __all__ = ["instrumented"]  # the crash harness's fixture, shared with the curation crash tests
 
-#: Crash points are shared out among this many tests.
+#: One worker runs the module: the planted lake and its copies (``counted``) are made once, not once per worker
+#: (each a plant, an erasure run and 72 copies: 10-20 s); the module's ~2 minutes still fit beside the others.
+pytestmark = pytest.mark.xdist_group("erasure_crashes")
+
+#: Crash points are shared out among this many tests (each reports its own points' failures).
 PARTS = 4
 
 
