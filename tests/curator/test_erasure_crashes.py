@@ -1,24 +1,41 @@
-"""A crash after the S3 and catalog calls of an erasure run, then a rerun: the same end result as a run that did not
-crash (no byte of the fan anywhere, every other row kept, the audit's counts), and the request completed once."""
+"""A crash after each S3 and catalog call of an erasure run, then a rerun: the same end result as a run that did not
+crash (no byte of the fan anywhere, every other row kept, the audit's counts), and the request completed once.
+
+The lake is planted once per module. The run that counts the erasure's changing calls also copies the lake right
+after each of them (``CopyingPlan``): what a process killed there leaves, since nothing after that call happened
+in it. Each crash point then restores its copy in place and reruns. One point also crashes for real (``Crash``
+raised in the run, on the planted lake restored). ``crash_points`` picks 31 of the erasure's 72 calls (the suite's
+time: a rerun costs about 3 s); ``DMD_ERASURE_CRASH_EVERY_CALL=1`` crashes after every one.
+"""
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 import pytest
+from pyiceberg.io.pyarrow import PyArrowFile
 
-from curator.erasure_requests import AUDIT_PREFIX, REQUESTS_PREFIX, AuditRecord
+from curator.erasure_requests import AUDIT_PREFIX, REQUESTS_PREFIX, AuditRecord, ErasureRequest
 from curator.tables import CHANGES_TABLE, REGISTRATIONS_TABLE
 from sandbox.server import MotoProcess
 from tests.curator.conftest import CuratedLake, latest_state, new_lake, state_of
 from tests.curator.erasure_lake import ERASED, PlantedLake, find_bytes, normalized, plant
+from tests.curator.lake_copy import LakeCopy
 from tests.curator.test_crashes import Crash, CrashPlan, Instrumented, file_writes_reporting, instrumented
 
 __all__ = ["instrumented"]  # the crash harness's fixture, shared with the curation crash tests
 
-#: Crash points are shared out among this many tests.
+#: One worker runs the module: the planted lake and its copies (``counted``) are made once, not once per worker
+#: (each a plant, an erasure run and 72 copies: 10-20 s); the module's ~2 minutes still fit beside the others.
+pytestmark = pytest.mark.xdist_group("erasure_crashes")
+
+#: Crash points are shared out among this many tests (each reports its own points' failures).
 PARTS = 4
 
 
@@ -59,9 +76,33 @@ def _disarming(plan: CrashPlan, arm: Any) -> Any:
     return checkpoint
 
 
-def assert_erased(planted: PlantedLake, request: Any, expected: dict[str, int], where: str) -> None:
+@dataclass
+class _Unsearched(PlantedLake):
+    """The planted lake less the objects whose bytes (by ETag, a digest of them) a search found clean before."""
+
+    clean: set[str] = field(default_factory=set)
+
+    def objects(self) -> dict[tuple[str, str], str]:
+        return {location: etag for location, etag in super().objects().items() if etag not in self.clean}
+
+
+def found_erased(planted: PlantedLake, clean: set[str] | None = None) -> list[str]:
+    """``find_bytes`` for the erased fan; with ``clean``, the ETags of bytes found clean before are not read again
+    (a crash point's search reads what its rerun wrote) and the ones found clean now are added."""
+    if clean is None:
+        return find_bytes(planted, ERASED)
+    unsearched = _Unsearched(planted.lake, planted.failure_bucket, planted.everything, clean)
+    listed = unsearched.objects()
+    hits = find_bytes(unsearched, ERASED)
+    clean.update(etag for (bucket, key), etag in listed.items() if f"s3://{bucket}/{key}" not in hits)
+    return hits
+
+
+def assert_erased(
+    planted: PlantedLake, request: Any, expected: dict[str, int], where: str, clean: set[str] | None = None
+) -> None:
     lake = planted.lake
-    assert find_bytes(planted, ERASED) == [], where
+    assert found_erased(planted, clean) == [], where
     changes = lake.table(CHANGES_TABLE).scan().to_arrow()
     wanted = sorted(row for row in normalized(planted.everything) if row[2] != ERASED)
     assert sorted(normalized(changes)) == wanted, f"a change is lost or duplicated after {where}"
@@ -73,40 +114,154 @@ def assert_erased(planted: PlantedLake, request: Any, expected: dict[str, int], 
     assert dict(audit.rows_removed) == expected, where
 
 
+@dataclass
+class CopyingPlan(CrashPlan):
+    """Counts the changing calls like ``CrashPlan``, and copies the lake right after each one (one call's tick at a
+    time: a run's threads may tick together)."""
+
+    planted: PlantedLake | None = None
+    copies: list[LakeCopy] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def tick(self, name: str) -> None:
+        with self._lock:
+            armed = self.armed
+            super().tick(name)
+            if armed and self.planted is not None:
+                self.copies.append(copy_of(self.planted, previous=self.copies[-1] if self.copies else None))
+
+
+#: How long a table file write waits for the one in progress before it goes ahead anyway (a thread writing two
+#: files at once would otherwise wait for itself); the copies' test then finds the two in one copy.
+_WRITE_WAIT_SECONDS = 10.0
+
+
+@contextmanager
+def one_file_write_at_a_time() -> Iterator[None]:
+    """Table files are written one at a time, each reported before the next starts (pyiceberg writes a snapshot's
+    manifests in parallel), so the copy after one file holds no file written after it. Applied over
+    ``file_writes_reporting``."""
+    lock = threading.Lock()
+    reporting_create = PyArrowFile.create
+
+    class Releasing:
+        def __init__(self, stream: Any, locked: bool) -> None:
+            self._stream, self._locked = stream, locked
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._stream, name)
+
+        def __enter__(self) -> Any:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.close()
+
+        def close(self) -> None:
+            try:
+                self._stream.close()
+            finally:
+                if self._locked:
+                    self._locked = False
+                    lock.release()
+
+    def create(self: PyArrowFile, overwrite: bool = False) -> Any:
+        locked = lock.acquire(timeout=_WRITE_WAIT_SECONDS)
+        try:
+            return Releasing(reporting_create(self, overwrite=overwrite), locked)
+        except BaseException:
+            if locked:
+                lock.release()
+            raise
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(PyArrowFile, "create", create)
+        yield
+
+
+def copy_of(planted: PlantedLake, previous: LakeCopy | None = None) -> LakeCopy:
+    lake = planted.lake
+    buckets = (lake.bucket, planted.failure_bucket)
+    return LakeCopy.save(lake.s3, lake.glue, buckets, lake.database, lake.clock, previous=previous)
+
+
+@dataclass
+class Erasure:
+    """The lake planted once per module, its copy as planted, the changing calls of its erasure when nothing
+    crashes with a copy of the lake right after each, and the audit's counts."""
+
+    planted: PlantedLake
+    copy: LakeCopy
+    calls: list[str]
+    after: list[LakeCopy]
+    request: ErasureRequest
+    rows: dict[str, int]
+    #: ETags of the objects searched and found without the fan (the search's result is a function of the bytes).
+    clean: set[str] = field(default_factory=set)
+
+
 @pytest.fixture(scope="module")
 def counted(
     aws_server: MotoProcess, session_clients: tuple[Any, Any], session_catalog: Any, instrumented: Instrumented
-) -> tuple[list[str], dict[str, int]]:
-    """The changing calls of an erasure when nothing crashes, and the audit's counts then."""
+) -> Erasure:
+    """Plant the lake, copy it, and carry out the request once without a crash, counting its changing calls and
+    copying the lake after each."""
     planted = planted_lake(new_lake(aws_server, session_clients, session_catalog))
-    instrumented.plan = plan = CrashPlan()
-    with file_writes_reporting(instrumented):
+    lake = planted.lake
+    planted_copy = copy_of(planted)
+    instrumented.plan = plan = CopyingPlan(planted=planted)
+    with file_writes_reporting(instrumented), one_file_write_at_a_time():
         crashed, request = crash_then_rerun(planted, instrumented)
     instrumented.plan = CrashPlan()
     assert crashed is None
-    audit = AuditRecord.from_json(planted.body(planted.lake.bucket, request.audit_key), request.audit_key)
+    audit = AuditRecord.from_json(planted.body(lake.bucket, request.audit_key), request.audit_key)
     assert_erased(planted, request, dict(audit.rows_removed), "nowhere")
-    return list(plan.calls), dict(audit.rows_removed)
+    return Erasure(planted, planted_copy, list(plan.calls), plan.copies, request, dict(audit.rows_removed))
 
 
-def crash_points(calls: list[str]) -> list[int]:
-    """After every catalog call (each commit: before it, the files written are unreferenced; after it, the tables
-    have moved on), after the first call (the tally), after the first object written and the first deleted once
-    the tables are done (rewrites of raw objects, snapshots, quarantine and on-failure records), and after the last
-    call (the request deleted). The calls left out are files of a commit not yet made (a crash after them leaves
-    what a crash before the commit leaves) and more of the same conditional deletes and rewrites."""
-    last_commit = max(index for index, call in enumerate(calls) if call.startswith("glue "))
-    after_tables = calls[last_commit + 1 :]
-    points = {1, len(calls)}
-    points.update(index + 1 for index, call in enumerate(calls) if call.startswith("glue "))
-    if "s3 DeleteObject" in after_tables:  # an unreferenced table file
-        points.add(last_commit + 2 + after_tables.index("s3 DeleteObject"))
-    if "s3 PutObject" in after_tables:  # the first object rewritten, then the first old object deleted
-        first_put = last_commit + 1 + after_tables.index("s3 PutObject")
-        points.add(first_put + 1)
-        if "s3 DeleteObject" in calls[first_put:]:
-            points.add(first_put + 1 + calls[first_put:].index("s3 DeleteObject"))
-    return sorted(points)
+#: Set (to anything) to crash after every changing call (72 points), not only after those ``crash_points`` picks.
+EVERY_CALL = bool(os.environ.get("DMD_ERASURE_CRASH_EVERY_CALL"))
+
+
+def _kind(call: str) -> str:
+    """Table file writes of one table are one kind (a commit's files), as are its table file deletes."""
+    for verb in ("put", "delete"):
+        if call.startswith(f"s3 {verb} "):
+            return f"{verb} {call.split()[2]}"
+    return call
+
+
+def crash_points(calls: list[str], *, every_call: bool = EVERY_CALL) -> list[int]:
+    """After every call (``every_call``), or: after every commit; after every call of a run of at most two calls
+    of one kind (the tally, each object rewritten and the old one deleted, the request deleted); after the first
+    of a longer run of deletes (old metadata files, unreferenced files: a crash after a later one leaves the lake
+    between that first one's and the next call's); and after the last table file written for each table's first
+    commit (its rows rewritten). A crash after the other table files leaves what a crash after the commit before
+    them leaves, and files nothing references: what the rewrite's crash point leaves too, with more of them."""
+    if every_call:
+        return list(range(1, len(calls) + 1))
+    points: list[int] = []
+    tables_written: set[str] = set()
+    start = 0
+    for end in range(len(calls)):
+        if end + 1 < len(calls) and _kind(calls[end + 1]) == _kind(calls[start]):
+            continue
+        kind = _kind(calls[start])
+        if kind.startswith("put "):
+            if kind not in tables_written:
+                points.append(end + 1)
+            tables_written.add(kind)
+        elif end - start < 2 or kind.startswith("glue "):
+            points.extend(range(start + 1, end + 2))
+        else:
+            points.append(start + 1)
+        start = end + 1
+    return points
+
+
+def real_crash_points(calls: list[str]) -> list[int]:
+    """The point that also crashes for real: the first commit."""
+    return [calls.index("glue UpdateTable") + 1]
 
 
 @pytest.fixture
@@ -117,8 +272,7 @@ def crash_plan(instrumented: Instrumented) -> Iterator[CrashPlan]:
     instrumented.plan = CrashPlan()
 
 
-def test_an_erasure_makes_every_kind_of_changing_call(counted: tuple[list[str], dict[str, int]]):
-    calls, rows = counted
+def test_an_erasure_makes_every_kind_of_changing_call(counted: Erasure):
     for expected in (
         "s3 PutObject",
         "s3 DeleteObject",
@@ -127,26 +281,126 @@ def test_an_erasure_makes_every_kind_of_changing_call(counted: tuple[list[str], 
         f"s3 put {CHANGES_TABLE} manifest list",
         f"s3 put {REGISTRATIONS_TABLE} metadata",
     ):
-        assert expected in calls, (expected, calls)
-    assert all(count > 0 for count in rows.values()), rows
-    assert len(crash_points(calls)) >= 12, crash_points(calls)
+        assert expected in counted.calls, (expected, counted.calls)
+    assert all(count > 0 for count in counted.rows.values()), counted.rows
+    assert len(counted.calls) >= 60, counted.calls
+    assert len(counted.after) == len(counted.calls)
+
+
+def test_the_crash_points_leave_out_only_the_middle_of_long_runs_of_one_kind(counted: Erasure):
+    calls = [
+        "s3 PutObject",
+        *("s3 put t data file", "s3 put t manifest", "s3 put t metadata"),
+        "glue UpdateTable",
+        *["s3 delete t metadata"] * 3,
+        *["s3 DeleteObject"] * 2,
+        "s3 PutObject",
+        "s3 put t metadata",
+        "glue UpdateTable",
+    ]
+    assert crash_points(calls, every_call=False) == [1, 4, 5, 6, 9, 10, 11, 13]
+    assert crash_points(calls, every_call=True) == list(range(1, 14))
+    points = crash_points(counted.calls, every_call=False)
+    commits = [at for at, call in enumerate(counted.calls, start=1) if call.startswith("glue ")]
+    assert set(commits) <= set(points)
+    # From the first object rewritten on (after the tables' last commit and cleanup), every call.
+    first_rewrite = counted.calls.index("s3 PutObject", 1) + 1
+    assert set(range(first_rewrite, len(counted.calls) + 1)) <= set(points)
+    assert 30 <= len(points) < len(counted.calls)
+
+
+def test_a_restored_lake_is_the_planted_one_to_the_curator(counted: Erasure, instrumented: Instrumented):
+    """Restored in place, the buckets hold the planted bytes and the tables their planted metadata; the erasure run
+    on them makes the same changing calls, in the same order, and ends the same."""
+    planted, copy = counted.planted, counted.copy
+    erased = {location: planted.body(*location) for location in planted.objects()}
+    clean: set[str] = set()
+    assert found_erased(planted, clean) == []
+    assert clean == set(planted.objects().values())
+    copy.restore()
+    # The fan is back, and found where it is whatever was found clean before.
+    everywhere = find_bytes(planted, ERASED)
+    assert found_erased(planted, clean) == everywhere
+    assert len(everywhere) >= 8
+    restored = {location: planted.body(*location) for location in planted.objects()}
+    saved = {
+        (bucket, key): versions[-1].body
+        for bucket, keys in copy.objects.items()
+        for key, versions in keys.items()
+        if versions[-1].body is not None
+    }
+    assert restored == saved
+    assert restored != erased
+    tables = planted.lake.glue.get_tables(DatabaseName=planted.lake.database)["TableList"]
+    assert {table["Name"]: table["Parameters"] for table in tables} == {
+        name: table["Parameters"] for name, table in copy.tables.items()
+    }
+    instrumented.plan = plan = CrashPlan()
+    with file_writes_reporting(instrumented):
+        crashed, request = crash_then_rerun(planted, instrumented)
+    instrumented.plan = CrashPlan()
+    assert crashed is None
+    assert plan.calls == counted.calls
+    assert_erased(planted, request, counted.rows, "the restored lake")
+
+
+def live_keys(copy: LakeCopy) -> set[tuple[str, str]]:
+    """(bucket, key) of each object whose current version is not a delete marker (pyarrow's folder markers, which
+    it writes when it deletes a folder's last file, left out)."""
+    return {
+        (bucket, key)
+        for bucket, keys in copy.objects.items()
+        for key, versions in keys.items()
+        if versions[-1].body is not None and not key.endswith("/")
+    }
+
+
+def test_each_copy_differs_from_the_one_before_by_its_call(counted: Erasure):
+    """A copy is taken right after its call, not before it nor after a later one: a put adds a key, a delete
+    removes one, an ``UpdateTable`` changes a table's metadata location and no object."""
+    copies = [counted.copy, *counted.after]
+    filed = (counted.planted.lake.bucket, counted.request.key)  # after the planted copy, before the run
+    for at, call in enumerate(counted.calls, start=1):
+        before, after = copies[at - 1], copies[at]
+        added, removed = live_keys(after) - live_keys(before) - {filed}, live_keys(before) - live_keys(after)
+        if call.startswith(("s3 PutObject", "s3 put")):
+            assert (len(added), len(removed)) == (1, 0), (at, call, added, removed)
+            assert before.tables == after.tables, (at, call)
+        elif call.startswith(("s3 DeleteObject", "s3 delete")):
+            assert (len(added), len(removed)) == (0, 1), (at, call, added, removed)
+            assert before.tables == after.tables, (at, call)
+        else:
+            assert call == "glue UpdateTable", (at, call)
+            assert (added, removed) == (set(), set()), (at, call)
+            locations = [
+                {name: table["Parameters"]["metadata_location"] for name, table in copy.tables.items()}
+                for copy in (before, after)
+            ]
+            assert len(set(locations[0].items()) ^ set(locations[1].items())) == 2, (at, call)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("part", range(PARTS))
 def test_a_crash_after_any_call_of_an_erasure_then_a_rerun_ends_the_same(
-    part: int,
-    lake: CuratedLake,
-    instrumented: Instrumented,
-    crash_plan: CrashPlan,
-    counted: tuple[list[str], dict[str, int]],
+    part: int, instrumented: Instrumented, counted: Erasure
 ):
-    calls, rows = counted
-    points = crash_points(calls)[part::PARTS]
+    """Crash points ``part + 1``, ``part + 1 + PARTS``, ...: together the parts crash after every call. Each starts
+    from the lake as the run left it right after its call; the request is the one filed before the run."""
+    points = crash_points(counted.calls)[part::PARTS]
     assert len(points) > 0
+    planted = counted.planted
     for at in points:
+        counted.after[at - 1].restore()
+        planted.curator().run()
+        assert_erased(planted, counted.request, counted.rows, f"call {at} ({counted.calls[at - 1]})", counted.clean)
+
+
+@pytest.mark.slow
+def test_a_real_crash_then_a_rerun_ends_the_same(instrumented: Instrumented, crash_plan: CrashPlan, counted: Erasure):
+    planted = counted.planted
+    for at in real_crash_points(counted.calls):
+        counted.copy.restore()
         crash_plan.at, crash_plan.calls = at, []
-        planted = planted_lake(lake.with_fresh_names())
         crashed, request = crash_then_rerun(planted, instrumented)
-        assert crashed == calls[at - 1]
-        assert_erased(planted, request, rows, f"call {at} ({crashed})")
+        assert crashed == counted.calls[at - 1]
+        assert_erased(planted, request, counted.rows, f"call {at} ({crashed})", counted.clean)
