@@ -130,7 +130,7 @@ erase-status: .venv/.synced  ## STACK's erasure requests: pending, completed (ro
 
 # The end-to-end and per-component suites: the embedded local AWS by default, a deployed stack with TEST_ENV
 # (TEST_ENV=qa1 AWS_REGION=us-east-1 make e2e); faults always run locally. Replay re-drives records after a fix.
-.PHONY: e2e integration faults replay
+.PHONY: e2e integration faults crash-matrix replay
 
 e2e: .venv/.synced  ## end-to-end suite on TEST_ENV (unset/local: embedded local AWS; dev1, qa1, preprod1: deployed)
 	$(RUN) pytest -n 2 tests/e2e $(PYTEST_ARGS)
@@ -140,6 +140,9 @@ integration: .venv/.synced  ## per-component checks on TEST_ENV (function, alias
 
 faults: .venv/.synced  ## injected failures on the local AWS: S3 outage, crashes, exhausted retries, replays
 	$(RUN) pytest -n 2 tests/faults $(PYTEST_ARGS)
+
+crash-matrix: .venv/.synced  ## an erasure crashed after every one of its changing calls, then rerun (make unit: a third)
+	DMD_ERASURE_CRASH_EVERY_CALL=1 $(RUN) pytest -n 2 --dist load --durations=5 tests/curator/test_erasure_crashes.py $(PYTEST_ARGS)
 
 replay: .venv/.synced  ## re-drive quarantined records or discarded batches of STACK (ARGS="quarantine --dry-run")
 	$(call run_command,replay)

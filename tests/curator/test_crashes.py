@@ -149,10 +149,12 @@ def kind_of(location: str) -> str:
 
 def tick_if_changing(plan: CrashPlan, service: str, call: dict[str, Any]) -> None:
     """A changing call that succeeded is a crash point. One that failed (``CreateDatabase`` of a database that
-    exists) changed nothing: a crash after it leaves what a crash after the call before it leaves."""
+    exists) changed nothing: a crash after it leaves what a crash after the call before it leaves. A
+    ``DeleteObject`` of one version (a purge) is ``s3 DeleteObject version``."""
     status = call["http_response"].status_code
     if call["model"].name in _CHANGING and status < 300:
-        plan.tick(f"{service} {call['model'].name}")
+        purge = call["model"].name == "DeleteObject" and "versionId=" in call["http_response"].url
+        plan.tick(f"{service} {call['model'].name}" + (" version" if purge else ""))
 
 
 def crashable(lake: CuratedLake, instrumented: Instrumented) -> Curator:

@@ -4,8 +4,10 @@ crash (no byte of the fan anywhere, every other row kept, the audit's counts), a
 The lake is planted once per module. The run that counts the erasure's changing calls also copies the lake right
 after each of them (``CopyingPlan``): what a process killed there leaves, since nothing after that call happened
 in it. Each crash point then restores its copy in place and reruns. One point also crashes for real (``Crash``
-raised in the run, on the planted lake restored). ``crash_points`` picks 31 of the erasure's 72 calls (the suite's
-time: a rerun costs about 3 s); ``DMD_ERASURE_CRASH_EVERY_CALL=1`` crashes after every one.
+raised in the run, on the planted lake restored). The buckets are versioned, so the erasure's calls include the
+purges of old versions (``s3 DeleteObject version``). ``crash_points`` picks about a third of the erasure's calls
+(the suite's time: a rerun costs about 2-3 s); ``DMD_ERASURE_CRASH_EVERY_CALL=1`` crashes after every one (CI's
+``crash-matrix`` job).
 """
 
 from __future__ import annotations
@@ -219,7 +221,7 @@ def counted(
     return Erasure(planted, planted_copy, list(plan.calls), plan.copies, request, dict(audit.rows_removed))
 
 
-#: Set (to anything) to crash after every changing call (72 points), not only after those ``crash_points`` picks.
+#: Set (to anything) to crash after every changing call, not only after those ``crash_points`` picks.
 EVERY_CALL = bool(os.environ.get("DMD_ERASURE_CRASH_EVERY_CALL"))
 
 
@@ -233,11 +235,12 @@ def _kind(call: str) -> str:
 
 def crash_points(calls: list[str], *, every_call: bool = EVERY_CALL) -> list[int]:
     """After every call (``every_call``), or: after every commit; after every call of a run of at most two calls
-    of one kind (the tally, each object rewritten and the old one deleted, the request deleted); after the first
-    of a longer run of deletes (old metadata files, unreferenced files: a crash after a later one leaves the lake
-    between that first one's and the next call's); and after the last table file written for each table's first
-    commit (its rows rewritten). A crash after the other table files leaves what a crash after the commit before
-    them leaves, and files nothing references: what the rewrite's crash point leaves too, with more of them."""
+    of one kind (the tally, each object rewritten and the old one deleted, the request purged); after the first and
+    the last of a longer run of deletes or purges (old metadata files, unreferenced files, each place's old versions:
+    a crash after one between leaves the lake between those two); and after the last table file written for each
+    table's first commit (its rows rewritten). A crash after the other table files leaves what a crash after the
+    commit before them leaves, and files nothing references: what the rewrite's crash point leaves too, with more
+    of them."""
     if every_call:
         return list(range(1, len(calls) + 1))
     points: list[int] = []
@@ -254,7 +257,7 @@ def crash_points(calls: list[str], *, every_call: bool = EVERY_CALL) -> list[int
         elif end - start < 2 or kind.startswith("glue "):
             points.extend(range(start + 1, end + 2))
         else:
-            points.append(start + 1)
+            points.extend((start + 1, end + 1))
         start = end + 1
     return points
 
@@ -276,6 +279,7 @@ def test_an_erasure_makes_every_kind_of_changing_call(counted: Erasure):
     for expected in (
         "s3 PutObject",
         "s3 DeleteObject",
+        "s3 DeleteObject version",
         "glue UpdateTable",
         f"s3 put {CHANGES_TABLE} data file",
         f"s3 put {CHANGES_TABLE} manifest list",
@@ -298,15 +302,18 @@ def test_the_crash_points_leave_out_only_the_middle_of_long_runs_of_one_kind(cou
         "s3 put t metadata",
         "glue UpdateTable",
     ]
-    assert crash_points(calls, every_call=False) == [1, 4, 5, 6, 9, 10, 11, 13]
+    assert crash_points(calls, every_call=False) == [1, 4, 5, 6, 8, 9, 10, 11, 13]
     assert crash_points(calls, every_call=True) == list(range(1, 14))
-    points = crash_points(counted.calls, every_call=False)
-    commits = [at for at, call in enumerate(counted.calls, start=1) if call.startswith("glue ")]
-    assert set(commits) <= set(points)
-    # From the first object rewritten on (after the tables' last commit and cleanup), every call.
-    first_rewrite = counted.calls.index("s3 PutObject", 1) + 1
-    assert set(range(first_rewrite, len(counted.calls) + 1)) <= set(points)
-    assert 30 <= len(points) < len(counted.calls)
+    points = set(crash_points(counted.calls, every_call=False))
+    numbered = list(enumerate(counted.calls, start=1))
+    assert {at for at, call in numbered if call.startswith("glue ")} <= points  # every commit
+    assert {at for at, call in numbered if call == "s3 PutObject"} <= points  # every object rewritten
+    # the first and the last call of each run of one kind: each place's first and last delete and purge
+    runs = [(at, call) for at, call in numbered if at == 1 or counted.calls[at - 2] != call]
+    ends = [(at, call) for at, call in numbered if at == len(numbered) or counted.calls[at] != call]
+    assert {at for at, call in runs + ends if not call.startswith("s3 put")} <= points
+    assert counted.calls.count("s3 DeleteObject version") > 10
+    assert 40 <= len(points) < len(counted.calls) / 2
 
 
 def test_a_restored_lake_is_the_planted_one_to_the_curator(counted: Erasure, instrumented: Instrumented):
@@ -355,9 +362,15 @@ def live_keys(copy: LakeCopy) -> set[tuple[str, str]]:
     }
 
 
+def stored_versions(copy: LakeCopy) -> int:
+    """Versions and delete markers of every key."""
+    return sum(len(versions) for keys in copy.objects.values() for versions in keys.values())
+
+
 def test_each_copy_differs_from_the_one_before_by_its_call(counted: Erasure):
     """A copy is taken right after its call, not before it nor after a later one: a put adds a key, a delete
-    removes one, an ``UpdateTable`` changes a table's metadata location and no object."""
+    removes one, a purge removes one version, an ``UpdateTable`` changes a table's metadata location and no
+    object."""
     copies = [counted.copy, *counted.after]
     filed = (counted.planted.lake.bucket, counted.request.key)  # after the planted copy, before the run
     for at, call in enumerate(counted.calls, start=1):
@@ -365,6 +378,10 @@ def test_each_copy_differs_from_the_one_before_by_its_call(counted: Erasure):
         added, removed = live_keys(after) - live_keys(before) - {filed}, live_keys(before) - live_keys(after)
         if call.startswith(("s3 PutObject", "s3 put")):
             assert (len(added), len(removed)) == (1, 0), (at, call, added, removed)
+            assert before.tables == after.tables, (at, call)
+        elif call == "s3 DeleteObject version":  # an old version (no live key) or the request's only version
+            assert not added and len(removed) <= 1, (at, call, added, removed)
+            assert stored_versions(after) == stored_versions(before) - 1, (at, call)
             assert before.tables == after.tables, (at, call)
         elif call.startswith(("s3 DeleteObject", "s3 delete")):
             assert (len(added), len(removed)) == (0, 1), (at, call, added, removed)

@@ -301,6 +301,21 @@ def test_the_unit_job_prints_the_fifteen_slowest_tests(jobs):
     ]
 
 
+def test_the_crash_matrix_job_crashes_an_erasure_after_every_call_on_every_branch(config, jobs):
+    for variables in (MAIN_PUSH, FEATURE_PUSH, MERGE_REQUEST):
+        assert "crash-matrix" in gitlab_ci.plan_pipeline(config, variables, changed=["README.md"]).names()
+    job = jobs["crash-matrix"]
+    assert (job["stage"], job["tags"]) == ("test", ["tm-nonprod", "cicd", "test"])
+    assert jobs["crash-matrix"]["artifacts"]["reports"]["junit"] == "reports/junit-crash-matrix.xml"
+    shown = subprocess.run(
+        ["make", "--no-print-directory", "-n", "crash-matrix"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    [line] = [line for line in shown.splitlines() if " pytest " in line]
+    assert line.startswith("DMD_ERASURE_CRASH_EVERY_CALL=1 ")
+    assert line.split()[-1] == "tests/curator/test_erasure_crashes.py"
+    assert "make crash-matrix " in _script(job)
+
+
 # ---------------------------------------------------------------- deploys
 
 
@@ -344,7 +359,8 @@ def test_promotion_waits_for_the_previous_environment_tests(jobs):
         needs = _needs(jobs[f"deploy-{stack}"])
         assert {f"integration-test-{before}", f"e2e-test-{before}", f"smoke-{before}"} <= set(needs), stack
         assert not any(needs[name] for name in needs if name != "build"), f"deploy-{stack} downloads only dist/"
-    assert {"unit-tests", "lint"} <= set(_needs(jobs["deploy-qa1"]))
+    for name in ("preflight-qa1", "deploy-qa1"):
+        assert {"unit-tests", "crash-matrix", "lint"} <= set(_needs(jobs[name])), name
 
 
 def test_prod_is_manual_blocking_confirmed_and_followed_by_no_automatic_job(config, jobs):
@@ -385,7 +401,7 @@ def test_integration_and_e2e_follow_each_nonprod_deploy(jobs, stack, kind):
 
 def test_aws_jobs_exchange_a_gitlab_id_token_for_a_role(jobs):
     for name, job in jobs.items():
-        if name in ("build", "unit-tests", "lint"):
+        if name in ("build", "unit-tests", "crash-matrix", "lint"):
             assert "id_tokens" not in job, f"{name} needs no AWS access"
             continue
         assert job["id_tokens"]["AWS_ID_TOKEN"]["aud"] == "$CI_SERVER_URL", name
