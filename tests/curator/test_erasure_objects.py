@@ -103,6 +103,16 @@ class MemoryStore:
         del self.objects[key]
         return True
 
+    def overwrite(self, key: str, body: bytes, etag: str) -> bool:
+        self.calls.append(f"overwrite {key}")
+        if key not in self.objects or self.etag(key) != etag:
+            return False
+        if self.versioned:
+            self.older.setdefault(key, []).insert(0, (self.current_id(key), self.objects[key]))
+            self.current_ids[key] = self._new_id()
+        self.objects[key] = body
+        return True
+
     def create(self, key: str, body: bytes) -> bool:
         self.calls.append(f"create {key}")
         if key in self.objects:
