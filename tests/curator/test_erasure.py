@@ -16,6 +16,7 @@ import pytest
 
 from curator.erasure import PROGRESS_PREFIX
 from curator.erasure_requests import AUDIT_PREFIX, REQUESTS_PREFIX, AuditRecord, fan_id_hmac
+from curator.store import S3Store
 from curator.tables import CHANGES_TABLE, REGISTRATIONS_TABLE
 from pipeline.export import ExportFile
 from pipeline.snapshot import SnapshotSettings, backfill_file
@@ -364,3 +365,18 @@ def test_export_data_files_keep_their_names_and_other_fans_lines_and_a_backfill_
     again = backfill_file(ExportFile.from_event(event), settings, lake.s3)
     assert (again.items, again.rows + again.quarantined, again.already_done) == (5, 5, True)
     assert {key: etag for (bucket, key), etag in planted.objects().items() if key.startswith("demand/")} == snapshots
+
+
+def test_an_overwrite_is_conditional_on_the_etag_read_and_keeps_the_old_bytes_as_a_version(lake: CuratedLake):
+    versioned(lake.s3, lake.bucket)
+    key = "demand/exports/x/AWSDynamoDB/01700000000000-abcdef12/data/a.json.gz"
+    store = S3Store(lake.bucket, client=lake.s3)
+    store.create(key, b"first")
+    _, first = store.get(key)
+
+    assert store.overwrite(key, b"second", first.etag) is True
+    assert store.overwrite(key, b"third", first.etag) is False  # replaced since read: left as it is
+    assert store.overwrite("demand/exports/x/gone.json.gz", b"x", first.etag) is False  # never created by it
+
+    assert store.get(key)[0] == b"second"
+    assert sorted(store.get_version(key, item.version_id) for item in store.versions(key)) == [b"first", b"second"]
