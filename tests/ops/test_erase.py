@@ -309,8 +309,8 @@ def test_the_dry_run_counts_every_place_and_changes_nothing(
         s3.delete_object(Bucket=failures, Key=f"aws/lambda/replayed/{who}")
     # the export the backfill read: a data file with the fan in two lines, and an old version of one that held it
     export = "demand/exports/20260331T230000000000Z/AWSDynamoDB/01700000000000-abcdef12/"
-    lines = [json.dumps({"Item": {"sk": {"S": f"FAN#{who}"}}}) for who in (fan, "other", fan, f"{fan}x")]
-    s3.put_object(Bucket=bucket, Key=f"{export}data/a.json.gz", Body=gzip.compress("\n".join(lines).encode()))
+    items = [json.dumps({"Item": {"sk": {"S": f"FAN#{who}"}}}) for who in (fan, "other", fan, f"{fan}x")]
+    s3.put_object(Bucket=bucket, Key=f"{export}data/a.json.gz", Body=gzip.compress("\n".join(items).encode()))
     for who in (fan, "other"):
         body = gzip.compress(json.dumps({"Item": {"sk": {"S": f"FAN#{who}"}}}).encode())
         s3.put_object(Bucket=bucket, Key=f"{export}data/b.json.gz", Body=body)
