@@ -54,6 +54,9 @@ __all__ = [
 
 #: Where Lambda's S3 on-failure destination writes (``ops.replay.FAILURE_PREFIX``).
 FAILURE_PREFIX = "aws/lambda/"
+_DELIMITERS = frozenset('#"')
+#: What follows a '"' or '#' up to the next '"' (none of either inside): where a fan may be named.
+_PIECE = re.compile(rb'(?<=[#"])[^#"]*(?=")')
 #: An export's data file (``<prefix><request time>/AWSDynamoDB/<export id>/data/<name>.json.gz``, moto's
 #: ``<uuid>.gz``), as ``ops.backfill`` lists them; the manifests beside them hold counts and checksums only.
 _EXPORT_DATA_FILE = re.compile(r"/AWSDynamoDB/[A-Za-z0-9-]+/data/[^/]+\.gz$")
@@ -94,9 +97,16 @@ class FanMatcher:
             for fan in sorted(fans)
             for escaped in [json.dumps(fan)[1:-1].encode()]
         ]
+        # An id without '#' or '"' is named exactly when it is a whole piece between a '"' or '#' and a '"': one set
+        # lookup per piece, whatever the number of fans (an export data file has millions of lines). The rare id
+        # holding either character is searched for as it is.
+        self._plain = {patterns[0][1:-1]: fan for fan, patterns in self.patterns if not _DELIMITERS & set(fan)}
+        self._others = [(fan, patterns) for fan, patterns in self.patterns if _DELIMITERS & set(fan)]
 
     def fans_in(self, data: bytes) -> list[str]:
-        return [fan for fan, patterns in self.patterns if any(pattern in data for pattern in patterns)]
+        found = {self._plain[piece] for piece in _PIECE.findall(data) if piece in self._plain}
+        found.update(fan for fan, patterns in self._others if any(pattern in data for pattern in patterns))
+        return sorted(found)
 
 
 def _new_name(key: str, etag: str, suffix: str) -> str:

@@ -8,6 +8,7 @@ import base64
 import gzip
 import hashlib
 import json
+import random
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -136,6 +137,20 @@ def test_a_fan_is_matched_as_a_whole_id_only():
     assert matcher.fans_in(b'{"fan_id": "abc"}') == ["abc"]
     assert matcher.fans_in(b'{"sk": {"S": "FAN#abcd"}, "x": "xabc"}') == []
     assert matcher.fans_in(b'{"fan_id": "q\\"x"}') == ['q"x']
+    assert FanMatcher(["a#b"]).fans_in(b'{"sk": {"S": "FAN#a#b"}}') == ["a#b"]
+    assert FanMatcher(["a#b"]).fans_in(b'{"sk": {"S": "FAN#xa#b"}}') == []
+
+
+def test_the_matcher_finds_what_a_search_for_each_fans_two_patterns_finds():
+    # The matcher looks ids up by piece; a plain search for '"<id>"' and '#<id>"' is the definition.
+    generator = random.Random(7)
+    alphabet = 'ab#"x:{} '
+    fans = ["a", "ab", "b#a", "x", 'a"b', "ba"]
+    matcher = FanMatcher(fans)
+    for _ in range(3000):
+        text = "".join(generator.choice(alphabet) for _ in range(generator.randint(0, 24))).encode()
+        expected = [fan for fan, patterns in matcher.patterns if any(pattern in text for pattern in patterns)]
+        assert matcher.fans_in(text) == expected, text
 
 
 def test_an_uncurated_raw_object_is_rewritten_under_the_handlers_name_then_deleted():
