@@ -228,6 +228,7 @@ curation = Curation(
         curated_prefix=layout_prefixes.curated,
         snapshot_prefix=layout_prefixes.snapshots,
         quarantine_prefix=layout_prefixes.quarantine,
+        exports_prefix=layout_prefixes.exports,
         failure_bucket_arn=failures.bucket_arn,
         database_arn=athena.database_arn,
         layer_arn=curator_layer.layer_arn,
@@ -291,12 +292,13 @@ ci = CiAccess(
         function_arn=processor.function_arn,
         bucket_arn=layout.bucket_arn,
         # the snapshots too: once a snapshot is published, current_registrations reads its table; and the curated
-        # tables' data and metadata
+        # tables' data and metadata; and the exports, which make erase's dry run counts
         read_prefixes=(
             layout_prefixes.events,
             layout_prefixes.quarantine,
             layout_prefixes.snapshots,
             layout_prefixes.curated,
+            layout_prefixes.exports,
         ),
         results_prefix=layout_prefixes.athena_results,
         results_bucket_arn=results.bucket_arn,

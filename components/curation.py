@@ -80,6 +80,7 @@ class CurationArgs:
     curated_prefix: str
     snapshot_prefix: str
     quarantine_prefix: str
+    exports_prefix: str
     failure_bucket_arn: pulumi.Input[str]
     database_arn: pulumi.Input[str]
     layer_arn: pulumi.Input[str]
@@ -176,6 +177,7 @@ class Curation(pulumi.ComponentResource):
                     curated_prefix=args.curated_prefix,
                     snapshot_prefix=args.snapshot_prefix,
                     quarantine_prefix=args.quarantine_prefix,
+                    exports_prefix=args.exports_prefix,
                     failure_bucket_arn=arns["failure_bucket_arn"],
                     database_arn=arns["database_arn"],
                     log_group_arn=arns["log_group_arn"],

@@ -67,10 +67,15 @@ def curator_environment(settings: Settings, bucket: str, prefixes: Prefixes, dat
 
 def curator_erasure_environment(failure_bucket: str, prefixes: Prefixes) -> dict[str, str]:
     """The curator's erasure variables (``curator.handler.ERASURE_VARIABLES``), after ``curator_environment``'s: the
-    failure bucket whose on-failure records it rewrites without the erased fans, and the quarantine prefix whose
-    lines it rewrites. ``ERASURE_SALT_VARIABLE`` (the stack's ``dmd-pipeline:erasureSalt``, keying the audit's HMAC
-    of each fan id) comes as a secret Output (``CurationArgs.erasure_salt``), never in plain text."""
-    return {FAILURE_BUCKET_VARIABLE: failure_bucket, "QUARANTINE_PREFIX": prefixes.quarantine}
+    failure bucket whose on-failure records it rewrites without the erased fans, the quarantine prefix whose
+    lines it rewrites, and the exports prefix whose DynamoDB export data files it rewrites.
+    ``ERASURE_SALT_VARIABLE`` (the stack's ``dmd-pipeline:erasureSalt``, keying the audit's HMAC of each fan id)
+    comes as a secret Output (``CurationArgs.erasure_salt``), never in plain text."""
+    return {
+        FAILURE_BUCKET_VARIABLE: failure_bucket,
+        "QUARANTINE_PREFIX": prefixes.quarantine,
+        "EXPORTS_PREFIX": prefixes.exports,
+    }
 
 
 def backfill_environment(settings: Settings, bucket: str, prefixes: Prefixes) -> dict[str, str]:

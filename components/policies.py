@@ -145,6 +145,7 @@ def curator_policy(
     failure_bucket_arn: str,
     database_arn: str,
     log_group_arn: str,
+    exports_prefix: str = "demand/exports/",
     tables: Sequence[str] = CURATED_TABLES,
     bucket_kms_key_arn: str | None = None,
 ) -> Document:
@@ -170,7 +171,10 @@ def curator_policy(
     version, so it also lists versions (``s3:ListBucketVersions``, narrowed like ``s3:ListBucket``), reads old
     versions of the places it reads (``s3:GetObjectVersion``: raw, snapshots, quarantine, failed batches) and purges
     them (``s3:DeleteObjectVersion``: those places, the curated tables' deleted files, and the requests). Nothing
-    else in the stack may delete a version.
+    else in the stack may delete a version. The backfill's DynamoDB export data files (under ``exports_prefix``) are
+    overwritten in place without the erased fans (the export's manifest names them), so there the curator may read,
+    put (a conditional overwrite), list, and read and purge old versions, and never delete: a data file is never
+    removed.
     """
     tables_arns = [glue_table_arn(database_arn, table) for table in tables]
     listed_prefixes = [
@@ -178,9 +182,13 @@ def curator_policy(
         f"{curated_prefix}*",
         f"{snapshot_prefix}*",
         f"{quarantine_prefix}*",
+        f"{exports_prefix}*",
         "erasure/*",
     ]
-    places = [*_objects(bucket_arn, events_prefix, snapshot_prefix, quarantine_prefix), f"{failure_bucket_arn}/*"]
+    places = [
+        *_objects(bucket_arn, events_prefix, snapshot_prefix, quarantine_prefix, exports_prefix),
+        f"{failure_bucket_arn}/*",
+    ]
     statements = [
         _statement(
             "ListRawCuratedAndSnapshots",
@@ -197,6 +205,7 @@ def curator_policy(
             ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"],
             _objects(bucket_arn, quarantine_prefix),
         ),
+        _statement("EraseFromExports", ["s3:GetObject", "s3:PutObject"], _objects(bucket_arn, exports_prefix)),
         # A request is removed by purging its version (below): a plain delete would leave it readable.
         _statement("CarryOutErasureRequests", ["s3:GetObject"], _objects(bucket_arn, ERASURE_REQUESTS_PREFIX)),
         _statement("WriteErasureAudit", ["s3:GetObject", "s3:PutObject"], _objects(bucket_arn, ERASURE_AUDIT_PREFIX)),

@@ -91,10 +91,12 @@ class CuratorSettings:
     delete_grace: timedelta = timedelta(minutes=15)
     #: The published backfill snapshot ``registrations`` is seeded from (``curator.seed``), if any.
     snapshot: PublishedSnapshot | None = None
-    #: Erasure (``curator.erasure``): where backfill snapshots and quarantine lines are, the stack's salt for the
-    #: audit (no salt: erasure is off, ``erasure/`` is not even listed) and the failure bucket (None: not searched).
+    #: Erasure (``curator.erasure``): where backfill snapshots, quarantine lines and DynamoDB exports are, the
+    #: stack's salt for the audit (no salt: erasure is off, ``erasure/`` is not even listed) and the failure bucket
+    #: (None: not searched).
     snapshot_prefix: str = "demand/snapshots/"
     quarantine_prefix: str = "demand/quarantine/"
+    exports_prefix: str = "demand/exports/"
     erasure_salt: str = ""
     failure_bucket: str | None = None
 
@@ -208,6 +210,7 @@ class Curator:
             raw_prefix=settings.raw_prefix,
             snapshot_prefix=settings.snapshot.prefix if settings.snapshot is not None else settings.snapshot_prefix,
             quarantine_prefix=settings.quarantine_prefix,
+            exports_prefix=settings.exports_prefix,
             salt=settings.erasure_salt,
             clock=self.clock,
             failure_store=self.failure_store,

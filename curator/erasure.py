@@ -16,7 +16,8 @@ All pending requests (``erasure/requests/``) are carried out together, in this o
    without the usual grace (one writer by construction: nothing else is in flight). Finally no kept manifest may
    hold a fan's id in a bound, or the run fails.
 3. **Objects** (``curator.erasure_objects``): raw landing objects, backfill snapshots, quarantine lines, the
-   failure bucket's on-failure records.
+   failure bucket's on-failure records, the DynamoDB export data files (overwritten in place: the export's
+   manifest names them).
 4. **Old versions** (``curator.erasure_versions``): on a versioned bucket a delete leaves the old bytes as a
    noncurrent version. Every noncurrent version under each table's location (a file already deleted: table files
    are written once) is purged once the history is cut; in the other places, each noncurrent version holding one
@@ -46,7 +47,14 @@ from pyiceberg.expressions import In
 from pyiceberg.table import TableProperties
 
 from curator.commits import CurationError, Staged, commit_overwrite, predicate
-from curator.erasure_objects import ObjectErasure, erase_failures, erase_quarantine, erase_raw, erase_snapshots
+from curator.erasure_objects import (
+    ObjectErasure,
+    erase_exports,
+    erase_failures,
+    erase_quarantine,
+    erase_raw,
+    erase_snapshots,
+)
 from curator.erasure_requests import (
     AUDIT_PREFIX,
     PLACES,
@@ -281,6 +289,7 @@ class ErasureRun:
     salt: str
     clock: Callable[[], datetime]
     failure_store: ObjectStore | None = None
+    exports_prefix: str = "demand/exports/"
     checkpoint: Callable[[str], None] = lambda step: None
     #: The data files found holding the fans, per table (by the tally, or, on a rerun that reads its tally back,
     #: before the rewrite).
@@ -476,6 +485,7 @@ class ErasureRun:
         }
         if self.failure_store is not None:
             found["failures"] = erase_failures(self.failure_store, fans, dry_run=dry_run)
+        found["exports"] = erase_exports(self.store, self.exports_prefix, fans, dry_run=dry_run)
         if not dry_run:
             self.checkpoint("erasure objects done")
         return found

@@ -1,10 +1,15 @@
-"""Erasure in the lake's objects: raw landing objects, backfill snapshots, quarantine lines, on-failure records.
+"""Erasure in the lake's objects: raw landing objects, backfill snapshots, quarantine lines, on-failure records,
+and the DynamoDB export data files the backfill read.
 
 Every place is handled the same way, one object at a time: read it, find the fans' rows (Parquet: ``fan_id``;
 JSON lines and Kinesis records: the fan id as a JSON string or after ``#`` in a key, e.g. ``"FAN#<id>"``), and if
 there are any, write the rest under a new write-once name, and only once that object is durable delete the old
 one with a conditional delete (``If-Match`` its ETag). An object with nothing else left is simply deleted. Each
 function counts the rows it removed per fan; with ``dry_run`` it only counts.
+
+Export data files are the exception: their names are in the export's manifest, which a re-run of the backfill reads,
+so each is overwritten in place (a conditional ``PutObject`` on its ETag: the object exists at every moment, the old
+bytes until the new ones are durable) and the old bytes are left to the version purge below.
 
 New names are made from the old object's ETag, so a run that crashed after writing one finds it there on the
 rerun (the write-once create reports it) and goes on to delete the old object; nothing is written twice.
@@ -21,6 +26,7 @@ import binascii
 import gzip
 import hashlib
 import json
+import re
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -39,6 +45,7 @@ __all__ = [
     "FAILURE_PREFIX",
     "FanMatcher",
     "ObjectErasure",
+    "erase_exports",
     "erase_failures",
     "erase_quarantine",
     "erase_raw",
@@ -47,6 +54,12 @@ __all__ = [
 
 #: Where Lambda's S3 on-failure destination writes (``ops.replay.FAILURE_PREFIX``).
 FAILURE_PREFIX = "aws/lambda/"
+_DELIMITERS = frozenset('#"')
+#: What follows a '"' or '#' up to the next '"' (none of either inside): where a fan may be named.
+_PIECE = re.compile(rb'(?<=[#"])[^#"]*(?=")')
+#: An export's data file (``<prefix><request time>/AWSDynamoDB/<export id>/data/<name>.json.gz``, moto's
+#: ``<uuid>.gz``), as ``ops.backfill`` lists them; the manifests beside them hold counts and checksums only.
+_EXPORT_DATA_FILE = re.compile(r"/AWSDynamoDB/[A-Za-z0-9-]+/data/[^/]+\.gz$")
 
 
 @dataclass
@@ -84,9 +97,16 @@ class FanMatcher:
             for fan in sorted(fans)
             for escaped in [json.dumps(fan)[1:-1].encode()]
         ]
+        # An id without '#' or '"' is named exactly when it is a whole piece between a '"' or '#' and a '"': one set
+        # lookup per piece, whatever the number of fans (an export data file has millions of lines). The rare id
+        # holding either character is searched for as it is.
+        self._plain = {patterns[0][1:-1]: fan for fan, patterns in self.patterns if not _DELIMITERS & set(fan)}
+        self._others = [(fan, patterns) for fan, patterns in self.patterns if _DELIMITERS & set(fan)]
 
     def fans_in(self, data: bytes) -> list[str]:
-        return [fan for fan, patterns in self.patterns if any(pattern in data for pattern in patterns)]
+        found = {self._plain[piece] for piece in _PIECE.findall(data) if piece in self._plain}
+        found.update(fan for fan, patterns in self._others if any(pattern in data for pattern in patterns))
+        return sorted(found)
 
 
 def _new_name(key: str, etag: str, suffix: str) -> str:
@@ -355,3 +375,68 @@ def _failure_record(body: bytes) -> tuple[dict[str, Any], Any, dict[str, Any], l
     except (ValueError, KeyError, TypeError):
         return None
     return document, payload, event, records
+
+
+def is_export_data_file(key: str) -> bool:
+    """A DynamoDB export's data file (gzip DynamoDB JSON, one ``{"Item": ...}`` per line), not its manifests."""
+    return _EXPORT_DATA_FILE.search(key) is not None
+
+
+def _export_lines(body: bytes) -> list[bytes] | None:
+    """The lines of a gzipped export data file, each with its line end as stored; None when it is not gzip."""
+    try:
+        text = gzip.decompress(body)
+    except (OSError, EOFError):
+        return None
+    return text.splitlines(keepends=True)
+
+
+def _split_lines(lines: Iterable[bytes], matcher: FanMatcher) -> tuple[list[bytes], Counter[str]]:
+    """The lines naming none of the fans (bytes unchanged), and the lines removed, counted once per fan named."""
+    kept: list[bytes] = []
+    removed: Counter[str] = Counter()
+    for line in lines:
+        named = matcher.fans_in(line) if line.strip() else []
+        if named:
+            removed.update(named)
+        else:
+            kept.append(line)
+    return kept, removed
+
+
+def erase_exports(store: ObjectStore, prefix: str, fans: Collection[str], *, dry_run: bool = False) -> ObjectErasure:
+    """DynamoDB export data files under ``prefix`` whose item lines name one of the fans (``"sk": {"S":
+    "FAN#<id>"}``, or the id as any string value): each is overwritten IN PLACE without those lines (the other
+    lines' bytes unchanged; a file left without a line becomes an empty gzip file), conditional on the ETag read.
+    The name stays because the export's manifest lists it and a re-run of the backfill reads the manifest; the
+    manifest itself holds counts and checksums, no item, and is left as it is. The old bytes, now a noncurrent
+    version, are purged with the place's versions."""
+    erasure = ObjectErasure()
+    matcher = FanMatcher(fans)
+    for item in sorted(store.list(prefix), key=lambda entry: entry.key):
+        if not is_export_data_file(item.key):
+            continue
+        body = _get(store, item, erasure)
+        if body is None:
+            continue
+        lines = _export_lines(body)
+        if lines is None:
+            erasure.unreadable.append(item.key)
+            continue
+        kept, removed = _split_lines(lines, matcher)
+        if not removed:
+            continue
+        erasure.rows.update(removed)
+        if dry_run:
+            continue
+        # mtime 0: the same lines give the same bytes, so a rerun's overwrite (if any) changes nothing.
+        if store.overwrite(item.key, gzip.compress(b"".join(kept), mtime=0), item.etag):
+            erasure.rewritten.append(item.key)
+            erasure.replaced.add((item.key, item.etag))
+
+    def holds(body: bytes) -> bool | None:
+        lines = _export_lines(body)
+        return None if lines is None else bool(_split_lines(lines, matcher)[1])
+
+    erasure.purge_versions(store, prefix, holds, is_export_data_file, dry_run=dry_run)
+    return erasure

@@ -60,6 +60,7 @@ PLACES = (
     "snapshots",  # backfill snapshot objects
     "quarantine",  # quarantine lines, stream and snapshot
     "failures",  # the failure bucket's on-failure records
+    "exports",  # the DynamoDB export data files the backfill read
 )
 #: A request's fans are held in memory by every erasure run: large lists are split into several requests.
 MAX_FANS_PER_REQUEST = 100_000

@@ -38,6 +38,7 @@ __all__ = [
     "ERASURE_METRIC",
     "ERASURE_SALT",
     "ERASURE_VARIABLES",
+    "EXPORTS_PREFIX",
     "FAILURE_BUCKET",
     "GLUE_DATABASE",
     "SNAPSHOT_EXPORT_ID",
@@ -63,6 +64,9 @@ SNAPSHOT_PREFIX = "SNAPSHOT_PREFIX"
 #: are searched (unset: not searched). Both optional, so a stack deployed before erasure keeps working.
 ERASURE_SALT = "ERASURE_SALT"
 FAILURE_BUCKET = "FAILURE_BUCKET"
+#: Where the backfill's DynamoDB exports are (``demand/exports/<request time>/AWSDynamoDB/...``): erasure rewrites
+#: their data files.
+EXPORTS_PREFIX = "EXPORTS_PREFIX"
 #: Published every run: hours since the oldest pending erasure request was filed (the stack's deadline alarm).
 ERASURE_METRIC = "OldestPendingErasureAgeHours"
 AWS_REGION = "AWS_REGION"
@@ -81,11 +85,12 @@ ENVIRONMENT_VARIABLES = (
     POWERTOOLS_METRICS_NAMESPACE,
 )
 #: The variables of erasure, all optional (the infrastructure sets them once the stack has an erasure salt).
-ERASURE_VARIABLES = (ERASURE_SALT, FAILURE_BUCKET, QUARANTINE_PREFIX)
+ERASURE_VARIABLES = (ERASURE_SALT, FAILURE_BUCKET, QUARANTINE_PREFIX, EXPORTS_PREFIX)
 DEFAULT_CURATED_PREFIX = "curated/"
 DEFAULT_TIME_TRAVEL_DAYS = 7
 DEFAULT_DELETE_GRACE_MINUTES = 15
 DEFAULT_SNAPSHOT_PREFIX = "demand/snapshots/"
+DEFAULT_EXPORTS_PREFIX = "demand/exports/"
 _EXPORT_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 _DATABASE = re.compile(r"^[a-z0-9_]{1,255}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -160,7 +165,12 @@ def load_curator_settings(environ: Mapping[str, str] | None = None) -> CuratorSe
         raise ConfigError(f"{CURATED_PREFIX}={tables_prefix!r} and {OUTPUT_PREFIX}={raw_prefix!r} must not overlap")
     quarantine_prefix = env.get(QUARANTINE_PREFIX, "").strip() or DEFAULT_QUARANTINE_PREFIX
     snapshot_prefix = env.get(SNAPSHOT_PREFIX, "").strip() or DEFAULT_SNAPSHOT_PREFIX
-    for name, prefix in ((QUARANTINE_PREFIX, quarantine_prefix), (SNAPSHOT_PREFIX, snapshot_prefix)):
+    exports_prefix = env.get(EXPORTS_PREFIX, "").strip() or DEFAULT_EXPORTS_PREFIX
+    for name, prefix in (
+        (QUARANTINE_PREFIX, quarantine_prefix),
+        (SNAPSHOT_PREFIX, snapshot_prefix),
+        (EXPORTS_PREFIX, exports_prefix),
+    ):
         if not _PREFIX.match(prefix):
             raise ConfigError(f"{name}={prefix!r} is not a key prefix like 'demand/quarantine/' (ending with '/')")
     failure_bucket = env.get(FAILURE_BUCKET, "").strip() or None
@@ -178,6 +188,7 @@ def load_curator_settings(environ: Mapping[str, str] | None = None) -> CuratorSe
         snapshot=_published_snapshot(env, raw_prefix, tables_prefix),
         snapshot_prefix=snapshot_prefix,
         quarantine_prefix=quarantine_prefix,
+        exports_prefix=exports_prefix,
         erasure_salt=env.get(ERASURE_SALT, "").strip(),
         failure_bucket=failure_bucket,
     )

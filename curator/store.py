@@ -1,5 +1,6 @@
 """The S3 operations the curator needs on a bucket: listing, reading, write-once creates and conditional deletes,
-and, for erasure, the versions of a versioned bucket.
+and, for erasure, conditional overwrites (export data files keep their names) and the versions of a versioned
+bucket.
 
 Deleting is only ever conditional (``If-Match`` the ETag the caller knows): an object replaced since it was
 listed is never removed on its old ETag. On a versioned bucket that delete only adds a delete marker; erasure then
@@ -76,6 +77,10 @@ class ObjectStore(Protocol):
 
     def create(self, key: str, body: bytes) -> bool:
         """Write ``body`` at ``key`` only if no object is there (``If-None-Match``); False when one already is."""
+
+    def overwrite(self, key: str, body: bytes, etag: str) -> bool:
+        """Replace ``key`` with ``body`` in one write only if its ETag is still ``etag`` (``If-Match``); False when it
+        changed or is gone. At every moment the object exists: the old bytes until the new ones are durable."""
 
     def versions(self, prefix: str) -> builtins.list[ObjectVersion]:
         """Every version and delete marker under ``prefix``, by key, the current one first within a key."""
@@ -155,6 +160,18 @@ class S3Store:
         except Exception as error:
             code, status = _error_code(error)
             if code in _EXISTS_CODES or status in (409, 412):
+                return False
+            raise
+        return True
+
+    def overwrite(self, key: str, body: bytes, etag: str) -> bool:
+        """Conditional PutObject (``If-Match``): the new bytes replace the old atomically; on a versioned bucket the
+        old ones stay as a noncurrent version (erasure purges it)."""
+        try:
+            self._client().put_object(Bucket=self.bucket, Key=key, Body=body, IfMatch=etag)
+        except Exception as error:
+            code, status = _error_code(error)
+            if code in _CONFLICT_CODES or status in (404, 409, 412):
                 return False
             raise
         return True

@@ -153,6 +153,7 @@ def _dry_run(bound: BoundStack, acting: _Acting, fans: tuple[str, ...]) -> int:
         table_rows=_table_rows(acting, outputs.region, outputs.athena_database_name),
         tables=PLACES[:2],
         tables_prefix=prefixes().curated,
+        exports_prefix=prefixes().exports,
     )
     print(f"dry run: stack {bound.stack}, {len(fans):,} fans, acting as {acting.name}; rows the erasure would remove:")
     for count in counts:

@@ -7,6 +7,7 @@
 - quarantine lines (stream and snapshot) and the failure bucket's on-failure records: JSON (gzip or not), a line or
   a Kinesis record counted when its item names the fan (``FAN#<id>`` sort key or a ``fan_id`` value), its
   base64 ``data`` decoded;
+- DynamoDB export data files (gzip DynamoDB JSON, one item a line): a line counted when it names the fan;
 - old versions (on a versioned bucket a delete leaves the bytes as a noncurrent version, which the erasure purges):
   in each object place, the noncurrent versions holding one of the fans, read as the current objects are; under
   each table's location, every noncurrent version (a table file already deleted), counted from the listing alone.
@@ -190,9 +191,12 @@ def scan_places(
     table_rows: TableScan,
     tables: Iterable[str],
     tables_prefix: str = "curated/",
+    exports_prefix: str = "demand/exports/",
 ) -> list[PlaceCount]:
     """Every place's rows of ``fans``, in ``PLACES`` order (tables first, then the objects), and the old versions
     the erasure would purge there, read only. A table's location is ``<tables_prefix><table>/``."""
+    from curator.erasure_objects import is_export_data_file  # noqa: PLC0415 - pyarrow: only when counting
+
     wanted = set(fans)
     counts = []
     for table in tables:
@@ -231,4 +235,11 @@ def scan_places(
         lambda b: count_json_records(b, wanted, per_line=True),
     )
     counted("failures", failure_bucket, "", lambda _key: True, lambda b: count_json_records(b, wanted, per_line=False))
+    counted(
+        "exports",
+        bucket,
+        exports_prefix,
+        is_export_data_file,
+        lambda b: count_json_records(b, wanted, per_line=True),
+    )
     return counts

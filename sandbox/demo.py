@@ -655,13 +655,18 @@ def _curated(
     return figures
 
 
-def _erase(console: Console, aws: LocalAws, curation: CurationFigures | None) -> ErasureFigures | None:
+def _erase(
+    console: Console, aws: LocalAws, curation: CurationFigures | None, snapshot_keys: set[tuple[str, str]]
+) -> ErasureFigures | None:
     """Erase one fan of ``registrations`` as an operator would (``make erase``, then the curator's next run), and
-    search every object of the stack for its id."""
+    search every object of the stack for its id. The fan has rows in both the export (and its snapshot) and the
+    stream when one does, so the search covers every place."""
     changed = _changed_since_the_snapshot(curation.registrations, curation.seeded_from) if curation else None
     if changed is None or changed.num_rows == 0:
         return None
-    fan = min(changed.column("fan_id").to_pylist())
+    streamed = set(changed.column("fan_id").to_pylist())
+    exported = {sk.removeprefix("FAN#") for _, sk in snapshot_keys}
+    fan = min(streamed & exported or streamed)
     figures = erase_one_fan(
         aws.client("s3", role=CI_ROLE if aws.roles else None),
         aws.client("s3"),
@@ -903,7 +908,7 @@ def run_demo(args: argparse.Namespace, console: Console) -> DemoResult:
                 _changed_after(changes[before:], snapshot_keys),
                 _current_state(console, aws, lake, report, lead, curation=curation),
             )
-            erasure = _erase(console, aws, curation)
+            erasure = _erase(console, aws, curation, snapshot_keys)
             result = DemoResult(
                 written,
                 pipe.bridge.forwarded - written_before,

@@ -2,10 +2,11 @@
 
 Places: raw objects already curated (covered by the ledger) and not yet curated, late rows for an hour already
 curated, several Iceberg snapshots of both tables, a backfill snapshot object, a stream and a snapshot quarantine
-line, and a failed batch in the failure bucket. Both buckets are versioned, as the stack creates them, so every
-delete leaves a noncurrent version, which the search reads too. The fan's id is short enough (at most 16
-characters) for Iceberg to keep it whole as a column bound, and sorts after every generated (UUID) fan id, so it is
-the upper bound of every data file holding it.
+line, a failed batch in the failure bucket, and the DynamoDB export the backfill read (a data file holding the fan
+among others, with its manifest, and an older version of another data file that held the fan). Both buckets are
+versioned, as the stack creates them, so every delete leaves a noncurrent version, which the search reads too. The
+fan's id is short enough (at most 16 characters) for Iceberg to keep it whole as a column bound, and sorts after
+every generated (UUID) fan id, so it is the upper bound of every data file holding it.
 """
 
 from __future__ import annotations
@@ -31,7 +32,21 @@ from pipeline.writer import encode_parquet, encode_quarantine
 from sandbox.changes import FIRST_SEQUENCE, DemandGenerator, changes_event
 from tests.curator.conftest import HOUR, OTHER_SHARD, PREFIX, STREAM_ARN, CuratedLake, generated_rows
 
-__all__ = ["ERASED", "KEPT", "SALT", "PlantedLake", "failed_batch", "find_bytes", "normalized", "plant", "versioned"]
+__all__ = [
+    "ERASED",
+    "EXPORT_DATA",
+    "EXPORT_MANIFEST",
+    "EXPORT_REWRITTEN",
+    "KEPT",
+    "SALT",
+    "PlantedLake",
+    "export_item",
+    "failed_batch",
+    "find_bytes",
+    "normalized",
+    "plant",
+    "versioned",
+]
 
 #: The fan erased, and a fan kept whose id is a prefix of it (never matched by mistake).
 ERASED = "zz-erased-fan"
@@ -40,6 +55,12 @@ SALT = "stack-salt-for-tests"
 NEXT_HOUR = HOUR + timedelta(hours=1)
 EXPORT_PREFIX = "demand/snapshots/export_id=01700000000000-abcdef12/"
 FAILURE_KEY = "aws/lambda/9f0e4c2a-1111-2222-3333-444455556666/shardId-000000000000/2026/03/31/2026-03-31T23.30.00-1"
+#: The DynamoDB export the backfill read: its data files and its manifest (counts and checksums, no item).
+EXPORT_FOLDER = "demand/exports/20260331T230000000000Z/AWSDynamoDB/01700000000000-abcdef12/"
+EXPORT_DATA = f"{EXPORT_FOLDER}data/hcxsrcrp4a6ztitu6r5yjzbbbu.json.gz"
+#: A data file whose current version names other fans only; its older version held the fan.
+EXPORT_REWRITTEN = f"{EXPORT_FOLDER}data/2xnqbk3iyq7unbzdg3ywgn3lde.json.gz"
+EXPORT_MANIFEST = f"{EXPORT_FOLDER}manifest-files.json"
 _COLUMNS = ("change_id", "event_id", "fan_id", "op", "status", "quantity", "extra_attributes")
 
 
@@ -212,7 +233,33 @@ def plant(lake: CuratedLake, failure_bucket: str) -> PlantedLake:
         Body=encode_quarantine(export_lines),
     )
     lake.s3.put_object(Bucket=failure_bucket, Key=FAILURE_KEY, Body=failed_batch((ERASED, 22), (KEPT, 23)))
+    _plant_export(lake)
     return planted
+
+
+def export_item(fan: str, event: str, quantity: int) -> bytes:
+    """One line of an export data file (DynamoDB JSON), the fan named in the sort key and in an attribute."""
+    item = {
+        "pk": {"S": f"EVENT#{event}"},
+        "sk": {"S": f"FAN#{fan}"},
+        "quantity": {"N": str(quantity)},
+        "contact": {"M": {"fan": {"S": fan}}},
+    }
+    return json.dumps({"Item": item}, separators=(",", ":")).encode() + b"\n"
+
+
+def _plant_export(lake: CuratedLake) -> None:
+    lines = [export_item(fan, "e1", number) for number, fan in enumerate((KEPT, ERASED, "f-1", ERASED, "f-2"))]
+    lake.s3.put_object(Bucket=lake.bucket, Key=EXPORT_DATA, Body=gzip.compress(b"".join(lines)))
+    old = [export_item(fan, "e2", 1) for fan in ("f-3", ERASED)]
+    lake.s3.put_object(Bucket=lake.bucket, Key=EXPORT_REWRITTEN, Body=gzip.compress(b"".join(old)))
+    lake.s3.put_object(Bucket=lake.bucket, Key=EXPORT_REWRITTEN, Body=gzip.compress(export_item("f-3", "e2", 1)))
+    manifest = [
+        {"itemCount": len(lines), "dataFileS3Key": EXPORT_DATA, "md5Checksum": "x", "etag": "y"},
+        {"itemCount": 1, "dataFileS3Key": EXPORT_REWRITTEN, "md5Checksum": "x", "etag": "y"},
+    ]
+    body = "".join(json.dumps(entry) + "\n" for entry in manifest).encode()
+    lake.s3.put_object(Bucket=lake.bucket, Key=EXPORT_MANIFEST, Body=body)
 
 
 def failed_batch(*fans: tuple[str, int]) -> bytes:

@@ -16,10 +16,16 @@ import pytest
 
 from curator.erasure import PROGRESS_PREFIX
 from curator.erasure_requests import AUDIT_PREFIX, REQUESTS_PREFIX, AuditRecord, fan_id_hmac
+from curator.store import S3Store
 from curator.tables import CHANGES_TABLE, REGISTRATIONS_TABLE
+from pipeline.export import ExportFile
+from pipeline.snapshot import SnapshotSettings, backfill_file
 from tests.curator.conftest import PREFIX, CuratedLake, generated_rows, latest_state, state_of
 from tests.curator.erasure_lake import (
     ERASED,
+    EXPORT_DATA,
+    EXPORT_MANIFEST,
+    EXPORT_REWRITTEN,
     KEPT,
     SALT,
     PlantedLake,
@@ -91,6 +97,7 @@ def test_one_run_erases_the_fan_everywhere_and_keeps_every_other_row(planted: Pl
         "snapshots": count_fan(snapshot_rows(planted), ERASED),
         "quarantine": 2,
         "failures": 1,
+        "exports": 2,
     }
     assert all(count > 0 for count in planted_rows.values()), planted_rows
     assert len(lake.table(CHANGES_TABLE).metadata.snapshots) >= 2
@@ -98,6 +105,8 @@ def test_one_run_erases_the_fan_everywhere_and_keeps_every_other_row(planted: Pl
     assert any("/metadata/" in hit and hit.endswith(".avro") for hit in before_search), before_search
     assert any("/data/" in hit for hit in before_search)
     assert any("aws/lambda/" in hit for hit in before_search)
+    assert f"s3://{lake.bucket}/{EXPORT_DATA}" in before_search
+    assert any(hit.startswith(f"s3://{lake.bucket}/{EXPORT_REWRITTEN}?versionId=") for hit in before_search)
     old_snapshots = {
         name: [item.snapshot_id for item in lake.table(name).metadata.snapshots]
         for name in (CHANGES_TABLE, REGISTRATIONS_TABLE)
@@ -301,3 +310,73 @@ def test_an_old_version_of_an_audited_request_is_purged_when_the_requests_are_li
     assert planted.version_ids(lake.bucket, request.key) == {}
     assert sorted(planted.version_ids(lake.bucket, pending.key).values()) == [False, True]
     assert find_bytes(planted, ERASED) == []
+
+
+def export_lines(planted: PlantedLake, key: str, version_id: str | None = None) -> list[bytes]:
+    return gzip.decompress(planted.body(planted.lake.bucket, key, version_id)).splitlines(keepends=True)
+
+
+def test_export_data_files_keep_their_names_and_other_fans_lines_and_a_backfill_rerun_adds_nothing(
+    planted: PlantedLake,
+):
+    lake = planted.lake
+    # GIVEN the export back-filled (its data file's lines are snapshot rows or quarantined), as make backfill does
+    settings = SnapshotSettings(output_bucket=lake.bucket, source_table_name="prd3292-dev1-us-east-1-demand-table")
+    lines_before = export_lines(planted, EXPORT_DATA)
+    event = {
+        "export_bucket": lake.bucket,
+        "data_key": EXPORT_DATA,
+        "export_time": "2026-03-31T23:00:00Z",
+        "item_count": len(lines_before),  # the manifest's itemCount
+    }
+    first = backfill_file(ExportFile.from_event(event), settings, lake.s3)
+    assert (first.items, first.rows + first.quarantined, first.already_done) == (5, 5, False)
+    manifest = planted.body(lake.bucket, EXPORT_MANIFEST)
+    untouched = planted.version_ids(lake.bucket, EXPORT_REWRITTEN)
+    current_untouched = export_lines(planted, EXPORT_REWRITTEN)
+    assert len(untouched) == 2  # the current version (another fan) and the old one holding the fan
+
+    # WHEN the fan is erased
+    request = planted.file_request(ERASED)
+    result = planted.curator().run()
+
+    # THEN the data file is rewritten in place: the same key, every other fan's line byte-identical and in order,
+    # the fan's lines gone, and no older version left; the manifest is as it was
+    assert result.erasure.requests_completed == [request.request_id]
+    kept = [line for line in lines_before if f'"FAN#{ERASED}"'.encode() not in line]
+    assert len(kept) == 3
+    assert [json.loads(line)["Item"]["sk"]["S"] for line in kept] == [f"FAN#{KEPT}", "FAN#f-1", "FAN#f-2"]
+    assert export_lines(planted, EXPORT_DATA) == kept
+    assert len(planted.version_ids(lake.bucket, EXPORT_DATA)) == 1
+    assert planted.body(lake.bucket, EXPORT_MANIFEST) == manifest
+    # the data file that no longer held the fan keeps its current version; only its old version is purged
+    after = planted.version_ids(lake.bucket, EXPORT_REWRITTEN)
+    assert len(after) == 1
+    assert set(after) < set(untouched)
+    assert export_lines(planted, EXPORT_REWRITTEN) == current_untouched
+    audit = AuditRecord.from_json(planted.body(lake.bucket, request.audit_key), request.audit_key)
+    assert audit.rows_removed["exports"] == 2
+    assert audit.versions_purged["exports"] == 2  # the rewritten file's old bytes and the other file's old version
+    assert find_bytes(planted, ERASED) == []
+
+    # AND a re-run of the backfill over the same export (the manifest's itemCount) says the file is done and
+    # adds nothing: it reads the counts object, not the rewritten data file
+    snapshots = {key: etag for (bucket, key), etag in planted.objects().items() if key.startswith("demand/")}
+    again = backfill_file(ExportFile.from_event(event), settings, lake.s3)
+    assert (again.items, again.rows + again.quarantined, again.already_done) == (5, 5, True)
+    assert {key: etag for (bucket, key), etag in planted.objects().items() if key.startswith("demand/")} == snapshots
+
+
+def test_an_overwrite_is_conditional_on_the_etag_read_and_keeps_the_old_bytes_as_a_version(lake: CuratedLake):
+    versioned(lake.s3, lake.bucket)
+    key = "demand/exports/x/AWSDynamoDB/01700000000000-abcdef12/data/a.json.gz"
+    store = S3Store(lake.bucket, client=lake.s3)
+    store.create(key, b"first")
+    _, first = store.get(key)
+
+    assert store.overwrite(key, b"second", first.etag) is True
+    assert store.overwrite(key, b"third", first.etag) is False  # replaced since read: left as it is
+    assert store.overwrite("demand/exports/x/gone.json.gz", b"x", first.etag) is False  # never created by it
+
+    assert store.get(key)[0] == b"second"
+    assert sorted(store.get_version(key, item.version_id) for item in store.versions(key)) == [b"first", b"second"]

@@ -8,6 +8,7 @@ import base64
 import gzip
 import hashlib
 import json
+import random
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -16,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curator.erasure import ErasureRun
-from curator.erasure_objects import FanMatcher, erase_failures, erase_quarantine, erase_raw
+from curator.erasure_objects import FanMatcher, erase_exports, erase_failures, erase_quarantine, erase_raw
 from curator.raw import LedgerEntry
 from curator.store import ObjectGoneError, ObjectVersion, StoredObject
 from pipeline.writer import encode_parquet, encode_quarantine, partition_prefix, sequence_digest
@@ -103,6 +104,16 @@ class MemoryStore:
         del self.objects[key]
         return True
 
+    def overwrite(self, key: str, body: bytes, etag: str) -> bool:
+        self.calls.append(f"overwrite {key}")
+        if key not in self.objects or self.etag(key) != etag:
+            return False
+        if self.versioned:
+            self.older.setdefault(key, []).insert(0, (self.current_id(key), self.objects[key]))
+            self.current_ids[key] = self._new_id()
+        self.objects[key] = body
+        return True
+
     def create(self, key: str, body: bytes) -> bool:
         self.calls.append(f"create {key}")
         if key in self.objects:
@@ -126,6 +137,20 @@ def test_a_fan_is_matched_as_a_whole_id_only():
     assert matcher.fans_in(b'{"fan_id": "abc"}') == ["abc"]
     assert matcher.fans_in(b'{"sk": {"S": "FAN#abcd"}, "x": "xabc"}') == []
     assert matcher.fans_in(b'{"fan_id": "q\\"x"}') == ['q"x']
+    assert FanMatcher(["a#b"]).fans_in(b'{"sk": {"S": "FAN#a#b"}}') == ["a#b"]
+    assert FanMatcher(["a#b"]).fans_in(b'{"sk": {"S": "FAN#xa#b"}}') == []
+
+
+def test_the_matcher_finds_what_a_search_for_each_fans_two_patterns_finds():
+    # The matcher looks ids up by piece; a plain search for '"<id>"' and '#<id>"' is the definition.
+    generator = random.Random(7)
+    alphabet = 'ab#"x:{} '
+    fans = ["a", "ab", "b#a", "x", 'a"b', "ba"]
+    matcher = FanMatcher(fans)
+    for _ in range(3000):
+        text = "".join(generator.choice(alphabet) for _ in range(generator.randint(0, 24))).encode()
+        expected = [fan for fan, patterns in matcher.patterns if any(pattern in text for pattern in patterns)]
+        assert matcher.fans_in(text) == expected, text
 
 
 def test_an_uncurated_raw_object_is_rewritten_under_the_handlers_name_then_deleted():
@@ -328,3 +353,57 @@ def test_a_key_with_another_fans_version_left_keeps_its_markers_so_nothing_comes
     assert (erasure.versions.versions, erasure.versions.markers) == (1, 0)
     assert [body is None for _, body in store.older[key]] == [True, False, True]
     assert store.objects == {}
+
+
+EXPORT = "demand/exports/20261207T084000000000Z/AWSDynamoDB/01765096800000-a1b2c3d4/"
+
+
+def export_line(fan: str, quantity: int) -> bytes:
+    item = {"pk": {"S": "EVENT#e1"}, "sk": {"S": f"FAN#{fan}"}, "quantity": {"N": str(quantity)}}
+    return json.dumps({"Item": item}).encode() + b"\n"
+
+
+def test_export_data_files_are_overwritten_in_place_and_one_left_empty_is_an_empty_gzip_file():
+    store = MemoryStore(versioned=True)
+    mixed, only, other = (f"{EXPORT}data/{name}.json.gz" for name in ("mixed", "only", "other"))
+    lines = [export_line("gone", 1), export_line("gone-not", 2), export_line("kept", 3), export_line("gone", 4)]
+    store.create(mixed, gzip.compress(b"".join(lines)))
+    store.create(only, gzip.compress(export_line("gone", 5)))
+    store.create(other, gzip.compress(export_line("kept", 6)))
+    manifest = f"{EXPORT}manifest-files.json"  # counts and checksums only: never read, never rewritten
+    store.create(manifest, b'{"itemCount": 4, "dataFileS3Key": "..."}\n')
+    untouched = {key: store.objects[key] for key in (other, manifest)}
+
+    erasure = erase_exports(store, "demand/exports/", ["gone"])
+
+    assert erasure.rows == {"gone": 3}
+    assert erasure.rewritten == [mixed, only]
+    assert erasure.deleted == []
+    assert sorted(store.objects) == sorted([mixed, only, other, manifest])  # every name the manifest gives is kept
+    assert gzip.decompress(store.objects[mixed]) == lines[1] + lines[2]  # the other lines' bytes, in order
+    assert gzip.decompress(store.objects[only]) == b""
+    assert {key: store.objects[key] for key in (other, manifest)} == untouched
+    # the old bytes were overwritten, never deleted, then purged as versions, without a second read
+    assert [call for call in store.calls if not call.startswith("create")] == [
+        f"overwrite {mixed}",
+        f"overwrite {only}",
+        f"purge {mixed} v1",
+        f"purge {only} v2",
+    ]
+    assert store.older == {}
+    assert erasure.versions.versions == 2
+
+
+def test_an_export_dry_run_counts_the_lines_and_old_versions_and_changes_nothing():
+    store = MemoryStore(versioned=True)
+    key = f"{EXPORT}data/a.json.gz"
+    store.create(key, gzip.compress(export_line("gone", 1) + export_line("kept", 2)))
+    store.overwrite(key, gzip.compress(export_line("gone", 3)), store.etag(key))  # an old version holding the fan
+    before = (dict(store.objects), {name: list(found) for name, found in store.older.items()})
+    store.calls.clear()
+
+    dry = erase_exports(store, "demand/exports/", ["gone"], dry_run=True)
+
+    assert (dry.rows, dry.versions.versions, dry.rewritten) == ({"gone": 1}, 1, [])
+    assert (dict(store.objects), {name: list(found) for name, found in store.older.items()}) == before
+    assert not any(call.startswith(("overwrite", "purge", "delete")) for call in store.calls)

@@ -32,11 +32,23 @@ def test_erasure_settings_are_optional_and_read_from_their_variables():
     assert settings.failure_bucket is None
     assert settings.quarantine_prefix == "demand/quarantine/"
     assert settings.snapshot_prefix == DEFAULT_SNAPSHOT_PREFIX
+    assert settings.exports_prefix == "demand/exports/"
     given = entry.load_curator_settings(
-        {**VALID, "ERASURE_SALT": " s3cret ", "FAILURE_BUCKET": "demand-failures", "QUARANTINE_PREFIX": "q/"}
+        {
+            **VALID,
+            "ERASURE_SALT": " s3cret ",
+            "FAILURE_BUCKET": "demand-failures",
+            "QUARANTINE_PREFIX": "q/",
+            "EXPORTS_PREFIX": "x/",
+        }
     )
-    assert (given.erasure_salt, given.failure_bucket, given.quarantine_prefix) == ("s3cret", "demand-failures", "q/")
-    assert set(entry.ERASURE_VARIABLES) == {"ERASURE_SALT", "FAILURE_BUCKET", "QUARANTINE_PREFIX"}
+    assert (given.erasure_salt, given.failure_bucket, given.quarantine_prefix, given.exports_prefix) == (
+        "s3cret",
+        "demand-failures",
+        "q/",
+        "x/",
+    )
+    assert set(entry.ERASURE_VARIABLES) == {"ERASURE_SALT", "FAILURE_BUCKET", "QUARANTINE_PREFIX", "EXPORTS_PREFIX"}
     assert set(entry.ERASURE_VARIABLES).isdisjoint(entry.ENVIRONMENT_VARIABLES)
 
 
@@ -64,6 +76,7 @@ def test_a_published_snapshot_is_read_from_its_variables():
         ({"CURATED_PREFIX": "demand/"}, "CURATED_PREFIX"),
         ({"FAILURE_BUCKET": "Not_A_Bucket"}, "FAILURE_BUCKET='Not_A_Bucket'"),
         ({"QUARANTINE_PREFIX": "quarantine"}, "QUARANTINE_PREFIX='quarantine'"),
+        ({"EXPORTS_PREFIX": "exports"}, "EXPORTS_PREFIX='exports'"),
         ({"SNAPSHOT_EXPORT_ID": "01774998000000-a1b2c3d4"}, "SNAPSHOT_EXPORT_TIME is required"),
         ({"SNAPSHOT_EXPORT_TIME": "2026-12-01T09:05:00Z"}, "SNAPSHOT_EXPORT_ID is required"),
         (

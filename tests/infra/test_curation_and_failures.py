@@ -107,6 +107,7 @@ def test_curator_environment_is_what_the_handler_reads(run: ProgramRun) -> None:
         **curator_environment(settings, settings.bucket_id, prefixes(), database),
         "FAILURE_BUCKET": failure_bucket,
         "QUARANTINE_PREFIX": "demand/quarantine/",
+        "EXPORTS_PREFIX": "demand/exports/",  # the backfill's exports, whose data files an erasure rewrites
         "ERASURE_SALT": PLAN_ERASURE_SALT,  # the stack's secret, as the CLI decrypts it
     }
     assert function.secret_inputs == ("environment",)  # the salt makes the engine encrypt the environment

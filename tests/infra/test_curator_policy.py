@@ -47,6 +47,7 @@ def test_raw_objects_are_read_and_deleted_and_written_only_where_an_erasure_rewr
         "EraseFromRawEvents": [f"{BUCKET}/demand/events/*"],
         "EraseFromSnapshots": [f"{BUCKET}/demand/snapshots/*"],
         "EraseFromQuarantine": [f"{BUCKET}/demand/quarantine/*"],
+        "EraseFromExports": [f"{BUCKET}/demand/exports/*"],
         "WriteCuratedTables": [f"{BUCKET}/curated/*"],
         "WriteErasureAudit": [f"{BUCKET}/erasure/audit/*"],
         "TrackErasureProgress": [f"{BUCKET}/erasure/progress/*"],
@@ -97,7 +98,14 @@ def test_listing_is_narrowed_to_the_prefixes_it_reads() -> None:
     assert listing["Resource"] == [BUCKET]
     assert listing["Condition"] == {
         "StringLike": {
-            "s3:prefix": ["demand/events/*", "curated/*", "demand/snapshots/*", "demand/quarantine/*", "erasure/*"]
+            "s3:prefix": [
+                "demand/events/*",
+                "curated/*",
+                "demand/snapshots/*",
+                "demand/quarantine/*",
+                "demand/exports/*",
+                "erasure/*",
+            ]
         }
     }
 
@@ -140,6 +148,7 @@ PLACES = [
     f"{BUCKET}/demand/events/*",
     f"{BUCKET}/demand/snapshots/*",
     f"{BUCKET}/demand/quarantine/*",
+    f"{BUCKET}/demand/exports/*",
     f"{FAILURES}/*",
 ]
 
@@ -159,3 +168,15 @@ def test_old_versions_are_listed_read_and_purged_only_where_erasure_searches() -
         },
     }
     assert statements["ListVersionsToErase"]["Condition"] == statements["ListRawCuratedAndSnapshots"]["Condition"]
+
+
+def test_export_data_files_are_read_overwritten_and_purged_never_deleted() -> None:
+    statements = _by_sid(_document())
+    on_exports = {
+        action
+        for statement in statements.values()
+        for action in statement["Action"]
+        if f"{BUCKET}/demand/exports/*" in statement["Resource"]
+    }
+    # the overwrite is a PutObject on the data file's own key; its old bytes are purged as a version
+    assert on_exports == {"s3:GetObject", "s3:PutObject", "s3:GetObjectVersion", "s3:DeleteObjectVersion"}

@@ -18,6 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 from boto3.dynamodb.types import TypeDeserializer
 
+from curator.erasure_objects import erase_exports
+from curator.store import S3Store
 from ops import backfill
 from ops.backfill import FileOutcome, check_counts, count_lines, manifest_item_counts
 from sandbox.changes import DemandGenerator, to_dynamodb_json
@@ -165,6 +167,45 @@ def test_rerun_of_the_same_export_adds_no_rows(local: LocalAws, first_run: dict[
     quarantine_folder = first_run["quarantine"][0].rsplit("/", 1)[0] + "/"
     assert _keys(s3, bucket, quarantine_folder) == first_run["quarantine"]
     assert {key: s3.head_object(Bucket=bucket, Key=key)["ETag"] for key in first_run["snapshots"]} == etags
+
+
+def test_a_rerun_after_an_erasure_rewrote_the_data_file_still_says_complete_and_adds_nothing(
+    local: LocalAws, first_run: dict[str, Any], capsys
+):
+    # GIVEN the export's data file rewritten in place without a fan's lines, as an erasure does (moto writes no
+    # manifest: the rerun must not take the file's fewer lines for its item count)
+    s3 = local.client("s3")
+    bucket = local.outputs.bucket_name
+    prefix = _export_prefix(first_run)
+    data_key = next(key for key in _keys(s3, bucket, prefix) if "/data/" in key)
+    lines = gzip.decompress(s3.get_object(Bucket=bucket, Key=data_key)["Body"].read()).splitlines()
+    fan = json.loads(lines[0])["Item"]["sk"]["S"].removeprefix("FAN#")
+    erased = erase_exports(S3Store(bucket, client=s3), "demand/exports/", [fan])
+    assert erased.rewritten == [data_key]
+    after = gzip.decompress(s3.get_object(Bucket=bucket, Key=data_key)["Body"].read()).splitlines()
+    assert len(after) == len(lines) - erased.rows[fan] < len(lines)
+    etags = {key: s3.head_object(Bucket=bucket, Key=key)["ETag"] for key in first_run["snapshots"]}
+    capsys.readouterr()
+
+    # WHEN the same export is back-filled again
+    arn = _export_arn(first_run["output"])
+    status = backfill.main(["dev1", "--export-arn", arn, "--max-quarantined-percent", "10"])
+
+    # THEN it is complete with the counts of the first run, and no object is added or rewritten
+    output = capsys.readouterr().out
+    assert status == 0, output
+    assert "(1 files already done)" in output
+    assert "counts match" in output
+    assert f"{len(lines):,} items: " in output
+    folder = first_run["snapshots"][0].rsplit("/", 1)[0] + "/"
+    assert _keys(s3, bucket, folder) == first_run["snapshots"]
+    assert {key: s3.head_object(Bucket=bucket, Key=key)["ETag"] for key in first_run["snapshots"]} == etags
+
+
+def _export_prefix(first_run: dict[str, Any]) -> str:
+    """``demand/exports/<request time>/``: the first run's export, from the data file its output names."""
+    line = next(line for line in first_run["output"].splitlines() if " data files under s3://" in line)
+    return line.split(" data files under s3://", 1)[1].split("/", 1)[1].split(":")[0]
 
 
 def test_missing_data_file_is_caught_by_the_count_check(local: LocalAws, first_run: dict[str, Any], capsys):

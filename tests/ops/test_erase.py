@@ -142,9 +142,9 @@ def test_status_lists_pending_and_completed_and_flags_the_overdue(aws: None, out
         done,
         "salt",
         completed_at=NOW - timedelta(days=3) + timedelta(minutes=7),
-        rows_removed={"registration_changes": 9, "registrations": 2, "raw_events": 4, "quarantine": 1},
+        rows_removed={"registration_changes": 9, "registrations": 2, "raw_events": 4, "quarantine": 1, "exports": 3},
         snapshots={"registration_changes": {"before": 11, "after": 12}, "registrations": {"before": 21, "after": 22}},
-        versions_purged={"registration_changes": 30, "raw_events": 2, "failures": 1},
+        versions_purged={"registration_changes": 30, "raw_events": 2, "failures": 1, "exports": 2},
     )
     s3.put_object(Bucket=BUCKET, Key=audit.key, Body=audit.to_json())
     s3.delete_object(Bucket=BUCKET, Key=done.key)  # the curator deletes a request once its audit is written
@@ -158,9 +158,9 @@ def test_status_lists_pending_and_completed_and_flags_the_overdue(aws: None, out
         "completed  20260427T120000Z-0000000c  filed 2026-04-27 12:00Z  completed 2026-04-27 12:07Z  took 0d 00h"
         "  fans 2",
         "           rows removed: registration_changes 9, registrations 2, raw_events 4, snapshots 0, quarantine 1,"
-        " failures 0",
+        " failures 0, exports 3",
         "           old versions purged: registration_changes 30, registrations 0, raw_events 2, snapshots 0,"
-        " quarantine 0, failures 1",
+        " quarantine 0, failures 1, exports 2",
         "           snapshots: registration_changes 11 -> 12; registrations 21 -> 22",
         "pending    20260430T070000Z-0000000b  filed 2026-04-30 07:00Z  age 0d 05h  due 2026-05-25",
     ]
@@ -240,6 +240,7 @@ def test_a_table_not_created_yet_counts_zero_and_says_so() -> None:
         ("snapshots", 0, 0, ""),
         ("quarantine", 0, 0, ""),
         ("failures", 0, 0, ""),
+        ("exports", 0, 0, ""),
     ]
     not_yet = "  registration_changes          0 rows        0 objects read in Iceberg table (not created yet)"
     assert counts[0].line() == not_yet
@@ -306,6 +307,14 @@ def test_the_dry_run_counts_every_place_and_changes_nothing(
         old_batch = {"payload": {"Records": [{"kinesis": {"data": _kinesis_data(who)}}]}}
         s3.put_object(Bucket=failures, Key=f"aws/lambda/replayed/{who}", Body=json.dumps(old_batch))
         s3.delete_object(Bucket=failures, Key=f"aws/lambda/replayed/{who}")
+    # the export the backfill read: a data file with the fan in two lines, and an old version of one that held it
+    export = "demand/exports/20260331T230000000000Z/AWSDynamoDB/01700000000000-abcdef12/"
+    items = [json.dumps({"Item": {"sk": {"S": f"FAN#{who}"}}}) for who in (fan, "other", fan, f"{fan}x")]
+    s3.put_object(Bucket=bucket, Key=f"{export}data/a.json.gz", Body=gzip.compress("\n".join(items).encode()))
+    for who in (fan, "other"):
+        body = gzip.compress(json.dumps({"Item": {"sk": {"S": f"FAN#{who}"}}}).encode())
+        s3.put_object(Bucket=bucket, Key=f"{export}data/b.json.gz", Body=body)
+    s3.put_object(Bucket=bucket, Key=f"{export}manifest-summary.json", Body=json.dumps({"itemCount": 5}).encode())
     # a table file retention deleted: under the table's location every old version is purged, unread
     s3.put_object(Bucket=bucket, Key="curated/registration_changes/data/retired.parquet", Body=b"old file")
     s3.delete_object(Bucket=bucket, Key="curated/registration_changes/data/retired.parquet")
@@ -332,7 +341,7 @@ def test_the_dry_run_counts_every_place_and_changes_nothing(
     assert (in_changes, in_raw, in_state.count(fan) >= 1) == (in_raw, in_changes, True)
     role = "the local CI role prd3292-qa1-gitlab-ci"
     assert out[0] == f"dry run: stack qa1, 2 fans, acting as {role}; rows the erasure would remove:"
-    counted = {line.split()[0]: int(line.split()[1].replace(",", "")) for line in out[1:7]}
+    counted = {line.split()[0]: int(line.split()[1].replace(",", "")) for line in out[1:8]}
     assert counted == {
         "registration_changes": in_changes,
         "registrations": in_state.count(fan),
@@ -340,18 +349,20 @@ def test_the_dry_run_counts_every_place_and_changes_nothing(
         "snapshots": in_snapshot,
         "quarantine": 2,
         "failures": 1,
+        "exports": 2,
     }
-    old_versions = {line.split()[0]: line.partition(", ")[2] for line in out[1:7]}
+    old_versions = {line.split()[0]: line.partition(", ")[2] for line in out[1:8]}
     assert old_versions == {
         **{table: f"{count} old versions to purge" if count else "" for table, count in table_versions.items()},
         "raw_events": "",
         "snapshots": "",
         "quarantine": "1 old versions to purge",
         "failures": "1 old versions to purge",
+        "exports": "1 old versions to purge",
     }
-    total = in_changes + in_state.count(fan) + in_raw + in_snapshot + 2 + 1
-    versions = sum(table_versions.values()) + 2
-    assert out[7].startswith(f"total {total:,} rows, and {versions:,} old versions to purge; nothing changed")
+    total = in_changes + in_state.count(fan) + in_raw + in_snapshot + 2 + 1 + 2
+    versions = sum(table_versions.values()) + 3
+    assert out[8].startswith(f"total {total:,} rows, and {versions:,} old versions to purge; nothing changed")
 
 
 def test_make_passes_the_exit_status_and_names_a_missing_fans_file(tmp_path: Path) -> None:

@@ -398,6 +398,9 @@ def test_the_demo_erases_a_fan_and_prints_the_search_of_every_object(run: Run) -
     removed = sum(state.audit.rows_removed.values())
     assert removed > 0
     assert state.audit.rows_removed["registration_changes"] > 0
+    # a fan with rows in both the stream and the export the backfill read (and its snapshot)
+    assert state.audit.rows_removed["exports"] > 0
+    assert state.audit.rows_removed["snapshots"] > 0
     assert f"  after curator run 3: completed, {removed:,} rows removed" in run.text
     assert erasure.found == []
     assert "  found nowhere" in run.text

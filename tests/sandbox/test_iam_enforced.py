@@ -10,6 +10,8 @@ whatever the caller may list), the policy documents are checked directly.
 from __future__ import annotations
 
 import fnmatch
+import gzip
+import json
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -101,7 +103,7 @@ def test_the_previews_bucket_patterns_cover_this_stacks_data_buckets(aws: LocalA
 # -- no function role writes outside its prefixes -------------------------------------------------------------
 OUTSIDE = {
     "processor": ["snapshots", "exports", "athena results", "artifacts"],
-    "curator": ["exports", "artifacts", "erasure requests"],
+    "curator": ["artifacts", "erasure requests"],
     "backfill": ["events", "quarantine", "exports", "failure bucket", "artifacts", "erasure requests", "erasure audit"],
     "ci": [
         "events",
@@ -144,8 +146,18 @@ def test_a_role_writes_nowhere_outside_its_prefixes(aws: LocalAws, role: str):
 
 INSIDE = {
     "processor": ["events", "quarantine", "failure bucket"],
-    # an erasure rewrites raw objects, snapshots, quarantine lines and failed batches; the curator writes the audit
-    "curator": ["curated", "events", "quarantine", "snapshots", "failure bucket", "erasure audit", "erasure progress"],
+    # an erasure rewrites raw objects, snapshots, quarantine lines, failed batches and export data files (those in
+    # place); the curator writes the audit
+    "curator": [
+        "curated",
+        "events",
+        "quarantine",
+        "snapshots",
+        "failure bucket",
+        "exports",
+        "erasure audit",
+        "erasure progress",
+    ],
     "backfill": ["snapshots"],
     "ci": ["erasure requests"],  # make erase files a request, and writes nothing else
 }
@@ -202,7 +214,7 @@ def _version_ids(aws: LocalAws, bucket: str, key: str) -> list[str]:
 
 def test_the_curator_lists_reads_and_purges_old_versions_only_where_an_erasure_searches(aws: LocalAws):
     curator = aws.client("s3", role="curator")
-    for kind in ("events", "quarantine", "snapshots", "failure bucket"):
+    for kind in ("events", "quarantine", "snapshots", "failure bucket", "exports"):
         bucket, key, version_id = _old_version(aws, kind)
         listed = curator.list_object_versions(Bucket=bucket, Prefix=key)
         assert [item["VersionId"] for item in listed["Versions"]] == [version_id], kind
@@ -214,7 +226,7 @@ def test_the_curator_lists_reads_and_purges_old_versions_only_where_an_erasure_s
         bucket, key, version_id = _old_version(aws, kind)
         curator.delete_object(Bucket=bucket, Key=key, VersionId=version_id)
         assert _version_ids(aws, bucket, key) == [], kind
-    for kind in ("exports", "artifacts", "erasure audit"):
+    for kind in ("artifacts", "erasure audit"):
         bucket, key, version_id = _old_version(aws, kind)
         error = _denied(
             aws,
@@ -229,7 +241,7 @@ def test_the_curator_lists_reads_and_purges_old_versions_only_where_an_erasure_s
 
 def test_the_operator_role_reads_old_versions_for_its_dry_run_and_never_purges_one(aws: LocalAws):
     ci = aws.client("s3", role="ci")
-    for kind in ("events", "failure bucket"):
+    for kind in ("events", "failure bucket", "exports"):
         bucket, key, version_id = _old_version(aws, kind)
         assert [item["VersionId"] for item in ci.list_object_versions(Bucket=bucket, Prefix=key)["Versions"]] == [
             version_id
@@ -406,11 +418,16 @@ def test_an_erasure_runs_as_the_curator_role_with_nothing_denied_and_purges_the_
     batch = "aws/lambda/replayed/batch"
     admin.put_object(Bucket=failures, Key=batch, Body=failed_batch((fan, 41)))
     admin.delete_object(Bucket=failures, Key=batch)
+    # an export data file naming the fan among another fan's item, rewritten in place
+    layout = aws.names.prefixes
+    exports = f"{layout.exports}erasure-as-role/"
+    export_key = f"{exports}20260101T000000Z/AWSDynamoDB/01700000000000-abcdef12/data/a.json.gz"
+    items = [json.dumps({"Item": {"sk": {"S": f"FAN#{who}"}}}).encode() + b"\n" for who in (fan, "fan-kept")]
+    admin.put_object(Bucket=bucket, Key=export_key, Body=gzip.compress(b"".join(items)))
     request = ErasureRequest.new((fan,), now=HOUR)
     admin.put_object(Bucket=bucket, Key=request.key, Body=request.to_json(), IfNoneMatch="*")
     _roles(aws).denials.clear()
 
-    layout = aws.names.prefixes
     result = _curator_as_its_role(
         aws,
         erasure_salt="local-salt",
@@ -418,6 +435,7 @@ def test_an_erasure_runs_as_the_curator_role_with_nothing_denied_and_purges_the_
         # places of their own: earlier tests left unreadable objects ("{}") in the shared ones
         snapshot_prefix=f"{layout.snapshots}erasure-as-role/",
         quarantine_prefix=f"{layout.quarantine}erasure-as-role/",
+        exports_prefix=exports,
     ).run()
 
     assert _roles(aws).denials == []
@@ -427,6 +445,10 @@ def test_an_erasure_runs_as_the_curator_role_with_nothing_denied_and_purges_the_
     assert result.erasure.versions_purged["raw_events"] == 1
     assert result.erasure.versions_purged["failures"] == 1
     assert result.erasure.versions_purged["registration_changes"] > 0  # the data file rewritten without the fan
+    assert (result.erasure.rows_removed["exports"], result.erasure.versions_purged["exports"]) == (1, 1)
+    listed = admin.list_object_versions(Bucket=bucket, Prefix=export_key)
+    assert [item["IsLatest"] for item in listed.get("Versions", [])] == [True]  # the old bytes purged
+    assert gzip.decompress(admin.get_object(Bucket=bucket, Key=export_key)["Body"].read()) == items[1]
     for where, key in ((bucket, raw_key), (failures, batch), (bucket, request.key)):
         listed = admin.list_object_versions(Bucket=where, Prefix=key)
         assert [*listed.get("Versions", []), *listed.get("DeleteMarkers", [])] == [], key
@@ -512,7 +534,14 @@ def test_the_curator_lists_only_the_prefixes_it_reads():
         )
     )
     condition = statements["ListRawCuratedAndSnapshots"]["Condition"]
-    prefixes = ["demand/events/*", "curated/*", "demand/snapshots/*", "demand/quarantine/*", "erasure/*"]
+    prefixes = [
+        "demand/events/*",
+        "curated/*",
+        "demand/snapshots/*",
+        "demand/quarantine/*",
+        "demand/exports/*",
+        "erasure/*",
+    ]
     assert condition == {"StringLike": {"s3:prefix": prefixes}}
 
 
