@@ -369,8 +369,8 @@ def stored_versions(copy: LakeCopy) -> int:
 
 def test_each_copy_differs_from_the_one_before_by_its_call(counted: Erasure):
     """A copy is taken right after its call, not before it nor after a later one: a put adds a key (or, overwriting
-    an export file, a version), a delete removes one, a purge removes one version, an ``UpdateTable`` changes a table's metadata location and no
-    object."""
+    an export file, a version), a delete removes one, a purge removes one version, an ``UpdateTable`` changes a
+    table's metadata location and no object."""
     copies = [counted.copy, *counted.after]
     filed = (counted.planted.lake.bucket, counted.request.key)  # after the planted copy, before the run
     for at, call in enumerate(counted.calls, start=1):
