@@ -137,9 +137,12 @@ def test_a_stack_that_creates_its_stream_needs_the_name_free_and_versioned_bucke
     settings = settings_from_stack_file("prod1")
     with local_aws("prod1") as aws:
         # The local AWS made prod1's stream without tags, as if another system owned the name.
+        # The local AWS versions the bucket and expires noncurrent versions as the program does: the owner's bucket
+        # here is versioned without that rule.
         aws.client("s3").put_bucket_versioning(
             Bucket=aws.outputs.bucket_name, VersioningConfiguration={"Status": "Enabled"}
         )
+        aws.client("s3").delete_bucket_lifecycle(Bucket=aws.outputs.bucket_name)
         results = {result.name: result for result in Preflight(settings, aws.session()).run()}
 
     assert results["stream"].outcome == "FAIL"
