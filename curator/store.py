@@ -99,6 +99,20 @@ def _error_code(error: Exception) -> tuple[str, int]:
     return code, status
 
 
+def _unless_precondition_fails(call: Any, *, gone_fails_too: bool = True) -> bool:
+    """Run a conditional request: True when it was applied, False when its condition failed (the object changed,
+    already exists or, with ``gone_fails_too``, is gone); any other error is raised."""
+    try:
+        call()
+    except Exception as error:
+        code, status = _error_code(error)
+        codes, statuses = (_CONFLICT_CODES, (404, 409, 412)) if gone_fails_too else (_EXISTS_CODES, (409, 412))
+        if code in codes or status in statuses:
+            return False
+        raise
+    return True
+
+
 @dataclass
 class S3Store:
     """``ObjectStore`` on one S3 bucket; the client is created on first use (``AWS_ENDPOINT_URL`` honoured)."""
@@ -144,37 +158,23 @@ class S3Store:
 
     def delete(self, key: str, etag: str) -> bool:
         """Conditional DeleteObject (``If-Match``)."""
-        try:
-            self._client().delete_object(Bucket=self.bucket, Key=key, IfMatch=etag)
-        except Exception as error:
-            code, status = _error_code(error)
-            if code in _CONFLICT_CODES or status in (404, 409, 412):
-                return False
-            raise
-        return True
+        return _unless_precondition_fails(
+            lambda: self._client().delete_object(Bucket=self.bucket, Key=key, IfMatch=etag)
+        )
 
     def create(self, key: str, body: bytes) -> bool:
         """Conditional PutObject (``If-None-Match: *``): a write-once object, durable when this returns True."""
-        try:
-            self._client().put_object(Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*")
-        except Exception as error:
-            code, status = _error_code(error)
-            if code in _EXISTS_CODES or status in (409, 412):
-                return False
-            raise
-        return True
+        return _unless_precondition_fails(
+            lambda: self._client().put_object(Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*"),
+            gone_fails_too=False,
+        )
 
     def overwrite(self, key: str, body: bytes, etag: str) -> bool:
         """Conditional PutObject (``If-Match``): the new bytes replace the old atomically; on a versioned bucket the
         old ones stay as a noncurrent version (erasure purges it)."""
-        try:
-            self._client().put_object(Bucket=self.bucket, Key=key, Body=body, IfMatch=etag)
-        except Exception as error:
-            code, status = _error_code(error)
-            if code in _CONFLICT_CODES or status in (404, 409, 412):
-                return False
-            raise
-        return True
+        return _unless_precondition_fails(
+            lambda: self._client().put_object(Bucket=self.bucket, Key=key, Body=body, IfMatch=etag)
+        )
 
     def versions(self, prefix: str) -> builtins.list[ObjectVersion]:
         """``ListObjectVersions`` (paginated): versions and delete markers, by key, the current one first."""
