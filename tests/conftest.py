@@ -53,3 +53,10 @@ def target(request: pytest.FixtureRequest) -> Target:
     else:
         return chosen
     pytest.fail(problem, pytrace=False)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules holding a slow test run first (each module's tests still together and in order): a long test
+    started near the end would leave the other workers idle while it finishes."""
+    slow = {item.path for item in items if item.get_closest_marker("slow") is not None}
+    items[:] = sorted(items, key=lambda item: item.path not in slow)

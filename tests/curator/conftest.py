@@ -134,15 +134,6 @@ class CuratedLake:
         """A catalog of its own (for a test that patches or instruments one)."""
         return new_catalog(self.endpoint_url)
 
-    def with_fresh_names(self, clock: Clock | None = None) -> CuratedLake:
-        """Another bucket and Glue database on the same server, sharing clients and catalog."""
-        suffix = uuid.uuid4().hex[:12]
-        bucket = f"curated-{suffix}"
-        self.s3.create_bucket(Bucket=bucket)
-        return CuratedLake(
-            self.endpoint_url, self.s3, self.glue, bucket, f"curated_{suffix}", clock or Clock(), self.catalog()
-        )
-
     def store(self) -> S3Store:
         return S3Store(self.bucket, client=self.s3)
 

@@ -1,19 +1,21 @@
 """A crash after each S3 and catalog call of a run, then a rerun: no change lost, none duplicated, the state equal
-to the brute-force latest state, and raw objects deleted only once covered."""
+to the brute-force latest state, and raw objects deleted only once covered.
+
+The lake is prepared once per module (FIRST curated; late, fresh and re-delivered rows written after it; the clock
+past FIRST's grace period). The run that counts the changing calls copies the lake right after each of them
+(``copied_after_each_call``): what a process killed there leaves. Each crash point restores its copy in place and
+reruns; two points also crash for real (``Crash`` raised in the run, on the prepared lake restored).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import boto3
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from pyiceberg.io.pyarrow import PyArrowFile, PyArrowFileIO
 
 from curator.curation import Curator
 from curator.store import S3Store
@@ -25,136 +27,27 @@ from tests.curator.conftest import (
     CuratedLake,
     generated_rows,
     latest_state,
-    new_catalog,
     new_lake,
     state_of,
 )
+from tests.curator.crash_harness import (
+    CopiedRun,
+    Crash,
+    CrashPlan,
+    Instrumented,
+    copied_after_each_call,
+    copies_differ_by_their_calls,
+    crash_plan,
+    instrumented,
+)
+from tests.curator.lake_copy import LakeCopy
+
+__all__ = ["crash_plan", "instrumented"]  # the crash harness's fixtures
+
+#: One worker runs the module: the prepared lake and its copies (``counted``) are made once, not once per worker.
+pytestmark = pytest.mark.xdist_group("curation_crashes")
 
 NEXT_HOUR = HOUR + timedelta(hours=1)
-
-
-class Crash(BaseException):
-    """The process dies here (nothing after this point of the run happens)."""
-
-
-# Calls that change something. A crash after a read leaves what a crash after the change before it leaves,
-# so only these are crash points (every table file write and delete is one too).
-_CHANGING = frozenset({"PutObject", "DeleteObject", "CopyObject", "CreateDatabase", "CreateTable", "UpdateTable"})
-
-
-@dataclass
-class CrashPlan:
-    """Counts the run's changing calls to S3 (raw store and table files) and Glue; raises ``Crash`` right after
-    call ``at``."""
-
-    at: int | None = None
-    calls: list[str] = field(default_factory=list)
-    armed: bool = False
-
-    def tick(self, name: str) -> None:
-        if not self.armed:
-            return
-        self.calls.append(name)
-        if self.at is not None and len(self.calls) == self.at:
-            self.armed = False
-            raise Crash(name)
-
-
-@dataclass
-class Instrumented:
-    """A catalog and an S3 client whose changing calls report to ``plan`` (built once per module: a catalog
-    costs a quarter of a second), and the plan of the test in progress."""
-
-    catalog: Any
-    s3: Any
-    plan: CrashPlan = field(default_factory=CrashPlan)
-
-
-@contextmanager
-def file_writes_reporting(instrumented: Instrumented) -> Iterator[None]:
-    """Every table file written or deleted (through pyiceberg's file IO) reports to the current plan."""
-    real_create, real_delete = PyArrowFile.create, PyArrowFileIO.delete
-
-    def create(self: PyArrowFile, overwrite: bool = False) -> Any:
-        stream = real_create(self, overwrite=overwrite)
-        real_close = stream.close
-
-        class Closing:
-            def __getattr__(self, name: str) -> Any:
-                return getattr(stream, name)
-
-            def __enter__(self) -> Any:
-                return self
-
-            def __exit__(self, *exc: object) -> None:
-                self.close()
-
-            def close(self) -> None:
-                real_close()
-                instrumented.plan.tick(f"s3 put {kind_of(self_location)}")
-
-        self_location = self.location
-        return Closing()
-
-    def delete(self: PyArrowFileIO, location: Any) -> None:
-        real_delete(self, location)
-        instrumented.plan.tick(f"s3 delete {kind_of(str(location))}")
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(PyArrowFile, "create", create)
-        patch.setattr(PyArrowFileIO, "delete", delete)
-        yield
-
-
-@pytest.fixture(scope="module")
-def instrumented(aws_server: MotoProcess) -> Instrumented:
-    catalog = new_catalog(aws_server.endpoint_url)
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=aws_server.endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    result = Instrumented(catalog, s3)
-    s3.meta.events.register("after-call.s3", lambda **kw: tick_if_changing(result.plan, "s3", kw))
-    catalog.glue.meta.events.register("after-call.glue", lambda **kw: tick_if_changing(result.plan, "glue", kw))
-    return result
-
-
-@pytest.fixture
-def crash_plan(instrumented: Instrumented) -> Iterator[CrashPlan]:
-    instrumented.plan = CrashPlan()
-    with file_writes_reporting(instrumented):
-        yield instrumented.plan
-    instrumented.plan = CrashPlan()
-
-
-def kind_of(location: str) -> str:
-    """What a table file is (names hold random ids, so runs are compared by kind and table)."""
-    table = REGISTRATIONS_TABLE if f"/{REGISTRATIONS_TABLE}/" in location else CHANGES_TABLE
-    name = location.rsplit("/", 1)[-1]
-    if "/data/" in location:
-        kind = "data file"
-    elif name.startswith("curator-ledger-"):
-        kind = "ledger"
-    elif name.startswith("snap-"):
-        kind = "manifest list"
-    elif name.endswith(".metadata.json"):
-        kind = "metadata"
-    else:
-        kind = "manifest"
-    return f"{table} {kind}"
-
-
-def tick_if_changing(plan: CrashPlan, service: str, call: dict[str, Any]) -> None:
-    """A changing call that succeeded is a crash point. One that failed (``CreateDatabase`` of a database that
-    exists) changed nothing: a crash after it leaves what a crash after the call before it leaves. A
-    ``DeleteObject`` of one version (a purge) is ``s3 DeleteObject version``."""
-    status = call["http_response"].status_code
-    if call["model"].name in _CHANGING and status < 300:
-        purge = call["model"].name == "DeleteObject" and "versionId=" in call["http_response"].url
-        plan.tick(f"{service} {call['model'].name}" + (" version" if purge else ""))
 
 
 def crashable(lake: CuratedLake, instrumented: Instrumented) -> Curator:
@@ -181,19 +74,23 @@ LATE = two_events(generated_rows(16, shard_id=OTHER_SHARD, seed=2))
 FRESH = two_events(generated_rows(12, hour=NEXT_HOUR, seed=3))
 REDELIVERED = FIRST.slice(0, 6)
 EVERYTHING = pa.concat_tables([FIRST, LATE, FRESH])
-#: Crash points are shared out among this many tests (so that parallel workers share them).
+#: Crash points are shared out among this many tests (each reports its own points' failures).
 PARTS = 4
 
 
-def crash_then_rerun(lake: CuratedLake, instrumented: Instrumented) -> str | None:
-    """Curate FIRST; then write late, fresh and re-delivered rows and run with the plan armed; then rerun."""
-    plan = instrumented.plan
+def prepare(lake: CuratedLake) -> None:
+    """Curate FIRST; then, FIRST's raw object past the grace period, write late, fresh and re-delivered rows."""
     lake.write(FIRST)
     lake.curator().run()
-    lake.clock.advance(minutes=20)  # FIRST's raw object is past the grace period: this run deletes it
+    lake.clock.advance(minutes=20)  # FIRST's raw object is past the grace period: the next run deletes it
     lake.write(LATE)
     lake.write(FRESH, hour=NEXT_HOUR)
     lake.write(REDELIVERED)
+
+
+def crash_then_rerun(lake: CuratedLake, instrumented: Instrumented) -> str | None:
+    """Run with the plan armed, then rerun."""
+    plan = instrumented.plan
     crashed: str | None = None
     curator = crashable(lake, instrumented)
     plan.armed = True
@@ -226,22 +123,39 @@ def test_the_data_reaches_every_kind_of_change():
     assert set(LATE.column("shard_id").to_pylist()).isdisjoint(FIRST.column("shard_id").to_pylist())
 
 
+def copy_of(lake: CuratedLake, previous: LakeCopy | None = None) -> LakeCopy:
+    return LakeCopy.save(lake.s3, lake.glue, (lake.bucket,), lake.database, lake.clock, previous=previous)
+
+
+@dataclass
+class Curation:
+    """The lake prepared once per module, its copy as prepared, and the changing calls of its run when nothing
+    crashes with a copy of the lake right after each."""
+
+    lake: CuratedLake
+    copy: LakeCopy
+    run: CopiedRun
+
+
 @pytest.fixture(scope="module")
-def counted_calls(
+def counted(
     aws_server: MotoProcess, session_clients: tuple[Any, Any], session_catalog: Any, instrumented: Instrumented
-) -> list[str]:
-    """The changing calls of the run when nothing crashes (the same in every fresh lake): counted once."""
+) -> Curation:
     lake = new_lake(aws_server, session_clients, session_catalog)
-    instrumented.plan = plan = CrashPlan()
-    with file_writes_reporting(instrumented):
+    prepare(lake)
+    prepared = copy_of(lake)
+
+    def run(plan: CrashPlan) -> None:
         assert crash_then_rerun(lake, instrumented) is None
-    instrumented.plan = CrashPlan()
+
+    copied = copied_after_each_call(instrumented, lambda previous: copy_of(lake, previous), run)
     assert_exactly_once(lake, "nowhere")
-    return list(plan.calls)
+    return Curation(lake, prepared, copied)
 
 
-def test_a_run_without_a_crash_makes_every_kind_of_changing_call(counted_calls: list[str]):
-    assert len(counted_calls) >= 10, counted_calls
+def test_a_run_without_a_crash_makes_every_kind_of_changing_call(counted: Curation):
+    calls = counted.run.calls
+    assert len(calls) >= 10, calls
     for expected in (
         "glue UpdateTable",
         "s3 DeleteObject",
@@ -251,25 +165,50 @@ def test_a_run_without_a_crash_makes_every_kind_of_changing_call(counted_calls: 
         f"s3 put {REGISTRATIONS_TABLE} data file",
         f"s3 put {REGISTRATIONS_TABLE} metadata",
     ):
-        assert expected in counted_calls, (expected, counted_calls)
+        assert expected in calls, (expected, calls)
+    assert len(counted.run.after) == len(calls)
+
+
+def test_each_copy_differs_from_the_one_before_by_its_call(counted: Curation):
+    copies_differ_by_their_calls(counted.copy, counted.run)
+
+
+def assert_cleaned_up(lake: CuratedLake, where: str) -> None:
+    """Later runs past the grace period delete every covered raw object and change no row."""
+    lake.clock.advance(minutes=20)
+    lake.curator().run()
+    assert lake.raw_keys() == [], where
+    assert_exactly_once(lake, f"the cleanup after {where}")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("part", range(PARTS))
-def test_a_crash_after_any_call_then_a_rerun_loses_and_duplicates_nothing(
-    part: int, lake: CuratedLake, instrumented: Instrumented, crash_plan: CrashPlan, counted_calls: list[str]
-):
-    """Crash points ``part + 1``, ``part + 1 + PARTS``, ...: together the parts crash after every call."""
-    points = range(part + 1, len(counted_calls) + 1, PARTS)
+def test_a_crash_after_any_call_then_a_rerun_loses_and_duplicates_nothing(part: int, counted: Curation):
+    """Crash points ``part + 1``, ``part + 1 + PARTS``, ...: together the parts crash after every call. Each starts
+    from the lake as the run left it right after its call."""
+    calls, lake = counted.run.calls, counted.lake
+    points = range(part + 1, len(calls) + 1, PARTS)
     assert len(points) > 0
     for at in points:
+        counted.run.after[at - 1].restore()
+        lake.curator().run()
+        where = f"call {at} ({calls[at - 1]})"
+        assert_exactly_once(lake, where)
+        assert_cleaned_up(lake, where)
+
+
+@pytest.mark.slow
+def test_a_real_crash_then_a_rerun_loses_and_duplicates_nothing(
+    counted: Curation, instrumented: Instrumented, crash_plan: CrashPlan
+):
+    """On the prepared lake restored: a crash after the first commit, and after the last call (the restored lake's
+    run makes every call the counted run made, in order)."""
+    calls, lake = counted.run.calls, counted.lake
+    for at in (calls.index("glue UpdateTable") + 1, len(calls)):
+        counted.copy.restore()
         crash_plan.at, crash_plan.calls = at, []
-        crashed_lake = lake.with_fresh_names()
-        crashed = crash_then_rerun(crashed_lake, instrumented)
-        assert crashed == counted_calls[at - 1]
-        assert_exactly_once(crashed_lake, f"call {at} ({crashed})")
-        # Later runs past the grace period delete every covered raw object and change no row.
-        crashed_lake.clock.advance(minutes=20)
-        crashed_lake.curator().run()
-        assert crashed_lake.raw_keys() == []
-        assert_exactly_once(crashed_lake, f"the cleanup after call {at}")
+        crashed = crash_then_rerun(lake, instrumented)
+        assert crash_plan.calls == calls[:at]
+        assert crashed == calls[at - 1]
+        assert_exactly_once(lake, f"call {at} ({crashed})")
+        assert_cleaned_up(lake, f"call {at}")

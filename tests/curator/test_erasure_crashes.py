@@ -13,25 +13,31 @@ calls (the suite's time: a rerun costs about 2-3 s); ``DMD_ERASURE_CRASH_EVERY_C
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 import pytest
-from pyiceberg.io.pyarrow import PyArrowFile
 
 from curator.erasure_requests import AUDIT_PREFIX, REQUESTS_PREFIX, AuditRecord, ErasureRequest
 from curator.tables import CHANGES_TABLE, REGISTRATIONS_TABLE
 from sandbox.server import MotoProcess
 from tests.curator.conftest import CuratedLake, latest_state, new_lake, state_of
+from tests.curator.crash_harness import (
+    CopiedRun,
+    Crash,
+    CrashPlan,
+    Instrumented,
+    copied_after_each_call,
+    copies_differ_by_their_calls,
+    crash_plan,
+    file_writes_reporting,
+    instrumented,
+)
 from tests.curator.erasure_lake import ERASED, PlantedLake, find_bytes, normalized, plant
 from tests.curator.lake_copy import LakeCopy
-from tests.curator.test_crashes import Crash, CrashPlan, Instrumented, file_writes_reporting, instrumented
 
-__all__ = ["instrumented"]  # the crash harness's fixture, shared with the curation crash tests
+__all__ = ["crash_plan", "instrumented"]  # the crash harness's fixtures
 
 #: One worker runs the module: the planted lake and its copies (``counted``) are made once, not once per worker
 #: (each a plant, an erasure run and 72 copies: 10-20 s); the module's ~2 minutes still fit beside the others.
@@ -116,71 +122,6 @@ def assert_erased(
     assert dict(audit.rows_removed) == expected, where
 
 
-@dataclass
-class CopyingPlan(CrashPlan):
-    """Counts the changing calls like ``CrashPlan``, and copies the lake right after each one (one call's tick at a
-    time: a run's threads may tick together)."""
-
-    planted: PlantedLake | None = None
-    copies: list[LakeCopy] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def tick(self, name: str) -> None:
-        with self._lock:
-            armed = self.armed
-            super().tick(name)
-            if armed and self.planted is not None:
-                self.copies.append(copy_of(self.planted, previous=self.copies[-1] if self.copies else None))
-
-
-#: How long a table file write waits for the one in progress before it goes ahead anyway (a thread writing two
-#: files at once would otherwise wait for itself); the copies' test then finds the two in one copy.
-_WRITE_WAIT_SECONDS = 10.0
-
-
-@contextmanager
-def one_file_write_at_a_time() -> Iterator[None]:
-    """Table files are written one at a time, each reported before the next starts (pyiceberg writes a snapshot's
-    manifests in parallel), so the copy after one file holds no file written after it. Applied over
-    ``file_writes_reporting``."""
-    lock = threading.Lock()
-    reporting_create = PyArrowFile.create
-
-    class Releasing:
-        def __init__(self, stream: Any, locked: bool) -> None:
-            self._stream, self._locked = stream, locked
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self._stream, name)
-
-        def __enter__(self) -> Any:
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            self.close()
-
-        def close(self) -> None:
-            try:
-                self._stream.close()
-            finally:
-                if self._locked:
-                    self._locked = False
-                    lock.release()
-
-    def create(self: PyArrowFile, overwrite: bool = False) -> Any:
-        locked = lock.acquire(timeout=_WRITE_WAIT_SECONDS)
-        try:
-            return Releasing(reporting_create(self, overwrite=overwrite), locked)
-        except BaseException:
-            if locked:
-                lock.release()
-            raise
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(PyArrowFile, "create", create)
-        yield
-
-
 def copy_of(planted: PlantedLake, previous: LakeCopy | None = None) -> LakeCopy:
     lake = planted.lake
     buckets = (lake.bucket, planted.failure_bucket)
@@ -194,12 +135,19 @@ class Erasure:
 
     planted: PlantedLake
     copy: LakeCopy
-    calls: list[str]
-    after: list[LakeCopy]
+    run: CopiedRun
     request: ErasureRequest
     rows: dict[str, int]
     #: ETags of the objects searched and found without the fan (the search's result is a function of the bytes).
     clean: set[str] = field(default_factory=set)
+
+    @property
+    def calls(self) -> list[str]:
+        return self.run.calls
+
+    @property
+    def after(self) -> list[LakeCopy]:
+        return self.run.after
 
 
 @pytest.fixture(scope="module")
@@ -211,14 +159,18 @@ def counted(
     planted = planted_lake(new_lake(aws_server, session_clients, session_catalog))
     lake = planted.lake
     planted_copy = copy_of(planted)
-    instrumented.plan = plan = CopyingPlan(planted=planted)
-    with file_writes_reporting(instrumented), one_file_write_at_a_time():
+    requests: list[ErasureRequest] = []
+
+    def run(plan: CrashPlan) -> None:
         crashed, request = crash_then_rerun(planted, instrumented)
-    instrumented.plan = CrashPlan()
-    assert crashed is None
+        assert crashed is None
+        requests.append(request)
+
+    copied = copied_after_each_call(instrumented, lambda previous: copy_of(planted, previous), run)
+    [request] = requests
     audit = AuditRecord.from_json(planted.body(lake.bucket, request.audit_key), request.audit_key)
     assert_erased(planted, request, dict(audit.rows_removed), "nowhere")
-    return Erasure(planted, planted_copy, list(plan.calls), plan.copies, request, dict(audit.rows_removed))
+    return Erasure(planted, planted_copy, copied, request, dict(audit.rows_removed))
 
 
 #: Set (to anything) to crash after every changing call, not only after those ``crash_points`` picks.
@@ -265,14 +217,6 @@ def crash_points(calls: list[str], *, every_call: bool = EVERY_CALL) -> list[int
 def real_crash_points(calls: list[str]) -> list[int]:
     """The point that also crashes for real: the first commit."""
     return [calls.index("glue UpdateTable") + 1]
-
-
-@pytest.fixture
-def crash_plan(instrumented: Instrumented) -> Iterator[CrashPlan]:
-    instrumented.plan = CrashPlan()
-    with file_writes_reporting(instrumented):
-        yield instrumented.plan
-    instrumented.plan = CrashPlan()
 
 
 def test_an_erasure_makes_every_kind_of_changing_call(counted: Erasure):
@@ -350,54 +294,11 @@ def test_a_restored_lake_is_the_planted_one_to_the_curator(counted: Erasure, ins
     assert_erased(planted, request, counted.rows, "the restored lake")
 
 
-def live_keys(copy: LakeCopy) -> set[tuple[str, str]]:
-    """(bucket, key) of each object whose current version is not a delete marker (pyarrow's folder markers, which
-    it writes when it deletes a folder's last file, left out)."""
-    return {
-        (bucket, key)
-        for bucket, keys in copy.objects.items()
-        for key, versions in keys.items()
-        if versions[-1].body is not None and not key.endswith("/")
-    }
-
-
-def stored_versions(copy: LakeCopy) -> int:
-    """Versions and delete markers of every key."""
-    return sum(len(versions) for keys in copy.objects.values() for versions in keys.values())
-
-
 def test_each_copy_differs_from_the_one_before_by_its_call(counted: Erasure):
-    """A copy is taken right after its call, not before it nor after a later one: a put adds a key (or, overwriting
-    an export file, a version), a delete removes one, a purge removes one version, an ``UpdateTable`` changes a
-    table's metadata location and no object."""
-    copies = [counted.copy, *counted.after]
-    filed = (counted.planted.lake.bucket, counted.request.key)  # after the planted copy, before the run
-    for at, call in enumerate(counted.calls, start=1):
-        before, after = copies[at - 1], copies[at]
-        added, removed = live_keys(after) - live_keys(before) - {filed}, live_keys(before) - live_keys(after)
-        if call.startswith(("s3 PutObject", "s3 put")):
-            if not added and call == "s3 PutObject":  # an export file overwritten in place: one more version
-                assert stored_versions(after) == stored_versions(before) + 1, (at, call)
-            else:
-                assert len(added) == 1, (at, call, added)
-            assert not removed, (at, call, removed)
-            assert before.tables == after.tables, (at, call)
-        elif call == "s3 DeleteObject version":  # an old version (no live key) or the request's only version
-            assert not added, (at, call, added)
-            assert len(removed) <= 1, (at, call, removed)
-            assert stored_versions(after) == stored_versions(before) - 1, (at, call)
-            assert before.tables == after.tables, (at, call)
-        elif call.startswith(("s3 DeleteObject", "s3 delete")):
-            assert (len(added), len(removed)) == (0, 1), (at, call, added, removed)
-            assert before.tables == after.tables, (at, call)
-        else:
-            assert call == "glue UpdateTable", (at, call)
-            assert (added, removed) == (set(), set()), (at, call)
-            locations = [
-                {name: table["Parameters"]["metadata_location"] for name, table in copy.tables.items()}
-                for copy in (before, after)
-            ]
-            assert len(set(locations[0].items()) ^ set(locations[1].items())) == 2, (at, call)
+    """A copy is taken right after its call, not before it nor after a later one (an export file is overwritten in
+    place; the request, filed after the planted copy, is its only version and its purge removes the key)."""
+    filed = frozenset({(counted.planted.lake.bucket, counted.request.key)})
+    copies_differ_by_their_calls(counted.copy, counted.run, outside=filed)
 
 
 @pytest.mark.slow

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-import boto3
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -27,15 +25,21 @@ from pipeline.schema import arrow_schema
 from pipeline.writer import encode_parquet
 from sandbox.lake import to_duckdb
 from sandbox.server import MotoProcess
-from tests.curator.conftest import CuratedLake, generated_rows, new_catalog, new_lake
-from tests.curator.test_crashes import (
+from tests.curator.conftest import CuratedLake, generated_rows, new_lake
+from tests.curator.crash_harness import (
+    CopiedRun,
     Crash,
     CrashPlan,
     Instrumented,
-    file_writes_reporting,
-    tick_if_changing,
-    two_events,
+    copied_after_each_call,
+    copies_differ_by_their_calls,
+    crash_plan,
+    instrumented,
 )
+from tests.curator.lake_copy import LakeCopy
+from tests.curator.test_crashes import two_events
+
+__all__ = ["crash_plan", "instrumented"]  # the crash harness's fixtures
 
 EXPORT_ID = "01774998000000-a1b2c3d4"
 OTHER_EXPORT_ID = "01774999000000-e5f6a7b8"
@@ -240,44 +244,28 @@ def test_a_snapshot_with_no_object_is_refused(lake: CuratedLake):
 
 
 # -- a crash after each changing call of the seeding run, then a rerun ---------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def instrumented_clients(aws_server: MotoProcess) -> Instrumented:
-    """A catalog and an S3 client whose changing calls report to the plan of the test in progress."""
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=aws_server.endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    result = Instrumented(new_catalog(aws_server.endpoint_url), s3)
-    s3.meta.events.register("after-call.s3", lambda **kw: tick_if_changing(result.plan, "s3", kw))
-    result.catalog.glue.meta.events.register("after-call.glue", lambda **kw: tick_if_changing(result.plan, "glue", kw))
-    return result
-
-
-@pytest.fixture
-def seeding_plan(instrumented_clients: Instrumented) -> Iterator[CrashPlan]:
-    instrumented_clients.plan = CrashPlan()
-    with file_writes_reporting(instrumented_clients):
-        yield instrumented_clients.plan
-    instrumented_clients.plan = CrashPlan()
-
+#
+# The lake is prepared once (FOLDED curated, the snapshot written). The seeding run that counts the changing calls
+# copies the lake right after each (``copied_after_each_call``); each crash point restores its copy in place and
+# reruns. One point also crashes for real. One worker runs these tests (the copies are made once).
 
 #: Two events (fewer files, fewer calls to crash after); the keys stay distinct.
 FOLDED = two_events(BEFORE)
-#: Crash points are shared out among this many tests (so that parallel workers share them).
+#: Crash points are shared out among this many tests (each reports its own points' failures).
 PARTS = 3
 
 
-def crash_while_seeding(lake: CuratedLake, instrumented: Instrumented) -> str | None:
-    """Curate FOLDED, publish the snapshot, seed with the plan armed, then seed again."""
+def prepare_seeding(lake: CuratedLake) -> PublishedSnapshot:
+    """Curate FOLDED and write the snapshot: what the seeding run starts from."""
     snapshot = published()
     lake.write(FOLDED)
     lake.curator().run()
     write_snapshot(lake, snapshot, snapshot_rows(snapshot, 200, FOLDED))
+    return snapshot
+
+
+def crash_while_seeding(lake: CuratedLake, snapshot: PublishedSnapshot, instrumented: Instrumented) -> str | None:
+    """Seed with the plan armed, then seed again."""
     plan = instrumented.plan
     curator = seeding_curator(
         lake, snapshot, catalog=instrumented.catalog, store=type(lake.store())(lake.bucket, client=instrumented.s3)
@@ -293,44 +281,85 @@ def crash_while_seeding(lake: CuratedLake, instrumented: Instrumented) -> str | 
     return crashed
 
 
+def copy_of(lake: CuratedLake, previous: LakeCopy | None = None) -> LakeCopy:
+    return LakeCopy.save(lake.s3, lake.glue, (lake.bucket,), lake.database, lake.clock, previous=previous)
+
+
+@dataclasses.dataclass
+class Seeding:
+    """The lake prepared once per module, its copy as prepared, and the changing calls of the seeding run when
+    nothing crashes with a copy of the lake right after each."""
+
+    lake: CuratedLake
+    snapshot: PublishedSnapshot
+    copy: LakeCopy
+    run: CopiedRun
+
+
 @pytest.fixture(scope="module")
-def seeding_calls(
-    aws_server: MotoProcess, session_clients: Any, session_catalog: Any, instrumented_clients: Instrumented
-) -> list[str]:
-    """The changing calls of the seeding run when nothing crashes (the same in every fresh lake): counted once."""
+def seeding(aws_server: MotoProcess, session_clients: Any, session_catalog: Any, instrumented: Instrumented) -> Seeding:
     lake = new_lake(aws_server, session_clients, session_catalog)
-    instrumented_clients.plan = plan = CrashPlan()
-    with file_writes_reporting(instrumented_clients):
-        assert crash_while_seeding(lake, instrumented_clients) is None
-    instrumented_clients.plan = CrashPlan()
-    return list(plan.calls)
+    snapshot = prepare_seeding(lake)
+    prepared = copy_of(lake)
+
+    def run(plan: CrashPlan) -> None:
+        assert crash_while_seeding(lake, snapshot, instrumented) is None
+
+    copied = copied_after_each_call(instrumented, lambda previous: copy_of(lake, previous), run)
+    return Seeding(lake, snapshot, prepared, copied)
 
 
-def test_the_seeding_run_makes_every_kind_of_changing_call(seeding_calls: list[str]):
+def assert_seeded(seeding: Seeding, where: str) -> None:
+    lake, snapshot = seeding.lake, seeding.snapshot
+    expected = query_state(snapshot, snapshot_rows(snapshot, 200, FOLDED), FOLDED)
+    assert table_state(lake) == expected, f"the state is wrong after a crash at {where}"
+    assert seed_summary(lake)[SEED_EXPORT_PROPERTY] == EXPORT_ID
+    # The run after: nothing new, nothing seeded again.
+    assert seeding_curator(lake, snapshot).run().registrations_snapshot is None
+
+
+@pytest.mark.xdist_group("seed_crashes")
+def test_the_seeding_run_makes_every_kind_of_changing_call(seeding: Seeding):
     for expected in (
         f"s3 put {REGISTRATIONS_TABLE} data file",
         f"s3 put {REGISTRATIONS_TABLE} metadata",
         "glue UpdateTable",
     ):
-        assert expected in seeding_calls, (expected, seeding_calls)
+        assert expected in seeding.run.calls, (expected, seeding.run.calls)
+    assert len(seeding.run.after) == len(seeding.run.calls)
+
+
+@pytest.mark.xdist_group("seed_crashes")
+def test_each_copy_of_the_seeding_run_differs_from_the_one_before_by_its_call(seeding: Seeding):
+    copies_differ_by_their_calls(seeding.copy, seeding.run)
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("seed_crashes")
 @pytest.mark.parametrize("part", range(PARTS))
-def test_a_crash_after_any_call_while_seeding_then_a_rerun_gives_the_same_state(
-    part: int, lake: CuratedLake, instrumented_clients: Instrumented, seeding_plan: CrashPlan, seeding_calls: list[str]
-):
-    """Crash points ``part + 1``, ``part + 1 + PARTS``, ...: together the parts crash after every call."""
-    snapshot = published()
-    expected = query_state(snapshot, snapshot_rows(snapshot, 200, FOLDED), FOLDED)
-    points = range(part + 1, len(seeding_calls) + 1, PARTS)
+def test_a_crash_after_any_call_while_seeding_then_a_rerun_gives_the_same_state(part: int, seeding: Seeding):
+    """Crash points ``part + 1``, ``part + 1 + PARTS``, ...: together the parts crash after every call. Each starts
+    from the lake as the run left it right after its call."""
+    calls = seeding.run.calls
+    points = range(part + 1, len(calls) + 1, PARTS)
     assert len(points) > 0
     for at in points:
-        seeding_plan.at, seeding_plan.calls = at, []
-        crashed_lake = lake.with_fresh_names()
-        crashed = crash_while_seeding(crashed_lake, instrumented_clients)
-        assert crashed == seeding_calls[at - 1]
-        assert table_state(crashed_lake) == expected, f"the state is wrong after a crash at call {at} ({crashed})"
-        assert seed_summary(crashed_lake)[SEED_EXPORT_PROPERTY] == EXPORT_ID
-        # The run after: nothing new, nothing seeded again.
-        assert seeding_curator(crashed_lake, snapshot).run().registrations_snapshot is None
+        seeding.run.after[at - 1].restore()
+        seeding_curator(seeding.lake, seeding.snapshot).run()
+        assert_seeded(seeding, f"call {at} ({calls[at - 1]})")
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("seed_crashes")
+def test_a_real_crash_while_seeding_then_a_rerun_gives_the_same_state(
+    seeding: Seeding, instrumented: Instrumented, crash_plan: CrashPlan
+):
+    """On the prepared lake restored: a crash after the seeding's first commit."""
+    calls = seeding.run.calls
+    at = calls.index("glue UpdateTable") + 1
+    seeding.copy.restore()
+    crash_plan.at, crash_plan.calls = at, []
+    crashed = crash_while_seeding(seeding.lake, seeding.snapshot, instrumented)
+    assert crash_plan.calls == calls[:at]
+    assert crashed == calls[at - 1]
+    assert_seeded(seeding, f"call {at} ({crashed})")
