@@ -175,6 +175,13 @@ def curator_policy(
     overwritten in place without the erased fans (the export's manifest names them), so there the curator may read,
     put (a conditional overwrite), list, and read and purge old versions, and never delete: a data file is never
     removed.
+
+    Every ``PutObject`` outside the curated prefix is conditional, and the policy says so: on the events, snapshot
+    and quarantine prefixes, the erasure audit and progress and the failure bucket only with an ``If-None-Match``
+    header (``Null`` on ``s3:if-none-match``: a write-once create, never a replacement), on the exports prefix only
+    with ``If-Match`` (``s3:if-match``: an overwrite of a data file as read, never a new file). The curated tables'
+    files are written unconditionally (pyiceberg). Multipart uploads authorize their parts as ``s3:PutObject``
+    without those headers, so outside the curated prefix the curator cannot use them (it never does).
     """
     tables_arns = [glue_table_arn(database_arn, table) for table in tables]
     listed_prefixes = [
@@ -198,21 +205,39 @@ def curator_policy(
         ),
         _statement("ReadAndDeleteRawEvents", ["s3:DeleteObject", "s3:GetObject"], _objects(bucket_arn, events_prefix)),
         _statement("ReadPublishedSnapshots", ["s3:GetObject"], _objects(bucket_arn, snapshot_prefix)),
-        _statement("EraseFromRawEvents", ["s3:PutObject"], _objects(bucket_arn, events_prefix)),
-        _statement("EraseFromSnapshots", ["s3:DeleteObject", "s3:PutObject"], _objects(bucket_arn, snapshot_prefix)),
-        _statement(
-            "EraseFromQuarantine",
-            ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"],
-            _objects(bucket_arn, quarantine_prefix),
-        ),
-        _statement("EraseFromExports", ["s3:GetObject", "s3:PutObject"], _objects(bucket_arn, exports_prefix)),
+        _statement("EraseFromSnapshots", ["s3:DeleteObject"], _objects(bucket_arn, snapshot_prefix)),
+        _statement("EraseFromQuarantine", ["s3:DeleteObject", "s3:GetObject"], _objects(bucket_arn, quarantine_prefix)),
+        _statement("EraseFromExports", ["s3:GetObject"], _objects(bucket_arn, exports_prefix)),
         # A request is removed by purging its version (below): a plain delete would leave it readable.
         _statement("CarryOutErasureRequests", ["s3:GetObject"], _objects(bucket_arn, ERASURE_REQUESTS_PREFIX)),
-        _statement("WriteErasureAudit", ["s3:GetObject", "s3:PutObject"], _objects(bucket_arn, ERASURE_AUDIT_PREFIX)),
+        _statement("ReadErasureAudit", ["s3:GetObject"], _objects(bucket_arn, ERASURE_AUDIT_PREFIX)),
         _statement(
-            "TrackErasureProgress",
-            ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"],
-            _objects(bucket_arn, ERASURE_PROGRESS_PREFIX),
+            "TrackErasureProgress", ["s3:DeleteObject", "s3:GetObject"], _objects(bucket_arn, ERASURE_PROGRESS_PREFIX)
+        ),
+        # Every object the curator puts outside the curated tables is conditional: a create (If-None-Match: *) of
+        # a write-once object, or an overwrite (If-Match: the ETag read) of an export data file. Without the header
+        # S3 would replace whatever is there; IAM refuses such a PutObject here.
+        _statement(
+            "CreateWriteOnceObjects",
+            ["s3:PutObject"],
+            [
+                *_objects(
+                    bucket_arn,
+                    events_prefix,
+                    snapshot_prefix,
+                    quarantine_prefix,
+                    ERASURE_AUDIT_PREFIX,
+                    ERASURE_PROGRESS_PREFIX,
+                ),
+                f"{failure_bucket_arn}/*",
+            ],
+            Condition={"Null": {"s3:if-none-match": "false"}},
+        ),
+        _statement(
+            "OverwriteExportDataFiles",
+            ["s3:PutObject"],
+            _objects(bucket_arn, exports_prefix),
+            Condition={"Null": {"s3:if-match": "false"}},
         ),
         _statement("ListFailedBatches", ["s3:ListBucket"], [failure_bucket_arn]),
         _statement(
@@ -228,11 +253,8 @@ def curator_policy(
             ["s3:DeleteObjectVersion"],
             [*places, *_objects(bucket_arn, curated_prefix, ERASURE_REQUESTS_PREFIX)],
         ),
-        _statement(
-            "EraseFromFailedBatches",
-            ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"],
-            [f"{failure_bucket_arn}/*"],
-        ),
+        _statement("EraseFromFailedBatches", ["s3:DeleteObject", "s3:GetObject"], [f"{failure_bucket_arn}/*"]),
+        # pyiceberg writes the tables' files without a condition (new names; large ones as multipart uploads).
         _statement(
             "WriteCuratedTables",
             ["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject", "s3:PutObject"],
