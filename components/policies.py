@@ -152,9 +152,10 @@ def curator_policy(
     """What the curator may do: read and delete raw objects, read the published snapshots, write the curated tables'
     files and their two Glue tables, and log.
 
-    Raw objects are only read and (once a committed snapshot covers them) deleted: the curator writes nothing under
-    the events prefix. Under the curated prefix pyiceberg writes data, manifests and metadata (large files as
-    multipart uploads, abandoned on a failed write) and the curator removes files no kept snapshot references.
+    Curation only reads raw objects and (once a committed snapshot covers them) deletes them: it writes under the
+    events prefix only for an erasure (below). Under the curated prefix pyiceberg writes data, manifests and
+    metadata (large files as multipart uploads, abandoned on a failed write) and the curator removes files no kept
+    snapshot references.
     ``s3:ListBucket`` is narrowed by ``s3:prefix`` to the three prefixes it reads: S3 answers a GET or HEAD of a
     missing key with 403 unless the caller may list it, and pyiceberg checks a new metadata file's absence.
     Glue: the tables are created on the first run and committed through ``UpdateTable`` (Glue checks the
@@ -163,7 +164,7 @@ def curator_policy(
     table, so all three are named.
 
     Erasure (issue 17): the curator is the only role that rewrites or deletes what names a fan. At the start of a run
-    it reads and deletes pending requests under ``erasure/requests/``, keeps a request's tally under
+    it reads pending requests under ``erasure/requests/`` (and purges each once done), keeps a request's tally under
     ``erasure/progress/`` while carrying it out, and writes its audit under ``erasure/audit/``;
     it rewrites raw objects (under a new name, so ``PutObject`` on the events prefix), backfill snapshot objects,
     quarantine lines and the failure bucket's on-failure records without the erased fans, deleting each old object
