@@ -152,9 +152,10 @@ def curator_policy(
     """What the curator may do: read and delete raw objects, read the published snapshots, write the curated tables'
     files and their two Glue tables, and log.
 
-    Raw objects are only read and (once a committed snapshot covers them) deleted: the curator writes nothing under
-    the events prefix. Under the curated prefix pyiceberg writes data, manifests and metadata (large files as
-    multipart uploads, abandoned on a failed write) and the curator removes files no kept snapshot references.
+    Curation only reads raw objects and (once a committed snapshot covers them) deletes them: it writes under the
+    events prefix only for an erasure (below). Under the curated prefix pyiceberg writes data, manifests and
+    metadata (large files as multipart uploads, abandoned on a failed write) and the curator removes files no kept
+    snapshot references.
     ``s3:ListBucket`` is narrowed by ``s3:prefix`` to the three prefixes it reads: S3 answers a GET or HEAD of a
     missing key with 403 unless the caller may list it, and pyiceberg checks a new metadata file's absence.
     Glue: the tables are created on the first run and committed through ``UpdateTable`` (Glue checks the
@@ -163,7 +164,7 @@ def curator_policy(
     table, so all three are named.
 
     Erasure (issue 17): the curator is the only role that rewrites or deletes what names a fan. At the start of a run
-    it reads and deletes pending requests under ``erasure/requests/``, keeps a request's tally under
+    it reads pending requests under ``erasure/requests/`` (and purges each once done), keeps a request's tally under
     ``erasure/progress/`` while carrying it out, and writes its audit under ``erasure/audit/``;
     it rewrites raw objects (under a new name, so ``PutObject`` on the events prefix), backfill snapshot objects,
     quarantine lines and the failure bucket's on-failure records without the erased fans, deleting each old object
@@ -175,6 +176,13 @@ def curator_policy(
     overwritten in place without the erased fans (the export's manifest names them), so there the curator may read,
     put (a conditional overwrite), list, and read and purge old versions, and never delete: a data file is never
     removed.
+
+    Every ``PutObject`` outside the curated prefix is conditional, and the policy says so: on the events, snapshot
+    and quarantine prefixes, the erasure audit and progress and the failure bucket only with an ``If-None-Match``
+    header (``Null`` on ``s3:if-none-match``: a write-once create, never a replacement), on the exports prefix only
+    with ``If-Match`` (``s3:if-match``: an overwrite of a data file as read, never a new file). The curated tables'
+    files are written unconditionally (pyiceberg). Multipart uploads authorize their parts as ``s3:PutObject``
+    without those headers, so outside the curated prefix the curator cannot use them (it never does).
     """
     tables_arns = [glue_table_arn(database_arn, table) for table in tables]
     listed_prefixes = [
@@ -198,21 +206,39 @@ def curator_policy(
         ),
         _statement("ReadAndDeleteRawEvents", ["s3:DeleteObject", "s3:GetObject"], _objects(bucket_arn, events_prefix)),
         _statement("ReadPublishedSnapshots", ["s3:GetObject"], _objects(bucket_arn, snapshot_prefix)),
-        _statement("EraseFromRawEvents", ["s3:PutObject"], _objects(bucket_arn, events_prefix)),
-        _statement("EraseFromSnapshots", ["s3:DeleteObject", "s3:PutObject"], _objects(bucket_arn, snapshot_prefix)),
-        _statement(
-            "EraseFromQuarantine",
-            ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"],
-            _objects(bucket_arn, quarantine_prefix),
-        ),
-        _statement("EraseFromExports", ["s3:GetObject", "s3:PutObject"], _objects(bucket_arn, exports_prefix)),
+        _statement("EraseFromSnapshots", ["s3:DeleteObject"], _objects(bucket_arn, snapshot_prefix)),
+        _statement("EraseFromQuarantine", ["s3:DeleteObject", "s3:GetObject"], _objects(bucket_arn, quarantine_prefix)),
+        _statement("EraseFromExports", ["s3:GetObject"], _objects(bucket_arn, exports_prefix)),
         # A request is removed by purging its version (below): a plain delete would leave it readable.
         _statement("CarryOutErasureRequests", ["s3:GetObject"], _objects(bucket_arn, ERASURE_REQUESTS_PREFIX)),
-        _statement("WriteErasureAudit", ["s3:GetObject", "s3:PutObject"], _objects(bucket_arn, ERASURE_AUDIT_PREFIX)),
+        _statement("ReadErasureAudit", ["s3:GetObject"], _objects(bucket_arn, ERASURE_AUDIT_PREFIX)),
         _statement(
-            "TrackErasureProgress",
-            ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"],
-            _objects(bucket_arn, ERASURE_PROGRESS_PREFIX),
+            "TrackErasureProgress", ["s3:DeleteObject", "s3:GetObject"], _objects(bucket_arn, ERASURE_PROGRESS_PREFIX)
+        ),
+        # Every object the curator puts outside the curated tables is conditional: a create (If-None-Match: *) of
+        # a write-once object, or an overwrite (If-Match: the ETag read) of an export data file. Without the header
+        # S3 would replace whatever is there; IAM refuses such a PutObject here.
+        _statement(
+            "CreateWriteOnceObjects",
+            ["s3:PutObject"],
+            [
+                *_objects(
+                    bucket_arn,
+                    events_prefix,
+                    snapshot_prefix,
+                    quarantine_prefix,
+                    ERASURE_AUDIT_PREFIX,
+                    ERASURE_PROGRESS_PREFIX,
+                ),
+                f"{failure_bucket_arn}/*",
+            ],
+            Condition={"Null": {"s3:if-none-match": "false"}},
+        ),
+        _statement(
+            "OverwriteExportDataFiles",
+            ["s3:PutObject"],
+            _objects(bucket_arn, exports_prefix),
+            Condition={"Null": {"s3:if-match": "false"}},
         ),
         _statement("ListFailedBatches", ["s3:ListBucket"], [failure_bucket_arn]),
         _statement(
@@ -228,11 +254,8 @@ def curator_policy(
             ["s3:DeleteObjectVersion"],
             [*places, *_objects(bucket_arn, curated_prefix, ERASURE_REQUESTS_PREFIX)],
         ),
-        _statement(
-            "EraseFromFailedBatches",
-            ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"],
-            [f"{failure_bucket_arn}/*"],
-        ),
+        _statement("EraseFromFailedBatches", ["s3:DeleteObject", "s3:GetObject"], [f"{failure_bucket_arn}/*"]),
+        # pyiceberg writes the tables' files without a condition (new names; large ones as multipart uploads).
         _statement(
             "WriteCuratedTables",
             ["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject", "s3:PutObject"],

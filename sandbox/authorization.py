@@ -16,24 +16,46 @@ the server process only) adds what this pipeline's calls need:
 - the local administrator may assume a role whose trust names only service principals (moto cannot evaluate
   one): it stands in for Lambda handing a function its role;
 - AWS's own wording in a denial, ``User: <arn> is not authorized to perform: <action> on resource: <arn>``, as
-  ``AccessDenied`` (XML services, S3) or ``AccessDeniedException`` (JSON services), so callers can name all three.
+  ``AccessDenied`` (XML services, S3) or ``AccessDeniedException`` (JSON services), so callers can name all three;
+- in an identity policy, the ``Null`` operator on ``s3:if-none-match`` and ``s3:if-match``, the keys S3 sets from a
+  request's ``If-None-Match`` and ``If-Match`` headers (``PutObject``; ``DeleteObject`` has ``s3:if-match`` only),
+  with IAM's semantics: a statement whose condition does not hold does not apply (moto ignores conditions in
+  identity policies, and where it evaluates one, a failed condition denies).
 
-What stays more lenient than IAM (tests check the policy documents for these instead): condition keys other than
-``StringEquals`` on trust policies (``s3:prefix``, ``aws:SourceArn``...) are ignored; S3 answers 404 for a missing
-key whatever the caller may list; resource-based policies, KMS key policies and SCPs are not evaluated.
+What stays more lenient than IAM (tests check the policy documents for these instead): every other condition in an
+identity policy (``s3:prefix``, another operator on the two keys above...) is ignored, and so is every condition
+key other than ``StringEquals`` on trust policies (``aws:SourceArn``...); S3 answers 404 for a missing key whatever
+the caller may list; resource-based policies, KMS key policies and SCPs are not evaluated.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from contextvars import ContextVar
 from typing import Any
 
-__all__ = ["ADMIN_USER", "denial_message", "install", "trusts_services_only"]
+__all__ = [
+    "ADMIN_USER",
+    "denial_message",
+    "install",
+    "null_conditions_hold",
+    "request_condition_keys",
+    "trusts_services_only",
+]
 
 ADMIN_USER = "local-admin"
 """The set-up identity (``sandbox/roles.py``); it also stands in for the services that hand a function its role."""
 
 _JSON_TARGET_SERVICES = ("dynamodb", "kinesis", "glue", "athena", "logs")
+# The condition keys S3 sets from a request's conditional headers, by the action the request is authorized as.
+_HEADER_KEYS = {
+    "s3:PutObject": {"if-none-match": "s3:if-none-match", "if-match": "s3:if-match"},
+    "s3:DeleteObject": {"if-match": "s3:if-match"},
+}
+_EVALUATED_NULL_KEYS = frozenset(key for keys in _HEADER_KEYS.values() for key in keys.values())
+# The condition keys of the request being authorized (set around moto's check; one request per thread).
+_REQUEST_KEYS: ContextVar[Mapping[str, str] | None] = ContextVar("request_condition_keys", default=None)
 # IAM's action prefix where it differs from the signing name moto takes it from.
 _ACTION_PREFIXES = {"monitoring": "cloudwatch"}
 
@@ -123,11 +145,81 @@ def _logs_resource(response: Any) -> str:
     return _arn(response, "logs", f"log-group:{group}:" + (f"log-stream:{stream}" if stream else "*"))
 
 
+def request_condition_keys(action: str, headers: Any) -> dict[str, str]:
+    """The condition keys (of those this server evaluates) a request sets: ``s3:if-none-match`` and ``s3:if-match``
+    from its headers, for the actions S3 defines them on."""
+    keys = _HEADER_KEYS.get(action, {})
+    return {keys[name.lower()]: str(value) for name, value in headers.items() if name.lower() in keys}
+
+
+def null_conditions_hold(condition: Mapping[str, Any], present: Mapping[str, str]) -> bool:
+    """Whether a statement's ``Null`` conditions on the keys this server evaluates hold for a request setting the
+    keys ``present``: ``"true"`` holds for a key the request does not set, ``"false"`` for one it does (a list of
+    values: any of them). Other operators and keys are not evaluated here (they hold)."""
+    nulls = condition.get("Null")
+    if not isinstance(nulls, Mapping):
+        return True
+    for key, expected in nulls.items():
+        if key not in _EVALUATED_NULL_KEYS:
+            continue
+        wanted = "false" if key in present else "true"
+        values = expected if isinstance(expected, list) else [expected]
+        if not any(str(value).lower() == wanted for value in values):
+            return False
+    return True
+
+
 def trusts_services_only(document: Any) -> bool:
     """True when every principal a trust policy names is a service (Lambda, Step Functions, Scheduler)."""
     trust = json.loads(document) if isinstance(document, str) else document
     principals = [statement.get("Principal") for statement in trust.get("Statement", [])]
     return bool(principals) and all(isinstance(p, dict) and set(p) == {"Service"} for p in principals)
+
+
+def _patch_statements(access_control: Any) -> None:
+    """Statements name the resource they are checked on; an identity policy's statement evaluates ``Null`` on the
+    conditional-write keys of the request being checked, and one on the resource ``*`` matches any resource."""
+    base = access_control.IAMRequestBase
+    check = base.check_action_permitted
+
+    def check_action_permitted(self: Any, resource: str) -> None:
+        self._sandbox_resource = resource
+        token = _REQUEST_KEYS.set(request_condition_keys(self._action, self._headers))
+        try:
+            check(self, resource)
+        finally:
+            _REQUEST_KEYS.reset(token)
+
+    base.check_action_permitted = check_action_permitted
+    statement = access_control.IAMPolicyStatement
+    permits = statement.is_action_permitted
+
+    def is_action_permitted(
+        self: Any,
+        action: str,
+        resource: str = "*",
+        principal: str | None = None,
+        incoming_condition_values: dict[str, str] | None = None,
+    ) -> Any:
+        # An identity policy's statement (moto passes no principal and no condition values for one) whose Null
+        # condition on a conditional-write key does not hold does not apply: neither allows nor denies.
+        condition = self._statement.get("Condition")
+        identity = principal is None and incoming_condition_values is None
+        present = _REQUEST_KEYS.get() or {}
+        if identity and isinstance(condition, Mapping) and not null_conditions_hold(condition, present):
+            return access_control.PermissionResult.NEUTRAL
+        return permits(self, action, resource, principal, incoming_condition_values)
+
+    statement.is_action_permitted = is_action_permitted
+    matches = statement._check_element_matches
+
+    def check_element_matches(self: Any, element: str, value: str) -> bool:
+        # A request whose resource could not be named is checked on its action alone.
+        if element == "Resource" and value == "*":
+            return True
+        return bool(matches(self, element, value))
+
+    statement._check_element_matches = check_element_matches
 
 
 def install() -> None:
@@ -161,13 +253,6 @@ def install() -> None:
         self._action = f"{_ACTION_PREFIXES.get(prefix, prefix)}:{name}"
 
     base.__init__ = initialise_with_iam_prefix
-    check = base.check_action_permitted
-
-    def check_action_permitted(self: Any, resource: str) -> None:
-        self._sandbox_resource = resource
-        check(self, resource)
-
-    base.check_action_permitted = check_action_permitted
 
     trusted = base._check_role_trust_relationship
 
@@ -207,13 +292,4 @@ def install() -> None:
     access_control.S3IAMRequest._raise_access_denied = deny_s3
     access_control.IAMRequest._raise_access_denied = deny
 
-    statement = access_control.IAMPolicyStatement
-    matches = statement._check_element_matches
-
-    def check_element_matches(self: Any, element: str, value: str) -> bool:
-        # A request whose resource could not be named is checked on its action alone.
-        if element == "Resource" and value == "*":
-            return True
-        return bool(matches(self, element, value))
-
-    statement._check_element_matches = check_element_matches
+    _patch_statements(access_control)

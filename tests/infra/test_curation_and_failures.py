@@ -157,6 +157,8 @@ def test_curator_role_is_the_curator_policy_of_the_stacks_arns(run: ProgramRun) 
         "EraseFromQuarantine",
         "ListFailedBatches",
         "EraseFromFailedBatches",
+        # an erasure's write-once copies: raw, snapshot and quarantine objects, its audit, the failure bucket's records
+        "CreateWriteOnceObjects",
         # an erasure's old versions: listed, read and purged in the places it searches, the failure bucket among them
         "ListFailedBatchVersions",
         "ReadOldVersionsToErase",

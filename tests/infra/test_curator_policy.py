@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -44,15 +45,57 @@ def test_raw_objects_are_read_and_deleted_and_written_only_where_an_erasure_rewr
     assert statements["ReadAndDeleteRawEvents"]["Resource"] == [f"{BUCKET}/demand/events/*"]
     writes = {s["Sid"]: s["Resource"] for s in statements.values() if "s3:PutObject" in s["Action"]}
     assert writes == {
-        "EraseFromRawEvents": [f"{BUCKET}/demand/events/*"],
-        "EraseFromSnapshots": [f"{BUCKET}/demand/snapshots/*"],
-        "EraseFromQuarantine": [f"{BUCKET}/demand/quarantine/*"],
-        "EraseFromExports": [f"{BUCKET}/demand/exports/*"],
+        "CreateWriteOnceObjects": [
+            f"{BUCKET}/demand/events/*",
+            f"{BUCKET}/demand/snapshots/*",
+            f"{BUCKET}/demand/quarantine/*",
+            f"{BUCKET}/erasure/audit/*",
+            f"{BUCKET}/erasure/progress/*",
+            f"{FAILURES}/*",
+        ],
+        "OverwriteExportDataFiles": [f"{BUCKET}/demand/exports/*"],
         "WriteCuratedTables": [f"{BUCKET}/curated/*"],
-        "WriteErasureAudit": [f"{BUCKET}/erasure/audit/*"],
-        "TrackErasureProgress": [f"{BUCKET}/erasure/progress/*"],
-        "EraseFromFailedBatches": [f"{FAILURES}/*"],
     }
+
+
+def test_every_put_outside_the_curated_tables_is_conditional() -> None:
+    statements = _by_sid(_document())
+    conditions = {s["Sid"]: s.get("Condition") for s in statements.values() if "s3:PutObject" in s["Action"]}
+    assert conditions == {
+        # write-once: a create (If-None-Match: *) never replaces an object
+        "CreateWriteOnceObjects": {"Null": {"s3:if-none-match": "false"}},
+        # an export data file is only overwritten as it was read (If-Match: its ETag), never created
+        "OverwriteExportDataFiles": {"Null": {"s3:if-match": "false"}},
+        # pyiceberg writes the tables' files (and their multipart uploads) without a condition
+        "WriteCuratedTables": None,
+    }
+    # a conditional statement grants nothing else: a GET or DELETE carries no such header
+    assert statements["CreateWriteOnceObjects"]["Action"] == ["s3:PutObject"]
+    assert statements["OverwriteExportDataFiles"]["Action"] == ["s3:PutObject"]
+    conditioned = [s["Sid"] for s in statements.values() if "Condition" in s]
+    assert conditioned == [
+        "ListRawCuratedAndSnapshots",
+        "CreateWriteOnceObjects",
+        "OverwriteExportDataFiles",
+        "ListVersionsToErase",
+    ]
+
+
+def test_the_curator_policy_fits_a_roles_inline_policy_limit() -> None:
+    # IAM: a role's inline policies together at most 10,240 characters (whitespace not counted); the role has one.
+    longest = curator_policy(
+        bucket_arn="arn:aws:s3:::prd3292.preprod1.us-east-1.demand-capture.tmaws",
+        events_prefix="demand/events/",
+        curated_prefix="demand/curated/",
+        snapshot_prefix="demand/snapshots/",
+        quarantine_prefix="demand/quarantine/",
+        exports_prefix="demand/exports/",
+        failure_bucket_arn="arn:aws:s3:::prd3292-preprod1-us-east-1-demand-processor-failures",
+        database_arn="arn:aws:glue:us-east-1:123456789012:database/prd3292_preprod1_demand",
+        log_group_arn="arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/prd3292-preprod1-demand-curator",
+        bucket_kms_key_arn="arn:aws:kms:us-east-1:123456789012:key/0123abcd-0123-4567-89ab-0123456789ab",
+    )
+    assert len(json.dumps(longest)) < 10_240
 
 
 def test_erasure_reaches_every_place_a_fan_is_kept_and_the_requests() -> None:
@@ -180,3 +223,4 @@ def test_export_data_files_are_read_overwritten_and_purged_never_deleted() -> No
     }
     # the overwrite is a PutObject on the data file's own key; its old bytes are purged as a version
     assert on_exports == {"s3:GetObject", "s3:PutObject", "s3:GetObjectVersion", "s3:DeleteObjectVersion"}
+    assert statements["OverwriteExportDataFiles"]["Condition"] == {"Null": {"s3:if-match": "false"}}

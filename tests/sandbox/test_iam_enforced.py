@@ -146,18 +146,8 @@ def test_a_role_writes_nowhere_outside_its_prefixes(aws: LocalAws, role: str):
 
 INSIDE = {
     "processor": ["events", "quarantine", "failure bucket"],
-    # an erasure rewrites raw objects, snapshots, quarantine lines, failed batches and export data files (those in
-    # place); the curator writes the audit
-    "curator": [
-        "curated",
-        "events",
-        "quarantine",
-        "snapshots",
-        "failure bucket",
-        "exports",
-        "erasure audit",
-        "erasure progress",
-    ],
+    # everywhere else the curator writes only conditionally (below)
+    "curator": ["curated"],
     "backfill": ["snapshots"],
     "ci": ["erasure requests"],  # make erase files a request, and writes nothing else
 }
@@ -170,6 +160,52 @@ def test_a_function_role_writes_inside_its_prefixes(aws: LocalAws, role: str):
         bucket, key = _place(aws, kind)
         s3.put_object(Bucket=bucket, Key=f"{key}.{role}", Body=BODY)
         assert aws.client("s3").get_object(Bucket=bucket, Key=f"{key}.{role}")["Body"].read() == BODY, kind
+
+
+# an erasure rewrites raw objects, snapshots, quarantine lines and failed batches under new names and writes its
+# progress and audit once: creates only (If-None-Match), never a replacement
+WRITE_ONCE = ["events", "quarantine", "snapshots", "failure bucket", "erasure audit", "erasure progress"]
+
+
+def test_the_curator_creates_write_once_objects_only_with_if_none_match(aws: LocalAws):
+    admin, curator = aws.client("s3"), aws.client("s3", role="curator")
+    for kind in WRITE_ONCE:
+        bucket, key = _place(aws, kind)
+        key = f"{key}.write-once"
+        error = _denied(aws, "curator", lambda s3, bucket=bucket, key=key: s3.put_object(Bucket=bucket, Key=key))
+        assert (error.denial.action, error.denial.resource) == ("s3:PutObject", f"arn:aws:s3:::{bucket}/{key}"), kind
+        assert admin.list_objects_v2(Bucket=bucket, Prefix=key).get("KeyCount") == 0, f"{kind}: nothing written"
+        curator.put_object(Bucket=bucket, Key=key, Body=BODY, IfNoneMatch="*")
+        assert admin.get_object(Bucket=bucket, Key=key)["Body"].read() == BODY, kind
+        # ...and a write-once object is not overwritten, neither unconditionally nor on its ETag
+        etag = admin.head_object(Bucket=bucket, Key=key)["ETag"]
+        for replace in (
+            lambda s3, bucket=bucket, key=key: s3.put_object(Bucket=bucket, Key=key, Body=b"replaced"),
+            lambda s3, bucket=bucket, key=key, etag=etag: s3.put_object(
+                Bucket=bucket, Key=key, Body=b"replaced", IfMatch=etag
+            ),
+        ):
+            assert _denied(aws, "curator", replace).denial.action == "s3:PutObject", kind
+        assert admin.get_object(Bucket=bucket, Key=key)["Body"].read() == BODY, f"{kind}: unchanged"
+
+
+def test_the_curator_overwrites_export_data_files_only_with_if_match_and_creates_none(aws: LocalAws):
+    admin, curator = aws.client("s3"), aws.client("s3", role="curator")
+    bucket, key = _place(aws, "exports")
+    key = f"{key}.overwritten"
+    resource = f"arn:aws:s3:::{bucket}/{key}"
+    for create in (
+        lambda s3: s3.put_object(Bucket=bucket, Key=key, Body=BODY),
+        lambda s3: s3.put_object(Bucket=bucket, Key=key, Body=BODY, IfNoneMatch="*"),
+    ):
+        error = _denied(aws, "curator", create)
+        assert (error.denial.action, error.denial.resource) == ("s3:PutObject", resource)
+    assert admin.list_objects_v2(Bucket=bucket, Prefix=key).get("KeyCount") == 0, "no export file created"
+    etag = admin.put_object(Bucket=bucket, Key=key, Body=BODY)["ETag"]
+    error = _denied(aws, "curator", lambda s3: s3.put_object(Bucket=bucket, Key=key, Body=b"unconditional"))
+    assert (error.denial.action, error.denial.resource) == ("s3:PutObject", resource)
+    curator.put_object(Bucket=bucket, Key=key, Body=b"rewritten", IfMatch=etag)
+    assert admin.get_object(Bucket=bucket, Key=key)["Body"].read() == b"rewritten"
 
 
 def test_the_curator_deletes_only_where_it_curates_or_erases(aws: LocalAws):
