@@ -181,7 +181,8 @@ class SpilledHours:
         return groups
 
     def read(self, hour: datetime, partitions: Iterable[int], *, committed: bool, schema: pa.Schema) -> pa.Table:
-        """The rows of ``partitions`` of ``hour``, committed or new ones, one chunk per column."""
+        """The rows of ``partitions`` of ``hour``, committed or new ones: a chunk per file and buffered range, not
+        copied into one (the caller takes them into file order, a copy it makes anyway)."""
         tables: list[pa.Table] = []
         wanted = list(partitions)
         for partition in wanted:
@@ -205,7 +206,7 @@ class SpilledHours:
             tables.extend(buffered.rows.slice(start, end - start) for start, end in joined)
         if not tables:
             return schema.empty_table()
-        return pa.concat_tables(tables).combine_chunks()
+        return pa.concat_tables(tables)
 
     def drop(self, hour: datetime) -> None:
         """Forget the hour and delete its files."""
