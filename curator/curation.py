@@ -157,6 +157,11 @@ class Curator:
     checkpoint: Callable[[str], None] = lambda step: None
     #: The failure bucket's store (erasure searches its on-failure records); None: not searched.
     failure_store: ObjectStore | None = None
+    #: Arrow's buffers come from the C library's allocator for the process (``pa.system_memory_pool``) from the
+    #: run on, not mimalloc (Arrow's default): the run allocates and frees hundreds of MB of buffers a step, which
+    #: mimalloc hands back to the system and faults in again. On the quarter shard-hour: 9.4-10.2 s of CPU with
+    #: mimalloc, 8.0-8.2 s with the C library's, and a peak RSS lower by about 150 MB.
+    system_allocator: bool = True
 
     # -- tables -------------------------------------------------------------------------------------------------
     def tables(self) -> tuple[Table, Table]:
@@ -181,6 +186,8 @@ class Curator:
     def run(self) -> CurationResult:
         """Curate what is new, advance the state, delete covered raw objects; a conflict abandons the run."""
         started = time.perf_counter()
+        if self.system_allocator:
+            pa.set_memory_pool(pa.system_memory_pool())
         result = CurationResult()
         changes_table, registrations_table = self.tables()
         try:
