@@ -108,8 +108,10 @@ class SpilledHours:
         """Spread ``rows`` (with a ``change_time`` and a ``change_id`` column) over their hours and slices."""
         if rows.num_rows == 0:
             return
-        hours = pc.floor_temporal(rows.column("change_time"), unit="hour")
-        hour_numbers = pc.divide(pc.cast(pc.cast(hours, pa.timestamp("us", tz="UTC")), pa.int64()), 3_600_000_000)
+        times = pc.cast(rows.column("change_time"), pa.timestamp("us", tz="UTC"))
+        if (pc.min(times).value or 0) < 0:  # before 1970: integer division rounds towards zero, not down
+            times = pc.floor_temporal(times, unit="hour")
+        hour_numbers = pc.divide(pc.cast(times, pa.int64()), 3_600_000_000)
         slices = slice_of(rows.column("change_id"), self.partitions)
         bucket = pc.add(pc.multiply(hour_numbers, self.partitions), slices)
         order = pc.sort_indices(bucket)
