@@ -313,8 +313,9 @@ class SpilledBuckets:
         self._close_writers()
 
     def read(self, bucket: int) -> pa.Table | None:
-        """The bucket's rows, from disk and memory (None: no row); after ``finish``. The chunks are not copied into
-        one: the caller takes the rows it keeps, a copy it makes anyway."""
+        """The bucket's rows, from disk and memory, one chunk per column (None: no row); after ``finish``. Copied
+        into one chunk, unlike ``SpilledHours.read``: a bucket's rows come as hundreds of small slices (a run of
+        one event per record batch), and kernels and takes over that many chunks cost more than the copy."""
         tables: list[pa.Table] = []
         if bucket in self._writers:
             with pa.OSFile(str(self._folder / f"{bucket}.arrow"), "rb") as source:
@@ -322,7 +323,7 @@ class SpilledBuckets:
         tables.extend(self._buffered[bucket])
         if not tables:
             return None
-        return pa.concat_tables(tables)
+        return pa.concat_tables(tables).combine_chunks()
 
 
 def _over(rows: int, size: int, most_rows: int | None, most_bytes: int) -> bool:

@@ -107,6 +107,7 @@ def test_buckets_give_back_each_row_once_with_every_row_of_an_event_in_one_bucke
     assert len(owners) == 30
     assert all(len(buckets) == 1 for buckets in owners.values())
     assert len(found) > 1
+    assert all(bucket.column("change_id").num_chunks == 1 for bucket in found)
     assert not list(tmp_path.iterdir())  # the spill's folder is gone once it is closed
 
 
