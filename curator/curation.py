@@ -71,6 +71,10 @@ SPILL_PARTITIONS = 64
 #: Rows of a raw object decoded at once; a bigger object (an old compacted hour) is checked whole first.
 _BATCH_ROWS = 65_536
 _WHOLE_OBJECT_ROWS = 262_144
+# Parquet is decoded on the calling thread (``use_threads=False``): the run has one core, where handing each
+# column to Arrow's pool only adds work (50 raw objects of 10,000 rows: 0.43 s of CPU with the pool, 0.33 s without).
+#: The columns deduplication (``first_of_each_change``) and the file order (``SORT_KEYS``) read.
+_KEY_COLUMNS = list(dict.fromkeys([*SORT_KEYS, "change_id", "sequence_number", "shard_id"]))
 
 Clock = Callable[[], datetime]
 
@@ -153,6 +157,11 @@ class Curator:
     checkpoint: Callable[[str], None] = lambda step: None
     #: The failure bucket's store (erasure searches its on-failure records); None: not searched.
     failure_store: ObjectStore | None = None
+    #: Arrow's buffers come from the C library's allocator for the process (``pa.system_memory_pool``) from the
+    #: run on, not mimalloc (Arrow's default): the run allocates and frees hundreds of MB of buffers a step, which
+    #: mimalloc hands back to the system and faults in again. On the quarter shard-hour: 9.4-10.2 s of CPU with
+    #: mimalloc, 8.0-8.2 s with the C library's, and a peak RSS lower by about 150 MB.
+    system_allocator: bool = True
 
     # -- tables -------------------------------------------------------------------------------------------------
     def tables(self) -> tuple[Table, Table]:
@@ -177,6 +186,8 @@ class Curator:
     def run(self) -> CurationResult:
         """Curate what is new, advance the state, delete covered raw objects; a conflict abandons the run."""
         started = time.perf_counter()
+        if self.system_allocator:
+            pa.set_memory_pool(pa.system_memory_pool())
         result = CurationResult()
         changes_table, registrations_table = self.tables()
         try:
@@ -346,12 +357,13 @@ class Curator:
             parquet = pq.ParquetFile(pa.BufferReader(body))
             conform_to_contract(parquet.schema_arrow.empty_table(), contract, item.key)
             if parquet.metadata.num_rows > _WHOLE_OBJECT_ROWS:
-                for batch in parquet.iter_batches(batch_size=_BATCH_ROWS):  # decodable whole before any row is kept
+                # Decodable whole before any row is kept.
+                for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, use_threads=False):
                     del batch
             batches: Iterable[pa.RecordBatch] = (
-                parquet.iter_batches(batch_size=_BATCH_ROWS)
+                parquet.iter_batches(batch_size=_BATCH_ROWS, use_threads=False)
                 if parquet.metadata.num_rows > _WHOLE_OBJECT_ROWS
-                else parquet.read().to_batches()
+                else parquet.read(use_threads=False).to_batches()
             )
             rows_read = 0
             for batch in batches:
@@ -377,7 +389,7 @@ class Curator:
         for data_file in committed:
             with table.io.new_input(data_file.file_path).open() as stream:
                 parquet = pq.ParquetFile(stream)
-                for batch in parquet.iter_batches(batch_size=_BATCH_ROWS):
+                for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, use_threads=False):
                     rows = conform_to_contract(pa.Table.from_batches([batch]), target, data_file.file_path)
                     spilled.add(conform_to(rows, target), committed=True)
         return committed
@@ -396,19 +408,22 @@ class Curator:
             old = spilled.read(hour, group, committed=True, schema=schema)
             new = spilled.read(hour, group, committed=False, schema=schema)
             old_rows = old.num_rows
-            rows = pa.concat_tables([old, new]).combine_chunks()
+            # The wide rows stay in their chunks (files and buffered ranges): the order is worked out on the narrow
+            # key columns, and the wide rows are copied once, by the take into file order.
+            rows = pa.concat_tables([old, new])
             del old, new
-            keep = first_of_each_change(rows)
+            keys = rows.select(_KEY_COLUMNS).combine_chunks()
+            keep = first_of_each_change(keys)
             if keep is None:
-                order = sort_order(rows.select(list(SORT_KEYS)))
+                order = sort_order(keys.select(list(SORT_KEYS)))
                 added += rows.num_rows - old_rows
                 new_kept = new_kept or rows.num_rows > old_rows
             else:
-                order = pc.take(keep, sort_order(rows.select(list(SORT_KEYS)).take(keep)))
+                order = pc.take(keep, sort_order(keys.select(list(SORT_KEYS)).take(keep)))
                 added += len(keep) - old_rows
                 new_kept = new_kept or bool(pc.any(pc.greater_equal(keep, old_rows)).as_py())
             sorted_rows = conform_to(rows.take(order), schema)
-            del rows, order, keep
+            del rows, keys, order, keep
             written = write_partition(table, hour_number, sorted_rows)
             del sorted_rows
             staged.written.extend(data_file.file_path for data_file in written)

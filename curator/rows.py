@@ -26,8 +26,12 @@ __all__ = [
 SORT_KEYS = ("event_id", "fan_id", CHANGE_TIME_US)
 _SEQUENCE_DIGITS = 64  # Kinesis sequence numbers are decimal text of up to ~56 digits
 _HASHED_BYTES = 8  # the slice hash reads the last bytes of a change id (DynamoDB's are 32 random hex digits)
-_BYTE_VALUES = pa.array([bytes([value]) for value in range(256)], pa.binary())
-_MIX = -7046029254386353131  # 0x9E3779B97F4A7C15 as a signed 64-bit integer
+#: splitmix64's finalizer: (shift, multiplier) twice, then a last shift.
+_MIX_STEPS = (
+    (pa.scalar(30, pa.uint64()), pa.scalar(0xBF58476D1CE4E5B9, pa.uint64())),
+    (pa.scalar(27, pa.uint64()), pa.scalar(0x94D049BB133111EB, pa.uint64())),
+)
+_MIX_LAST_SHIFT = pa.scalar(31, pa.uint64())
 
 
 class ContractError(PipelineError):
@@ -116,16 +120,18 @@ def sort_order(keys: pa.Table) -> pa.Array:
 
 
 def slice_of(change_ids: pa.Array | pa.ChunkedArray, slices: int) -> pa.Array:
-    """For each change id, its slice in ``range(slices)`` (int64): a hash of the id's last bytes, the same in
-    every run, so every copy of a change lands in the same slice."""
-    ids = pc.cast(change_ids, pa.binary())
-    hashed = pc.cast(pc.binary_length(ids), pa.int64())
-    for back in range(1, _HASHED_BYTES + 1):
-        byte = pc.binary_slice(ids, -back, -back + 1 if back > 1 else None)
-        value = pc.fill_null(pc.index_in(byte, value_set=_BYTE_VALUES), 0).cast(pa.int64())
-        hashed = pc.add(pc.multiply(hashed, 257), value)  # unchecked: wraps around
-    mixed = pc.multiply(hashed, _MIX)
-    mixed = pc.bit_wise_xor(mixed, pc.shift_right(mixed, 31))
-    positive = pc.bit_wise_and(mixed, 0x7FFFFFFFFFFFFFFF)
-    slice_index = pc.subtract(positive, pc.multiply(pc.divide(positive, slices), slices))
-    return slice_index.combine_chunks() if isinstance(slice_index, pa.ChunkedArray) else slice_index
+    """For each change id, its slice in ``range(slices)`` (int64): a hash of the id's last 8 bytes (a shorter id
+    padded on the left), the same in every run, so every copy of a change lands in the same slice.
+
+    The 8 bytes are read as one unsigned 64-bit integer (the buffer viewed as integers, not a byte at a time) and
+    mixed by splitmix64's finalizer, so every bit of them reaches the slice."""
+    ids = change_ids.combine_chunks() if isinstance(change_ids, pa.ChunkedArray) else change_ids
+    text = pc.fill_null(pc.cast(ids, pa.large_string()), "")
+    padded = pc.cast(pc.utf8_lpad(text, width=_HASHED_BYTES, padding=" "), pa.large_binary())
+    tails = pc.cast(pc.binary_slice(padded, -_HASHED_BYTES), pa.binary(_HASHED_BYTES))
+    mixed = pa.Array.from_buffers(pa.uint64(), len(tails), [None, tails.buffers()[1]], offset=tails.offset)
+    for shift, factor in _MIX_STEPS:
+        mixed = pc.multiply(pc.bit_wise_xor(mixed, pc.shift_right(mixed, shift)), factor)  # unchecked: wraps around
+    mixed = pc.bit_wise_xor(mixed, pc.shift_right(mixed, _MIX_LAST_SHIFT))
+    count = pa.scalar(slices, pa.uint64())
+    return pc.subtract(mixed, pc.multiply(pc.divide(mixed, count), count)).cast(pa.int64())

@@ -108,8 +108,10 @@ class SpilledHours:
         """Spread ``rows`` (with a ``change_time`` and a ``change_id`` column) over their hours and slices."""
         if rows.num_rows == 0:
             return
-        hours = pc.floor_temporal(rows.column("change_time"), unit="hour")
-        hour_numbers = pc.divide(pc.cast(pc.cast(hours, pa.timestamp("us", tz="UTC")), pa.int64()), 3_600_000_000)
+        times = pc.cast(rows.column("change_time"), pa.timestamp("us", tz="UTC"))
+        if (pc.min(times).value or 0) < 0:  # before 1970: integer division rounds towards zero, not down
+            times = pc.floor_temporal(times, unit="hour")
+        hour_numbers = pc.divide(pc.cast(times, pa.int64()), 3_600_000_000)
         slices = slice_of(rows.column("change_id"), self.partitions)
         bucket = pc.add(pc.multiply(hour_numbers, self.partitions), slices)
         order = pc.sort_indices(bucket)
@@ -181,7 +183,8 @@ class SpilledHours:
         return groups
 
     def read(self, hour: datetime, partitions: Iterable[int], *, committed: bool, schema: pa.Schema) -> pa.Table:
-        """The rows of ``partitions`` of ``hour``, committed or new ones, one chunk per column."""
+        """The rows of ``partitions`` of ``hour``, committed or new ones: a chunk per file and buffered range, not
+        copied into one (the caller takes them into file order, a copy it makes anyway)."""
         tables: list[pa.Table] = []
         wanted = list(partitions)
         for partition in wanted:
@@ -205,7 +208,7 @@ class SpilledHours:
             tables.extend(buffered.rows.slice(start, end - start) for start, end in joined)
         if not tables:
             return schema.empty_table()
-        return pa.concat_tables(tables).combine_chunks()
+        return pa.concat_tables(tables)
 
     def drop(self, hour: datetime) -> None:
         """Forget the hour and delete its files."""
@@ -310,7 +313,9 @@ class SpilledBuckets:
         self._close_writers()
 
     def read(self, bucket: int) -> pa.Table | None:
-        """The bucket's rows, from disk and memory, one chunk per column (None: no row); after ``finish``."""
+        """The bucket's rows, from disk and memory, one chunk per column (None: no row); after ``finish``. Copied
+        into one chunk, unlike ``SpilledHours.read``: a bucket's rows come as hundreds of small slices (a run of
+        one event per record batch), and kernels and takes over that many chunks cost more than the copy."""
         tables: list[pa.Table] = []
         if bucket in self._writers:
             with pa.OSFile(str(self._folder / f"{bucket}.arrow"), "rb") as source:

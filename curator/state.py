@@ -481,7 +481,7 @@ def _changes_batches(changes: Table, files: list[DataFile]) -> Iterator[pa.Table
     for data_file in files:
         with changes.io.new_input(data_file.file_path).open() as stream:
             parquet = pq.ParquetFile(stream)
-            for batch in parquet.iter_batches(batch_size=_READ_BATCH_ROWS):
+            for batch in parquet.iter_batches(batch_size=_READ_BATCH_ROWS, use_threads=False):
                 rows = conform_to_contract(pa.Table.from_batches([batch]), schema, data_file.file_path)
                 yield rows.select(wanted)
 

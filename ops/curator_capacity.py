@@ -39,8 +39,9 @@ __all__ = [
 
 #: Raw rows a run reads per second, the whole run (fetch, decode and spill, deduplicate, sort and write the hour,
 #: advance ``registrations`` by its keys, commit): ``python -m bench.curation --targets shard-hour``, 3,636,000 rows
-#: (3,600,000 changes, 1 % re-delivered) in 36.2 s of CPU on one core (docs/curation.md, "Benchmarks").
-CURATION_ROWS_PER_SECOND = 100_400
+#: (3,600,000 changes, 1 % re-delivered) in 27.6 s of CPU on one core on a quiet machine (load average 0.8-1.7;
+#: docs/curation.md, "Benchmarks"; 37.8 s for the code before the second pass, measured beside it).
+CURATION_ROWS_PER_SECOND = 131_700
 #: Committed rows of a touched hour read back and written again, per second: the same run's deduplicate, sort and
 #: write step, 3,600,000 rows in 63.0 s.
 CURATION_REWRITE_ROWS_PER_SECOND = 57_143
@@ -74,7 +75,7 @@ _LIST_PAGE = 1_000
 #: step the spill's memory, one bucket of the run's changes and four ranges of the state. Only the part beyond the
 #: spill's memory grows, once an hour holds more than ``HOUR_ROWS_BOUNDED`` rows, when each of the 64 slices
 #: outgrows ``SLICE_ROWS``: in proportion, beyond.
-RUN_PEAK_MB = 1_791
+RUN_PEAK_MB = 1_647
 #: Rows a spill keeps in memory before it writes them to local disk (``curator.spill.MEMORY_BYTES``, 768 MiB).
 SPILL_MEMORY_MB = 768
 HOUR_ROWS_BOUNDED = 64 * 500_000

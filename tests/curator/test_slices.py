@@ -248,3 +248,34 @@ def test_the_spill_keeps_a_fresh_process_memory_far_below_the_rows_it_holds(limi
     assert figures["seen"] == 2_000_000
     assert figures["largest"] <= 200_000 + 2_000_000 // 32
     assert figures["growth_mb"] < figures["rows_mb"] / 2, figures
+
+
+def test_the_spill_puts_a_change_in_the_hour_its_time_falls_in_before_1970_too(tmp_path):
+    # GIVEN changes a microsecond before an hour, on the hour, and half an hour before the epoch
+    times = [
+        HOUR - timedelta(microseconds=1),
+        HOUR,
+        datetime(1969, 12, 31, 23, 30, tzinfo=UTC),
+    ]
+    table = pa.table(
+        {
+            "change_id": ["before", "on", "pre-epoch"],
+            "change_time": pa.array(times, pa.timestamp("us", tz="UTC")),
+            "sequence_number": ["1", "2", "3"],
+            "shard_id": ["shardId-000000000000"] * 3,
+        },
+        schema=SCHEMA,
+    )
+    with SpilledHours(partitions=4, folder=str(tmp_path)) as spilled:
+        # WHEN they are spread over hours
+        spilled.add(table, committed=False)
+        # THEN each is in the hour that holds its time (floored, not rounded towards 1970)
+        found = {
+            hour: spilled.read(hour, range(4), committed=False, schema=SCHEMA).column("change_id").to_pylist()
+            for hour in spilled.hours()
+        }
+    assert found == {
+        datetime(1969, 12, 31, 23, tzinfo=UTC): ["pre-epoch"],
+        HOUR - timedelta(hours=1): ["before"],
+        HOUR: ["on"],
+    }

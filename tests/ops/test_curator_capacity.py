@@ -21,7 +21,7 @@ def test_a_run_reads_the_interval_and_rewrites_its_hour_and_the_touched_state_fi
     assert run.raw_objects == pytest.approx(180)
     assert run.committed_rows_rewritten == pytest.approx(1_350_000)  # 0, 1, 2, 3 runs' rows: 1.5 on average
     assert run.state_rows_rewritten == pytest.approx(10_000_000)  # 900,000 keys touch all 40 files
-    assert run.seconds == pytest.approx(3 + 909_000 / 100_400 + 1_350_000 / 57_143 + 10_000_000 / 201_814)
+    assert run.seconds == pytest.approx(3 + 909_000 / 131_700 + 1_350_000 / 57_143 + 10_000_000 / 201_814)
     assert run.runs_per_day == 96
     assert run.glue_requests == 14
     # GETs: 180 raw objects, 3 committed hour files, 40 state files, 2 objects of each of 2 x 672 kept snapshots.
@@ -55,26 +55,28 @@ def test_few_changes_touch_few_state_files_and_an_idle_run_costs_its_overhead_an
 
 
 def test_scale_rows_say_where_a_run_stops_fitting_its_timeout_and_memory():
-    one, eight, nine, sixteen, twenty_six = scale_rows([1, 8, 9, 16, 26])
+    one, eight, nine, sixteen, twenty_four = scale_rows([1, 8, 9, 16, 24])
 
     assert (one.changes, nine.raw_rows) == (900_000, pytest.approx(8_181_000))
-    assert one.seconds == pytest.approx(3 + 909_000 / 100_400 + 2_700_000 / 57_143 + 10_000_000 / 201_814)  # 108.9
-    assert one.peak_mb == eight.peak_mb == 1_791  # bounded by design: the shard-hour run's peak
+    assert one.seconds == pytest.approx(3 + 909_000 / 131_700 + 2_700_000 / 57_143 + 10_000_000 / 201_814)  # 106.7
+    assert one.peak_mb == eight.peak_mb == 1_647  # bounded by design: the shard-hour run's peak
     assert (one.fits_time, one.fits_memory) == (True, True)
-    assert (eight.fits_time, eight.fits_memory) == (True, True)  # 503 s
-    assert (nine.fits_time, nine.fits_memory) == (True, True)  # 559 s against 600
-    assert scale_rows([10])[0].fits_time is False  # 616 s
+    assert (eight.fits_time, eight.fits_memory) == (True, True)  # 486 s
+    assert (nine.fits_time, nine.fits_memory) == (True, True)  # 540 s
+    assert scale_rows([10])[0].fits_time is True  # 594 s against 600
+    assert scale_rows([11])[0].fits_time is False  # 648 s
     # an hour of 16 shards holds 58.2M rows, past the 32M its 64 slices hold at SLICE_ROWS: the peak beyond the
     # spill's 768 MB of memory grows with it
-    assert sixteen.peak_mb == pytest.approx(768 + (1_791 - 768) * 14_544_000 * 4 / 32_000_000)  # 2,627.9 MB
-    assert twenty_six.fits_memory is False
+    assert sixteen.peak_mb == pytest.approx(768 + (1_647 - 768) * 14_544_000 * 4 / 32_000_000)  # 2,366.0 MB
+    assert scale_rows([23])[0].fits_memory is True  # 3,065.2 MB
+    assert twenty_four.fits_memory is False  # 3,165.0 MB
     # the hour's last run at nine shards spills its 8.18M raw rows and the hour's 24.3M committed rows
     assert nine.disk_mb == pytest.approx((8_181_000 + 3 * 8_100_000) * 175 / 1e6)  # 5,684 MB
     assert (nine.fits_disk, scale_rows([12])[0].fits_disk, scale_rows([13])[0].fits_disk) == (True, True, False)
-    assert largest_fitting_shards() == (9, 19)
-    # A faster curation rate moves only the raw rows' share: the rewrites keep 10 shards out of 600 s.
-    assert largest_fitting_shards(rows_per_second=250_000) == (10, 19)
-    assert largest_fitting_shards(memory_mb=10_240)[1] == 59
+    assert largest_fitting_shards() == (10, 23)
+    # A faster curation rate moves only the raw rows' share: the rewrites keep an 11th shard out of 600 s.
+    assert largest_fitting_shards(rows_per_second=250_000) == (10, 23)
+    assert largest_fitting_shards(memory_mb=10_240)[1] == 69
 
 
 def test_a_load_without_a_rate_is_refused():
@@ -104,8 +106,8 @@ def test_the_scale_table_in_the_docs_is_the_models_output():
         for row in scale_rows(shards)
     ]
     assert documented == expected
-    assert "up to **9 shards** at their limit, its local disk up to **12** and its memory up to\n**19**" in section
-    assert "**100,400 rows/s**" in section
+    assert "up to **10 shards** at their limit, its local disk up to **12** and its memory up to\n**23**" in section
+    assert "**131,700 rows/s**" in section
 
 
 def test_the_models_local_disk_is_the_functions():
