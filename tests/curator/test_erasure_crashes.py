@@ -6,8 +6,9 @@ after each of them (``CopyingPlan``): what a process killed there leaves, since 
 in it. Each crash point then restores its copy in place and reruns. One point also crashes for real (``Crash``
 raised in the run, on the planted lake restored). The buckets are versioned, so the erasure's calls include the
 purges of old versions (``s3 DeleteObject version``). ``crash_points`` picks about a quarter of the erasure's
-calls (the suite's time: a rerun costs about 2-3 s); ``DMD_ERASURE_CRASH_EVERY_CALL=1`` crashes after every one (CI's
-``crash-matrix`` job).
+calls, each a different state a crash can leave; ``make test`` crashes after every other one of them and the first
+of each kind of call those leave out (``suite_points``: the suite's six minutes, a rerun costs 3-5 s there);
+``DMD_ERASURE_CRASH_EVERY_CALL=1`` crashes after every call (CI's ``crash-matrix`` job, before the qa1 deploy).
 """
 
 from __future__ import annotations
@@ -214,6 +215,24 @@ def crash_points(calls: list[str], *, every_call: bool = EVERY_CALL) -> list[int
     return points
 
 
+def suite_points(calls: list[str], points: list[int]) -> list[int]:
+    """Every other one of ``points`` (the first, the third, ...: spread over every step of the run), and the first
+    point of each kind of call (``_kind``) those leave out."""
+    chosen = set(points[::2])
+    kinds = {_kind(calls[at - 1]) for at in chosen}
+    for at in points:
+        if _kind(calls[at - 1]) not in kinds:
+            chosen.add(at)
+            kinds.add(_kind(calls[at - 1]))
+    return sorted(chosen)
+
+
+def points_to_crash_at(calls: list[str], *, every_call: bool = EVERY_CALL) -> list[int]:
+    """After every call (``every_call``, the matrix), else the suite's share of ``crash_points``."""
+    points = crash_points(calls, every_call=every_call)
+    return points if every_call else suite_points(calls, points)
+
+
 def real_crash_points(calls: list[str]) -> list[int]:
     """The point that also crashes for real: the first commit."""
     return [calls.index("glue UpdateTable") + 1]
@@ -257,6 +276,18 @@ def test_the_crash_points_leave_out_only_the_middle_of_long_runs_of_one_kind(cou
     assert {at for at, call in runs if not call.startswith("s3 put")} <= points
     assert counted.calls.count("s3 DeleteObject version") > 10
     assert 30 <= len(points) < len(counted.calls) / 3
+
+
+def test_the_suite_crashes_after_every_other_point_and_each_kind_of_call_once_at_least(counted: Erasure):
+    calls = ["glue UpdateTable", "s3 PutObject", "glue UpdateTable", "s3 PutObject", "s3 DeleteObject"]
+    # every other point (1, 3, 5), then the first PutObject (2); the second PutObject (4) is left out
+    assert suite_points(calls, [1, 2, 3, 4, 5]) == [1, 2, 3, 5]
+    points = crash_points(counted.calls, every_call=False)
+    chosen = points_to_crash_at(counted.calls, every_call=False)
+    assert set(points[::2]) <= set(chosen) <= set(points)
+    assert {_kind(counted.calls[at - 1]) for at in chosen} == {_kind(counted.calls[at - 1]) for at in points}
+    assert len(chosen) <= len(points) // 2 + 3
+    assert points_to_crash_at(counted.calls, every_call=True) == list(range(1, len(counted.calls) + 1))
 
 
 def test_a_restored_lake_is_the_planted_one_to_the_curator(counted: Erasure, instrumented: Instrumented):
@@ -306,9 +337,10 @@ def test_each_copy_differs_from_the_one_before_by_its_call(counted: Erasure):
 def test_a_crash_after_any_call_of_an_erasure_then_a_rerun_ends_the_same(
     part: int, instrumented: Instrumented, counted: Erasure
 ):
-    """Crash points ``part + 1``, ``part + 1 + PARTS``, ...: together the parts crash after every call. Each starts
-    from the lake as the run left it right after its call; the request is the one filed before the run."""
-    points = crash_points(counted.calls)[part::PARTS]
+    """The crash points (``points_to_crash_at``) ``part``, ``part + PARTS``, ...: together the parts crash after each
+    of them. Each starts from the lake as the run left it right after its call; the request is the one filed before
+    the run."""
+    points = points_to_crash_at(counted.calls)[part::PARTS]
     assert len(points) > 0
     planted = counted.planted
     for at in points:
