@@ -44,6 +44,8 @@ class ShardStream:
     batch_size: int = 10_000
     redelivered: float = 0.01
     seed: int = 3
+    #: The generated records' version, part of the cache's name (2: every change its own ``eventID``).
+    records_version: int = 2
 
     @property
     def shard_id(self) -> str:

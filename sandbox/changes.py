@@ -217,10 +217,14 @@ def change_record(
         body["NewImage"] = to_dynamodb_json(change.new_image)
     if change.old_image is not None:
         body["OldImage"] = to_dynamodb_json(change.old_image)
-    body["SizeBytes"] = len(json.dumps(body, separators=(",", ":")))
+    document = json.dumps(body, separators=(",", ":"))
+    body["SizeBytes"] = len(document)
+    # DynamoDB gives every stream record its own id. Derived from the whole change (its kind and images too), two
+    # changes of one item in the same microsecond (an INSERT and a MODIFY) get two ids, not one.
+    identity = f"{table_name}/{epoch_us}/{change.event_name}/{document}"
     return {
         "awsRegion": region,
-        "eventID": event_id or str(uuid.uuid5(uuid.NAMESPACE_URL, f"{table_name}/{epoch_us}/{change.keys}")),
+        "eventID": event_id or str(uuid.uuid5(uuid.NAMESPACE_URL, identity)),
         "eventName": change.event_name,
         "userIdentity": None,
         "recordFormat": "application/json",

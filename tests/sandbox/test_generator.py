@@ -1,12 +1,14 @@
-"""The demand generator's live items: the n-th key in insertion order, as ``list(dict)[n]`` gives it."""
+"""The demand generator's live items: the n-th key in insertion order, as ``list(dict)[n]`` gives it; and the ids of
+the stream records it makes."""
 
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime
 
 import pytest
 
-from sandbox.changes import DemandGenerator, _LiveItems
+from sandbox.changes import Change, DemandGenerator, _LiveItems, change_record
 
 
 def test_key_at_picks_what_a_list_of_the_dict_would_pick():
@@ -66,3 +68,17 @@ def test_a_seeded_workload_is_the_same_every_time_and_keeps_its_mix():
             assert key in live
         else:
             live.remove(key)
+
+
+def test_two_changes_of_one_item_in_the_same_microsecond_get_two_event_ids():
+    # GIVEN an INSERT and a MODIFY of one item at the same instant (the generator can draw no time between them)
+    moment = datetime(2026, 4, 1, 1, 0, 2, 34000, tzinfo=UTC)
+    keys = {"pk": "EVENT#e1", "sk": "FAN#f1"}
+    inserted = {**keys, "status": "REGISTERED", "quantity": 2}
+    modified = {**inserted, "quantity": 3}
+    insert = Change("INSERT", keys, inserted, None, moment)
+    modify = Change("MODIFY", keys, modified, inserted, moment)
+    # WHEN each becomes a stream record, THEN each has its own eventID, and the same change always the same one
+    ids = [change_record(change, table_name="demand")["eventID"] for change in (insert, modify, insert)]
+    assert ids[0] != ids[1]
+    assert ids[2] == ids[0]
