@@ -14,7 +14,6 @@ from datetime import timedelta
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pytest
 
 from curator.curation import Curator
@@ -39,6 +38,7 @@ from tests.curator.crash_harness import (
     copies_differ_by_their_calls,
     crash_plan,
     instrumented,
+    two_events,
 )
 from tests.curator.lake_copy import LakeCopy
 
@@ -58,13 +58,6 @@ def crashable(lake: CuratedLake, instrumented: Instrumented) -> Curator:
         settings=lake.settings,
         clock=lake.clock,
     )
-
-
-def two_events(rows: pa.Table) -> pa.Table:
-    """``rows`` with their events folded into two (a key's changes stay together): fewer files, fewer calls."""
-    folded = pc.if_else(pc.less(rows.column("event_id"), "vvU"), "event-a", "event-b")
-    index = rows.schema.get_field_index("event_id")
-    return rows.set_column(index, rows.schema.field(index), folded)
 
 
 # The smallest data reaching every crash point: two events, two hours, INSERTs, MODIFYs and REMOVEs, late rows

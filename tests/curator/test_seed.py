@@ -35,9 +35,9 @@ from tests.curator.crash_harness import (
     copies_differ_by_their_calls,
     crash_plan,
     instrumented,
+    two_events,
 )
 from tests.curator.lake_copy import LakeCopy
-from tests.curator.test_crashes import two_events
 
 __all__ = ["crash_plan", "instrumented"]  # the crash harness's fixtures
 
