@@ -258,6 +258,12 @@ class MotoProcess:
         self.port = int(json.loads(line)["port"])
         return self
 
+    @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise RuntimeError("the moto server is not started")
+        return self._process.pid
+
     def alive(self) -> bool:
         """Whether the server process is running (False once it has exited or was killed)."""
         return self._process is not None and self._process.poll() is None
