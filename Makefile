@@ -149,7 +149,7 @@ integration: .venv/.synced  ## per-component checks on TEST_ENV (function, alias
 faults: .venv/.synced  ## injected failures on the local AWS: S3 outage, crashes, exhausted retries, replays
 	$(RUN) pytest -n 2 tests/faults $(PYTEST_ARGS)
 
-crash-matrix: .venv/.synced  ## an erasure crashed after every one of its changing calls, then rerun (make unit: 22 of the 149)
+crash-matrix: .venv/.synced  ## an erasure crashed after every one of its changing calls, then rerun (make unit: 14 of the 149)
 	DMD_ERASURE_CRASH_EVERY_CALL=1 $(RUN) pytest -n 2 --dist load --timeout=900 --durations=5 tests/curator/test_erasure_crashes.py $(PYTEST_ARGS)
 
 replay: .venv/.synced  ## re-drive quarantined records or discarded batches of STACK (ARGS="quarantine --dry-run")

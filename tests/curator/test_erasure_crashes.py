@@ -6,8 +6,8 @@ after each of them (``CopyingPlan``): what a process killed there leaves, since 
 in it. Each crash point then restores its copy in place and reruns. One point also crashes for real (``Crash``
 raised in the run, on the planted lake restored). The buckets are versioned, so the erasure's calls include the
 purges of old versions (``s3 DeleteObject version``). ``crash_points`` picks about a quarter of the erasure's
-calls, each a different state a crash can leave; ``make test`` crashes after every other one of them and the first
-of each kind of call those leave out (``suite_points``: the suite's six minutes, a rerun costs 3-5 s there);
+calls, each a different state a crash can leave; ``make test`` crashes after every fourth one of them and the
+first of each kind of call those leave out (``suite_points``: the suite's six minutes, a rerun costs 3-5 s there);
 ``DMD_ERASURE_CRASH_EVERY_CALL=1`` crashes after every call (CI's ``crash-matrix`` job, before the qa1 deploy).
 """
 
@@ -215,10 +215,14 @@ def crash_points(calls: list[str], *, every_call: bool = EVERY_CALL) -> list[int
     return points
 
 
+#: ``make test`` crashes after every ``SUITE_STEP``th of ``crash_points`` (and the first of each kind of call).
+SUITE_STEP = 4
+
+
 def suite_points(calls: list[str], points: list[int]) -> list[int]:
-    """Every other one of ``points`` (the first, the third, ...: spread over every step of the run), and the first
+    """Every fourth one of ``points`` (the first, the fifth, ...: spread over every step of the run), and the first
     point of each kind of call (``_kind``) those leave out."""
-    chosen = set(points[::2])
+    chosen = set(points[::SUITE_STEP])
     kinds = {_kind(calls[at - 1]) for at in chosen}
     for at in points:
         if _kind(calls[at - 1]) not in kinds:
@@ -278,15 +282,25 @@ def test_the_crash_points_leave_out_only_the_middle_of_long_runs_of_one_kind(cou
     assert 30 <= len(points) < len(counted.calls) / 3
 
 
-def test_the_suite_crashes_after_every_other_point_and_each_kind_of_call_once_at_least(counted: Erasure):
-    calls = ["glue UpdateTable", "s3 PutObject", "glue UpdateTable", "s3 PutObject", "s3 DeleteObject"]
-    # every other point (1, 3, 5), then the first PutObject (2); the second PutObject (4) is left out
-    assert suite_points(calls, [1, 2, 3, 4, 5]) == [1, 2, 3, 5]
+def test_the_suite_crashes_after_every_fourth_point_and_each_kind_of_call_once_at_least(counted: Erasure):
+    calls = [
+        "glue UpdateTable",
+        "s3 PutObject",
+        "glue UpdateTable",
+        "s3 PutObject",
+        "s3 DeleteObject",
+        "glue UpdateTable",
+    ]
+    # every fourth point (1, 5), then the first PutObject (2); the second PutObject (4) and the commits 3 and 6 are
+    # left out
+    assert suite_points(calls, [1, 2, 3, 4, 5, 6]) == [1, 2, 5]
     points = crash_points(counted.calls, every_call=False)
     chosen = points_to_crash_at(counted.calls, every_call=False)
-    assert set(points[::2]) <= set(chosen) <= set(points)
+    assert set(points[::SUITE_STEP]) <= set(chosen) <= set(points)
     assert {_kind(counted.calls[at - 1]) for at in chosen} == {_kind(counted.calls[at - 1]) for at in points}
-    assert len(chosen) <= len(points) // 2 + 3
+    added = set(chosen) - set(points[::SUITE_STEP])  # one point for each kind of call the fourths leave out
+    assert len({_kind(counted.calls[at - 1]) for at in added}) == len(added)
+    assert len(chosen) < len(points) / 2
     assert points_to_crash_at(counted.calls, every_call=True) == list(range(1, len(counted.calls) + 1))
 
 
