@@ -11,7 +11,10 @@ when it throttles or an outage starts. Underscores are not valid in bucket names
 
 from __future__ import annotations
 
+import base64
+import calendar
 import contextlib
+import copy
 import json
 import logging
 import os
@@ -25,13 +28,16 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import IO, Any
 
 __all__ = [
     "FAULTS_PATH",
     "FaultRule",
     "MotoProcess",
+    "answer_stream_records_as_json",
     "list_moto_modules_once",
+    "list_versions_without_copying_bodies",
     "moto_server",
     "refuse_stale_glue_table_versions",
     "reuse_servers",
@@ -148,6 +154,81 @@ def list_moto_modules_once() -> None:
     backends.list_of_moto_modules = list_of_moto_modules
 
 
+def _wire_json(value: Any) -> Any:
+    """What moto's JSON serializer makes of the values a stream record holds that ``json`` cannot write: a time as
+    epoch seconds truncated to the millisecond, bytes as base64."""
+    if isinstance(value, datetime):
+        seconds = calendar.timegm(value.timetuple())
+        return seconds + (value.microsecond // 1000) / 1000.0 if value.microsecond else seconds
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    raise TypeError(f"a stream record holds a {type(value).__name__}: {value!r}")
+
+
+def answer_stream_records_as_json() -> None:
+    """Answer DynamoDB Streams ``GetRecords`` with ``json.dumps`` of moto's records, not its shape-walking serializer.
+
+    moto's records are already DynamoDB JSON (``eventID``, ``dynamodb.NewImage`` and the rest, as ``GetRecords``
+    returns them); its serializer walks every attribute of every image against the service model, about 1 s of
+    the server's CPU for 1,000 records, the largest single cost of the local AWS in the demo (every change the
+    bridge forwards is read this way). Only the time and binary values need converting, as that serializer does."""
+    from moto.core.responses import ActionResult  # noqa: PLC0415 - moto's server is heavy; only this process needs it
+    from moto.dynamodbstreams.responses import DynamoDBStreamsHandler  # noqa: PLC0415
+
+    original = DynamoDBStreamsHandler.get_records
+    if getattr(original, "answers_json", False):
+        return
+
+    def get_records(self: Any) -> Any:
+        answer = original(self)
+        if isinstance(answer, ActionResult) and isinstance(answer.result, dict):
+            return json.dumps(answer.result, default=_wire_json)
+        return answer
+
+    get_records.answers_json = True  # type: ignore[attr-defined]
+    DynamoDBStreamsHandler.get_records = get_records
+
+
+def list_versions_without_copying_bodies() -> None:
+    """Make moto's ``ListObjectVersions`` copy each version's attributes, not its bytes.
+
+    moto deep-copies every version of every key of the bucket on each listing (to mark which is latest on the
+    copies), and a deep copy of a key reads its body and writes it to a new temporary file: each listing, even of
+    one prefix, costs the whole bucket's bytes. Here, during a listing only (per thread: the server answers in
+    threads), a key's or delete marker's copy has its attributes and no body; the listing reads only names, version
+    ids, ETags, sizes and times."""
+    from moto.s3.models import FakeDeleteMarker, FakeKey, S3Backend  # noqa: PLC0415 - only this process needs it
+
+    original = S3Backend.list_object_versions
+    if getattr(original, "copies_attributes", False):
+        return
+    listing = threading.local()
+
+    def __deepcopy__(self: Any, memo: dict[int, Any]) -> Any:  # noqa: N807 - the copy protocol's name
+        if getattr(listing, "active", False):
+            clone = object.__new__(type(self))
+            if isinstance(self, FakeKey):
+                _ = self.etag  # computed from the body (and kept) on the original: the copy has no body
+            clone.__dict__.update(self.__dict__)
+            if isinstance(self, FakeKey):
+                # No body of its own, and disposed already: its __del__ must not close the original's body.
+                clone.__dict__.update(_value_buffer=None, multipart=None, disposed=True)
+            return clone
+        return copy._reconstruct(self, memo, *self.__reduce_ex__(4))  # type: ignore[attr-defined]  # the default
+
+    def list_object_versions(self: Any, *args: Any, **kwargs: Any) -> Any:
+        listing.active = True
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            listing.active = False
+
+    for model in (FakeKey, FakeDeleteMarker):
+        model.__deepcopy__ = __deepcopy__
+    list_object_versions.copies_attributes = True  # type: ignore[attr-defined]
+    S3Backend.list_object_versions = list_object_versions
+
+
 def refuse_stale_glue_table_versions() -> None:
     """Make moto's Glue ``UpdateTable`` check ``VersionId`` as Glue does (moto ignores it).
 
@@ -203,6 +284,8 @@ def serve(port: int = 0, announce: IO[str] | None = None) -> None:
 
     refuse_stale_glue_table_versions()
     list_moto_modules_once()
+    answer_stream_records_as_json()
+    list_versions_without_copying_bodies()
     # Ctrl-C in a terminal reaches the whole process group: the parent decides when this server stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
