@@ -81,15 +81,15 @@ lint: .venv/.synced  ## ruff lint and format check
 typecheck: .venv/.synced  ## mypy
 	$(RUN) mypy
 
-unit: .venv/.synced  ## pytest only (three workers), then its 15 slowest tests (PYTEST_ARGS="-k decode")
-	$(RUN) pytest -n 3 --dist loadgroup --durations=15 $(PYTEST_ARGS)
+unit: .venv/.synced  ## pytest only (four workers), then its 15 slowest tests (PYTEST_ARGS="-k decode")
+	$(RUN) pytest -n 4 --dist loadgroup --durations=15 $(PYTEST_ARGS)
 
 test: lint  ## lint, types, then the whole suite (what CI runs)
 	@$(MAKE) --no-print-directory -j 2 typecheck compile-tests
 	@$(MAKE) --no-print-directory unit
 
 # Beside mypy (one core), one collection compiles the modules the suite imports and rewrites its asserts into
-# .pycache, once: otherwise each of unit's three workers does it at the same time on a fresh clone (about 12 s of
+# .pycache, once: otherwise each of unit's four workers does it at the same time on a fresh clone (about 12 s of
 # CPU each). Collection errors are the suite's to report.
 compile-tests: .venv/.synced
 	@$(RUN) pytest --collect-only -q -p no:cacheprovider >/dev/null 2>&1 || true
