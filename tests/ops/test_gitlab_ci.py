@@ -287,8 +287,8 @@ def test_the_unit_job_prints_the_fifteen_slowest_tests(jobs):
         check=True,
     ).stdout.splitlines()
     # THEN pytest is called once, on four workers (two cores: the tests that wait on the local AWS, the demo's
-    # pauses and the commands' processes leave CPU to the others) keeping xdist groups together, with --durations=15 (CI's log lists the slowest tests) and the job's
-    # arguments
+    # pauses and the commands' processes leave CPU to the others) keeping xdist groups together, with
+    # --durations=15 (CI's log lists the slowest tests) and the job's arguments
     [pytest_line] = [line for line in shown if " pytest " in line]
     assert pytest_line.split()[-7:] == [
         "pytest",
