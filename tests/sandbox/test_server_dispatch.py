@@ -24,14 +24,13 @@ def server() -> Iterator[MotoProcess]:
         yield started
 
 
-def _client(server: MotoProcess, service: str) -> Any:
-    return boto3.client(
-        service,
-        endpoint_url=server.endpoint_url,
-        region_name=REGION,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+def _options(server: MotoProcess) -> dict[str, Any]:
+    return {
+        "endpoint_url": server.endpoint_url,
+        "region_name": REGION,
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+    }
 
 
 def test_moto_lists_its_backends_once_and_answers_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -66,7 +65,8 @@ ITEM = {
 
 
 def test_stream_records_come_back_as_dynamodb_wrote_them(server: MotoProcess):
-    dynamodb, streams = _client(server, "dynamodb"), _client(server, "dynamodbstreams")
+    dynamodb = boto3.client("dynamodb", **_options(server))
+    streams = boto3.client("dynamodbstreams", **_options(server))
     table = dynamodb.create_table(
         TableName="demand",
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
@@ -106,7 +106,7 @@ def test_stream_records_come_back_as_dynamodb_wrote_them(server: MotoProcess):
 
 
 def test_a_version_listing_leaves_every_version_readable(server: MotoProcess):
-    s3 = _client(server, "s3")
+    s3 = boto3.client("s3", **_options(server))
     s3.create_bucket(Bucket="lake-bucket")
     s3.put_bucket_versioning(Bucket="lake-bucket", VersioningConfiguration={"Status": "Enabled"})
     bodies = {("a/x", index): os.urandom(3000 + index) for index in range(3)}
