@@ -50,7 +50,7 @@ def test_moto_lists_its_backends_once_and_answers_the_same(monkeypatch: pytest.M
 
 
 # Every kind of DynamoDB value, nested ones too, and binary values moto keeps as bytes.
-ITEM = {
+ITEM: dict[str, Any] = {
     "pk": {"S": "EVENT#1"},
     "n": {"N": "12.50"},
     "b": {"B": b"\x00\xffbytes"},
