@@ -35,7 +35,7 @@ __all__ = [
     "FAULTS_PATH",
     "FaultRule",
     "MotoProcess",
-    "answer_stream_records_as_json",
+    "answer_items_as_json",
     "list_moto_modules_once",
     "list_versions_without_copying_bodies",
     "moto_server",
@@ -155,38 +155,43 @@ def list_moto_modules_once() -> None:
 
 
 def _wire_json(value: Any) -> Any:
-    """What moto's JSON serializer makes of the values a stream record holds that ``json`` cannot write: a time as
-    epoch seconds truncated to the millisecond, bytes as base64."""
+    """What moto's JSON serializer makes of the values an item or stream record holds that ``json`` cannot write: a
+    time as epoch seconds truncated to the millisecond, bytes as base64."""
     if isinstance(value, datetime):
         seconds = calendar.timegm(value.timetuple())
         return seconds + (value.microsecond // 1000) / 1000.0 if value.microsecond else seconds
     if isinstance(value, bytes):
         return base64.b64encode(value).decode("ascii")
-    raise TypeError(f"a stream record holds a {type(value).__name__}: {value!r}")
+    raise TypeError(f"an item or stream record holds a {type(value).__name__}: {value!r}")
 
 
-def answer_stream_records_as_json() -> None:
-    """Answer DynamoDB Streams ``GetRecords`` with ``json.dumps`` of moto's records, not its shape-walking serializer.
+def answer_items_as_json() -> None:
+    """Answer DynamoDB Streams ``GetRecords`` and DynamoDB ``Scan`` and ``Query`` with ``json.dumps`` of moto's
+    answer, not its shape-walking serializer.
 
-    moto's records are already DynamoDB JSON (``eventID``, ``dynamodb.NewImage`` and the rest, as ``GetRecords``
-    returns them); its serializer walks every attribute of every image against the service model, about 1 s of
-    the server's CPU for 1,000 records, the largest single cost of the local AWS in the demo (every change the
-    bridge forwards is read this way). Only the time and binary values need converting, as that serializer does."""
+    moto's records and items are already DynamoDB JSON (``eventID``, ``dynamodb.NewImage``, ``Items`` and the rest,
+    as the services return them); its serializer walks every attribute of every image against the service model,
+    about 1 s of the server's CPU for 1,000 records: the largest single cost of the local AWS in the demo (every
+    change the bridge forwards is read this way, and every current-state check scans the table). Only times and
+    binary values need converting, as that serializer does."""
     from moto.core.responses import ActionResult  # noqa: PLC0415 - moto's server is heavy; only this process needs it
+    from moto.dynamodb.responses import DynamoHandler  # noqa: PLC0415
     from moto.dynamodbstreams.responses import DynamoDBStreamsHandler  # noqa: PLC0415
 
-    original = DynamoDBStreamsHandler.get_records
-    if getattr(original, "answers_json", False):
-        return
+    def as_json(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        def answer_json(self: Any) -> Any:
+            answer = original(self)
+            if isinstance(answer, ActionResult) and isinstance(answer.result, dict):
+                return json.dumps(answer.result, default=_wire_json)
+            return answer
 
-    def get_records(self: Any) -> Any:
-        answer = original(self)
-        if isinstance(answer, ActionResult) and isinstance(answer.result, dict):
-            return json.dumps(answer.result, default=_wire_json)
-        return answer
+        answer_json.answers_json = True  # type: ignore[attr-defined]
+        return answer_json
 
-    get_records.answers_json = True  # type: ignore[attr-defined]
-    DynamoDBStreamsHandler.get_records = get_records
+    for handler, action in ((DynamoDBStreamsHandler, "get_records"), (DynamoHandler, "scan"), (DynamoHandler, "query")):
+        original = getattr(handler, action)
+        if not getattr(original, "answers_json", False):
+            setattr(handler, action, as_json(original))
 
 
 def list_versions_without_copying_bodies() -> None:
@@ -284,7 +289,7 @@ def serve(port: int = 0, announce: IO[str] | None = None) -> None:
 
     refuse_stale_glue_table_versions()
     list_moto_modules_once()
-    answer_stream_records_as_json()
+    answer_items_as_json()
     list_versions_without_copying_bodies()
     # Ctrl-C in a terminal reaches the whole process group: the parent decides when this server stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -1,5 +1,5 @@
 """The local AWS server's dispatch: moto's list of its backends is read once, not on every request; stream records
-are answered as JSON without moto's serializer; a version listing copies no object's bytes."""
+and items are answered as JSON without moto's serializer; a version listing copies no object's bytes."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ ITEM: dict[str, Any] = {
 }
 
 
-def test_stream_records_come_back_as_dynamodb_wrote_them(server: MotoProcess):
+def test_stream_records_and_items_come_back_as_dynamodb_wrote_them(server: MotoProcess):
     dynamodb = boto3.client("dynamodb", **_options(server))
     streams = boto3.client("dynamodbstreams", **_options(server))
     table = dynamodb.create_table(
@@ -75,6 +75,12 @@ def test_stream_records_come_back_as_dynamodb_wrote_them(server: MotoProcess):
         StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
     )["TableDescription"]
     dynamodb.put_item(TableName="demand", Item=ITEM)
+    dynamodb.put_item(TableName="demand", Item={**ITEM, "pk": {"S": "EVENT#2"}})
+    scanned = dynamodb.scan(TableName="demand", Limit=1)
+    queried = dynamodb.query(
+        TableName="demand", KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": ITEM["pk"]}
+    )
+    dynamodb.delete_item(TableName="demand", Key={"pk": {"S": "EVENT#2"}})
     dynamodb.put_item(TableName="demand", Item={**ITEM, "n": {"N": "13"}})
     dynamodb.delete_item(TableName="demand", Key={"pk": ITEM["pk"]})
     [shard] = streams.describe_stream(StreamArn=table["LatestStreamArn"])["StreamDescription"]["Shards"]
@@ -84,9 +90,14 @@ def test_stream_records_come_back_as_dynamodb_wrote_them(server: MotoProcess):
 
     answer = streams.get_records(ShardIterator=iterator, Limit=10)
 
+    assert (scanned["Count"], scanned["ScannedCount"], len(scanned["Items"])) == (1, 1, 1)
+    assert scanned["Items"][0] in (ITEM, {**ITEM, "pk": {"S": "EVENT#2"}})
+    assert scanned["LastEvaluatedKey"] == {"pk": scanned["Items"][0]["pk"]}
+    assert (queried["Count"], queried["Items"]) == (1, [ITEM])
     records = answer["Records"]
-    assert [record["eventName"] for record in records] == ["INSERT", "MODIFY", "REMOVE"]
-    assert len({record["eventID"] for record in records}) == 3
+    assert [record["eventName"] for record in records] == ["INSERT", "INSERT", "REMOVE", "MODIFY", "REMOVE"]
+    assert len({record["eventID"] for record in records}) == 5
+    records = [records[0], records[3], records[4]]  # the first item's
     insert, modify, remove = (record["dynamodb"] for record in records)
     assert insert["NewImage"] == ITEM  # boto3 decodes the base64 back to the same bytes
     assert "OldImage" not in insert
