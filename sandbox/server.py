@@ -12,7 +12,6 @@ when it throttles or an outage starts. Underscores are not valid in bucket names
 from __future__ import annotations
 
 import base64
-import calendar
 import contextlib
 import copy
 import json
@@ -154,17 +153,6 @@ def list_moto_modules_once() -> None:
     backends.list_of_moto_modules = list_of_moto_modules
 
 
-def _wire_json(value: Any) -> Any:
-    """What moto's JSON serializer makes of the values an item or stream record holds that ``json`` cannot write: a
-    time as epoch seconds truncated to the millisecond, bytes as base64."""
-    if isinstance(value, datetime):
-        seconds = calendar.timegm(value.timetuple())
-        return seconds + (value.microsecond // 1000) / 1000.0 if value.microsecond else seconds
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode("ascii")
-    raise TypeError(f"an item or stream record holds a {type(value).__name__}: {value!r}")
-
-
 def answer_items_as_json() -> None:
     """Answer DynamoDB Streams ``GetRecords`` and DynamoDB ``Scan`` and ``Query`` with ``json.dumps`` of moto's
     answer, not its shape-walking serializer.
@@ -175,14 +163,23 @@ def answer_items_as_json() -> None:
     change the bridge forwards is read this way, and every current-state check scans the table). Only times and
     binary values need converting, as that serializer does."""
     from moto.core.responses import ActionResult  # noqa: PLC0415 - moto's server is heavy; only this process needs it
+    from moto.core.serialize import TimestampSerializer  # noqa: PLC0415
     from moto.dynamodb.responses import DynamoHandler  # noqa: PLC0415
     from moto.dynamodbstreams.responses import DynamoDBStreamsHandler  # noqa: PLC0415
+
+    def wire(value: Any) -> Any:
+        """A time as moto's serializer writes one (epoch seconds to the millisecond); bytes as base64."""
+        if isinstance(value, datetime):
+            return TimestampSerializer._timestamp_unixtimestamp(value)
+        if isinstance(value, bytes):
+            return base64.b64encode(value).decode("ascii")
+        raise TypeError(f"an item or stream record holds a {type(value).__name__}: {value!r}")
 
     def as_json(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
         def answer_json(self: Any) -> Any:
             answer = original(self)
             if isinstance(answer, ActionResult) and isinstance(answer.result, dict):
-                return json.dumps(answer.result, default=_wire_json)
+                return json.dumps(answer.result, default=wire)
             return answer
 
         answer_json.answers_json = True  # type: ignore[attr-defined]
