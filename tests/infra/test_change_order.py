@@ -85,12 +85,10 @@ def _connect(
 
 
 @functools.cache
-@functools.cache
 def _database() -> duckdb.DuckDBPyConnection:
     """One in-memory DuckDB for the module (opening one costs more than most queries here)."""
     connection = duckdb.connect()
     connection.execute("SET TimeZone = 'UTC'")
-    connection.execute("SET threads = 1")
     return connection
 
 
