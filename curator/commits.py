@@ -7,7 +7,8 @@ are deleted again (``Staged.discard``), and anything a crash leaves is removed b
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -15,10 +16,13 @@ from pipeline.exceptions import PipelineError
 
 if TYPE_CHECKING:
     from pyiceberg.expressions import BooleanExpression
-    from pyiceberg.manifest import DataFile
+    from pyiceberg.manifest import DataFile, ManifestFile
     from pyiceberg.table import Table
 
-__all__ = ["CurationError", "Staged", "commit_overwrite", "predicate"]
+__all__ = ["CurationError", "Staged", "commit_overwrite", "per_thread", "predicate"]
+
+#: Whether a manifest may hold rows of the partitions a commit touches.
+Evaluator = Callable[["ManifestFile"], bool]
 
 
 class CurationError(PipelineError):
@@ -44,11 +48,34 @@ def commit_overwrite(
     """One overwrite snapshot swapping ``removed`` for ``added``; ``CommitFailedException`` on any conflict."""
     transaction = table.transaction()
     with transaction.update_snapshot(snapshot_properties=properties).overwrite() as overwrite:
+        overwrite._build_manifest_evaluator = per_thread(overwrite._build_manifest_evaluator)  # type: ignore[method-assign,assignment]
         for data_file in removed:
             overwrite.delete_data_file(data_file)
         for data_file in added:
             overwrite.append_data_file(data_file)
     return transaction.commit_transaction()
+
+
+def per_thread(build: Callable[[int], Evaluator]) -> Callable[[int], Evaluator]:
+    """``build`` (a partition spec's manifest evaluator) with one evaluator per thread.
+
+    pyiceberg's overwrite shares one evaluator per spec among the threads that read the parent snapshot's manifests,
+    and the evaluator keeps the manifest it is looking at in an attribute. Two threads at once can each judge the
+    other's manifest: the one holding a file to delete is skipped and the commit fails ("Missing required files to
+    delete"). Each thread here builds and keeps its own.
+    """
+    local = threading.local()
+
+    def for_spec(spec_id: int) -> Evaluator:
+        def evaluate(manifest: ManifestFile) -> bool:
+            evaluators: dict[int, Evaluator] = local.__dict__.setdefault("evaluators", {})
+            if (evaluator := evaluators.get(spec_id)) is None:
+                evaluator = evaluators[spec_id] = build(spec_id)
+            return evaluator(manifest)
+
+        return evaluate
+
+    return for_spec
 
 
 def predicate(kind: Any, *arguments: Any) -> BooleanExpression:
