@@ -59,6 +59,9 @@ def curator_environment(settings: Settings, bucket: str, prefixes: Prefixes, dat
         "SNAPSHOT_PREFIX": prefixes.snapshots,
         "SNAPSHOT_EXPORT_ID": settings.snapshot_export_id or "",
         "SNAPSHOT_EXPORT_TIME": settings.snapshot_export_time or "",
+        # The backfill's exports: purged once their snapshot holds them and they are this old; erasure rewrites them.
+        "EXPORTS_PREFIX": prefixes.exports,
+        "EXPORT_RETENTION_DAYS": str(settings.export_retention_days),
         "POWERTOOLS_SERVICE_NAME": settings.naming.physical("demand-curator"),
         "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
         "LOG_LEVEL": settings.log_level,
@@ -67,14 +70,13 @@ def curator_environment(settings: Settings, bucket: str, prefixes: Prefixes, dat
 
 def curator_erasure_environment(failure_bucket: str, prefixes: Prefixes) -> dict[str, str]:
     """The curator's erasure variables (``curator.handler.ERASURE_VARIABLES``), after ``curator_environment``'s: the
-    failure bucket whose on-failure records it rewrites without the erased fans, the quarantine prefix whose
-    lines it rewrites, and the exports prefix whose DynamoDB export data files it rewrites.
+    failure bucket whose on-failure records it rewrites without the erased fans and the quarantine prefix whose
+    lines it rewrites (the exports prefix, whose data files it rewrites too, is a base variable).
     ``ERASURE_SALT_VARIABLE`` (the stack's ``dmd-pipeline:erasureSalt``, keying the audit's HMAC of each fan id)
     comes as a secret Output (``CurationArgs.erasure_salt``), never in plain text."""
     return {
         FAILURE_BUCKET_VARIABLE: failure_bucket,
         "QUARANTINE_PREFIX": prefixes.quarantine,
-        "EXPORTS_PREFIX": prefixes.exports,
     }
 
 

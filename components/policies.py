@@ -174,8 +174,9 @@ def curator_policy(
     them (``s3:DeleteObjectVersion``: those places, the curated tables' deleted files, and the requests). Nothing
     else in the stack may delete a version. The backfill's DynamoDB export data files (under ``exports_prefix``) are
     overwritten in place without the erased fans (the export's manifest names them), so there the curator may read,
-    put (a conditional overwrite), list, and read and purge old versions, and never delete: a data file is never
-    removed.
+    put (a conditional overwrite), list, and read and purge versions, and never delete: a data file keeps its name
+    until the whole export is purged, every version, once its snapshot holds it and ``exportRetentionDays`` have
+    passed (``curator.exports``).
 
     Every ``PutObject`` outside the curated prefix is conditional, and the policy says so: on the events, snapshot
     and quarantine prefixes, the erasure audit and progress and the failure bucket only with an ``If-None-Match``

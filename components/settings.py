@@ -360,6 +360,15 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         _between(1, 3650),
     ),
     _key(
+        "exportRetentionDays",
+        "export_retention_days",
+        "integer",
+        14,
+        "Days a backfill's DynamoDB export stays after its request once its snapshot holds all of it (a re-run of the "
+        "same export needs it), then the curator purges it.",
+        _between(1, 3650),
+    ),
+    _key(
         "erasureDeadlineDays",
         "erasure_deadline_days",
         "integer",
@@ -551,6 +560,7 @@ class Settings:
     failure_bucket_versioning: bool
     curation_interval_minutes: int
     time_travel_days: int
+    export_retention_days: int
     erasure_deadline_days: int
     curation_memory_mb: int
     curation_timeout_seconds: int

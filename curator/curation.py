@@ -39,6 +39,7 @@ from curator.commits import Staged as _Staged
 from curator.commits import commit_overwrite as _commit_overwrite
 from curator.commits import predicate as _predicate
 from curator.erasure import ErasureOutcome, ErasureRun
+from curator.exports import expire_exports
 from curator.files import conform_to, files_matching, write_partition
 from curator.raw import LEDGER_PROPERTY, LedgerEntry, raw_objects, read_ledger, write_ledger
 from curator.retention import RetentionResult, apply_retention
@@ -103,6 +104,13 @@ class CuratorSettings:
     exports_prefix: str = "demand/exports/"
     erasure_salt: str = ""
     failure_bucket: str | None = None
+    #: How long an export stays once its snapshot holds all of it (``curator.exports``).
+    export_retention: timedelta = timedelta(days=14)
+
+    @property
+    def snapshots_prefix(self) -> str:
+        """Where the backfill's snapshot objects are: the published snapshot's prefix, else the stack's."""
+        return self.snapshot.prefix if self.snapshot is not None else self.snapshot_prefix
 
     def location(self, table: str) -> str:
         return f"s3://{self.bucket}/{self.tables_prefix}{table}"
@@ -126,6 +134,10 @@ class CurationResult:
     retention: list[RetentionResult] = field(default_factory=list)
     conflict: str | None = None
     erasure: ErasureOutcome = field(default_factory=ErasureOutcome)
+    #: Exports purged (their folders) and exports kept although past their retention (snapshot incomplete).
+    exports_expired: list[str] = field(default_factory=list)
+    exports_incomplete: list[str] = field(default_factory=list)
+    export_versions_purged: int = 0
     seconds: float = 0.0
 
     def summary(self) -> dict[str, Any]:
@@ -209,6 +221,7 @@ class Curator:
             return result
         self._delete_covered(ledger, result)
         self._retain(result)
+        self._expire_exports(result)
         result.seconds = time.perf_counter() - started
         return result
 
@@ -219,7 +232,7 @@ class Curator:
             store=self.store,
             bucket=settings.bucket,
             raw_prefix=settings.raw_prefix,
-            snapshot_prefix=settings.snapshot.prefix if settings.snapshot is not None else settings.snapshot_prefix,
+            snapshot_prefix=settings.snapshots_prefix,
             quarantine_prefix=settings.quarantine_prefix,
             exports_prefix=settings.exports_prefix,
             salt=settings.erasure_salt,
@@ -262,6 +275,22 @@ class Curator:
                 )
             )
         self.checkpoint("retention applied")
+
+    def _expire_exports(self, result: CurationResult) -> None:
+        """Purge the backfill's exports past their retention whose snapshot holds all of them."""
+        settings = self.settings
+        expiry = expire_exports(
+            self.store,
+            settings.exports_prefix,
+            settings.snapshots_prefix,
+            now=self.clock(),
+            keep_for=settings.export_retention,
+        )
+        result.exports_expired = expiry.expired
+        result.exports_incomplete = expiry.incomplete
+        result.export_versions_purged = expiry.versions_purged
+        if expiry.expired:
+            self.checkpoint("exports expired")
 
     # -- registration_changes -------------------------------------------------------------------------------
     def _curate_changes(self, table: Table, result: CurationResult) -> tuple[Table, dict[str, LedgerEntry]]:

@@ -39,6 +39,7 @@ __all__ = [
     "ERASURE_SALT",
     "ERASURE_VARIABLES",
     "EXPORTS_PREFIX",
+    "EXPORT_RETENTION_DAYS",
     "FAILURE_BUCKET",
     "GLUE_DATABASE",
     "SNAPSHOT_EXPORT_ID",
@@ -65,8 +66,10 @@ SNAPSHOT_PREFIX = "SNAPSHOT_PREFIX"
 ERASURE_SALT = "ERASURE_SALT"
 FAILURE_BUCKET = "FAILURE_BUCKET"
 #: Where the backfill's DynamoDB exports are (``demand/exports/<request time>/AWSDynamoDB/...``): erasure rewrites
-#: their data files.
+#: their data files, and each is purged this many days after its request once its snapshot holds all of it
+#: (``curator.exports``; stack config ``exportRetentionDays``).
 EXPORTS_PREFIX = "EXPORTS_PREFIX"
+EXPORT_RETENTION_DAYS = "EXPORT_RETENTION_DAYS"
 #: Published every run: hours since the oldest pending erasure request was filed (the stack's deadline alarm).
 ERASURE_METRIC = "OldestPendingErasureAgeHours"
 AWS_REGION = "AWS_REGION"
@@ -81,16 +84,19 @@ ENVIRONMENT_VARIABLES = (
     SNAPSHOT_PREFIX,
     SNAPSHOT_EXPORT_ID,
     SNAPSHOT_EXPORT_TIME,
+    EXPORTS_PREFIX,
+    EXPORT_RETENTION_DAYS,
     POWERTOOLS_SERVICE_NAME,
     POWERTOOLS_METRICS_NAMESPACE,
 )
 #: The variables of erasure, all optional (the infrastructure sets them once the stack has an erasure salt).
-ERASURE_VARIABLES = (ERASURE_SALT, FAILURE_BUCKET, QUARANTINE_PREFIX, EXPORTS_PREFIX)
+ERASURE_VARIABLES = (ERASURE_SALT, FAILURE_BUCKET, QUARANTINE_PREFIX)
 DEFAULT_CURATED_PREFIX = "curated/"
 DEFAULT_TIME_TRAVEL_DAYS = 7
 DEFAULT_DELETE_GRACE_MINUTES = 15
 DEFAULT_SNAPSHOT_PREFIX = "demand/snapshots/"
 DEFAULT_EXPORTS_PREFIX = "demand/exports/"
+DEFAULT_EXPORT_RETENTION_DAYS = 14
 _EXPORT_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 _DATABASE = re.compile(r"^[a-z0-9_]{1,255}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -191,6 +197,7 @@ def load_curator_settings(environ: Mapping[str, str] | None = None) -> CuratorSe
         exports_prefix=exports_prefix,
         erasure_salt=env.get(ERASURE_SALT, "").strip(),
         failure_bucket=failure_bucket,
+        export_retention=timedelta(days=_whole_number(env, EXPORT_RETENTION_DAYS, DEFAULT_EXPORT_RETENTION_DAYS, 1)),
     )
 
 
@@ -232,6 +239,7 @@ def _publish(result: CurationResult, now: datetime) -> None:
         ("CommitConflicts", int(result.conflict is not None)),
         ("ErasureRequestsCompleted", len(result.erasure.requests_completed)),
         ("ErasureRequestsMalformed", len(result.erasure.requests_malformed)),
+        ("ExportsExpired", len(result.exports_expired)),
     ):
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
 
@@ -250,6 +258,13 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
     _publish(result, datetime.now(UTC))
     summary = result.summary()
     logger.info("curation done", extra=summary)
+    if result.exports_incomplete:
+        # Not a failure of the run: the export stays (its rows are nowhere else) until its backfill is finished.
+        logger.warning(
+            "exports past their retention kept: their snapshot lacks a data file (finish the backfill with "
+            "make backfill ARGS='--export-arn <arn>')",
+            extra={"exports": result.exports_incomplete},
+        )
     if result.unreadable:
         raise CurationFailedError(f"{len(result.unreadable)} raw object(s) unreadable: {', '.join(result.unreadable)}")
     if result.erasure.objects_unreadable:

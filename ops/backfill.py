@@ -330,6 +330,17 @@ def find_export(dynamodb: Any, table_arn: str, export_arn: str) -> dict[str, Any
     return description
 
 
+def check_export_kept(s3: Any, bucket: str, prefix: str, export_arn: str) -> None:
+    """Refuse, in one line, a re-run of an export whose files are gone: the curator purges an export
+    ``exportRetentionDays`` after its request once its snapshot holds all of it (``curator.exports``)."""
+    if s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/", MaxKeys=1).get("KeyCount", 0) == 0:
+        raise PreconditionError(
+            f"--export-arn {export_arn!r}: nothing is left under s3://{bucket}/{prefix}/ (the curator purges an "
+            "export exportRetentionDays after its request once its snapshot holds it): leave --export-arn out to "
+            "export anew"
+        )
+
+
 def export_data_files(s3: Any, bucket: str, prefix: str) -> tuple[str, list[str]]:
     """The export id and the data file keys under an export's S3 prefix (exactly one export expected there)."""
     keys: list[str] = []
@@ -385,6 +396,8 @@ def run_export(
         _check_point_in_time_recovery(dynamodb, outputs.table_name)
     started = time.monotonic()
     export, prefix, requested = _request_export(dynamodb, outputs, timeout, export_arn)
+    if export_arn is not None:
+        check_export_kept(s3, outputs.bucket_name, prefix, export_arn)
     elapsed = time.monotonic() - started
     print(f"export {export_arn_text(export['ExportArn'])}: {export['ExportStatus']} after {elapsed:.1f} s")
     exported_at = export.get("ExportTime") or requested  # moto reports no ExportTime: the request time stands in
@@ -552,7 +565,9 @@ def run_deployed(
     else:  # an export requested (and checked) before: only what reading it again needs
         _check_point_in_time_recovery(dynamodb, outputs.table_name)
     started = time.monotonic()
-    export, _, requested = _request_export(dynamodb, outputs, timeout, export_arn, export_time=checked)
+    export, prefix, requested = _request_export(dynamodb, outputs, timeout, export_arn, export_time=checked)
+    if export_arn is not None:
+        check_export_kept(s3, outputs.bucket_name, prefix, export_arn)
     elapsed = time.monotonic() - started
     print(f"export {export_arn_text(export['ExportArn'])}: {export['ExportStatus']} after {elapsed:.1f} s")
     export_time = _export_time_text(export.get("ExportTime") or requested)

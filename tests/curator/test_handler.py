@@ -23,6 +23,8 @@ def test_settings_defaults():
     assert settings.tables_prefix == "curated/"
     assert settings.time_travel == timedelta(days=7)
     assert settings.delete_grace == timedelta(minutes=15)
+    assert settings.export_retention == timedelta(days=14)
+    assert entry.load_curator_settings({**VALID, "EXPORT_RETENTION_DAYS": "3"}).export_retention == timedelta(days=3)
     assert settings.location(CHANGES_TABLE) == "s3://demand-bucket/curated/registration_changes"
 
 
@@ -48,7 +50,7 @@ def test_erasure_settings_are_optional_and_read_from_their_variables():
         "q/",
         "x/",
     )
-    assert set(entry.ERASURE_VARIABLES) == {"ERASURE_SALT", "FAILURE_BUCKET", "QUARANTINE_PREFIX", "EXPORTS_PREFIX"}
+    assert set(entry.ERASURE_VARIABLES) == {"ERASURE_SALT", "FAILURE_BUCKET", "QUARANTINE_PREFIX"}
     assert set(entry.ERASURE_VARIABLES).isdisjoint(entry.ENVIRONMENT_VARIABLES)
 
 
@@ -77,6 +79,8 @@ def test_a_published_snapshot_is_read_from_its_variables():
         ({"FAILURE_BUCKET": "Not_A_Bucket"}, "FAILURE_BUCKET='Not_A_Bucket'"),
         ({"QUARANTINE_PREFIX": "quarantine"}, "QUARANTINE_PREFIX='quarantine'"),
         ({"EXPORTS_PREFIX": "exports"}, "EXPORTS_PREFIX='exports'"),
+        ({"EXPORT_RETENTION_DAYS": "0"}, "EXPORT_RETENTION_DAYS=0"),
+        ({"EXPORT_RETENTION_DAYS": "two weeks"}, "EXPORT_RETENTION_DAYS='two weeks'"),
         ({"SNAPSHOT_EXPORT_ID": "01774998000000-a1b2c3d4"}, "SNAPSHOT_EXPORT_TIME is required"),
         ({"SNAPSHOT_EXPORT_TIME": "2026-12-01T09:05:00Z"}, "SNAPSHOT_EXPORT_ID is required"),
         (

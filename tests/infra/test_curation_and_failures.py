@@ -107,7 +107,6 @@ def test_curator_environment_is_what_the_handler_reads(run: ProgramRun) -> None:
         **curator_environment(settings, settings.bucket_id, prefixes(), database),
         "FAILURE_BUCKET": failure_bucket,
         "QUARANTINE_PREFIX": "demand/quarantine/",
-        "EXPORTS_PREFIX": "demand/exports/",  # the backfill's exports, whose data files an erasure rewrites
         "ERASURE_SALT": PLAN_ERASURE_SALT,  # the stack's secret, as the CLI decrypts it
     }
     assert function.secret_inputs == ("environment",)  # the salt makes the engine encrypt the environment
@@ -123,12 +122,15 @@ def test_curator_environment_is_what_the_handler_reads(run: ProgramRun) -> None:
         "15",
     )
     assert variables["SNAPSHOT_PREFIX"] == "demand/snapshots/"  # where the backfill publishes
+    # the backfill's exports: an erasure rewrites their data files, the curator purges each past its retention
+    assert (variables["EXPORTS_PREFIX"], variables["EXPORT_RETENTION_DAYS"]) == ("demand/exports/", "14")
     published = (settings.snapshot_export_id or "", settings.snapshot_export_time or "")
     assert (variables["SNAPSHOT_EXPORT_ID"], variables["SNAPSHOT_EXPORT_TIME"]) == published
     assert variables["POWERTOOLS_SERVICE_NAME"] == f"prd3292-{run.stack}-demand-curator"
     assert variables["POWERTOOLS_METRICS_NAMESPACE"] == "DmdPipeline"
     loaded = load_curator_settings(variables)  # the values the program sets are ones the function accepts
     assert (loaded.database, loaded.tables_prefix, loaded.time_travel.days) == (database, "curated/", 7)
+    assert (loaded.exports_prefix, loaded.export_retention.days) == ("demand/exports/", 14)
     assert (loaded.snapshot.export_id if loaded.snapshot else "") == published[0]
 
 
@@ -342,6 +344,7 @@ def test_failure_bucket_retention_and_versioning_come_from_config() -> None:
         ("curationTimeoutSeconds", "901", r"dmd-pipeline:curationTimeoutSeconds must be an integer between 60"),
         ("curationIntervalMinutes", "1", r"dmd-pipeline:curationIntervalMinutes must be an integer between 2"),
         ("timeTravelDays", "0", r"dmd-pipeline:timeTravelDays must be an integer between 1 and 3650"),
+        ("exportRetentionDays", "0", r"dmd-pipeline:exportRetentionDays must be an integer between 1 and 3650"),
         ("curationDeleteGraceMinutes", "-1", r"dmd-pipeline:curationDeleteGraceMinutes must be an integer between 0"),
         (
             "curationIntervalMinutes",

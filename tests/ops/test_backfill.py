@@ -220,6 +220,9 @@ def test_missing_data_file_is_caught_by_the_count_check(local: LocalAws, first_r
     exported = backfill.find_export(dynamodb, table_arn, arn)  # the ARN as printed (moto's own repeats the table's)
     data_keys = [key for key in _keys(s3, bucket, exported["S3Prefix"]) if "/data/" in key]
     assert len(data_keys) == 1
+    # AWS writes the export's manifests beside its data files (moto writes none): they stay when a data file is lost
+    manifest = data_keys[0].split("/data/", 1)[0] + "/manifest-summary.json"
+    s3.put_object(Bucket=bucket, Key=manifest, Body=b"{}")
     s3.delete_object(Bucket=bucket, Key=data_keys[0])  # lost between the export and the backfill
     capsys.readouterr()
     assert backfill.main(["dev1", "--export-arn", arn]) == 1
@@ -228,6 +231,29 @@ def test_missing_data_file_is_caught_by_the_count_check(local: LocalAws, first_r
         captured.err
     )
     assert "INCOMPLETE" in captured.out
+
+
+def test_a_rerun_of_an_export_the_curator_purged_is_one_line_and_exit_2(local: LocalAws, capsys):
+    s3 = local.client("s3")
+    bucket = local.outputs.bucket_name
+    capture = io.StringIO()
+    with contextlib.redirect_stdout(capture):
+        assert backfill.main(["dev1", *NO_LEAD, "--max-quarantined-percent", "10"]) == 0
+    arn = _export_arn(capture.getvalue())
+    dynamodb = local.client("dynamodb")
+    table_arn = dynamodb.describe_table(TableName=local.outputs.table_name)["Table"]["TableArn"]
+    prefix = backfill.find_export(dynamodb, table_arn, arn)["S3Prefix"]
+    listed = s3.list_object_versions(Bucket=bucket, Prefix=f"{prefix}/")
+    for item in [*listed.get("Versions", []), *listed.get("DeleteMarkers", [])]:  # as the curator's expiry does
+        s3.delete_object(Bucket=bucket, Key=item["Key"], VersionId=item["VersionId"])
+    capsys.readouterr()
+
+    assert backfill.main(["dev1", "--export-arn", arn]) == 2
+
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(f"backfill: --export-arn {arn!r}: nothing is left under s3://{bucket}/{prefix}/")
+    assert err.rstrip().endswith("leave --export-arn out to export anew")
 
 
 def test_point_in_time_recovery_off_is_refused(local: LocalAws, capsys):

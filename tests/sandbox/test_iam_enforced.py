@@ -25,6 +25,7 @@ from components.policies import backfill_function_policy, curator_policy
 from curator.catalog import glue_catalog
 from curator.curation import Curator, CuratorSettings
 from curator.erasure_requests import ErasureRequest
+from curator.exports import REQUEST_TIME_FORMAT
 from curator.store import S3Store
 from ops.backfill import run_export
 from pipeline.writer import encode_parquet, partition_prefix
@@ -427,6 +428,28 @@ def test_the_curator_runs_as_its_role_with_nothing_denied(aws: LocalAws):
     assert curated["KeyCount"] > 0
     assert all(item["Key"].startswith(aws.names.prefixes.curated) for item in curated["Contents"])
     assert "Contents" not in aws.client("s3").list_objects_v2(Bucket=aws.outputs.bucket_name, Prefix=key)
+
+
+def test_the_curator_purges_an_expired_export_as_its_role_with_nothing_denied(aws: LocalAws):
+    """An export past its retention whose snapshot holds it, one data file rewritten once (an old version): the
+    curator acting as its role lists the export's versions and the snapshot's counts and purges every version."""
+    admin, bucket, layout = aws.client("s3"), aws.outputs.bucket_name, aws.names.prefixes
+    folder = f"{layout.exports}{HOUR - timedelta(days=30):{REQUEST_TIME_FORMAT}}/"
+    export = f"{folder}AWSDynamoDB/01700000000000-abcdef99/"
+    for key in (f"{export}data/a.json.gz", f"{export}data/a.json.gz", f"{export}manifest-files.json"):
+        admin.put_object(Bucket=bucket, Key=key, Body=BODY)
+    counts = f"{layout.snapshots}export_id=01700000000000-abcdef99/_a.counts.json"
+    admin.put_object(Bucket=bucket, Key=counts, Body=BODY)
+    assert len(admin.list_object_versions(Bucket=bucket, Prefix=folder)["Versions"]) == 3
+    _roles(aws).denials.clear()
+
+    result = _curator_as_its_role(aws).run()
+
+    assert _roles(aws).denials == []
+    assert (result.exports_expired, result.export_versions_purged) == ([folder], 3)
+    listed = admin.list_object_versions(Bucket=bucket, Prefix=folder)
+    assert "Versions" not in listed
+    assert "DeleteMarkers" not in listed
 
 
 def _purge_everything(aws: LocalAws, bucket: str, prefix: str) -> None:
