@@ -209,6 +209,11 @@ metrics = Metrics(
 _state: dict[str, Any] = {}
 
 
+def _now() -> datetime:
+    """The time of the run (the curator's clock and the erasure deadline metric's)."""
+    return datetime.now(UTC)
+
+
 def _curator() -> Curator:
     """The curator of this execution environment, made on the first invocation."""
     if not _state:
@@ -219,7 +224,11 @@ def _curator() -> Curator:
         catalog = glue_catalog(region, endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
         failures = S3Store(settings.failure_bucket) if settings.failure_bucket else None
         _state["curator"] = Curator(
-            catalog=catalog, store=S3Store(settings.bucket), settings=settings, failure_store=failures
+            catalog=catalog,
+            store=S3Store(settings.bucket),
+            settings=settings,
+            clock=_now,
+            failure_store=failures,
         )
     curator: Curator = _state["curator"]
     return curator
@@ -254,8 +263,14 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
         metrics.add_metric(name="InvalidSettings", unit=MetricUnit.Count, value=1)
         logger.exception("invalid curator settings")
         raise
-    result = curator.run()
-    _publish(result, datetime.now(UTC))
+    try:
+        result = curator.run()
+    except Exception:
+        # Lambda counts the error too; this one carries the stack's service dimension, like the run's counts.
+        metrics.add_metric(name="RunsFailed", unit=MetricUnit.Count, value=1)
+        logger.exception("curation run failed")
+        raise
+    _publish(result, _now())
     summary = result.summary()
     logger.info("curation done", extra=summary)
     if result.exports_incomplete:

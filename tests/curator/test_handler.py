@@ -3,11 +3,15 @@ invocation against the local AWS."""
 
 from __future__ import annotations
 
+import gzip
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from curator import handler as entry
+from curator.erasure_requests import ErasureRequest
+from curator.exports import REQUEST_TIME_FORMAT
 from curator.tables import CHANGES_TABLE
 from pipeline.exceptions import ConfigError
 from pipeline.snapshot import DEFAULT_SNAPSHOT_PREFIX
@@ -110,7 +114,8 @@ def test_invalid_settings_name_the_variable(override, named):
         entry.load_curator_settings({**VALID, **override})
 
 
-def test_an_invocation_runs_one_curation(lake: CuratedLake, monkeypatch: pytest.MonkeyPatch):
+def _invoked_against(lake: CuratedLake, monkeypatch: pytest.MonkeyPatch, **variables: str) -> None:
+    """The function's environment pointed at the lake, and a fresh execution environment (no curator yet)."""
     for name, value in {
         "OUTPUT_BUCKET": lake.bucket,
         "OUTPUT_PREFIX": PREFIX,
@@ -119,9 +124,28 @@ def test_an_invocation_runs_one_curation(lake: CuratedLake, monkeypatch: pytest.
         "AWS_REGION": "us-east-1",
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
+        **variables,
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(entry, "_state", {})
+
+
+def _published(stdout: str) -> dict[str, float]:
+    """The metrics of the invocation's EMF line(s), by name (CloudWatch reads them from the function's stdout)."""
+    values: dict[str, float] = {}
+    for line in stdout.splitlines():
+        document = json.loads(line) if line.startswith("{") else {}
+        for directive in document.get("_aws", {}).get("CloudWatchMetrics", []):
+            assert directive["Namespace"] == "DmdPipeline"
+            assert directive["Dimensions"] == [["service"]]
+            for metric in directive["Metrics"]:
+                value = document[metric["Name"]]
+                values[metric["Name"]] = value[0] if isinstance(value, list) else value
+    return values
+
+
+def test_an_invocation_runs_one_curation(lake: CuratedLake, monkeypatch: pytest.MonkeyPatch):
+    _invoked_against(lake, monkeypatch)
     lake.write(generated_rows(40))
 
     summary = entry.handler({}, None)
@@ -131,3 +155,44 @@ def test_an_invocation_runs_one_curation(lake: CuratedLake, monkeypatch: pytest.
     assert lake.table(CHANGES_TABLE).scan().to_arrow().num_rows == 40
     again = entry.handler({}, None)
     assert again["raw_objects_read"] == 0
+
+
+def test_an_invocation_publishes_its_counts_and_the_age_of_the_oldest_pending_request(
+    lake: CuratedLake, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    now = datetime(2026, 4, 3, 12, tzinfo=UTC)
+    _invoked_against(lake, monkeypatch, ERASURE_SALT="salt")
+    monkeypatch.setattr(entry, "_now", lambda: now)
+    lake.write(generated_rows(40))
+    # a request 30 hours old that stays pending: an object the erasure must search cannot be read
+    request = ErasureRequest.new(("fan-pending",), now=now - timedelta(hours=30), token="0000000a")
+    lake.s3.put_object(Bucket=lake.bucket, Key=request.key, Body=request.to_json(), IfNoneMatch="*")
+    lake.s3.put_object(Bucket=lake.bucket, Key="demand/quarantine/dt=2026-04-01/broken.jsonl.gz", Body=b"not gzip")
+    # an export past its retention whose snapshot holds it
+    export = f"demand/exports/{now - timedelta(days=30):{REQUEST_TIME_FORMAT}}/AWSDynamoDB/01700000000000-0000000a/"
+    item = gzip.compress(b'{"Item": {"sk": {"S": "FAN#fan-kept"}}}\n')
+    lake.s3.put_object(Bucket=lake.bucket, Key=f"{export}data/a.json.gz", Body=item)
+    counts = "demand/snapshots/export_id=01700000000000-0000000a/_a.counts.json"
+    lake.s3.put_object(Bucket=lake.bucket, Key=counts, Body=b"{}")
+    capsys.readouterr()
+
+    with pytest.raises(entry.CurationFailedError, match="erasure left pending: 1 object"):
+        entry.handler({}, None)
+
+    published = _published(capsys.readouterr().out)
+    assert published["OldestPendingErasureAgeHours"] == 30.0  # the deadline alarm's input
+    assert (published["RawObjectsCurated"], published["ChangesAdded"], published["ExportsExpired"]) == (1, 40, 1)
+    assert (published["ErasureRequestsCompleted"], published["RawObjectsUnreadable"]) == (0, 0)
+    assert "RunsFailed" not in published
+
+
+def test_a_run_that_fails_publishes_it(
+    lake: CuratedLake, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    _invoked_against(lake, monkeypatch, OUTPUT_BUCKET=f"{lake.bucket}-missing")
+    capsys.readouterr()
+
+    with pytest.raises(OSError, match="NO_SUCH_BUCKET"):
+        entry.handler({}, None)
+
+    assert _published(capsys.readouterr().out) == {"RunsFailed": 1}
