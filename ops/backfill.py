@@ -39,6 +39,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from curator.exports import REQUEST_TIME_FORMAT
 from ops.backfill_checks import DEFAULT_LEAD, check_cutover
 from ops.cli import (
     USER_ERROR,
@@ -76,7 +77,8 @@ __all__ = [
 
 EXPORTS_PREFIX = "demand/exports/"
 _LOCAL_HOSTS = ("127.0.0.1", "localhost")
-_STAMP = "%Y%m%dT%H%M%S%fZ"
+#: An export's folder is named by its request time: the curator reads it back to expire the export.
+_STAMP = REQUEST_TIME_FORMAT
 # the refusals a shorter lead would lift: the destination or the mapping is younger than the lead
 _LEAD_REFUSAL = re.compile(r"is less than \d+ min after|, after T - ")
 _DATA_FILE = re.compile(r"/AWSDynamoDB/(?P<export_id>[A-Za-z0-9-]+)/data/[^/]+\.gz$")
