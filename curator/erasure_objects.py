@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curator.erasure_versions import Holds, VersionPurge, purge_versions
+from curator.exports import EXPORT_DATA_FILE
 from curator.raw import LedgerEntry, is_raw_key, parse_object_name, raw_objects
 from curator.store import ObjectGoneError, ObjectStore, StoredObject
 from pipeline.writer import encode_parquet, encode_quarantine, sequence_digest
@@ -59,7 +60,6 @@ _DELIMITERS = frozenset('#"')
 _PIECE = re.compile(rb'(?<=[#"])[^#"]*(?=")')
 #: An export's data file (``<prefix><request time>/AWSDynamoDB/<export id>/data/<name>.json.gz``, moto's
 #: ``<uuid>.gz``), as ``ops.backfill`` lists them; the manifests beside them hold counts and checksums only.
-_EXPORT_DATA_FILE = re.compile(r"/AWSDynamoDB/[A-Za-z0-9-]+/data/[^/]+\.gz$")
 
 
 @dataclass
@@ -379,7 +379,7 @@ def _failure_record(body: bytes) -> tuple[dict[str, Any], Any, dict[str, Any], l
 
 def is_export_data_file(key: str) -> bool:
     """A DynamoDB export's data file (gzip DynamoDB JSON, one ``{"Item": ...}`` per line), not its manifests."""
-    return _EXPORT_DATA_FILE.search(key) is not None
+    return EXPORT_DATA_FILE.search(key) is not None
 
 
 def _export_lines(body: bytes) -> list[bytes] | None:

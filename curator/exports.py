@@ -20,12 +20,13 @@ from datetime import UTC, datetime, timedelta
 
 from curator.store import ObjectStore, ObjectVersion
 
-__all__ = ["REQUEST_TIME_FORMAT", "ExportExpiry", "expire_exports"]
+__all__ = ["EXPORT_DATA_FILE", "REQUEST_TIME_FORMAT", "ExportExpiry", "expire_exports"]
 
 #: How ``make backfill`` names an export's folder: its request time (``ops.backfill``).
 REQUEST_TIME_FORMAT = "%Y%m%dT%H%M%S%fZ"
-# <folder>AWSDynamoDB/<export id>/data/<name>.json.gz (moto: <uuid>.gz); the stem names the snapshot's objects.
-_DATA_FILE = re.compile(r"AWSDynamoDB/(?P<export_id>[A-Za-z0-9-]{1,64})/data/(?P<stem>[^/]+?)(?:\.json)?\.gz$")
+#: An export's data file: ``<folder>/AWSDynamoDB/<export id>/data/<name>.json.gz`` (moto: ``<uuid>.gz``); the
+#: stem names the file's snapshot objects. The backfill command and erasure recognise data files by it too.
+EXPORT_DATA_FILE = re.compile(r"/AWSDynamoDB/(?P<export_id>[A-Za-z0-9-]{1,64})/data/(?P<stem>[^/]+?)(?:\.json)?\.gz$")
 
 
 @dataclass
@@ -49,7 +50,7 @@ def _counts_keys(versions: list[ObjectVersion], snapshot_prefix: str) -> set[str
     """The counts object each data file of the export needs."""
     needed = set()
     for version in versions:
-        if (match := _DATA_FILE.search(version.key)) is not None:
+        if (match := EXPORT_DATA_FILE.search(version.key)) is not None:
             needed.add(f"{snapshot_prefix}export_id={match['export_id']}/_{match['stem']}.counts.json")
     return needed
 

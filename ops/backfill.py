@@ -39,7 +39,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from curator.exports import REQUEST_TIME_FORMAT
+from curator.exports import EXPORT_DATA_FILE, REQUEST_TIME_FORMAT
 from ops.backfill_checks import DEFAULT_LEAD, check_cutover
 from ops.cli import (
     USER_ERROR,
@@ -81,7 +81,6 @@ _LOCAL_HOSTS = ("127.0.0.1", "localhost")
 _STAMP = REQUEST_TIME_FORMAT
 # the refusals a shorter lead would lift: the destination or the mapping is younger than the lead
 _LEAD_REFUSAL = re.compile(r"is less than \d+ min after|, after T - ")
-_DATA_FILE = re.compile(r"/AWSDynamoDB/(?P<export_id>[A-Za-z0-9-]+)/data/[^/]+\.gz$")
 
 
 BACKFILL_ROLE = "backfill"  # sandbox.roles.ROLES: the role the backfill function's code acts as
@@ -347,8 +346,8 @@ def export_data_files(s3: Any, bucket: str, prefix: str) -> tuple[str, list[str]
     """The export id and the data file keys under an export's S3 prefix (exactly one export expected there)."""
     keys: list[str] = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/AWSDynamoDB/"):
-        keys.extend(item["Key"] for item in page.get("Contents", []) if _DATA_FILE.search(item["Key"]))
-    export_ids = sorted({match["export_id"] for key in keys if (match := _DATA_FILE.search(key))})
+        keys.extend(item["Key"] for item in page.get("Contents", []) if EXPORT_DATA_FILE.search(item["Key"]))
+    export_ids = sorted({match["export_id"] for key in keys if (match := EXPORT_DATA_FILE.search(key))})
     if len(export_ids) > 1:
         raise PreconditionError(
             f"s3://{bucket}/{prefix}/ holds several exports ({', '.join(export_ids)}): expected one"
