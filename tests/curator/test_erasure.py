@@ -14,13 +14,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from curator import erasure as erasure_module
 from curator.erasure import PROGRESS_PREFIX
 from curator.erasure_requests import AUDIT_PREFIX, REQUESTS_PREFIX, AuditRecord, fan_id_hmac
 from curator.store import S3Store
 from curator.tables import CHANGES_TABLE, REGISTRATIONS_TABLE
 from pipeline.export import ExportFile
 from pipeline.snapshot import SnapshotSettings, backfill_file
-from tests.curator.conftest import PREFIX, CuratedLake, generated_rows, latest_state, state_of
+from tests.curator.conftest import HOUR, PREFIX, CuratedLake, generated_rows, latest_state, state_of
 from tests.curator.erasure_lake import (
     ERASED,
     EXPORT_DATA,
@@ -237,6 +238,49 @@ def test_a_lake_of_one_snapshot_and_a_long_fan_id_is_erased_too(lake: CuratedLak
     assert result.erasure.rows_removed["registration_changes"] == count_fan(rows, fan)
     assert count_fan(lake.table(CHANGES_TABLE).scan().to_arrow(), fan) == 0
     assert count_fan(lake.table(REGISTRATIONS_TABLE).scan().to_arrow(), fan) == 0
+    assert find_bytes(planted, fan) == []
+
+
+def test_files_without_the_fan_are_looked_at_by_their_fan_id_column_alone(
+    lake: CuratedLake, monkeypatch: pytest.MonkeyPatch
+):
+    # Three hours, three files: the fan is in one. Every file's fan_id column is read; only the fan's file whole.
+    hours = [HOUR + timedelta(hours=offset) for offset in range(3)]
+    tables = [generated_rows(40, hour=hour, seed=60 + index) for index, hour in enumerate(hours)]
+    middle = tables[1].column("fan_id").to_pylist()
+    others = {fan for table in (tables[0], tables[2]) for fan in table.column("fan_id").to_pylist()}
+    fan = next(fan for fan in middle if fan not in others)
+    planted = PlantedLake(lake, f"{lake.bucket}-failures", pa.concat_tables(tables))
+    lake.s3.create_bucket(Bucket=planted.failure_bucket)
+    for table, hour in zip(tables, hours, strict=True):
+        lake.write(table, hour)
+    planted.curator().run()
+    holding = [
+        task.file.file_path
+        for task in lake.table(CHANGES_TABLE).scan().plan_files()
+        if fan in pq.read_table(lake.table(CHANGES_TABLE).io.new_input(task.file.file_path).open()).column(
+            "fan_id"
+        ).to_pylist()
+    ]
+    assert len(holding) == 1 and len(lake.table(CHANGES_TABLE).scan().plan_files()) == 3
+    reads: list[tuple[str, tuple[str, ...] | None]] = []
+    real = erasure_module.read_files
+
+    def spied(table: Any, files: Any, columns: Any = None) -> pa.Table:
+        if table.name()[-1] == CHANGES_TABLE:
+            reads.extend((data_file.file_path, tuple(columns) if columns else None) for data_file in files)
+        return real(table, files, columns)
+
+    monkeypatch.setattr(erasure_module, "read_files", spied)
+    planted.file_request(fan)
+    result = planted.curator().run()
+
+    assert result.erasure.rows_removed[CHANGES_TABLE] == middle.count(fan)
+    assert count_fan(lake.table(CHANGES_TABLE).scan().to_arrow(), fan) == 0
+    whole = [path for path, columns in reads if columns is None]
+    looked = {path for path, columns in reads if columns == ("fan_id",)}
+    assert whole == holding, "only the file holding the fan is read whole (to be rewritten)"
+    assert len(looked) == 3, "every file of the table is looked at by its fan_id column"
     assert find_bytes(planted, fan) == []
 
 
