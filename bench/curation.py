@@ -155,12 +155,11 @@ def _timed(owner: Any, name: str, timings: dict[str, float], label: str) -> None
 
 def run_once(endpoint_url: str) -> dict[str, Any]:
     """One curation run in this (fresh) process: counts, time, where the time went, and memory."""
-    import boto3  # noqa: PLC0415
     from botocore.config import Config  # noqa: PLC0415
 
     from curator import curation  # noqa: PLC0415
     from curator.catalog import glue_catalog  # noqa: PLC0415
-    from curator.store import S3Store  # noqa: PLC0415
+    from curator.store import S3Store, s3_client  # noqa: PLC0415
 
     options = local_client_options(endpoint_url)
     catalog = glue_catalog(
@@ -170,7 +169,7 @@ def run_once(endpoint_url: str) -> dict[str, Any]:
         secret_access_key=options["aws_secret_access_key"],
     )
     settings = curation.CuratorSettings(bucket=_BUCKET, raw_prefix=RAW_PREFIX, database=_DATABASE)
-    client = boto3.client("s3", config=Config(max_pool_connections=20), **options)
+    client = s3_client(config=Config(max_pool_connections=20), **options)  # the client the curator's store makes
     curator = curation.Curator(catalog=catalog, store=S3Store(_BUCKET, client=client), settings=settings)
     curator.tables()
     timings: dict[str, float] = {}

@@ -140,11 +140,12 @@ def _build(endpoint_url: str, days: int, rows_per_hour: int, fans: int, *, event
 
 def run_once(endpoint_url: str) -> dict[str, Any]:
     """Carry out the filed request (in this process, which should be fresh): time, memory, requests by kind."""
-    import boto3  # noqa: PLC0415
     from pyiceberg.io.pyarrow import PyArrowFile, PyArrowFileIO  # noqa: PLC0415
 
+    from curator.store import s3_client  # noqa: PLC0415
+
     calls: Counter[str] = Counter()
-    client = boto3.client("s3", **local_client_options(endpoint_url))
+    client = s3_client(**local_client_options(endpoint_url))  # the client the curator's store makes
     kinds = {
         "ListObjectsV2": "LIST",
         "ListObjectVersions": "LIST",

@@ -19,7 +19,7 @@ from botocore.config import Config
 
 from curator.catalog import glue_catalog
 from curator.curation import Curator, CuratorSettings
-from curator.store import S3Store
+from curator.store import S3Store, s3_client
 from pipeline.change_order import newer_order_key
 from pipeline.columnar import decode_batch
 from pipeline.decode import parse_kinesis_records
@@ -209,7 +209,7 @@ def session_clients(aws_server: MotoProcess) -> tuple[Any, Any]:
         "aws_secret_access_key": "testing",
         "config": config,
     }
-    return boto3.client("s3", **options), boto3.client("glue", **options)
+    return s3_client(**options), boto3.client("glue", **options)
 
 
 def new_lake(aws_server: MotoProcess, clients: tuple[Any, Any], catalog: Any) -> CuratedLake:
