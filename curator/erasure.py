@@ -64,7 +64,7 @@ from curator.erasure_requests import (
     ErasureRequestError,
 )
 from curator.erasure_versions import VersionPurge, purge_versions
-from curator.files import files_matching, read_column, read_files, write_files, write_partition
+from curator.files import files_matching, read_files, write_files, write_partition
 from curator.raw import LEDGER_PROPERTY, read_ledger
 from curator.retention import referenced_files
 from curator.state import (
@@ -154,23 +154,22 @@ def _table_rows(
     just those of these paths); with ``write``, write each file that holds some anew without them (rows in the same
     order, same partition).
 
-    Looking is reading the ``fan_id`` column alone (``read_column``: no scan planning per file), ``_SCAN_AHEAD``
-    files at a time: a tenth of a file's bytes and decoding, and at the documented load nearly every file of the
-    period is looked at. Only ``write`` reads files whole (``_READ_AHEAD`` at a time), and the run passes it just the
-    files its look found holding a fan."""
+    Looking is reading the ``fan_id`` column alone, ``_SCAN_AHEAD`` files at a time: a tenth of a file's bytes and
+    decoding, and at the documented load nearly every file of the period is looked at. Only ``write`` reads files
+    whole (``_READ_AHEAD`` at a time), and the run passes it just the files its look found holding a fan."""
     erasure = TableErasure(table)
     wanted = pa.array(sorted(fans), pa.string())
     candidates = files_matching(table, predicate(In, "fan_id", sorted(fans)))
     if only is not None:
         candidates = [data_file for data_file in candidates if data_file.file_path in only]
+    columns = None if write else ["fan_id"]
     at_once = _READ_AHEAD if write else _SCAN_AHEAD
 
     def read(data_file: DataFile) -> tuple[DataFile, Counter[str], pa.Table | None, pa.Array | None]:
-        rows = read_files(table, [data_file]) if write else None
-        fan_ids = rows.column("fan_id") if rows is not None else read_column(table, data_file, "fan_id")
-        mask = pc.fill_null(pc.is_in(fan_ids, value_set=wanted), False)
-        counts = Counter(str(fan) for fan in fan_ids.filter(mask).to_pylist())
-        return (data_file, counts, rows, mask) if rows is not None and counts else (data_file, counts, None, None)
+        rows = read_files(table, [data_file], columns=columns)
+        mask = pc.fill_null(pc.is_in(rows.column("fan_id"), value_set=wanted), False)
+        counts = Counter(str(fan) for fan in rows.column("fan_id").filter(mask).to_pylist())
+        return (data_file, counts, rows, mask) if write and counts else (data_file, counts, None, None)
 
     # A few files at a time: memory holds their rows, whatever the table's size.
     with ThreadPoolExecutor(max_workers=at_once) as pool:

@@ -26,7 +26,6 @@ from pyiceberg.io.pyarrow import (
     data_file_statistics_from_parquet_metadata,
     parquet_path_to_id_mapping,
     pyarrow_to_schema,
-    schema_to_pyarrow,
 )
 from pyiceberg.manifest import DataFile, DataFileContent, FileFormat, ManifestEntryStatus
 from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
@@ -43,7 +42,6 @@ __all__ = [
     "SnapshotChanges",
     "conform_to",
     "files_matching",
-    "read_column",
     "read_files",
     "snapshot_changes",
     "write_files",
@@ -91,7 +89,6 @@ STATISTICS_COLUMNS = frozenset(
 )
 
 _NO_METRICS = MetricsMode(MetricModeTypes.NONE)
-_FIELD_ID = b"PARQUET:field_id"
 
 
 def conform_to(rows: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -119,19 +116,6 @@ def read_files(table: Table, files: Sequence[DataFile], columns: Sequence[str] |
         return arrow.empty_table()
     scan = ArrowScan(table.metadata, table.io, schema, AlwaysTrue())
     return conform_to(scan.to_table([FileScanTask(data_file) for data_file in files]), arrow)
-
-
-def read_column(table: Table, data_file: DataFile, name: str) -> pa.ChunkedArray:
-    """One column of one data file of ``table``, found by its Iceberg field id (a renamed column is found too), read
-    straight from the file: its footer and that column's bytes, without planning a scan of the file. A file written
-    before the column was added holds none of it: nulls."""
-    field = table.schema().find_field(name)
-    with table.io.new_input(data_file.file_path).open() as stream:
-        parquet = pq.ParquetFile(stream)
-        for stored in parquet.schema_arrow:
-            if stored.metadata and stored.metadata.get(_FIELD_ID) == str(field.field_id).encode():
-                return parquet.read(columns=[stored.name], use_threads=False).column(0)
-    return pa.chunked_array([pa.nulls(data_file.record_count, schema_to_pyarrow(field.field_type))])
 
 
 def write_files(table: Table, rows: pa.Table) -> list[DataFile]:

@@ -260,29 +260,24 @@ def test_files_without_the_fan_are_looked_at_by_their_fan_id_column_alone(
     holding = [path for path in files if fan in pq.read_table(changes.io.new_input(path).open())["fan_id"].to_pylist()]
     assert len(holding) == 1
     assert len(files) == 3
-    whole: list[str] = []
-    looked: list[tuple[str, str]] = []
-    read_files, read_column = erasure_module.read_files, erasure_module.read_column
+    reads: list[tuple[str, tuple[str, ...] | None]] = []
+    real = erasure_module.read_files
 
-    def spied_files(table: Any, files: Any, columns: Any = None) -> pa.Table:
+    def spied(table: Any, files: Any, columns: Any = None) -> pa.Table:
         if table.name()[-1] == CHANGES_TABLE:
-            whole.extend(data_file.file_path for data_file in files if columns is None)
-        return read_files(table, files, columns)
+            reads.extend((data_file.file_path, tuple(columns) if columns else None) for data_file in files)
+        return real(table, files, columns)
 
-    def spied_column(table: Any, data_file: Any, name: str) -> pa.ChunkedArray:
-        if table.name()[-1] == CHANGES_TABLE:
-            looked.append((data_file.file_path, name))
-        return read_column(table, data_file, name)
-
-    monkeypatch.setattr(erasure_module, "read_files", spied_files)
-    monkeypatch.setattr(erasure_module, "read_column", spied_column)
+    monkeypatch.setattr(erasure_module, "read_files", spied)
     planted.file_request(fan)
     result = planted.curator().run()
 
     assert result.erasure.rows_removed[CHANGES_TABLE] == middle.count(fan)
     assert count_fan(lake.table(CHANGES_TABLE).scan().to_arrow(), fan) == 0
+    whole = [path for path, columns in reads if columns is None]
+    looked = {path for path, columns in reads if columns == ("fan_id",)}
     assert whole == holding, "only the file holding the fan is read whole (to be rewritten)"
-    assert sorted(set(looked)) == sorted((path, "fan_id") for path in files), "every file's fan_id is looked at"
+    assert len(looked) == 3, "every file of the table is looked at by its fan_id column"
     assert find_bytes(planted, fan) == []
 
 

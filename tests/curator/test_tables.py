@@ -8,8 +8,6 @@ from datetime import timedelta
 from pyiceberg.transforms import HourTransform, IdentityTransform
 from pyiceberg.types import ListType, MapType, StringType, TimestamptzType
 
-from curator.files import conform_to, read_column, write_files
-from curator.rows import conform_to_contract
 from curator.tables import (
     CHANGES_TABLE,
     REGISTRATIONS_TABLE,
@@ -20,7 +18,7 @@ from curator.tables import (
     table_properties,
 )
 from pipeline.schema import field_specs
-from tests.curator.conftest import CuratedLake, generated_rows
+from tests.curator.conftest import CuratedLake
 
 
 def test_changes_schema_is_the_contract_field_for_field():
@@ -102,25 +100,3 @@ def test_a_table_missing_a_contract_column_gains_it_as_optional(lake: CuratedLak
     table = ensure_table(catalog, lake.database, location, spec, timedelta(days=7))
     added = table.schema().find_field(newest)
     assert not added.required
-
-
-def test_read_column_finds_a_column_by_its_field_id_and_gives_nulls_for_one_added_after_the_file(lake: CuratedLake):
-    spec = changes_spec()
-    newest = spec.schema.fields[-1].name
-    narrower = type(spec)(
-        spec.name, spec.schema.select(*spec.schema.column_names[:-1]), spec.partition_spec, spec.sort_order
-    )
-    catalog, location = lake.catalog(), lake.settings.location(spec.name)
-    table = ensure_table(catalog, lake.database, location, narrower, timedelta(days=7))
-    rows = generated_rows(30, seed=5)
-    arrow = table.schema().as_arrow()
-    (data_file,) = write_files(
-        table, conform_to(conform_to_contract(rows.select(arrow.names), arrow, "generated"), arrow)
-    )
-    table = ensure_table(catalog, lake.database, location, spec, timedelta(days=7))
-
-    fans = read_column(table, data_file, "fan_id")
-    assert fans.to_pylist() == rows.column("fan_id").to_pylist()
-    added = read_column(table, data_file, newest)
-    assert len(added) == 30
-    assert added.null_count == 30
