@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pipeline.exceptions import PipelineError
 
 if TYPE_CHECKING:
-    import boto3
     from mypy_boto3_s3 import S3Client
 
 __all__ = [
@@ -59,21 +58,29 @@ _CREATING = threading.Lock()
 
 
 @functools.cache
-def _session() -> boto3.session.Session:
-    import boto3  # noqa: PLC0415 - deferred: keeps the cold import cheap
-    import botocore.session  # noqa: PLC0415
+def _data_loader() -> Any:
+    """botocore's loader of service models, shared: loading S3's model is most of a new session's cost."""
+    import botocore.session  # noqa: PLC0415 - deferred: keeps the cold import cheap
 
-    core = botocore.session.get_session()
-    core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=iso_timestamp)
-    return boto3.session.Session(botocore_session=core)
+    return botocore.session.get_session().get_component("data_loader")
 
 
 def s3_client(**options: Any) -> S3Client:
     """``boto3.client("s3", **options)`` whose responses' timestamps are parsed by ``iso_timestamp``: a listing of
     thousands of objects or versions (every run lists the raw layer; erasure lists every version under the tables)
-    costs a few ms of parsing, not a few hundred. One client at a time: a boto3 session is not thread-safe."""
+    costs a few ms of parsing, not a few hundred.
+
+    Each client gets a session of its own, which resolves the credentials of the environment it is made in (a
+    session keeps the first it finds); only the service models are shared. One at a time: a boto3 session is not
+    thread-safe."""
+    import boto3  # noqa: PLC0415 - deferred: keeps the cold import cheap
+    import botocore.session  # noqa: PLC0415
+
     with _CREATING:
-        return _session().client("s3", **options)
+        core = botocore.session.get_session()
+        core.register_component("data_loader", _data_loader())
+        core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=iso_timestamp)
+        return boto3.session.Session(botocore_session=core).client("s3", **options)
 
 
 class ObjectGoneError(PipelineError):

@@ -61,3 +61,16 @@ def test_a_listing_through_s3_client_has_the_times_a_plain_client_lists(lake: Cu
     assert versions == plain.versions("listed/")
     _, read = fast.get("listed/1")
     assert read.last_modified == plain.get("listed/1")[1].last_modified
+
+
+def test_each_client_signs_with_the_credentials_of_the_environment_it_is_made_in(monkeypatch: pytest.MonkeyPatch):
+    # The in-process curator runs under a role's credentials set in the environment, other tests under others: a
+    # client must not sign with the ones an earlier client found.
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    keys = []
+    for key in ("FIRSTKEY", "SECONDKEY"):
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", key)
+        client = s3_client(region_name=REGION)
+        keys.append(client._request_signer._credentials.access_key)  # what the client signs with
+    assert keys == ["FIRSTKEY", "SECONDKEY"]
