@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, cast
 
 import boto3
 import pytest
@@ -72,5 +72,5 @@ def test_each_client_signs_with_the_credentials_of_the_environment_it_is_made_in
     for key in ("FIRSTKEY", "SECONDKEY"):
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", key)
         client = s3_client(region_name=REGION)
-        keys.append(client._request_signer._credentials.access_key)  # what the client signs with
+        keys.append(cast(Any, client)._request_signer._credentials.access_key)  # what the client signs with
     assert keys == ["FIRSTKEY", "SECONDKEY"]
