@@ -437,9 +437,10 @@ class ErasureRun:
     ) -> tuple[Table, Table, dict[str, Counter[str]]]:
         rows: dict[str, Counter[str]] = {}
         ledger = _summary_properties(changes, (LEDGER_PROPERTY,))
-        if not any(
-            self._holds_rows(table, fans) or _needs_cleanup(table, self.store, self.bucket, fans)
-            for table in (changes, registrations)
+        # Both tables' holding files known (a rerun's tally is read back, not looked for): the rewrite reads only them.
+        holds = [self._holds_rows(table, fans) for table in (changes, registrations)]
+        if not any(holds) and not any(
+            _needs_cleanup(table, self.store, self.bucket, fans) for table in (changes, registrations)
         ):
             return changes, registrations, {CHANGES_TABLE: Counter(), REGISTRATIONS_TABLE: Counter()}
         marker = {"curator.erasure": "true"}

@@ -241,10 +241,29 @@ def test_a_lake_of_one_snapshot_and_a_long_fan_id_is_erased_too(lake: CuratedLak
     assert find_bytes(planted, fan) == []
 
 
+def _files_holding(table: Any, fan: str) -> tuple[list[str], list[str]]:
+    """The paths of ``table``'s data files, and of those holding ``fan``."""
+    files = [task.file.file_path for task in table.scan().plan_files()]
+    return files, [
+        path for path in files if fan in pq.read_table(table.io.new_input(path).open())["fan_id"].to_pylist()
+    ]
+
+
+class _TalliedError(Exception):
+    """The run stopped right after the erasure's tally was written."""
+
+
+def _stop_after_the_tally(step: str) -> None:
+    if step == "erasure tallied":
+        raise _TalliedError(step)
+
+
+@pytest.mark.parametrize("rerun", [False, True], ids=["one run", "a rerun after the tally"])
 def test_files_without_the_fan_are_looked_at_by_their_fan_id_column_alone(
-    lake: CuratedLake, monkeypatch: pytest.MonkeyPatch
+    lake: CuratedLake, monkeypatch: pytest.MonkeyPatch, rerun: bool
 ):
-    # Three hours, three files: the fan is in one. Every file's fan_id column is read; only the fan's file whole.
+    # Three hours, three files: the fan is in one. Every file's fan_id column is read; only the fans' files are read
+    # whole, in both tables, by a run and by a rerun that reads the tally back instead of making it.
     hours = [HOUR + timedelta(hours=offset) for offset in range(3)]
     tables = [generated_rows(40, hour=hour, seed=60 + index) for index, hour in enumerate(hours)]
     middle = tables[1].column("fan_id").to_pylist()
@@ -255,29 +274,31 @@ def test_files_without_the_fan_are_looked_at_by_their_fan_id_column_alone(
     for table, hour in zip(tables, hours, strict=True):
         lake.write(table, hour)
     planted.curator().run()
-    changes = lake.table(CHANGES_TABLE)
-    files = [task.file.file_path for task in changes.scan().plan_files()]
-    holding = [path for path in files if fan in pq.read_table(changes.io.new_input(path).open())["fan_id"].to_pylist()]
-    assert len(holding) == 1
+    files, holding = _files_holding(lake.table(CHANGES_TABLE), fan)
+    _, holding_state = _files_holding(lake.table(REGISTRATIONS_TABLE), fan)
     assert len(files) == 3
-    reads: list[tuple[str, tuple[str, ...] | None]] = []
+    assert len(holding) == 1
+    assert len(holding_state) == 1
+    planted.file_request(fan)
+    if rerun:
+        with pytest.raises(_TalliedError):
+            planted.curator(checkpoint=_stop_after_the_tally).run()
+    reads: dict[str, list[tuple[str, tuple[str, ...] | None]]] = {CHANGES_TABLE: [], REGISTRATIONS_TABLE: []}
     real = erasure_module.read_files
 
     def spied(table: Any, files: Any, columns: Any = None) -> pa.Table:
-        if table.name()[-1] == CHANGES_TABLE:
-            reads.extend((data_file.file_path, tuple(columns) if columns else None) for data_file in files)
+        reads[table.name()[-1]].extend((item.file_path, tuple(columns) if columns else None) for item in files)
         return real(table, files, columns)
 
     monkeypatch.setattr(erasure_module, "read_files", spied)
-    planted.file_request(fan)
     result = planted.curator().run()
 
     assert result.erasure.rows_removed[CHANGES_TABLE] == middle.count(fan)
     assert count_fan(lake.table(CHANGES_TABLE).scan().to_arrow(), fan) == 0
-    whole = [path for path, columns in reads if columns is None]
-    looked = {path for path, columns in reads if columns == ("fan_id",)}
-    assert whole == holding, "only the file holding the fan is read whole (to be rewritten)"
-    assert len(looked) == 3, "every file of the table is looked at by its fan_id column"
+    whole = {name: [path for path, columns in found if columns is None] for name, found in reads.items()}
+    assert whole == {CHANGES_TABLE: holding, REGISTRATIONS_TABLE: holding_state}, "only the fan's files read whole"
+    looked = {path for path, columns in reads[CHANGES_TABLE] if columns == ("fan_id",)}
+    assert looked == set(files), "every file of the table is looked at by its fan_id column"
     assert find_bytes(planted, fan) == []
 
 
