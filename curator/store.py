@@ -44,14 +44,16 @@ _EXISTS_CODES = {"PreconditionFailed", "ConditionalRequestConflict"}
 def iso_timestamp(value: str) -> datetime:
     """A timestamp of an S3 response, as botocore parses it (with the zone it gives), at a fraction of its cost
     for the ISO 8601 times of every listing's ``LastModified`` (botocore's parser, through dateutil: about 57 us a
-    value; this: under 1 us); any other form (an HTTP date header) goes to botocore's parser."""
-    try:
-        parsed = datetime.fromisoformat(value)
-    except (TypeError, ValueError):
-        from botocore.utils import parse_timestamp  # noqa: PLC0415 - deferred: keeps the cold import cheap
+    value; this: under 1 us); any other form (an HTTP date header, digits botocore reads as epoch seconds) goes to
+    botocore's parser."""
+    if isinstance(value, str) and "T" in value:
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    from botocore.utils import parse_timestamp  # noqa: PLC0415 - deferred: keeps the cold import cheap
 
-        return parse_timestamp(value)
-    return parsed
+    return parse_timestamp(value)
 
 
 _CREATING = threading.Lock()

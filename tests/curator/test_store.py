@@ -22,6 +22,8 @@ from tests.curator.conftest import REGION, CuratedLake
         "2026-12-07T21:26:45.5+02:00",
         "2026-12-07T19:26:45",  # no zone: none, as botocore reads it
         "Mon, 07 Dec 2026 19:26:45 GMT",  # an HTTP date header: botocore's own parser
+        "20261207",  # digits: epoch seconds to botocore, a date to fromisoformat
+        "2026-12-07",
     ],
 )
 def test_iso_timestamp_gives_what_botocore_gives(text: str):
