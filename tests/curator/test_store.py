@@ -57,7 +57,9 @@ def test_a_listing_through_s3_client_has_the_times_a_plain_client_lists(lake: Cu
     listed = fast.list("listed/")
     assert [item.key for item in listed] == ["listed/1", "listed/2"]
     assert listed == plain.list("listed/")
-    assert all(item.last_modified is not None and item.last_modified.utcoffset() == timedelta(0) for item in listed)
+    # the same instants, parsed by iso_timestamp (its UTC), not by dateutil (botocore's own zone objects)
+    assert [item.last_modified.tzinfo if item.last_modified else None for item in listed] == [UTC, UTC]
+    assert all(item.last_modified and item.last_modified.tzinfo is not UTC for item in plain.list("listed/"))
     versions = fast.versions("listed/")
     assert len(versions) == 4  # three objects and the delete marker of one
     assert versions == plain.versions("listed/")
