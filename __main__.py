@@ -234,7 +234,9 @@ curation = Curation(
         layer_arn=curator_layer.layer_arn,
         environment={
             **curator_environment(settings, settings.bucket_id, layout_prefixes, resource_names.glue_database),
-            **curator_erasure_environment(resource_names.failure_bucket, layout_prefixes),
+            **curator_erasure_environment(
+                resource_names.failure_bucket, layout_prefixes, settings.erasure_rows_per_run
+            ),
         },
         erasure_salt=salt,
         erasure_deadline_days=settings.erasure_deadline_days,

@@ -68,7 +68,7 @@ def curator_environment(settings: Settings, bucket: str, prefixes: Prefixes, dat
     }
 
 
-def curator_erasure_environment(failure_bucket: str, prefixes: Prefixes) -> dict[str, str]:
+def curator_erasure_environment(failure_bucket: str, prefixes: Prefixes, rows_per_run: int) -> dict[str, str]:
     """The curator's erasure variables (``curator.handler.ERASURE_VARIABLES``), after ``curator_environment``'s: the
     failure bucket whose on-failure records it rewrites without the erased fans and the quarantine prefix whose
     lines it rewrites (the exports prefix, whose data files it rewrites too, is a base variable).
@@ -77,6 +77,7 @@ def curator_erasure_environment(failure_bucket: str, prefixes: Prefixes) -> dict
     return {
         FAILURE_BUCKET_VARIABLE: failure_bucket,
         "QUARANTINE_PREFIX": prefixes.quarantine,
+        "ERASURE_ROWS_PER_RUN": str(rows_per_run),
     }
 
 

@@ -377,6 +377,15 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         _between(1, 30),
     ),
     _key(
+        "erasureRowsPerRun",
+        "erasure_rows_per_run",
+        "integer",
+        40_000_000,
+        "Rows of curated data files one curator run rewrites for erasure requests (about 200 s of one core); a "
+        "request holding more goes on in the next runs, and each run still curates.",
+        _between(1_000_000, 1_000_000_000),
+    ),
+    _key(
         "curationMemoryMb",
         "curation_memory_mb",
         "integer",
@@ -562,6 +571,7 @@ class Settings:
     time_travel_days: int
     export_retention_days: int
     erasure_deadline_days: int
+    erasure_rows_per_run: int
     curation_memory_mb: int
     curation_timeout_seconds: int
     curation_delete_grace_minutes: int

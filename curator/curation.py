@@ -38,7 +38,7 @@ from curator.commits import CurationError
 from curator.commits import Staged as _Staged
 from curator.commits import commit_overwrite as _commit_overwrite
 from curator.commits import predicate as _predicate
-from curator.erasure import ErasureOutcome, ErasureRun
+from curator.erasure import ROWS_PER_RUN, ErasureOutcome, ErasureRun
 from curator.exports import expire_exports
 from curator.files import conform_to, files_matching, write_partition
 from curator.raw import LEDGER_PROPERTY, LedgerEntry, raw_objects, read_ledger, write_ledger
@@ -106,6 +106,8 @@ class CuratorSettings:
     failure_bucket: str | None = None
     #: How long an export stays once its snapshot holds all of it (``curator.exports``).
     export_retention: timedelta = timedelta(days=14)
+    #: Rows of data files an erasure rewrites in one run; a request holding more goes on in the next runs.
+    erasure_rows_per_run: int = ROWS_PER_RUN
 
     @property
     def snapshots_prefix(self) -> str:
@@ -239,6 +241,7 @@ class Curator:
             clock=self.clock,
             failure_store=self.failure_store,
             checkpoint=self.checkpoint,
+            rows_per_run=settings.erasure_rows_per_run,
         )
 
     def _catch_up(

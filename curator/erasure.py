@@ -9,12 +9,15 @@ All pending requests (``erasure/requests/``) are carried out together, in this o
    table, the data files that may hold the fans (the scan's pruning on ``fan_id`` bounds) are read, and the ones
    that do are rewritten without their rows, in one overwrite snapshot per table through the curator's commit
    path (a conflict abandons the run and changes nothing; the next run retries). ``registrations`` records the
-   new ``registration_changes`` snapshot as the one it reflects. Then per table: an empty append drops the
-   manifests that hold only deleted entries (their column bounds may be a fan's id); every older snapshot is
-   expired; the metadata log is cut to one entry (its older metadata files are deleted with the commit); and
-   every file under the table's location that the current metadata does not reference is deleted, at once,
-   without the usual grace (one writer by construction: nothing else is in flight). Finally no kept manifest may
-   hold a fan's id in a bound, or the run fails.
+   new ``registration_changes`` snapshot as the one it reflects. A run rewrites at most ``rows_per_run`` rows of
+   files (``ROWS_PER_RUN``): when more hold the fans, it commits its share and stops the erasure there, the
+   requests stay pending with their tally, the run curates as usual, and the next runs look again and go on (the
+   files already rewritten no longer hold the fans). Once a run has rewritten every file left, per table: an
+   empty append drops the manifests that hold only deleted entries (their column bounds may be a fan's id); every
+   older snapshot is expired; the metadata log is cut to one entry (its older metadata files are deleted with the
+   commit); and every file under the table's location that the current metadata does not reference is deleted, at
+   once, without the usual grace (one writer by construction: nothing else is in flight). Finally no kept manifest
+   may hold a fan's id in a bound, or the run fails.
 3. **Objects** (``curator.erasure_objects``): raw landing objects, backfill snapshots, quarantine lines, the
    failure bucket's on-failure records, the DynamoDB export data files (overwritten in place: the export's
    manifest names them).
@@ -81,7 +84,7 @@ if TYPE_CHECKING:
     from pyiceberg.manifest import DataFile
     from pyiceberg.table import Table
 
-__all__ = ["PROGRESS_PREFIX", "ErasureOutcome", "ErasureRun", "TableErasure"]
+__all__ = ["PROGRESS_PREFIX", "ROWS_PER_RUN", "ErasureOutcome", "ErasureRun", "TableErasure"]
 
 #: Where a request's tally is kept while it is being carried out (counts and snapshot ids only).
 PROGRESS_PREFIX = "erasure/progress/"
@@ -92,6 +95,10 @@ _READ_AHEAD = 4
 #: Data files whose ``fan_id`` column alone is read at once while the fans' rows are looked for: a column of a
 #: file is a few MB, and the reads are S3 round trips to overlap.
 _SCAN_AHEAD = 16
+#: Rows of data files one run reads whole and rewrites, both tables together (the files' record counts): a request
+#: holding more goes on in the next runs, so a run still ends within the function's timeout and curates as usual.
+#: At the 4.9 µs a row the 30-day bench measured, 40M rows are about 200 s of one core (docs/erasure.md).
+ROWS_PER_RUN = 40_000_000
 #: Summary properties of a ``registrations`` snapshot that later runs read: carried by every erasure snapshot.
 _STATE_PROPERTIES = (
     APPLIED_PROPERTY,
@@ -115,6 +122,9 @@ class ErasureOutcome:
     #: When each request still pending after the step was filed (a malformed one: when its object was written),
     #: by key: the deadline alarm's input.
     pending_since: dict[str, datetime] = field(default_factory=dict)
+    #: Data files still holding the requests' fans after the run (its share of rewrites was spent): the requests
+    #: stay pending and the next runs go on. 0 when the run rewrote all it found.
+    data_files_left: int = 0
 
     def oldest_pending_hours(self, now: datetime) -> float:
         """Hours since the oldest request still pending was filed; 0 when none is."""
@@ -129,6 +139,7 @@ class ErasureOutcome:
             "rows_removed": dict(self.rows_removed),
             "versions_purged": dict(self.versions_purged),
             "objects_unreadable": list(self.objects_unreadable),
+            "data_files_left": self.data_files_left,
         }
 
 
@@ -301,9 +312,11 @@ class ErasureRun:
     failure_store: ObjectStore | None = None
     exports_prefix: str = "demand/exports/"
     checkpoint: Callable[[str], None] = lambda step: None
-    #: The data files found holding the fans, per table (by the tally, or, on a rerun that reads its tally back,
-    #: before the rewrite).
-    _holding: dict[str, set[str]] = field(default_factory=dict)
+    #: Rows of data files the run reads whole and rewrites (``ROWS_PER_RUN``); past them the requests go on next run.
+    rows_per_run: int = ROWS_PER_RUN
+    #: The data files found holding the fans (path: rows), per table (by the tally, or, on a rerun that reads its
+    #: tally back, before the rewrite).
+    _holding: dict[str, dict[str, int]] = field(default_factory=dict)
     _counted: dict[str, Counter[str]] = field(default_factory=dict)
 
     # -- requests -------------------------------------------------------------------------------------------
@@ -363,7 +376,10 @@ class ErasureRun:
         changes, registrations = catch_up(changes, registrations)
         fans = sorted({fan for item in requests for fan in item.request.fan_ids})
         self._tally(requests, changes, registrations)
-        changes, registrations, table_rows = self._erase_tables(changes, registrations, fans)
+        changes, registrations, table_rows, outcome.data_files_left = self._erase_tables(changes, registrations, fans)
+        if outcome.data_files_left:
+            # More rows than one run rewrites: the requests stay pending (their tally kept) and the next runs go on.
+            return outcome, changes, registrations
         tables = (changes, registrations)
         purged = {table.name()[-1]: _purge_table_versions(table, self.store, self.bucket) for table in tables}
         self.checkpoint("erasure table versions purged")
@@ -411,7 +427,7 @@ class ErasureRun:
             if counted is None:
                 for table in (changes, registrations):
                     found = _table_rows(table, fans, write=False)
-                    self._holding[table.name()[-1]] = {data_file.file_path for data_file in found.removed}
+                    self._holding[table.name()[-1]] = _paths_and_rows(found.removed)
                     self._counted[table.name()[-1]] = found.rows
                     old = _purge_table_versions(table, self.store, self.bucket, dry_run=True)
                     versions[table.name()[-1]] = old.versions
@@ -434,7 +450,9 @@ class ErasureRun:
 
     def _erase_tables(
         self, changes: Table, registrations: Table, fans: list[str]
-    ) -> tuple[Table, Table, dict[str, Counter[str]]]:
+    ) -> tuple[Table, Table, dict[str, Counter[str]], int]:
+        """Rewrite the run's share of the files holding the fans (``_share``); once none is left, cut both tables'
+        history. The rows removed per table, and the files left for the next runs."""
         rows: dict[str, Counter[str]] = {}
         ledger = _summary_properties(changes, (LEDGER_PROPERTY,))
         # Both tables' holding files known (a rerun's tally is read back, not looked for): the rewrite reads only them.
@@ -442,17 +460,23 @@ class ErasureRun:
         if not any(holds) and not any(
             _needs_cleanup(table, self.store, self.bucket, fans) for table in (changes, registrations)
         ):
-            return changes, registrations, {CHANGES_TABLE: Counter(), REGISTRATIONS_TABLE: Counter()}
+            return changes, registrations, {CHANGES_TABLE: Counter(), REGISTRATIONS_TABLE: Counter()}, 0
+        share, left = self._share()
         marker = {"curator.erasure": "true"}
-        found = self._rewrite(changes, fans, {**ledger, **marker}, self._holding.get(CHANGES_TABLE))
+        found = self._rewrite(changes, fans, {**ledger, **marker}, share[CHANGES_TABLE])
         changes, rows[CHANGES_TABLE] = found.table, found.rows
-        changes = _drop_deleted_manifests(changes, {**ledger, **marker})
+        if not left:
+            changes = _drop_deleted_manifests(changes, {**ledger, **marker})
         self.checkpoint("erasure changes committed")
         state = {**_summary_properties(registrations, _STATE_PROPERTIES), **marker}
         if (applied := _snapshot_id(changes)) is not None:
             state[APPLIED_PROPERTY] = str(applied)
-        found = self._rewrite(registrations, fans, state, self._holding.get(REGISTRATIONS_TABLE))
+        found = self._rewrite(registrations, fans, state, share[REGISTRATIONS_TABLE])
         registrations, rows[REGISTRATIONS_TABLE] = found.table, found.rows
+        if left:
+            # The run's share is committed; the rest, the history and the other places wait for the next runs.
+            self.checkpoint("erasure share committed")
+            return changes, registrations, rows, left
         registrations = _drop_deleted_manifests(registrations, state)
         self.checkpoint("erasure registrations committed")
         for table in (changes, registrations):
@@ -460,15 +484,30 @@ class ErasureRun:
             if (manifest := _bound_holds_fan(table, fans)) is not None:
                 raise CurationError(f"after erasure, manifest {manifest} still holds a fan id in a column bound")
         self.checkpoint("erasure history forgotten")
-        return changes, registrations, rows
+        return changes, registrations, rows, 0
 
     def _holds_rows(self, table: Table, fans: list[str]) -> bool:
         """Whether a data file of ``table`` holds a fan's rows (known from the tally, else read now)."""
         name = table.name()[-1]
         if name not in self._holding:
             found = _table_rows(table, fans, write=False)
-            self._holding[name] = {data_file.file_path for data_file in found.removed}
+            self._holding[name] = _paths_and_rows(found.removed)
         return bool(self._holding[name])
+
+    def _share(self) -> tuple[dict[str, set[str]], int]:
+        """The data files each table rewrites this run, and how many are left for the next runs:
+        ``registration_changes`` first, then ``registrations``, each in path order, while their rows fit
+        ``rows_per_run`` (the first file always does, so every run moves a request on)."""
+        chosen: dict[str, set[str]] = {CHANGES_TABLE: set(), REGISTRATIONS_TABLE: set()}
+        spent, left = 0, 0
+        for name in (CHANGES_TABLE, REGISTRATIONS_TABLE):
+            for path, rows in sorted(self._holding.get(name, {}).items()):
+                if spent and spent + rows > self.rows_per_run:
+                    left += 1
+                    continue
+                chosen[name].add(path)
+                spent += rows
+        return chosen, left
 
     @staticmethod
     def _rewrite(
@@ -530,6 +569,10 @@ class ErasureRun:
                 self.store.delete(listed.key, listed.etag)
         self._delete_request(item.request.key, item.version_id)
         return rows, purged
+
+
+def _paths_and_rows(files: Sequence[DataFile]) -> dict[str, int]:
+    return {data_file.file_path: data_file.record_count for data_file in files}
 
 
 def _sum_for(counts: Counter[str], fans: Sequence[str]) -> int:

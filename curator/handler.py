@@ -16,6 +16,7 @@ from aws_lambda_powertools.logging import Logger
 from aws_lambda_powertools.metrics import Metrics, MetricUnit
 
 from curator.curation import CurationResult, Curator, CuratorSettings
+from curator.erasure import ROWS_PER_RUN
 from curator.seed import PublishedSnapshot
 from curator.store import S3Store
 from pipeline.config import (
@@ -36,6 +37,7 @@ __all__ = [
     "CURATION_DELETE_GRACE_MINUTES",
     "ENVIRONMENT_VARIABLES",
     "ERASURE_METRIC",
+    "ERASURE_ROWS_PER_RUN",
     "ERASURE_SALT",
     "ERASURE_VARIABLES",
     "EXPORTS_PREFIX",
@@ -65,6 +67,8 @@ SNAPSHOT_PREFIX = "SNAPSHOT_PREFIX"
 #: are searched (unset: not searched). Both optional, so a stack deployed before erasure keeps working.
 ERASURE_SALT = "ERASURE_SALT"
 FAILURE_BUCKET = "FAILURE_BUCKET"
+#: Rows of data files an erasure rewrites in one run (stack config ``erasureRowsPerRun``; unset: ``ROWS_PER_RUN``).
+ERASURE_ROWS_PER_RUN = "ERASURE_ROWS_PER_RUN"
 #: Where the backfill's DynamoDB exports are (``demand/exports/<request time>/AWSDynamoDB/...``): erasure rewrites
 #: their data files, and each is purged this many days after its request once its snapshot holds all of it
 #: (``curator.exports``; stack config ``exportRetentionDays``).
@@ -90,7 +94,7 @@ ENVIRONMENT_VARIABLES = (
     POWERTOOLS_METRICS_NAMESPACE,
 )
 #: The variables of erasure, all optional (the infrastructure sets them once the stack has an erasure salt).
-ERASURE_VARIABLES = (ERASURE_SALT, FAILURE_BUCKET, QUARANTINE_PREFIX)
+ERASURE_VARIABLES = (ERASURE_SALT, FAILURE_BUCKET, QUARANTINE_PREFIX, ERASURE_ROWS_PER_RUN)
 DEFAULT_CURATED_PREFIX = "curated/"
 DEFAULT_TIME_TRAVEL_DAYS = 7
 DEFAULT_DELETE_GRACE_MINUTES = 15
@@ -198,6 +202,7 @@ def load_curator_settings(environ: Mapping[str, str] | None = None) -> CuratorSe
         erasure_salt=env.get(ERASURE_SALT, "").strip(),
         failure_bucket=failure_bucket,
         export_retention=timedelta(days=_whole_number(env, EXPORT_RETENTION_DAYS, DEFAULT_EXPORT_RETENTION_DAYS, 1)),
+        erasure_rows_per_run=_whole_number(env, ERASURE_ROWS_PER_RUN, ROWS_PER_RUN, 1),
     )
 
 
@@ -248,6 +253,7 @@ def _publish(result: CurationResult, now: datetime) -> None:
         ("CommitConflicts", int(result.conflict is not None)),
         ("ErasureRequestsCompleted", len(result.erasure.requests_completed)),
         ("ErasureRequestsMalformed", len(result.erasure.requests_malformed)),
+        ("ErasureDataFilesLeft", result.erasure.data_files_left),
         ("ExportsExpired", len(result.exports_expired)),
     ):
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
@@ -279,6 +285,12 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
             "exports past their retention kept: their snapshot lacks a data file (finish the backfill with "
             "make backfill ARGS='--export-arn <arn>')",
             extra={"exports": result.exports_incomplete},
+        )
+    if result.erasure.data_files_left:
+        logger.info(
+            "erasure goes on next run: more data files hold the requests' fans than one run rewrites "
+            "(erasureRowsPerRun)",
+            extra={"data_files_left": result.erasure.data_files_left},
         )
     if result.unreadable:
         raise CurationFailedError(f"{len(result.unreadable)} raw object(s) unreadable: {', '.join(result.unreadable)}")

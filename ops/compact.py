@@ -130,7 +130,9 @@ def curator_environment(outputs: StackOutputs, stack: str, settings: Settings | 
     if settings is None:
         settings = settings_from_stack_file(stack)
     environment = program_environment(settings, outputs.bucket_name, prefixes(), outputs.athena_database_name)
-    environment.update(curator_erasure_environment(outputs.failure_bucket_name, prefixes()))
+    environment.update(
+        curator_erasure_environment(outputs.failure_bucket_name, prefixes(), settings.erasure_rows_per_run)
+    )
     environment.update(
         # The local AWS has no secrets: a fixed salt (the deployed function gets the stack's erasureSalt).
         ERASURE_SALT=os.environ.get("ERASURE_SALT") or LOCAL_ERASURE_SALT,

@@ -46,6 +46,7 @@ __all__ = [
     "normalized",
     "plant",
     "versioned",
+    "with_fans",
 ]
 
 #: The fan erased, and a fan kept whose id is a prefix of it (never matched by mistake).
@@ -64,7 +65,7 @@ EXPORT_MANIFEST = f"{EXPORT_FOLDER}manifest-files.json"
 _COLUMNS = ("change_id", "event_id", "fan_id", "op", "status", "quantity", "extra_attributes")
 
 
-def _with_fans(rows: pa.Table, fans: dict[str, str]) -> pa.Table:
+def with_fans(rows: pa.Table, fans: dict[str, str]) -> pa.Table:
     """``rows`` with the fans named in ``fans`` renamed (old -> new); renamed rows get ``extra_attributes``
     naming their fan too, so that column is searched."""
     old = rows.column("fan_id").to_pylist()
@@ -88,7 +89,7 @@ def _fans_with_changes(rows: pa.Table, count: int) -> list[str]:
 
 def _renamed(rows: pa.Table) -> pa.Table:
     first, second = _fans_with_changes(rows, 2)
-    return _with_fans(rows, {first: ERASED, second: KEPT})
+    return with_fans(rows, {first: ERASED, second: KEPT})
 
 
 def _record_data(fan: str, seed: int) -> list[dict[str, Any]]:
@@ -126,7 +127,7 @@ class PlantedLake:
         return Curator(
             catalog=catalog,
             store=S3Store(self.lake.bucket, client=client),
-            settings=self.settings,
+            settings=overrides.pop("settings", None) or self.settings,
             clock=self.lake.clock,
             failure_store=S3Store(self.failure_bucket, client=client),
             **overrides,

@@ -4,6 +4,7 @@ version, and old versions of objects deleted before the request are purged when 
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 from datetime import timedelta
@@ -36,6 +37,7 @@ from tests.curator.erasure_lake import (
     normalized,
     plant,
     versioned,
+    with_fans,
 )
 
 
@@ -442,3 +444,64 @@ def test_an_overwrite_is_conditional_on_the_etag_read_and_keeps_the_old_bytes_as
 
     assert store.get(key)[0] == b"second"
     assert sorted(store.get_version(key, item.version_id) for item in store.versions(key)) == [b"first", b"second"]
+
+
+def test_a_request_past_one_runs_share_goes_on_run_after_run_and_curation_never_waits(lake: CuratedLake):
+    # Two hours, the fan in each hour's file; a run may rewrite one file (one row's budget: the first file of a
+    # run always fits). Every run before the last commits its file, leaves the request pending and curates the
+    # new rows written since; the last completes the request, audited with the tally made before the first.
+    hours = [HOUR, HOUR + timedelta(hours=1)]
+    tables = [generated_rows(30, hour=hour, seed=70 + index) for index, hour in enumerate(hours)]
+    tables = [with_fans(table, {table.column("fan_id")[0].as_py(): ERASED}) for table in tables]
+    planted = PlantedLake(lake, f"{lake.bucket}-failures", pa.concat_tables(tables))
+    lake.s3.create_bucket(Bucket=planted.failure_bucket)
+    for table, hour in zip(tables, hours, strict=True):
+        lake.write(table, hour)
+    planted.curator().run()
+    changes_holding = _files_holding(lake.table(CHANGES_TABLE), ERASED)[1]
+    state_holding = _files_holding(lake.table(REGISTRATIONS_TABLE), ERASED)[1]
+    assert len(changes_holding) == 2
+    assert len(state_holding) >= 1
+    planted_rows = {
+        CHANGES_TABLE: count_fan(lake.table(CHANGES_TABLE).scan().to_arrow(), ERASED),
+        REGISTRATIONS_TABLE: count_fan(lake.table(REGISTRATIONS_TABLE).scan().to_arrow(), ERASED),
+    }
+    assert planted_rows[CHANGES_TABLE] >= 2
+    request = planted.file_request(ERASED)
+    settings = dataclasses.replace(planted.settings, erasure_rows_per_run=1)
+    runs = len(changes_holding) + len(state_holding)
+    written = [pa.concat_tables(tables)]
+    left, holding = [], []
+    for run in range(runs):
+        lake.clock.advance(minutes=15)
+        fresh = generated_rows(6 + run, hour=HOUR + timedelta(hours=2), seed=80 + run)  # a name of its own
+        assert ERASED not in fresh.column("fan_id").to_pylist()
+        lake.write(fresh, HOUR + timedelta(hours=2))
+        written.append(fresh)
+
+        result = planted.curator(settings=settings).run()
+
+        assert result.changes_added == fresh.num_rows, "the run curated as usual"
+        if run == runs - 1:
+            break
+        left.append(result.erasure.data_files_left)
+        holding.append(len(_files_holding(lake.table(CHANGES_TABLE), ERASED)[1]))
+        assert result.erasure.requests_completed == []
+        assert result.erasure.pending_since == {request.key: request.filed_at}
+        assert lake.keys(REQUESTS_PREFIX) == [request.key]
+        assert lake.keys(AUDIT_PREFIX) == []
+
+    assert left == list(range(runs - 1, 0, -1)), "one file a run"
+    assert holding[0] == 1, "registration_changes first"
+    assert result.erasure.requests_completed == [request.request_id]
+    assert result.erasure.data_files_left == 0
+    assert {name: result.erasure.rows_removed[name] for name in planted_rows} == planted_rows
+    audit = AuditRecord.from_json(planted.body(lake.bucket, request.audit_key), request.audit_key)
+    assert {name: audit.rows_removed[name] for name in planted_rows} == planted_rows
+    assert find_bytes(planted, ERASED) == []
+    everything = pa.concat_tables(written)
+    assert sorted(normalized(lake.table(CHANGES_TABLE).scan().to_arrow())) == sorted(
+        row for row in normalized(everything) if row[2] != ERASED
+    )
+    expected_state = latest_state(everything.filter(pa.compute.not_equal(everything["fan_id"], ERASED)))
+    assert state_of(lake.table(REGISTRATIONS_TABLE).scan().to_arrow()) == expected_state

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from curator import handler as entry
+from curator.erasure import ROWS_PER_RUN
 from curator.erasure_requests import ErasureRequest
 from curator.exports import REQUEST_TIME_FORMAT
 from curator.tables import CHANGES_TABLE
@@ -46,6 +47,7 @@ def test_erasure_settings_are_optional_and_read_from_their_variables():
             "FAILURE_BUCKET": "demand-failures",
             "QUARANTINE_PREFIX": "q/",
             "EXPORTS_PREFIX": "x/",
+            "ERASURE_ROWS_PER_RUN": "2500000",
         }
     )
     assert (given.erasure_salt, given.failure_bucket, given.quarantine_prefix, given.exports_prefix) == (
@@ -54,7 +56,14 @@ def test_erasure_settings_are_optional_and_read_from_their_variables():
         "q/",
         "x/",
     )
-    assert set(entry.ERASURE_VARIABLES) == {"ERASURE_SALT", "FAILURE_BUCKET", "QUARANTINE_PREFIX"}
+    assert given.erasure_rows_per_run == 2_500_000
+    assert settings.erasure_rows_per_run == ROWS_PER_RUN  # unset: the curator's default
+    assert set(entry.ERASURE_VARIABLES) == {
+        "ERASURE_SALT",
+        "FAILURE_BUCKET",
+        "QUARANTINE_PREFIX",
+        "ERASURE_ROWS_PER_RUN",
+    }
     assert set(entry.ERASURE_VARIABLES).isdisjoint(entry.ENVIRONMENT_VARIABLES)
 
 
@@ -85,6 +94,8 @@ def test_a_published_snapshot_is_read_from_its_variables():
         ({"EXPORTS_PREFIX": "exports"}, "EXPORTS_PREFIX='exports'"),
         ({"EXPORT_RETENTION_DAYS": "0"}, "EXPORT_RETENTION_DAYS=0"),
         ({"EXPORT_RETENTION_DAYS": "two weeks"}, "EXPORT_RETENTION_DAYS='two weeks'"),
+        ({"ERASURE_ROWS_PER_RUN": "0"}, "ERASURE_ROWS_PER_RUN=0"),
+        ({"ERASURE_ROWS_PER_RUN": "40M"}, "ERASURE_ROWS_PER_RUN='40M'"),
         ({"SNAPSHOT_EXPORT_ID": "01774998000000-a1b2c3d4"}, "SNAPSHOT_EXPORT_TIME is required"),
         ({"SNAPSHOT_EXPORT_TIME": "2026-12-01T09:05:00Z"}, "SNAPSHOT_EXPORT_ID is required"),
         (

@@ -96,6 +96,7 @@ def test_no_compaction_function_schedule_or_role_is_left(run: ProgramRun) -> Non
 
 
 def test_curator_environment_is_what_the_handler_reads(run: ProgramRun) -> None:
+    from curator.erasure import ROWS_PER_RUN  # noqa: PLC0415
     from curator.handler import ENVIRONMENT_VARIABLES, load_curator_settings  # noqa: PLC0415 - pyiceberg: this test
 
     settings = settings_from_stack_file(run.stack)
@@ -107,8 +108,10 @@ def test_curator_environment_is_what_the_handler_reads(run: ProgramRun) -> None:
         **curator_environment(settings, settings.bucket_id, prefixes(), database),
         "FAILURE_BUCKET": failure_bucket,
         "QUARANTINE_PREFIX": "demand/quarantine/",
+        "ERASURE_ROWS_PER_RUN": "40000000",  # erasureRowsPerRun's default: the curator's ROWS_PER_RUN
         "ERASURE_SALT": PLAN_ERASURE_SALT,  # the stack's secret, as the CLI decrypts it
     }
+    assert load_curator_settings(variables).erasure_rows_per_run == ROWS_PER_RUN == settings.erasure_rows_per_run
     assert function.secret_inputs == ("environment",)  # the salt makes the engine encrypt the environment
     assert variables["FAILURE_BUCKET"] == run.outputs["failure_bucket_name"]
     program = curator_environment(settings, settings.bucket_id, prefixes(), database)
@@ -345,6 +348,7 @@ def test_failure_bucket_retention_and_versioning_come_from_config() -> None:
         ("curationIntervalMinutes", "1", r"dmd-pipeline:curationIntervalMinutes must be an integer between 2"),
         ("timeTravelDays", "0", r"dmd-pipeline:timeTravelDays must be an integer between 1 and 3650"),
         ("exportRetentionDays", "0", r"dmd-pipeline:exportRetentionDays must be an integer between 1 and 3650"),
+        ("erasureRowsPerRun", "999999", r"dmd-pipeline:erasureRowsPerRun must be an integer between 1000000 and"),
         ("curationDeleteGraceMinutes", "-1", r"dmd-pipeline:curationDeleteGraceMinutes must be an integer between 0"),
         (
             "curationIntervalMinutes",

@@ -256,6 +256,7 @@ def test_the_local_environment_is_the_programs_with_quieter_logs() -> None:
         "FAILURE_BUCKET": "prd3292-qa1-us-east-1-demand-processor-failures",
         "QUARANTINE_PREFIX": "demand/quarantine/",
         "EXPORTS_PREFIX": "demand/exports/",
+        "ERASURE_ROWS_PER_RUN": str(settings.erasure_rows_per_run),
         "ERASURE_SALT": compact.LOCAL_ERASURE_SALT,
         "OUTPUT_PREFIX": "lake/events/",
         "LOG_LEVEL": "WARNING",
