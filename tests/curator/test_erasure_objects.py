@@ -243,6 +243,7 @@ def test_without_a_salt_erasure_is_off_and_lists_nothing():
         "rows_removed": {},
         "versions_purged": {},
         "objects_unreadable": [],
+        "data_files_left": 0,
     }
     assert store.calls == []  # a stack without a salt has no grant on erasure/: not even a listing
 
