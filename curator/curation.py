@@ -108,6 +108,8 @@ class CuratorSettings:
     export_retention: timedelta = timedelta(days=14)
     #: Rows of data files an erasure rewrites in one run; a request holding more goes on in the next runs.
     erasure_rows_per_run: int = ROWS_PER_RUN
+    #: Rows of data files whose ``fan_id`` an erasure looks at in one run (None: 40 times the rewrite's).
+    erasure_look_rows_per_run: int | None = None
 
     @property
     def snapshots_prefix(self) -> str:
@@ -242,6 +244,7 @@ class Curator:
             failure_store=self.failure_store,
             checkpoint=self.checkpoint,
             rows_per_run=settings.erasure_rows_per_run,
+            look_rows_per_run=settings.erasure_look_rows_per_run,
         )
 
     def _catch_up(

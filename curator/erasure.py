@@ -2,33 +2,39 @@
 
 All pending requests (``erasure/requests/``) are carried out together, in this order:
 
-1. **Tally.** Each request's rows per place are counted first (nothing changed yet) and kept, with each table's
-   current snapshot id, as ``erasure/progress/<id>.json`` (counts only, no fan id). A rerun after a crash reads
-   it back, so the audit counts what was there before the first attempt, however far that attempt got.
-2. **Tables.** ``registrations`` first catches up with ``registration_changes`` (as every run does). Then, per
-   table, the data files that may hold the fans (the scan's pruning on ``fan_id`` bounds) are read, and the ones
-   that do are rewritten without their rows, in one overwrite snapshot per table through the curator's commit
-   path (a conflict abandons the run and changes nothing; the next run retries). ``registrations`` records the
-   new ``registration_changes`` snapshot as the one it reflects. A run rewrites at most ``rows_per_run`` rows of
-   files (``ROWS_PER_RUN``): when more hold the fans, it commits its share and stops the erasure there, the
-   requests stay pending with their tally, the run curates as usual, and the next runs look again and go on (the
-   files already rewritten no longer hold the fans). Once a run has rewritten every file left, per table: an
+1. **Look.** ``registrations`` first catches up with ``registration_changes`` (as every run does). Then, per
+   table, the data files that may hold the fans (the scan's pruning on ``fan_id`` bounds) are looked at by their
+   ``fan_id`` column, at most ``look_rows_per_run`` rows of them a run. What the look found is kept between runs
+   (``curator.erasure_look``: paths and counts per request); until it has seen every file the tables hold, the
+   run changes nothing, the requests stay pending and the run curates as usual.
+2. **Tally.** Each request's rows per place are counted (the tables' from the look, nothing changed yet) and
+   kept, with each table's current snapshot id, as ``erasure/progress/<id>.json`` (counts only, no fan id). A
+   rerun after a crash reads it back, so the audit counts what was there before the first change, however far
+   that attempt got.
+3. **Tables.** The files the look found holding the fans are rewritten without their rows, in one overwrite
+   snapshot per table through the curator's commit path (a conflict abandons the run and changes nothing; the
+   next run retries). ``registrations`` records the new ``registration_changes`` snapshot as the one it reflects.
+   A run rewrites at most ``rows_per_run`` rows of files (``ROWS_PER_RUN``): when more hold the fans, it commits
+   its share and stops the erasure there, the requests stay pending with their tally, the run curates as usual,
+   and the next runs go on (they look only at the files written since). Once a run has rewritten every file
+   left, per table: an
    empty append drops the manifests that hold only deleted entries (their column bounds may be a fan's id); every
    older snapshot is expired; the metadata log is cut to one entry (its older metadata files are deleted with the
    commit); and every file under the table's location that the current metadata does not reference is deleted, at
    once, without the usual grace (one writer by construction: nothing else is in flight). Finally no kept manifest
    may hold a fan's id in a bound, or the run fails.
-3. **Objects** (``curator.erasure_objects``): raw landing objects, backfill snapshots, quarantine lines, the
+4. **Objects** (``curator.erasure_objects``): raw landing objects, backfill snapshots, quarantine lines, the
    failure bucket's on-failure records, the DynamoDB export data files (overwritten in place: the export's
    manifest names them).
-4. **Old versions** (``curator.erasure_versions``): on a versioned bucket a delete leaves the old bytes as a
+5. **Old versions** (``curator.erasure_versions``): on a versioned bucket a delete leaves the old bytes as a
    noncurrent version. Every noncurrent version under each table's location (a file already deleted: table files
    are written once) is purged once the history is cut; in the other places, each noncurrent version holding one
    of the fans (read as a current object of the place is) is purged after that place's objects are done.
-5. **Audit.** Per request, the audit record (``curator.erasure_requests.AuditRecord``), then the progress object
-   and, last, the request (the only object naming the fans in clear) are deleted: its version purged, so no
-   noncurrent copy is left. A request whose audit already exists only has its request deleted; any old version of
-   a request with an audit is purged whenever the requests are listed.
+6. **Audit.** The kept look is deleted; then per request, the audit record
+   (``curator.erasure_requests.AuditRecord``), then the progress object and, last, the request (the only object
+   naming the fans in clear) are deleted: its version purged, so no noncurrent copy is left. A request whose audit
+   already exists only has its request deleted; any old version of a request with an audit is purged whenever the
+   requests are listed.
 
 A malformed request is reported in the run's result and left in place; it never stops the run. An object that
 cannot be read (it may hold the fans) leaves every request pending, named in the run's result.
@@ -50,6 +56,7 @@ from pyiceberg.expressions import In
 from pyiceberg.table import TableProperties
 
 from curator.commits import CurationError, Staged, commit_overwrite, predicate
+from curator.erasure_look import Held, LookState, delete_looks, load_look, save_look
 from curator.erasure_objects import (
     ObjectErasure,
     erase_exports,
@@ -61,6 +68,7 @@ from curator.erasure_objects import (
 from curator.erasure_requests import (
     AUDIT_PREFIX,
     PLACES,
+    PROGRESS_PREFIX,
     REQUESTS_PREFIX,
     AuditRecord,
     ErasureRequest,
@@ -84,10 +92,15 @@ if TYPE_CHECKING:
     from pyiceberg.manifest import DataFile
     from pyiceberg.table import Table
 
-__all__ = ["PROGRESS_PREFIX", "ROWS_PER_RUN", "ErasureOutcome", "ErasureRun", "TableErasure"]
+__all__ = [
+    "LOOK_ROWS_PER_REWRITE_ROW",
+    "PROGRESS_PREFIX",
+    "ROWS_PER_RUN",
+    "ErasureOutcome",
+    "ErasureRun",
+    "TableErasure",
+]
 
-#: Where a request's tally is kept while it is being carried out (counts and snapshot ids only).
-PROGRESS_PREFIX = "erasure/progress/"
 _PREVIOUS_MAX = TableProperties.METADATA_PREVIOUS_VERSIONS_MAX
 #: Data files read whole at once (in parallel) to be rewritten: the erasure's memory is their rows, up to
 #: ``SLICE_ROWS`` each.
@@ -99,6 +112,9 @@ _SCAN_AHEAD = 16
 #: holding more goes on in the next runs, so a run still ends within the function's timeout and curates as usual.
 #: At the 4.9 µs a row the 30-day bench measured, 40M rows are about 200 s of one core (docs/erasure.md).
 ROWS_PER_RUN = 40_000_000
+#: A row looked at (its ``fan_id`` alone) costs about a fortieth of a row rewritten (0.11 µs against 4.9 µs): by
+#: default a run looks at this many times its rewrite share in rows (``curator.erasure_look``).
+LOOK_ROWS_PER_REWRITE_ROW = 40
 #: Summary properties of a ``registrations`` snapshot that later runs read: carried by every erasure snapshot.
 _STATE_PROPERTIES = (
     APPLIED_PROPERTY,
@@ -151,6 +167,8 @@ class TableErasure:
     rows: Counter[str] = field(default_factory=Counter)
     removed: list[DataFile] = field(default_factory=list)
     added: list[DataFile] = field(default_factory=list)
+    #: The fans' rows in each file holding some.
+    per_file: dict[str, Counter[str]] = field(default_factory=dict)
 
 
 def _table_rows(
@@ -160,17 +178,18 @@ def _table_rows(
     write: bool,
     staged: Staged | None = None,
     only: Collection[str] | None = None,
+    files: Sequence[DataFile] | None = None,
 ) -> TableErasure:
     """Find the fans' rows in ``table`` (only the files whose ``fan_id`` bounds allow them are read; with ``only``,
-    just those of these paths); with ``write``, write each file that holds some anew without them (rows in the same
-    order, same partition).
+    just those of these paths; with ``files``, just these); with ``write``, write each file that holds some anew
+    without them (rows in the same order, same partition).
 
     Looking is reading the ``fan_id`` column alone, ``_SCAN_AHEAD`` files at a time: a tenth of a file's bytes and
     decoding, and at the documented load nearly every file of the period is looked at. Only ``write`` reads files
     whole (``_READ_AHEAD`` at a time), and the run passes it just the files its look found holding a fan."""
     erasure = TableErasure(table)
     wanted = pa.array(sorted(fans), pa.string())
-    candidates = files_matching(table, predicate(In, "fan_id", sorted(fans)))
+    candidates = list(files) if files is not None else files_matching(table, predicate(In, "fan_id", sorted(fans)))
     if only is not None:
         candidates = [data_file for data_file in candidates if data_file.file_path in only]
     columns = None if write else ["fan_id"]
@@ -189,6 +208,7 @@ def _table_rows(
                 if not counts:
                     continue
                 erasure.rows.update(counts)
+                erasure.per_file[data_file.file_path] = counts
                 erasure.removed.append(data_file)
                 if rows is None or mask is None:
                     continue
@@ -314,10 +334,16 @@ class ErasureRun:
     checkpoint: Callable[[str], None] = lambda step: None
     #: Rows of data files the run reads whole and rewrites (``ROWS_PER_RUN``); past them the requests go on next run.
     rows_per_run: int = ROWS_PER_RUN
-    #: The data files found holding the fans (path: rows), per table (by the tally, or, on a rerun that reads its
-    #: tally back, before the rewrite).
-    _holding: dict[str, dict[str, int]] = field(default_factory=dict)
-    _counted: dict[str, Counter[str]] = field(default_factory=dict)
+    #: Rows of data files whose ``fan_id`` the run looks at (None: ``rows_per_run`` x ``LOOK_ROWS_PER_REWRITE_ROW``).
+    look_rows_per_run: int | None = None
+    #: What the look has found so far (``curator.erasure_look``), once the run has loaded and advanced it.
+    _look: LookState | None = None
+
+    @property
+    def look(self) -> LookState:
+        if self._look is None:
+            raise CurationError("the erasure's look is used before it was loaded")
+        return self._look
 
     # -- requests -------------------------------------------------------------------------------------------
     def pending(self, outcome: ErasureOutcome) -> list[_Pending]:
@@ -375,10 +401,17 @@ class ErasureRun:
         self.checkpoint("erasure ready")
         changes, registrations = catch_up(changes, registrations)
         fans = sorted({fan for item in requests for fan in item.request.fan_ids})
+        unlooked = self._look_tables(requests, (changes, registrations), fans)
+        if unlooked:
+            # More files than one run looks at: nothing is changed yet; the next runs look on from what is kept.
+            outcome.data_files_left = unlooked + sum(len(held) for held in self.look.holding.values())
+            self._keep_look()
+            return outcome, changes, registrations
         self._tally(requests, changes, registrations)
         changes, registrations, table_rows, outcome.data_files_left = self._erase_tables(changes, registrations, fans)
         if outcome.data_files_left:
             # More rows than one run rewrites: the requests stay pending (their tally kept) and the next runs go on.
+            self._keep_look()
             return outcome, changes, registrations
         tables = (changes, registrations)
         purged = {table.name()[-1]: _purge_table_versions(table, self.store, self.bucket) for table in tables}
@@ -399,6 +432,7 @@ class ErasureRun:
             CHANGES_TABLE: _snapshot_id(changes),
             REGISTRATIONS_TABLE: _snapshot_id(registrations),
         }
+        delete_looks(self.store)  # a crash from here on looks again (the tables no longer hold the fans)
         for item in requests:
             rows, purged_versions = self._audit(item, executed, versions, snapshots_after)
             for place, count in rows.items():
@@ -426,17 +460,22 @@ class ErasureRun:
                 pass
             if counted is None:
                 for table in (changes, registrations):
-                    found = _table_rows(table, fans, write=False)
-                    self._holding[table.name()[-1]] = _paths_and_rows(found.removed)
-                    self._counted[table.name()[-1]] = found.rows
                     old = _purge_table_versions(table, self.store, self.bucket, dry_run=True)
                     versions[table.name()[-1]] = old.versions
                 objects = self._erase_objects(changes, fans, dry_run=True)
-                counted = {**self._counted, **{place: found.rows for place, found in objects.items()}}
+                counted = {place: found.rows for place, found in objects.items()}
                 versions.update({place: found.versions.versions for place, found in objects.items()})
+            # The tables' rows: what the completed look found in the files the tables hold now.
+            in_tables = {
+                name: sum(held.found.get(item.request.request_id, 0) for held in self.look.holding[name].values())
+                for name in (CHANGES_TABLE, REGISTRATIONS_TABLE)
+            }
             item.tally = {
                 "rows_removed": {
-                    place: _sum_for(counted.get(place, Counter()), item.request.fan_ids) for place in PLACES
+                    place: in_tables[place]
+                    if place in in_tables
+                    else _sum_for(counted.get(place, Counter()), item.request.fan_ids)
+                    for place in PLACES
                 },
                 # Versions of all the run's requests together: a version is one object, whoever's rows it holds.
                 "versions_purged": {place: versions.get(place, 0) for place in PLACES},
@@ -455,8 +494,8 @@ class ErasureRun:
         history. The rows removed per table, and the files left for the next runs."""
         rows: dict[str, Counter[str]] = {}
         ledger = _summary_properties(changes, (LEDGER_PROPERTY,))
-        # Both tables' holding files known (a rerun's tally is read back, not looked for): the rewrite reads only them.
-        holds = [self._holds_rows(table, fans) for table in (changes, registrations)]
+        # Both tables' holding files are known from the look: the rewrite reads only them.
+        holds = [bool(self.look.holding[name]) for name in (CHANGES_TABLE, REGISTRATIONS_TABLE)]
         if not any(holds) and not any(
             _needs_cleanup(table, self.store, self.bucket, fans) for table in (changes, registrations)
         ):
@@ -465,6 +504,7 @@ class ErasureRun:
         marker = {"curator.erasure": "true"}
         found = self._rewrite(changes, fans, {**ledger, **marker}, share[CHANGES_TABLE])
         changes, rows[CHANGES_TABLE] = found.table, found.rows
+        self._looked_rewritten(CHANGES_TABLE, found)
         if not left:
             changes = _drop_deleted_manifests(changes, {**ledger, **marker})
         self.checkpoint("erasure changes committed")
@@ -473,6 +513,7 @@ class ErasureRun:
             state[APPLIED_PROPERTY] = str(applied)
         found = self._rewrite(registrations, fans, state, share[REGISTRATIONS_TABLE])
         registrations, rows[REGISTRATIONS_TABLE] = found.table, found.rows
+        self._looked_rewritten(REGISTRATIONS_TABLE, found)
         if left:
             # The run's share is committed; the rest, the history and the other places wait for the next runs.
             self.checkpoint("erasure share committed")
@@ -486,13 +527,57 @@ class ErasureRun:
         self.checkpoint("erasure history forgotten")
         return changes, registrations, rows, 0
 
-    def _holds_rows(self, table: Table, fans: list[str]) -> bool:
-        """Whether a data file of ``table`` holds a fan's rows (known from the tally, else read now)."""
-        name = table.name()[-1]
-        if name not in self._holding:
-            found = _table_rows(table, fans, write=False)
-            self._holding[name] = _paths_and_rows(found.removed)
-        return bool(self._holding[name])
+    def _look_tables(self, requests: list[_Pending], tables: Sequence[Table], fans: list[str]) -> int:
+        """Load the look of these requests and look at the files of both tables it does not know yet, in path
+        order, while their rows fit the run's look share (the first file always does); the files left unlooked."""
+        look = load_look(self.store, [item.request.request_id for item in requests])
+        self._look = look
+        budget = self.look_rows_per_run or self.rows_per_run * LOOK_ROWS_PER_REWRITE_ROW
+        spent, unlooked = 0, 0
+        for table in tables:
+            name = table.name()[-1]
+            candidates = files_matching(table, predicate(In, "fan_id", fans))
+            known_before = len(look.known(name))
+            look.forget_all_but(name, [data_file.file_path for data_file in candidates])
+            look.changed = look.changed or len(look.known(name)) != known_before
+            known = look.known(name)
+            chosen: list[DataFile] = []
+            for data_file in sorted(candidates, key=lambda item: item.file_path):
+                if data_file.file_path in known:
+                    continue
+                if spent and spent + data_file.record_count > budget:
+                    unlooked += 1
+                    continue
+                chosen.append(data_file)
+                spent += data_file.record_count
+            if not chosen:
+                continue
+            found = _table_rows(table, fans, write=False, files=chosen)
+            for data_file in chosen:
+                counts = found.per_file.get(data_file.file_path)
+                if not counts:
+                    look.clean[name].add(data_file.file_path)
+                    continue
+                per_request = {item.request.request_id: _sum_for(counts, item.request.fan_ids) for item in requests}
+                look.holding[name][data_file.file_path] = Held(
+                    data_file.record_count, {request: rows for request, rows in per_request.items() if rows}
+                )
+            look.changed = True
+        return unlooked
+
+    def _looked_rewritten(self, name: str, found: TableErasure) -> None:
+        """The files the run rewrote no longer hold the fans, nor do the files it wrote in their place."""
+        if not found.removed:
+            return
+        for data_file in found.removed:
+            self.look.holding[name].pop(data_file.file_path, None)
+        self.look.clean[name].update(data_file.file_path for data_file in found.added)
+        self.look.changed = True
+
+    def _keep_look(self) -> None:
+        """Keep what the look has found for the next run (the requests stay pending)."""
+        save_look(self.store, self.look)
+        self.checkpoint("erasure look kept")
 
     def _share(self) -> tuple[dict[str, set[str]], int]:
         """The data files each table rewrites this run, and how many are left for the next runs:
@@ -501,12 +586,12 @@ class ErasureRun:
         chosen: dict[str, set[str]] = {CHANGES_TABLE: set(), REGISTRATIONS_TABLE: set()}
         spent, left = 0, 0
         for name in (CHANGES_TABLE, REGISTRATIONS_TABLE):
-            for path, rows in sorted(self._holding.get(name, {}).items()):
-                if spent and spent + rows > self.rows_per_run:
+            for path, held in sorted(self.look.holding[name].items()):
+                if spent and spent + held.rows > self.rows_per_run:
                     left += 1
                     continue
                 chosen[name].add(path)
-                spent += rows
+                spent += held.rows
         return chosen, left
 
     @staticmethod
@@ -569,10 +654,6 @@ class ErasureRun:
                 self.store.delete(listed.key, listed.etag)
         self._delete_request(item.request.key, item.version_id)
         return rows, purged
-
-
-def _paths_and_rows(files: Sequence[DataFile]) -> dict[str, int]:
-    return {data_file.file_path: data_file.record_count for data_file in files}
 
 
 def _sum_for(counts: Counter[str], fans: Sequence[str]) -> int:

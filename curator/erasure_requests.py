@@ -40,6 +40,7 @@ __all__ = [
     "ERASURE_PREFIX",
     "MAX_FANS_PER_REQUEST",
     "PLACES",
+    "PROGRESS_PREFIX",
     "REQUESTS_PREFIX",
     "AuditRecord",
     "ErasureRequest",
@@ -52,6 +53,9 @@ __all__ = [
 ERASURE_PREFIX = "erasure/"
 REQUESTS_PREFIX = f"{ERASURE_PREFIX}requests/"
 AUDIT_PREFIX = f"{ERASURE_PREFIX}audit/"
+#: Where a request's tally and the erasure's look are kept while requests are carried out (counts, paths and
+#: snapshot ids only, never a fan id).
+PROGRESS_PREFIX = f"{ERASURE_PREFIX}progress/"
 #: Every place the lake keeps a fan's rows, in the order an erasure run visits them; an audit counts rows per place.
 PLACES = (
     "registration_changes",  # the curated change log (Iceberg)

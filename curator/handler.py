@@ -288,8 +288,8 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
         )
     if result.erasure.data_files_left:
         logger.info(
-            "erasure goes on next run: more data files hold the requests' fans than one run rewrites "
-            "(erasureRowsPerRun)",
+            "erasure goes on next run: the tables have more data files to look at or rewrite for the requests' fans "
+            "than one run does (erasureRowsPerRun)",
             extra={"data_files_left": result.erasure.data_files_left},
         )
     if result.unreadable:

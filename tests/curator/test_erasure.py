@@ -17,6 +17,7 @@ import pytest
 
 from curator import erasure as erasure_module
 from curator.erasure import PROGRESS_PREFIX
+from curator.erasure_look import LOOK_PREFIX
 from curator.erasure_requests import AUDIT_PREFIX, REQUESTS_PREFIX, AuditRecord, fan_id_hmac
 from curator.store import S3Store
 from curator.tables import CHANGES_TABLE, REGISTRATIONS_TABLE
@@ -480,7 +481,8 @@ def test_a_request_past_one_runs_share_goes_on_run_after_run_and_curation_never_
     }
     assert planted_rows[CHANGES_TABLE] >= 2
     request = planted.file_request(ERASED)
-    settings = dataclasses.replace(planted.settings, erasure_rows_per_run=1)
+    # the look done in the first run (a share of its own, below)
+    settings = dataclasses.replace(planted.settings, erasure_rows_per_run=1, erasure_look_rows_per_run=10**6)
     runs = len(changes_holding) + len(state_holding)
     written = [pa.concat_tables(tables)]
     left, holding = [], []
@@ -525,3 +527,58 @@ def test_a_request_past_one_runs_share_goes_on_run_after_run_and_curation_never_
     )
     expected_state = latest_state(everything.filter(pa.compute.not_equal(everything["fan_id"], ERASED)))
     assert state_of(lake.table(REGISTRATIONS_TABLE).scan().to_arrow()) == expected_state
+
+
+def test_a_look_past_one_runs_share_goes_on_run_after_run_and_rewrites_nothing_before_it_is_done(lake: CuratedLake):
+    # Two hours, the fan in each hour's file; a run may look at 40 rows of files (the first file always fits).
+    # Until the look is done a run rewrites nothing: it keeps what it found (paths and counts, no fan id) and
+    # curates as usual, so the fan's row curated by the first run, in a file of its own, is found too. The run
+    # that finishes the look tallies, rewrites and audits what the tables held then.
+    hours = [HOUR, HOUR + timedelta(hours=1)]
+    tables = [generated_rows(30, hour=hour, seed=90 + index) for index, hour in enumerate(hours)]
+    tables = [with_fans(table, {table.column("fan_id")[0].as_py(): ERASED}) for table in tables]
+    planted = PlantedLake(lake, f"{lake.bucket}-failures", pa.concat_tables(tables))
+    lake.s3.create_bucket(Bucket=planted.failure_bucket)
+    for table, hour in zip(tables, hours, strict=True):
+        lake.write(table, hour)
+    planted.curator().run()
+    holding_before = _files_holding(lake.table(CHANGES_TABLE), ERASED)[1]
+    assert len(holding_before) == 2
+    later = HOUR + timedelta(hours=2)
+    fresh = generated_rows(5, hour=later, seed=99)
+    fresh = with_fans(fresh, {fresh.column("fan_id")[0].as_py(): ERASED})
+    lake.write(fresh, later)  # curated by the first run below, after its erasure step
+    request = planted.file_request(ERASED)
+    settings = dataclasses.replace(planted.settings, erasure_look_rows_per_run=40)
+
+    first = planted.curator(settings=settings).run()
+
+    assert first.erasure.requests_completed == []
+    assert first.erasure.data_files_left > 0
+    assert first.changes_added == fresh.num_rows
+    assert set(holding_before) < set(_files_holding(lake.table(CHANGES_TABLE), ERASED)[1]), "nothing rewritten"
+    kept = lake.keys(LOOK_PREFIX)
+    assert len(kept) == 1
+    assert ERASED.encode() not in planted.body(lake.bucket, kept[0])
+    held = {
+        CHANGES_TABLE: count_fan(lake.table(CHANGES_TABLE).scan().to_arrow(), ERASED),
+        REGISTRATIONS_TABLE: count_fan(lake.table(REGISTRATIONS_TABLE).scan().to_arrow(), ERASED),
+    }
+    assert held[CHANGES_TABLE] == count_fan(pa.concat_tables([*tables, fresh]), ERASED)
+    runs = 1
+    result = first
+    while not result.erasure.requests_completed and runs < 8:
+        lake.clock.advance(minutes=15)
+        result = planted.curator(settings=settings).run()
+        runs += 1
+        assert len(lake.keys(LOOK_PREFIX)) <= 1
+
+    assert result.erasure.requests_completed == [request.request_id]
+    audit = AuditRecord.from_json(planted.body(lake.bucket, request.audit_key), request.audit_key)
+    assert {name: audit.rows_removed[name] for name in held} == held
+    assert lake.keys(LOOK_PREFIX) == []
+    assert find_bytes(planted, ERASED) == []
+    everything = pa.concat_tables([*tables, fresh])
+    assert sorted(normalized(lake.table(CHANGES_TABLE).scan().to_arrow())) == sorted(
+        row for row in normalized(everything) if row[2] != ERASED
+    )
