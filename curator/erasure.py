@@ -17,12 +17,11 @@ All pending requests (``erasure/requests/``) are carried out together, in this o
    A run rewrites at most ``rows_per_run`` rows of files (``ROWS_PER_RUN``): when more hold the fans, it commits
    its share and stops the erasure there, the requests stay pending with their tally, the run curates as usual,
    and the next runs go on (they look only at the files written since). Once a run has rewritten every file
-   left, per table: an
-   empty append drops the manifests that hold only deleted entries (their column bounds may be a fan's id); every
-   older snapshot is expired; the metadata log is cut to one entry (its older metadata files are deleted with the
-   commit); and every file under the table's location that the current metadata does not reference is deleted, at
-   once, without the usual grace (one writer by construction: nothing else is in flight). Finally no kept manifest
-   may hold a fan's id in a bound, or the run fails.
+   left, per table: an empty append drops the manifests that hold only deleted entries (their column bounds may be
+   a fan's id); every older snapshot is expired; the metadata log is cut to one entry (its older metadata files
+   are deleted with the commit); and every file under the table's location that the current metadata does not
+   reference is deleted, at once, without the usual grace (one writer by construction: nothing else is in
+   flight). Finally no kept manifest may hold a fan's id in a bound, or the run fails.
 4. **Objects** (``curator.erasure_objects``): raw landing objects, backfill snapshots, quarantine lines, the
    failure bucket's on-failure records, the DynamoDB export data files (overwritten in place: the export's
    manifest names them).
@@ -138,8 +137,8 @@ class ErasureOutcome:
     #: When each request still pending after the step was filed (a malformed one: when its object was written),
     #: by key: the deadline alarm's input.
     pending_since: dict[str, datetime] = field(default_factory=dict)
-    #: Data files still holding the requests' fans after the run (its share of rewrites was spent): the requests
-    #: stay pending and the next runs go on. 0 when the run rewrote all it found.
+    #: Data files left to look at or to rewrite after the run (its share of either was spent): the requests stay
+    #: pending and the next runs go on. 0 when the run looked at and rewrote all there was.
     data_files_left: int = 0
 
     def oldest_pending_hours(self, now: datetime) -> float:
