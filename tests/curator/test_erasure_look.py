@@ -90,3 +90,19 @@ def test_files_the_tables_no_longer_hold_are_forgotten() -> None:
 
     assert state.known(CHANGES_TABLE) == {"a", "d"}
     assert state.holding[CHANGES_TABLE] == {"d": Held(10, {"r": 2})}
+
+
+def test_a_crash_between_the_new_copy_and_the_delete_leaves_two_and_the_newer_is_read() -> None:
+    store = MemoryStore()
+    digest = requests_digest(REQUESTS)
+    older, newer = LookState(digest), LookState(digest)
+    older.clean[CHANGES_TABLE].add("s3://b/one.parquet")
+    newer.clean[CHANGES_TABLE].update({"s3://b/one.parquet", "s3://b/two.parquet"})
+    store.create(f"{LOOK_PREFIX}{digest}-000001.json", older.to_json())
+    store.create(f"{LOOK_PREFIX}{digest}-000002.json", newer.to_json())  # the run stopped before deleting the first
+
+    state = load_look(store, REQUESTS)
+
+    assert state.clean[CHANGES_TABLE] == {"s3://b/one.parquet", "s3://b/two.parquet"}
+    assert state.number == 2
+    assert looked(store) == [f"{LOOK_PREFIX}{digest}-000002.json"]
