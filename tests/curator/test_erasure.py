@@ -447,6 +447,19 @@ def test_an_overwrite_is_conditional_on_the_etag_read_and_keeps_the_old_bytes_as
     assert sorted(store.get_version(key, item.version_id) for item in store.versions(key)) == [b"first", b"second"]
 
 
+def _two_hours_with_the_fan(lake: CuratedLake, seed: int) -> tuple[PlantedLake, list[pa.Table]]:
+    """Two hours of 30 changes each, the first fan of each hour renamed the erased fan, written and curated."""
+    hours = [HOUR, HOUR + timedelta(hours=1)]
+    tables = [generated_rows(30, hour=hour, seed=seed + index) for index, hour in enumerate(hours)]
+    tables = [with_fans(table, {table.column("fan_id")[0].as_py(): ERASED}) for table in tables]
+    planted = PlantedLake(lake, f"{lake.bucket}-failures", pa.concat_tables(tables))
+    lake.s3.create_bucket(Bucket=planted.failure_bucket)
+    for table, hour in zip(tables, hours, strict=True):
+        lake.write(table, hour)
+    planted.curator().run()
+    return planted, tables
+
+
 class _ShareCommittedError(Exception):
     """The run stopped right after it committed its share of an erasure, before curating."""
 
@@ -463,14 +476,7 @@ def test_a_request_past_one_runs_share_goes_on_run_after_run_and_curation_never_
     # rows written since; the last completes the request, audited with the tally made before the first. A crash
     # right after the first run's share is committed (before it curates) changes none of it: the next run curates
     # both runs' rows and goes on from the files left.
-    hours = [HOUR, HOUR + timedelta(hours=1)]
-    tables = [generated_rows(30, hour=hour, seed=70 + index) for index, hour in enumerate(hours)]
-    tables = [with_fans(table, {table.column("fan_id")[0].as_py(): ERASED}) for table in tables]
-    planted = PlantedLake(lake, f"{lake.bucket}-failures", pa.concat_tables(tables))
-    lake.s3.create_bucket(Bucket=planted.failure_bucket)
-    for table, hour in zip(tables, hours, strict=True):
-        lake.write(table, hour)
-    planted.curator().run()
+    planted, tables = _two_hours_with_the_fan(lake, seed=70)
     changes_holding = _files_holding(lake.table(CHANGES_TABLE), ERASED)[1]
     state_holding = _files_holding(lake.table(REGISTRATIONS_TABLE), ERASED)[1]
     assert len(changes_holding) == 2
@@ -534,14 +540,7 @@ def test_a_look_past_one_runs_share_goes_on_run_after_run_and_rewrites_nothing_b
     # Until the look is done a run rewrites nothing: it keeps what it found (paths and counts, no fan id) and
     # curates as usual, so the fan's row curated by the first run, in a file of its own, is found too. The run
     # that finishes the look tallies, rewrites and audits what the tables held then.
-    hours = [HOUR, HOUR + timedelta(hours=1)]
-    tables = [generated_rows(30, hour=hour, seed=90 + index) for index, hour in enumerate(hours)]
-    tables = [with_fans(table, {table.column("fan_id")[0].as_py(): ERASED}) for table in tables]
-    planted = PlantedLake(lake, f"{lake.bucket}-failures", pa.concat_tables(tables))
-    lake.s3.create_bucket(Bucket=planted.failure_bucket)
-    for table, hour in zip(tables, hours, strict=True):
-        lake.write(table, hour)
-    planted.curator().run()
+    planted, tables = _two_hours_with_the_fan(lake, seed=90)
     holding_before = _files_holding(lake.table(CHANGES_TABLE), ERASED)[1]
     assert len(holding_before) == 2
     later = HOUR + timedelta(hours=2)
