@@ -581,3 +581,45 @@ def test_a_look_past_one_runs_share_goes_on_run_after_run_and_rewrites_nothing_b
     assert sorted(normalized(lake.table(CHANGES_TABLE).scan().to_arrow())) == sorted(
         row for row in normalized(everything) if row[2] != ERASED
     )
+
+
+def test_a_request_filed_while_another_goes_on_starts_a_new_look_and_both_are_audited_with_their_own_rows(
+    lake: CuratedLake,
+):
+    # The first request's erasure goes on over runs (a rewrite of one file a run); a second request, for another
+    # fan, is filed after its first run. The look starts over for both (another set of requests), the first
+    # request's tally is read back, the second's is made when the new look is done, and both complete together.
+    planted, tables = _two_hours_with_the_fan(lake, seed=110)
+    other = next(fan for fan in reversed(tables[0].column("fan_id").to_pylist()) if fan != ERASED)
+    fans = (ERASED, other)
+    held = {
+        fan: {name: count_fan(lake.table(name).scan().to_arrow(), fan) for name in (CHANGES_TABLE, REGISTRATIONS_TABLE)}
+        for fan in fans
+    }
+    settings = dataclasses.replace(planted.settings, erasure_rows_per_run=1, erasure_look_rows_per_run=10**6)
+    first = planted.file_request(ERASED)
+    result = planted.curator(settings=settings).run()
+    assert result.erasure.data_files_left > 0
+    looks = lake.keys(LOOK_PREFIX)
+    assert len(looks) == 1
+    second = planted.file_request(other, token="0badc0df")
+
+    runs = 1
+    while not result.erasure.requests_completed and runs < 12:
+        lake.clock.advance(minutes=15)
+        result = planted.curator(settings=settings).run()
+        runs += 1
+        kept = lake.keys(LOOK_PREFIX)
+        assert len(kept) <= 1
+        assert set(kept).isdisjoint(looks), "the first request's look is dropped: the new one is for both"
+
+    assert sorted(result.erasure.requests_completed) == sorted([first.request_id, second.request_id])
+    for request, fan in ((first, ERASED), (second, other)):
+        audit = AuditRecord.from_json(planted.body(lake.bucket, request.audit_key), request.audit_key)
+        assert {name: audit.rows_removed[name] for name in held[fan]} == held[fan], fan
+        assert find_bytes(planted, fan) == []
+    assert lake.keys(LOOK_PREFIX) == []
+    everything = pa.concat_tables(tables)
+    assert sorted(normalized(lake.table(CHANGES_TABLE).scan().to_arrow())) == sorted(
+        row for row in normalized(everything) if row[2] not in fans
+    )
