@@ -13,7 +13,7 @@ import fnmatch
 import gzip
 import json
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -369,6 +369,10 @@ def test_make_erase_files_counts_and_lists_as_the_ci_role_with_nothing_denied(aw
     assert any(line.startswith(f"pending    {request_id}  filed ") for line in status)
 
 
+def _keys(s3: Any, bucket: str, prefix: str) -> list[str]:
+    return [item["Key"] for item in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
+
+
 def _curator_as_its_role(aws: LocalAws, **erasure: Any) -> Curator:
     """The curator over the stack's raw prefix and Glue database, acting as the local curator role (as Lambda
     gives the function its role): pyiceberg's Glue and S3 clients and the raw store all use its credentials."""
@@ -401,8 +405,8 @@ def _curator_as_its_role(aws: LocalAws, **erasure: Any) -> Curator:
     )
 
 
-def _raw_object(aws: LocalAws, rows: Any) -> str:
-    key = partition_prefix(aws.names.prefixes.events, HOUR) + object_name(rows)
+def _raw_object(aws: LocalAws, rows: Any, hour: datetime = HOUR) -> str:
+    key = partition_prefix(aws.names.prefixes.events, hour) + object_name(rows)
     aws.client("s3").put_object(Bucket=aws.outputs.bucket_name, Key=key, Body=encode_parquet(rows))
     return key
 
@@ -465,13 +469,18 @@ def test_an_erasure_runs_as_the_curator_role_with_nothing_denied_and_purges_the_
     call it makes (versions listed, read, purged; tables rewritten; the request purged) is allowed."""
     admin, bucket, failures = aws.client("s3"), aws.outputs.bucket_name, aws.outputs.failure_bucket_name
     fan = "fan-erased-as-role"
-    rows = generated_rows(12, seed=41)
-    first = rows.column("fan_id")[0].as_py()
-    index = rows.schema.get_field_index("fan_id")
-    renamed = [fan if value == first else value for value in rows.column("fan_id").to_pylist()]
-    rows = rows.set_column(index, rows.schema.field(index), pa.array(renamed, rows.schema.field(index).type))
-    raw_key = _raw_object(aws, rows)
-    assert _curator_as_its_role(aws).run().raw_deleted == 1  # curated, then deleted: only its old version is left
+    renamed: list[str] = []
+    raw_keys = []
+    for offset, count in enumerate((12, 7, 5)):  # three hours: three files of registration_changes hold the fan
+        rows = generated_rows(count, hour=HOUR + timedelta(hours=offset), seed=41 + offset)
+        first = rows.column("fan_id")[0].as_py()
+        index = rows.schema.get_field_index("fan_id")
+        fans = [fan if value == first else value for value in rows.column("fan_id").to_pylist()]
+        rows = rows.set_column(index, rows.schema.field(index), pa.array(fans, rows.schema.field(index).type))
+        renamed.extend(fans)
+        raw_keys.append(_raw_object(aws, rows, HOUR + timedelta(hours=offset)))
+    # curated, then deleted: only their old versions are left
+    assert _curator_as_its_role(aws).run().raw_deleted == len(raw_keys)
     # Earlier tests left objects no erasure can read in the failure bucket ("{}"): this test's batch is alone there.
     _purge_everything(aws, failures, "")
     batch = "aws/lambda/replayed/batch"
@@ -486,29 +495,36 @@ def test_an_erasure_runs_as_the_curator_role_with_nothing_denied_and_purges_the_
     request = ErasureRequest.new((fan,), now=HOUR)
     admin.put_object(Bucket=bucket, Key=request.key, Body=request.to_json(), IfNoneMatch="*")
     _roles(aws).denials.clear()
-
-    result = _curator_as_its_role(
-        aws,
-        erasure_salt="local-salt",
-        failure_bucket=failures,
+    places = {
+        "erasure_salt": "local-salt",
+        "failure_bucket": failures,
         # places of their own: earlier tests left unreadable objects ("{}") in the shared ones
-        snapshot_prefix=f"{layout.snapshots}erasure-as-role/",
-        quarantine_prefix=f"{layout.quarantine}erasure-as-role/",
-        exports_prefix=exports,
-    ).run()
+        "snapshot_prefix": f"{layout.snapshots}erasure-as-role/",
+        "quarantine_prefix": f"{layout.quarantine}erasure-as-role/",
+        "exports_prefix": exports,
+    }
+    # Two runs that look at one file each keep the look between them (created write-once, read back, the older
+    # copy deleted), then a run with the default shares completes the request (and deletes the kept look).
+    for _ in range(2):
+        looking = _curator_as_its_role(aws, **places, erasure_look_rows_per_run=1).run()
+        assert looking.erasure.data_files_left > 0
+        assert len(_keys(admin, bucket, "erasure/progress/look-")) == 1
+
+    result = _curator_as_its_role(aws, **places).run()
 
     assert _roles(aws).denials == []
+    assert _keys(admin, bucket, "erasure/progress/") == []
     assert result.erasure.objects_unreadable == []
     assert result.erasure.requests_completed == [request.request_id]
     assert result.erasure.rows_removed["registration_changes"] == renamed.count(fan)
-    assert result.erasure.versions_purged["raw_events"] == 1
+    assert result.erasure.versions_purged["raw_events"] == len(raw_keys)
     assert result.erasure.versions_purged["failures"] == 1
     assert result.erasure.versions_purged["registration_changes"] > 0  # the data file rewritten without the fan
     assert (result.erasure.rows_removed["exports"], result.erasure.versions_purged["exports"]) == (1, 1)
     listed = admin.list_object_versions(Bucket=bucket, Prefix=export_key)
     assert [item["IsLatest"] for item in listed.get("Versions", [])] == [True]  # the old bytes purged
     assert gzip.decompress(admin.get_object(Bucket=bucket, Key=export_key)["Body"].read()) == items[1]
-    for where, key in ((bucket, raw_key), (failures, batch), (bucket, request.key)):
+    for where, key in (*((bucket, raw_key) for raw_key in raw_keys), (failures, batch), (bucket, request.key)):
         listed = admin.list_object_versions(Bucket=where, Prefix=key)
         assert [*listed.get("Versions", []), *listed.get("DeleteMarkers", [])] == [], key
 
