@@ -44,15 +44,11 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
 from pyiceberg.expressions import In
-from pyiceberg.table import TableProperties
 
 from curator.commits import CurationError, Staged, commit_overwrite, predicate
 from curator.erasure_look import Held, LookState, delete_looks, load_look, save_look
@@ -73,10 +69,19 @@ from curator.erasure_requests import (
     ErasureRequest,
     ErasureRequestError,
 )
-from curator.erasure_versions import VersionPurge, purge_versions
-from curator.files import files_matching, read_files, write_files, write_partition
+from curator.erasure_tables import (
+    TableErasure,
+    bound_holds_fan,
+    drop_deleted_manifests,
+    forget_history,
+    needs_cleanup,
+    purge_table_versions,
+    summary_properties,
+    table_rows,
+)
+from curator.erasure_versions import purge_versions
+from curator.files import files_matching
 from curator.raw import LEDGER_PROPERTY, read_ledger
-from curator.retention import referenced_files
 from curator.state import (
     APPLIED_PROPERTY,
     SEED_EXPORT_PROPERTY,
@@ -85,7 +90,7 @@ from curator.state import (
     WATERMARK_PROPERTY,
 )
 from curator.store import ObjectGoneError, ObjectStore
-from curator.tables import CHANGES_TABLE, PREVIOUS_METADATA_VERSIONS, REGISTRATIONS_TABLE
+from curator.tables import CHANGES_TABLE, REGISTRATIONS_TABLE
 
 if TYPE_CHECKING:
     from pyiceberg.manifest import DataFile
@@ -97,16 +102,8 @@ __all__ = [
     "ROWS_PER_RUN",
     "ErasureOutcome",
     "ErasureRun",
-    "TableErasure",
 ]
 
-_PREVIOUS_MAX = TableProperties.METADATA_PREVIOUS_VERSIONS_MAX
-#: Data files read whole at once (in parallel) to be rewritten: the erasure's memory is their rows, up to
-#: ``SLICE_ROWS`` each.
-_READ_AHEAD = 4
-#: Data files whose ``fan_id`` column alone is read at once while the fans' rows are looked for: a column of a
-#: file is a few MB, and the reads are S3 round trips to overlap.
-_SCAN_AHEAD = 16
 #: Rows of data files one run reads whole and rewrites, both tables together (the files' record counts): a request
 #: holding more goes on in the next runs, so a run still ends within the function's timeout and curates as usual.
 #: At the 4.9 µs a row the 30-day bench measured, 40M rows are about 200 s of one core (docs/erasure.md).
@@ -156,158 +153,6 @@ class ErasureOutcome:
             "objects_unreadable": list(self.objects_unreadable),
             "data_files_left": self.data_files_left,
         }
-
-
-@dataclass
-class TableErasure:
-    """The fans' rows in one table: the files holding them, and (once written) those files without them."""
-
-    table: Table
-    rows: Counter[str] = field(default_factory=Counter)
-    removed: list[DataFile] = field(default_factory=list)
-    added: list[DataFile] = field(default_factory=list)
-    #: The fans' rows in each file holding some.
-    per_file: dict[str, Counter[str]] = field(default_factory=dict)
-
-
-def _table_rows(
-    table: Table,
-    fans: Collection[str],
-    *,
-    write: bool,
-    staged: Staged | None = None,
-    only: Collection[str] | None = None,
-    files: Sequence[DataFile] | None = None,
-) -> TableErasure:
-    """Find the fans' rows in ``table`` (only the files whose ``fan_id`` bounds allow them are read; with ``only``,
-    just those of these paths; with ``files``, just these); with ``write``, write each file that holds some anew
-    without them (rows in the same order, same partition).
-
-    Looking is reading the ``fan_id`` column alone, ``_SCAN_AHEAD`` files at a time: a tenth of a file's bytes and
-    decoding, and at the documented load nearly every file of the period is looked at. Only ``write`` reads files
-    whole (``_READ_AHEAD`` at a time), and the run passes it just the files its look found holding a fan."""
-    erasure = TableErasure(table)
-    wanted = pa.array(sorted(fans), pa.string())
-    candidates = list(files) if files is not None else files_matching(table, predicate(In, "fan_id", sorted(fans)))
-    if only is not None:
-        candidates = [data_file for data_file in candidates if data_file.file_path in only]
-    columns = None if write else ["fan_id"]
-    at_once = _READ_AHEAD if write else _SCAN_AHEAD
-
-    def read(data_file: DataFile) -> tuple[DataFile, Counter[str], pa.Table | None, pa.Array | None]:
-        rows = read_files(table, [data_file], columns=columns)
-        mask = pc.fill_null(pc.is_in(rows.column("fan_id"), value_set=wanted), False)
-        counts = Counter(str(fan) for fan in rows.column("fan_id").filter(mask).to_pylist())
-        return (data_file, counts, rows, mask) if write and counts else (data_file, counts, None, None)
-
-    # A few files at a time: memory holds their rows, whatever the table's size.
-    with ThreadPoolExecutor(max_workers=at_once) as pool:
-        for start in range(0, len(candidates), at_once):
-            for data_file, counts, rows, mask in pool.map(read, candidates[start : start + at_once]):
-                if not counts:
-                    continue
-                erasure.rows.update(counts)
-                erasure.per_file[data_file.file_path] = counts
-                erasure.removed.append(data_file)
-                if rows is None or mask is None:
-                    continue
-                kept = rows.filter(pc.invert(mask))
-                del rows, mask
-                if table.name()[-1] == REGISTRATIONS_TABLE:
-                    files = write_partition(table, data_file.partition[0], kept)
-                else:
-                    files = write_files(table, kept)
-                if staged is not None:
-                    staged.written.extend(item.file_path for item in files)
-                erasure.added.extend(files)
-    return erasure
-
-
-def _bound_holds_fan(table: Table, fans: Collection[str]) -> str | None:
-    """The first kept manifest with an entry whose column bound is a fan's id, or None. (A bound equal to the id
-    is the case that matters: Iceberg keeps string bounds whole up to 16 characters, truncated beyond, and a
-    truncated bound is shared by every id with that prefix.)"""
-    encoded = {fan.encode() for fan in fans}
-    snapshot = table.current_snapshot()
-    if snapshot is None:
-        return None
-    for manifest in snapshot.manifests(table.io):
-        for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=False):
-            bounds = [*(entry.data_file.lower_bounds or {}).values(), *(entry.data_file.upper_bounds or {}).values()]
-            if any(bytes(bound) in encoded for bound in bounds):
-                return manifest.manifest_path
-    return None
-
-
-def _unreferenced(table: Table, store: ObjectStore, bucket: str) -> list[tuple[str, str]]:
-    """(key, ETag) of every object under the table's location that its current metadata does not reference."""
-    location = table.location().rstrip("/") + "/"
-    scheme_bucket = f"s3://{bucket}/"
-    needed = referenced_files(table)
-    return [
-        (item.key, item.etag)
-        for item in store.list(location[len(scheme_bucket) :])
-        if not item.key.endswith("/") and f"{scheme_bucket}{item.key}" not in needed
-    ]
-
-
-def _needs_cleanup(table: Table, store: ObjectStore, bucket: str, fans: Collection[str]) -> bool:
-    """Whether anything of ``table`` besides its current rows could still hold a fan: an older snapshot, a
-    manifest with deleted entries, older metadata files, unreferenced files."""
-    snapshot = table.current_snapshot()
-    if snapshot is None:
-        return bool(_unreferenced(table, store, bucket))
-    if len(table.metadata.snapshots) > 1 or len(table.metadata.metadata_log) > 1:
-        return True
-    if any(manifest.deleted_files_count for manifest in snapshot.manifests(table.io)):
-        return True
-    return _bound_holds_fan(table, fans) is not None or bool(_unreferenced(table, store, bucket))
-
-
-def _summary_properties(table: Table, names: Sequence[str]) -> dict[str, str]:
-    snapshot = table.current_snapshot()
-    summary = snapshot.summary if snapshot is not None else None
-    if summary is None:
-        return {}
-    return {name: str(value) for name in names if (value := summary.get(name)) is not None}
-
-
-def _drop_deleted_manifests(table: Table, properties: dict[str, str]) -> Table:
-    """An append of no file: its manifest list keeps only the manifests with live files (pyiceberg's fast append),
-    so the manifests holding only deleted entries, whose bounds may be a fan's id, are no longer referenced."""
-    transaction = table.transaction()
-    with transaction.update_snapshot(snapshot_properties=properties).fast_append():
-        pass
-    return transaction.commit_transaction()
-
-
-def _forget_history(table: Table, store: ObjectStore, bucket: str) -> Table:
-    """Expire every snapshot but the current one, cut the metadata log to one entry (pyiceberg deletes the metadata
-    files it drops), and delete every file the current metadata does not reference."""
-    current = table.current_snapshot()
-    keep = current.snapshot_id if current is not None else None
-    older = [item.snapshot_id for item in table.metadata.snapshots if item.snapshot_id != keep]
-    if older:
-        table.maintenance.expire_snapshots().by_ids(older).commit()
-        table.refresh()
-    if len(table.metadata.metadata_log) > 1:
-        with table.transaction() as transaction:
-            transaction.set_properties({_PREVIOUS_MAX: "1"})
-        table.refresh()
-        with table.transaction() as transaction:
-            transaction.set_properties({_PREVIOUS_MAX: str(PREVIOUS_METADATA_VERSIONS)})
-        table.refresh()
-    for key, etag in _unreferenced(table, store, bucket):
-        store.delete(key, etag)
-    return table
-
-
-def _purge_table_versions(table: Table, store: ObjectStore, bucket: str, *, dry_run: bool = False) -> VersionPurge:
-    """Every noncurrent version under the table's location, and the delete markers left without a version: table
-    files are written once, so each is a file already deleted (an old data file, a manifest whose bounds may be a
-    fan's id, older metadata) that ``GetObject?versionId=`` could still read."""
-    location = table.location().rstrip("/") + "/"
-    return purge_versions(store, location[len(f"s3://{bucket}/") :], holds=None, dry_run=dry_run)
 
 
 @dataclass
@@ -413,7 +258,7 @@ class ErasureRun:
             self._keep_look()
             return outcome, changes, registrations
         tables = (changes, registrations)
-        purged = {table.name()[-1]: _purge_table_versions(table, self.store, self.bucket) for table in tables}
+        purged = {table.name()[-1]: purge_table_versions(table, self.store, self.bucket) for table in tables}
         self.checkpoint("erasure table versions purged")
         objects = self._erase_objects(changes, fans)
         executed: dict[str, Counter[str]] = {**table_rows, **{place: found.rows for place, found in objects.items()}}
@@ -459,7 +304,7 @@ class ErasureRun:
                 pass
             if counted is None:
                 for table in (changes, registrations):
-                    old = _purge_table_versions(table, self.store, self.bucket, dry_run=True)
+                    old = purge_table_versions(table, self.store, self.bucket, dry_run=True)
                     versions[table.name()[-1]] = old.versions
                 objects = self._erase_objects(changes, fans, dry_run=True)
                 counted = {place: found.rows for place, found in objects.items()}
@@ -492,11 +337,11 @@ class ErasureRun:
         """Rewrite the run's share of the files holding the fans (``_share``); once none is left, cut both tables'
         history. The rows removed per table, and the files left for the next runs."""
         rows: dict[str, Counter[str]] = {}
-        ledger = _summary_properties(changes, (LEDGER_PROPERTY,))
+        ledger = summary_properties(changes, (LEDGER_PROPERTY,))
         # Both tables' holding files are known from the look: the rewrite reads only them.
         holds = [bool(self.look.holding[name]) for name in (CHANGES_TABLE, REGISTRATIONS_TABLE)]
         if not any(holds) and not any(
-            _needs_cleanup(table, self.store, self.bucket, fans) for table in (changes, registrations)
+            needs_cleanup(table, self.store, self.bucket, fans) for table in (changes, registrations)
         ):
             return changes, registrations, {CHANGES_TABLE: Counter(), REGISTRATIONS_TABLE: Counter()}, 0
         share, left = self._share()
@@ -505,9 +350,9 @@ class ErasureRun:
         changes, rows[CHANGES_TABLE] = found.table, found.rows
         self._looked_rewritten(CHANGES_TABLE, found)
         if not left:
-            changes = _drop_deleted_manifests(changes, {**ledger, **marker})
+            changes = drop_deleted_manifests(changes, {**ledger, **marker})
         self.checkpoint("erasure changes committed")
-        state = {**_summary_properties(registrations, _STATE_PROPERTIES), **marker}
+        state = {**summary_properties(registrations, _STATE_PROPERTIES), **marker}
         if (applied := _snapshot_id(changes)) is not None:
             state[APPLIED_PROPERTY] = str(applied)
         found = self._rewrite(registrations, fans, state, share[REGISTRATIONS_TABLE])
@@ -517,11 +362,11 @@ class ErasureRun:
             # The run's share is committed; the rest, the history and the other places wait for the next runs.
             self.checkpoint("erasure share committed")
             return changes, registrations, rows, left
-        registrations = _drop_deleted_manifests(registrations, state)
+        registrations = drop_deleted_manifests(registrations, state)
         self.checkpoint("erasure registrations committed")
         for table in (changes, registrations):
-            _forget_history(table, self.store, self.bucket)
-            if (manifest := _bound_holds_fan(table, fans)) is not None:
+            forget_history(table, self.store, self.bucket)
+            if (manifest := bound_holds_fan(table, fans)) is not None:
                 raise CurationError(f"after erasure, manifest {manifest} still holds a fan id in a column bound")
         self.checkpoint("erasure history forgotten")
         return changes, registrations, rows, 0
@@ -551,7 +396,7 @@ class ErasureRun:
                 spent += data_file.record_count
             if not chosen:
                 continue
-            found = _table_rows(table, fans, write=False, files=chosen)
+            found = table_rows(table, fans, write=False, files=chosen)
             for data_file in chosen:
                 counts = found.per_file.get(data_file.file_path)
                 if not counts:
@@ -598,7 +443,7 @@ class ErasureRun:
         table: Table, fans: list[str], properties: dict[str, str], only: Collection[str] | None
     ) -> TableErasure:
         staged = Staged(table)
-        found = _table_rows(table, fans, write=True, staged=staged, only=only)
+        found = table_rows(table, fans, write=True, staged=staged, only=only)
         if not found.removed:
             return found
         try:

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from curator import erasure as erasure_module
+from curator import erasure_tables
 from curator.erasure import PROGRESS_PREFIX
 from curator.erasure_look import LOOK_PREFIX
 from curator.erasure_requests import AUDIT_PREFIX, REQUESTS_PREFIX, AuditRecord, fan_id_hmac
@@ -287,13 +287,13 @@ def test_files_without_the_fan_are_looked_at_by_their_fan_id_column_alone(
         with pytest.raises(_TalliedError):
             planted.curator(checkpoint=_stop_after_the_tally).run()
     reads: dict[str, list[tuple[str, tuple[str, ...] | None]]] = {CHANGES_TABLE: [], REGISTRATIONS_TABLE: []}
-    real = erasure_module.read_files
+    real = erasure_tables.read_files
 
     def spied(table: Any, files: Any, columns: Any = None) -> pa.Table:
         reads[table.name()[-1]].extend((item.file_path, tuple(columns) if columns else None) for item in files)
         return real(table, files, columns)
 
-    monkeypatch.setattr(erasure_module, "read_files", spied)
+    monkeypatch.setattr(erasure_tables, "read_files", spied)
     result = planted.curator().run()
 
     assert result.erasure.rows_removed[CHANGES_TABLE] == middle.count(fan)
