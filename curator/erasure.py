@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -182,6 +182,8 @@ class ErasureRun:
     look_rows_per_run: int | None = None
     #: What the look has found so far (``curator.erasure_look``), once the run has loaded and advanced it.
     _look: LookState | None = None
+    #: The data files of each table the look may find the fans in (the candidates it looked over), by path.
+    _files: dict[str, dict[str, DataFile]] = field(default_factory=dict)
 
     @property
     def look(self) -> LookState:
@@ -381,19 +383,12 @@ class ErasureRun:
         for table in tables:
             name = table.name()[-1]
             candidates = files_matching(table, predicate(In, "fan_id", fans))
-            known_before = len(look.known(name))
-            look.forget_all_but(name, [data_file.file_path for data_file in candidates])
-            look.changed = look.changed or len(look.known(name)) != known_before
+            self._files[name] = {data_file.file_path: data_file for data_file in candidates}
+            look.forget_all_but(name, self._files[name])
             known = look.known(name)
-            chosen: list[DataFile] = []
-            for data_file in sorted(candidates, key=lambda item: item.file_path):
-                if data_file.file_path in known:
-                    continue
-                if spent and spent + data_file.record_count > budget:
-                    unlooked += 1
-                    continue
-                chosen.append(data_file)
-                spent += data_file.record_count
+            unknown = [data_file for path, data_file in sorted(self._files[name].items()) if path not in known]
+            chosen, left, spent = _within(unknown, budget, spent)
+            unlooked += left
             if not chosen:
                 continue
             found = table_rows(table, fans, write=False, files=chosen)
@@ -423,27 +418,22 @@ class ErasureRun:
         save_look(self.store, self.look)
         self.checkpoint("erasure look kept")
 
-    def _share(self) -> tuple[dict[str, set[str]], int]:
+    def _share(self) -> tuple[dict[str, list[DataFile]], int]:
         """The data files each table rewrites this run, and how many are left for the next runs:
         ``registration_changes`` first, then ``registrations``, each in path order, while their rows fit
         ``rows_per_run`` (the first file always does, so every run moves a request on)."""
-        chosen: dict[str, set[str]] = {CHANGES_TABLE: set(), REGISTRATIONS_TABLE: set()}
+        chosen: dict[str, list[DataFile]] = {}
         spent, left = 0, 0
         for name in (CHANGES_TABLE, REGISTRATIONS_TABLE):
-            for path, held in sorted(self.look.holding[name].items()):
-                if spent and spent + held.rows > self.rows_per_run:
-                    left += 1
-                    continue
-                chosen[name].add(path)
-                spent += held.rows
+            holding = [self._files[name][path] for path in sorted(self.look.holding[name])]
+            chosen[name], not_now, spent = _within(holding, self.rows_per_run, spent)
+            left += not_now
         return chosen, left
 
     @staticmethod
-    def _rewrite(
-        table: Table, fans: list[str], properties: dict[str, str], only: Collection[str] | None
-    ) -> TableErasure:
+    def _rewrite(table: Table, fans: list[str], properties: dict[str, str], files: list[DataFile]) -> TableErasure:
         staged = Staged(table)
-        found = table_rows(table, fans, write=True, staged=staged, only=only)
+        found = table_rows(table, fans, write=True, staged=staged, files=files)
         if not found.removed:
             return found
         try:
@@ -498,6 +488,20 @@ class ErasureRun:
                 self.store.delete(listed.key, listed.etag)
         self._delete_request(item.request.key, item.version_id)
         return rows, purged
+
+
+def _within(files: Sequence[DataFile], budget: int, spent: int) -> tuple[list[DataFile], int, int]:
+    """Of ``files``, in their order, those whose rows (record counts) fit ``budget`` with ``spent`` rows already
+    taken (the first file of a run always fits); how many did not; the rows taken then."""
+    chosen: list[DataFile] = []
+    left = 0
+    for data_file in files:
+        if spent and spent + data_file.record_count > budget:
+            left += 1
+            continue
+        chosen.append(data_file)
+        spent += data_file.record_count
+    return chosen, left, spent
 
 
 def _sum_for(counts: Counter[str], fans: Sequence[str]) -> int:

@@ -55,8 +55,10 @@ class LookState:
     def forget_all_but(self, table: str, paths: Iterable[str]) -> None:
         """Forget the files of ``table`` it no longer holds (``paths``: the files it may hold the fans in)."""
         current = set(paths)
+        known = len(self.known(table))
         self.clean[table] &= current
         self.holding[table] = {path: held for path, held in self.holding[table].items() if path in current}
+        self.changed = self.changed or len(self.known(table)) != known
 
     def known(self, table: str) -> set[str]:
         return self.clean[table] | self.holding[table].keys()

@@ -12,12 +12,11 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyiceberg.expressions import In
 from pyiceberg.table import TableProperties
 
-from curator.commits import Staged, predicate
+from curator.commits import Staged
 from curator.erasure_versions import VersionPurge, purge_versions
-from curator.files import files_matching, read_files, write_files, write_partition
+from curator.files import read_files, write_files, write_partition
 from curator.retention import referenced_files
 from curator.store import ObjectStore
 from curator.tables import PREVIOUS_METADATA_VERSIONS, REGISTRATIONS_TABLE
@@ -63,12 +62,11 @@ def table_rows(
     fans: Collection[str],
     *,
     write: bool,
+    files: Sequence[DataFile],
     staged: Staged | None = None,
-    only: Collection[str] | None = None,
-    files: Sequence[DataFile] | None = None,
 ) -> TableErasure:
-    """Find the fans' rows in ``table`` (only the files whose ``fan_id`` bounds allow them are read; with ``only``,
-    just those of these paths; with ``files``, just these); with ``write``, write each file that holds some anew
+    """Find the fans' rows in ``files`` of ``table`` (the run picks them among the files whose ``fan_id`` bounds
+    allow a fan); with ``write``, write each file that holds some anew
     without them (rows in the same order, same partition).
 
     Looking is reading the ``fan_id`` column alone, ``_SCAN_AHEAD`` files at a time: a tenth of a file's bytes and
@@ -76,9 +74,7 @@ def table_rows(
     whole (``_READ_AHEAD`` at a time), and the run passes it just the files its look found holding a fan."""
     erasure = TableErasure(table)
     wanted = pa.array(sorted(fans), pa.string())
-    candidates = list(files) if files is not None else files_matching(table, predicate(In, "fan_id", sorted(fans)))
-    if only is not None:
-        candidates = [data_file for data_file in candidates if data_file.file_path in only]
+    candidates = list(files)
     columns = None if write else ["fan_id"]
     at_once = _READ_AHEAD if write else _SCAN_AHEAD
 

@@ -86,10 +86,14 @@ def test_files_the_tables_no_longer_hold_are_forgotten() -> None:
     state.clean[CHANGES_TABLE].update({"a", "b"})
     state.holding[CHANGES_TABLE] = {"c": Held(10, {"r": 1}), "d": Held(10, {"r": 2})}
 
+    state.forget_all_but(CHANGES_TABLE, ["a", "b", "c", "d"])
+    assert not state.changed, "nothing forgotten: nothing to keep anew"
+
     state.forget_all_but(CHANGES_TABLE, ["a", "d", "e"])
 
     assert state.known(CHANGES_TABLE) == {"a", "d"}
     assert state.holding[CHANGES_TABLE] == {"d": Held(10, {"r": 2})}
+    assert state.changed
 
 
 def test_a_crash_between_the_new_copy_and_the_delete_leaves_two_and_the_newer_is_read() -> None:
