@@ -18,7 +18,7 @@ def glue_catalog(
     secret_access_key: str | None = None,
     session_token: str | None = None,
 ) -> GlueCatalog:
-    """A Glue catalog whose tables' files go through pyarrow's S3 filesystem in ``region``.
+    """A Glue catalog whose tables' files go through pyarrow's S3 filesystem in ``region`` (``curator.file_io``).
 
     ``endpoint_url`` (the local AWS) sends both Glue and S3 there; credentials default to the environment's (a role's
     temporary credentials come with their ``session_token``).
@@ -28,7 +28,7 @@ def glue_catalog(
     properties = {
         "glue.region": region,
         "s3.region": region,
-        "py-io-impl": "pyiceberg.io.pyarrow.PyArrowFileIO",
+        "py-io-impl": "curator.file_io.SinglePutFileIO",
     }
     if endpoint_url:
         properties.update(
