@@ -111,9 +111,25 @@ def _named(name: str) -> str:
 
 
 # -- the reproduced case: two changes 600 µs apart in one millisecond, delivered reversed -----------------------
-def _recent_millisecond() -> datetime:
-    """A moment inside the named queries' window, 100 µs into a millisecond (the data's place, not an assertion)."""
-    return datetime.now(UTC).replace(microsecond=123_100) - timedelta(hours=1)
+def _recent_millisecond(now: datetime | None = None) -> datetime:
+    """A moment inside the named queries' window (today or yesterday, UTC), 100 µs into a millisecond, at least
+    ten minutes into its day: the case's first change, a minute earlier, falls on the same day, so the per-day query
+    gives one row whatever the time of day the test runs (the data's place, not an assertion)."""
+    moment = (now or datetime.now(UTC)) - timedelta(hours=1)
+    if moment - moment.replace(hour=0, minute=0, second=0, microsecond=0) < timedelta(minutes=10):
+        moment -= timedelta(minutes=15)  # the end of the day before, still inside the window
+    return moment.replace(microsecond=123_100)
+
+
+@pytest.mark.parametrize("hour", [0, 1, 2, 23])
+def test_the_reproduced_case_falls_on_one_day_whenever_the_test_runs(hour: int):
+    for minute in (0, 5, 9, 10, 30, 59):
+        now = datetime(2026, 12, 8, hour, minute, 30, tzinfo=UTC)
+        at = _recent_millisecond(now)
+        first = _reproduced_case(at)[1][0].time
+        assert first.date() == at.date(), now
+        assert (now.date() - at.date()).days <= 1, now  # today or yesterday: inside the raw window
+        assert at < now
 
 
 def _reproduced_case(at: datetime) -> tuple[dict[str, Any], list[Change], list[Change]]:
